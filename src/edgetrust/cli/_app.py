@@ -1,0 +1,94 @@
+"""The root Typer app, shared output helpers, and the error-to-exit-code boundary."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from edgetrust.errors import Error, VerificationError
+
+app = typer.Typer(
+    name="edgetrust",
+    help=(
+        "Trust for AI that runs on your own device: signed inference receipts, a public "
+        "transparency log, and verification at the level you need.\n\n"
+        "Start with 'edgetrust demo' (everything in a temporary home, no network), or "
+        "'edgetrust init' to create your device identity."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+HomeOpt = Annotated[
+    str | None,
+    typer.Option("--home", envvar="EDGETRUST_HOME", help="State directory (default ~/.edgetrust)."),
+]
+
+_json_mode = False
+
+EXIT_OK = 0
+EXIT_VERIFICATION_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+
+def emit(json_mode: bool, data: Any, human: Callable[[], None]) -> None:
+    """Print `data` as JSON in --json mode, otherwise call `human` to render it."""
+    global _json_mode
+    _json_mode = json_mode
+    if json_mode:
+        sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    else:
+        human()
+
+
+def set_json_mode(json_mode: bool) -> None:
+    """Remember --json so that an error raised later is also reported as JSON."""
+    global _json_mode
+    _json_mode = json_mode
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI with `argv` and return its exit code instead of exiting."""
+    global _json_mode
+    _json_mode = False
+    code: int
+    try:
+        app(args=list(argv) if argv is not None else None, prog_name="edgetrust")
+        code = EXIT_OK
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except VerificationError as exc:
+        _report("verification failed", exc)
+        code = EXIT_VERIFICATION_FAILED
+    except Error as exc:
+        _report("error", exc)
+        code = EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        code = 130
+    return code
+
+
+def _report(prefix: str, exc: Error) -> None:
+    if _json_mode:
+        body: dict[str, Any] = {"error": type(exc).__name__, "message": exc.message}
+        if isinstance(exc, VerificationError):
+            body["step"] = exc.step
+        sys.stdout.write(json.dumps(body, sort_keys=True) + "\n")
+    err.print(f"[bold red]{prefix}:[/] {exc.diagnostics()}", markup=True, highlight=False)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(run())

@@ -1,0 +1,150 @@
+"""Canonical encodings: RFC 8785 JSON, `sha256:<hex>` digests, and canonical tensor bytes.
+
+Anything that is signed or hashed goes through here, so the same value hashes the same on every
+machine and every Python.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import struct
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import rfc8785
+
+from edgetrust.errors import InvalidInputError
+
+__all__ = [
+    "DIGEST_PREFIX",
+    "TENSOR_MAGIC",
+    "canonical_json",
+    "canonical_tensor_bytes",
+    "digest_bytes",
+    "digest_hex",
+    "digest_tensor",
+    "parse_digest",
+    "parse_json",
+    "tensor_from_canonical_bytes",
+]
+
+DIGEST_PREFIX = "sha256:"
+_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+TENSOR_MAGIC = b"ETT1"
+"""First bytes of a canonical tensor encoding (edgetrust tensor, version 1)."""
+
+# dtype names we accept in canonical tensors; little-endian fixed-width only, so the
+# bytes do not depend on the machine.
+_DTYPES: dict[str, np.dtype[Any]] = {
+    name: np.dtype(name).newbyteorder("<")
+    for name in (
+        "bool",
+        "int8",
+        "uint8",
+        "int16",
+        "uint16",
+        "int32",
+        "uint32",
+        "int64",
+        "uint64",
+        "float16",
+        "float32",
+        "float64",
+    )
+}
+
+
+def canonical_json(value: Any) -> bytes:
+    """Serialize `value` as RFC 8785 (JSON Canonicalization Scheme) UTF-8 bytes.
+
+    Raises:
+        InvalidInputError: the value has no canonical form (NaN, ±Inf, non-string keys,
+            integers beyond the I-JSON range, unsupported types).
+    """
+    try:
+        return rfc8785.dumps(value)
+    except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
+        raise InvalidInputError(f"value has no canonical JSON form: {exc}") from exc
+
+
+def parse_json(data: bytes | str, *, what: str = "JSON", max_bytes: int | None = None) -> Any:
+    """Parse untrusted JSON text, refusing NaN/Infinity literals and oversized input."""
+    if max_bytes is not None and len(data) > max_bytes:
+        raise InvalidInputError(f"{what} is {len(data)} bytes, over the {max_bytes}-byte limit")
+
+    def _reject_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not valid JSON")
+
+    try:
+        return json.loads(data, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise InvalidInputError(f"{what} is not valid JSON: {exc}") from exc
+
+
+def digest_bytes(data: bytes) -> str:
+    """Return the `sha256:<hex>` digest of `data`."""
+    return DIGEST_PREFIX + hashlib.sha256(data).hexdigest()
+
+
+def digest_hex(digest: str) -> str:
+    """Return the 64 hex characters of a `sha256:<hex>` digest, validating its form."""
+    return parse_digest(digest).hex()
+
+
+def parse_digest(digest: str) -> bytes:
+    """Parse a `sha256:<64 lower-case hex>` digest into its 32 raw bytes."""
+    if not isinstance(digest, str) or not _DIGEST_RE.match(digest):
+        raise InvalidInputError(f"not a sha256 digest (want 'sha256:<64 hex>'): {digest!r:.80}")
+    return bytes.fromhex(digest[len(DIGEST_PREFIX) :])
+
+
+def canonical_tensor_bytes(array: npt.ArrayLike) -> bytes:
+    """Encode a tensor as bytes that are the same on every machine.
+
+    Layout: ``b"ETT1" || u32le(len(header)) || header || data`` where header is the RFC 8785
+    JSON ``{"dtype": name, "shape": [...]}`` and data is the elements in C order,
+    little-endian. Byte order, memory layout and strides of the source array do not matter.
+    """
+    arr = np.asarray(array)
+    name = arr.dtype.name
+    if name not in _DTYPES:
+        raise InvalidInputError(f"tensor dtype {name} has no canonical encoding")
+    header = canonical_json({"dtype": name, "shape": list(arr.shape)})
+    data = np.ascontiguousarray(arr, dtype=_DTYPES[name]).tobytes(order="C")
+    return TENSOR_MAGIC + struct.pack("<I", len(header)) + header + data
+
+
+def tensor_from_canonical_bytes(data: bytes) -> npt.NDArray[Any]:
+    """Decode `canonical_tensor_bytes` output, checking every length."""
+    if len(data) < 8 or data[:4] != TENSOR_MAGIC:
+        raise InvalidInputError("not a canonical tensor encoding (bad magic)")
+    (hlen,) = struct.unpack("<I", data[4:8])
+    if 8 + hlen > len(data):
+        raise InvalidInputError("canonical tensor header is truncated")
+    header = parse_json(data[8 : 8 + hlen], what="tensor header")
+    if not isinstance(header, dict) or set(header) != {"dtype", "shape"}:
+        raise InvalidInputError("canonical tensor header must have exactly dtype and shape")
+    name, shape = header["dtype"], header["shape"]
+    if name not in _DTYPES:
+        raise InvalidInputError(f"unknown tensor dtype {name!r}")
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise InvalidInputError("tensor shape must be a list of non-negative integers")
+    dtype = _DTYPES[name]
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    body = data[8 + hlen :]
+    if len(body) != count * dtype.itemsize:
+        raise InvalidInputError(
+            f"tensor data is {len(body)} bytes, expected {count * dtype.itemsize}"
+        )
+    return np.frombuffer(body, dtype=dtype).reshape(shape).astype(np.dtype(name))
+
+
+def digest_tensor(array: npt.ArrayLike) -> str:
+    """Digest of a tensor's canonical bytes."""
+    return digest_bytes(canonical_tensor_bytes(array))
