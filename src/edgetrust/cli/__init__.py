@@ -1,12 +1,14 @@
 """The `edgetrust` command line: a thin Typer layer over the library.
 
-Each command group lives in its own private module and registers here. Errors derived from
-`edgetrust.errors.Error` become one line on stderr and an exit code: 1 for a failed
-verification, 2 for bad usage or input. Never a traceback.
+Each command group lives in its own private module, which registers its commands on the root
+`app` when imported. Errors derived from `edgetrust.errors.Error` become one line on stderr and
+an exit code: 1 for a failed verification, 2 for bad usage or input. Never a traceback.
 """
 
 from __future__ import annotations
 
-from edgetrust.cli._app import app, main
+# Command groups: importing a module registers its commands on `app`. One line per group.
+from edgetrust.cli import _core  # noqa: F401  (init, model, infer, reveal, verify, demo)
+from edgetrust.cli._app import app, main, run
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "run"]

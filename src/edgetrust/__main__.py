@@ -1,0 +1,5 @@
+"""`python -m edgetrust` runs the CLI."""
+
+from edgetrust.cli import main
+
+main()
