@@ -1,0 +1,157 @@
+"""in-toto Statement v1 payloads, and the registry of predicate types edgetrust knows.
+
+Every entry edgetrust signs or logs (inference receipts, model cards, federated rounds, dispute
+verdicts) is a DSSE envelope of an in-toto Statement whose `predicateType` names a versioned
+edgetrust format. A module that defines a predicate type registers a validator for it here, so
+the log node can refuse envelopes of unknown or malformed types.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from edgetrust.dsse import MAX_ENVELOPE_BYTES, Envelope, parse_envelope, verify_envelope
+from edgetrust.encoding import canonical_json, parse_json
+from edgetrust.errors import InvalidInputError, UnsupportedError, VerificationError
+
+__all__ = [
+    "IN_TOTO_PAYLOAD_TYPE",
+    "STATEMENT_TYPE",
+    "PredicateValidator",
+    "SignedStatement",
+    "Statement",
+    "Subject",
+    "encode_statement",
+    "known_predicate_types",
+    "open_signed_statement",
+    "parse_statement",
+    "register_predicate_type",
+]
+
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
+
+
+@dataclass(frozen=True)
+class Subject:
+    """A statement subject: a name and its sha256 digest (hex)."""
+
+    name: str
+    sha256: str
+    """64 lower-case hex characters."""
+
+
+@dataclass(frozen=True)
+class Statement:
+    """A parsed in-toto Statement v1."""
+
+    subjects: tuple[Subject, ...]
+    predicate_type: str
+    predicate: Mapping[str, Any]
+
+
+PredicateValidator = Callable[[Statement, str], None]
+"""Checks a statement's predicate, given the DID that signed it; raises on a bad one."""
+
+_VALIDATORS: dict[str, PredicateValidator] = {}
+
+
+def register_predicate_type(uri: str, validator: PredicateValidator) -> None:
+    """Make `uri` a known predicate type, checked by `validator` when entries are opened."""
+    if not re.fullmatch(r"https://edgetrust\.dev/[a-z0-9/-]+/v[0-9]+", uri):
+        raise ValueError(f"predicate type {uri!r} must be https://edgetrust.dev/<name>/v<N>")
+    _VALIDATORS[uri] = validator
+
+
+def known_predicate_types() -> tuple[str, ...]:
+    """The predicate types registered so far, sorted."""
+    return tuple(sorted(_VALIDATORS))
+
+
+def encode_statement(
+    subjects: list[Subject] | tuple[Subject, ...], predicate_type: str, predicate: Mapping[str, Any]
+) -> bytes:
+    """Canonical JSON bytes of an in-toto Statement v1."""
+    return canonical_json(
+        {
+            "_type": STATEMENT_TYPE,
+            "subject": [{"name": s.name, "digest": {"sha256": s.sha256}} for s in subjects],
+            "predicateType": predicate_type,
+            "predicate": dict(predicate),
+        }
+    )
+
+
+def _hex64(value: object) -> bool:
+    return (
+        isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+    )
+
+
+def parse_statement(payload: bytes) -> Statement:
+    """Parse and structurally check an in-toto Statement v1 (not the predicate's content)."""
+    obj = parse_json(payload, what="statement")
+    if not isinstance(obj, dict):
+        raise InvalidInputError("statement must be a JSON object")
+    if obj.get("_type") != STATEMENT_TYPE:
+        raise UnsupportedError(f"statement _type must be {STATEMENT_TYPE}")
+    raw_subjects = obj.get("subject")
+    if not isinstance(raw_subjects, list) or not raw_subjects:
+        raise InvalidInputError("statement needs a non-empty subject list")
+    subjects = []
+    for raw in raw_subjects:
+        digest = raw.get("digest") if isinstance(raw, dict) else None
+        if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+            raise InvalidInputError("each statement subject needs a string name")
+        if not isinstance(digest, dict) or not _hex64(digest.get("sha256")):
+            raise InvalidInputError("each statement subject needs a sha256 digest (64 hex)")
+        subjects.append(Subject(raw["name"], digest["sha256"]))
+    ptype = obj.get("predicateType")
+    if not isinstance(ptype, str):
+        raise InvalidInputError("statement predicateType must be a string")
+    predicate = obj.get("predicate")
+    if not isinstance(predicate, dict):
+        raise InvalidInputError("statement predicate must be a JSON object")
+    return Statement(tuple(subjects), ptype, MappingProxyType(predicate))
+
+
+@dataclass(frozen=True)
+class SignedStatement:
+    """An envelope whose signatures verified and whose statement is of a known, valid type."""
+
+    envelope: Envelope
+    statement: Statement
+    signer: str
+    """DID of the (first) signer, verified."""
+
+
+def open_signed_statement(
+    data: bytes | str | Envelope, *, max_bytes: int = MAX_ENVELOPE_BYTES
+) -> SignedStatement:
+    """Parse, verify and validate a signed statement of a registered predicate type.
+
+    Steps: (1) the envelope parses; (2) every signature verifies; (3) the payload is an
+    in-toto Statement v1; (4) its predicate type is registered and its validator accepts it.
+
+    Raises:
+        InvalidInputError: malformed envelope or statement.
+        VerificationError: a signature does not verify (step "1 signature").
+        UnsupportedError: unknown payload type, statement type or predicate type.
+    """
+    envelope = data if isinstance(data, Envelope) else parse_envelope(data, max_bytes=max_bytes)
+    try:
+        signer = verify_envelope(envelope)
+    except VerificationError as exc:
+        raise VerificationError(exc.message, step="1 signature") from exc
+    if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE:
+        raise UnsupportedError(f"unknown payloadType {envelope.payload_type!r:.80}")
+    statement = parse_statement(envelope.payload)
+    validator = _VALIDATORS.get(statement.predicate_type)
+    if validator is None:
+        raise UnsupportedError(f"unknown predicateType {statement.predicate_type!r:.100}")
+    validator(statement, signer)
+    return SignedStatement(envelope, statement, signer)
