@@ -1,0 +1,1 @@
+"""Executors that run ONNX models: onnxruntime (float) and the deterministic fixed-point one."""

@@ -1,0 +1,1 @@
+"""Verification of receipts and bundles, disputes, and zero-knowledge proofs."""
