@@ -115,3 +115,11 @@ def test_tensor_decoder_rejects_truncation() -> None:
     for cut in range(len(data)):
         with pytest.raises(InvalidInputError):
             tensor_from_canonical_bytes(data[:cut])
+
+
+@given(hnp.arrays(dtypes, hnp.array_shapes(min_dims=0, max_dims=3, max_side=4)))
+def test_streamed_digest_equals_digest_of_canonical_bytes(arr: np.ndarray) -> None:  # type: ignore[type-arg]
+    assert digest_tensor(arr) == digest_bytes(canonical_tensor_bytes(arr))
+    if arr.ndim:
+        view = arr[::-1]  # a strided view hashes like its contiguous copy
+        assert digest_tensor(view) == digest_bytes(canonical_tensor_bytes(view.copy()))

@@ -23,12 +23,15 @@ __all__ = [
     "TENSOR_MAGIC",
     "canonical_json",
     "canonical_tensor_bytes",
+    "canonical_tensor_prefix",
     "digest_bytes",
     "digest_hex",
     "digest_tensor",
     "parse_digest",
     "parse_json",
+    "tensor_data_view",
     "tensor_from_canonical_bytes",
+    "update_tensor_hash",
 ]
 
 DIGEST_PREFIX = "sha256:"
@@ -90,16 +93,51 @@ def digest_bytes(data: bytes) -> str:
     return DIGEST_PREFIX + hashlib.sha256(data).hexdigest()
 
 
+def digest_tensor(array: npt.ArrayLike) -> str:
+    """Digest of a tensor's canonical bytes (streamed, no copy)."""
+    h = hashlib.sha256()
+    update_tensor_hash(h, array)
+    return DIGEST_PREFIX + h.hexdigest()
+
+
 def digest_hex(digest: str) -> str:
     """Return the 64 hex characters of a `sha256:<hex>` digest, validating its form."""
     return parse_digest(digest).hex()
 
 
-def parse_digest(digest: str) -> bytes:
+def parse_digest(digest: object) -> bytes:
     """Parse a `sha256:<64 lower-case hex>` digest into its 32 raw bytes."""
     if not isinstance(digest, str) or not _DIGEST_RE.match(digest):
         raise InvalidInputError(f"not a sha256 digest (want 'sha256:<64 hex>'): {digest!r:.80}")
     return bytes.fromhex(digest[len(DIGEST_PREFIX) :])
+
+
+def canonical_tensor_prefix(dtype: str, shape: tuple[int, ...] | list[int]) -> bytes:
+    """The bytes that precede a tensor's data in `canonical_tensor_bytes`.
+
+    Exposed so that many tensors of one dtype and shape (the rows of a batch) can share one
+    prefix: canonicalizing the header is far costlier than hashing a small row.
+    """
+    if dtype not in _DTYPES:
+        raise InvalidInputError(f"tensor dtype {dtype} has no canonical encoding")
+    header = canonical_json({"dtype": dtype, "shape": [int(d) for d in shape]})
+    return TENSOR_MAGIC + struct.pack("<I", len(header)) + header
+
+
+def tensor_data_view(array: npt.NDArray[Any]) -> memoryview:
+    """The tensor's elements as little-endian C-order bytes, without a copy when possible."""
+    dtype = _DTYPES.get(array.dtype.name)
+    if dtype is None:
+        raise InvalidInputError(f"tensor dtype {array.dtype.name} has no canonical encoding")
+    arr = np.ascontiguousarray(array, dtype=dtype)
+    return arr.data.cast("B")
+
+
+def update_tensor_hash(hasher: Any, array: npt.ArrayLike) -> None:
+    """Feed a tensor's canonical bytes to a hashlib object, without building them."""
+    arr = np.asarray(array)
+    hasher.update(canonical_tensor_prefix(arr.dtype.name, arr.shape))
+    hasher.update(tensor_data_view(arr))
 
 
 def canonical_tensor_bytes(array: npt.ArrayLike) -> bytes:
@@ -110,12 +148,7 @@ def canonical_tensor_bytes(array: npt.ArrayLike) -> bytes:
     little-endian. Byte order, memory layout and strides of the source array do not matter.
     """
     arr = np.asarray(array)
-    name = arr.dtype.name
-    if name not in _DTYPES:
-        raise InvalidInputError(f"tensor dtype {name} has no canonical encoding")
-    header = canonical_json({"dtype": name, "shape": list(arr.shape)})
-    data = np.ascontiguousarray(arr, dtype=_DTYPES[name]).tobytes(order="C")
-    return TENSOR_MAGIC + struct.pack("<I", len(header)) + header + data
+    return canonical_tensor_prefix(arr.dtype.name, arr.shape) + bytes(tensor_data_view(arr))
 
 
 def tensor_from_canonical_bytes(data: bytes) -> npt.NDArray[Any]:
@@ -143,8 +176,3 @@ def tensor_from_canonical_bytes(data: bytes) -> npt.NDArray[Any]:
             f"tensor data is {len(body)} bytes, expected {count * dtype.itemsize}"
         )
     return np.frombuffer(body, dtype=dtype).reshape(shape).astype(np.dtype(name))
-
-
-def digest_tensor(array: npt.ArrayLike) -> str:
-    """Digest of a tensor's canonical bytes."""
-    return digest_bytes(canonical_tensor_bytes(array))

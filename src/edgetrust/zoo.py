@@ -7,6 +7,7 @@ is written with `onnx.helper`, so the demo and the tests run offline on any mach
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -19,6 +20,8 @@ __all__ = [
     "digits_mlp_onnx",
     "load_digits_split",
     "mlp_to_onnx",
+    "small_cnn",
+    "squeezenet",
     "train_digits_mlp",
 ]
 
@@ -120,3 +123,128 @@ def digits_mlp_onnx(*, seed: int = 0, hidden: Sequence[int] = (32,)) -> tuple[by
     """Train the demo MLP and return ``(onnx_bytes, test_accuracy)``; deterministic per seed."""
     weights, biases, acc = train_digits_mlp(seed=seed, hidden=hidden)
     return mlp_to_onnx(weights, biases).SerializeToString(), acc
+
+
+class _GraphBuilder:
+    """Small helper to write CNN graphs with onnx.helper: names nodes and initializers."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self.count = 0
+
+    def _name(self, kind: str) -> str:
+        self.count += 1
+        return f"{kind}{self.count}"
+
+    def conv(self, x: str, cin: int, cout: int, k: int, *, stride: int = 1, pad: int = 0) -> str:
+        name = self._name("conv")
+        w = (self.rng.standard_normal((cout, cin, k, k)) * np.sqrt(2.0 / (cin * k * k))).astype(
+            np.float32
+        )
+        b = (self.rng.standard_normal(cout) * 0.01).astype(np.float32)
+        self.inits += [
+            numpy_helper.from_array(w, f"{name}_w"),
+            numpy_helper.from_array(b, f"{name}_b"),
+        ]
+        self.nodes.append(
+            helper.make_node(
+                "Conv",
+                [x, f"{name}_w", f"{name}_b"],
+                [name],
+                name,
+                kernel_shape=[k, k],
+                strides=[stride, stride],
+                pads=[pad] * 4,
+            )
+        )
+        return name
+
+    def batchnorm(self, x: str, c: int) -> str:
+        name = self._name("bn")
+        params = {
+            "scale": 1.0 + 0.1 * self.rng.standard_normal(c),
+            "bias": 0.1 * self.rng.standard_normal(c),
+            "mean": 0.1 * self.rng.standard_normal(c),
+            "var": 1.0 + 0.1 * np.abs(self.rng.standard_normal(c)),
+        }
+        for key, value in params.items():
+            self.inits.append(numpy_helper.from_array(value.astype(np.float32), f"{name}_{key}"))
+        self.nodes.append(
+            helper.make_node(
+                "BatchNormalization", [x, *(f"{name}_{k}" for k in params)], [name], name
+            )
+        )
+        return name
+
+    def op(self, kind: str, inputs: list[str], **attrs: Any) -> str:
+        name = self._name(kind.lower())
+        self.nodes.append(helper.make_node(kind, inputs, [name], name, **attrs))
+        return name
+
+    def model(
+        self, x_shape: list[int | str], out: str, out_shape: list[int | str], name: str
+    ) -> onnx.ModelProto:
+        graph = helper.make_graph(
+            self.nodes,
+            name,
+            [helper.make_tensor_value_info("input", TensorProto.FLOAT, x_shape)],
+            [helper.make_tensor_value_info(out, TensorProto.FLOAT, out_shape)],
+            self.inits,
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", DIGITS_OPSET)])
+        model.ir_version = 8
+        onnx.checker.check_model(model)
+        return model
+
+
+def squeezenet(*, num_classes: int = 1000, seed: int = 0, size: int = 224) -> onnx.ModelProto:
+    """A SqueezeNet 1.1 graph with random weights, for benchmarks and tests.
+
+    Fire modules, Concat, MaxPool, GlobalAveragePool and Softmax: the size and shape of the
+    real network (about 1.2M parameters).
+    """
+    g = _GraphBuilder(seed)
+    x = g.op("Relu", [g.conv("input", 3, 64, 3, stride=2)])
+    x = g.op("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2])
+    cin = 64
+
+    def fire(x: str, cin: int, squeeze: int, expand: int) -> tuple[str, int]:
+        s = g.op("Relu", [g.conv(x, cin, squeeze, 1)])
+        e1 = g.op("Relu", [g.conv(s, squeeze, expand, 1)])
+        e3 = g.op("Relu", [g.conv(s, squeeze, expand, 3, pad=1)])
+        return g.op("Concat", [e1, e3], axis=1), 2 * expand
+
+    for i, (sq, ex) in enumerate(
+        [(16, 64), (16, 64), (32, 128), (32, 128), (48, 192), (48, 192), (64, 256), (64, 256)]
+    ):
+        x, cin = fire(x, cin, sq, ex)
+        if i in (1, 3):
+            x = g.op("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2])
+    x = g.op("Relu", [g.conv(x, cin, num_classes, 1)])
+    x = g.op("GlobalAveragePool", [x])
+    x = g.op("Flatten", [x], axis=1)
+    x = g.op("Softmax", [x], axis=1)
+    return g.model(["batch", 3, size, size], x, ["batch", num_classes], "squeezenet-like")
+
+
+def small_cnn(*, num_classes: int = 10, seed: int = 0, size: int = 16) -> onnx.ModelProto:
+    """A small CNN for tests that want a real CNN without the cost of a large one.
+
+    Conv, BatchNormalization, MaxPool, AveragePool, a residual Add, Gemm and Softmax.
+    """
+    g = _GraphBuilder(seed)
+    x = g.op("Relu", [g.batchnorm(g.conv("input", 3, 8, 3, pad=1), 8)])
+    y = g.op("Relu", [g.batchnorm(g.conv(x, 8, 8, 3, pad=1), 8)])
+    x = g.op("Add", [x, y])
+    x = g.op("MaxPool", [x], kernel_shape=[2, 2], strides=[2, 2])
+    x = g.op("AveragePool", [x], kernel_shape=[2, 2], strides=[2, 2])
+    x = g.op("Flatten", [x], axis=1)
+    feat = 8 * (size // 4) * (size // 4)
+    w = (g.rng.standard_normal((feat, num_classes)) * 0.1).astype(np.float32)
+    g.inits.append(numpy_helper.from_array(w, "fc_w"))
+    g.inits.append(numpy_helper.from_array(np.zeros(num_classes, np.float32), "fc_b"))
+    x = g.op("Gemm", [x, "fc_w", "fc_b"])
+    x = g.op("Softmax", [x], axis=1)
+    return g.model(["batch", 3, size, size], x, ["batch", num_classes], "small-cnn")

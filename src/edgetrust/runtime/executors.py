@@ -1,0 +1,69 @@
+"""The executors a receipt can name, and how a verifier gets one back from a receipt.
+
+A receipt records its executor as ``{"name", "version", "settings"}``. To re-execute, a
+verifier looks the name up here and builds an executor with the recorded settings. An
+executor that is `exact` promises bit-identical outputs on every machine (the fixed-point
+one); for the others a verifier can only compare within a tolerance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from edgetrust.errors import UnsupportedError
+from edgetrust.models import ModelCard
+from edgetrust.runtime.onnx import OnnxExecutor, Tensors
+
+__all__ = ["Executor", "ExecutorFactory", "executor_names", "make_executor", "register_executor"]
+
+
+class Executor(Protocol):
+    """Runs a model on validated inputs."""
+
+    name: str
+
+    @property
+    def exact(self) -> bool:
+        """Whether outputs are bit-identical on every machine."""
+        ...
+
+    def descriptor(self) -> dict[str, Any]:
+        """``{"name", "version", "settings"}`` as recorded in receipts."""
+        ...
+
+    def run(self, card: ModelCard, model_bytes: bytes, inputs: Mapping[str, Any]) -> Tensors:
+        """Outputs by name."""
+        ...
+
+
+ExecutorFactory = Callable[[Mapping[str, Any]], Executor]
+"""Builds an executor from a receipt's recorded settings."""
+
+_FACTORIES: dict[str, ExecutorFactory] = {}
+
+
+def register_executor(name: str, factory: ExecutorFactory) -> None:
+    """Make executor `name` available to `make_executor`."""
+    _FACTORIES[name] = factory
+
+
+def executor_names() -> tuple[str, ...]:
+    """Registered executor names, sorted."""
+    return tuple(sorted(_FACTORIES))
+
+
+def make_executor(name: str, settings: Mapping[str, Any] | None = None) -> Executor:
+    """Build executor `name` with `settings` (from a receipt, or defaults)."""
+    factory = _FACTORIES.get(name)
+    if factory is None:
+        raise UnsupportedError(f"unknown executor {name!r} (known: {', '.join(executor_names())})")
+    return factory(settings or {})
+
+
+def _onnx_factory(settings: Mapping[str, Any]) -> Executor:
+    threads = settings.get("intra_op_num_threads", 1)
+    return OnnxExecutor(intra_op_threads=threads if isinstance(threads, int) and threads > 0 else 1)
+
+
+register_executor(OnnxExecutor.name, _onnx_factory)
