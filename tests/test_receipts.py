@@ -236,3 +236,23 @@ def test_malformed_bundles(bad: bytes) -> None:
 def test_malformed_openings(bad: bytes) -> None:
     with pytest.raises(InvalidInputError):
         parse_opening(bad)
+
+
+def test_verified_cache_hits_only_identical_envelopes() -> None:
+    from edgetrust.statement import VerifiedCache
+
+    outs = EXEC.run(CARD, MLP, {"input": X[:4]})
+    batch = issue_batch(
+        issuer=DEVICE, card=CARD, inputs={"input": X[:4]}, outputs=outs, executor=EXEC.descriptor()
+    )
+    cache = VerifiedCache()
+    for i in range(4):
+        read_receipt(batch.bundle(i), cache=cache)
+    assert len(cache._entries) == 1
+    env = batch.envelope
+    sig = env.signatures[0]
+    forged = Envelope(env.payload, env.payload_type, (type(sig)(sig.keyid, bytes(64)),))
+    with pytest.raises(
+        VerificationError
+    ):  # a forged signature on a cached payload misses the cache
+        read_receipt(Bundle(forged, item=batch.items[0]), cache=cache)

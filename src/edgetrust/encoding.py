@@ -6,6 +6,7 @@ machine and every Python.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -115,12 +116,17 @@ def parse_digest(digest: object) -> bytes:
 def canonical_tensor_prefix(dtype: str, shape: tuple[int, ...] | list[int]) -> bytes:
     """The bytes that precede a tensor's data in `canonical_tensor_bytes`.
 
-    Exposed so that many tensors of one dtype and shape (the rows of a batch) can share one
-    prefix: canonicalizing the header is far costlier than hashing a small row.
+    Cached: canonicalizing the header costs far more than hashing a small tensor, and the
+    same few (dtype, shape) pairs recur in every receipt of a model.
     """
+    return _tensor_prefix(dtype, tuple(int(d) for d in shape))
+
+
+@functools.lru_cache(maxsize=1024)
+def _tensor_prefix(dtype: str, shape: tuple[int, ...]) -> bytes:
     if dtype not in _DTYPES:
         raise InvalidInputError(f"tensor dtype {dtype} has no canonical encoding")
-    header = canonical_json({"dtype": dtype, "shape": [int(d) for d in shape]})
+    header = canonical_json({"dtype": dtype, "shape": list(shape)})
     return TENSOR_MAGIC + struct.pack("<I", len(header)) + header
 
 

@@ -48,6 +48,7 @@ from edgetrust.statement import (
     IN_TOTO_PAYLOAD_TYPE,
     Statement,
     Subject,
+    VerifiedCache,
     encode_statement,
     open_signed_statement,
     register_predicate_type,
@@ -74,6 +75,7 @@ __all__ = [
     "encode_tensors",
     "issue_batch",
     "issue_receipt",
+    "new_opening",
     "parse_bundle",
     "parse_bundles",
     "parse_opening",
@@ -119,6 +121,12 @@ def tensors_digest(tensors: Mapping[str, Any]) -> str:
     h = hashlib.sha256()
     _hash_named(h, tensors)
     return DIGEST_PREFIX + h.hexdigest()
+
+
+def new_opening(inputs: Mapping[str, Any]) -> Opening:
+    """Commit to `inputs` with a fresh random salt."""
+    salt = os.urandom(SALT_BYTES)
+    return Opening(commit_inputs(inputs, salt), salt)
 
 
 def commit_inputs(inputs: Mapping[str, Any], salt: bytes) -> str:
@@ -213,17 +221,21 @@ def issue_receipt(
     outputs: Mapping[str, Any],
     executor: Mapping[str, Any],
     output_private: bool = False,
-    salt: bytes | None = None,
+    opening: Opening | None = None,
     trace_root: str | None = None,
     extra: Mapping[str, Any] | None = None,
     issued_at: str | None = None,
 ) -> tuple[Envelope, Opening]:
     """Sign a receipt for one inference; returns the envelope and the input's opening.
 
-    `extra` adds optional predicate fields defined by other modules (e.g. ``zk``).
+    `opening` lets a caller that already committed to these inputs (e.g. in a thread while
+    the model ran, as `Device.infer` does) pass the result instead of hashing them again;
+    it must come from `commit_inputs` on the same inputs. `extra` adds optional predicate
+    fields defined by other modules (e.g. ``zk``).
     """
-    salt = os.urandom(SALT_BYTES) if salt is None else salt
-    commitment = commit_inputs(inputs, salt)
+    if opening is None:
+        opening = new_opening(inputs)
+    commitment = opening.commitment
     out_digest = tensors_digest(outputs)
     output: dict[str, Any] = {"digest": out_digest}
     if not output_private:
@@ -245,7 +257,7 @@ def issue_receipt(
     payload = encode_statement(
         [Subject("output", digest_hex(out_digest))], INFERENCE_PREDICATE_TYPE, predicate
     )
-    return sign_envelope(payload, IN_TOTO_PAYLOAD_TYPE, issuer), Opening(commitment, salt)
+    return sign_envelope(payload, IN_TOTO_PAYLOAD_TYPE, issuer), opening
 
 
 # -- batch receipts ------------------------------------------------------------------------
@@ -631,15 +643,18 @@ class Receipt:
         return self.bundle.item is not None
 
 
-def read_receipt(bundle: Bundle) -> Receipt:
+def read_receipt(bundle: Bundle, *, cache: VerifiedCache | None = None) -> Receipt:
     """Verification steps 1-2: signature, statement, and (for a batch item) its audit path.
+
+    With a `cache`, an envelope already opened (the shared envelope of a batch) is not
+    verified again.
 
     Raises:
         VerificationError: with step "1 signature" or "2 statement".
         InvalidInputError / UnsupportedError: malformed or unknown formats (step 2).
     """
     try:
-        signed = open_signed_statement(bundle.envelope)
+        signed = open_signed_statement(bundle.envelope, cache=cache)
     except VerificationError:
         raise
     except Error as exc:

@@ -8,13 +8,15 @@ the log node can refuse envelopes of unknown or malformed types.
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from edgetrust.dsse import MAX_ENVELOPE_BYTES, Envelope, parse_envelope, verify_envelope
+from edgetrust.dsse import MAX_ENVELOPE_BYTES, Envelope, pae, parse_envelope, verify_envelope
 from edgetrust.encoding import canonical_json, parse_json
 from edgetrust.errors import InvalidInputError, UnsupportedError, VerificationError
 
@@ -25,6 +27,7 @@ __all__ = [
     "SignedStatement",
     "Statement",
     "Subject",
+    "VerifiedCache",
     "encode_statement",
     "known_predicate_types",
     "open_signed_statement",
@@ -129,8 +132,47 @@ class SignedStatement:
     """DID of the (first) signer, verified."""
 
 
+class VerifiedCache:
+    """Remembers envelopes already opened, keyed by a hash of the exact signed bytes.
+
+    Batch receipts share one envelope across thousands of items; checking its Ed25519
+    signature once instead of per item is most of a batch verifier's speed. The key covers
+    payload type, payload, and every (keyid, signature) pair, so any change misses the cache.
+    """
+
+    def __init__(self, maxsize: int = 4096) -> None:
+        if maxsize < 1:
+            raise ValueError("`maxsize` must be at least 1")
+        self.maxsize = maxsize
+        self._entries: OrderedDict[bytes, SignedStatement] = OrderedDict()
+
+    @staticmethod
+    def key(envelope: Envelope) -> bytes:
+        """A collision-resistant key for the envelope's exact content."""
+        h = hashlib.sha256(pae(envelope.payload_type, envelope.payload))
+        for s in envelope.signatures:
+            h.update(b"\x00%d:%s%d:" % (len(s.keyid), s.keyid.encode(), len(s.sig)) + s.sig)
+        return h.digest()
+
+    def get(self, envelope: Envelope) -> SignedStatement | None:
+        """The opened statement for an identical envelope, if seen."""
+        found = self._entries.get(self.key(envelope))
+        if found is not None:
+            self._entries.move_to_end(self.key(envelope))
+        return found
+
+    def put(self, signed: SignedStatement) -> None:
+        """Remember an opened statement."""
+        self._entries[self.key(signed.envelope)] = signed
+        while len(self._entries) > self.maxsize:
+            self._entries.popitem(last=False)
+
+
 def open_signed_statement(
-    data: bytes | str | Envelope, *, max_bytes: int = MAX_ENVELOPE_BYTES
+    data: bytes | str | Envelope,
+    *,
+    max_bytes: int = MAX_ENVELOPE_BYTES,
+    cache: VerifiedCache | None = None,
 ) -> SignedStatement:
     """Parse, verify and validate a signed statement of a registered predicate type.
 
@@ -143,6 +185,10 @@ def open_signed_statement(
         UnsupportedError: unknown payload type, statement type or predicate type.
     """
     envelope = data if isinstance(data, Envelope) else parse_envelope(data, max_bytes=max_bytes)
+    if cache is not None:
+        hit = cache.get(envelope)
+        if hit is not None:
+            return hit
     try:
         signer = verify_envelope(envelope)
     except VerificationError as exc:
@@ -154,4 +200,7 @@ def open_signed_statement(
     if validator is None:
         raise UnsupportedError(f"unknown predicateType {statement.predicate_type!r:.100}")
     validator(statement, signer)
-    return SignedStatement(envelope, statement, signer)
+    signed = SignedStatement(envelope, statement, signer)
+    if cache is not None:
+        cache.put(signed)
+    return signed
