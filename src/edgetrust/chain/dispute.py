@@ -1,0 +1,513 @@
+"""The `DisputeGame` contract from Python: the on-chain referee for a dispute's final step.
+
+The bisection over a trace runs off chain and ends on one output element of one dense node
+(Gemm/MatMul with constant weights). This module builds the referee commitment v1 the contract
+checks (see `contracts/DisputeGame.vy` for the layout), opens exactly what the final step needs
+(K inputs, K weights, bias, multiplier, the claimed output: contiguous RFC 9162 range proofs),
+and drives the contract: stake, open a dispute over a computation the device signed, resolve it
+(the contract recomputes the element), or claim a timeout.
+
+`referee_element()` is the fixed-point rule in plain Python integers, the same rule as
+`edgetrust.runtime.fixed` (dot product, bias, ``round_shift`` rounding half away from zero,
+per-channel multiplier, saturation) and as the contract.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from eth_abi.abi import encode as abi_encode
+from eth_account.messages import encode_defunct
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+
+from edgetrust.chain.anchor import TxResult
+from edgetrust.chain.artifacts import load_artifact
+from edgetrust.chain.rpc import Chain, RevertError
+from edgetrust.errors import InvalidInputError, NotFoundError
+from edgetrust.log.merkle import inclusion_proof, leaf_hash, node_hash, root_from_leaves
+
+__all__ = [
+    "CHUNK",
+    "KIND_DENSE",
+    "DenseNode",
+    "DisputeGame",
+    "DisputeParams",
+    "DisputeState",
+    "FinalStep",
+    "RefereeCommitment",
+    "TensorCommitment",
+    "VerdictEvent",
+    "encode_int64",
+    "range_proof",
+    "referee_element",
+    "round_shift",
+]
+
+KIND_DENSE = 1
+MAX_K = 256
+CHUNK = 8
+"""Elements per Merkle leaf of a committed tensor (64 bytes of int64)."""
+_INT64_MIN = -(1 << 63)
+_INT64_MAX = (1 << 63) - 1
+_STATUS = {0: "none", 1: "open", 2: "cleared", 3: "convicted", 4: "timed-out"}
+
+
+def round_shift(x: int, s: int) -> int:
+    """Divide x by 2**s rounding half away from zero (s ≥ 0), as `runtime.fixed` does."""
+    if s == 0:
+        return x
+    half = 1 << (s - 1)
+    return (x + half - 1) >> s if x < 0 else (x + half) >> s
+
+
+def referee_element(
+    a: Sequence[int],
+    w: Sequence[int],
+    bias: int,
+    *,
+    mult: int,
+    shift: int,
+    pre: int,
+    saturating: bool,
+    qmax: int,
+) -> int:
+    """One output element of a dense node under the fixed-point rule.
+
+    ``acc = Σ a_j·w_j + bias``; ``y = round_shift(round_shift(acc, pre)·mult, shift)``, or
+    ``sign(acc)·2**31`` for a saturating ratio; then clamped to [-qmax, qmax].
+    """
+    if len(a) != len(w):
+        raise InvalidInputError("inputs and weights differ in length")
+    acc = sum(x * y for x, y in zip(a, w, strict=True)) + bias
+    if saturating:
+        y = ((acc > 0) - (acc < 0)) << 31
+    else:
+        y = round_shift(round_shift(acc, pre) * mult, shift)
+    return max(-qmax, min(qmax, y))
+
+
+def encode_int64(values: Sequence[int]) -> bytes:
+    """Elements as packed 8-byte big-endian two's-complement int64 (the v1 leaf data)."""
+    out = bytearray()
+    for v in values:
+        if not _INT64_MIN <= int(v) <= _INT64_MAX:
+            raise InvalidInputError(f"value {v} does not fit in int64")
+        out += int(v).to_bytes(8, "big", signed=True)
+    return bytes(out)
+
+
+def _levels(leaves: list[bytes]) -> list[list[bytes]]:
+    # Level by level, promoting an unpaired last node: the RFC 9162 tree (section 2.1.1).
+    levels = [leaves]
+    while len(levels[-1]) > 1:
+        cur = levels[-1]
+        nxt = [node_hash(cur[i], cur[i + 1]) for i in range(0, len(cur) - 1, 2)]
+        if len(cur) % 2:
+            nxt.append(cur[-1])
+        levels.append(nxt)
+    return levels
+
+
+def range_proof(levels: list[list[bytes]], start: int, count: int) -> list[bytes]:
+    """The proof the contract's `_range_root` expects for leaves [start, start+count).
+
+    Per level, bottom up: the left neighbour when the range starts on a right child, then the
+    right neighbour when it ends on a left child that has a sibling. For one leaf this is the
+    RFC 9162 audit path.
+    """
+    size = len(levels[0])
+    if count < 1 or start < 0 or start + count > size:
+        raise InvalidInputError(f"range [{start}, {start + count}) is outside a tree of {size}")
+    proof: list[bytes] = []
+    lo, hi = start, start + count
+    for level in levels[:-1]:
+        if lo % 2 == 1:
+            proof.append(level[lo - 1])
+            lo -= 1
+        if hi % 2 == 1 and hi < len(level):
+            proof.append(level[hi])
+            hi += 1
+        lo, hi = lo // 2, (hi + 1) // 2
+    return proof
+
+
+@dataclass(frozen=True)
+class TensorCommitment:
+    """A tensor (2-D view, C order) committed as an RFC 9162 tree of int64 leaves."""
+
+    rows: int
+    """Rows of the 2-D view."""
+    cols: int
+    """Columns of the 2-D view."""
+    values: tuple[int, ...] = field(repr=False)
+    """The elements, row-major."""
+    levels: list[list[bytes]] = field(repr=False, compare=False)
+    """Every level of the tree, leaves first (for proofs)."""
+
+    @classmethod
+    def of(cls, rows: int, cols: int, values: Sequence[int]) -> TensorCommitment:
+        """Commit `values` (rows·cols int64 elements, row-major)."""
+        vals = tuple(int(v) for v in values)
+        if rows < 1 or cols < 1 or len(vals) != rows * cols:
+            raise InvalidInputError(f"a {rows}x{cols} tensor needs {rows * cols} values")
+        data = encode_int64(vals)
+        step = 8 * CHUNK
+        leaves = [leaf_hash(data[i : i + step]) for i in range(0, len(data), step)]
+        return cls(rows, cols, vals, _levels(leaves))
+
+    @property
+    def root(self) -> bytes:
+        """The tree's root hash."""
+        return self.levels[-1][0]
+
+    def record(self) -> bytes:
+        """Leaf data of this tensor in a trace: abi.encode(rows, cols, root)."""
+        return abi_encode(["uint256", "uint256", "bytes32"], [self.rows, self.cols, self.root])
+
+    def opening(self, start: int, count: int) -> tuple[bytes, list[bytes]]:
+        """Packed values of the chunks covering elements [start, start+count), and their proof.
+
+        The contract finds element e of the range at offset ``e - CHUNK·(start // CHUNK)``.
+        """
+        if count < 1 or start < 0 or start + count > len(self.values):
+            raise InvalidInputError(f"elements [{start}, {start + count}) are out of range")
+        c0, c1 = start // CHUNK, (start + count - 1) // CHUNK + 1
+        values = encode_int64(self.values[c0 * CHUNK : c1 * CHUNK])
+        return values, range_proof(self.levels, c0, c1 - c0)
+
+
+@dataclass(frozen=True)
+class DenseNode:
+    """A dense node's record in the model commitment, with its committed constants."""
+
+    input_index: int
+    """Trace index of the input activation A (M x K)."""
+    output_index: int
+    """Trace index of the output Y (M x N)."""
+    weights: TensorCommitment
+    """W as (N, K): one row of K weights per output channel."""
+    bias: TensorCommitment
+    """Bias at the accumulator scale, (1, N) or (1, 1)."""
+    mult: TensorCommitment
+    """Rescale multipliers, (1, N) or (1, 1)."""
+    shift: int
+    """Final right shift of the rescale."""
+    pre: int
+    """Right shift applied before the multiplier."""
+    saturating: bool
+    """Whether the ratio is so large that every non-zero accumulator saturates."""
+    qmax: int
+    """Saturation bound."""
+
+    @property
+    def n(self) -> int:
+        """Output channels."""
+        return self.weights.rows
+
+    @property
+    def k(self) -> int:
+        """Dot product length."""
+        return self.weights.cols
+
+    def fields(self) -> tuple[Any, ...]:
+        """The NodeRecord tuple, in the contract's field order."""
+        return (
+            KIND_DENSE,
+            self.input_index,
+            self.output_index,
+            self.n,
+            self.k,
+            self.qmax,
+            self.weights.root,
+            self.bias.root,
+            self.bias.rows * self.bias.cols,
+            self.mult.root,
+            self.mult.rows * self.mult.cols,
+            self.shift,
+            self.pre,
+            int(self.saturating),
+        )
+
+    def record(self) -> bytes:
+        """Leaf data of this node in the model commitment."""
+        types = ["uint256"] * 6 + ["bytes32", "bytes32", "uint256", "bytes32"] + ["uint256"] * 4
+        return abi_encode(types, list(self.fields()))
+
+
+@dataclass(frozen=True)
+class RefereeCommitment:
+    """The model commitment (node records) and trace commitment (tensor records) of a run."""
+
+    nodes: tuple[DenseNode, ...]
+    """Dense nodes, in model order (leaf i of the model tree)."""
+    tensors: tuple[TensorCommitment, ...]
+    """Traced tensors (leaf t of the trace tree)."""
+
+    @property
+    def model_root(self) -> bytes:
+        """Root of the model commitment."""
+        return root_from_leaves([leaf_hash(n.record()) for n in self.nodes])
+
+    @property
+    def trace_root(self) -> bytes:
+        """Root of the trace commitment."""
+        return root_from_leaves([leaf_hash(t.record()) for t in self.tensors])
+
+    def final_step(self, node_index: int, element: int) -> FinalStep:
+        """Everything the contract needs to recompute output `element` of node `node_index`."""
+        if not 0 <= node_index < len(self.nodes):
+            raise InvalidInputError(f"node index {node_index} out of range")
+        node = self.nodes[node_index]
+        a = self.tensors[node.input_index]
+        y = self.tensors[node.output_index]
+        if not 0 <= element < y.rows * y.cols:
+            raise InvalidInputError(f"element {element} out of range")
+        m, n = divmod(element, node.n)
+        k = node.k
+        model_leaves = [leaf_hash(nd.record()) for nd in self.nodes]
+        trace_leaves = [leaf_hash(t.record()) for t in self.tensors]
+        return FinalStep(
+            node=node.fields(),
+            node_proof=inclusion_proof(node_index, model_leaves),
+            a_rec=(a.rows, a.cols, a.root),
+            a_rec_proof=inclusion_proof(node.input_index, trace_leaves),
+            y_rec=(y.rows, y.cols, y.root),
+            y_rec_proof=inclusion_proof(node.output_index, trace_leaves),
+            a=a.opening(m * k, k),
+            w=node.weights.opening(n * k, k),
+            b=node.bias.opening(n if node.bias.cols > 1 else 0, 1),
+            mult=node.mult.opening(n if node.mult.cols > 1 else 0, 1),
+            y=y.opening(element, 1),
+        )
+
+
+@dataclass(frozen=True)
+class FinalStep:
+    """Arguments of `DisputeGame.resolve` (openings and proofs), ABI-ready."""
+
+    node: tuple[Any, ...]
+    node_proof: list[bytes]
+    a_rec: tuple[int, int, bytes]
+    a_rec_proof: list[bytes]
+    y_rec: tuple[int, int, bytes]
+    y_rec_proof: list[bytes]
+    a: tuple[bytes, list[bytes]]
+    w: tuple[bytes, list[bytes]]
+    b: tuple[bytes, list[bytes]]
+    mult: tuple[bytes, list[bytes]]
+    y: tuple[bytes, list[bytes]]
+
+    def args(self) -> list[Any]:
+        """Positional arguments after the dispute id."""
+        return [
+            self.node,
+            self.node_proof,
+            self.a_rec,
+            self.a_rec_proof,
+            self.y_rec,
+            self.y_rec_proof,
+            self.a,
+            self.w,
+            self.b,
+            self.mult,
+            self.y,
+        ]
+
+
+@dataclass(frozen=True)
+class DisputeParams:
+    """Deployment parameters of a `DisputeGame`; immutable once deployed."""
+
+    min_stake: int = 10**18
+    """Smallest stake (wei) a device must hold to be disputed."""
+    challenge_bond: int = 10**17
+    """Bond (wei) a challenger posts; the device receives it when cleared."""
+    response_window: int = 24 * 3600
+    """Seconds to resolve a dispute before it times out against the device."""
+
+    def __post_init__(self) -> None:
+        if self.min_stake < 0:
+            raise InvalidInputError("`min_stake` must not be negative")
+        if self.challenge_bond < 0:
+            raise InvalidInputError("`challenge_bond` must not be negative")
+        if self.response_window <= 0:
+            raise InvalidInputError("`response_window` must be a positive number of seconds")
+
+
+@dataclass(frozen=True)
+class DisputeState:
+    """A dispute as stored in the contract."""
+
+    dispute_id: int
+    device: str
+    challenger: str
+    node_index: int
+    element: int
+    deadline: int
+    bond: int
+    status: str
+    """"open", "cleared", "convicted" or "timed-out"."""
+
+
+@dataclass(frozen=True)
+class VerdictEvent:
+    """A `Verdict` event: the outcome of a dispute."""
+
+    dispute_id: int
+    device: str
+    convicted: bool
+    claimed: int
+    recomputed: int
+    reason: str
+    """"recomputed" or "timeout"."""
+    tx: TxResult
+
+
+class DisputeGame:
+    """A deployed `DisputeGame` contract."""
+
+    def __init__(self, chain: Chain, address: str) -> None:
+        self.chain = chain
+        try:
+            self.address = Web3.to_checksum_address(address)
+        except ValueError as exc:
+            raise InvalidInputError(f"not an EVM address: {address!r:.80}") from exc
+        self.contract: Any = chain.w3.eth.contract(
+            address=self.address, abi=load_artifact("DisputeGame").abi
+        )
+
+    @classmethod
+    def deploy(
+        cls, chain: Chain, account: LocalAccount, params: DisputeParams | None = None
+    ) -> tuple[DisputeGame, TxResult]:
+        """Deploy a new `DisputeGame` from the committed build."""
+        p = params or DisputeParams()
+        art = load_artifact("DisputeGame")
+        factory = chain.w3.eth.contract(abi=art.abi, bytecode=art.bytecode)
+        receipt = chain.transact(
+            account,
+            factory.constructor(p.min_stake, p.challenge_bond, p.response_window),
+            action="deploy DisputeGame",
+        )
+        if receipt["contractAddress"] is None:
+            raise RevertError("no contract address in receipt", action="deploy DisputeGame")
+        return cls(chain, receipt["contractAddress"]), TxResult.of(receipt)
+
+    def stake(self, device: LocalAccount, amount: int) -> TxResult:
+        """Add `amount` wei to `device`'s stake."""
+        fn = self.contract.functions.stake()
+        return TxResult.of(self.chain.transact(device, fn, action="stake", value=amount))
+
+    def stake_of(self, address: str) -> int:
+        """The stake (wei) `address` holds."""
+        return int(
+            self.chain.call(
+                self.contract.functions.stake_of(Web3.to_checksum_address(address)),
+                action="stake_of",
+            )
+        )
+
+    def withdraw(self, device: LocalAccount, amount: int) -> TxResult:
+        """Withdraw stake (refused while a dispute against `device` is open)."""
+        fn = self.contract.functions.withdraw(amount)
+        return TxResult.of(self.chain.transact(device, fn, action="withdraw"))
+
+    def sign_commitment(self, device: LocalAccount, commitment: RefereeCommitment) -> bytes:
+        """The device's EIP-191 signature committing it to (model root, trace root) here."""
+        inner = Web3.keccak(
+            abi_encode(
+                ["bytes32", "uint256", "address", "bytes32", "uint256", "bytes32", "uint256"],
+                [
+                    Web3.keccak(text="edgetrust.dev/dispute-commitment/v1"),
+                    self.chain.chain_id,
+                    self.address,
+                    commitment.model_root,
+                    len(commitment.nodes),
+                    commitment.trace_root,
+                    len(commitment.tensors),
+                ],
+            )
+        )
+        signed = device.sign_message(encode_defunct(primitive=bytes(inner)))
+        return bytes(signed.signature)
+
+    def open_dispute(
+        self,
+        challenger: LocalAccount,
+        *,
+        device: str,
+        commitment: RefereeCommitment,
+        device_sig: bytes,
+        node_index: int,
+        element: int,
+    ) -> tuple[int, TxResult]:
+        """Open a dispute over output `element` of node `node_index`; returns (id, tx)."""
+        bond = int(self.chain.call(self.contract.functions.CHALLENGE_BOND(), action="bond"))
+        fn = self.contract.functions.open_dispute(
+            Web3.to_checksum_address(device),
+            commitment.model_root,
+            len(commitment.nodes),
+            commitment.trace_root,
+            len(commitment.tensors),
+            device_sig,
+            node_index,
+            element,
+        )
+        receipt = self.chain.transact(challenger, fn, action="open dispute", value=bond)
+        events = self.contract.events.DisputeOpened().process_receipt(receipt)
+        return int(events[0]["args"]["dispute_id"]), TxResult.of(receipt)
+
+    def resolve(self, account: LocalAccount, dispute_id: int, step: FinalStep) -> VerdictEvent:
+        """Submit the final step; the contract recomputes the element and rules."""
+        fn = self.contract.functions.resolve(dispute_id, *step.args())
+        receipt = self.chain.transact(account, fn, action="resolve dispute")
+        return self._verdict(receipt)
+
+    def claim_timeout(self, challenger: LocalAccount, dispute_id: int) -> VerdictEvent:
+        """Convict a device that let the deadline pass without resolving."""
+        fn = self.contract.functions.claim_timeout(dispute_id)
+        receipt = self.chain.transact(challenger, fn, action="claim timeout")
+        return self._verdict(receipt)
+
+    def _verdict(self, receipt: Any) -> VerdictEvent:
+        events = self.contract.events.Verdict().process_receipt(receipt)
+        a = events[0]["args"]
+        return VerdictEvent(
+            dispute_id=int(a["dispute_id"]),
+            device=Web3.to_checksum_address(a["device"]),
+            convicted=bool(a["convicted"]),
+            claimed=int(a["claimed"]),
+            recomputed=int(a["recomputed"]),
+            reason=str(a["reason"]),
+            tx=TxResult.of(receipt),
+        )
+
+    def state(self, dispute_id: int) -> DisputeState:
+        """Read dispute `dispute_id` from the contract."""
+        d = self.chain.call(self.contract.functions.disputes(dispute_id), action="dispute")
+        if int(d[10]) == 0:
+            raise NotFoundError(f"no dispute {dispute_id} on {self.address}")
+        return DisputeState(
+            dispute_id=dispute_id,
+            device=Web3.to_checksum_address(d[0]),
+            challenger=Web3.to_checksum_address(d[1]),
+            node_index=int(d[6]),
+            element=int(d[7]),
+            deadline=int(d[8]),
+            bond=int(d[9]),
+            status=_STATUS.get(int(d[10]), "unknown"),
+        )
+
+    def requantize(
+        self, acc: int, *, mult: int, shift: int, pre: int, saturating: bool, qmax: int
+    ) -> int:
+        """The contract's rescale-and-saturate of one accumulator (a free call, for tests)."""
+        return int(
+            self.chain.call(
+                self.contract.functions.requantize(acc, mult, shift, pre, saturating, qmax),
+                action="requantize",
+            )
+        )
