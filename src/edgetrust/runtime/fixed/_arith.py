@@ -1,0 +1,247 @@
+"""Integer arithmetic every fixed-point op is written in: one rounding rule, saturation,
+rescaling by an integer multiplier, and exact matrix products through float BLAS.
+
+The rounding rule, used everywhere a value is divided or shifted: **round half away from
+zero**. ``round_shift(x, s)`` is x / 2**s and ``round_div(x, d)`` is x / d, both rounded that
+way, on int64 arrays. Nothing here depends on evaluation order: every operation is exact
+integer arithmetic, or float arithmetic proven exact (see `exact_matmul`).
+
+Plan-time computations on floats (scales, multipliers, folded constants) use only IEEE-754
+basic operations (+ - × ÷ √, ldexp/frexp), which are correctly rounded and therefore give the
+same bits on every machine; no libm transcendental function is ever called.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from edgetrust.errors import ResourceLimitError
+
+I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+
+INT64_SAFE = 1 << 62
+"""Every intermediate is proven below this bound, leaving a bit for the rounding offset."""
+
+MULT_BITS = 31
+"""Multipliers are integers in [2**30, 2**31]: ~9 significant decimal digits."""
+
+
+def round_shift(x: I64, shift: int) -> I64:
+    """x / 2**shift, rounded half away from zero (shift ≥ 0, a Python int).
+
+    For x ≥ 0: floor((x + 2**(s-1)) / 2**s). For x < 0 the same on |x|, negated, which is
+    ``(x + 2**(s-1) - 1) >> s`` with an arithmetic shift (floor division by 2**s).
+    """
+    if shift <= 0:
+        return x if shift == 0 else x << -shift
+    half = np.int64(1 << (shift - 1))
+    return (x + (half - (x < 0))) >> shift
+
+
+def round_shift_nonneg(x: I64, shift: I64) -> I64:
+    """x / 2**shift rounded half up, for x ≥ 0 and per-element shifts 0 ≤ shift ≤ 62."""
+    half = np.where(shift > 0, np.left_shift(np.int64(1), np.maximum(shift - 1, 0)), 0)
+    out: I64 = (x + half) >> shift
+    return out
+
+
+def round_div(x: I64, d: I64 | int) -> I64:
+    """x / d rounded half away from zero, for positive integer divisors d."""
+    q = (np.abs(x) + np.asarray(d, dtype=np.int64) // 2) // d
+    out: I64 = np.where(x < 0, -q, q)
+    return out
+
+
+def round_float(x: F64) -> F64:
+    """Round float64 values half away from zero, exactly (no x + 0.5 double rounding)."""
+    t = np.trunc(x)
+    frac = x - t  # exact: Sterbenz lemma, |frac| < 1 and t, x share the exponent range
+    out: F64 = t + np.where(np.abs(frac) >= 0.5, np.sign(x), 0.0)
+    return out
+
+
+def saturate(x: I64, qmax: int) -> I64:
+    """Clamp to the symmetric range [-qmax, qmax] (in place)."""
+    np.clip(x, -qmax, qmax, out=x)
+    return x
+
+
+def quantize(values: npt.ArrayLike, scale: float | F64, qmax: int) -> I64:
+    """round_half_away(values / scale), saturated to [-qmax, qmax] (int64)."""
+    v = np.asarray(values, dtype=np.float64) / scale
+    v = np.clip(round_float(v), -qmax, qmax)
+    return v.astype(np.int64)
+
+
+def scale_for(max_abs: float, qmax: int) -> float:
+    """The per-tensor scale mapping [-max_abs, max_abs] onto [-qmax, qmax]; 1.0 for all-zero."""
+    if not math.isfinite(max_abs) or max_abs <= 0.0:
+        return 1.0
+    return max_abs / qmax
+
+
+@dataclass(frozen=True)
+class Rescale:
+    """Multiplication by real ratios: ``round_half_away(x · mult / 2**shift)``, exactly.
+
+    `mult` holds one multiplier per channel (or one for all), each ≤ 2**31; 31 ≤ shift ≤ 62
+    after `apply_rescale` folds ratios ≥ 1 into a left shift of x.
+    """
+
+    mult: I64
+    shift: int
+
+    def params(self) -> dict[str, I64]:
+        """As named int64 arrays, for commitment next to a node's weights."""
+        return {"mult": self.mult.astype(np.int64), "shift": np.array([self.shift], np.int64)}
+
+    @staticmethod
+    def from_params(mult: I64, shift: I64) -> Rescale:
+        """Inverse of `params` (for the referee, which reads them from commitments)."""
+        return Rescale(np.asarray(mult, np.int64), int(shift[0]))
+
+
+_MAX_LEFT = 29  # ratios up to 2**29: beyond, every op would saturate on any non-zero input
+
+
+def make_rescale(ratios: npt.ArrayLike) -> Rescale:
+    """Integer multipliers for non-negative real `ratios` (one per channel, or one).
+
+    The largest ratio gets a multiplier in [2**30, 2**31]; channels share its shift, so a
+    channel whose ratio is 2**-k of the largest keeps 31 - k significant bits.
+    """
+    r = np.atleast_1d(np.asarray(ratios, dtype=np.float64))
+    if r.size == 0 or not np.all(np.isfinite(r)) or np.any(r < 0):
+        raise ValueError("rescale ratios must be finite and non-negative")
+    rmax = float(r.max())
+    if rmax == 0.0:
+        return Rescale(np.zeros(r.shape, np.int64), 62)
+    _, e = math.frexp(rmax)  # rmax = m·2**e, 0.5 ≤ m < 1
+    if e > _MAX_LEFT:
+        raise ValueError(f"rescale ratio {rmax:g} is too large")
+    shift = MULT_BITS - e
+    mult = round_float(np.ldexp(r, shift)).astype(np.int64)
+    if shift > 62:
+        # Ratios below 2**-31: drop multiplier bits so the shift stays ≤ 62.
+        mult = round_shift(mult, shift - 62)
+        shift = 62
+    return Rescale(mult, shift)
+
+
+def _mul_shift(a: I64, m: I64 | np.int64, s: int) -> I64:
+    """floor((a·m + 2**(s-1)) / 2**s) exactly, for 0 ≤ a < 2**62, 0 ≤ m ≤ 2**31, 31 ≤ s ≤ 62.
+
+    When a < 2**31 the product fits int64 directly. Otherwise split a = ah·2**31 + al and
+    lo = al·m = lh·2**31 + ll, so a·m = t·2**31 + ll with t = ah·m + lh (all < 2**63). With
+    u = ll + 2**(s-1): floor((t·2**31 + u) / 2**s) = floor((t + floor(u / 2**31)) / 2**(s-31)),
+    because adding a fraction below 1 to an integer numerator never changes a floor by an
+    integer power of two.
+    """
+    half = np.int64(1 << (s - 1))
+    if a.size == 0 or int(a.max()) < (1 << 31):
+        out: I64 = (a * m + half) >> s
+        return out
+    ah = a >> 31
+    al = a & np.int64((1 << 31) - 1)
+    lo = al * m
+    t = ah * m + (lo >> 31)
+    u = (lo & np.int64((1 << 31) - 1)) + half
+    out = (t + (u >> 31)) >> (s - 31)
+    return out
+
+
+def apply_rescale(x: I64, rs: Rescale, *, channel_axis: int | None = None) -> I64:
+    """round_half_away(x · mult / 2**shift), per-channel multipliers along `channel_axis`.
+
+    Exact whenever |result| < 2**60 (and |x| < 2**62). For ratios ≥ 1, x is first clamped
+    so that x · 2**(31 - shift) ≤ 2**61; a clamped x gives a result of the right sign and
+    magnitude ≥ 2**60, which every caller saturates far below.
+    """
+    mult: Any = rs.mult
+    if mult.size == 1:
+        mult = mult.reshape(())
+    elif channel_axis is not None:
+        shape = [1] * x.ndim
+        shape[channel_axis] = mult.size
+        mult = mult.reshape(shape)
+    shift = rs.shift
+    a = np.abs(x)
+    if shift < 31:
+        left = 31 - shift
+        a = np.minimum(a, np.int64(1 << (61 - left))) << left
+        shift = 31
+    r = _mul_shift(a, mult, shift)
+    out: I64 = np.where(x < 0, -r, r)
+    return out
+
+
+def requantize(x: I64, rs: Rescale, qmax: int, *, channel_axis: int | None = None) -> I64:
+    """Rescale and saturate to [-qmax, qmax]: the last step of every op with a new scale."""
+    return saturate(apply_rescale(x, rs, channel_axis=channel_axis), qmax)
+
+
+# Mantissa bits (including the implicit one) of the float formats BLAS computes in.
+_FLOAT_FORMATS: tuple[tuple[type[np.floating[Any]], int], ...] = (
+    (np.float32, 24),
+    (np.float64, 53),
+)
+_MIN_FLOAT32_CHUNK = 64  # below this many terms per chunk, float64 is faster than chunking
+
+
+def matmul_chunk(amax: int, bmax: int) -> tuple[type[np.floating[Any]] | None, int]:
+    """The float format and largest K-chunk for which `exact_matmul` is exact.
+
+    Proof: with |a| ≤ amax and |b| ≤ bmax, every product is an integer of magnitude ≤ amax·bmax
+    and every partial sum of at most k products one of magnitude ≤ k·amax·bmax. If that is at
+    most 2**p (p = 24 for float32, 53 for float64) every such integer is representable, so every
+    multiplication, addition or fused multiply-add the BLAS performs - in any order, blocking
+    or thread split - is exact. Hence k = floor(2**p / (amax·bmax)). For int8 (127·127) that is
+    1040 terms in float32; for int16 (32767·32767) 8,388,864 terms in float64.
+    Returns ``(None, 0)`` when neither format helps; the caller then multiplies in int64.
+    """
+    p = amax * bmax
+    if p <= 0:
+        return np.float64, 1 << 53
+    for dtype, bits in _FLOAT_FORMATS:
+        k = (1 << bits) // p
+        if k >= _MIN_FLOAT32_CHUNK or (dtype is np.float64 and k >= 1):
+            return dtype, k
+    return None, 0
+
+
+def exact_matmul(a: I64, b: I64, amax: int, bmax: int) -> I64:
+    """``a @ b`` exactly (int64), through float BLAS in K-chunks proven exact (`matmul_chunk`).
+
+    `amax` and `bmax` bound |a| and |b|. The chunk results are exact integers and are summed in
+    int64, which cannot overflow because K·amax·bmax < 2**62 is checked first.
+    """
+    k_dim = a.shape[-1]
+    if k_dim * amax * bmax >= INT64_SAFE:
+        raise ResourceLimitError(
+            f"a dot product of {k_dim} terms bounded by {amax}·{bmax} could overflow int64",
+            limit=INT64_SAFE,
+        )
+    dtype, chunk = matmul_chunk(amax, bmax)
+    if dtype is None:
+        # No float format is exact here (operands too wide): numpy's int64 matmul is exact
+        # because the whole sum is below 2**62 (checked above), just slower (no BLAS).
+        out_int: I64 = np.matmul(a, b)
+        return out_int
+    af = a.astype(dtype)
+    bf = b.astype(dtype)
+    if k_dim <= chunk:
+        single: I64 = np.matmul(af, bf).astype(np.int64)
+        return single
+    total: I64 | None = None
+    for start in range(0, k_dim, chunk):
+        part = np.matmul(af[..., start : start + chunk], bf[..., start : start + chunk, :])
+        part_i = part.astype(np.int64)
+        total = part_i if total is None else total + part_i
+    assert total is not None
+    return total

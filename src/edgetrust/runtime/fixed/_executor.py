@@ -1,0 +1,580 @@
+"""The fixed-point executor: plans a model (scales from calibration), then runs it exactly."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import onnx
+from onnx import TensorProto, numpy_helper
+
+from edgetrust.encoding import canonical_json, digest_bytes, digest_tensor, parse_json
+from edgetrust.errors import InvalidInputError, ResourceLimitError, UnsupportedError
+from edgetrust.runtime.fixed import (  # noqa: F401  (importing registers the ops)
+    _elementwise,
+    _linear,
+    _norm,
+    _pool,
+    _shape,
+)
+from edgetrust.runtime.fixed._arith import I64, quantize, scale_for
+from edgetrust.runtime.fixed._base import (
+    OPS,
+    Op,
+    Settings,
+    TensorInfo,
+    const_scale,
+    node_label,
+)
+
+Precision = Literal["int8", "int16"]
+
+EXECUTOR_NAME = "edgetrust-fixed"
+EXECUTOR_VERSION = "1"
+"""Bumped whenever any op's integer definition changes: traces of different versions differ."""
+
+QMAX: Mapping[str, int] = MappingProxyType({"int8": 127, "int16": 32767})
+STORAGE: Mapping[str, Any] = MappingProxyType({"int8": np.int8, "int16": np.int16})
+
+_FLOAT_INPUTS = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16}
+_INT_INPUTS = {TensorProto.INT32, TensorProto.INT64, TensorProto.INT8, TensorProto.UINT8}
+_SYNTHETIC_SAMPLES = 4
+
+
+@dataclass(frozen=True)
+class QuantPlan:
+    """Everything beyond the model that fixes a fixed-point run: the per-tensor scales.
+
+    A plan is a deterministic function of (model, precision, calibration samples): calibration
+    runs the integer pipeline itself, node by node, and takes exact integer maxima, so any
+    machine recomputes the same plan. Receipts name it by `digest`.
+    """
+
+    precision: Precision
+    model_digest: str
+    """sha256 of the ONNX bytes the plan was made for."""
+    calibration_digest: str
+    """sha256 over the calibration samples (see `calibration_digest`)."""
+    scales: Mapping[str, float] = field(default_factory=dict)
+    """Scale of every per-tensor-quantized real tensor (inputs, node outputs, constants)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (scales as numbers; RFC 8785 round-trips float64 exactly)."""
+        return {
+            "type": "https://edgetrust.dev/fixed-plan/v1",
+            "precision": self.precision,
+            "model": self.model_digest,
+            "calibration": self.calibration_digest,
+            "scales": dict(sorted(self.scales.items())),
+        }
+
+    def to_json(self) -> bytes:
+        """Canonical JSON bytes."""
+        return canonical_json(self.to_dict())
+
+    @property
+    def digest(self) -> str:
+        """sha256 of the canonical JSON."""
+        return digest_bytes(self.to_json())
+
+    @staticmethod
+    def from_json(data: bytes | str) -> QuantPlan:
+        """Parse a plan (untrusted input)."""
+        obj = parse_json(data, what="fixed-point plan", max_bytes=16 * 2**20)
+        if not isinstance(obj, dict) or obj.get("type") != "https://edgetrust.dev/fixed-plan/v1":
+            raise InvalidInputError("not a fixed-point plan (type fixed-plan/v1)")
+        precision = obj.get("precision")
+        if precision not in QMAX:
+            raise InvalidInputError(f"plan precision must be int8 or int16, got {precision!r}")
+        scales = obj.get("scales")
+        if not isinstance(scales, dict) or not all(
+            isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool) and v > 0
+            for k, v in scales.items()
+        ):
+            raise InvalidInputError("plan scales must map tensor names to positive numbers")
+        model, calib = obj.get("model"), obj.get("calibration")
+        if not isinstance(model, str) or not isinstance(calib, str):
+            raise InvalidInputError("plan needs model and calibration digests")
+        prec: Precision = "int8" if precision == "int8" else "int16"
+        return QuantPlan(prec, model, calib, {k: float(v) for k, v in scales.items()})
+
+
+def calibration_digest(samples: Sequence[Mapping[str, npt.ArrayLike]]) -> str:
+    """sha256 of the canonical JSON list of ``{input name: tensor digest}`` per sample."""
+    return digest_bytes(
+        canonical_json(
+            [{k: digest_tensor(np.asarray(v)) for k, v in sorted(s.items())} for s in samples]
+        )
+    )
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One traced tensor: a graph input (quantized) or a node's output."""
+
+    label: str
+    """``input:<name>`` for inputs, else the node's name or ``#<index>``."""
+    tensor: str
+    """The ONNX tensor name."""
+    node_index: int | None
+    """Index in the graph's node list, None for inputs."""
+    kind: Literal["q", "i"]
+
+
+def _model_bytes(model: onnx.ModelProto | bytes) -> tuple[onnx.ModelProto, bytes]:
+    if isinstance(model, bytes | bytearray):
+        raw = bytes(model)
+        try:
+            proto = onnx.load_from_string(raw)
+        except Exception as exc:  # protobuf raises its own DecodeError
+            raise InvalidInputError(f"not an ONNX model: {exc}") from exc
+        return proto, raw
+    if not isinstance(model, onnx.ModelProto):
+        raise InvalidInputError("model must be an onnx.ModelProto or ONNX bytes")
+    return model, model.SerializeToString()
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return int(imp.version)
+    raise UnsupportedError("model does not import the default ONNX opset")
+
+
+class FixedExecutor:
+    """Bit-exact, deterministic fixed-point execution of an ONNX graph.
+
+    Every tensor is an integer array with a per-tensor scale (weights: per output channel);
+    every op has one integer definition (see the op modules), with rounding half away from
+    zero and saturation. Results are identical on every machine, thread count and run.
+
+    Args:
+        model: the ONNX model (proto or bytes; the digest is over the bytes).
+        precision: "int8" (activations and weights in [-127, 127], float32 BLAS) or "int16"
+            ([-32767, 32767], float64 BLAS; for models that lose too much at int8).
+        calibration: samples (input name → array) that fix the activation scales. Their
+            digest goes into the plan. Without samples, a synthetic set is used (seeded
+            standard-normal floats, zero integers) - fine for tests, poor for accuracy.
+        plan: a plan made earlier (e.g. by the device); then no calibration runs, and the plan
+            must be for this model and precision.
+        max_elements: refuse any single tensor with more elements than this.
+
+    Raises:
+        UnsupportedError: an op (named with its node) or a feature the executor lacks.
+        InvalidInputError: malformed model, calibration or plan.
+    """
+
+    name = EXECUTOR_NAME
+    version = EXECUTOR_VERSION
+
+    def __init__(
+        self,
+        model: onnx.ModelProto | bytes,
+        *,
+        precision: Precision = "int8",
+        calibration: Sequence[Mapping[str, npt.ArrayLike]] | None = None,
+        plan: QuantPlan | None = None,
+        max_elements: int = 1 << 28,
+    ) -> None:
+        if precision not in QMAX:
+            raise InvalidInputError(f"precision must be 'int8' or 'int16', got {precision!r}")
+        if max_elements < 1:
+            raise InvalidInputError("max_elements must be positive")
+        if plan is not None and calibration is not None:
+            raise InvalidInputError("give calibration samples or a plan, not both")
+        self.model, raw = _model_bytes(model)
+        self.model_digest = digest_bytes(raw)
+        self.precision: Precision = precision
+        self.qmax = QMAX[precision]
+        self.storage = STORAGE[precision]
+        self.max_elements = max_elements
+        self.settings = Settings(precision, self.qmax, _opset(self.model))
+        graph = self.model.graph
+        self.initializers = {t.name: t for t in graph.initializer}
+        self.input_names = [i.name for i in graph.input if i.name not in self.initializers]
+        self.input_types = {
+            i.name: i.type.tensor_type.elem_type for i in graph.input if i.name in self.input_names
+        }
+        self.input_dims = {
+            i.name: [
+                d.dim_value if d.HasField("dim_value") else None
+                for d in i.type.tensor_type.shape.dim
+            ]
+            if i.type.tensor_type.HasField("shape")
+            else None
+            for i in graph.input
+            if i.name in self.input_names
+        }
+        self.output_names = [o.name for o in graph.output]
+        self.nodes = list(graph.node)
+        for name in self.input_names:
+            t = self.input_types[name]
+            if t not in _FLOAT_INPUTS and t not in _INT_INPUTS:
+                raise UnsupportedError(f"input {name!r} has unsupported element type {t}")
+        if plan is not None:
+            if plan.precision != precision:
+                raise InvalidInputError(
+                    f"plan is for {plan.precision}, executor precision is {precision}"
+                )
+            if plan.model_digest != self.model_digest:
+                raise InvalidInputError("plan was made for a different model")
+        else:
+            raw_samples = (
+                list(calibration) if calibration is not None else self._synthetic_samples()
+            )
+            if not raw_samples:
+                raise InvalidInputError("calibration needs at least one sample")
+            checked = [self.validate_inputs(s) for s in raw_samples]
+            calib_digest = calibration_digest(checked)
+        self.entries: list[Entry] = [
+            Entry(f"input:{n}", n, None, self.input_kind(n)) for n in self.input_names
+        ]
+        self.ops: list[Op] = []
+        self.infos: dict[str, TensorInfo] = {}
+        scales: dict[str, float] = {}
+        if plan is not None:
+            self._build(plan.scales, None, scales)
+            self.plan = plan
+        else:
+            self._build(None, checked, scales)
+            self.plan = QuantPlan(precision, self.model_digest, calib_digest, scales)
+
+    # -- planning ---------------------------------------------------------------------------
+
+    def input_kind(self, name: str) -> Literal["q", "i"]:
+        """ "q" for float inputs, "i" for integer ones."""
+        return "q" if self.input_types[name] in _FLOAT_INPUTS else "i"
+
+    def _synthetic_samples(self) -> list[dict[str, npt.NDArray[Any]]]:
+        rng = np.random.default_rng(0)
+        out = []
+        for _ in range(_SYNTHETIC_SAMPLES):
+            sample: dict[str, npt.NDArray[Any]] = {}
+            for name in self.input_names:
+                dims = self.input_dims[name] or [1]
+                shape = tuple(d if d else 1 for d in dims)
+                if self.input_kind(name) == "q":
+                    dtype = onnx.helper.tensor_dtype_to_np_dtype(self.input_types[name])
+                    sample[name] = rng.standard_normal(shape).astype(dtype)
+                else:
+                    dtype = onnx.helper.tensor_dtype_to_np_dtype(self.input_types[name])
+                    sample[name] = np.zeros(shape, dtype)
+            out.append(sample)
+        return out
+
+    def _scale(
+        self,
+        name: str,
+        given: Mapping[str, float] | None,
+        computed: float,
+        scales: dict[str, float],
+    ) -> float:
+        """Record a scale the model itself determines, checking it against a given plan."""
+        if given is not None:
+            if given.get(name) != computed:
+                raise InvalidInputError(f"plan scale for {name!r} does not match the model")
+        scales[name] = computed
+        return computed
+
+    def _build(
+        self,
+        given: Mapping[str, float] | None,
+        samples: list[dict[str, npt.NDArray[Any]]] | None,
+        scales: dict[str, float],
+    ) -> None:
+        qmax = self.qmax
+        envs: list[dict[str, I64]] = [{} for _ in samples or []]
+        for name in self.input_names:
+            kind = self.input_kind(name)
+            in_scale: float | None = None
+            if kind == "q":
+                if given is not None:
+                    if name not in given:
+                        raise InvalidInputError(f"plan has no scale for input {name!r}")
+                    in_scale = given[name]
+                else:
+                    assert samples is not None
+                    m = max(float(np.max(np.abs(s[name]), initial=0.0)) for s in samples)
+                    in_scale = scale_for(m, qmax)
+                scales[name] = in_scale
+            self.infos[name] = TensorInfo(name, kind, in_scale)
+            for env, s in zip(envs, samples or [], strict=True):
+                env[name] = self._quantize_input(name, s[name])
+        for name, t in self.initializers.items():
+            value = numpy_helper.to_array(t)
+            if value.dtype.kind == "f":
+                c = value.astype(np.float64)
+                self.infos[name] = TensorInfo(name, "q", const_scale(c, qmax), c)
+            elif value.dtype.kind in "iu":
+                self.infos[name] = TensorInfo(name, "i", None, value.astype(np.int64))
+            elif value.dtype.kind == "b":
+                self.infos[name] = TensorInfo(name, "i", None, value.astype(np.int64))
+            else:
+                raise UnsupportedError(f"initializer {name!r} has unsupported dtype {value.dtype}")
+        last_use = self._last_use()
+        for index, node in enumerate(self.nodes):
+            label = node_label(node, index)
+            if node.domain not in ("", "ai.onnx"):
+                raise UnsupportedError(
+                    f"op {node.domain}.{node.op_type} (node {label}) is not supported"
+                )
+            cls = OPS.get(node.op_type)
+            if cls is None:
+                raise UnsupportedError(
+                    f"op {node.op_type} (node {label}) is not supported by the fixed-point "
+                    f"executor; supported: {', '.join(sorted(OPS))}"
+                )
+            infos: list[TensorInfo | None] = []
+            for name in node.input:
+                if not name:
+                    infos.append(None)
+                    continue
+                if name not in self.infos:
+                    raise InvalidInputError(
+                        f"node {label} reads {name!r}, which no earlier node, input or "
+                        "initializer defines (the graph must be topologically sorted)"
+                    )
+                infos.append(self.infos[name])
+            outs = [o for o in node.output if o]
+            if not outs or node.output[0] == "":
+                raise UnsupportedError(f"node {label} has no first output")
+            op = cls(node, index, infos, self.settings)
+            for extra in node.output[1:]:
+                if extra and (extra in last_use or extra in self.output_names):
+                    raise UnsupportedError(
+                        f"{node.op_type} node {label}: only the first output is supported"
+                    )
+            out_name = node.output[0]
+            kind = op.out_kind()
+            policy = op.scale_policy()
+            scale: float | None
+            if kind == "i":
+                scale = None
+            elif isinstance(policy, float):
+                scale = self._scale(out_name, given, policy, scales)
+            elif given is not None:
+                if out_name not in given:
+                    raise InvalidInputError(f"plan has no scale for {out_name!r} (node {label})")
+                scale = given[out_name]
+                scales[out_name] = scale
+            else:
+                m = max(
+                    (op.calib_max([env.get(n) if n else None for n in node.input]) for env in envs),
+                    default=0.0,
+                )
+                scale = scale_for(m, qmax)
+                scales[out_name] = scale
+            op.set_out_scale(scale)
+            const = None
+            if op.can_fold() and all(i is None or i.const is not None for i in infos):
+                const = op.fold([i.const if i is not None else None for i in infos])
+                const = const.astype(np.float64) if kind == "q" else const.astype(np.int64)
+            self.infos[out_name] = TensorInfo(out_name, kind, scale, const)
+            for info in infos:
+                if info is not None and info.const is not None and info.kind == "q":
+                    scales.setdefault(info.name, info.scale or 1.0)
+            self.ops.append(op)
+            self.entries.append(Entry(label, out_name, index, kind))
+            for env in envs:
+                env[out_name] = self._checked(
+                    op, op.run([env.get(n) if n else None for n in node.input])
+                )
+                for name in list(env):
+                    if last_use.get(name, -1) <= index and name not in self.output_names:
+                        del env[name]
+        for name in self.output_names:
+            if name not in self.infos:
+                raise InvalidInputError(f"graph output {name!r} is never produced")
+        if given is not None and scales != dict(given):
+            raise InvalidInputError("plan scales do not match the model (extra or missing)")
+
+    def _last_use(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for index, node in enumerate(self.nodes):
+            for name in node.input:
+                if name:
+                    out[name] = index
+        return out
+
+    def _checked(self, op: Op, value: I64) -> I64:
+        if value.size > self.max_elements:
+            raise ResourceLimitError(
+                f"node {op.label} would produce {value.size} elements (limit {self.max_elements})",
+                limit=self.max_elements,
+            )
+        return value
+
+    # -- inputs -------------------------------------------------------------------------------
+
+    def validate_inputs(self, inputs: Mapping[str, npt.ArrayLike]) -> dict[str, npt.NDArray[Any]]:
+        """Check names, dtypes, declared dimensions and finiteness; return arrays."""
+        if not isinstance(inputs, Mapping):
+            raise InvalidInputError("inputs must map input names to arrays")
+        unknown = sorted(set(inputs) - set(self.input_names))
+        if unknown:
+            raise InvalidInputError(
+                f"model has no input {unknown[0]!r} (its inputs: {', '.join(self.input_names)})"
+            )
+        out: dict[str, npt.NDArray[Any]] = {}
+        for name in self.input_names:
+            if name not in inputs:
+                raise InvalidInputError(f"input {name!r} is missing")
+            try:
+                arr = np.asarray(inputs[name])
+            except (ValueError, TypeError) as exc:
+                raise InvalidInputError(f"input {name!r} is not an array") from exc
+            kind = self.input_kind(name)
+            if kind == "q" and arr.dtype.kind != "f":
+                raise InvalidInputError(f"input {name!r} must be floating point, got {arr.dtype}")
+            if kind == "i" and arr.dtype.kind not in "iu":
+                raise InvalidInputError(f"input {name!r} must be integers, got {arr.dtype}")
+            dims = self.input_dims[name]
+            if dims is not None:
+                if len(dims) != arr.ndim or any(
+                    d is not None and d > 0 and d != got
+                    for d, got in zip(dims, arr.shape, strict=True)
+                ):
+                    want = tuple(d if d else "?" for d in dims)
+                    raise InvalidInputError(
+                        f"input {name!r}: expected shape {want}, got {arr.shape}"
+                    )
+            if arr.size > self.max_elements:
+                raise ResourceLimitError(
+                    f"input {name!r} has {arr.size} elements (limit {self.max_elements})",
+                    limit=self.max_elements,
+                )
+            if kind == "q" and not np.all(np.isfinite(arr)):
+                raise InvalidInputError(f"input {name!r} contains NaN or Inf")
+            out[name] = arr
+        return out
+
+    def _quantize_input(self, name: str, arr: npt.NDArray[Any]) -> I64:
+        info = self.infos[name]
+        if info.kind == "i":
+            return np.asarray(arr, np.int64)
+        assert info.scale is not None
+        return quantize(arr, info.scale, self.qmax)
+
+    def quantize_inputs(self, inputs: Mapping[str, npt.ArrayLike]) -> dict[str, I64]:
+        """Validate and quantize inputs (the trace's first entries)."""
+        checked = self.validate_inputs(inputs)
+        return {n: self._quantize_input(n, checked[n]) for n in self.input_names}
+
+    # -- running ------------------------------------------------------------------------------
+
+    def _execute(
+        self, inputs: Mapping[str, npt.ArrayLike], *, keep: bool
+    ) -> tuple[dict[str, I64], list[I64]]:
+        env: dict[str, I64] = dict(self.quantize_inputs(inputs))
+        kept: list[I64] = [env[n] for n in self.input_names] if keep else []
+        last_use = self._last_use_cache()
+        for index, (node, op) in enumerate(zip(self.nodes, self.ops, strict=True)):
+            xs = [env.get(n) if n else None for n in node.input]
+            out = self._checked(op, op.run(xs))
+            env[node.output[0]] = out
+            if keep:
+                kept.append(out)
+            else:
+                for name in node.input:
+                    if name and last_use.get(name, -1) <= index and name not in self.output_names:
+                        env.pop(name, None)
+        return env, kept
+
+    def _last_use_cache(self) -> dict[str, int]:
+        if not hasattr(self, "_last_use_map"):
+            self._last_use_map = self._last_use()
+        return self._last_use_map
+
+    def _outputs(self, env: Mapping[str, I64]) -> dict[str, npt.NDArray[Any]]:
+        out: dict[str, npt.NDArray[Any]] = {}
+        for name in self.output_names:
+            if name not in env:
+                raise UnsupportedError(f"graph output {name!r} is not computed by any node")
+            out[name] = self.dequantize(name, env[name])
+        return out
+
+    def dequantize(self, name: str, values: I64) -> npt.NDArray[Any]:
+        """Integers of tensor `name` as the user sees them: float32 reals or int64."""
+        info = self.infos[name]
+        if info.kind == "i":
+            return np.asarray(values, np.int64)
+        assert info.scale is not None
+        return (np.asarray(values, np.float64) * info.scale).astype(np.float32)
+
+    def run(self, inputs: Mapping[str, npt.ArrayLike]) -> dict[str, npt.NDArray[Any]]:
+        """Outputs by name: float32 (dequantized) for real tensors, int64 for integer ones."""
+        env, _ = self._execute(inputs, keep=False)
+        return self._outputs(env)
+
+    def run_integers(self, inputs: Mapping[str, npt.ArrayLike]) -> list[I64]:
+        """Every entry's integers (inputs, then node outputs) in the committed storage dtype."""
+        _, kept = self._execute(inputs, keep=True)
+        return [self.storage_array(e, v) for e, v in zip(self.entries, kept, strict=True)]
+
+    def storage_array(self, entry: Entry, values: I64) -> npt.NDArray[Any]:
+        """Integers in the dtype their commitment uses: int8/int16 for reals, int64 integers."""
+        if entry.kind == "i":
+            return np.ascontiguousarray(values, dtype=np.int64)
+        return np.ascontiguousarray(values, dtype=self.storage)
+
+    def run_traced(
+        self, inputs: Mapping[str, npt.ArrayLike]
+    ) -> tuple[dict[str, npt.NDArray[Any]], Any]:
+        """Outputs and the `edgetrust.runtime.trace.Trace` of every node."""
+        from edgetrust.runtime.trace import Trace
+
+        env, kept = self._execute(inputs, keep=True)
+        values = [self.storage_array(e, v) for e, v in zip(self.entries, kept, strict=True)]
+        return self._outputs(env), Trace.from_executor(self, values)
+
+    # -- description --------------------------------------------------------------------------
+
+    def params(self, index: int) -> dict[str, I64]:
+        """The params (quantized weights, multipliers) of node `index`."""
+        return self.ops[index].params()
+
+    def weight_commitments(self) -> Any:
+        """Element-level commitments of every node's params (computed once, cached)."""
+        if not hasattr(self, "_weights"):
+            from edgetrust.runtime.trace import WeightCommitments
+
+            self._weights = WeightCommitments.from_executor(self)
+        return self._weights
+
+    def descriptor(self) -> dict[str, Any]:
+        """``{"name", "version", "settings"}`` for a receipt's ``executor`` field."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "settings": {
+                "precision": self.precision,
+                "plan": self.plan.digest,
+                "calibration": self.plan.calibration_digest,
+                "weights_root": self.weight_commitments().root_digest,
+            },
+        }
+
+    def op_for(self, node: str | int) -> Op:
+        """The op of a node named by name or by index in the graph's node list."""
+        return self.ops[self.node_index(node)]
+
+    def node_index(self, node: str | int) -> int:
+        """Resolve a node given by name, ``#<index>``, or index."""
+        if isinstance(node, int) and not isinstance(node, bool):
+            if 0 <= node < len(self.nodes):
+                return node
+            raise InvalidInputError(f"node index {node} is outside 0..{len(self.nodes) - 1}")
+        if isinstance(node, str):
+            text = node[1:] if node.startswith("#") else node
+            matches = [i for i, n in enumerate(self.nodes) if n.name and n.name == node]
+            if len(matches) == 1:
+                return matches[0]
+            if len(matches) > 1:
+                raise InvalidInputError(f"node name {node!r} is not unique; use its index")
+            if text.isdigit():
+                return self.node_index(int(text))
+        raise InvalidInputError(f"no node {node!r} in the graph")

@@ -1,0 +1,459 @@
+"""Gemm, MatMul and Conv: exact integer dot products with per-output-channel weight scales.
+
+Integer definition (all three): ``acc = Σ_k a_k · w_k + b`` in exact integers, where weights
+are quantized per output channel (scale s_w[c] = max|W[c, :]| / qmax) and the bias at the
+accumulator scale s_a · s_w[c] (int64, ``round_half_away(bias / (s_a · s_w[c]))``); then
+``out = saturate(rescale(acc, s_a · s_w[c] / s_out))``. The sums run through float BLAS in
+K-chunks proven exact (`_arith.exact_matmul`), so they are the same integers on every machine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from edgetrust.errors import InvalidInputError
+from edgetrust.runtime.fixed._arith import (
+    F64,
+    I64,
+    Rescale,
+    apply_rescale,
+    exact_matmul,
+    matmul_chunk,
+    quantize,
+    round_float,
+    saturate,
+)
+from edgetrust.runtime.fixed._base import ElementSource, Op, broadcast_shapes, register, unravel
+
+
+def quantize_rows(w: F64, qmax: int) -> tuple[I64, F64]:
+    """Quantize each row (output channel) of a 2-D float matrix with its own scale."""
+    amax = np.max(np.abs(w), axis=1) if w.shape[1] else np.zeros(w.shape[0])
+    scales = np.where(amax > 0, amax / qmax, 1.0)
+    return quantize(w, scales[:, None], qmax), scales
+
+
+def quantize_bias(bias: F64, acc_scales: F64) -> I64:
+    """A bias at the accumulator scale (int64), rounded half away from zero."""
+    q = round_float(np.asarray(bias, np.float64) / acc_scales)
+    if np.any(np.abs(q) >= 2.0**52):
+        raise InvalidInputError("a bias is too large for its accumulator scale")
+    return q.astype(np.int64)
+
+
+class _Dense(Op):
+    """Shared machinery: weights (N, K) per channel or a second activation, bias, rescale."""
+
+    def weights(self) -> dict[str, Any]:
+        """Channel weights and bias before the output scale is known (for calibration)."""
+        raise NotImplementedError
+
+    def _wide_scales(self) -> F64:
+        return np.asarray(self.weights()["acc_scales"], np.float64)
+
+    def make_params(self) -> dict[str, I64]:
+        """Weights (w, b) when constant, and the requantization multipliers (mult, shift)."""
+        assert self.out_scale is not None
+        wts = self.weights()
+        rs = self.make_rescale(self._wide_scales() / self.out_scale)
+        out = {k: v for k, v in wts.items() if k in ("w", "b")}
+        out.update(rs.params())
+        return out
+
+    def _rescale_from(self, p: dict[str, I64]) -> Rescale:
+        return Rescale.from_params(p["mult"], p["shift"])
+
+
+@register
+class Gemm(_Dense):
+    """Y = alpha · A' · B' + beta · C, with A' = A or Aᵀ, B' = B or Bᵀ (2-D)."""
+
+    op_types = ("Gemm",)
+
+    def setup(self) -> None:
+        a = self.info(0)
+        if a.kind != "q":
+            raise self.fail("input A must be a real tensor")
+        self.trans_a = bool(self.attrs.get("transA", 0))
+        self.trans_b = bool(self.attrs.get("transB", 0))
+        self.alpha = float(self.attrs.get("alpha", 1.0))
+        self.beta = float(self.attrs.get("beta", 1.0))
+        self.b_const = self.is_const(1)
+        if self.has_input(2) and not self.is_const(2):
+            raise self.fail("a non-constant C input is not supported")
+        if not self.b_const:
+            if self.info(1).kind != "q":
+                raise self.fail("input B must be a real tensor")
+            if self.has_input(2):
+                raise self.fail("C with a non-constant B is not supported")
+            if self.alpha <= 0:
+                raise self.fail("alpha must be positive when B is not constant")
+
+    def _bias_vec(self, n: int) -> F64:
+        if not self.has_input(2):
+            return np.zeros(n)
+        c = np.asarray(self.info(2).const, np.float64) * self.beta
+        if c.size == 1:
+            return np.full(n, float(c.reshape(-1)[0]))
+        if c.size == n and (c.ndim == 1 or c.shape[:-1] == (1,) * (c.ndim - 1)):
+            return c.reshape(-1)
+        raise self.fail(f"C of shape {c.shape} is not a per-column bias")
+
+    def weights(self) -> dict[str, Any]:
+        """Quantized weights (N, K), bias and accumulator scales."""
+        if not hasattr(self, "_weights"):
+            sa = self.info(0).scale
+            assert sa is not None
+            if self.b_const:
+                b = np.asarray(self.info(1).const, np.float64)
+                if b.ndim != 2:
+                    raise self.fail("B must be 2-D")
+                wk = (b.T if not self.trans_b else b) * self.alpha  # (N, K)
+                w, sw = quantize_rows(wk, self.qmax)
+                acc = sa * sw
+                bias = quantize_bias(self._bias_vec(wk.shape[0]), acc)
+                self._weights = {"w": w, "b": bias, "acc_scales": acc}
+            else:
+                sb = self.info(1).scale
+                assert sb is not None
+                self._weights = {"acc_scales": np.array([sa * sb * self.alpha])}
+        return self._weights
+
+    def _a2d(self, a: I64) -> I64:
+        if a.ndim != 2:
+            raise InvalidInputError(f"Gemm node {self.label}: A must be 2-D, got shape {a.shape}")
+        return a.T if self.trans_a else a
+
+    def _acc(self, xs: Sequence[I64 | None]) -> I64:
+        a = self._a2d(self.x(xs, 0))
+        wts = self.weights()
+        if self.b_const:
+            w = wts["w"]
+            if a.shape[1] != w.shape[1]:
+                raise InvalidInputError(
+                    f"Gemm node {self.label}: A has {a.shape[1]} columns, B has {w.shape[1]} rows"
+                )
+            acc = exact_matmul(a, w.T, self.qmax, self.qmax)
+        else:
+            b = self.x(xs, 1)
+            b = b.T if self.trans_b else b
+            if b.ndim != 2 or a.shape[1] != b.shape[0]:
+                raise InvalidInputError(f"Gemm node {self.label}: A and B do not multiply")
+            return exact_matmul(a, b, self.qmax, self.qmax)
+        out: I64 = acc + wts["b"]
+        return out
+
+    def calib_max(self, xs: Sequence[I64 | None]) -> float:
+        """Largest |real| accumulator value."""
+        acc = self._acc(xs)
+        if acc.size == 0:
+            return 0.0
+        per_col = np.max(np.abs(acc), axis=0).astype(np.float64)
+        scales = self._wide_scales()
+        return float(np.max(per_col * (scales if scales.size > 1 else scales[0])))
+
+    def run(self, xs: Sequence[I64 | None]) -> I64:
+        """Y (M, N)."""
+        acc = self._acc(xs)
+        p = self.params()
+        return saturate(apply_rescale(acc, self._rescale_from(p), channel_axis=1), self.qmax)
+
+    def out_shape(self, src: ElementSource) -> tuple[int, ...]:
+        """(M, N)."""
+        a = src.input_shape(0)
+        m = a[1] if self.trans_a else a[0]
+        if self.b_const:
+            return (m, src.param_shape("w")[0])
+        b = src.input_shape(1)
+        return (m, b[0] if self.trans_b else b[1])
+
+    def element(self, flat: int, out_shape: tuple[int, ...], src: ElementSource) -> int:
+        """One dot product of K terms."""
+        m, n = unravel(flat, out_shape)
+        ashape = src.input_shape(0)
+        if self.trans_a:
+            k = ashape[0]
+            a = src.read_input(0, np.arange(k) * ashape[1] + m)
+        else:
+            k = ashape[1]
+            a = src.read_input(0, m * k + np.arange(k))
+        if self.b_const:
+            w = src.read_param("w", n * k + np.arange(k))
+        else:
+            bshape = src.input_shape(1)
+            idx = n * bshape[1] + np.arange(k) if self.trans_b else np.arange(k) * bshape[1] + n
+            w = src.read_input(1, idx)
+        acc = int(np.dot(a, w))
+        if self.b_const:
+            acc += int(src.read_param("b", np.array([n]))[0])
+        return _rescale_one(acc, n, src, self.qmax)
+
+
+def _rescale_one(acc: int, channel: int, src: ElementSource, qmax: int) -> int:
+    """Requantize one accumulator with its channel's multiplier, read from the params."""
+    nmult = src.param_shape("mult")[0]
+    mult = src.read_param("mult", np.array([channel if nmult > 1 else 0]))
+    shift = src.read_param("shift", np.arange(1))
+    rs = Rescale.from_params(mult, shift)
+    out = apply_rescale(np.array([acc], np.int64), rs, channel_axis=None)
+    return int(saturate(out, qmax)[0])
+
+
+@register
+class MatMul(_Dense):
+    """Y = A @ B (numpy semantics for rank ≥ 2): per-channel weights when B is constant."""
+
+    op_types = ("MatMul",)
+
+    def setup(self) -> None:
+        if self.info(0).kind != "q" or self.info(1).kind != "q":
+            raise self.fail("both inputs must be real tensors")
+        self.b_const = self.is_const(1)
+        if self.b_const and np.asarray(self.info(1).const).ndim != 2:
+            raise self.fail("a constant B must be 2-D")
+
+    def weights(self) -> dict[str, Any]:
+        """Per-channel weights when B is constant; otherwise one accumulator scale."""
+        if not hasattr(self, "_weights"):
+            sa = self.info(0).scale
+            assert sa is not None
+            if self.b_const:
+                w, sw = quantize_rows(np.asarray(self.info(1).const, np.float64).T, self.qmax)
+                self._weights = {"w": w, "acc_scales": sa * sw}
+            else:
+                sb = self.info(1).scale
+                assert sb is not None
+                self._weights = {"acc_scales": np.array([sa * sb])}
+        return self._weights
+
+    def _acc(self, xs: Sequence[I64 | None]) -> I64:
+        a = self.x(xs, 0)
+        if a.ndim < 2:
+            raise InvalidInputError(f"MatMul node {self.label}: 1-D inputs are not supported")
+        if self.b_const:
+            w = self.weights()["w"]
+            if a.shape[-1] != w.shape[1]:
+                raise InvalidInputError(f"MatMul node {self.label}: inner dimensions differ")
+            return exact_matmul(a, w.T, self.qmax, self.qmax)
+        b = self.x(xs, 1)
+        if b.ndim < 2 or a.shape[-1] != b.shape[-2]:
+            raise InvalidInputError(f"MatMul node {self.label}: inner dimensions differ")
+        broadcast_shapes([a.shape[:-2], b.shape[:-2]], lambda: f"MatMul node {self.label}")
+        return exact_matmul(a, b, self.qmax, self.qmax)
+
+    def calib_max(self, xs: Sequence[I64 | None]) -> float:
+        """Largest |real| accumulator value."""
+        acc = self._acc(xs)
+        if acc.size == 0:
+            return 0.0
+        per_col = np.max(np.abs(acc).reshape(-1, acc.shape[-1]), axis=0).astype(np.float64)
+        scales = self._wide_scales()
+        return float(np.max(per_col * (scales if scales.size > 1 else scales[0])))
+
+    def run(self, xs: Sequence[I64 | None]) -> I64:
+        """A @ B."""
+        acc = self._acc(xs)
+        rs = self._rescale_from(self.params())
+        return saturate(apply_rescale(acc, rs, channel_axis=acc.ndim - 1), self.qmax)
+
+    def out_shape(self, src: ElementSource) -> tuple[int, ...]:
+        """Broadcast batch dimensions, then (M, N)."""
+        a = src.input_shape(0)
+        if self.b_const:
+            return (*a[:-1], src.param_shape("w")[0])
+        b = src.input_shape(1)
+        batch = broadcast_shapes([a[:-2], b[:-2]], lambda: f"MatMul node {self.label}")
+        return (*batch, a[-2], b[-1])
+
+    def element(self, flat: int, out_shape: tuple[int, ...], src: ElementSource) -> int:
+        """Row of A times column of B (or weight row)."""
+        idx = unravel(flat, out_shape)
+        ashape = src.input_shape(0)
+        k = ashape[-1]
+        a_batch = _batch_flat(idx[:-2], ashape[:-2])
+        a = src.read_input(0, (a_batch * ashape[-2] + idx[-2]) * k + np.arange(k))
+        n = idx[-1]
+        if self.b_const:
+            w = src.read_param("w", n * k + np.arange(k))
+        else:
+            bshape = src.input_shape(1)
+            b_batch = _batch_flat(idx[:-2], bshape[:-2])
+            w = src.read_input(1, (b_batch * k + np.arange(k)) * bshape[-1] + n)
+        return _rescale_one(int(np.dot(a, w)), n, src, self.qmax)
+
+
+def _batch_flat(out_batch: Sequence[int], in_batch: Sequence[int]) -> int:
+    """Flat batch index, in an input's batch dims, of a broadcast output batch index."""
+    if not in_batch:
+        return 0
+    offset = len(out_batch) - len(in_batch)
+    idx = [0 if d == 1 else out_batch[offset + i] for i, d in enumerate(in_batch)]
+    return int(np.ravel_multi_index(tuple(idx), tuple(in_batch)))
+
+
+@register
+class Conv(_Dense):
+    """2-D convolution (NCHW), with groups, strides, dilations and padding (explicit or SAME)."""
+
+    op_types = ("Conv",)
+
+    def setup(self) -> None:
+        if self.info(0).kind != "q":
+            raise self.fail("input X must be a real tensor")
+        if not self.is_const(1):
+            raise self.fail("weights W must be constant")
+        if self.has_input(2) and not self.is_const(2):
+            raise self.fail("a non-constant bias B is not supported")
+        wshape = np.asarray(self.info(1).const).shape
+        if len(wshape) != 4:
+            raise self.fail("only 2-D convolution (4-D weights) is supported")
+        self.oc, self.cg, self.kh, self.kw = (int(d) for d in wshape)
+        self.group = int(self.attrs.get("group", 1))
+        if self.group < 1 or self.oc % self.group:
+            raise self.fail(f"group={self.group} does not divide {self.oc} output channels")
+        ks = self.attrs.get("kernel_shape")
+        if ks is not None and list(ks) != [self.kh, self.kw]:
+            raise self.fail(f"kernel_shape {list(ks)} disagrees with the weights")
+        self.strides = [int(s) for s in self.attrs.get("strides", [1, 1])]
+        self.dilations = [int(d) for d in self.attrs.get("dilations", [1, 1])]
+        self.pads_attr = [int(p) for p in self.attrs.get("pads", [0, 0, 0, 0])]
+        raw_auto_pad = self.attrs.get("auto_pad", b"NOTSET")
+        self.auto_pad = raw_auto_pad.decode() if isinstance(raw_auto_pad, bytes) else raw_auto_pad
+        if self.auto_pad not in ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"):
+            raise self.fail(f"auto_pad={self.auto_pad} is not supported")
+        if len(self.strides) != 2 or len(self.dilations) != 2 or len(self.pads_attr) != 4:
+            raise self.fail("strides, dilations and pads must be for 2 spatial dimensions")
+        if min(self.strides) < 1 or min(self.dilations) < 1 or min(self.pads_attr) < 0:
+            raise self.fail("strides and dilations must be ≥ 1 and pads ≥ 0")
+
+    def weights(self) -> dict[str, Any]:
+        """Per-output-channel weights as (OC, Cg·KH·KW), bias, accumulator scales."""
+        if not hasattr(self, "_weights"):
+            sa = self.info(0).scale
+            assert sa is not None
+            w4 = np.asarray(self.info(1).const, np.float64)
+            w, sw = quantize_rows(w4.reshape(self.oc, -1), self.qmax)
+            acc = sa * sw
+            bias = np.zeros(self.oc)
+            if self.has_input(2):
+                bias = np.asarray(self.info(2).const, np.float64).reshape(-1)
+                if bias.shape[0] != self.oc:
+                    raise self.fail("bias length differs from the output channels")
+            self._weights = {"w": w, "b": quantize_bias(bias, acc), "acc_scales": acc}
+        return self._weights
+
+    def geometry(self, h: int, w: int) -> tuple[int, int, int, int, int, int]:
+        """(OH, OW, pad_top, pad_left, pad_bottom, pad_right) for an H×W input."""
+        sh, sw = self.strides
+        ekh = self.dilations[0] * (self.kh - 1) + 1
+        ekw = self.dilations[1] * (self.kw - 1) + 1
+        if self.auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            oh, ow = -(-h // sh), -(-w // sw)
+            th = max(0, (oh - 1) * sh + ekh - h)
+            tw = max(0, (ow - 1) * sw + ekw - w)
+            if self.auto_pad == "SAME_UPPER":
+                pt, pl = th // 2, tw // 2
+            else:
+                pt, pl = th - th // 2, tw - tw // 2
+            return oh, ow, pt, pl, th - pt, tw - pl
+        pt, pl, pb, pr = self.pads_attr if self.auto_pad == "NOTSET" else (0, 0, 0, 0)
+        oh = (h + pt + pb - ekh) // sh + 1
+        ow = (w + pl + pr - ekw) // sw + 1
+        if oh < 1 or ow < 1:
+            raise InvalidInputError(
+                f"Conv node {self.label}: input {h}×{w} is smaller than the kernel"
+            )
+        return oh, ow, pt, pl, pb, pr
+
+    def _check_x(self, shape: tuple[int, ...]) -> None:
+        if len(shape) != 4 or shape[1] != self.cg * self.group:
+            raise InvalidInputError(
+                f"Conv node {self.label}: expected (N, {self.cg * self.group}, H, W), got {shape}"
+            )
+
+    def _acc(self, xs: Sequence[I64 | None]) -> I64:
+        x = self.x(xs, 0)
+        self._check_x(x.shape)
+        n, _, h, w_ = x.shape
+        oh, ow, pt, pl, pb, pr = self.geometry(h, w_)
+        wts = self.weights()
+        wq: I64 = wts["w"]
+        dtype, kmax = matmul_chunk(self.qmax, self.qmax)
+        ocg = self.oc // self.group
+        sh, sw = self.strides
+        dh, dw = self.dilations
+        if dtype is None:  # pragma: no cover - only for precisions wider than int16
+            raise self.fail("no exact float format for this precision")
+        xp = np.pad(x.astype(dtype), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+        taps = self.kh * self.kw
+        cstep = kmax // taps
+        if cstep < 1:
+            raise self.fail("kernel window alone exceeds the exact chunk bound")
+        m = n * oh * ow
+        out = np.empty((self.oc, m), np.int64)
+        for g in range(self.group):
+            wg = wq[g * ocg : (g + 1) * ocg].reshape(ocg, self.cg, taps)
+            acc: I64 | None = None
+            for c0 in range(0, self.cg, cstep):
+                c1 = min(self.cg, c0 + cstep)
+                xg = xp[:, g * self.cg + c0 : g * self.cg + c1]
+                # im2col as (channels · taps, N · OH · OW): one strided copy per tap.
+                cols = np.empty((c1 - c0, self.kh, self.kw, n, oh, ow), dtype)
+                for i in range(self.kh):
+                    for j in range(self.kw):
+                        y0, x0 = i * dh, j * dw
+                        tap = xg[
+                            :, :, y0 : y0 + (oh - 1) * sh + 1 : sh, x0 : x0 + (ow - 1) * sw + 1 : sw
+                        ]
+                        cols[:, i, j] = tap.transpose(1, 0, 2, 3)
+                wc = wg[:, c0:c1].reshape(ocg, -1).astype(dtype)
+                # Exact: each dot product has (c1 - c0)·taps ≤ kmax terms (see matmul_chunk).
+                part = (wc @ cols.reshape(-1, m)).astype(np.int64)
+                acc = part if acc is None else acc + part
+            assert acc is not None
+            acc += wts["b"][g * ocg : (g + 1) * ocg, None]
+            out[g * ocg : (g + 1) * ocg] = acc
+        res = out.reshape(self.oc, n, oh, ow)
+        return res[None, :, 0] if n == 1 else np.ascontiguousarray(res.transpose(1, 0, 2, 3))
+
+    def calib_max(self, xs: Sequence[I64 | None]) -> float:
+        """Largest |real| accumulator value."""
+        acc = self._acc(xs)
+        per_c = np.max(np.abs(acc), axis=(0, 2, 3)).astype(np.float64)
+        return float(np.max(per_c * self._wide_scales()))
+
+    def run(self, xs: Sequence[I64 | None]) -> I64:
+        """Y (N, OC, OH, OW)."""
+        acc = self._acc(xs)
+        rs = self._rescale_from(self.params())
+        return saturate(apply_rescale(acc, rs, channel_axis=1), self.qmax)
+
+    def out_shape(self, src: ElementSource) -> tuple[int, ...]:
+        """(N, OC, OH, OW)."""
+        shape = src.input_shape(0)
+        self._check_x(shape)
+        oh, ow, *_ = self.geometry(shape[2], shape[3])
+        return (shape[0], self.oc, oh, ow)
+
+    def element(self, flat: int, out_shape: tuple[int, ...], src: ElementSource) -> int:
+        """One receptive field (Cg·KH·KW taps) times one weight row."""
+        n, oc, oy, ox = unravel(flat, out_shape)
+        xshape = src.input_shape(0)
+        _, c_in, h, w_ = xshape
+        _, _, pt, pl, _, _ = self.geometry(h, w_)
+        g = oc // (self.oc // self.group)
+        cs = np.arange(self.cg)[:, None, None] + g * self.cg
+        ys = (oy * self.strides[0] - pt + np.arange(self.kh) * self.dilations[0])[None, :, None]
+        xs_ = (ox * self.strides[1] - pl + np.arange(self.kw) * self.dilations[1])[None, None, :]
+        ys_b, xs_b, cs_b = np.broadcast_arrays(ys, xs_, cs)
+        valid = ((ys_b >= 0) & (ys_b < h) & (xs_b >= 0) & (xs_b < w_)).reshape(-1)
+        flat_x = (((n * c_in + cs_b) * h + ys_b) * w_ + xs_b).reshape(-1)
+        k = self.cg * self.kh * self.kw
+        wrow = src.read_param("w", oc * k + np.arange(k))
+        xv = np.zeros(k, np.int64)
+        xv[valid] = src.read_input(0, flat_x[valid])
+        acc = int(np.dot(xv, wrow)) + int(src.read_param("b", np.array([oc]))[0])
+        return _rescale_one(acc, oc, src, self.qmax)
