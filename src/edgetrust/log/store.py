@@ -35,10 +35,10 @@ from edgetrust.log.merkle import (
 )
 
 __all__ = [
+    "DEDUP_MERGE_EVERY",
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_MAX_DELAY",
     "DEFAULT_MAX_ENTRY_BYTES",
-    "DEDUP_MERGE_EVERY",
     "MAX_READ_COUNT",
     "LogStore",
     "SqliteLogStore",
