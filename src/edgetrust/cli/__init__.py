@@ -9,6 +9,7 @@ from __future__ import annotations
 
 # Command groups: importing a module registers its commands on `app`. One line per group.
 from edgetrust.cli import _core  # noqa: F401  (init, model, infer, reveal, verify, demo)
+from edgetrust.cli import _log  # noqa: F401  (log, node, witness)
 from edgetrust.cli._app import app, main, run
 
 __all__ = ["app", "main", "run"]

@@ -1,0 +1,97 @@
+"""Settings of the log node and the witness: limits, rates, where state lives.
+
+Every limit is validated at construction, with a message that names the parameter, so that a
+misconfigured node refuses to start instead of misbehaving under load.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgetrust.errors import InvalidInputError
+from edgetrust.log.client import MAX_BUNDLE_ENTRY_BYTES
+
+__all__ = ["NodeSettings", "WitnessSettings"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeSettings:
+    """How a log node behaves. All fields are keyword-only."""
+
+    home: Path | None = None
+    """State directory for the embedded log (default `$EDGETRUST_HOME`)."""
+    origin: str | None = None
+    """The log's checkpoint origin line (default: the log's own default)."""
+    max_body: int = 8 * 2**20
+    """Largest request body accepted, in bytes; larger bodies get 413."""
+    max_entry: int = MAX_BUNDLE_ENTRY_BYTES
+    """Largest single entry (canonical envelope bytes). tlog-tiles entry bundles prefix each
+    entry with a uint16 length, so it cannot exceed 65,535."""
+    max_batch: int = 4096
+    """Most entries in one ``POST /v1/entries:batch``."""
+    rate: float = 100.0
+    """Entries per second each signing identity may submit (token bucket); 0 disables."""
+    burst: int | None = None
+    """Bucket size: how many entries an identity may submit at once (default max(rate, 1)),
+    which must also cover the largest batch that identity sends."""
+    batch_size: int = 256
+    """Entries per store transaction (sequencing batch)."""
+    max_delay: float = 0.01
+    """Longest an entry waits for its batch to fill before it is committed anyway, seconds.
+    Lower than Tessera's 250 ms: a submitter waits for its commit, so this bounds latency;
+    under load, batches fill to `batch_size` before the deadline anyway."""
+    verify_workers: int = 0
+    """Processes that verify signatures of a batch in parallel (0: verify in the server)."""
+    extra: dict[str, str] = field(default_factory=dict)
+    """Free-form labels reported by ``/healthz``."""
+
+    def __post_init__(self) -> None:
+        if not 1024 <= self.max_body <= 2**31:
+            raise InvalidInputError("`max_body` must be between 1 KiB and 2 GiB")
+        if not 1 <= self.max_entry <= MAX_BUNDLE_ENTRY_BYTES:
+            raise InvalidInputError(f"`max_entry` must be 1..{MAX_BUNDLE_ENTRY_BYTES} bytes")
+        if not 1 <= self.max_batch <= 100_000:
+            raise InvalidInputError("`max_batch` must be 1..100000")
+        if not (math.isfinite(self.rate) and self.rate >= 0):
+            raise InvalidInputError("`rate` must be a finite number >= 0 (0 disables)")
+        if self.burst is not None and self.burst < 1:
+            raise InvalidInputError("`burst` must be at least 1")
+        if not 1 <= self.batch_size <= 65536:
+            raise InvalidInputError("`batch_size` must be 1..65536")
+        if not (math.isfinite(self.max_delay) and 0 <= self.max_delay <= 60):
+            raise InvalidInputError("`max_delay` must be 0..60 seconds")
+        if not 0 <= self.verify_workers <= (os.cpu_count() or 1) * 4:
+            raise InvalidInputError("`verify_workers` must be 0..4x the number of CPUs")
+
+    @property
+    def bucket(self) -> float:
+        """The token bucket's capacity."""
+        return float(self.burst) if self.burst is not None else max(self.rate, 1.0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WitnessSettings:
+    """How a witness behaves. All fields are keyword-only."""
+
+    home: Path | None = None
+    """State directory: the witness key and its SQLite database (default `$EDGETRUST_HOME`)."""
+    name: str = "witness.edgetrust.local"
+    """The witness's name in cosignature lines (a schema-less URL, C2SP tlog-cosignature)."""
+    key_name: str = "witness"
+    """Name of the witness's signing key in the keystore."""
+    log_keys: tuple[str, ...] = ()
+    """Verifier keys (note vkey format) of the logs this witness follows; the key name is the
+    log's origin."""
+    max_body: int = 64 * 1024
+    """Largest add-checkpoint body accepted, in bytes."""
+
+    def __post_init__(self) -> None:
+        if not self.name or any(c in self.name for c in " +\n\t") or len(self.name) > 256:
+            raise InvalidInputError(
+                "`name` must be non-empty, at most 256 characters, without spaces or '+'"
+            )
+        if not 1024 <= self.max_body <= 2**24:
+            raise InvalidInputError("`max_body` must be between 1 KiB and 16 MiB")
