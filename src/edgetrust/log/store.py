@@ -57,14 +57,26 @@ DEFAULT_MAX_ENTRY_BYTES = 16 * 2**20
 MAX_READ_COUNT = 1 << 16
 """Most entries or hashes one range read returns; a tile is 256."""
 
-# A node at (level, index) is stored under key level << 48 | index: one integer primary key, so
-# SQLite appends each level's nodes in order at the right edge of a single B-tree. 2^48
-# leaves is far beyond what one SQLite file will hold.
-_LEVEL_SHIFT = 48
+# Where the tree lives. Appending leaf i completes the subtrees whose last leaf is i: one per
+# trailing 1-bit of i (levels 1..t). Their hashes are stored in leaf i's own row, in level
+# order, so the node at (level L >= 1, index j) is bytes 32(L-1)..32L of `nodes` in row
+# (j+1)·2^L - 1. Every complete subtree hash is stored exactly once, an append writes one row
+# (not one row per node: measured, that second table cost ~15% of the append rate), and any
+# set of nodes is one `idx IN (...)` query on the primary key.
+_MAX_LEVEL = 62  # no tree here reaches 2^62 leaves; levels above are refused as out of range
 
 
-def _node_key(level: int, index: int) -> int:
-    return (level << _LEVEL_SHIFT) | index
+def _node_row(level: int, index: int) -> int:
+    """The entry row that stores the node at (`level` >= 1, `index`)."""
+    return ((index + 1) << level) - 1
+
+
+def _pick(level: int, leaf: bytes, nodes: bytes) -> bytes | None:
+    """The node at `level` from an entry row's leaf hash and closed-subtree hashes."""
+    if level == 0:
+        return leaf
+    h = nodes[32 * (level - 1) : 32 * level]
+    return h if len(h) == 32 else None
 
 
 class StoreError(Error):
@@ -150,19 +162,16 @@ class _Request:
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
-    idx  INTEGER PRIMARY KEY,         -- 0-based leaf index
-    leaf BLOB NOT NULL,               -- RFC 9162 leaf hash
-    data BLOB NOT NULL
+    idx   INTEGER PRIMARY KEY,        -- 0-based leaf index
+    leaf  BLOB NOT NULL,              -- RFC 9162 leaf hash (the level-0 node)
+    nodes BLOB NOT NULL,              -- the complete subtrees this leaf closes, levels 1..t
+    data  BLOB NOT NULL               -- last: large entries overflow without slowing the rest
 );
 CREATE TABLE IF NOT EXISTS dedup (    -- entries [0, meta.dedup_upto) by the first 8 leaf bytes
     dk  INTEGER NOT NULL,
     idx INTEGER NOT NULL,
     PRIMARY KEY (dk, idx)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS nodes (
-    key  INTEGER PRIMARY KEY,         -- level << 48 | index, level >= 1 (level 0 is entries.leaf)
-    hash BLOB NOT NULL
-);
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -338,15 +347,12 @@ class SqliteLogStore:
 
     @staticmethod
     def _fetch_one(conn: sqlite3.Connection, level: int, index: int) -> bytes:
-        if level == 0:
-            row = conn.execute("SELECT leaf FROM entries WHERE idx = ?", (index,)).fetchone()
-        else:
-            row = conn.execute(
-                "SELECT hash FROM nodes WHERE key = ?", (_node_key(level, index),)
-            ).fetchone()
-        if row is None:
+        row_idx = index if level == 0 else _node_row(level, index)
+        row = conn.execute("SELECT leaf, nodes FROM entries WHERE idx = ?", (row_idx,)).fetchone()
+        h = None if row is None else _pick(level, bytes(row[0]), bytes(row[1]))
+        if h is None:
             raise StoreError(f"log store is damaged: node ({level}, {index}) is missing")
-        return bytes(row[0])
+        return h
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -444,7 +450,7 @@ class SqliteLogStore:
                 self._reload(size)
             known = self._lookup(conn, leaves)
             indices, size, frontier, rows = self._insert(conn, entries, leaves, known)
-            new = {h: i for i, h, _ in rows}
+            new = {h: i for i, h, _, _ in rows}
             upto = self._dedup_upto
             if size - upto >= self.dedup_merge_every:
                 tail = {**self._recent, **new}
@@ -494,39 +500,39 @@ class SqliteLogStore:
         entries: list[bytes],
         leaves: list[bytes],
         known: dict[bytes, int],
-    ) -> tuple[list[int], int, list[bytes], list[tuple[int, bytes, bytes]]]:
+    ) -> tuple[list[int], int, list[bytes], list[tuple[int, bytes, bytes, bytes]]]:
         """Insert the new entries and every subtree they complete (inside the transaction)."""
         size = self._size
         frontier = list(self._frontier)
         seen = dict(known)
         indices: list[int] = []
-        rows: list[tuple[int, bytes, bytes]] = []
-        nodes: list[tuple[int, bytes]] = []
+        rows: list[tuple[int, bytes, bytes, bytes]] = []
         # Bound locals and inlined node_hash: this loop runs once per entry.
         sha = hashlib.sha256
-        add_index, add_row, add_node, get = indices.append, rows.append, nodes.append, seen.get
+        add_index, add_row, get = indices.append, rows.append, seen.get
         for data, h in zip(entries, leaves, strict=True):
             idx = get(h)
             if idx is None:
                 idx = size
                 seen[h] = idx
-                add_row((idx, h, data))
-                # Append to the compact range: every odd index closes a subtree with the
-                # pending left node at that level (RFC 9162's tree is this carry chain).
+                # Append to the compact range: every trailing 1-bit of the index closes a
+                # subtree with the pending left node at that level (RFC 9162's tree is this
+                # carry chain); the closed subtrees' hashes go in this leaf's row.
                 node, level, i = h, 0, idx
+                closed = b""
                 while i & 1:
                     node = sha(b"\x01" + frontier[level] + node).digest()
+                    closed += node
                     i >>= 1
                     level += 1
-                    add_node(((level << _LEVEL_SHIFT) | i, node))
                 if level == len(frontier):
                     frontier.append(node)
                 else:
                     frontier[level] = node
+                add_row((idx, h, closed, data))
                 size += 1
             add_index(idx)
-        conn.executemany("INSERT INTO entries(idx, leaf, data) VALUES (?, ?, ?)", rows)
-        conn.executemany("INSERT INTO nodes(key, hash) VALUES (?, ?)", nodes)
+        conn.executemany("INSERT INTO entries(idx, leaf, nodes, data) VALUES (?, ?, ?, ?)", rows)
         return indices, size, frontier, rows
 
     # -- reads ------------------------------------------------------------------------------
@@ -602,26 +608,29 @@ class SqliteLogStore:
         return start, count
 
     def _subtree_hashes(self, coords: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
-        """Fetch complete-subtree hashes by (level, index) in at most two queries."""
-        leaves = sorted({i for lv, i in coords if lv == 0})
-        keys = sorted({_node_key(lv, i) for lv, i in coords if lv > 0})
+        """Fetch complete-subtree hashes by (level, index), in one query."""
+        want = {c: (c[1] if c[0] == 0 else _node_row(*c)) for c in set(coords)}
+        rows = self._rows(sorted(set(want.values())))
         found: dict[tuple[int, int], bytes] = {}
-        if leaves:
-            marks = ",".join("?" * len(leaves))
-            for idx, h in self._query(
-                f"SELECT idx, leaf FROM entries WHERE idx IN ({marks})", leaves
-            ):
-                found[(0, int(idx))] = bytes(h)
-        if keys:
-            marks = ",".join("?" * len(keys))
-            mask = (1 << _LEVEL_SHIFT) - 1
-            for key, h in self._query(f"SELECT key, hash FROM nodes WHERE key IN ({marks})", keys):
-                k = int(key)
-                found[(k >> _LEVEL_SHIFT, k & mask)] = bytes(h)
-        missing = set(coords) - found.keys()
-        if missing:
-            raise StoreError(f"log store is damaged: nodes {sorted(missing)[:3]} are missing")
+        for coord, row_idx in want.items():
+            row = rows.get(row_idx)
+            h = None if row is None else _pick(coord[0], *row)
+            if h is None:
+                raise StoreError(f"log store is damaged: node {coord} is missing")
+            found[coord] = h
         return found
+
+    def _rows(self, indices: Sequence[int]) -> dict[int, tuple[bytes, bytes]]:
+        """``idx -> (leaf, nodes)`` for the given entry rows."""
+        out: dict[int, tuple[bytes, bytes]] = {}
+        for i in range(0, len(indices), 500):
+            chunk = indices[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for idx, leaf, nodes in self._query(
+                f"SELECT idx, leaf, nodes FROM entries WHERE idx IN ({marks})", chunk
+            ):
+                out[int(idx)] = (bytes(leaf), bytes(nodes))
+        return out
 
     def _range_hashes(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         parts = [complete_subtrees(a, b) for a, b in ranges]
@@ -655,7 +664,7 @@ class SqliteLogStore:
         """Stored complete-subtree hashes at `level` for node indices start..start+count-1."""
         level = _check_count("level", level)
         start, count = self._check_range(start, count)
-        if level >= _LEVEL_SHIFT:
+        if level > _MAX_LEVEL:
             raise NotFoundError(f"level {level} is above any tree this store can hold")
         size = self.size()
         if (start + count) << level > size:
@@ -670,14 +679,11 @@ class SqliteLogStore:
                 "SELECT leaf FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx",
                 (start, start + count),
             )
-        else:
-            rows = self._query(
-                "SELECT hash FROM nodes WHERE key >= ? AND key < ? ORDER BY key",
-                (_node_key(level, start), _node_key(level, start + count)),
-            )
-        if len(rows) != count:
-            raise StoreError(f"log store is damaged: level {level} has holes")
-        return [bytes(r[0]) for r in rows]
+            if len(rows) != count:
+                raise StoreError("log store is damaged: entries are missing")
+            return [bytes(r[0]) for r in rows]
+        found = self._subtree_hashes([(level, j) for j in range(start, start + count)])
+        return [found[(level, j)] for j in range(start, start + count)]
 
     # -- lifecycle --------------------------------------------------------------------------
 
