@@ -45,8 +45,9 @@ def _root(
     """Trust for AI that runs on your own device."""
 
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+# emoji=False: Rich would otherwise render the ":key:" inside every did:key as an emoji.
+out = Console(soft_wrap=True, emoji=False)
+err = Console(stderr=True, soft_wrap=True, emoji=False)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 HomeOpt = Annotated[

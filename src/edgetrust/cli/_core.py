@@ -1,11 +1,48 @@
-"""Core commands: init, model, infer, reveal, verify, demo."""
+"""Core commands: init, model add|list|show, infer, reveal, verify."""
 
 from __future__ import annotations
 
-import typer
+from pathlib import Path
+from typing import Annotated, Any
 
-from edgetrust.cli._app import HomeOpt, JsonOpt, app, emit, out
+import numpy as np
+import typer
+from rich.progress import Progress
+from rich.table import Table
+
+from edgetrust.cli._app import HomeOpt, JsonOpt, app, emit, out, set_json_mode
+from edgetrust.device import Device
+from edgetrust.encoding import digest_bytes
+from edgetrust.errors import InvalidInputError, NotFoundError
+from edgetrust.home import resolve_home
 from edgetrust.identity import Keystore
+from edgetrust.log.service import Log
+from edgetrust.models import ModelCard, ModelRegistry
+from edgetrust.receipts import Bundle, parse_bundles, parse_opening, read_receipt, write_batch_file
+from edgetrust.runtime.onnx import load_inputs
+from edgetrust.verify.policy import IssuerIn
+from edgetrust.verify.verifier import Verified, Verifier
+
+model_app = typer.Typer(
+    help="Register and inspect ONNX models (content-addressed by sha256).", no_args_is_help=True
+)
+app.add_typer(model_app, name="model")
+
+ModelArg = Annotated[str, typer.Argument(help="A model file, a registered name, or a digest.")]
+IdentityOpt = Annotated[str, typer.Option("--identity", help="Keystore identity to sign with.")]
+
+MAX_FILE_BYTES = 64 * 2**20
+
+
+def read_file(path: Path, what: str, *, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """Read a user-named file with a size limit and a one-line error."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise NotFoundError(f"cannot read {what} {path}: {exc.strerror}") from exc
+    if size > max_bytes:
+        raise InvalidInputError(f"{what} {path} is {size} bytes, over the {max_bytes}-byte limit")
+    return path.read_bytes()
 
 
 @app.command()
@@ -15,6 +52,7 @@ def init(
     json_out: JsonOpt = False,
 ) -> None:
     """Create this device's signing identity (an Ed25519 key named by a did:key)."""
+    set_json_mode(json_out)
     ks = Keystore(home)
     created = not ks.exists(name)
     ident = ks.load_or_create(name)
@@ -25,3 +63,371 @@ def init(
             f"{'created' if created else 'existing'} identity [bold]{name}[/]: {ident.did}"
         ),
     )
+
+
+def _card_dict(card: ModelCard) -> dict[str, Any]:
+    return card.to_predicate()
+
+
+def _shape(shape: tuple[Any, ...] | None) -> str:
+    return "any" if shape is None else "×".join("?" if d is None else str(d) for d in shape)
+
+
+@model_app.command("add")
+def model_add(
+    file: Annotated[Path, typer.Argument(help="The ONNX file to register.")],
+    name: Annotated[str | None, typer.Option(help="Name (default: the file name).")] = None,
+    version: Annotated[str, typer.Option(help="Version label.")] = "1",
+    log: Annotated[
+        bool, typer.Option("--log/--no-log", help="Append the signed card to the log.")
+    ] = False,
+    identity: IdentityOpt = "default",
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Store an ONNX model under $EDGETRUST_HOME/models by digest and sign its card.
+
+    The file is checked with onnx.checker first; anything else is refused.
+    """
+    set_json_mode(json_out)
+    publisher = Keystore(home).load_or_create(identity)
+    registry = ModelRegistry(home)
+    card, envelope = registry.add_file(file, publisher=publisher, name=name, version=version)
+    index = None
+    if log:
+        with Log.open(home) as lg:
+            index = lg.append(envelope.to_json())
+    data = {**_card_dict(card), "publisher": publisher.did, "logIndex": index}
+
+    def human() -> None:
+        out.print(f"registered [bold]{card.name}[/] v{card.version}  {card.digest}")
+        for spec in card.inputs:
+            out.print(f"  input  {spec.name}: {spec.dtype} {_shape(spec.shape)}")
+        for spec in card.outputs:
+            out.print(f"  output {spec.name}: {spec.dtype} {_shape(spec.shape)}")
+        if index is not None:
+            out.print(f"  card logged at index {index}")
+
+    emit(json_out, data, human)
+
+
+@model_app.command("list")
+def model_list(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
+    """List registered models."""
+    set_json_mode(json_out)
+    cards = ModelRegistry(home).cards()
+
+    def human() -> None:
+        if not cards:
+            out.print("no models registered (add one with 'edgetrust model add FILE')")
+            return
+        table = Table("name", "version", "digest", "size", "inputs")
+        for c in cards:
+            table.add_row(
+                c.name,
+                c.version,
+                c.digest[:19] + "…",
+                f"{c.size:,}",
+                ", ".join(f"{s.name}:{_shape(s.shape)}" for s in c.inputs),
+            )
+        out.print(table)
+
+    emit(json_out, [_card_dict(c) for c in cards], human)
+
+
+@model_app.command("show")
+def model_show(model: ModelArg, home: HomeOpt = None, json_out: JsonOpt = False) -> None:
+    """Show a model's card."""
+    set_json_mode(json_out)
+    card, _ = ModelRegistry(home).resolve(model)
+    emit(json_out, _card_dict(card), lambda: out.print_json(data=_card_dict(card)))
+
+
+def _summarize(outputs: dict[str, np.ndarray[Any, Any]]) -> dict[str, Any]:
+    summary: dict[str, Any] = {}
+    for name, arr in outputs.items():
+        entry: dict[str, Any] = {"shape": list(arr.shape), "dtype": arr.dtype.name}
+        if arr.ndim == 2 and arr.dtype.kind == "f" and arr.shape[1] > 1:
+            entry["argmax"] = arr.argmax(axis=1).tolist()[:16]
+        if arr.size <= 16:
+            entry["values"] = arr.tolist()
+        summary[name] = entry
+    return summary
+
+
+@app.command()
+def infer(
+    model: ModelArg,
+    input: Annotated[Path, typer.Option("--input", "-i", help="Input file: .npy, .npz or .json.")],
+    out_file: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Where to write the receipt bundle.")
+    ] = None,
+    batch: Annotated[
+        bool,
+        typer.Option("--batch", help="Treat axis 0 as a batch: sign all rows once (Merkle root)."),
+    ] = False,
+    executor: Annotated[
+        str, typer.Option(help="Executor: onnxruntime (float) or fixed.")
+    ] = "onnxruntime",
+    output_private: Annotated[
+        bool, typer.Option("--output-private", help="Leave output values out of the receipt.")
+    ] = False,
+    allow_nonfinite: Annotated[
+        bool, typer.Option("--allow-nonfinite", help="Accept NaN/Inf in inputs.")
+    ] = False,
+    log: Annotated[
+        bool, typer.Option("--log/--no-log", help="Append the receipt to the local log.")
+    ] = True,
+    identity: IdentityOpt = "default",
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Run MODEL on an input and write a signed receipt (and its log proof) as a bundle.
+
+    The input is committed to with a random salt that stays on this device: the receipt
+    proves what was computed without revealing the input. 'edgetrust reveal' exports the
+    opening when you choose to show it.
+    """
+    set_json_mode(json_out)
+    with Device(home, identity=identity) as device:
+        card, _ = device.model(model)
+        inputs = load_inputs(input, card, max_bytes=device.max_input_bytes)
+        receipts_dir = resolve_home(home) / "receipts"
+        receipts_dir.mkdir(exist_ok=True)
+        if batch:
+            result = device.infer_batch(
+                card.digest,
+                inputs,
+                executor=executor,
+                output_private=output_private,
+                allow_nonfinite=allow_nonfinite,
+                log=log,
+            )
+            target = (
+                out_file
+                or receipts_dir / f"batch-{result.receipts.items[0].output_digest[7:19]}.json"
+            )
+            target.write_bytes(write_batch_file(result.receipts, result.log))
+            outputs, count = result.outputs, len(result.receipts.items)
+            log_index = result.log.index if result.log else None
+        else:
+            single = device.infer(
+                card.digest,
+                inputs,
+                executor=executor,
+                output_private=output_private,
+                allow_nonfinite=allow_nonfinite,
+                log=log,
+            )
+            name = digest_bytes(single.bundle.envelope.to_json())[7:23]
+            target = out_file or receipts_dir / f"{name}.json"
+            target.write_bytes(single.bundle.to_json())
+            outputs, count = single.outputs, 1
+            log_index = single.bundle.log.index if single.bundle.log else None
+    data: dict[str, Any] = {
+        "bundle": str(target),
+        "model": card.digest,
+        "receipts": count,
+        "logIndex": log_index,
+        "issuer": device.identity.did,
+        "outputs": _summarize(outputs),
+    }
+
+    def human() -> None:
+        out.print(f"ran [bold]{card.name}[/] ({card.digest[:19]}…) with {executor}")
+        for name, s in data["outputs"].items():
+            line = f"  {name}: {s['dtype']} {s['shape']}"
+            if "argmax" in s:
+                line += f"  argmax {s['argmax']}"
+            out.print(line)
+        logged = f", logged at index {log_index}" if log_index is not None else ", not logged"
+        out.print(
+            f"{count} receipt{'s' if count > 1 else ''} signed by "
+            f"{device.identity.did[:24]}…{logged}"
+        )
+        out.print(f"bundle: {target}")
+
+    emit(json_out, data, human)
+
+
+def _load_bundles(path: Path) -> list[Bundle]:
+    return parse_bundles(read_file(path, "receipt", max_bytes=256 * 2**20))
+
+
+@app.command()
+def reveal(
+    receipt: Annotated[Path, typer.Argument(help="A bundle issued by this device.")],
+    out_file: Annotated[Path, typer.Option("--out", "-o", help="Where to write the opening.")],
+    item: Annotated[int, typer.Option(help="For a batch file: which item.")] = 0,
+    identity: IdentityOpt = "default",
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Export the opening (the salt) of a receipt's input commitment.
+
+    Give the opening and the input to someone, and 'edgetrust verify --input --opening'
+    lets them check that this input is the one the receipt committed to.
+    """
+    set_json_mode(json_out)
+    bundles = _load_bundles(receipt)
+    if not 0 <= item < len(bundles):
+        raise InvalidInputError(f"--item must be between 0 and {len(bundles) - 1}")
+    with Device(home, identity=identity) as device:
+        opening = device.reveal(bundles[item])
+    out_file.write_bytes(opening.to_json())
+    emit(
+        json_out,
+        {"opening": str(out_file), "commitment": opening.commitment},
+        lambda: out.print(f"opening of {opening.commitment[:23]}… written to {out_file}"),
+    )
+
+
+def _verify_report(v: Verified) -> dict[str, Any]:
+    r = v.receipt
+    return {
+        "ok": True,
+        "issuer": r.issuer,
+        "model": r.model_digest,
+        "executor": dict(r.executor),
+        "issuedAt": r.issued_at,
+        "outputDigest": r.output_digest,
+        "checked": list(v.checked),
+        "skipped": list(v.skipped),
+    }
+
+
+@app.command()
+def verify(
+    receipt: Annotated[Path, typer.Argument(help="A receipt bundle (or a batch file).")],
+    model: Annotated[
+        Path | None, typer.Option("--model", help="The ONNX file the receipt should name.")
+    ] = None,
+    input: Annotated[
+        Path | None, typer.Option("--input", "-i", help="The input, to open the commitment.")
+    ] = None,
+    opening: Annotated[
+        Path | None, typer.Option("--opening", help="The opening from 'edgetrust reveal'.")
+    ] = None,
+    reexecute: Annotated[
+        bool, typer.Option("--reexecute", help="Recompute the output and compare.")
+    ] = False,
+    log_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--log-key", help="Trusted log verifier key (note vkey); default: the local log's."
+        ),
+    ] = None,
+    witness: Annotated[
+        list[str] | None, typer.Option("--witness", help="Witness verifier key (repeatable).")
+    ] = None,
+    min_witnesses: Annotated[
+        int, typer.Option(help="Cosignatures required from --witness keys.")
+    ] = 0,
+    issuer: Annotated[
+        list[str] | None, typer.Option("--issuer", help="Accept only these issuer DIDs.")
+    ] = None,
+    item: Annotated[
+        int | None,
+        typer.Option(help="For a batch file: verify only this item (needed with --input)."),
+    ] = None,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Verify a receipt: signature, format, model, input opening, re-execution, log, policy.
+
+    Exit code 0 when it verifies, 1 when a check fails (the line says which step), 2 on bad
+    input. Each step says what it trusts; see the README.
+    """
+    set_json_mode(json_out)
+    bundles = _load_bundles(receipt)
+    if item is not None:
+        if not 0 <= item < len(bundles):
+            raise InvalidInputError(f"--item must be between 0 and {len(bundles) - 1}")
+        bundles = [bundles[item]]
+    elif len(bundles) > 1 and (input is not None or opening is not None):
+        raise InvalidInputError("a batch file with --input/--opening needs --item N")
+    keys = list(log_key or [])
+    if not keys and (resolve_home(home) / "log" / "log.db").exists():
+        with Log.open(home) as lg:
+            keys = [lg.verifier_key]
+    verifier = Verifier(
+        log_keys=keys,
+        witness_keys=witness or [],
+        min_witnesses=min_witnesses,
+        registry=ModelRegistry(home),
+        policy=IssuerIn(issuer) if issuer else None,
+    )
+    model_bytes = read_file(model, "model", max_bytes=2**31) if model else None
+    op = parse_opening(read_file(opening, "opening")) if opening else None
+    inputs = None
+    if input is not None:
+        card = ModelCard.from_onnx_bytes(model_bytes) if model_bytes else None
+        if card is None:
+            digest = read_receipt(bundles[0]).model_digest
+            try:
+                card, _ = ModelRegistry(home).card(digest)
+            except NotFoundError as exc:
+                raise InvalidInputError(
+                    f"model {digest[:23]}… is not registered here: give --model FILE "
+                    "so the input file can be read"
+                ) from exc
+        inputs = load_inputs(input, card)
+    results = []
+    with Progress(transient=True, disable=json_out or len(bundles) < 64) as progress:
+        task = progress.add_task("verifying", total=len(bundles))
+        for bundle in bundles:
+            row_inputs = inputs
+            if inputs is not None and bundle.item is not None:
+                i = bundle.item.index  # the input file holds the whole batch; take its row
+                row_inputs = {k: v[i : i + 1] for k, v in inputs.items()}
+            results.append(
+                verifier.verify(
+                    bundle, model=model_bytes, inputs=row_inputs, opening=op, reexecute=reexecute
+                )
+            )
+            progress.advance(task)
+    report = _verify_report(results[0]) | {"receipts": len(results)}
+
+    def human() -> None:
+        out.print(
+            f"[bold green]verified[/] {len(results)} receipt{'s' if len(results) > 1 else ''} "
+            f"from {report['issuer']}"
+        )
+        for step in report["checked"]:
+            out.print(f"  [green]✓[/] {step}")
+        for step in report["skipped"]:
+            out.print(f"  [dim]- {step}[/]")
+
+    emit(json_out, report, human)
+
+
+@app.command()
+def demo(json_out: JsonOpt = False) -> None:
+    """Run the main job end to end: a model, devices, receipts, a log, a witness, a verifier.
+
+    Everything happens in a temporary home, offline; nothing is left behind. Exit code 1 if
+    any check does not come out as expected.
+    """
+    import io
+
+    from rich.console import Console
+
+    from edgetrust.demo import run_demo
+    from edgetrust.errors import VerificationError
+
+    set_json_mode(json_out)
+    console = Console(file=io.StringIO()) if json_out else out
+    result = run_demo(console)
+    emit(
+        json_out,
+        {
+            "ok": not result.failures,
+            "checks": [{"check": c, "expected": e, "outcome": o} for c, e, o in result.rows],
+            "failures": result.failures,
+            "receipts": result.receipts,
+            "logSize": result.log_size,
+        },
+        lambda: None,
+    )
+    if result.failures:
+        raise VerificationError(f"demo checks came out wrong: {', '.join(result.failures)}")

@@ -1,0 +1,237 @@
+"""The main job, end to end on the embedded default: `edgetrust demo` / `make demo`.
+
+Everything happens in a temporary home with no network: train the digits MLP, publish it,
+let three devices run it and issue receipts into one transparency log, have a witness cosign
+the log, and let an independent verifier check receipts at each level, including tampered
+ones that must fail. Later capabilities add their own steps here.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from edgetrust.device import Device, LocalLogWriter
+from edgetrust.dsse import Envelope
+from edgetrust.errors import VerificationError
+from edgetrust.identity import Identity
+from edgetrust.log import checkpoint as cp
+from edgetrust.log.service import Log
+from edgetrust.models import ModelRegistry
+from edgetrust.receipts import Bundle, read_receipt
+from edgetrust.verify.verifier import Verifier
+from edgetrust.zoo import digits_mlp_onnx, load_digits_split
+
+__all__ = ["DemoResult", "run_demo"]
+
+
+@dataclass
+class DemoResult:
+    """What the demo did, for the summary and for tests."""
+
+    rows: list[tuple[str, str, str]] = field(default_factory=list)
+    """(check, expected, outcome) for every verification the demo ran."""
+    failures: list[str] = field(default_factory=list)
+    """Checks whose outcome was not the expected one (empty on success)."""
+    receipts: int = 0
+    log_size: int = 0
+
+    console: Console | None = None
+
+    def expect(self, check: str, should_pass: bool, fn: Callable[[], object]) -> str:
+        """Run `fn`; record whether it passed or was rejected, and whether that was expected."""
+        try:
+            fn()
+            outcome, ok = "verified", should_pass
+        except VerificationError as exc:
+            outcome, ok = f"rejected at step {exc.step}", not should_pass
+        self.rows.append((check, "verifies" if should_pass else "rejected", outcome))
+        if not ok:
+            self.failures.append(check)
+        if self.console is not None:
+            mark = "[green]✓[/]" if ok else "[bold red]✗ UNEXPECTED[/]"
+            self.console.print(f"{mark} {check}: {outcome}")
+        return outcome
+
+
+def run_demo(console: Console | None = None, *, home: Path | None = None) -> DemoResult:
+    """Run the whole demo; returns what happened. Uses a temporary home unless one is given."""
+    console = console or Console()
+    if home is not None:
+        return _run(console, Path(home))
+    with tempfile.TemporaryDirectory(prefix="edgetrust-demo-") as tmp:
+        return _run(console, Path(tmp))
+
+
+def _step(console: Console, title: str) -> None:
+    console.rule(f"[bold]{title}")
+
+
+def _run(console: Console, root: Path) -> DemoResult:
+    result = DemoResult(console=console)
+    started = time.perf_counter()
+
+    _step(console, "1. A model: train the digits MLP and publish it")
+    model_bytes, accuracy = digits_mlp_onnx(seed=0)
+    publisher = Identity.generate("publisher")
+    registry = ModelRegistry(root / "publisher")
+    card, card_envelope = registry.add_bytes(model_bytes, publisher=publisher, name="digits-mlp")
+    console.print(
+        f"trained on sklearn's digits: test accuracy {accuracy:.1%}; "
+        f"ONNX {card.size:,} bytes, digest {card.digest[:23]}…"
+    )
+
+    _step(console, "2. A transparency log, and a witness")
+    log = Log.open(root / "log", origin="demo.edgetrust.local/log")
+    witness = cp.NoteSigner("witness.demo", Identity.generate("witness"))
+    card_index = log.append(card_envelope.to_json())
+    console.print(f"log key: {log.verifier_key}")
+    console.print(f"model card logged at index {card_index}")
+
+    _step(console, "3. Three devices run the model and issue receipts")
+    _, x_test, _, y_test = load_digits_split(seed=0)
+    writer = LocalLogWriter(log)
+    bundles: list[tuple[str, Bundle, np.ndarray]] = []
+    devices = {}
+    for i, name in enumerate(["alice", "bob", "carol"]):
+        device = Device(root / name)
+        device.registry.add_bytes(model_bytes, publisher=publisher, name="digits-mlp")
+        devices[name] = device
+        x = x_test[i : i + 1]
+        res = device.infer("digits-mlp", {"input": x}, log=writer)
+        bundles.append((name, res.bundle, x))
+        pred = int(res.outputs["probabilities"].argmax())
+        console.print(
+            f"{name:5s} {device.identity.did[:28]}…  predicts {pred} (true {y_test[i]}), "
+            f"receipt logged at index {res.bundle.log.index if res.bundle.log else '-'}"
+        )
+    batch_x = x_test[:256]
+    batch = devices["alice"].infer_batch("digits-mlp", {"input": batch_x}, log=writer)
+    result.receipts = 3 + len(batch.receipts.items)
+    agree = float((batch.outputs["probabilities"].argmax(axis=1) == y_test[:256]).mean())
+    console.print(
+        f"alice signs a batch of {len(batch.receipts.items)} receipts once "
+        f"(Merkle root in one log entry); accuracy on the batch {agree:.1%}"
+    )
+
+    _step(console, "4. The witness cosigns the log's checkpoint")
+    note = log.checkpoint()
+    cosigned = cp.cosign_checkpoint(note, witness, int(time.time()))
+    checkpoint = cp.verify_checkpoint(cosigned, log.verifier_key)
+    cp.verify_cosignatures(cosigned, [witness.cosignature_vkey], 1)
+    result.log_size = checkpoint.size
+    console.print(
+        f"checkpoint: size {checkpoint.size}, root {checkpoint.root.hex()[:16]}…, "
+        "signed by the log and cosigned by the witness"
+    )
+
+    _step(console, "5. An independent verifier checks the receipts")
+    verifier = Verifier(log_keys=[log.verifier_key])
+    strict = Verifier(
+        log_keys=[log.verifier_key], witness_keys=[witness.cosignature_vkey], min_witnesses=1
+    )
+    name, bundle, x = bundles[0]
+    opening = devices[name].reveal(bundle)
+    result.expect("signature + format + log inclusion", True, lambda: verifier.verify(bundle))
+    result.expect(
+        "opened input + model + re-execution (onnxruntime, tolerance)",
+        True,
+        lambda: verifier.verify(
+            bundle, model=model_bytes, inputs={"input": x}, opening=opening, reexecute=True
+        ),
+    )
+    item = batch.bundle(17)
+    result.expect(
+        "batch item 17: audit path to the signed root, log", True, lambda: verifier.verify(item)
+    )
+    fresh = Bundle(bundle.envelope, log=writer.submit(bundle.envelope.to_json()))
+    witnessed = Bundle(
+        fresh.envelope,
+        log=fresh.log
+        and type(fresh.log)(
+            fresh.log.origin,
+            fresh.log.index,
+            fresh.log.tree_size,
+            fresh.log.inclusion_proof,
+            cp.cosign_checkpoint(fresh.log.checkpoint, witness, int(time.time())),
+        ),
+    )
+    result.expect(
+        "log inclusion with ≥ 1 witness cosignature", True, lambda: strict.verify(witnessed)
+    )
+    result.expect(
+        "same receipt without the witness's cosignature", False, lambda: strict.verify(fresh)
+    )
+
+    _step(console, "6. Lies are caught")
+    payload = bundle.envelope.payload
+    tampered = Bundle(
+        Envelope(
+            payload.replace(b'"name":"digits-mlp"', b'"name":"digits-mlq"'),
+            bundle.envelope.payload_type,
+            bundle.envelope.signatures,
+        ),
+        log=bundle.log,
+    )
+    result.expect(
+        "receipt with one byte of its statement changed", False, lambda: verifier.verify(tampered)
+    )
+    other_model, _ = digits_mlp_onnx(seed=1)
+    result.expect(
+        "receipt checked against a different model",
+        False,
+        lambda: verifier.verify(bundle, model=other_model),
+    )
+    result.expect(
+        "input that is not the committed one",
+        False,
+        lambda: verifier.verify(bundle, inputs={"input": x_test[5:6]}, opening=opening),
+    )
+    _, bob_bundle, _ = bundles[1]
+    result.expect(
+        "alice's receipt presented with bob's log proof",
+        False,
+        lambda: verifier.verify(Bundle(bundle.envelope, log=bob_bundle.log)),
+    )
+    other_log = Log.open(root / "otherlog", origin="demo.edgetrust.local/log")
+    result.expect(
+        "a proof from a log the verifier does not trust",
+        False,
+        lambda: verifier.verify(
+            Bundle(bundle.envelope, log=LocalLogWriter(other_log).submit(bundle.envelope.to_json()))
+        ),
+    )
+    other_log.close()
+    result.expect(
+        "a receipt signed by a key that is not the issuer's",
+        False,
+        lambda: read_receipt(
+            Bundle(
+                Envelope(payload, bundle.envelope.payload_type, bundles[1][1].envelope.signatures)
+            )
+        ),
+    )
+
+    for device in devices.values():
+        device.close()
+    log.close()
+
+    _step(console, "Summary")
+    table = Table("check", "expected", "outcome")
+    for check, expected, outcome in result.rows:
+        style = "green" if check not in result.failures else "bold red"
+        table.add_row(check, expected, f"[{style}]{outcome}[/]")
+    console.print(table)
+    console.print(
+        f"{result.receipts} receipts issued by 3 devices, log size {result.log_size}, "
+        f"{len(result.rows)} checks, {len(result.failures)} unexpected; "
+        f"{time.perf_counter() - started:.1f} s"
+    )
+    return result

@@ -1,0 +1,296 @@
+"""The device side: run a model, sign the receipt, keep the opening, log the receipt.
+
+`Device` is what the CLI's `infer` and `reveal` call; a program embedding edgetrust uses it
+the same way. Salts of input commitments never leave the device unless `reveal` is asked
+for; they are kept under `$EDGETRUST_HOME/openings/` with mode 0600.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from edgetrust.encoding import digest_bytes, digest_hex
+from edgetrust.errors import InvalidInputError, NotFoundError
+from edgetrust.home import resolve_home
+from edgetrust.identity import Identity, Keystore
+from edgetrust.log import checkpoint as cp
+from edgetrust.log.service import Log
+from edgetrust.models import ModelCard, ModelRegistry
+from edgetrust.receipts import (
+    BatchReceipts,
+    Bundle,
+    LogProof,
+    Opening,
+    issue_batch,
+    issue_receipt,
+    new_opening,
+    read_receipt,
+)
+from edgetrust.runtime.executors import Executor, make_executor
+from edgetrust.runtime.onnx import DEFAULT_MAX_INPUT_BYTES, Tensors, validate_inputs
+
+__all__ = [
+    "BatchResult",
+    "Device",
+    "InferenceResult",
+    "LocalLogWriter",
+    "LogWriter",
+    "OpeningStore",
+]
+
+
+class LogWriter(Protocol):
+    """Appends an entry to a transparency log and returns the proof of it."""
+
+    def submit(self, entry: bytes) -> LogProof:
+        """Append `entry`; return its index, inclusion proof and the signed checkpoint."""
+        ...
+
+
+class LocalLogWriter:
+    """Writes to the embedded log (SQLite under `$EDGETRUST_HOME/log`)."""
+
+    def __init__(self, log: Log) -> None:
+        self.log = log
+
+    def submit(self, entry: bytes) -> LogProof:
+        """Append and prove against a fresh checkpoint."""
+        index = self.log.append(entry)
+        note = self.log.checkpoint()
+        checkpoint = cp.verify_checkpoint(note, self.log.verifier_key)
+        proof = self.log.inclusion_proof(index, checkpoint.size)
+        return LogProof(checkpoint.origin, index, checkpoint.size, tuple(proof), note)
+
+
+_HASHER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgetrust-commit")
+"""One worker: hashes inputs while the model runs on the calling thread."""
+
+
+def _batch_key(statement: bytes) -> str:
+    return "batch-" + digest_hex(digest_bytes(statement)) + ".secret"
+
+
+class OpeningStore:
+    """Salts (single receipts) and batch secrets, by commitment / batch root, mode 0600."""
+
+    def __init__(self, home: str | os.PathLike[str] | None = None) -> None:
+        self.root = resolve_home(home) / "openings"
+
+    def _write(self, name: str, data: bytes) -> None:
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = self.root / name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+
+    def _read(self, name: str) -> bytes:
+        try:
+            return (self.root / name).read_bytes()
+        except FileNotFoundError as exc:
+            raise NotFoundError(
+                "this device holds no opening for that receipt (it was issued elsewhere, "
+                "or its salt was deleted)"
+            ) from exc
+
+    def keep(self, opening: Opening) -> None:
+        """Remember a single receipt's salt."""
+        self._write(digest_hex(opening.commitment) + ".salt", opening.salt)
+
+    def keep_batch(self, batch: BatchReceipts) -> None:
+        """Remember a batch's secret (item salts derive from it)."""
+        # Keyed by the digest of the signed statement, which names the batch root.
+        self._write(_batch_key(batch.envelope.payload), batch.secret)
+
+    def opening_for(self, bundle: Bundle) -> Opening:
+        """The opening of a bundle's input commitment."""
+        receipt = read_receipt(bundle)
+        if bundle.item is None:
+            salt = self._read(digest_hex(receipt.input_commitment) + ".salt")
+            return Opening(receipt.input_commitment, salt)
+        secret = self._read(_batch_key(bundle.envelope.payload))
+        batch = BatchReceipts(bundle.envelope, (), secret)
+        return Opening(receipt.input_commitment, batch.salt(bundle.item.index))
+
+
+@dataclass(frozen=True)
+class InferenceResult:
+    """One inference: its outputs, the bundle to hand out, and the model card."""
+
+    outputs: Tensors
+    bundle: Bundle
+    card: ModelCard
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """A batch of inferences signed once."""
+
+    outputs: Tensors
+    receipts: BatchReceipts
+    log: LogProof | None
+    card: ModelCard
+
+    def bundle(self, index: int) -> Bundle:
+        """The bundle of item `index`, with the batch's log proof."""
+        item = self.receipts.items[index]
+        return Bundle(self.receipts.envelope, item=item, log=self.log)
+
+
+class Device:
+    """A device identity with its models, openings and log."""
+
+    def __init__(
+        self,
+        home: str | os.PathLike[str] | None = None,
+        *,
+        identity: str = "default",
+        passphrase: str | None = None,
+        max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+    ) -> None:
+        self.home: Path = resolve_home(home)
+        keystore = Keystore(self.home)
+        if passphrase is not None or keystore.exists(identity):
+            self.identity: Identity = keystore.load(identity, passphrase=passphrase)
+        else:
+            self.identity = keystore.create(identity)
+        self.registry = ModelRegistry(self.home)
+        self.openings = OpeningStore(self.home)
+        self.max_input_bytes = max_input_bytes
+        self._log: Log | None = None
+        self._models: dict[str, tuple[ModelCard, bytes]] = {}
+        self._executors: dict[str, Executor] = {}
+
+    def local_log(self) -> Log:
+        """The embedded log under this home (opened on first use)."""
+        if self._log is None:
+            self._log = Log.open(self.home)
+        return self._log
+
+    def close(self) -> None:
+        """Close the embedded log if it was opened."""
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> Device:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _writer(self, log: LogWriter | bool) -> LogWriter | None:
+        if log is True:
+            return LocalLogWriter(self.local_log())
+        if log is False:
+            return None
+        return log
+
+    def executor(self, executor: Executor | str) -> Executor:
+        """An executor by name, kept for the device's lifetime so its sessions are reused."""
+        if not isinstance(executor, str):
+            return executor
+        if executor not in self._executors:
+            self._executors[executor] = make_executor(executor)
+        return self._executors[executor]
+
+    def model(self, ref: str) -> tuple[ModelCard, bytes]:
+        """Resolve a model reference (path, name, digest), caching registered models.
+
+        Registered models are content-addressed and so immutable: resolving one again in this
+        device's lifetime would only re-read and re-hash the same bytes. Files named by path
+        are read each time, since they can change on disk.
+        """
+        cached = self._models.get(ref)
+        if cached is not None:
+            return cached
+        card, data = self.registry.resolve(ref)
+        if Path(ref).is_file():
+            # Keep a content-addressed copy of what this device ran, so that its receipts can
+            # be re-verified, revealed and challenged later even if the file moves or changes.
+            card, _ = self.registry.add_bytes(
+                data, publisher=self.identity, name=card.name, version=card.version
+            )
+        else:
+            self._models[ref] = (card, data)
+        return card, data
+
+    def infer(
+        self,
+        model: str,
+        inputs: Mapping[str, Any],
+        *,
+        executor: Executor | str = "onnxruntime",
+        output_private: bool = False,
+        allow_nonfinite: bool = False,
+        log: LogWriter | bool = True,
+        extra: Mapping[str, Any] | None = None,
+    ) -> InferenceResult:
+        """Run `model` (path, name or digest) on `inputs`, sign a receipt, log it.
+
+        The input commitment is computed in a second thread while the model runs (hashlib and
+        onnxruntime both release the GIL), so on a multi-core device committing to a large
+        input adds almost nothing to the inference time.
+        """
+        card, model_bytes = self.model(model)
+        checked = validate_inputs(
+            card, inputs, allow_nonfinite=allow_nonfinite, max_bytes=self.max_input_bytes
+        )
+        ex = self.executor(executor)
+        pending = _HASHER.submit(new_opening, checked)
+        outputs = ex.run(card, model_bytes, checked)
+        envelope, opening = issue_receipt(
+            opening=pending.result(),
+            issuer=self.identity,
+            card=card,
+            inputs=checked,
+            outputs=outputs,
+            executor=ex.descriptor(),
+            output_private=output_private,
+            trace_root=getattr(ex, "last_trace_root", None),
+            extra=extra,
+        )
+        self.openings.keep(opening)
+        writer = self._writer(log)
+        proof = writer.submit(envelope.to_json()) if writer is not None else None
+        return InferenceResult(outputs, Bundle(envelope, log=proof), card)
+
+    def infer_batch(
+        self,
+        model: str,
+        inputs: Mapping[str, Any],
+        *,
+        executor: Executor | str = "onnxruntime",
+        output_private: bool = False,
+        allow_nonfinite: bool = False,
+        log: LogWriter | bool = True,
+    ) -> BatchResult:
+        """Run a batch (axis 0) and sign all its receipts once over a Merkle root."""
+        card, model_bytes = self.model(model)
+        checked = validate_inputs(
+            card, inputs, allow_nonfinite=allow_nonfinite, max_bytes=self.max_input_bytes
+        )
+        ex = self.executor(executor)
+        outputs = ex.run(card, model_bytes, checked)
+        batch = issue_batch(
+            issuer=self.identity,
+            card=card,
+            inputs=checked,
+            outputs=outputs,
+            executor=ex.descriptor(),
+            output_private=output_private,
+        )
+        self.openings.keep_batch(batch)
+        writer = self._writer(log)
+        proof = writer.submit(batch.envelope.to_json()) if writer is not None else None
+        return BatchResult(outputs, batch, proof, card)
+
+    def reveal(self, bundle: Bundle) -> Opening:
+        """The opening of a receipt this device issued."""
+        if read_receipt(bundle).issuer != self.identity.did:
+            raise InvalidInputError("this receipt was issued by another identity")
+        return self.openings.opening_for(bundle)

@@ -1,0 +1,267 @@
+"""The `Verifier`: checks a receipt bundle, step by numbered step, at the level asked for.
+
+What each step trusts:
+  1. signature — the issuer's did:key signed exactly these bytes (trust: the device's key).
+  2. statement — the payload is a known receipt version; a batch item's audit path leads to
+     the signed batch root.
+  3. model — the receipt names the model you hold (trust: nothing; the digest is the model).
+  4. opening — the input you hold is the one committed to (trust: nothing).
+  5. re-execution — recomputing gives the receipt's output: byte-exact for exact executors
+     (the fixed-point one); within a tolerance for onnxruntime, whose float kernels differ
+     between CPUs in the last bits, so an exact comparison would reject honest devices.
+  6. log — the receipt is included in a checkpoint signed by a log you trust, cosigned by
+     enough witnesses (trust: the log and witnesses do not collude to fork).
+  7. policy — the receipt is acceptable to you (issuer, model, executor, age).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgetrust.errors import Error, NotFoundError, VerificationError
+from edgetrust.log import checkpoint as cp
+from edgetrust.log import merkle
+from edgetrust.models import ModelCard, ModelRegistry
+from edgetrust.receipts import Bundle, LogProof, Opening, Receipt, read_receipt, tensors_digest
+from edgetrust.runtime.executors import make_executor
+from edgetrust.statement import VerifiedCache
+from edgetrust.verify.policy import Policy
+
+__all__ = ["Tolerance", "Verified", "Verifier"]
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How far a float re-execution may differ: ``|a - b| <= atol + rtol * |b|``."""
+
+    rtol: float = 1e-4
+    atol: float = 1e-5
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A receipt that passed verification, and which steps were actually checked."""
+
+    receipt: Receipt
+    checked: tuple[str, ...]
+    skipped: tuple[str, ...] = field(default=())
+    """Steps not performed, each with the reason (e.g. "4 opening: no input given")."""
+
+
+class Verifier:
+    """Verifies receipt bundles. Settings are keyword-only and checked at construction."""
+
+    def __init__(
+        self,
+        *,
+        policy: Policy | None = None,
+        log_keys: Iterable[str] = (),
+        require_log: bool = False,
+        witness_keys: Iterable[str] = (),
+        min_witnesses: int = 0,
+        registry: ModelRegistry | None = None,
+        tolerance: Tolerance = Tolerance(),
+        tolerances: Mapping[str, Tolerance] | None = None,
+    ) -> None:
+        self.policy = policy
+        self.log_verifiers = tuple(log_keys)
+        self.witness_keys = tuple(witness_keys)
+        if min_witnesses < 0:
+            raise ValueError("`min_witnesses` must be non-negative")
+        if min_witnesses > len(self.witness_keys):
+            raise ValueError(
+                f"`min_witnesses` is {min_witnesses} but only {len(self.witness_keys)} "
+                "witness keys are given"
+            )
+        if (require_log or min_witnesses) and not self.log_verifiers:
+            raise ValueError("`log_keys` must name a trusted log when a log proof is required")
+        for key in (*self.log_verifiers, *self.witness_keys):
+            cp.NoteVerifier.from_vkey(key)  # fail now on a malformed key, not mid-verify
+        self.require_log = require_log or min_witnesses > 0
+        self.min_witnesses = min_witnesses
+        self.registry = registry
+        self.tolerance = tolerance
+        self.tolerances = dict(tolerances or {})
+        self._cache = VerifiedCache()
+
+    def verify(
+        self,
+        bundle: Bundle,
+        *,
+        model: bytes | None = None,
+        inputs: Mapping[str, Any] | None = None,
+        opening: Opening | None = None,
+        reexecute: bool = False,
+    ) -> Verified:
+        """Verify `bundle`; raise `VerificationError` naming the failed step.
+
+        Args:
+            bundle: the receipt bundle.
+            model: the ONNX bytes the receipt should name (else a registered model is used).
+            inputs: the input tensors, to open the commitment (needs `opening`).
+            opening: the opening of the input commitment (from `edgetrust reveal`).
+            reexecute: recompute the output and compare (needs model, inputs and opening).
+        """
+        checked: list[str] = []
+        skipped: list[str] = []
+
+        # Steps 1-2: signature, statement (and batch audit path).
+        receipt = read_receipt(bundle, cache=self._cache)
+        checked += ["1 signature", "2 statement"]
+
+        # Step 3: the model.
+        card, model_bytes = self._model(receipt, model)
+        if card is None:
+            skipped.append("3 model: no model given and none registered for this digest")
+        else:
+            checked.append("3 model")
+
+        # Step 4: the input opening.
+        if inputs is None and opening is None:
+            skipped.append("4 opening: no input given")
+        elif inputs is None or opening is None:
+            raise VerificationError(
+                "an input and its opening must be given together", step="4 opening"
+            )
+        else:
+            if opening.commitment != receipt.input_commitment:
+                raise VerificationError(
+                    "the opening is for another commitment than this receipt's", step="4 opening"
+                )
+            try:
+                opening.verify(inputs)
+            except VerificationError as exc:
+                raise VerificationError(exc.message, step="4 opening") from exc
+            checked.append("4 opening")
+
+        # Step 5: re-execution.
+        if not reexecute:
+            skipped.append("5 re-execution: not asked for")
+        else:
+            if card is None or model_bytes is None:
+                raise VerificationError("re-execution needs the model", step="5 re-execution")
+            if inputs is None:
+                raise VerificationError(
+                    "re-execution needs the opened input", step="5 re-execution"
+                )
+            self._reexecute(receipt, card, model_bytes, inputs)
+            checked.append("5 re-execution")
+
+        # Step 6: the transparency log.
+        if bundle.log is None:
+            if self.require_log:
+                raise VerificationError("the bundle has no log proof", step="6 log")
+            skipped.append("6 log: the bundle was not logged")
+        elif not self.log_verifiers:
+            skipped.append("6 log: no trusted log key given")
+        else:
+            self._verify_log(bundle, bundle.log)
+            checked.append("6 log")
+
+        # Step 7: policy.
+        if self.policy is None:
+            skipped.append("7 policy: none set")
+        else:
+            self.policy.verify(receipt)
+            checked.append("7 policy")
+        return Verified(receipt, tuple(checked), tuple(skipped))
+
+    def _model(
+        self, receipt: Receipt, model: bytes | None
+    ) -> tuple[ModelCard | None, bytes | None]:
+        if model is not None:
+            try:
+                card = ModelCard.from_onnx_bytes(model)
+            except Error as exc:
+                raise VerificationError(f"the given model: {exc.message}", step="3 model") from exc
+            if card.digest != receipt.model_digest:
+                raise VerificationError(
+                    f"receipt is for model {receipt.model_digest}, not the given {card.digest}",
+                    step="3 model",
+                )
+            return card, model
+        if self.registry is None:
+            return None, None
+        try:
+            card, _ = self.registry.card(receipt.model_digest)
+            return card, self.registry.model_bytes(receipt.model_digest)
+        except NotFoundError:
+            return None, None
+
+    def _reexecute(
+        self, receipt: Receipt, card: ModelCard, model_bytes: bytes, inputs: Mapping[str, Any]
+    ) -> None:
+        step = "5 re-execution"
+        try:
+            executor = make_executor(
+                str(receipt.executor["name"]), receipt.executor.get("settings")
+            )
+            got = executor.run(card, model_bytes, inputs)
+        except Error as exc:
+            raise VerificationError(f"cannot re-execute: {exc.message}", step=step) from exc
+        if executor.exact:
+            if tensors_digest(got) != receipt.output_digest:
+                raise VerificationError(
+                    "recomputed output differs from the receipt's (exact executor)", step=step
+                )
+            return
+        if receipt.outputs is None:
+            raise VerificationError(
+                "the output is private and this executor is not exact: re-execution can only "
+                "compare digests, which float executors do not reproduce",
+                step=step,
+            )
+        tol = self.tolerances.get(card.digest, self.tolerance)
+        if set(got) != set(receipt.outputs):
+            raise VerificationError(
+                "recomputed outputs have other names than the receipt's", step=step
+            )
+        for name, claimed in receipt.outputs.items():
+            mine = got[name]
+            if mine.shape != claimed.shape:
+                raise VerificationError(
+                    f"output {name!r} has shape {claimed.shape}, recomputed {mine.shape}", step=step
+                )
+            if not np.allclose(mine, claimed, rtol=tol.rtol, atol=tol.atol, equal_nan=False):
+                worst = float(np.max(np.abs(mine.astype(np.float64) - claimed.astype(np.float64))))
+                raise VerificationError(
+                    f"output {name!r} differs from the recomputation by up to {worst:.3g} "
+                    f"(tolerance rtol={tol.rtol}, atol={tol.atol})",
+                    step=step,
+                )
+
+    def _verify_log(self, bundle: Bundle, proof: LogProof) -> None:
+        step = "6 log"
+        checkpoint = None
+        errors = []
+        for key in self.log_verifiers:
+            try:
+                checkpoint = cp.verify_checkpoint(proof.checkpoint, key)
+                break
+            except Error as exc:
+                errors.append(exc.message)
+        if checkpoint is None:
+            raise VerificationError(
+                "checkpoint is not signed by a trusted log: " + "; ".join(errors), step=step
+            )
+        if checkpoint.origin != proof.origin or checkpoint.size != proof.tree_size:
+            raise VerificationError("log proof does not match its checkpoint", step=step)
+        try:
+            merkle.verify_inclusion(
+                merkle.leaf_hash(bundle.leaf_data()),
+                proof.index,
+                proof.tree_size,
+                proof.inclusion_proof,
+                checkpoint.root,
+            )
+        except VerificationError as exc:
+            raise VerificationError(f"not included in the log: {exc.message}", step=step) from exc
+        if self.min_witnesses:
+            try:
+                cp.verify_cosignatures(proof.checkpoint, self.witness_keys, self.min_witnesses)
+            except Error as exc:
+                raise VerificationError(f"witnesses: {exc.message}", step=step) from exc
