@@ -333,6 +333,49 @@ def test_single_ops_track_onnxruntime(
         assert ex.ops[0].element(j, out.shape, src) == int(out.reshape(-1)[j])
 
 
+@pytest.mark.parametrize(
+    ("op_type", "consts", "attrs"),
+    [
+        (
+            "Slice",
+            {
+                1: np.array([1], np.int64),
+                2: np.array([100], np.int64),
+                3: np.array([1], np.int64),
+                4: np.array([2], np.int64),
+            },
+            {},
+        ),
+        (
+            "Slice",
+            {
+                1: np.array([-1, 4], np.int64),
+                2: np.array([-100, 0], np.int64),
+                3: np.array([0, 1], np.int64),
+                4: np.array([-1, -2], np.int64),
+            },
+            {},
+        ),
+        ("LpNormalization", {}, {"axis": -1, "p": 2}),
+        ("LpNormalization", {}, {"axis": 0, "p": 2}),
+    ],
+)
+def test_slice_and_lpnorm_track_onnxruntime(
+    op_type: str, consts: dict[int, np.ndarray], attrs: dict[str, Any]
+) -> None:
+    model = graphs.single_op(op_type, [(4, 6)], consts=consts, **attrs).SerializeToString()
+    x = {"x0": np.random.default_rng(3).standard_normal((4, 6)).astype(np.float32)}
+    want = ort.InferenceSession(model).run(None, x)[0]
+    ex = FixedExecutor(model, precision="int16", calibration=[x])
+    got = ex.run(x)["y"]
+    assert got.shape == want.shape and np.max(np.abs(got - want)) < 1e-3
+    ins, out = node_io(ex, ex.run_integers(x), 0)
+    src = FullSource(ex.ops[0], ins)
+    assert ex.ops[0].out_shape(src) == out.shape
+    for j in range(out.size):
+        assert ex.ops[0].element(j, out.shape, src) == int(out.reshape(-1)[j])
+
+
 def test_conv_with_groups_dilation_and_same_padding() -> None:
     rng = np.random.default_rng(0)
     w = (rng.standard_normal((6, 2, 3, 3)) * 0.3).astype(np.float32)

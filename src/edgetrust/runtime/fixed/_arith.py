@@ -215,11 +215,14 @@ def matmul_chunk(amax: int, bmax: int) -> tuple[type[np.floating[Any]] | None, i
     return None, 0
 
 
-def exact_matmul(a: I64, b: I64, amax: int, bmax: int) -> I64:
+def exact_matmul(
+    a: I64, b: I64 | None, amax: int, bmax: int, *, b_float: npt.NDArray[Any] | None = None
+) -> I64:
     """``a @ b`` exactly (int64), through float BLAS in K-chunks proven exact (`matmul_chunk`).
 
     `amax` and `bmax` bound |a| and |b|. The chunk results are exact integers and are summed in
-    int64, which cannot overflow because K·amax·bmax < 2**62 is checked first.
+    int64, which cannot overflow because K·amax·bmax < 2**62 is checked first. `b_float` is
+    `b` already converted to the float format `float_format(amax, bmax)` (cached weights).
     """
     k_dim = a.shape[-1]
     if k_dim * amax * bmax >= INT64_SAFE:
@@ -228,13 +231,18 @@ def exact_matmul(a: I64, b: I64, amax: int, bmax: int) -> I64:
             limit=INT64_SAFE,
         )
     dtype, chunk = matmul_chunk(amax, bmax)
+    if b_float is not None and b_float.dtype == dtype:
+        bf = b_float
+    else:
+        assert b is not None
+        bf = b.astype(dtype) if dtype is not None else b
     if dtype is None:
         # No float format is exact here (operands too wide): numpy's int64 matmul is exact
         # because the whole sum is below 2**62 (checked above), just slower (no BLAS).
+        assert b is not None
         out_int: I64 = np.matmul(a, b)
         return out_int
     af = a.astype(dtype)
-    bf = b.astype(dtype)
     if k_dim <= chunk:
         single: I64 = np.matmul(af, bf).astype(np.int64)
         return single

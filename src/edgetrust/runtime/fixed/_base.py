@@ -167,6 +167,14 @@ class Op:
         """Largest |real output| before requantization, for calibration."""
         raise NotImplementedError
 
+    def calib_pass(self, xs: Sequence[I64 | None]) -> tuple[float, Any]:
+        """`calib_max` plus state that `run_calibrated` can reuse (default: none)."""
+        return self.calib_max(xs), None
+
+    def run_calibrated(self, xs: Sequence[I64 | None], state: Any) -> I64:
+        """`run`, given the state `calib_pass` returned for the same inputs."""
+        return self.run(xs)
+
     def set_out_scale(self, scale: float | None) -> None:
         """Fix the output scale (from the plan or calibration)."""
         self.out_scale = scale

@@ -349,6 +349,7 @@ class FixedExecutor:
                         f"{node.op_type} node {label}: only the first output is supported"
                     )
             out_name = node.output[0]
+            states: list[tuple[float, Any]] = []
             kind = op.out_kind()
             policy = op.scale_policy()
             scale: float | None
@@ -362,11 +363,10 @@ class FixedExecutor:
                 scale = given[out_name]
                 scales[out_name] = scale
             else:
-                m = max(
-                    (op.calib_max([env.get(n) if n else None for n in node.input]) for env in envs),
-                    default=0.0,
-                )
-                scale = scale_for(m, qmax)
+                states = [
+                    op.calib_pass([env.get(n) if n else None for n in node.input]) for env in envs
+                ]
+                scale = scale_for(max((m for m, _ in states), default=0.0), qmax)
                 scales[out_name] = scale
             op.set_out_scale(scale)
             const = None
@@ -379,10 +379,10 @@ class FixedExecutor:
                     scales.setdefault(info.name, info.scale or 1.0)
             self.ops.append(op)
             self.entries.append(Entry(label, out_name, index, kind))
-            for env in envs:
-                env[out_name] = self._checked(
-                    op, op.run([env.get(n) if n else None for n in node.input])
-                )
+            for j, env in enumerate(envs):
+                xs = [env.get(n) if n else None for n in node.input]
+                value = op.run_calibrated(xs, states[j][1]) if states else op.run(xs)
+                env[out_name] = self._checked(op, value)
                 for name in list(env):
                     if last_use.get(name, -1) <= index and name not in self.output_names:
                         del env[name]

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from edgetrust.errors import InvalidInputError
 from edgetrust.runtime.fixed._arith import (
@@ -65,6 +66,57 @@ class _Dense(Op):
 
     def _rescale_from(self, p: dict[str, I64]) -> Rescale:
         return Rescale.from_params(p["mult"], p["shift"])
+
+    def _acc(self, xs: Sequence[I64 | None]) -> I64:
+        raise NotImplementedError
+
+    def _max_real(self, acc: I64) -> float:
+        if acc.size == 0:
+            return 0.0
+        per_c = np.max(
+            np.abs(np.moveaxis(acc, self.channel_axis(acc.ndim), -1)).reshape(
+                -1, acc.shape[self.channel_axis(acc.ndim)]
+            ),
+            axis=0,
+        )
+        scales = self._wide_scales()
+        return float(np.max(per_c.astype(np.float64) * (scales if scales.size > 1 else scales[0])))
+
+    def channel_axis(self, ndim: int) -> int:
+        """Axis of the output channels (per-channel multipliers)."""
+        return ndim - 1
+
+    def calib_max(self, xs: Sequence[I64 | None]) -> float:
+        """Largest |real| accumulator value."""
+        return self._max_real(self._acc(xs))
+
+    def calib_pass(self, xs: Sequence[I64 | None]) -> tuple[float, Any]:
+        """Keep the accumulator: the GEMM is the expensive part."""
+        acc = self._acc(xs)
+        return self._max_real(acc), acc
+
+    def _requant(self, acc: I64) -> I64:
+        rs = self._rescale_from(self.params())
+        return saturate(apply_rescale(acc, rs, channel_axis=self.channel_axis(acc.ndim)), self.qmax)
+
+    def run(self, xs: Sequence[I64 | None]) -> I64:
+        """Accumulate, then requantize per channel."""
+        return self._requant(self._acc(xs))
+
+    def run_calibrated(self, xs: Sequence[I64 | None], state: Any) -> I64:
+        """Requantize the kept accumulator."""
+        return self._requant(state)
+
+    def weights_float_t(self) -> npt.NDArray[Any] | None:
+        """The quantized weights transposed (K, N) in the exact float format, cached: the
+        conversion would otherwise cost as much as a small GEMM on every run."""
+        if not hasattr(self, "_wf"):
+            dtype, _ = matmul_chunk(self.qmax, self.qmax)
+            w = self.weights().get("w")
+            self._wf = (
+                None if w is None or dtype is None else np.ascontiguousarray(w.T, dtype=dtype)
+            )
+        return self._wf
 
 
 @register
@@ -136,7 +188,7 @@ class Gemm(_Dense):
                 raise InvalidInputError(
                     f"Gemm node {self.label}: A has {a.shape[1]} columns, B has {w.shape[1]} rows"
                 )
-            acc = exact_matmul(a, w.T, self.qmax, self.qmax)
+            acc = exact_matmul(a, None, self.qmax, self.qmax, b_float=self.weights_float_t())
         else:
             b = self.x(xs, 1)
             b = b.T if self.trans_b else b
@@ -145,21 +197,6 @@ class Gemm(_Dense):
             return exact_matmul(a, b, self.qmax, self.qmax)
         out: I64 = acc + wts["b"]
         return out
-
-    def calib_max(self, xs: Sequence[I64 | None]) -> float:
-        """Largest |real| accumulator value."""
-        acc = self._acc(xs)
-        if acc.size == 0:
-            return 0.0
-        per_col = np.max(np.abs(acc), axis=0).astype(np.float64)
-        scales = self._wide_scales()
-        return float(np.max(per_col * (scales if scales.size > 1 else scales[0])))
-
-    def run(self, xs: Sequence[I64 | None]) -> I64:
-        """Y (M, N)."""
-        acc = self._acc(xs)
-        p = self.params()
-        return saturate(apply_rescale(acc, self._rescale_from(p), channel_axis=1), self.qmax)
 
     def out_shape(self, src: ElementSource) -> tuple[int, ...]:
         """(M, N)."""
@@ -237,27 +274,12 @@ class MatMul(_Dense):
             w = self.weights()["w"]
             if a.shape[-1] != w.shape[1]:
                 raise InvalidInputError(f"MatMul node {self.label}: inner dimensions differ")
-            return exact_matmul(a, w.T, self.qmax, self.qmax)
+            return exact_matmul(a, None, self.qmax, self.qmax, b_float=self.weights_float_t())
         b = self.x(xs, 1)
         if b.ndim < 2 or a.shape[-1] != b.shape[-2]:
             raise InvalidInputError(f"MatMul node {self.label}: inner dimensions differ")
         broadcast_shapes([a.shape[:-2], b.shape[:-2]], lambda: f"MatMul node {self.label}")
         return exact_matmul(a, b, self.qmax, self.qmax)
-
-    def calib_max(self, xs: Sequence[I64 | None]) -> float:
-        """Largest |real| accumulator value."""
-        acc = self._acc(xs)
-        if acc.size == 0:
-            return 0.0
-        per_col = np.max(np.abs(acc).reshape(-1, acc.shape[-1]), axis=0).astype(np.float64)
-        scales = self._wide_scales()
-        return float(np.max(per_col * (scales if scales.size > 1 else scales[0])))
-
-    def run(self, xs: Sequence[I64 | None]) -> I64:
-        """A @ B."""
-        acc = self._acc(xs)
-        rs = self._rescale_from(self.params())
-        return saturate(apply_rescale(acc, rs, channel_axis=acc.ndim - 1), self.qmax)
 
     def out_shape(self, src: ElementSource) -> tuple[int, ...]:
         """Broadcast batch dimensions, then (M, N)."""
@@ -380,7 +402,6 @@ class Conv(_Dense):
         n, _, h, w_ = x.shape
         oh, ow, pt, pl, pb, pr = self.geometry(h, w_)
         wts = self.weights()
-        wq: I64 = wts["w"]
         dtype, kmax = matmul_chunk(self.qmax, self.qmax)
         ocg = self.oc // self.group
         sh, sw = self.strides
@@ -395,7 +416,6 @@ class Conv(_Dense):
         m = n * oh * ow
         out = np.empty((self.oc, m), np.int64)
         for g in range(self.group):
-            wg = wq[g * ocg : (g + 1) * ocg].reshape(ocg, self.cg, taps)
             acc: I64 | None = None
             for c0 in range(0, self.cg, cstep):
                 c1 = min(self.cg, c0 + cstep)
@@ -409,7 +429,7 @@ class Conv(_Dense):
                             :, :, y0 : y0 + (oh - 1) * sh + 1 : sh, x0 : x0 + (ow - 1) * sw + 1 : sw
                         ]
                         cols[:, i, j] = tap.transpose(1, 0, 2, 3)
-                wc = wg[:, c0:c1].reshape(ocg, -1).astype(dtype)
+                wc = self._conv_weights(g, c0, c1, dtype)
                 # Exact: each dot product has (c1 - c0)·taps ≤ kmax terms (see matmul_chunk).
                 part = (wc @ cols.reshape(-1, m)).astype(np.int64)
                 acc = part if acc is None else acc + part
@@ -419,17 +439,21 @@ class Conv(_Dense):
         res = out.reshape(self.oc, n, oh, ow)
         return res[None, :, 0] if n == 1 else np.ascontiguousarray(res.transpose(1, 0, 2, 3))
 
-    def calib_max(self, xs: Sequence[I64 | None]) -> float:
-        """Largest |real| accumulator value."""
-        acc = self._acc(xs)
-        per_c = np.max(np.abs(acc), axis=(0, 2, 3)).astype(np.float64)
-        return float(np.max(per_c * self._wide_scales()))
+    def _conv_weights(self, g: int, c0: int, c1: int, dtype: Any) -> npt.NDArray[Any]:
+        """Weights of group g, channels [c0, c1), as (OCg, channels · taps) floats (cached)."""
+        cache: dict[tuple[int, int, int], npt.NDArray[Any]] = self.__dict__.setdefault(
+            "_wcache", {}
+        )
+        key = (g, c0, c1)
+        if key not in cache:
+            ocg = self.oc // self.group
+            wg = self.weights()["w"][g * ocg : (g + 1) * ocg].reshape(ocg, self.cg, -1)
+            cache[key] = np.ascontiguousarray(wg[:, c0:c1].reshape(ocg, -1), dtype=dtype)
+        return cache[key]
 
-    def run(self, xs: Sequence[I64 | None]) -> I64:
-        """Y (N, OC, OH, OW)."""
-        acc = self._acc(xs)
-        rs = self._rescale_from(self.params())
-        return saturate(apply_rescale(acc, rs, channel_axis=1), self.qmax)
+    def channel_axis(self, ndim: int) -> int:
+        """NCHW: axis 1."""
+        return 1
 
     def out_shape(self, src: ElementSource) -> tuple[int, ...]:
         """(N, OC, OH, OW)."""

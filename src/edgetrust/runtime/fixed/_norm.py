@@ -236,3 +236,51 @@ class LayerNormalization(Op):
 
 def _isqrt(v: int) -> int:
     return nl.isqrt_floor([v])[0]
+
+
+_LP_GUARD = 16
+
+
+@register
+class LpNormalization(Op):
+    """L2 normalization along `axis`: ``out = round_div(q · qmax · 2**16, isqrt(Σq² · 2**32))``.
+
+    The scale cancels (x / ‖x‖ is scale-free), the output scale is 1/qmax. Only p = 2.
+    """
+
+    op_types = ("LpNormalization",)
+
+    def setup(self) -> None:
+        if self.info(0).kind != "q":
+            raise self.fail("input must be a real tensor")
+        if int(self.attrs.get("p", 2)) != 2:
+            raise self.fail("only p = 2 is supported")
+        self.axis = int(self.attrs.get("axis", -1))
+
+    def scale_policy(self) -> ScalePolicy:
+        """1 / qmax."""
+        return 1.0 / self.qmax
+
+    def _rows(self, rows: I64) -> I64:
+        v = np.sum(rows * rows, axis=1).tolist()
+        d = np.array([max(1, _isqrt(int(s) << (2 * _LP_GUARD))) for s in v], np.int64)[:, None]
+        return round_div(rows * (self.qmax << _LP_GUARD), d)
+
+    def run(self, xs: Sequence[I64 | None]) -> I64:
+        """Row-wise along the axis."""
+        x = self.x(xs, 0)
+        axis = norm_axis(self.axis, x.ndim, self.label)
+        moved = np.moveaxis(x, axis, -1)
+        out = self._rows(moved.reshape(-1, moved.shape[-1])).reshape(moved.shape)
+        return np.ascontiguousarray(np.moveaxis(out, -1, axis))
+
+    def out_shape(self, src: ElementSource) -> tuple[int, ...]:
+        """Same as the input."""
+        return src.input_shape(0)
+
+    def element(self, flat: int, out_shape: tuple[int, ...], src: ElementSource) -> int:
+        """Read the row; compute; pick."""
+        axis = norm_axis(self.axis, len(out_shape), self.label)
+        idx = unravel(flat, out_shape)
+        row = src.read_input(0, _row_indices(out_shape, axis, idx))
+        return int(self._rows(row[None, :])[0, idx[axis]])

@@ -245,6 +245,54 @@ class Transpose(_Movement):
 
 
 @register
+class Slice(_Movement):
+    """data[starts:ends:steps] on the given axes (opset ≥ 10 form, numpy clamping)."""
+
+    op_types = ("Slice",)
+
+    def setup(self) -> None:
+        if self.settings.opset < 10:
+            raise self.fail("only the opset ≥ 10 form (starts/ends as inputs) is supported")
+
+    def int_inputs(self) -> list[int]:
+        """starts, ends, axes, steps."""
+        return [1, 2, 3, 4]
+
+    def ranges(self, shape: tuple[int, ...], ints: dict[int, list[int]]) -> list[range]:
+        """Per axis, the input positions kept."""
+        starts, ends = ints.get(1), ints.get(2)
+        if starts is None or ends is None or len(starts) != len(ends):
+            raise InvalidInputError(f"node {self.label}: starts and ends must have equal length")
+        axes = ints.get(3, list(range(len(starts))))
+        steps = ints.get(4, [1] * len(starts))
+        if len(axes) != len(starts) or len(steps) != len(starts) or 0 in steps:
+            raise InvalidInputError(f"node {self.label}: bad axes or steps")
+        out = [range(d) for d in shape]
+        for a, st, en, sp in zip(axes, starts, ends, steps, strict=True):
+            ax = norm_axis(a, len(shape), self.label)
+            out[ax] = range(*slice(st, en, sp).indices(shape[ax]))
+        return out
+
+    def target(self, shape: tuple[int, ...], ints: dict[int, list[int]]) -> tuple[int, ...]:
+        """Lengths of the kept ranges."""
+        return tuple(len(r) for r in self.ranges(shape, ints))
+
+    def move(self, x: npt.NDArray[Any], ints: dict[int, list[int]]) -> npt.NDArray[Any]:
+        """Strided copy."""
+        rs = self.ranges(tuple(x.shape), ints)
+        # Index arrays, not slices: a range ending at -1 (negative steps) is not a slice end.
+        return np.ascontiguousarray(x[np.ix_(*[np.asarray(r, np.int64) for r in rs])])
+
+    def element(self, flat: int, out_shape: tuple[int, ...], src: ElementSource) -> int:
+        """Map the index back through each range."""
+        shape = self.in_shape(src, 0)
+        rs = self.ranges(shape, self._ints_src(src))
+        idx = unravel(flat, out_shape)
+        j = ravel([r[i] for r, i in zip(rs, idx, strict=True)], shape)
+        return int(self.read(src, 0, [j])[0])
+
+
+@register
 class Gather(Op):
     """np.take(data, indices, axis), negative indices counted from the end."""
 
