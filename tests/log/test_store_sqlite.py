@@ -60,6 +60,8 @@ def _all_roots_consistent(store: SqliteLogStore, entries: list[bytes]) -> None:
         ("max_delay", -1),
         ("max_delay", float("nan")),
         ("max_delay", float("inf")),
+        ("idle_flush", -0.1),
+        ("idle_flush", "soon"),
         ("max_entry_bytes", 0),
         ("dedup_merge_every", 0),
     ],
@@ -145,7 +147,7 @@ def test_two_writers_on_one_file_stay_consistent(db: Path) -> None:
 
 
 def test_appends_are_batched(db: Path) -> None:
-    with SqliteLogStore(db, batch_size=20, max_delay=30.0) as s:
+    with SqliteLogStore(db, batch_size=20, max_delay=30.0, idle_flush=None) as s:
         threads = [threading.Thread(target=s.append, args=(entry(i),)) for i in range(20)]
         for t in threads:
             t.start()
@@ -160,6 +162,17 @@ def test_appends_are_batched(db: Path) -> None:
         assert s.batches_committed == 5
 
 
+def test_a_lone_append_does_not_wait_for_max_delay(db: Path) -> None:
+    with SqliteLogStore(db, batch_size=256, max_delay=600.0) as s:
+        done = threading.Event()
+        t = threading.Thread(target=lambda: (s.append(entry(0)), done.set()))
+        t.start()
+        # Liveness, not speed: with pure size/age batching this would block for 10 minutes.
+        assert done.wait(timeout=60)
+        t.join()
+        assert s.batches_committed == 1
+
+
 def test_large_append_many_is_one_transaction(db: Path) -> None:
     with SqliteLogStore(db, batch_size=4, max_delay=0) as s:
         assert s.append_many([entry(i) for i in range(100)]) == list(range(100))
@@ -167,7 +180,7 @@ def test_large_append_many_is_one_transaction(db: Path) -> None:
 
 
 def test_close_flushes_a_waiting_batch(db: Path) -> None:
-    s = SqliteLogStore(db, batch_size=1000, max_delay=60.0)
+    s = SqliteLogStore(db, batch_size=1000, max_delay=60.0, idle_flush=None)
     got: list[int] = []
     t = threading.Thread(target=lambda: got.append(s.append(entry(0))))
     t.start()

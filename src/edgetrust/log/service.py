@@ -26,6 +26,7 @@ from edgetrust.log.checkpoint import (
 )
 from edgetrust.log.store import (
     DEFAULT_BATCH_SIZE,
+    DEFAULT_IDLE_FLUSH,
     DEFAULT_MAX_DELAY,
     LogStore,
     SqliteLogStore,
@@ -101,12 +102,14 @@ class Log:
         origin: str | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         max_delay: float = DEFAULT_MAX_DELAY,
+        idle_flush: float | None = DEFAULT_IDLE_FLUSH,
     ) -> Log:
         """Open (creating if needed) the embedded log at ``<home>/log/log.db``.
 
         The signing key is ``log`` in the home's keystore, created on first use. The origin is
         recorded on first open (default `DEFAULT_ORIGIN`); opening with another one is refused,
-        because a log that changes its name breaks every client that follows it.
+        because a log that changes its name breaks every client that follows it. Batching
+        options are those of `SqliteLogStore`.
 
         Raises:
             ConflictError: `origin` differs from the one this log was created with.
@@ -116,7 +119,9 @@ class Log:
         path = root / "log" / "log.db"
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         identity = Keystore(root).load_or_create(LOG_KEY_NAME)
-        store = SqliteLogStore(path, batch_size=batch_size, max_delay=max_delay)
+        store = SqliteLogStore(
+            path, batch_size=batch_size, max_delay=max_delay, idle_flush=idle_flush
+        )
         try:
             name = origin if origin is not None else _recorded_origin(path) or DEFAULT_ORIGIN
             return cls(store, NoteSigner(name, identity), state_path=path)

@@ -3,7 +3,8 @@
 A store keeps entries by index and every complete-subtree hash of the RFC 9162 tree over them,
 so any root or proof is at most a few dozen stored hashes read in one query, never a
 recomputation. `SqliteLogStore` sequences appends in batches like Tessera (up to
-``batch_size`` entries or ``max_delay`` seconds, whichever comes first), commits each batch in
+``batch_size`` entries or ``max_delay`` seconds, whichever comes first, and no longer than
+new entries keep arriving: see `SqliteLogStore`), commits each batch in
 one transaction, and acknowledges an entry only after its batch has committed.
 """
 
@@ -37,6 +38,7 @@ from edgetrust.log.merkle import (
 __all__ = [
     "DEDUP_MERGE_EVERY",
     "DEFAULT_BATCH_SIZE",
+    "DEFAULT_IDLE_FLUSH",
     "DEFAULT_MAX_DELAY",
     "DEFAULT_MAX_ENTRY_BYTES",
     "MAX_READ_COUNT",
@@ -50,6 +52,9 @@ DEFAULT_BATCH_SIZE = 256
 
 DEFAULT_MAX_DELAY = 0.25
 """Seconds the first entry of a batch may wait for more, Tessera's default."""
+
+DEFAULT_IDLE_FLUSH = 0.002
+"""Seconds without a new entry after which a partial batch is committed anyway."""
 
 DEFAULT_MAX_ENTRY_BYTES = 16 * 2**20
 """Largest entry accepted (16 MiB, the size limit of a DSSE envelope)."""
@@ -206,6 +211,14 @@ def _dedup_keys(leaves: list[bytes]) -> list[int]:
 class SqliteLogStore:
     """A `LogStore` in one SQLite file (WAL mode), with a background sequencer thread.
 
+    Batching: a batch is committed when it holds `batch_size` entries, when its oldest entry
+    has waited `max_delay` seconds (Tessera's rule), or when no new entry has arrived for
+    `idle_flush` seconds. The last rule is ours: with pure size/age batching, fewer concurrent
+    appenders than `batch_size` (a CLI call, a node with 40 request threads) would each wait
+    the whole `max_delay` on every append; an SQLite commit costs well under a millisecond, so
+    waiting for entries that are not coming buys nothing. ``idle_flush=None`` restores the
+    pure size/age rule.
+
     Durability: each batch is one transaction and an append returns only after it commits.
     WAL with ``synchronous=NORMAL`` survives a crash of the process at any point (SIGKILL
     included); it is not fsynced per batch, so a power cut may lose the last batches but never
@@ -219,6 +232,7 @@ class SqliteLogStore:
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
         max_delay: float = DEFAULT_MAX_DELAY,
+        idle_flush: float | None = DEFAULT_IDLE_FLUSH,
         max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
         dedup_merge_every: int = DEDUP_MERGE_EVERY,
     ) -> None:
@@ -232,6 +246,15 @@ class SqliteLogStore:
         ):
             raise InvalidInputError(
                 f"`max_delay` must be a finite number of seconds >= 0, got {max_delay!r}"
+            )
+        if idle_flush is not None and (
+            not isinstance(idle_flush, int | float)
+            or isinstance(idle_flush, bool)
+            or not math.isfinite(idle_flush)
+            or idle_flush < 0
+        ):
+            raise InvalidInputError(
+                f"`idle_flush` must be None or a finite number of seconds >= 0, got {idle_flush!r}"
             )
         if (
             not isinstance(max_entry_bytes, int)
@@ -253,6 +276,7 @@ class SqliteLogStore:
         self.batch_size = batch_size
         self.dedup_merge_every = dedup_merge_every
         self.max_delay = float(max_delay)
+        self.idle_flush = None if idle_flush is None else float(idle_flush)
         self.max_entry_bytes = max_entry_bytes
 
         self._local = threading.local()
@@ -277,6 +301,7 @@ class SqliteLogStore:
         self._cond = threading.Condition()
         self._pending: deque[_Request] = deque()
         self._pending_count = 0
+        self._last_arrival = 0.0
         self._closing = False
         self.batches_committed = 0
         """Transactions the sequencer has run (a statistic: entries / batches = batching)."""
@@ -390,6 +415,7 @@ class SqliteLogStore:
                 raise StoreError("the log store is closed")
             self._pending.append(request)
             self._pending_count += len(entries)
+            self._last_arrival = request.arrived
             self._cond.notify_all()
         return request.future.result()
 
@@ -403,7 +429,10 @@ class SqliteLogStore:
                     return  # closing and drained
                 deadline = self._pending[0].arrived + self.max_delay
                 while self._pending_count < self.batch_size and not self._closing:
-                    remaining = deadline - time.monotonic()
+                    now = time.monotonic()
+                    remaining = deadline - now
+                    if self.idle_flush is not None:
+                        remaining = min(remaining, self._last_arrival + self.idle_flush - now)
                     if remaining <= 0:
                         break
                     self._cond.wait(remaining)
