@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -92,3 +94,18 @@ def test_witness_settings_validate_the_name() -> None:
     for bad in ("", "has space", "a+b"):
         with pytest.raises(InvalidInputError, match="`name`"):
             WitnessSettings(name=bad)
+
+
+def test_batch_inclusion_proofs_equal_the_stores(tmp_path: Path) -> None:
+    from edgetrust.log.service import Log
+    from edgetrust.node.app import batch_inclusion_proofs
+
+    log = Log.open(tmp_path / "log", max_delay=0.0)
+    try:
+        log.append_many([b"entry %d" % i for i in range(300)])
+        for size in (1, 2, 3, 17, 255, 256, 257, 300):
+            for indices in (list(range(size)), [0, size - 1], list(range(size // 2, size, 7))):
+                got = batch_inclusion_proofs(log.hashes, indices, size)
+                assert got == [log.inclusion_proof(i, size) for i in indices], (size, indices)
+    finally:
+        log.close()

@@ -488,8 +488,9 @@ def node_serve(
         int | None, typer.Option(help="Entries an identity may submit at once (default: rate).")
     ] = None,
     max_delay: Annotated[
-        float, typer.Option(help="Longest wait (s) for a sequencing batch to fill.")
-    ] = 0.01,
+        float,
+        typer.Option(help="Longest wait (s) for a sequencing batch to fill (0: group commit)."),
+    ] = 0.0,
     verify_workers: Annotated[
         int, typer.Option(help="Processes verifying batch signatures in parallel.")
     ] = 0,

@@ -16,7 +16,7 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -35,6 +35,7 @@ from edgetrust.dsse import Envelope, envelope_from_dict
 from edgetrust.encoding import parse_json
 from edgetrust.errors import Error, InvalidInputError, NotFoundError
 from edgetrust.log.client import TILE_HEIGHT, TILE_WIDTH, parse_tile_path
+from edgetrust.log.merkle import complete_subtrees, fold_subtrees, inclusion_proof_ranges
 from edgetrust.log.service import Log
 from edgetrust.node._http import (
     ERROR_RESPONSES,
@@ -50,6 +51,7 @@ __all__ = [
     "BatchEntryError",
     "PreparedEntry",
     "RateLimiter",
+    "batch_inclusion_proofs",
     "canonical_envelope_bytes",
     "create_app",
     "prepare_entries",
@@ -308,6 +310,41 @@ _WRITE_ERRORS = {
 }
 
 
+def batch_inclusion_proofs(
+    hashes: Callable[[int, int, int], list[bytes]], indices: Sequence[int], size: int
+) -> list[list[bytes]]:
+    """RFC 9162 inclusion proofs of many `indices` in the tree of `size`, sharing reads.
+
+    Proofs of neighbouring entries share most of their nodes; asking the store once per proof
+    costs a query per entry (measured ~300 µs each in a batch of 500), so this collects the
+    distinct complete subtrees all proofs need and reads each contiguous run of them with one
+    ``hashes(level, start, count)`` call, then folds the ranges as `LogStore` would.
+    """
+    ranges = [inclusion_proof_ranges(i, size) for i in indices]
+    needed: dict[int, set[int]] = {}
+    parts: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for proof in ranges:
+        for rng in proof:
+            if rng not in parts:
+                parts[rng] = complete_subtrees(*rng)
+                for level, index in parts[rng]:
+                    needed.setdefault(level, set()).add(index)
+    known: dict[tuple[int, int], bytes] = {}
+    for level, wanted in needed.items():
+        ordered = sorted(wanted)
+        start = prev = ordered[0]
+        for index in [*ordered[1:], None]:
+            if index is not None and index == prev + 1:
+                prev = index
+                continue
+            for offset, h in enumerate(hashes(level, start, prev - start + 1)):
+                known[(level, start + offset)] = h
+            if index is not None:
+                start = prev = index
+    folded = {rng: fold_subtrees([known[c] for c in coords]) for rng, coords in parts.items()}
+    return [[folded[rng] for rng in proof] for proof in ranges]
+
+
 def _b64(hashes: Iterable[bytes]) -> list[str]:
     return [base64.b64encode(h).decode("ascii") for h in hashes]
 
@@ -360,12 +397,14 @@ class _Node:
     def append_batch(self, entries: list[bytes], proofs: bool) -> dict[str, Any]:
         indices = self.log.append_many(entries)
         note, size = self.covering(max(indices)) if indices else self.latest()
-        items: list[dict[str, Any]] = []
-        for index in indices:
-            item: dict[str, Any] = {"index": index}
-            if proofs:
-                item["inclusion_proof"] = _b64(self.log.inclusion_proof(index, size))
-            items.append(item)
+        if proofs:
+            paths = batch_inclusion_proofs(self.log.hashes, indices, size)
+            items = [
+                {"index": i, "inclusion_proof": _b64(p)}
+                for i, p in zip(indices, paths, strict=True)
+            ]
+        else:
+            items = [{"index": i} for i in indices]
         return {"size": size, "checkpoint": note.decode(), "entries": items}
 
     def tile(self, level: int | None, index: int, width: int) -> bytes:

@@ -39,10 +39,12 @@ class NodeSettings:
     which must also cover the largest batch that identity sends."""
     batch_size: int = 256
     """Entries per store transaction (sequencing batch)."""
-    max_delay: float = 0.01
+    max_delay: float = 0.0
     """Longest an entry waits for its batch to fill before it is committed anyway, seconds.
-    Lower than Tessera's 250 ms: a submitter waits for its commit, so this bounds latency;
-    under load, batches fill to `batch_size` before the deadline anyway."""
+    0 (the node's default, unlike Tessera's 250 ms) is group commit: whatever queued while the
+    previous batch was committing is committed next, at once. A submitter waits for its
+    commit, so a delay adds to every request's latency; measured: a lone submitter waits
+    ~0.1 ms per entry at 0, 1.3 ms at 1 ms, 6 ms at 5 ms."""
     verify_workers: int = 0
     """Processes that verify signatures of a batch in parallel (0: verify in the server)."""
     extra: dict[str, str] = field(default_factory=dict)
