@@ -331,16 +331,15 @@ def batch_inclusion_proofs(
                     needed.setdefault(level, set()).add(index)
     known: dict[tuple[int, int], bytes] = {}
     for level, wanted in needed.items():
-        ordered = sorted(wanted)
-        start = prev = ordered[0]
-        for index in [*ordered[1:], None]:
-            if index is not None and index == prev + 1:
-                prev = index
-                continue
-            for offset, h in enumerate(hashes(level, start, prev - start + 1)):
-                known[(level, start + offset)] = h
-            if index is not None:
-                start = prev = index
+        runs: list[list[int]] = []
+        for index in sorted(wanted):
+            if runs and index == runs[-1][1] + 1:
+                runs[-1][1] = index
+            else:
+                runs.append([index, index])
+        for first, last in runs:
+            for offset, h in enumerate(hashes(level, first, last - first + 1)):
+                known[(level, first + offset)] = h
     folded = {rng: fold_subtrees([known[c] for c in coords]) for rng, coords in parts.items()}
     return [[folded[rng] for rng in proof] for proof in ranges]
 
