@@ -19,6 +19,7 @@ from edgetrust.errors import InvalidInputError, NotFoundError
 from edgetrust.home import resolve_home
 from edgetrust.identity import Identity, Keystore
 from edgetrust.log import checkpoint as cp
+from edgetrust.log.client import LogClient
 from edgetrust.log.service import Log
 from edgetrust.models import ModelCard, ModelRegistry
 from edgetrust.receipts import (
@@ -41,6 +42,7 @@ __all__ = [
     "LocalLogWriter",
     "LogWriter",
     "OpeningStore",
+    "RemoteLogWriter",
 ]
 
 
@@ -73,6 +75,28 @@ _HASHER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgetrust-commit
 
 def _batch_key(statement: bytes) -> str:
     return "batch-" + digest_hex(digest_bytes(statement)) + ".secret"
+
+
+class RemoteLogWriter:
+    """Submits to an edgetrust node over HTTP, verifying its answer with the log's key.
+
+    The node's checkpoint must be signed by `vkey` and consistent with the last checkpoint
+    this writer trusted, and the inclusion proof must verify, before a proof is handed out.
+    """
+
+    def __init__(
+        self, url: str, vkey: str, *, state_path: str | os.PathLike[str] | None = None
+    ) -> None:
+        self.client = LogClient(url, vkey, state_path=state_path)
+
+    def submit(self, entry: bytes) -> LogProof:
+        """Append remotely; return the verified proof."""
+        sub = self.client.submit(entry)
+        return LogProof(sub.checkpoint.origin, sub.index, sub.checkpoint.size, sub.proof, sub.note)
+
+    def close(self) -> None:
+        """Close the HTTP client."""
+        self.client.close()
 
 
 class OpeningStore:

@@ -11,7 +11,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from edgetrust.cli._app import HomeOpt, JsonOpt, app, emit, out, set_json_mode
-from edgetrust.device import Device
+from edgetrust.device import Device, RemoteLogWriter
 from edgetrust.encoding import digest_bytes
 from edgetrust.errors import InvalidInputError, NotFoundError
 from edgetrust.home import resolve_home
@@ -155,6 +155,21 @@ def _summarize(outputs: dict[str, np.ndarray[Any, Any]]) -> dict[str, Any]:
     return summary
 
 
+def _log_writer(log: str, log_key: str | None, home: str | None) -> RemoteLogWriter | None:
+    """None for the local log or no log; a verified remote writer for a URL."""
+    if log in ("local", "none"):
+        if log_key is not None:
+            raise InvalidInputError("--log-key goes with --log URL")
+        return None
+    if not log.startswith(("http://", "https://")):
+        raise InvalidInputError(f"--log must be 'local', 'none' or an http(s) URL, not {log!r}")
+    if log_key is None:
+        raise InvalidInputError(
+            "--log URL needs --log-key (the node's key: 'edgetrust log key' on the node)"
+        )
+    return RemoteLogWriter(log, log_key, state_path=resolve_home(home) / "remote-log.json")
+
+
 @app.command()
 def infer(
     model: ModelArg,
@@ -176,8 +191,16 @@ def infer(
         bool, typer.Option("--allow-nonfinite", help="Accept NaN/Inf in inputs.")
     ] = False,
     log: Annotated[
-        bool, typer.Option("--log/--no-log", help="Append the receipt to the local log.")
-    ] = True,
+        str,
+        typer.Option(
+            "--log",
+            help="Where to log the receipt: 'local' (the embedded log), a node URL, or 'none'.",
+        ),
+    ] = "local",
+    log_key: Annotated[
+        str | None,
+        typer.Option("--log-key", help="With --log URL: the node's log key (note vkey)."),
+    ] = None,
     identity: IdentityOpt = "default",
     home: HomeOpt = None,
     json_out: JsonOpt = False,
@@ -189,6 +212,7 @@ def infer(
     opening when you choose to show it.
     """
     set_json_mode(json_out)
+    writer = _log_writer(log, log_key, home)
     with Device(home, identity=identity) as device:
         card, _ = device.model(model)
         inputs = load_inputs(input, card, max_bytes=device.max_input_bytes)
@@ -201,7 +225,7 @@ def infer(
                 executor=executor,
                 output_private=output_private,
                 allow_nonfinite=allow_nonfinite,
-                log=log,
+                log=writer if writer is not None else log == "local",
             )
             target = (
                 out_file
@@ -217,7 +241,7 @@ def infer(
                 executor=executor,
                 output_private=output_private,
                 allow_nonfinite=allow_nonfinite,
-                log=log,
+                log=writer if writer is not None else log == "local",
             )
             name = digest_bytes(single.bundle.envelope.to_json())[7:23]
             target = out_file or receipts_dir / f"{name}.json"
