@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgetrust.chain import Chain, RevertError
+from edgetrust.chain._digits import digits_run
 from edgetrust.chain.dispute import (
     CHUNK,
     DisputeGame,
@@ -19,7 +20,6 @@ from edgetrust.chain.dispute import (
 )
 from edgetrust.log.merkle import inclusion_proof, leaf_hash, root_from_leaves
 from tests.chain.conftest import funded
-from tests.chain.digits import digits_run
 
 STAKE = 10**18
 BOND = 10**17

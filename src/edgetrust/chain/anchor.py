@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,7 @@ __all__ = [
     "LogRegistration",
     "TxResult",
     "note_key_public_bytes",
+    "note_verifier_key",
 ]
 
 ETHER = 10**18
@@ -155,6 +157,17 @@ def note_key_public_bytes(note_key: str) -> bytes:
     if len(raw) != 33 or raw[0] != 0x01:
         raise InvalidInputError("note verifier key is not an Ed25519 key")
     return raw[1:]
+
+
+def note_verifier_key(name: str, identity: Identity) -> str:
+    """The C2SP signed-note verifier key of an Ed25519 `identity` under key name `name`.
+
+    ``<name>+<hex of the first 4 bytes of SHA-256(name || LF || 0x01 || key)>+<base64(0x01 ||
+    key)>`` (C2SP signed-note, "Verifier keys"); a log's key name is its origin.
+    """
+    raw = b"\x01" + identity.public_bytes
+    key_hash = hashlib.sha256(name.encode() + b"\n" + raw).digest()[:4]
+    return f"{name}+{key_hash.hex()}+{base64.b64encode(raw).decode()}"
 
 
 def _b32(value: bytes, what: str) -> bytes:

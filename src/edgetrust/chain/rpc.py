@@ -176,6 +176,58 @@ class Chain:
             raise RevertError("transaction failed", action=action)
         return receipt
 
+    def transact_data(
+        self, account: LocalAccount, to: str, data: bytes, *, action: str, timeout: float = 120.0
+    ) -> TxReceipt:
+        """Send raw calldata `data` to contract `to`, estimating gas first like `transact`.
+
+        For contracts called with pre-encoded calldata, like EZKL's verifier.
+        """
+        tx: dict[str, Any] = {
+            "from": account.address,
+            "to": Web3.to_checksum_address(to),
+            "data": "0x" + data.hex(),
+            "value": 0,
+        }
+        try:
+            tx["gas"] = self.w3.eth.estimate_gas(tx)  # type: ignore[arg-type]
+            tx["nonce"] = self.w3.eth.get_transaction_count(account.address, "pending")
+            tx["chainId"] = self.chain_id
+            fees = self.w3.eth.get_block("latest").get("baseFeePerGas")
+            if fees is not None:
+                tx["maxFeePerGas"] = 2 * int(fees) + 10**9
+                tx["maxPriorityFeePerGas"] = 10**9
+            else:
+                tx["gasPrice"] = self.w3.eth.gas_price
+            signed = account.sign_transaction(tx)
+            tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+            receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout)
+        except TimeExhausted as exc:
+            raise ChainUnavailableError(f"{action}: transaction not mined in {timeout} s") from exc
+        except Exception as exc:
+            if _is_revert(exc):
+                raise RevertError(revert_reason(exc), action=action) from exc
+            if isinstance(exc, (Web3Exception, OSError, ValueError)):
+                raise ChainUnavailableError(f"{action}: {_one_line(exc)}") from exc
+            raise
+        if receipt["status"] != 1:
+            raise RevertError("transaction failed", action=action)
+        return receipt
+
+    def call_data(self, to: str, data: bytes, *, action: str) -> bytes:
+        """`eth_call` with raw calldata; returns the raw return data."""
+        try:
+            out = self.w3.eth.call(
+                {"to": Web3.to_checksum_address(to), "data": "0x" + data.hex()}  # type: ignore[typeddict-item]
+            )
+        except Exception as exc:
+            if _is_revert(exc):
+                raise RevertError(revert_reason(exc), action=action) from exc
+            if isinstance(exc, (Web3Exception, OSError, ValueError)):
+                raise ChainUnavailableError(f"{action}: {_one_line(exc)}") from exc
+            raise
+        return bytes(out)
+
     def call(self, call: Any, *, action: str) -> Any:
         """Run a view function (`eth_call`), turning a revert into `RevertError`."""
         try:

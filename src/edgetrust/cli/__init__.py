@@ -8,6 +8,7 @@ an exit code: 1 for a failed verification, 2 for bad usage or input. Never a tra
 from __future__ import annotations
 
 # Command groups: importing a module registers its commands on `app`. One line per group.
+import edgetrust.cli._chain  # noqa: F401  (chain account, deploy, anchor, watch, …, demo)
 from edgetrust.cli import _core  # noqa: F401  (init, model, infer, reveal, verify, demo)
 from edgetrust.cli import _log  # noqa: F401  (log, node, witness)
 from edgetrust.cli._app import app, main, run

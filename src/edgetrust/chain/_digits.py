@@ -1,15 +1,20 @@
-"""The digits MLP quantized the way the fixed-point executor does, as a referee commitment.
+"""The demo digits MLP run in fixed point and committed as a referee commitment v1.
 
-Per-output-channel weight scales, bias at the accumulator scale, integer multipliers from
-frexp (as `edgetrust.runtime.fixed._arith.make_rescale`), ReLU between the two Gemm nodes.
+A stand-in for the deterministic executor's own trace until `edgetrust.runtime.fixed` exposes
+its plan and trace: the same integer definition (per-output-channel weight scales, bias at the
+accumulator scale, integer multipliers from frexp as in `_arith.make_rescale`, rounding half
+away from zero, saturation), with fixed activation scales instead of calibrated ones. Used by
+the chain demo, tests and benchmark to drive the on-chain referee with a real model.
 """
 
 from __future__ import annotations
 
 import math
 from functools import cache
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import onnx
 from onnx import numpy_helper
 
@@ -25,14 +30,15 @@ QMAX = 127
 MULT_BITS = 31
 
 
-def _quantize(x: np.ndarray, scale: np.ndarray | float) -> np.ndarray:
+def _quantize(x: npt.NDArray[Any], scale: npt.NDArray[Any] | float) -> npt.NDArray[np.int64]:
     v = np.asarray(x, np.float64) / scale
     t = np.trunc(v)
     r = t + np.where(np.abs(v - t) >= 0.5, np.sign(v), 0.0)
-    return np.clip(r, -QMAX, QMAX).astype(np.int64)
+    out: npt.NDArray[np.int64] = np.clip(r, -QMAX, QMAX).astype(np.int64)
+    return out
 
 
-def _rescale(ratios: np.ndarray, bound: int) -> tuple[np.ndarray, int, int]:
+def _rescale(ratios: npt.NDArray[Any], bound: int) -> tuple[npt.NDArray[np.int64], int, int]:
     pre = max(0, int(bound).bit_length() - MULT_BITS)
     _, e = math.frexp(float(ratios.max()))
     shift = MULT_BITS - e - pre
@@ -41,7 +47,7 @@ def _rescale(ratios: np.ndarray, bound: int) -> tuple[np.ndarray, int, int]:
 
 
 @cache
-def digits_gemms() -> list[tuple[np.ndarray, np.ndarray]]:
+def digits_gemms() -> list[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]]:
     model = onnx.load_from_string(digits_mlp_onnx()[0])
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     out = []
