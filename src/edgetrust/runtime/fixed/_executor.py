@@ -125,6 +125,44 @@ class Entry:
     kind: Literal["q", "i"]
 
 
+@dataclass(frozen=True)
+class Fault:
+    """A deliberate lie, for demos and tests only: add `delta` to one element of one entry.
+
+    The device then computes everything downstream from the corrupted value and commits to
+    that trace - a consistent liar, which the dispute game must convict. If adding `delta`
+    would saturate to no change, the element moves by -delta instead.
+    """
+
+    node: str | int
+    """Node name, ``#<index>`` or index - or ``input:<name>`` for a quantized input."""
+    element: int
+    """C-order index in that entry's output."""
+    delta: int
+
+    @staticmethod
+    def parse(spec: str) -> Fault:
+        """Parse ``node=NODE,element=I,delta=D`` (the CLI's --simulate-fault)."""
+        fields: dict[str, str] = {}
+        for part in spec.split(","):
+            key, sep, value = part.partition("=")
+            if not sep or key.strip() not in ("node", "element", "delta") or key.strip() in fields:
+                raise InvalidInputError(
+                    f"fault must be node=NODE,element=I,delta=D, got {spec!r:.80}"
+                )
+            fields[key.strip()] = value.strip()
+        if set(fields) != {"node", "element", "delta"}:
+            raise InvalidInputError(f"fault must be node=NODE,element=I,delta=D, got {spec!r:.80}")
+        try:
+            element, delta = int(fields["element"]), int(fields["delta"])
+        except ValueError as exc:
+            raise InvalidInputError("fault element and delta must be integers") from exc
+        node: str | int = int(fields["node"]) if fields["node"].isdigit() else fields["node"]
+        if element < 0 or delta == 0:
+            raise InvalidInputError("fault element must be ≥ 0 and delta non-zero")
+        return Fault(node, element, delta)
+
+
 def _model_bytes(model: onnx.ModelProto | bytes) -> tuple[onnx.ModelProto, bytes]:
     if isinstance(model, bytes | bytearray):
         raw = bytes(model)
@@ -459,6 +497,10 @@ class FixedExecutor:
         assert info.scale is not None
         return quantize(arr, info.scale, self.qmax)
 
+    def quantize_element(self, name: str, value: float | int) -> int:
+        """One input element as the trace holds it (the referee's view of input quantization)."""
+        return int(self._quantize_input(name, np.asarray([value]))[0])
+
     def quantize_inputs(self, inputs: Mapping[str, npt.ArrayLike]) -> dict[str, I64]:
         """Validate and quantize inputs (the trace's first entries)."""
         checked = self.validate_inputs(inputs)
@@ -466,15 +508,45 @@ class FixedExecutor:
 
     # -- running ------------------------------------------------------------------------------
 
+    def entry_index(self, node: str | int) -> int:
+        """Trace entry of a node (name, ``#<index>``, index) or of ``input:<name>``."""
+        if isinstance(node, str) and node.startswith("input:"):
+            name = node[len("input:") :]
+            if name not in self.input_names:
+                raise InvalidInputError(f"model has no input {name!r}")
+            return self.input_names.index(name)
+        return len(self.input_names) + self.node_index(node)
+
+    def _apply_fault(self, fault: Fault, kind: str, value: I64) -> I64:
+        if not 0 <= fault.element < value.size:
+            raise InvalidInputError(
+                f"fault element {fault.element} is outside an entry of {value.size} elements"
+            )
+        out = np.array(value, dtype=np.int64, copy=True)
+        flat = out.reshape(-1)
+        old = int(flat[fault.element])
+        lo, hi = (-self.qmax, self.qmax) if kind == "q" else (-(1 << 62), 1 << 62)
+        new = min(hi, max(lo, old + fault.delta))
+        if new == old:
+            new = min(hi, max(lo, old - fault.delta))
+        flat[fault.element] = new
+        return out
+
     def _execute(
-        self, inputs: Mapping[str, npt.ArrayLike], *, keep: bool
+        self, inputs: Mapping[str, npt.ArrayLike], *, keep: bool, fault: Fault | None = None
     ) -> tuple[dict[str, I64], list[I64]]:
         env: dict[str, I64] = dict(self.quantize_inputs(inputs))
+        target = self.entry_index(fault.node) if fault is not None else -1
+        if fault is not None and target < len(self.input_names):
+            name = self.input_names[target]
+            env[name] = self._apply_fault(fault, self.input_kind(name), env[name])
         kept: list[I64] = [env[n] for n in self.input_names] if keep else []
         last_use = self._last_use_cache()
         for index, (node, op) in enumerate(zip(self.nodes, self.ops, strict=True)):
             xs = [env.get(n) if n else None for n in node.input]
             out = self._checked(op, op.run(xs))
+            if fault is not None and index + len(self.input_names) == target:
+                out = self._apply_fault(fault, op.out_kind(), out)
             env[node.output[0]] = out
             if keep:
                 kept.append(out)
@@ -522,12 +594,15 @@ class FixedExecutor:
         return np.ascontiguousarray(values, dtype=self.storage)
 
     def run_traced(
-        self, inputs: Mapping[str, npt.ArrayLike]
+        self, inputs: Mapping[str, npt.ArrayLike], *, fault: Fault | None = None
     ) -> tuple[dict[str, npt.NDArray[Any]], Any]:
-        """Outputs and the `edgetrust.runtime.trace.Trace` of every node."""
+        """Outputs and the `edgetrust.runtime.trace.Trace` of every node.
+
+        `fault` makes a lying device (demos and tests only): see `Fault`.
+        """
         from edgetrust.runtime.trace import Trace
 
-        env, kept = self._execute(inputs, keep=True)
+        env, kept = self._execute(inputs, keep=True, fault=fault)
         values = [self.storage_array(e, v) for e, v in zip(self.entries, kept, strict=True)]
         return self._outputs(env), Trace.from_executor(self, values)
 
