@@ -11,6 +11,7 @@ from __future__ import annotations
 import edgetrust.cli._chain  # noqa: F401  (chain account, deploy, anchor, watch, …, demo)
 from edgetrust.cli import _core  # noqa: F401  (init, model, infer, reveal, verify, demo)
 from edgetrust.cli import _log  # noqa: F401  (log, node, witness)
+from edgetrust.cli import _zk  # noqa: F401  (zk setup, prove, verify, show, export)
 from edgetrust.cli._app import app, main, run
 
 __all__ = ["app", "main", "run"]
