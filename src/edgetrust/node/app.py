@@ -359,25 +359,34 @@ class _Node:
         self.settings = settings
         self.pool = pool
         self.limiter = RateLimiter(rate=settings.rate, capacity=settings.bucket)
-        self._note: bytes = b""
-        self._size = 0
+        self._latest: tuple[bytes, int] = (b"", -1)
+        self._latest_lock = threading.Lock()
 
     def latest(self) -> tuple[bytes, int]:
-        """The latest signed checkpoint note and its size."""
+        """The latest signed checkpoint note and its size (the log signs one if it grew)."""
         note = self.log.checkpoint()
-        if note != self._note:
-            # Checkpoint body: origin line, size line, root line (C2SP tlog-checkpoint).
-            self._size = int(note.split(b"\n", 2)[1])
-            self._note = note
-        return note, self._size
+        current = self._latest
+        if note == current[0]:
+            return current
+        # Checkpoint body: origin line, size line, root line (C2SP tlog-checkpoint).
+        size = int(note.split(b"\n", 2)[1])
+        with self._latest_lock:
+            # Only ever move forward, so no answer carries an older checkpoint than one this
+            # process already handed out (a client would rightly call that a rollback).
+            if size > self._latest[1]:
+                self._latest = (note, size)
+            return self._latest if self._latest[1] > size else (note, size)
 
     def covering(self, index: int) -> tuple[bytes, int]:
-        """A signed checkpoint whose tree contains `index` (the latest one)."""
+        """A signed checkpoint whose tree contains `index`.
+
+        The cached latest one when it covers the entry (most entries of a commit batch), so a
+        burst of submissions costs one checkpoint signature per batch, not a query each.
+        """
+        current = self._latest
+        if current[1] > index:
+            return current
         note, size = self.latest()
-        deadline = time.monotonic() + 5.0
-        while size <= index and time.monotonic() < deadline:
-            time.sleep(0.001)
-            note, size = self.latest()
         if size <= index:
             raise NotFoundError(f"entry {index} is not yet in a signed checkpoint")
         return note, size
