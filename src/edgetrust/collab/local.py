@@ -1,17 +1,23 @@
-"""The in-process driver: N simulated clients and the server in one Python process.
+"""The in-process driver: N simulated clients and the coordinator in one Python process.
 
 It moves the protocol's messages between the state machines of `collab.secagg` (optionally
-through their wire encoding), simulating clients that drop out at any stage.
+through their wire encoding), simulating clients that drop out at any stage, and runs whole
+federated sessions (`simulate`) for the CLI, the demo, the tests and the benchmarks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TypeVar
+import hashlib
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
+from edgetrust.collab.dp import PrivacyAccountant, PrivacyBudgetExceededError
 from edgetrust.collab.messages import (
     AdvertiseKeys,
     ConsistencyRequest,
@@ -24,8 +30,12 @@ from edgetrust.collab.messages import (
     UnmaskResponse,
 )
 from edgetrust.collab.secagg import SecAggClient, SecAggResult, SecAggServer, Stage
+from edgetrust.collab.session import ClientWorker, Coordinator, RoundPlan, RoundSummary, SessionSpec
+from edgetrust.collab.training import dirichlet_partition
+from edgetrust.errors import InvalidInputError, VerificationError
+from edgetrust.identity import Identity
 
-__all__ = ["run_secagg_round"]
+__all__ = ["SessionResult", "run_secagg_round", "simulate"]
 
 M = TypeVar(
     "M",
@@ -92,3 +102,143 @@ def run_secagg_round(
     for d in live:
         server.receive_unmask(_carry(clients[d].unmask(unmask), wire))
     return server.finish()
+
+
+@dataclass(frozen=True)
+class SessionResult:
+    """The outcome of a simulated session."""
+
+    session: str
+    rounds: tuple[RoundSummary, ...]
+    stopped_early: str | None
+    """Why the session ended before its last round (the privacy budget), or None."""
+    centralized_accuracy: float | None = None
+
+
+def _plain_round(
+    plan: RoundPlan,
+    workers: Mapping[str, ClientWorker],
+    vectors: Mapping[str, npt.NDArray[np.uint32]],
+    drops: Mapping[str, Stage],
+) -> list[MaskedInput]:
+    """Without secure aggregation: survivors send signed, unmasked quantized updates."""
+    out = []
+    for did in sorted(vectors):
+        if did in drops and drops[did] <= Stage.MASK:
+            continue
+        msg = MaskedInput(plan.round_id, did, vectors[did]).sign(workers[did].identity)
+        msg.verify()
+        out.append(msg)
+    return out
+
+
+def simulate(
+    spec: SessionSpec,
+    *,
+    num_clients: int = 20,
+    dropout: float = 0.0,
+    non_iid_alpha: float = 0.5,
+    home: str | os.PathLike[str] | None = None,
+    log: Any = None,
+    stop_at_budget: bool = False,
+    on_round: Callable[[RoundSummary], None] | None = None,
+    wire: bool = False,
+) -> SessionResult:
+    """Federated training of the digits MLP among `num_clients` simulated clients.
+
+    Each round ⌊dropout·n⌋ clients, chosen at random, drop at a random protocol stage. The
+    round config, the model cards and the round records go to `log` (default: the embedded
+    log in `home`).
+
+    Raises:
+        PrivacyBudgetExceededError: the session's rounds would exceed `epsilon_max`, and
+            `stop_at_budget` is off: checked before anything runs or is logged. With
+            `stop_at_budget`, the session stops before the first round over the budget.
+    """
+    from edgetrust.identity import Keystore
+    from edgetrust.log import Log
+    from edgetrust.zoo import load_digits_split
+
+    if not 2 <= num_clients <= 10_000:
+        raise InvalidInputError("`num_clients` must be in 2..10000")
+    if not 0 <= dropout < 1:
+        raise InvalidInputError("`dropout` must be in [0, 1)")
+    dp = spec.dp
+    accountant = PrivacyAccountant(dp)
+    fits = accountant.max_rounds(spec.rounds) if dp.enabled else spec.rounds
+    if fits < spec.rounds and not stop_at_budget:
+        eps = accountant.epsilon(spec.rounds)
+        raise PrivacyBudgetExceededError(
+            f"{spec.rounds} rounds would bring ε to {eps:.2f}, over epsilon_max="
+            f"{dp.epsilon_max} (δ={dp.delta}); {fits} fit. Nothing was run",
+            limit=dp.epsilon_max or 0.0,
+            epsilon=eps,
+        )
+    threshold = spec.threshold_for(num_clients)
+    drops_per_round = int(dropout * num_clients)
+    if num_clients - drops_per_round < threshold:
+        raise InvalidInputError(
+            f"with dropout {dropout}, {num_clients - drops_per_round} clients remain, below "
+            f"the threshold {threshold}: lower `dropout` or `threshold`"
+        )
+    own_log = log is None
+    log = Log.open(home) if own_log else log
+    try:
+        x_tr, x_te, y_tr, y_te = load_digits_split(seed=spec.seed)
+        parts = dirichlet_partition(
+            y_tr, num_clients=num_clients, alpha=non_iid_alpha, seed=spec.seed
+        )
+        coordinator_id = Keystore(home).load_or_create("fl-coordinator")
+        coordinator = Coordinator(
+            spec=spec, identity=coordinator_id, log=log, home=home, eval_data=(x_te, y_te)
+        )
+        workers = {}
+        for i, idx in enumerate(parts):
+            ident = Identity.from_seed(
+                hashlib.sha256(f"edgetrust-fl-sim/{coordinator.session}/{i}".encode()).digest()
+            )
+            workers[ident.did] = ClientWorker(
+                identity=ident, x=x_tr[idx], y=y_tr[idx], coordinator=coordinator_id.did
+            )
+        rng = np.random.default_rng(spec.seed)
+        summaries: list[RoundSummary] = []
+        stopped = None
+        for r in range(spec.rounds):
+            if r >= fits:
+                stopped = (
+                    f"round {r + 1} refused: ε would reach {accountant.epsilon(r + 1):.2f}, "
+                    f"over epsilon_max={dp.epsilon_max}"
+                )
+                break
+            started = time.perf_counter()
+            plan = coordinator.plan_round(sorted(workers))
+            vectors = {}
+            for k, (did, w) in enumerate(sorted(workers.items())):
+                config, round_id = w.open_config(plan.envelope.to_json())
+                if round_id != plan.round_id:
+                    raise VerificationError("round id mismatch", step="config")
+                vectors[did] = w.compute_update(
+                    config, plan.model_bytes, seed=spec.seed * 100_003 + r * 1009 + k
+                )
+            dropped = rng.choice(sorted(workers), size=drops_per_round, replace=False)
+            drops = {str(d): Stage(int(rng.integers(0, 5))) for d in dropped}
+            if plan.secagg is not None:
+                server = SecAggServer(config=plan.secagg)
+                clients = {
+                    d: SecAggClient(config=plan.secagg, identity=w.identity)
+                    for d, w in workers.items()
+                }
+                result = run_secagg_round(server, clients, vectors, drop_at=drops, wire=wire)
+                summary = coordinator.complete_round(
+                    plan, inputs=result.commitments, total=result.total, started=started
+                )
+            else:
+                inputs = _plain_round(plan, workers, vectors, drops)
+                summary = coordinator.complete_round(plan, inputs=inputs, started=started)
+            summaries.append(summary)
+            if on_round is not None:
+                on_round(summary)
+        return SessionResult(coordinator.session, tuple(summaries), stopped)
+    finally:
+        if own_log:
+            log.close()

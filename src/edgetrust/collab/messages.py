@@ -50,6 +50,7 @@ __all__ = [
     "UnmaskResponse",
     "decode_message",
     "survivors_digest",
+    "verify_commitment",
 ]
 
 PROTOCOL = "edgetrust/secagg/v1"
@@ -600,6 +601,23 @@ _KINDS: dict[str, type[_Message]] = {
         UnmaskResponse,
     )
 }
+
+
+def verify_commitment(
+    *, round_id: bytes, sender: str, length: int, digest: str, signature: bytes
+) -> None:
+    """Check a masked-input signature from its logged parts, without the vector itself."""
+    fields = {
+        "kind": MaskedInput.KIND,
+        "round": round_id.hex(),
+        "sender": sender,
+        "length": length,
+        "digest": digest,
+    }
+    try:
+        _verifier(sender).verify(signature, _tbs(MaskedInput.KIND, fields))
+    except (InvalidSignature, InvalidInputError, ValueError) as exc:
+        raise VerificationError(f"commitment of {sender} is not validly signed") from exc
 
 
 def decode_message(data: bytes, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> _Message:

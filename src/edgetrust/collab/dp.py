@@ -1,0 +1,238 @@
+"""Client-level differential privacy for federated averaging (DP-FedAvg), and its accountant.
+
+Each client clips its model update to L2 norm `clip` (C) and adds Gaussian noise of standard
+deviation ``z·C / √m`` where m is the fewest inputs a round may sum (`min_survivors`). The sum
+of any m or more noisy updates then carries noise of standard deviation at least ``z·C``: the
+Gaussian mechanism with noise multiplier z on a sum whose sensitivity to one client is C
+(McMahan et al. 2018, "Learning Differentially Private Recurrent Language Models"; the noise is
+split across clients as in distributed DP, Kairouz et al. 2021). No single party ever holds the
+noiseless sum: secure aggregation shows the server only the noisy one.
+
+Privacy is accounted with Google's `dp-accounting`: the privacy loss distribution (PLD)
+accountant for the reported ε, the RDP accountant as a cross-check (it is looser, so its ε is
+an upper bound on PLD's). A round that would take the cumulative ε past `epsilon_max` is
+refused before it starts.
+
+Caveats, stated plainly: (1) the accounting treats the noise as continuous Gaussian, while the
+protocol sums stochastically rounded fixed-point values; the rounding error (below one
+quantization step per coordinate, see `collab.quantize`) is orders of magnitude below the noise
+but is not covered by the proof. The distributed discrete Gaussian (Kairouz, Liu, Steinke 2021)
+closes that gap. (2) The guarantee assumes at least `min_survivors` honest clients add their
+noise; colluding clients that skip theirs reduce it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import numpy.typing as npt
+
+from edgetrust.errors import InvalidInputError, ResourceLimitError
+
+__all__ = [
+    "DPConfig",
+    "PrivacyAccountant",
+    "PrivacyBudgetExceededError",
+    "add_client_noise",
+    "clip_update",
+    "client_noise_std",
+    "epsilon_after",
+    "epsilon_after_rdp",
+]
+
+F64 = npt.NDArray[np.float64]
+_PLD_INTERVAL = 1e-3
+
+
+class PrivacyBudgetExceededError(ResourceLimitError):
+    """Running one more round would take the cumulative ε past `epsilon_max`."""
+
+    def __init__(self, message: str, *, limit: float, epsilon: float) -> None:
+        super().__init__(message, limit=limit)
+        self.epsilon = epsilon
+        """The cumulative ε the round would have reached."""
+
+
+def _positive(value: float, name: str, *, allow_zero: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidInputError(f"`{name}` must be a finite number")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise InvalidInputError(f"`{name}` must be {'non-negative' if allow_zero else 'positive'}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DPConfig:
+    """The DP parameters of a federated session, validated at construction."""
+
+    clip: float
+    """C: each client update is scaled down to L2 norm at most C."""
+    noise_multiplier: float
+    """z: the noise on the sum has standard deviation z·C; 0 turns DP off."""
+    delta: float = 1e-5
+    """δ of the reported (ε, δ)."""
+    epsilon_max: float | None = None
+    """Refuse any round that would take cumulative ε past this; None for no limit."""
+    sampling_rate: float = 1.0
+    """q: the probability that a client is in a round (1.0: every client, every round)."""
+
+    def __post_init__(self) -> None:
+        _positive(self.clip, "clip")
+        _positive(self.noise_multiplier, "noise_multiplier", allow_zero=True)
+        _positive(self.delta, "delta")
+        if self.delta >= 1:
+            raise InvalidInputError("`delta` must be below 1")
+        if self.epsilon_max is not None:
+            _positive(self.epsilon_max, "epsilon_max")
+        _positive(self.sampling_rate, "sampling_rate")
+        if self.sampling_rate > 1:
+            raise InvalidInputError("`sampling_rate` must be at most 1")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether noise is added at all."""
+        return self.noise_multiplier > 0
+
+
+def clip_update(update: npt.ArrayLike, clip: float) -> tuple[F64, float]:
+    """Scale `update` to L2 norm at most `clip`; return it and its original norm."""
+    u = np.asarray(update, dtype=np.float64)
+    if not np.all(np.isfinite(u)):
+        raise InvalidInputError("update has NaN or infinite values")
+    norm = float(np.linalg.norm(u))
+    if norm > clip:
+        u = u * (clip / norm)
+    return u, norm
+
+
+def client_noise_std(*, clip: float, noise_multiplier: float, min_survivors: int) -> float:
+    """Per-client σ so that any `min_survivors` noisy updates sum to noise of σ = z·C."""
+    if min_survivors < 1:
+        raise InvalidInputError("`min_survivors` must be at least 1")
+    return noise_multiplier * clip / math.sqrt(min_survivors)
+
+
+def add_client_noise(update: npt.ArrayLike, *, std: float, rng: np.random.Generator) -> F64:
+    """Add this client's share of the Gaussian noise."""
+    u = np.asarray(update, dtype=np.float64)
+    if std == 0:
+        return u
+    return u + rng.normal(0.0, std, size=u.shape)
+
+
+def _event(noise_multiplier: float, sampling_rate: float, rounds: int) -> object:
+    import dp_accounting
+
+    gaussian = dp_accounting.GaussianDpEvent(noise_multiplier)
+    step = (
+        gaussian
+        if sampling_rate == 1.0
+        else dp_accounting.PoissonSampledDpEvent(sampling_rate, gaussian)
+    )
+    return dp_accounting.SelfComposedDpEvent(step, rounds)
+
+
+@lru_cache(maxsize=1024)
+def epsilon_after(
+    rounds: int, *, noise_multiplier: float, sampling_rate: float = 1.0, delta: float = 1e-5
+) -> float:
+    """ε after `rounds` rounds, from dp-accounting's PLD accountant (∞ without noise)."""
+    if rounds < 0:
+        raise InvalidInputError("`rounds` must be non-negative")
+    if rounds == 0:
+        return 0.0
+    if noise_multiplier == 0:
+        return math.inf
+    from dp_accounting.pld import pld_privacy_accountant
+
+    # A discretization of 1e-3 (library default 1e-4) is ~10x faster and stays pessimistic,
+    # so the ε reported is still an upper bound; it differs from 1e-4 by < 1e-6 relative for
+    # the configurations in the tests.
+    acc = pld_privacy_accountant.PLDAccountant(value_discretization_interval=_PLD_INTERVAL)
+    acc.compose(_event(noise_multiplier, sampling_rate, rounds))
+    return float(acc.get_epsilon(delta))
+
+
+@lru_cache(maxsize=1024)
+def epsilon_after_rdp(
+    rounds: int, *, noise_multiplier: float, sampling_rate: float = 1.0, delta: float = 1e-5
+) -> float:
+    """ε after `rounds` rounds from the RDP accountant: a looser bound, for cross-checking."""
+    if rounds == 0:
+        return 0.0
+    if noise_multiplier == 0:
+        return math.inf
+    from dp_accounting.rdp import rdp_privacy_accountant
+
+    acc = rdp_privacy_accountant.RdpAccountant()
+    acc.compose(_event(noise_multiplier, sampling_rate, rounds))
+    return float(acc.get_epsilon(delta))
+
+
+class PrivacyAccountant:
+    """Tracks a session's rounds and refuses a round that would exceed `epsilon_max`."""
+
+    def __init__(self, config: DPConfig, *, rounds_done: int = 0) -> None:
+        self.config = config
+        self.rounds_done = rounds_done
+
+    def epsilon(self, rounds: int | None = None) -> float:
+        """Cumulative ε after `rounds` (default: the rounds done so far)."""
+        r = self.rounds_done if rounds is None else rounds
+        return epsilon_after(
+            r,
+            noise_multiplier=self.config.noise_multiplier,
+            sampling_rate=self.config.sampling_rate,
+            delta=self.config.delta,
+        )
+
+    def round_epsilon(self) -> float:
+        """ε of one round on its own."""
+        return self.epsilon(1)
+
+    def check_next_round(self) -> float:
+        """Return the cumulative ε after one more round, or refuse if it exceeds the budget.
+
+        Raises:
+            PrivacyBudgetExceededError: the next round would take ε past `epsilon_max`.
+        """
+        after = self.epsilon(self.rounds_done + 1)
+        limit = self.config.epsilon_max
+        if limit is not None and after > limit:
+            raise PrivacyBudgetExceededError(
+                f"round {self.rounds_done + 1} would bring ε to {after:.3f}, over "
+                f"epsilon_max={limit} (δ={self.config.delta}); refusing to start it",
+                limit=limit,
+                epsilon=after,
+            )
+        return after
+
+    def record_round(self) -> float:
+        """Count a round that ran; return the new cumulative ε."""
+        self.rounds_done += 1
+        return self.epsilon()
+
+    def max_rounds(self, limit: int = 1000) -> int:
+        """How many rounds fit in `epsilon_max` in total, up to `limit`.
+
+        Galloping then binary search: ε grows with the rounds, and the PLD of a long
+        composition is costly, so the search never asks for far more rounds than fit.
+        """
+        cap = self.config.epsilon_max
+        if cap is None:
+            return limit
+        hi = 1
+        while hi < limit and self.epsilon(hi) <= cap:
+            hi = min(2 * hi, limit)
+        if self.epsilon(hi) <= cap:
+            return hi
+        lo, hi = hi // 2, hi - 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self.epsilon(mid) <= cap:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo

@@ -1,0 +1,731 @@
+"""Federated rounds in the transparency log: the configuration before, the record after, the audit.
+
+Before a round starts the coordinator logs a signed `https://edgetrust.dev/fl-round-config/v1`
+statement (subject: the input model) naming the participants, thresholds, clip, noise and the
+privacy budget; the digest of that envelope is the secure aggregation round id, so every
+protocol message is bound to the logged configuration. After the round it logs the new model's
+card and a `https://edgetrust.dev/fl-round/v1` statement (subject: the new model) with the
+survivors and dropouts, each survivor's signed commitment to its masked input, the aggregate's
+digest and the privacy spent.
+
+`audit_log` replays those records and checks the chain: each round starts from the previous
+round's output model and config, the commitments are signed by the survivors, the privacy
+budget adds up (recomputed with dp-accounting) and stays under `epsilon_max`, and, when the
+artifacts are at hand, the published model is exactly the input model plus the aggregate.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from edgetrust.collab.dp import epsilon_after
+from edgetrust.collab.messages import MaskedInput, verify_commitment
+from edgetrust.collab.quantize import Quantizer
+from edgetrust.dsse import Envelope, parse_envelope, sign_envelope
+from edgetrust.encoding import (
+    canonical_tensor_bytes,
+    digest_bytes,
+    digest_hex,
+    parse_digest,
+    tensor_from_canonical_bytes,
+)
+from edgetrust.errors import Error, InvalidInputError, NotFoundError, VerificationError
+from edgetrust.home import resolve_home
+from edgetrust.identity import Identity, public_bytes_from_did
+from edgetrust.statement import (
+    IN_TOTO_PAYLOAD_TYPE,
+    Statement,
+    Subject,
+    encode_statement,
+    open_signed_statement,
+    parse_statement,
+    register_predicate_type,
+)
+
+__all__ = [
+    "ROUND_CONFIG_PREDICATE_TYPE",
+    "ROUND_PREDICATE_TYPE",
+    "ArtifactStore",
+    "AuditReport",
+    "Commitment",
+    "RoundAudit",
+    "RoundConfig",
+    "RoundRecord",
+    "apply_update",
+    "audit_log",
+    "envelope_sha256",
+    "mean_update",
+    "sign_round_config",
+    "sign_round_record",
+]
+
+ROUND_CONFIG_PREDICATE_TYPE = "https://edgetrust.dev/fl-round-config/v1"
+ROUND_PREDICATE_TYPE = "https://edgetrust.dev/fl-round/v1"
+
+_SESSION_HEX = 32
+_AGGREGATORS = ("secagg-sum", "mean", "median", "trimmed-mean", "krum")
+
+
+def _req(obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...], what: str) -> Any:
+    value = obj.get(key)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise InvalidInputError(f"{what}: field {key!r} is missing or of the wrong type")
+    return value
+
+
+def _num(obj: Mapping[str, Any], key: str, what: str) -> float:
+    value = _req(obj, key, (int, float), what)
+    if not math.isfinite(value):
+        raise InvalidInputError(f"{what}: field {key!r} must be finite")
+    return float(value)
+
+
+def _dids(value: object, what: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(d, str) for d in value):
+        raise InvalidInputError(f"{what} must be a list of DIDs")
+    for d in value:
+        public_bytes_from_did(d)
+    if value != sorted(set(value)):
+        raise InvalidInputError(f"{what} must be sorted without duplicates")
+    return tuple(value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoundConfig:
+    """The `fl-round-config/v1` predicate: everything fixed before a round starts."""
+
+    session: str
+    """32 hex characters naming the federated session."""
+    round: int
+    """1-based round number within the session."""
+    model_name: str
+    input_model: str
+    """``sha256:<hex>`` of the ONNX model every client starts from."""
+    previous_record: str | None
+    """sha256 hex of the previous round's record envelope (None for round 1)."""
+    participants: tuple[str, ...]
+    secagg: bool
+    threshold: int
+    min_survivors: int
+    modulus_bits: int
+    neighbours: int | None
+    quant_bound: float
+    """Each coordinate is clipped to ±bound before quantization."""
+    clip: float
+    noise_multiplier: float
+    client_noise_std: float
+    delta: float
+    epsilon_max: float | None
+    sampling_rate: float
+    aggregator: str
+    server_lr: float
+    local_epochs: int
+    lr: float
+    batch_size: int
+
+    def __post_init__(self) -> None:
+        if len(self.session) != _SESSION_HEX or any(
+            c not in "0123456789abcdef" for c in self.session
+        ):
+            raise InvalidInputError("round config: `session` must be 32 lower-case hex characters")
+        if self.round < 1:
+            raise InvalidInputError("round config: `round` must be at least 1")
+        parse_digest(self.input_model)
+        if self.aggregator not in _AGGREGATORS:
+            raise InvalidInputError(f"round config: unknown aggregator {self.aggregator!r}")
+        if self.secagg != (self.aggregator == "secagg-sum"):
+            raise InvalidInputError("round config: secure aggregation goes with 'secagg-sum' only")
+        if len(self.participants) < 2:
+            raise InvalidInputError("round config: needs at least 2 participants")
+
+    @property
+    def quantizer(self) -> Quantizer:
+        """The quantizer every client uses in this round."""
+        return Quantizer(
+            bound=self.quant_bound,
+            modulus_bits=self.modulus_bits,
+            max_summands=len(self.participants),
+        )
+
+    def to_predicate(self) -> dict[str, Any]:
+        """JSON form of the predicate."""
+        return {
+            "session": self.session,
+            "round": self.round,
+            "model": {"name": self.model_name, "digest": self.input_model},
+            "previousRecord": self.previous_record,
+            "participants": list(self.participants),
+            "secagg": {
+                "enabled": self.secagg,
+                "threshold": self.threshold,
+                "minSurvivors": self.min_survivors,
+                "modulusBits": self.modulus_bits,
+                "neighbours": self.neighbours,
+                "quantizationBound": self.quant_bound,
+            },
+            "dp": {
+                "clip": self.clip,
+                "noiseMultiplier": self.noise_multiplier,
+                "clientNoiseStd": self.client_noise_std,
+                "delta": self.delta,
+                "epsilonMax": self.epsilon_max,
+                "samplingRate": self.sampling_rate,
+            },
+            "aggregator": self.aggregator,
+            "training": {
+                "serverLr": self.server_lr,
+                "localEpochs": self.local_epochs,
+                "lr": self.lr,
+                "batchSize": self.batch_size,
+            },
+        }
+
+    @classmethod
+    def from_predicate(cls, p: Mapping[str, Any]) -> RoundConfig:
+        """Parse and check a `fl-round-config/v1` predicate."""
+        w = "round config"
+        model = _req(p, "model", dict, w)
+        sa = _req(p, "secagg", dict, w)
+        dp = _req(p, "dp", dict, w)
+        tr = _req(p, "training", dict, w)
+        prev = p.get("previousRecord")
+        if prev is not None and (not isinstance(prev, str) or len(prev) != 64):
+            raise InvalidInputError(f"{w}: previousRecord must be 64 hex characters or null")
+        neighbours = sa.get("neighbours")
+        if neighbours is not None and (
+            isinstance(neighbours, bool) or not isinstance(neighbours, int)
+        ):
+            raise InvalidInputError(f"{w}: neighbours must be an integer or null")
+        eps_max = dp.get("epsilonMax")
+        return cls(
+            session=_req(p, "session", str, w),
+            round=_req(p, "round", int, w),
+            model_name=_req(model, "name", str, w),
+            input_model=_req(model, "digest", str, w),
+            previous_record=prev,
+            participants=_dids(p.get("participants"), "participants"),
+            secagg=_req(sa, "enabled", bool, w),
+            threshold=_req(sa, "threshold", int, w),
+            min_survivors=_req(sa, "minSurvivors", int, w),
+            modulus_bits=_req(sa, "modulusBits", int, w),
+            neighbours=neighbours,
+            quant_bound=_num(sa, "quantizationBound", w),
+            clip=_num(dp, "clip", w),
+            noise_multiplier=_num(dp, "noiseMultiplier", w),
+            client_noise_std=_num(dp, "clientNoiseStd", w),
+            delta=_num(dp, "delta", w),
+            epsilon_max=None if eps_max is None else _num(dp, "epsilonMax", w),
+            sampling_rate=_num(dp, "samplingRate", w),
+            aggregator=_req(p, "aggregator", str, w),
+            server_lr=_num(tr, "serverLr", w),
+            local_epochs=_req(tr, "localEpochs", int, w),
+            lr=_num(tr, "lr", w),
+            batch_size=_req(tr, "batchSize", int, w),
+        )
+
+
+@dataclass(frozen=True)
+class Commitment:
+    """A survivor's signature on the digest of the (masked) vector it sent."""
+
+    client: str
+    digest: str
+    """sha256 hex of the vector's little-endian uint32 bytes."""
+    length: int
+    signature: bytes
+
+    @classmethod
+    def from_message(cls, msg: MaskedInput) -> Commitment:
+        """The commitment carried by a signed masked-input message."""
+        return cls(msg.sender, msg.digest, int(msg.vector.size), msg.signature)
+
+    def verify(self, round_id: bytes) -> None:
+        """Check the signature as the masked-input message it was made for."""
+        verify_commitment(
+            round_id=round_id,
+            sender=self.client,
+            length=self.length,
+            digest=self.digest,
+            signature=self.signature,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoundRecord:
+    """The `fl-round/v1` predicate: what happened in a round."""
+
+    session: str
+    round: int
+    config: str
+    """sha256 hex of the round's config envelope (also the secure aggregation round id)."""
+    config_index: int
+    """Where the config was logged."""
+    input_model: str
+    output_model: str
+    """``sha256:<hex>`` of the new ONNX model (the statement's subject)."""
+    model_card: str
+    """sha256 hex of the new model's signed card envelope, logged just before this record."""
+    model_card_index: int
+    survivors: tuple[str, ...]
+    dropped: tuple[str, ...]
+    commitments: tuple[Commitment, ...]
+    aggregate: str
+    """``sha256:<hex>`` of the canonical tensor bytes of the aggregate (see `encoding`)."""
+    aggregate_encoding: str
+    """"uint32-sum" (secure aggregation) or "float64-update" (plain, robust aggregators)."""
+    round_epsilon: float | None
+    epsilon: float | None
+    """Cumulative ε after this round (None: no DP)."""
+    epsilon_rdp: float | None
+    accuracy: float | None = None
+
+    def to_predicate(self) -> dict[str, Any]:
+        """JSON form of the predicate."""
+        return {
+            "session": self.session,
+            "round": self.round,
+            "config": {"sha256": self.config, "index": self.config_index},
+            "inputModel": self.input_model,
+            "model": {
+                "digest": self.output_model,
+                "card": self.model_card,
+                "cardIndex": self.model_card_index,
+            },
+            "survivors": list(self.survivors),
+            "dropped": list(self.dropped),
+            "commitments": [
+                {
+                    "client": c.client,
+                    "digest": c.digest,
+                    "length": c.length,
+                    "sig": base64.b64encode(c.signature).decode(),
+                }
+                for c in self.commitments
+            ],
+            "aggregate": {"digest": self.aggregate, "encoding": self.aggregate_encoding},
+            "privacy": {
+                "accountant": "dp-accounting PLD",
+                "roundEpsilon": self.round_epsilon,
+                "epsilon": self.epsilon,
+                "epsilonRdp": self.epsilon_rdp,
+            },
+            "metrics": {"accuracy": self.accuracy},
+        }
+
+    @classmethod
+    def from_predicate(cls, p: Mapping[str, Any]) -> RoundRecord:
+        """Parse and check a `fl-round/v1` predicate."""
+        w = "round record"
+        cfg = _req(p, "config", dict, w)
+        model = _req(p, "model", dict, w)
+        agg = _req(p, "aggregate", dict, w)
+        priv = _req(p, "privacy", dict, w)
+        metrics = _req(p, "metrics", dict, w)
+        commitments = []
+        for c in _req(p, "commitments", list, w):
+            if not isinstance(c, dict) or set(c) != {"client", "digest", "length", "sig"}:
+                raise InvalidInputError(f"{w}: malformed commitment")
+            try:
+                sig = base64.b64decode(_req(c, "sig", str, w), validate=True)
+            except ValueError as exc:
+                raise InvalidInputError(f"{w}: commitment signature is not base64") from exc
+            commitments.append(
+                Commitment(
+                    _dids([c["client"]], "commitment client")[0],
+                    _req(c, "digest", str, w),
+                    _req(c, "length", int, w),
+                    sig,
+                )
+            )
+
+        def opt(obj: Mapping[str, Any], key: str) -> float | None:
+            return None if obj.get(key) is None else _num(obj, key, w)
+
+        record = cls(
+            session=_req(p, "session", str, w),
+            round=_req(p, "round", int, w),
+            config=_req(cfg, "sha256", str, w),
+            config_index=_req(cfg, "index", int, w),
+            input_model=_req(p, "inputModel", str, w),
+            output_model=_req(model, "digest", str, w),
+            model_card=_req(model, "card", str, w),
+            model_card_index=_req(model, "cardIndex", int, w),
+            survivors=_dids(p.get("survivors"), "survivors"),
+            dropped=_dids(p.get("dropped"), "dropped"),
+            commitments=tuple(commitments),
+            aggregate=_req(agg, "digest", str, w),
+            aggregate_encoding=_req(agg, "encoding", str, w),
+            round_epsilon=opt(priv, "roundEpsilon"),
+            epsilon=opt(priv, "epsilon"),
+            epsilon_rdp=opt(priv, "epsilonRdp"),
+            accuracy=opt(metrics, "accuracy"),
+        )
+        for d in (record.input_model, record.output_model, record.aggregate):
+            parse_digest(d)
+        if record.aggregate_encoding not in ("uint32-sum", "float64-update"):
+            raise InvalidInputError(f"{w}: unknown aggregate encoding")
+        return record
+
+
+def _validate_config(statement: Statement, signer: str) -> None:
+    cfg = RoundConfig.from_predicate(statement.predicate)
+    if statement.subjects[0].sha256 != digest_hex(cfg.input_model):
+        raise InvalidInputError("round config subject is not its input model")
+
+
+def _validate_record(statement: Statement, signer: str) -> None:
+    rec = RoundRecord.from_predicate(statement.predicate)
+    if statement.subjects[0].sha256 != digest_hex(rec.output_model):
+        raise InvalidInputError("round record subject is not its output model")
+
+
+register_predicate_type(ROUND_CONFIG_PREDICATE_TYPE, _validate_config)
+register_predicate_type(ROUND_PREDICATE_TYPE, _validate_record)
+
+
+def sign_round_config(config: RoundConfig, coordinator: Identity) -> Envelope:
+    """The signed config statement (subject: the input model)."""
+    payload = encode_statement(
+        [Subject(config.model_name, digest_hex(config.input_model))],
+        ROUND_CONFIG_PREDICATE_TYPE,
+        config.to_predicate(),
+    )
+    return sign_envelope(payload, IN_TOTO_PAYLOAD_TYPE, coordinator)
+
+
+def sign_round_record(record: RoundRecord, model_name: str, coordinator: Identity) -> Envelope:
+    """The signed round record (subject: the new model)."""
+    payload = encode_statement(
+        [Subject(model_name, digest_hex(record.output_model))],
+        ROUND_PREDICATE_TYPE,
+        record.to_predicate(),
+    )
+    return sign_envelope(payload, IN_TOTO_PAYLOAD_TYPE, coordinator)
+
+
+def envelope_sha256(envelope: Envelope) -> str:
+    """sha256 hex of an envelope's canonical JSON: what the log stores and records point to."""
+    return hashlib.sha256(envelope.to_json()).hexdigest()
+
+
+class ArtifactStore:
+    """Aggregates by digest under ``<home>/fl/aggregates/``, so auditors can recompute models."""
+
+    def __init__(self, home: str | os.PathLike[str] | None = None) -> None:
+        self.root = resolve_home(home) / "fl" / "aggregates"
+
+    def put(self, array: npt.ArrayLike) -> str:
+        """Store a tensor; return the digest of its canonical bytes."""
+        data = canonical_tensor_bytes(array)
+        digest = digest_bytes(data)
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / f"{digest_hex(digest)}.ett"
+        if not path.exists():
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            tmp.replace(path)
+        return digest
+
+    def get(self, digest: str) -> npt.NDArray[Any]:
+        """Load a tensor by digest, re-checking the digest."""
+        path = self.root / f"{digest_hex(digest)}.ett"
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"no aggregate {digest} in {self.root}") from exc
+        if digest_bytes(data) != digest:
+            raise VerificationError(f"stored aggregate {path.name} does not match its digest")
+        return tensor_from_canonical_bytes(data)
+
+
+def apply_update(
+    weights: Sequence[npt.NDArray[np.float32]],
+    biases: Sequence[npt.NDArray[np.float32]],
+    update: npt.NDArray[np.float64],
+    server_lr: float,
+) -> tuple[list[npt.NDArray[np.float32]], list[npt.NDArray[np.float32]]]:
+    """New float32 parameters = old + server_lr · update, layer by layer (W0, b0, W1, b1, …).
+
+    Deterministic (IEEE float64 arithmetic, then one rounding to float32), so an auditor
+    recomputes the published model bit for bit.
+    """
+    out_w: list[npt.NDArray[np.float32]] = []
+    out_b: list[npt.NDArray[np.float32]] = []
+    pos = 0
+    for w, b in zip(weights, biases, strict=True):
+        for arr, out in ((w, out_w), (b, out_b)):
+            n = arr.size
+            if pos + n > update.size:
+                raise InvalidInputError("aggregate is shorter than the model")
+            step = update[pos : pos + n].reshape(arr.shape)
+            out.append((arr.astype(np.float64) + server_lr * step).astype(np.float32))
+            pos += n
+    if pos != update.size:
+        raise InvalidInputError("aggregate is longer than the model")
+    return out_w, out_b
+
+
+def mean_update(
+    config: RoundConfig, aggregate: npt.NDArray[Any], encoding: str, count: int
+) -> npt.NDArray[np.float64]:
+    """The average update a round applies, from its logged aggregate."""
+    if encoding == "uint32-sum":
+        if aggregate.dtype != np.uint32:
+            raise VerificationError("secure aggregate is not a uint32 vector", step="aggregate")
+        total = config.quantizer.dequantize_sum(aggregate, count)
+        return total / count
+    if aggregate.dtype != np.float64:
+        raise VerificationError("plain aggregate is not a float64 vector", step="aggregate")
+    return np.asarray(aggregate, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class RoundAudit:
+    """What the audit established for one round."""
+
+    session: str
+    round: int
+    input_model: str
+    output_model: str
+    survivors: int
+    dropped: int
+    epsilon: float | None
+    model_recomputed: bool
+    """The new model was recomputed from the input model and the aggregate, bit for bit."""
+    accuracy: float | None = None
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """The rounds that passed the audit, in log order, and the log size audited."""
+
+    log_size: int
+    rounds: tuple[RoundAudit, ...] = field(default_factory=tuple)
+
+    @property
+    def sessions(self) -> tuple[str, ...]:
+        """Sessions seen, in order of first appearance."""
+        return tuple(dict.fromkeys(r.session for r in self.rounds))
+
+
+def _open(entry: bytes) -> tuple[Envelope, Statement, str] | None:
+    """Open an entry if it is one of ours (or a model card); None for other entries."""
+    try:
+        envelope = parse_envelope(entry)
+        statement = parse_statement(envelope.payload)
+    except Error:
+        return None
+    if statement.predicate_type not in (
+        ROUND_CONFIG_PREDICATE_TYPE,
+        ROUND_PREDICATE_TYPE,
+        "https://edgetrust.dev/model/v1",
+    ):
+        return None
+    signed = open_signed_statement(envelope)
+    return envelope, signed.statement, signed.signer
+
+
+def audit_log(
+    log: Any,
+    *,
+    home: str | os.PathLike[str] | None = None,
+    session: str | None = None,
+    require_artifacts: bool = False,
+) -> AuditReport:
+    """Replay every federated round in `log` and check the chain of records.
+
+    Steps, per round (a failure raises `VerificationError` whose step names the round):
+      1. the config and the record verify (signature, predicate) and share one coordinator;
+      2. the record points at its config (digest and index) and the session's previous record;
+      3. the input model is the previous round's output model;
+      4. survivors are participants, dropouts the rest; each survivor's commitment is signed;
+      5. ε recomputed with dp-accounting for this many rounds matches the record and stays
+         within `epsilon_max`;
+      6. the new model card was logged and names the output model;
+      7. with the artifacts (the input model and the aggregate, in `home`): the output model
+         is exactly the input model plus the aggregate update (skipped when missing, unless
+         `require_artifacts`).
+
+    `log` is anything with ``size()`` and ``entry(i)``, e.g. `edgetrust.log.Log`.
+    """
+    from edgetrust.models import ModelRegistry, read_model_card
+
+    registry = ModelRegistry(home)
+    artifacts = ArtifactStore(home)
+    size = int(log.size())
+    configs: dict[str, tuple[int, RoundConfig, str]] = {}
+    cards: dict[str, tuple[int, str]] = {}
+    last: dict[str, tuple[RoundRecord, str, str]] = {}  # session -> (record, sha, signer)
+    audits: list[RoundAudit] = []
+    for index in range(size):
+        raw = log.entry(index)
+        try:
+            opened = _open(raw)
+        except Error as exc:
+            raise VerificationError(
+                f"log entry {index} does not verify: {exc}", step="1 signature"
+            ) from exc
+        if opened is None:
+            continue
+        envelope, statement, signer = opened
+        sha = hashlib.sha256(raw).hexdigest()
+        if statement.predicate_type == "https://edgetrust.dev/model/v1":
+            model_card, _ = read_model_card(envelope)
+            cards[sha] = (index, model_card.digest)
+            continue
+        if statement.predicate_type == ROUND_CONFIG_PREDICATE_TYPE:
+            cfg = RoundConfig.from_predicate(statement.predicate)
+            if session is None or cfg.session == session:
+                configs[sha] = (index, cfg, signer)
+            continue
+        rec = RoundRecord.from_predicate(statement.predicate)
+        if session is not None and rec.session != session:
+            continue
+        step = f"round {rec.round} of session {rec.session[:8]}"
+        # 1-2 config and chain
+        if rec.config not in configs or configs[rec.config][0] != rec.config_index:
+            raise VerificationError(
+                f"{step}: its config is not in the log where it says", step="2 chain"
+            )
+        _, cfg, cfg_signer = configs[rec.config]
+        if cfg_signer != signer:
+            raise VerificationError(
+                f"{step}: config and record have different signers", step="1 signature"
+            )
+        if cfg.session != rec.session or cfg.round != rec.round:
+            raise VerificationError(f"{step}: config is for another round", step="2 chain")
+        previous = last.get(rec.session)
+        if previous is None:
+            if rec.round != 1 or cfg.previous_record is not None:
+                raise VerificationError(
+                    f"{step}: session does not start at round 1", step="2 chain"
+                )
+        else:
+            prev_rec, prev_sha, prev_signer = previous
+            if rec.round != prev_rec.round + 1 or cfg.previous_record != prev_sha:
+                raise VerificationError(
+                    f"{step}: does not follow round {prev_rec.round}", step="2 chain"
+                )
+            if prev_signer != signer:
+                raise VerificationError(
+                    f"{step}: coordinator changed mid-session", step="1 signature"
+                )
+            # 3 model lineage
+            if cfg.input_model != prev_rec.output_model:
+                raise VerificationError(
+                    f"{step}: starts from {cfg.input_model[:19]}…, not the previous output model",
+                    step="3 lineage",
+                )
+        if rec.input_model != cfg.input_model:
+            raise VerificationError(
+                f"{step}: record and config disagree on the input model", step="3 lineage"
+            )
+        # 4 participants and commitments
+        participants = set(cfg.participants)
+        if not set(rec.survivors) <= participants or set(rec.dropped) != participants - set(
+            rec.survivors
+        ):
+            raise VerificationError(
+                f"{step}: survivors and dropouts do not partition the participants",
+                step="4 commitments",
+            )
+        if len(rec.survivors) < cfg.min_survivors:
+            raise VerificationError(
+                f"{step}: fewer survivors than min_survivors", step="4 commitments"
+            )
+        if tuple(c.client for c in rec.commitments) != rec.survivors:
+            raise VerificationError(
+                f"{step}: commitments do not match the survivors", step="4 commitments"
+            )
+        round_id = bytes.fromhex(rec.config)
+        for c in rec.commitments:
+            try:
+                c.verify(round_id)
+            except VerificationError as exc:
+                raise VerificationError(
+                    f"{step}: commitment of {c.client} is not signed", step="4 commitments"
+                ) from exc
+        # 5 privacy budget
+        if cfg.noise_multiplier > 0:
+            want = epsilon_after(
+                rec.round,
+                noise_multiplier=cfg.noise_multiplier,
+                sampling_rate=cfg.sampling_rate,
+                delta=cfg.delta,
+            )
+            if rec.epsilon is None or not math.isclose(rec.epsilon, want, rel_tol=1e-6):
+                raise VerificationError(
+                    f"{step}: recorded ε {rec.epsilon} is not the accountant's {want:.6f}",
+                    step="5 privacy",
+                )
+            if cfg.epsilon_max is not None and want > cfg.epsilon_max:
+                raise VerificationError(
+                    f"{step}: ε {want:.3f} exceeds epsilon_max {cfg.epsilon_max}", step="5 privacy"
+                )
+        elif rec.epsilon is not None:
+            raise VerificationError(
+                f"{step}: ε recorded for a round without noise", step="5 privacy"
+            )
+        # 6 model card
+        card = cards.get(rec.model_card)
+        if card is None or card != (rec.model_card_index, rec.output_model):
+            raise VerificationError(
+                f"{step}: the new model's card is not logged as recorded", step="6 model card"
+            )
+        # 7 recompute
+        recomputed = _recompute(rec, cfg, registry, artifacts, require_artifacts, step)
+        audits.append(
+            RoundAudit(
+                rec.session,
+                rec.round,
+                rec.input_model,
+                rec.output_model,
+                len(rec.survivors),
+                len(rec.dropped),
+                rec.epsilon,
+                recomputed,
+                rec.accuracy,
+            )
+        )
+        last[rec.session] = (rec, sha, signer)
+    return AuditReport(size, tuple(audits))
+
+
+def _recompute(
+    rec: RoundRecord,
+    cfg: RoundConfig,
+    registry: Any,
+    artifacts: ArtifactStore,
+    require: bool,
+    step: str,
+) -> bool:
+    from edgetrust.collab.training import mlp_weights_from_onnx
+    from edgetrust.zoo import mlp_to_onnx
+
+    try:
+        aggregate = artifacts.get(rec.aggregate)
+        old = registry.model_bytes(rec.input_model)
+    except NotFoundError as exc:
+        if require:
+            raise VerificationError(f"{step}: {exc}", step="7 model") from exc
+        return False
+    weights, biases = mlp_weights_from_onnx(old)
+    update = mean_update(cfg, aggregate, rec.aggregate_encoding, len(rec.survivors))
+    new_w, new_b = apply_update(weights, biases, update, cfg.server_lr)
+    data = mlp_to_onnx(new_w, new_b, name=cfg.model_name).SerializeToString()
+    if digest_bytes(data) != rec.output_model:
+        raise VerificationError(
+            f"{step}: input model + aggregate gives {digest_bytes(data)[:19]}…, "
+            f"not the published {rec.output_model[:19]}…",
+            step="7 model",
+        )
+    return True

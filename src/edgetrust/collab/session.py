@@ -1,0 +1,425 @@
+"""A federated session's two roles, independent of transport: the coordinator and a client.
+
+The `Coordinator` plans each round (checks the privacy budget, logs the signed round config,
+derives the secure aggregation parameters from it), then completes it (averages the
+aggregate into a new model, publishes the model card, logs the round record). A `ClientWorker`
+checks the coordinator's signed config, trains on its own data from the global model, clips,
+adds its share of DP noise and quantizes. Drivers (`collab.local`, `collab.flower`) move the
+bytes between them.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from edgetrust.collab import robust
+from edgetrust.collab.dp import (
+    DPConfig,
+    PrivacyAccountant,
+    add_client_noise,
+    client_noise_std,
+    clip_update,
+    epsilon_after_rdp,
+)
+from edgetrust.collab.messages import MaskedInput
+from edgetrust.collab.rounds import (
+    ROUND_CONFIG_PREDICATE_TYPE,
+    ArtifactStore,
+    Commitment,
+    RoundConfig,
+    RoundRecord,
+    apply_update,
+    envelope_sha256,
+    mean_update,
+    sign_round_config,
+    sign_round_record,
+)
+from edgetrust.collab.secagg import SecAggConfig
+from edgetrust.collab.training import (
+    MLP,
+    accuracy,
+    flatten,
+    mlp_weights_from_onnx,
+    train_local,
+)
+from edgetrust.dsse import Envelope, parse_envelope
+from edgetrust.encoding import digest_bytes
+from edgetrust.errors import InvalidInputError, VerificationError
+from edgetrust.identity import Identity
+from edgetrust.statement import open_signed_statement
+
+__all__ = ["ClientWorker", "Coordinator", "RoundPlan", "RoundSummary", "SessionSpec"]
+
+AGGREGATORS = ("mean", "median", "trimmed-mean", "krum")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionSpec:
+    """How a federated session runs; every field is validated at construction."""
+
+    rounds: int = 10
+    secagg: bool = True
+    """Secure aggregation (the server sees only the sum); off allows robust aggregators."""
+    aggregator: str = "mean"
+    """Without secagg: "mean", "median", "trimmed-mean" or "krum" (see `collab.robust`)."""
+    byzantine: int = 0
+    """f for trimmed mean (values trimmed per side) and Krum."""
+    threshold: int | None = None
+    """Shamir threshold; default ⌊n/2⌋ + 1 (the least the consistency check allows)."""
+    neighbours: int | None = None
+    """SecAgg+ degree; None for the complete graph."""
+    modulus_bits: int = 32
+    dp: DPConfig = field(default_factory=lambda: DPConfig(clip=1.0, noise_multiplier=0.0))
+    server_lr: float = 1.0
+    local_epochs: int = 2
+    lr: float = 0.1
+    batch_size: int = 16
+    hidden: tuple[int, ...] = (32,)
+    seed: int = 0
+    model_name: str = "digits-fl"
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.rounds <= 10_000:
+            raise InvalidInputError("`rounds` must be in 1..10000")
+        if self.aggregator not in AGGREGATORS:
+            raise InvalidInputError(f"`aggregator` must be one of {', '.join(AGGREGATORS)}")
+        if self.secagg and self.aggregator != "mean":
+            raise InvalidInputError(
+                "`aggregator` other than mean needs individual updates: turn off `secagg`"
+            )
+        if self.byzantine < 0:
+            raise InvalidInputError("`byzantine` must be non-negative")
+        if not self.server_lr > 0 or not self.lr > 0:
+            raise InvalidInputError("`server_lr` and `lr` must be positive")
+        if self.local_epochs < 1 or self.batch_size < 1:
+            raise InvalidInputError("`local_epochs` and `batch_size` must be at least 1")
+
+    def threshold_for(self, n: int) -> int:
+        """The Shamir threshold for `n` participants."""
+        group = n if self.neighbours is None or self.neighbours >= n - 1 else self.neighbours + 1
+        return self.threshold if self.threshold is not None else group // 2 + 1
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """A round as logged before it starts: what clients need to take part."""
+
+    config: RoundConfig
+    envelope: Envelope
+    """The signed config statement (its digest is the secure aggregation round id)."""
+    config_index: int
+    round_id: bytes
+    model_bytes: bytes
+    """The input model's ONNX bytes."""
+    secagg: SecAggConfig | None
+
+
+@dataclass(frozen=True)
+class RoundSummary:
+    """What a round produced, for progress displays and results."""
+
+    round: int
+    survivors: int
+    dropped: int
+    accuracy: float | None
+    epsilon: float | None
+    round_epsilon: float | None
+    model: str
+    """Digest of the new model."""
+    record_index: int
+    seconds: float
+
+
+def _float32(params: Sequence[npt.NDArray[Any]]) -> tuple[list[Any], list[Any]]:
+    return (
+        [np.asarray(p, dtype=np.float32) for p in params[0::2]],
+        [np.asarray(p, dtype=np.float32) for p in params[1::2]],
+    )
+
+
+def _params(weights: Sequence[Any], biases: Sequence[Any]) -> list[npt.NDArray[np.float64]]:
+    out: list[npt.NDArray[np.float64]] = []
+    for w, b in zip(weights, biases, strict=True):
+        out += [np.asarray(w, dtype=np.float64), np.asarray(b, dtype=np.float64)]
+    return out
+
+
+class Coordinator:
+    """The server side of a federated session: plans, logs and completes rounds.
+
+    `log` is anything with ``append(bytes) -> int`` (an `edgetrust.log.Log`). Models go to
+    the `ModelRegistry` and aggregates to the `ArtifactStore` in `home`, so an auditor with
+    the same home can recompute every model.
+    """
+
+    def __init__(
+        self,
+        *,
+        spec: SessionSpec,
+        identity: Identity,
+        log: Any,
+        home: str | os.PathLike[str] | None = None,
+        session: str | None = None,
+        eval_data: tuple[npt.ArrayLike, npt.ArrayLike] | None = None,
+    ) -> None:
+        from edgetrust.models import ModelRegistry
+        from edgetrust.zoo import DIGITS_FEATURES, mlp_to_onnx
+
+        self.spec = spec
+        self.identity = identity
+        self.log = log
+        self.registry = ModelRegistry(home)
+        self.artifacts = ArtifactStore(home)
+        self.session = session or secrets.token_hex(16)
+        self.model = MLP((DIGITS_FEATURES, *spec.hidden, 10))
+        self.accountant = PrivacyAccountant(spec.dp)
+        self.eval_data = eval_data
+        self.round = 0
+        self.previous_record: str | None = None
+        weights, biases = _float32(self.model.init(spec.seed))
+        self.model_bytes = mlp_to_onnx(weights, biases, name=spec.model_name).SerializeToString()
+        card, envelope = self.registry.add_bytes(
+            self.model_bytes, publisher=identity, name=spec.model_name, version=f"{self.session}.0"
+        )
+        self.log.append(envelope.to_json())
+        self.model_digest = card.digest
+
+    def plan_round(self, participants: Sequence[str]) -> RoundPlan:
+        """Check the budget, then log the signed config of the next round.
+
+        Raises:
+            PrivacyBudgetExceededError: the round would exceed `epsilon_max`; nothing is logged.
+        """
+        spec, dp = self.spec, self.spec.dp
+        if dp.enabled:
+            self.accountant.check_next_round()
+        parts = tuple(sorted(set(participants)))
+        n = len(parts)
+        if n < 2:
+            raise InvalidInputError("a round needs at least 2 participants")
+        threshold = spec.threshold_for(n)
+        noise = client_noise_std(
+            clip=dp.clip, noise_multiplier=dp.noise_multiplier, min_survivors=threshold
+        )
+        config = RoundConfig(
+            session=self.session,
+            round=self.round + 1,
+            model_name=spec.model_name,
+            input_model=self.model_digest,
+            previous_record=self.previous_record,
+            participants=parts,
+            secagg=spec.secagg,
+            threshold=threshold,
+            min_survivors=threshold,
+            modulus_bits=spec.modulus_bits,
+            neighbours=spec.neighbours,
+            # Updates are clipped to norm C, so each coordinate is within ±C before noise; the
+            # noise reaches past C + 6σ with probability ~2e-9 per coordinate.
+            quant_bound=dp.clip + 6 * noise,
+            clip=dp.clip,
+            noise_multiplier=dp.noise_multiplier,
+            client_noise_std=noise,
+            delta=dp.delta,
+            epsilon_max=dp.epsilon_max,
+            sampling_rate=dp.sampling_rate,
+            aggregator="secagg-sum" if spec.secagg else spec.aggregator,
+            server_lr=spec.server_lr,
+            local_epochs=spec.local_epochs,
+            lr=spec.lr,
+            batch_size=spec.batch_size,
+        )
+        config.quantizer  # noqa: B018  (validates modulus bits against the participant count)
+        envelope = sign_round_config(config, self.identity)
+        index = self.log.append(envelope.to_json())
+        round_id = bytes.fromhex(envelope_sha256(envelope))
+        secagg = None
+        if spec.secagg:
+            secagg = SecAggConfig(
+                round_id=round_id,
+                participants=parts,
+                threshold=threshold,
+                vector_length=self.model.num_params,
+                modulus_bits=spec.modulus_bits,
+                neighbours=spec.neighbours,
+                min_survivors=threshold,
+            )
+        self.round += 1
+        return RoundPlan(config, envelope, index, round_id, self.model_bytes, secagg)
+
+    def complete_round(
+        self,
+        plan: RoundPlan,
+        *,
+        inputs: Sequence[MaskedInput],
+        total: npt.NDArray[np.uint32] | None = None,
+        started: float | None = None,
+    ) -> RoundSummary:
+        """Turn the round's aggregate into the next model, publish it and log the record.
+
+        With secure aggregation `total` is the unmasked sum and `inputs` the survivors'
+        signed masked inputs; without it `inputs` are the survivors' quantized updates, which
+        the configured (robust) aggregator combines.
+        """
+        from edgetrust.zoo import mlp_to_onnx
+
+        cfg, spec = plan.config, self.spec
+        survivors = tuple(sorted(m.sender for m in inputs))
+        if len(survivors) < cfg.min_survivors:
+            raise VerificationError("fewer inputs than the round's min_survivors", step="aggregate")
+        by_sender = {m.sender: m for m in inputs}
+        commitments = tuple(Commitment.from_message(by_sender[d]) for d in survivors)
+        if spec.secagg:
+            if total is None:
+                raise InvalidInputError("a secure aggregation round needs the unmasked total")
+            aggregate: npt.NDArray[Any] = total
+            encoding = "uint32-sum"
+        else:
+            q = cfg.quantizer
+            vectors = [q.dequantize(by_sender[d].vector) for d in survivors]
+            aggregate = self._robust(vectors)
+            encoding = "float64-update"
+        aggregate_digest = self.artifacts.put(aggregate)
+        update = mean_update(cfg, aggregate, encoding, len(survivors))
+        weights, biases = mlp_weights_from_onnx(self.model_bytes)
+        new_w, new_b = apply_update(weights, biases, update, cfg.server_lr)
+        new_bytes = mlp_to_onnx(new_w, new_b, name=cfg.model_name).SerializeToString()
+        card, card_env = self.registry.add_bytes(
+            new_bytes,
+            publisher=self.identity,
+            name=cfg.model_name,
+            version=f"{self.session}.{cfg.round}",
+        )
+        card_index = self.log.append(card_env.to_json())
+        eps = round_eps = eps_rdp = None
+        if spec.dp.enabled:
+            eps = self.accountant.record_round()
+            round_eps = self.accountant.round_epsilon()
+            eps_rdp = epsilon_after_rdp(
+                cfg.round,
+                noise_multiplier=cfg.noise_multiplier,
+                sampling_rate=cfg.sampling_rate,
+                delta=cfg.delta,
+            )
+        else:
+            self.accountant.rounds_done += 1
+        acc = None
+        if self.eval_data is not None:
+            acc = accuracy(self.model, _params(new_w, new_b), *self.eval_data)
+        record = RoundRecord(
+            session=self.session,
+            round=cfg.round,
+            config=plan.round_id.hex(),
+            config_index=plan.config_index,
+            input_model=cfg.input_model,
+            output_model=card.digest,
+            model_card=envelope_sha256(card_env),
+            model_card_index=card_index,
+            survivors=survivors,
+            dropped=tuple(d for d in cfg.participants if d not in set(survivors)),
+            commitments=commitments,
+            aggregate=aggregate_digest,
+            aggregate_encoding=encoding,
+            round_epsilon=round_eps,
+            epsilon=eps,
+            epsilon_rdp=eps_rdp,
+            accuracy=acc,
+        )
+        record_env = sign_round_record(record, cfg.model_name, self.identity)
+        record_index = self.log.append(record_env.to_json())
+        self.previous_record = envelope_sha256(record_env)
+        self.model_bytes, self.model_digest = new_bytes, card.digest
+        return RoundSummary(
+            cfg.round,
+            len(survivors),
+            len(record.dropped),
+            acc,
+            eps,
+            round_eps,
+            card.digest,
+            record_index,
+            time.perf_counter() - started if started is not None else 0.0,
+        )
+
+    def _robust(self, vectors: list[npt.NDArray[np.float64]]) -> npt.NDArray[np.float64]:
+        agg, f = self.spec.aggregator, self.spec.byzantine
+        if agg == "median":
+            return robust.coordinate_median(vectors)
+        if agg == "trimmed-mean":
+            return robust.trimmed_mean(vectors, trim=f)
+        if agg == "krum":
+            return robust.krum(vectors, byzantine=f, select=max(1, len(vectors) - f))
+        result: npt.NDArray[np.float64] = np.mean(np.stack(vectors), axis=0)
+        return result
+
+
+class ClientWorker:
+    """A client's side of a session: its identity, its private data, its local training."""
+
+    def __init__(
+        self,
+        *,
+        identity: Identity,
+        x: npt.ArrayLike,
+        y: npt.ArrayLike,
+        coordinator: str | None = None,
+    ) -> None:
+        self.identity = identity
+        self.did = identity.did
+        self.x = np.asarray(x, dtype=np.float64)
+        self.y = np.asarray(y, dtype=np.int64)
+        self.coordinator = coordinator
+        """The coordinator DID this client trusts; None to accept the first one it sees."""
+
+    def open_config(self, envelope: bytes | Envelope) -> tuple[RoundConfig, bytes]:
+        """Verify the coordinator's signed round config; return it and the round id.
+
+        Raises:
+            VerificationError: bad signature, another coordinator, or a config leaving this
+                client out.
+        """
+        env = envelope if isinstance(envelope, Envelope) else parse_envelope(envelope)
+        signed = open_signed_statement(env)
+        if signed.statement.predicate_type != ROUND_CONFIG_PREDICATE_TYPE:
+            raise InvalidInputError("not a federated round config")
+        if self.coordinator is None:
+            self.coordinator = signed.signer
+        if signed.signer != self.coordinator:
+            raise VerificationError("round config is signed by another coordinator", step="config")
+        config = RoundConfig.from_predicate(signed.statement.predicate)
+        if self.did not in config.participants:
+            raise VerificationError("this client is not a participant of the round", step="config")
+        return config, bytes.fromhex(envelope_sha256(env))
+
+    def compute_update(
+        self, config: RoundConfig, model_bytes: bytes, *, seed: int
+    ) -> npt.NDArray[np.uint32]:
+        """Train locally from the round's model; return the clipped, noised, quantized update."""
+        if digest_bytes(model_bytes) != config.input_model:
+            raise VerificationError("model bytes are not the round's input model", step="model")
+        weights, biases = mlp_weights_from_onnx(model_bytes)
+        start = _params(weights, biases)
+        model = MLP((start[0].shape[0], *(w.shape[1] for w in weights)))
+        trained = train_local(
+            model,
+            start,
+            self.x,
+            self.y,
+            epochs=config.local_epochs,
+            lr=config.lr,
+            batch_size=config.batch_size,
+            seed=seed,
+        )
+        update, _ = clip_update(flatten(trained) - flatten(start), config.clip)
+        # Noise and rounding draw from fresh OS entropy, never from `seed`: a coordinator that
+        # could predict a client's noise could subtract it.
+        rng = np.random.default_rng()
+        noisy = add_client_noise(update, std=config.client_noise_std, rng=rng)
+        return config.quantizer.quantize(noisy, rng)

@@ -1,0 +1,228 @@
+"""Local training for federated learning: the digits MLP in numpy, and non-IID partitions.
+
+The model is the demo's dense ReLU network (64 → hidden → 10, softmax), written here with a
+numpy forward and backward pass rather than scikit-learn's `MLPClassifier`, because a client
+must start from the *global* weights each round and return exactly its update; the whole
+computation is deterministic given a seed. Parameters are a list ``[W0, b0, W1, b1, ...]``
+with ``W_i`` of shape (in, out), the layout `edgetrust.zoo.mlp_to_onnx` exports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from edgetrust.errors import InvalidInputError
+
+__all__ = [
+    "MLP",
+    "accuracy",
+    "dirichlet_partition",
+    "flatten",
+    "mlp_weights_from_onnx",
+    "train_centralized",
+    "train_local",
+    "unflatten",
+]
+
+F64 = npt.NDArray[np.float64]
+Params = list[F64]
+
+
+@dataclass(frozen=True)
+class MLP:
+    """Layer sizes of a dense ReLU network, e.g. ``MLP((64, 32, 10))``."""
+
+    sizes: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.sizes) < 2 or any(s < 1 for s in self.sizes):
+            raise InvalidInputError("`sizes` needs at least an input and an output layer")
+
+    @property
+    def num_params(self) -> int:
+        """Total number of weights and biases."""
+        return sum(a * b + b for a, b in zip(self.sizes[:-1], self.sizes[1:], strict=True))
+
+    def init(self, seed: int) -> Params:
+        """He-initialised weights and zero biases, deterministic per seed."""
+        rng = np.random.default_rng(seed)
+        params: Params = []
+        for a, b in zip(self.sizes[:-1], self.sizes[1:], strict=True):
+            params.append(rng.normal(0.0, np.sqrt(2.0 / a), size=(a, b)))
+            params.append(np.zeros(b))
+        return params
+
+    def logits(self, params: Sequence[F64], x: npt.ArrayLike) -> F64:
+        """Forward pass to the output layer's pre-softmax values."""
+        h = np.asarray(x, dtype=np.float64)
+        for i in range(0, len(params), 2):
+            h = h @ params[i] + params[i + 1]
+            if i + 2 < len(params):
+                h = np.maximum(h, 0.0)
+        return h
+
+
+def flatten(params: Sequence[npt.ArrayLike]) -> F64:
+    """Concatenate parameters into one vector (the order of `params`, C order)."""
+    return np.concatenate([np.asarray(p, dtype=np.float64).ravel() for p in params])
+
+
+def unflatten(vector: npt.ArrayLike, like: Sequence[F64]) -> Params:
+    """Split a flat vector back into arrays shaped like `like`."""
+    v = np.asarray(vector, dtype=np.float64)
+    total = sum(p.size for p in like)
+    if v.ndim != 1 or v.size != total:
+        raise InvalidInputError(f"parameter vector has {v.size} values, the model needs {total}")
+    out, pos = [], 0
+    for p in like:
+        out.append(v[pos : pos + p.size].reshape(p.shape).copy())
+        pos += p.size
+    return out
+
+
+def accuracy(model: MLP, params: Sequence[F64], x: npt.ArrayLike, y: npt.ArrayLike) -> float:
+    """Fraction of examples whose arg-max class is the label."""
+    pred = np.argmax(model.logits(params, x), axis=1)
+    return float(np.mean(pred == np.asarray(y)))
+
+
+def _sgd_epoch(
+    model: MLP,
+    params: Params,
+    x: F64,
+    y: npt.NDArray[np.int64],
+    *,
+    lr: float,
+    batch_size: int,
+    rng: np.random.Generator,
+) -> None:
+    n = x.shape[0]
+    order = rng.permutation(n)
+    classes = model.sizes[-1]
+    for start in range(0, n, batch_size):
+        idx = order[start : start + batch_size]
+        xb, yb = x[idx], y[idx]
+        # forward, keeping activations
+        acts = [xb]
+        for i in range(0, len(params), 2):
+            z = acts[-1] @ params[i] + params[i + 1]
+            acts.append(np.maximum(z, 0.0) if i + 2 < len(params) else z)
+        z = acts[-1] - acts[-1].max(axis=1, keepdims=True)
+        p = np.exp(z)
+        p /= p.sum(axis=1, keepdims=True)
+        # backward: softmax cross-entropy gradient, then through each ReLU layer
+        grad = (p - np.eye(classes)[yb]) / len(idx)
+        for i in range(len(params) - 2, -1, -2):
+            gw = acts[i // 2].T @ grad
+            gb = grad.sum(axis=0)
+            if i > 0:
+                grad = (grad @ params[i].T) * (acts[i // 2] > 0)
+            params[i] -= lr * gw
+            params[i + 1] -= lr * gb
+
+
+def train_local(
+    model: MLP,
+    params: Sequence[F64],
+    x: npt.ArrayLike,
+    y: npt.ArrayLike,
+    *,
+    epochs: int = 1,
+    lr: float = 0.1,
+    batch_size: int = 16,
+    seed: int = 0,
+) -> Params:
+    """Minibatch SGD on softmax cross-entropy from `params`; returns the new parameters."""
+    if epochs < 0 or batch_size < 1 or not lr > 0:
+        raise InvalidInputError("`epochs` ≥ 0, `batch_size` ≥ 1 and `lr` > 0 are required")
+    xs = np.asarray(x, dtype=np.float64)
+    ys = np.asarray(y, dtype=np.int64)
+    out = [p.copy() for p in params]
+    if xs.shape[0] == 0:
+        return out
+    rng = np.random.default_rng(seed)
+    for _ in range(epochs):
+        _sgd_epoch(model, out, xs, ys, lr=lr, batch_size=batch_size, rng=rng)
+    return out
+
+
+def train_centralized(
+    model: MLP,
+    x: npt.ArrayLike,
+    y: npt.ArrayLike,
+    *,
+    epochs: int,
+    lr: float = 0.1,
+    batch_size: int = 16,
+    seed: int = 0,
+) -> Params:
+    """The baseline: the same model and optimiser on all the data in one place."""
+    return train_local(
+        model, model.init(seed), x, y, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed
+    )
+
+
+def dirichlet_partition(
+    labels: npt.ArrayLike, *, num_clients: int, alpha: float, seed: int, min_size: int = 2
+) -> list[npt.NDArray[np.int64]]:
+    """Split example indices among clients, non-IID: class shares drawn from Dir(α).
+
+    Small α gives each client few classes; large α approaches an IID split (Hsu et al. 2019).
+    Redraws until every client has at least `min_size` examples.
+    """
+    y = np.asarray(labels)
+    if num_clients < 1:
+        raise InvalidInputError("`num_clients` must be at least 1")
+    if not alpha > 0:
+        raise InvalidInputError("`alpha` must be positive")
+    if num_clients * min_size > y.size:
+        raise InvalidInputError(
+            f"{y.size} examples cannot give {num_clients} clients {min_size} each"
+        )
+    rng = np.random.default_rng(seed)
+    for _ in range(1000):
+        parts: list[list[int]] = [[] for _ in range(num_clients)]
+        for c in np.unique(y):
+            idx = rng.permutation(np.flatnonzero(y == c))
+            shares = rng.dirichlet(np.full(num_clients, alpha))
+            cuts = (np.cumsum(shares)[:-1] * idx.size).astype(int)
+            for k, chunk in enumerate(np.split(idx, cuts)):
+                parts[k].extend(chunk.tolist())
+        if min(len(p) for p in parts) >= min_size:
+            return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
+    raise InvalidInputError(
+        f"could not give every client {min_size} examples with alpha={alpha}; raise `alpha`"
+    )
+
+
+def mlp_weights_from_onnx(
+    data: bytes,
+) -> tuple[list[npt.NDArray[np.float32]], list[npt.NDArray[np.float32]]]:
+    """Read back ``(weights, biases)`` from an MLP exported by `zoo.mlp_to_onnx`.
+
+    Raises:
+        InvalidInputError: not an ONNX model, or not one with W0, B0, W1, B1, … initializers.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    try:
+        model = onnx.load_from_string(data)
+    except Exception as exc:  # onnx raises DecodeError and others, not one type
+        raise InvalidInputError(f"not an ONNX model: {exc}") from exc
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    weights, biases = [], []
+    i = 0
+    while f"W{i}" in inits:
+        if f"B{i}" not in inits:
+            raise InvalidInputError(f"ONNX MLP has W{i} but no B{i}")
+        weights.append(np.asarray(inits[f"W{i}"], dtype=np.float32))
+        biases.append(np.asarray(inits[f"B{i}"], dtype=np.float32))
+        i += 1
+    if not weights:
+        raise InvalidInputError("ONNX model is not an edgetrust MLP (no W0 initializer)")
+    return weights, biases
