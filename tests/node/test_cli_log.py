@@ -59,6 +59,12 @@ def test_submit_get_prove_verify_locally(
     assert run(["log", "prove", "--consistency", "1", "--json"]) == 0
     cons = _json(capsys)
     assert cons["size1"] == 1 and cons["size2"] == 3
+    (tmp_path / "cons.json").write_text(json.dumps(cons))
+    assert run(["log", "verify", str(tmp_path / "cons.json"), "--key", key]) == 0
+    assert "is a prefix" in capsys.readouterr().out
+    cons["proof"] = cons["proof"][::-1]
+    (tmp_path / "cons.json").write_text(json.dumps(cons))
+    assert run(["log", "verify", str(tmp_path / "cons.json"), "--key", key]) == 1
 
     # A tampered entry fails verification (exit 1); a wrong key too.
     entry = bytearray(base64.b64decode(doc["entry"]))

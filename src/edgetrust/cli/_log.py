@@ -275,6 +275,7 @@ def _consistency_document(
 ) -> dict[str, Any]:
     from edgetrust.log.checkpoint import verify_checkpoint
 
+    old_note: bytes | None = None
     if log is not None:
         with _client(log, key) as client:
             cp = client.update()
@@ -290,15 +291,22 @@ def _consistency_document(
             if old > cp.size:
                 raise InvalidInputError(f"--consistency {old} is beyond the log's size {cp.size}")
             proof = the_log.consistency_proof(old, cp.size) if 0 < old < cp.size else []
+            sizes = the_log.checkpoint_sizes()
+            old_note = the_log.checkpoint_at(old) if old in sizes else None
         finally:
             the_log.close()
-    return {
+    doc: dict[str, Any] = {
         "size1": old,
         "size2": cp.size,
         "proof": _b64(proof),
         "checkpoint": note.decode(),
         "vkey": vkey,
     }
+    if old_note is not None:
+        # The log's own earlier checkpoint at `old`: with it the document proves, offline,
+        # that one signed checkpoint extends the other.
+        doc["checkpoint1"] = old_note.decode()
+    return doc
 
 
 @log_app.command("verify")
@@ -339,7 +347,13 @@ def log_verify(
         text = f"verified: entry {index} is in {cp.origin} at size {cp.size}"
     elif "size1" in doc:
         size1 = _int_field(doc, "size1")
-        root1 = _b64decode(doc.get("root1"))
+        if isinstance(doc.get("checkpoint1"), str):
+            cp1 = verify_checkpoint(doc["checkpoint1"].encode(), key)
+            if cp1.size != size1 or cp1.origin != cp.origin:
+                raise InvalidInputError("checkpoint1 does not match size1 and the origin")
+            root1 = cp1.root
+        else:
+            root1 = _b64decode(doc.get("root1"))
         proof = _hashes(doc.get("proof"))
         verify_consistency(size1, cp.size, proof, root1, cp.root)
         result = {"verified": True, "kind": "consistency", "size1": size1, "size2": cp.size}
