@@ -288,3 +288,47 @@ def test_demo_runs_and_all_checks_come_out_as_expected(capsys: pytest.CaptureFix
     assert data["ok"] and data["receipts"] == 259
     outcomes = {c["check"]: c["outcome"] for c in data["checks"]}
     assert outcomes["receipt checked against a different model"].startswith("rejected at step 3")
+
+
+def test_passphrase_protected_identity(
+    files: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from edgetrust.identity import Keystore
+
+    Keystore().create("default", passphrase="s3cret")
+    args = [
+        "infer",
+        str(files / "digits.onnx"),
+        "-i",
+        str(files / "one.npy"),
+        "-o",
+        str(tmp_path / "r.json"),
+    ]
+    assert run(args) == 2  # stdin is not a terminal and no passphrase is set
+    assert "EDGETRUST_PASSPHRASE" in capsys.readouterr().err
+    monkeypatch.setenv("EDGETRUST_PASSPHRASE", "wrong")
+    assert run(args) == 2
+    assert "wrong passphrase" in capsys.readouterr().err
+    monkeypatch.setenv("EDGETRUST_PASSPHRASE", "s3cret")
+    assert run(args) == 0
+
+
+def test_input_size_limit(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    np.save(tmp_path / "big.npy", np.zeros((20000, 64), np.float32))  # ~5 MB
+    code = run(
+        [
+            "infer",
+            str(files / "digits.onnx"),
+            "-i",
+            str(tmp_path / "big.npy"),
+            "--batch",
+            "--max-input-mb",
+            "1",
+        ]
+    )
+    assert code == 2 and "limit" in capsys.readouterr().err

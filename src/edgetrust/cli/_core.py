@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,13 +15,13 @@ from rich.table import Table
 from edgetrust.cli._app import HomeOpt, JsonOpt, app, emit, out, set_json_mode
 from edgetrust.device import Device, RemoteLogWriter
 from edgetrust.encoding import digest_bytes
-from edgetrust.errors import InvalidInputError, NotFoundError
+from edgetrust.errors import InvalidInputError, KeystoreError, NotFoundError
 from edgetrust.home import resolve_home
-from edgetrust.identity import Keystore
+from edgetrust.identity import Identity, Keystore
 from edgetrust.log.service import Log
 from edgetrust.models import ModelCard, ModelRegistry
 from edgetrust.receipts import Bundle, parse_bundles, parse_opening, read_receipt, write_batch_file
-from edgetrust.runtime.onnx import load_inputs
+from edgetrust.runtime.onnx import DEFAULT_MAX_INPUT_BYTES, load_inputs
 from edgetrust.verify.policy import IssuerIn
 from edgetrust.verify.verifier import Verified, Verifier
 
@@ -48,14 +50,30 @@ def read_file(path: Path, what: str, *, max_bytes: int = MAX_FILE_BYTES) -> byte
 @app.command()
 def init(
     name: str = typer.Option("default", help="Name of the identity to create."),
+    passphrase: Annotated[
+        bool,
+        typer.Option(
+            "--passphrase",
+            help="Encrypt the key with a passphrase (asked for twice; later commands read "
+            "it from $EDGETRUST_PASSPHRASE or ask).",
+        ),
+    ] = False,
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Create this device's signing identity (an Ed25519 key named by a did:key)."""
+    """Create this device's signing identity (an Ed25519 key named by a did:key).
+
+    The private key is written to $EDGETRUST_HOME/keys/NAME.pem with mode 0600; a key file
+    that other users can read is refused later, not used.
+    """
     set_json_mode(json_out)
     ks = Keystore(home)
     created = not ks.exists(name)
-    ident = ks.load_or_create(name)
+    if created and passphrase:
+        secret = typer.prompt("passphrase", hide_input=True, confirmation_prompt=True)
+        ident = ks.create(name, passphrase=secret)
+    else:
+        ident = ks.load(name, passphrase=_passphrase(ks, name)) if not created else ks.create(name)
     emit(
         json_out,
         {"name": name, "did": ident.did, "created": created, "keys": str(ks.root)},
@@ -63,6 +81,27 @@ def init(
             f"{'created' if created else 'existing'} identity [bold]{name}[/]: {ident.did}"
         ),
     )
+
+
+def _passphrase(ks: Keystore, name: str) -> str | None:
+    """The passphrase for an encrypted key: $EDGETRUST_PASSPHRASE, else asked on a terminal."""
+    if not ks.exists(name) or b"ENCRYPTED" not in (ks.root / f"{name}.pem").read_bytes()[:64]:
+        return None
+    secret = os.environ.get("EDGETRUST_PASSPHRASE")
+    if secret is None:
+        if not sys.stdin.isatty():
+            raise KeystoreError(
+                f"key {name!r} is encrypted: set EDGETRUST_PASSPHRASE or run in a terminal"
+            )
+        secret = typer.prompt(f"passphrase for key {name!r}", hide_input=True)
+    return secret
+
+
+def _signer(home: str | None, name: str) -> Identity:
+    ks = Keystore(home)
+    if not ks.exists(name):
+        return ks.create(name)
+    return ks.load(name, passphrase=_passphrase(ks, name))
 
 
 def _card_dict(card: ModelCard) -> dict[str, Any]:
@@ -90,7 +129,7 @@ def model_add(
     The file is checked with onnx.checker first; anything else is refused.
     """
     set_json_mode(json_out)
-    publisher = Keystore(home).load_or_create(identity)
+    publisher = _signer(home, identity)
     registry = ModelRegistry(home)
     card, envelope = registry.add_file(file, publisher=publisher, name=name, version=version)
     index = None
@@ -190,6 +229,9 @@ def infer(
     allow_nonfinite: Annotated[
         bool, typer.Option("--allow-nonfinite", help="Accept NaN/Inf in inputs.")
     ] = False,
+    max_input_mb: Annotated[
+        int, typer.Option("--max-input-mb", min=1, help="Refuse inputs larger than this.")
+    ] = DEFAULT_MAX_INPUT_BYTES // 2**20,
     log: Annotated[
         str,
         typer.Option(
@@ -213,7 +255,12 @@ def infer(
     """
     set_json_mode(json_out)
     writer = _log_writer(log, log_key, home)
-    with Device(home, identity=identity) as device:
+    with Device(
+        home,
+        identity=identity,
+        passphrase=_passphrase(Keystore(home), identity),
+        max_input_bytes=max_input_mb * 2**20,
+    ) as device:
         card, _ = device.model(model)
         inputs = load_inputs(input, card, max_bytes=device.max_input_bytes)
         receipts_dir = resolve_home(home) / "receipts"
@@ -284,6 +331,7 @@ def reveal(
     out_file: Annotated[Path, typer.Option("--out", "-o", help="Where to write the opening.")],
     item: Annotated[int, typer.Option(help="For a batch file: which item.")] = 0,
     identity: IdentityOpt = "default",
+    max_input_mb: Annotated[int, typer.Option(hidden=True)] = DEFAULT_MAX_INPUT_BYTES // 2**20,
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -296,7 +344,12 @@ def reveal(
     bundles = _load_bundles(receipt)
     if not 0 <= item < len(bundles):
         raise InvalidInputError(f"--item must be between 0 and {len(bundles) - 1}")
-    with Device(home, identity=identity) as device:
+    with Device(
+        home,
+        identity=identity,
+        passphrase=_passphrase(Keystore(home), identity),
+        max_input_bytes=max_input_mb * 2**20,
+    ) as device:
         opening = device.reveal(bundles[item])
     out_file.write_bytes(opening.to_json())
     emit(
