@@ -109,36 +109,33 @@ def test_fork_is_refused_with_both_checkpoints_as_evidence(
         log_b.close()
 
 
-def test_unknown_origin_and_untrusted_signature(
+def test_unknown_origin_untrusted_key_and_malformed_note(
     tmp_path: Path, log: Log, publisher: Identity
 ) -> None:
     log.append(card_envelope(publisher, 0))
-    other = Log.open(tmp_path / "other", max_delay=0.002)
+    w = make_witness(tmp_path / "w", log)
+    other = Log.open(tmp_path / "other", origin="other.example/log", max_delay=0.002)
+    impostor = Log.open(tmp_path / "impostor", max_delay=0.002)  # same origin, another key
     try:
         other.append(card_envelope(publisher, 0))
-        w = Witness(
-            tmp_path / "w",
-            identity=Identity.generate(),
-            name="w",
-            log_keys=[log.verifier_key],
-        )
-        note = other.checkpoint()
-        origin = note.split(b"\n")[0]
-        if origin == log.checkpoint().split(b"\n")[0]:
-            with pytest.raises(UntrustedCheckpointError):
-                w.add_checkpoint(body(0, [], note))
-        else:
-            with pytest.raises(UnknownLogError):
-                w.add_checkpoint(body(0, [], note))
-        # A note from the trusted origin whose signature line was altered.
+        impostor.append(card_envelope(publisher, 0))
+        with pytest.raises(UnknownLogError):
+            w.add_checkpoint(body(0, [], other.checkpoint()))
+        assert impostor.checkpoint().split(b"\n")[0] == log.checkpoint().split(b"\n")[0]
+        with pytest.raises(UntrustedCheckpointError):
+            w.add_checkpoint(body(0, [], impostor.checkpoint()))
         good = log.checkpoint()
         head, _, _sig = good.rpartition(b" ")
         forged = head + b" " + base64.b64encode(bytes(4 + 64)) + b"\n"
         with pytest.raises(UntrustedCheckpointError):
             w.add_checkpoint(body(0, [], forged))
+        for malformed in (good[:-1], good.replace(b"\n\n", b"\n"), good + b"junk", b"x" + good):
+            with pytest.raises((InvalidInputError, UnknownLogError)):
+                w.add_checkpoint(body(0, [], malformed))
         assert w.latest(w.origins[0]) is None
     finally:
         other.close()
+        impostor.close()
 
 
 @pytest.mark.parametrize(
