@@ -8,16 +8,19 @@ and drives the contract: stake, open a dispute over a computation the device sig
 (the contract recomputes the element), or claim a timeout.
 
 `referee_element()` is the fixed-point rule in plain Python integers, the same rule as
-`edgetrust.runtime.fixed` (dot product, bias, ``round_shift`` rounding half away from zero,
-per-channel multiplier, saturation) and as the contract.
+`edgetrust.runtime.fixed` (dot product, bias, per-channel multiplier and shift rounding half
+away from zero, saturation) and as the contract; `RefereeCommitment.from_executor` commits a
+real run of the deterministic executor.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import numpy.typing as npt
 from eth_abi.abi import encode as abi_encode
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
@@ -26,8 +29,11 @@ from web3 import Web3
 from edgetrust.chain.anchor import TxResult
 from edgetrust.chain.artifacts import load_artifact
 from edgetrust.chain.rpc import Chain, RevertError
-from edgetrust.errors import InvalidInputError, NotFoundError
+from edgetrust.errors import InvalidInputError, NotFoundError, UnsupportedError
 from edgetrust.log.merkle import inclusion_proof, leaf_hash, node_hash, root_from_leaves
+
+if TYPE_CHECKING:
+    from edgetrust.runtime.fixed import Fault, FixedExecutor
 
 __all__ = [
     "CHUNK",
@@ -43,7 +49,7 @@ __all__ = [
     "encode_int64",
     "range_proof",
     "referee_element",
-    "round_shift",
+    "requantize",
 ]
 
 KIND_DENSE = 1
@@ -53,40 +59,39 @@ CHUNK = 8
 _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
 _STATUS = {0: "none", 1: "open", 2: "cleared", 3: "convicted", 4: "timed-out"}
+_RECORD_TYPES = ["uint256"] * 6 + ["bytes32", "bytes32", "uint256", "bytes32"] + ["uint256"] * 2
+_EMPTY_RECORD = abi_encode(_RECORD_TYPES, [0] * 6 + [bytes(32)] * 2 + [0, bytes(32)] + [0] * 2)
 
 
-def round_shift(x: int, s: int) -> int:
-    """Divide x by 2**s rounding half away from zero (s ≥ 0), as `runtime.fixed` does."""
-    if s == 0:
-        return x
-    half = 1 << (s - 1)
-    return (x + half - 1) >> s if x < 0 else (x + half) >> s
+def requantize(acc: int, *, mult: int, shift: int, qmax: int) -> int:
+    """``acc · mult / 2**shift`` rounded half away from zero, clamped to [-qmax, qmax].
+
+    `edgetrust.runtime.fixed`'s `apply_rescale` then `saturate`, in Python integers: on the
+    magnitude ``floor((|acc|·mult + 2**(s-1)) / 2**s)``, sign restored; a shift below 31 first
+    moves ``min(|acc|, 2**(61-left))`` left by ``left = 31 - shift``, as the executor does.
+    """
+    a = abs(acc)
+    s = shift
+    if s < 31:
+        left = 31 - s
+        a = min(a, 1 << (61 - left)) << left
+        s = 31
+    r = (a * mult + (1 << (s - 1))) >> s
+    y = -r if acc < 0 else r
+    return max(-qmax, min(qmax, y))
 
 
 def referee_element(
-    a: Sequence[int],
-    w: Sequence[int],
-    bias: int,
-    *,
-    mult: int,
-    shift: int,
-    pre: int,
-    saturating: bool,
-    qmax: int,
+    a: Sequence[int], w: Sequence[int], bias: int, *, mult: int, shift: int, qmax: int
 ) -> int:
-    """One output element of a dense node under the fixed-point rule.
+    """One output element of a dense node under the fixed-point rule (``Gemm.element``).
 
-    ``acc = Σ a_j·w_j + bias``; ``y = round_shift(round_shift(acc, pre)·mult, shift)``, or
-    ``sign(acc)·2**31`` for a saturating ratio; then clamped to [-qmax, qmax].
+    ``acc = Σ a_j·w_j + bias``, then `requantize`.
     """
     if len(a) != len(w):
         raise InvalidInputError("inputs and weights differ in length")
     acc = sum(x * y for x, y in zip(a, w, strict=True)) + bias
-    if saturating:
-        y = ((acc > 0) - (acc < 0)) << 31
-    else:
-        y = round_shift(round_shift(acc, pre) * mult, shift)
-    return max(-qmax, min(qmax, y))
+    return requantize(acc, mult=mult, shift=shift, qmax=qmax)
 
 
 def encode_int64(values: Sequence[int]) -> bytes:
@@ -194,11 +199,7 @@ class DenseNode:
     mult: TensorCommitment
     """Rescale multipliers, (1, N) or (1, 1)."""
     shift: int
-    """Final right shift of the rescale."""
-    pre: int
-    """Right shift applied before the multiplier."""
-    saturating: bool
-    """Whether the ratio is so large that every non-zero accumulator saturates."""
+    """Right shift of the rescale (the executor's `Rescale.shift`)."""
     qmax: int
     """Saturation bound."""
 
@@ -227,47 +228,91 @@ class DenseNode:
             self.mult.root,
             self.mult.rows * self.mult.cols,
             self.shift,
-            self.pre,
-            int(self.saturating),
         )
 
     def record(self) -> bytes:
         """Leaf data of this node in the model commitment."""
-        types = ["uint256"] * 6 + ["bytes32", "bytes32", "uint256", "bytes32"] + ["uint256"] * 4
-        return abi_encode(types, list(self.fields()))
+        return abi_encode(_RECORD_TYPES, list(self.fields()))
 
 
 @dataclass(frozen=True)
 class RefereeCommitment:
     """The model commitment (node records) and trace commitment (tensor records) of a run."""
 
-    nodes: tuple[DenseNode, ...]
-    """Dense nodes, in model order (leaf i of the model tree)."""
+    nodes: tuple[DenseNode | None, ...]
+    """Node records in graph order (leaf i of the model tree); None for a node the contract
+    cannot referee (an all-zero record of kind 0)."""
     tensors: tuple[TensorCommitment, ...]
     """Traced tensors (leaf t of the trace tree)."""
 
     @property
     def model_root(self) -> bytes:
         """Root of the model commitment."""
-        return root_from_leaves([leaf_hash(n.record()) for n in self.nodes])
+        return root_from_leaves([leaf_hash(_record(n)) for n in self.nodes])
 
     @property
     def trace_root(self) -> bytes:
         """Root of the trace commitment."""
         return root_from_leaves([leaf_hash(t.record()) for t in self.tensors])
 
+    @classmethod
+    def from_executor(
+        cls, executor: FixedExecutor, inputs: Mapping[str, Any], *, fault: Fault | None = None
+    ) -> RefereeCommitment:
+        """Run `executor` on `inputs` and commit its trace and dense nodes in the v1 layout.
+
+        Node records are indexed like the graph's nodes; a node the contract cannot referee
+        (anything but Gemm without transA and MatMul, with constant weights) gets an empty
+        record (kind 0), which the contract refuses. `fault` makes a lying device (see
+        `edgetrust.runtime.fixed.Fault`; demos and tests only).
+        """
+        _, trace = executor.run_traced(dict(inputs), fault=fault)
+        tensors = tuple(_commit_2d(np.asarray(v, np.int64)) for v in trace.values)
+        by_name = {e.tensor: i for i, e in enumerate(executor.entries)}
+        nodes: list[DenseNode | None] = []
+        for node, op in zip(executor.nodes, executor.ops, strict=True):
+            dense = (
+                node.op_type in ("Gemm", "MatMul")
+                and getattr(op, "b_const", False)
+                and not getattr(op, "trans_a", False)
+            )
+            if not dense:
+                nodes.append(None)
+                continue
+            p = op.params()
+            w = np.asarray(p["w"], np.int64)
+            shift = np.asarray(p["shift"], np.int64)
+            bias = np.asarray(p["b"], np.int64).reshape(-1)
+            mult = np.asarray(p["mult"], np.int64).reshape(-1)
+            nodes.append(
+                DenseNode(
+                    input_index=by_name[node.input[0]],
+                    output_index=by_name[node.output[0]],
+                    weights=TensorCommitment.of(w.shape[0], w.shape[1], w.reshape(-1).tolist()),
+                    bias=TensorCommitment.of(1, bias.size, bias.tolist()),
+                    mult=TensorCommitment.of(1, mult.size, mult.tolist()),
+                    shift=int(shift[0]),
+                    qmax=executor.qmax,
+                )
+            )
+        return cls(nodes=tuple(nodes), tensors=tensors)
+
     def final_step(self, node_index: int, element: int) -> FinalStep:
         """Everything the contract needs to recompute output `element` of node `node_index`."""
         if not 0 <= node_index < len(self.nodes):
             raise InvalidInputError(f"node index {node_index} out of range")
         node = self.nodes[node_index]
+        if node is None:
+            raise UnsupportedError(
+                f"node {node_index} is not a dense node the on-chain referee can recompute"
+            )
         a = self.tensors[node.input_index]
         y = self.tensors[node.output_index]
         if not 0 <= element < y.rows * y.cols:
             raise InvalidInputError(f"element {element} out of range")
         m, n = divmod(element, node.n)
         k = node.k
-        model_leaves = [leaf_hash(nd.record()) for nd in self.nodes]
+        model_leaves = [leaf_hash(_record(nd)) for nd in self.nodes]
         trace_leaves = [leaf_hash(t.record()) for t in self.tensors]
         return FinalStep(
             node=node.fields(),
@@ -282,6 +327,17 @@ class RefereeCommitment:
             mult=node.mult.opening(n if node.mult.cols > 1 else 0, 1),
             y=y.opening(element, 1),
         )
+
+
+def _record(node: DenseNode | None) -> bytes:
+    return _EMPTY_RECORD if node is None else node.record()
+
+
+def _commit_2d(values: npt.NDArray[np.int64]) -> TensorCommitment:
+    # The v1 trace views a tensor as (rows, last dimension); a scalar as 1 x 1.
+    cols = int(values.shape[-1]) if values.ndim else 1
+    rows = int(values.size // cols) if cols else 0
+    return TensorCommitment.of(max(rows, 1), max(cols, 1), values.reshape(-1).tolist() or [0])
 
 
 @dataclass(frozen=True)
@@ -501,13 +557,10 @@ class DisputeGame:
             status=_STATUS.get(int(d[10]), "unknown"),
         )
 
-    def requantize(
-        self, acc: int, *, mult: int, shift: int, pre: int, saturating: bool, qmax: int
-    ) -> int:
+    def requantize(self, acc: int, *, mult: int, shift: int, qmax: int) -> int:
         """The contract's rescale-and-saturate of one accumulator (a free call, for tests)."""
         return int(
             self.chain.call(
-                self.contract.functions.requantize(acc, mult, shift, pre, saturating, qmax),
-                action="requantize",
+                self.contract.functions.requantize(acc, mult, shift, qmax), action="requantize"
             )
         )

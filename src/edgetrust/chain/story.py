@@ -131,13 +131,13 @@ def run_story(chain: Chain) -> Story:
 
     tx = game.stake(device, _BOND)
     story.add("device stakes 1 ETH", tx.gas_used, "staked")
-    lying = digits_run(lie_at=(1, 3))
+    lying = digits_run(lie_at=(2, 3))
     sig = game.sign_commitment(device, lying)
     did, tx = game.open_dispute(
-        watcher, device=device.address, commitment=lying, device_sig=sig, node_index=1, element=3
+        watcher, device=device.address, commitment=lying, device_sig=sig, node_index=2, element=3
     )
     story.add("challenger disputes output 3 of Gemm 2", tx.gas_used, f"dispute {did}")
-    verdict = game.resolve(watcher, did, lying.final_step(1, 3))
+    verdict = game.resolve(watcher, did, lying.final_step(2, 3))
     story.add(
         "referee recomputes the element on chain",
         verdict.tx.gas_used,

@@ -29,9 +29,10 @@
           t-th traced tensor (a 2-D view of it);
         - the model: RFC 9162 tree whose leaf i is abi.encode(NodeRecord fields, in order) of
           node i.
-        Fixed-point rule (edgetrust.runtime.fixed): acc = sum(a[m*K + j] * w[n*K + j]) + b[n];
-        y = saturate(round_shift(round_shift(acc, pre) * mult[n], shift), qmax), rounding half
-        away from zero; when `saturating`, y = saturate(sign(acc) * 2**31, qmax).
+        Fixed-point rule (edgetrust.runtime.fixed, Gemm/MatMul `element`): acc =
+        sum(a[m*K + j] * w[n*K + j]) + b[n]; y = clamp(sign(acc) * floor((|acc| * mult[n] +
+        2**(s-1)) / 2**s), -qmax, qmax) with s = shift (for s < 31, |acc| is first shifted left
+        to s = 31, clamped at 2**61), i.e. acc * mult / 2**s rounded half away from zero.
 """
 
 MAX_K: constant(uint256) = 256
@@ -56,8 +57,6 @@ struct NodeRecord:
     mult_root: bytes32
     mult_count: uint256
     rshift: uint256
-    pre: uint256
-    saturating: uint256
 
 struct TensorRecord:
     rows: uint256
@@ -362,41 +361,31 @@ def _int64_at(values: Bytes[MAX_VALUES], j: uint256) -> int256:
 
 
 @pure
-@internal
-def _round_shift(x: int256, s: uint256) -> int256:
-    # x / 2**s rounded half away from zero (edgetrust.runtime.fixed round_shift); `>>` on
-    # int256 is an arithmetic shift (floor), hence the -1 for negative x.
-    if s == 0:
-        return x
-    half: int256 = convert(1 << (s - 1), int256)
-    if x < 0:
-        return (x + half - 1) >> s
-    return (x + half) >> s
-
-
-@pure
 @external
-def requantize(acc: int256, mult: int256, rshift: uint256, pre: uint256, saturating: bool, qmax: int256) -> int256:
+def requantize(acc: int256, mult: int256, rshift: uint256, qmax: int256) -> int256:
     """
     @notice The fixed-point rescale and saturation of one accumulator (exposed for tests).
     """
-    return self._requantize(acc, mult, rshift, pre, saturating, qmax)
+    return self._requantize(acc, mult, rshift, qmax)
 
 
 @pure
 @internal
-def _requantize(
-    acc: int256, mult: int256, rshift: uint256, pre: uint256, saturating: bool, qmax: int256
-) -> int256:
-    y: int256 = 0
-    if saturating:
-        if acc > 0:
-            y = 1 << 31
-        elif acc < 0:
-            y = -(1 << 31)
-    else:
-        y = self._round_shift(self._round_shift(acc, pre) * mult, rshift)
-    return max(-qmax, min(qmax, y))
+def _requantize(acc: int256, mult: int256, rshift: uint256, qmax: int256) -> int256:
+    # edgetrust.runtime.fixed._arith.apply_rescale then saturate: on the magnitude,
+    # floor((|acc| * mult + 2**(s-1)) / 2**s), the sign put back (half away from zero). A shift
+    # below 31 (a ratio >= 1) first moves |acc| left to shift 31, clamped at 2**61 exactly as
+    # the executor clamps it (such values saturate anyway).
+    a: int256 = abs(acc)
+    s: uint256 = rshift
+    if s < 31:
+        left: uint256 = 31 - s
+        a = min(a, convert(1 << (61 - left), int256)) << left
+        s = 31
+    r: int256 = (a * mult + convert(1 << (s - 1), int256)) >> s
+    if acc < 0:
+        r = -r
+    return max(-qmax, min(qmax, r))
 
 
 @external
@@ -438,8 +427,6 @@ def resolve(
             node.mult_root,
             node.mult_count,
             node.rshift,
-            node.pre,
-            node.saturating,
         )
     )
     assert self._inclusion_root(node_leaf, d.node_index, d.model_size, node_proof) == d.model_root, "node record not in model commitment"
@@ -474,12 +461,7 @@ def resolve(
             break
         acc += self._int64_at(a.values, a_off + j) * self._int64_at(w.values, w_off + j)
     recomputed: int256 = self._requantize(
-        acc,
-        self._int64_at(mult.values, mult_index % CHUNK),
-        node.rshift,
-        node.pre,
-        node.saturating != 0,
-        convert(node.qmax, int256),
+        acc, self._int64_at(mult.values, mult_index % CHUNK), node.rshift, convert(node.qmax, int256)
     )
     claimed: int256 = self._int64_at(y.values, d.element % CHUNK)
     convicted: bool = recomputed != claimed
