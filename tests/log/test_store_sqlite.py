@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from edgetrust.errors import InvalidInputError
@@ -108,18 +109,39 @@ def _dedup_state(db: Path) -> tuple[int, int]:
     return int(upto), int(merged)
 
 
+def test_long_running_writer_uses_the_in_memory_prefilter(db: Path) -> None:
+    with SqliteLogStore(db, max_delay=0, dedup_merge_every=16) as s:
+        for i in range(0, 300, 3):  # 100 batches: the prefilter is built after 64
+            s.append_many([entry(i), entry(i + 1), entry(i + 2)])
+        assert s._prefilter is not None
+        assert len(s._prefilter) == s._dedup_upto
+        assert list(s._prefilter) == sorted(s._prefilter)
+        # Old (merged) and new (tail) entries are both found, and new ones are still new.
+        assert s.append_many([entry(0), entry(150), entry(299), entry(300)]) == [0, 150, 299, 300]
+        assert s.append_many([entry(i) for i in range(301)]) == list(range(301))
+        _all_roots_consistent(s, [entry(i) for i in range(301)])
+
+
 def test_dedup_key_collisions_are_resolved_exactly(
     db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Every leaf gets the same 8-byte key: lookups must still compare full leaf hashes.
     monkeypatch.setattr(store_module, "_dedup_key", lambda leaf: 7)
-    monkeypatch.setattr(store_module, "_dedup_keys", lambda leaves: [7] * len(leaves))
-    data = [entry(i) for i in range(40)]
+    monkeypatch.setattr(
+        store_module,
+        "_dedup_key_array",
+        lambda leaves: np.full(len(leaves), 7, dtype=np.int64),
+    )
+    data = [entry(i) for i in range(200)]
     with SqliteLogStore(db, max_delay=0, dedup_merge_every=8) as s:
         assert s.append_many(data[:30]) == list(range(30))
-        assert s.append_many(data) == list(range(40))
-        assert s.append_many(data[::3]) == list(range(0, 40, 3))
-        assert [s.index_of(d) for d in data] == list(range(40))
+        assert s.append_many(data[:40]) == list(range(40))
+        assert s.append_many(data[:40:3]) == list(range(0, 40, 3))
+        for i in range(40, 200, 2):  # past the point where the prefilter is built
+            assert s.append_many(data[i : i + 2]) == [i, i + 1]
+        assert s._prefilter is not None
+        assert s.append_many(data[::7]) == list(range(0, 200, 7))
+        assert [s.index_of(d) for d in data] == list(range(200))
         assert s.index_of(b"absent") is None
         _all_roots_consistent(s, data)
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+import numpy.typing as npt
 
 from edgetrust.errors import Error, InvalidInputError, NotFoundError, ResourceLimitError
 from edgetrust.log.merkle import (
@@ -194,17 +195,28 @@ CREATE TABLE IF NOT EXISTS meta (
 # leaf, so a prefix collision costs a lookup, never a wrong answer.
 DEDUP_MERGE_EVERY = 32768
 
+# A long-running writer also keeps the on-disk index's keys in memory, as one sorted int64
+# array (8 bytes an entry), and asks SQLite only about keys in it: that removes most of the
+# per-append lookup cost. It is built after this many batches, so a process that appends a
+# few entries and exits (the CLI) never pays for reading the whole index.
+_PREFILTER_AFTER_BATCHES = 64
+
 
 def _dedup_key(leaf: bytes) -> int:
     return int.from_bytes(leaf[:8], "big", signed=True)
 
 
-def _dedup_keys(leaves: list[bytes]) -> list[int]:
+def _dedup_key_array(leaves: list[bytes]) -> npt.NDArray[np.int64]:
     """`_dedup_key` of many leaves in one numpy pass (the per-leaf call costs ~1 µs)."""
     if not leaves:
-        return []
+        return np.zeros(0, dtype=np.int64)
     words = np.frombuffer(b"".join(leaves), dtype=">i8").reshape(len(leaves), 4)
-    keys: list[int] = words[:, 0].tolist()
+    return words[:, 0].astype(np.int64)
+
+
+def _dedup_keys(leaves: list[bytes]) -> list[int]:
+    """`_dedup_key_array` as Python ints."""
+    keys: list[int] = _dedup_key_array(leaves).tolist()
     return keys
 
 
@@ -295,6 +307,7 @@ class SqliteLogStore:
             self._frontier: list[bytes] = []
             self._dedup_upto = 0
             self._recent: dict[bytes, int] = {}
+            self._prefilter: npt.NDArray[np.int64] | None = None
             self._reload(self._db_size(self._writer))
         except sqlite3.DatabaseError as exc:
             self._writer.close()
@@ -357,6 +370,7 @@ class SqliteLogStore:
 
     def _reload(self, size: int) -> None:
         """Load the writer's state for a tree of `size`: right edge and undeduplicated tail."""
+        self._prefilter = None  # rebuilt on demand from the dedup index
         frontier: list[bytes] = [b""] * size.bit_length()
         for level in range(size.bit_length()):
             if size >> level & 1:
@@ -483,11 +497,17 @@ class SqliteLogStore:
             indices, size, frontier, rows = self._insert(conn, entries, leaves, known)
             new = {h: i for i, h, _, _ in rows}
             upto = self._dedup_upto
+            merged_keys = None
             if size - upto >= self.dedup_merge_every:
                 tail = {**self._recent, **new}
-                keys = _dedup_keys(list(tail))
-                merged = sorted(zip(keys, tail.values(), strict=True))
-                conn.executemany("INSERT INTO dedup(dk, idx) VALUES (?, ?)", merged)
+                keys = _dedup_key_array(list(tail))
+                order = np.argsort(keys, kind="stable")  # key order: B-tree pages in sequence
+                merged_keys = keys[order]
+                idxs = np.fromiter(tail.values(), dtype=np.int64, count=len(tail))
+                conn.executemany(
+                    "INSERT INTO dedup(dk, idx) VALUES (?, ?)",
+                    zip(merged_keys.tolist(), idxs[order].tolist(), strict=True),
+                )
                 conn.execute(
                     "INSERT INTO meta(key, value) VALUES ('dedup_upto', ?) "
                     "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -503,6 +523,9 @@ class SqliteLogStore:
         self._size, self._frontier = size, frontier
         if upto != self._dedup_upto:
             self._dedup_upto, self._recent = upto, {}
+            if self._prefilter is not None and merged_keys is not None:
+                at = np.searchsorted(self._prefilter, merged_keys)
+                self._prefilter = np.insert(self._prefilter, at, merged_keys)
         else:
             self._recent.update(new)
         return indices
@@ -510,9 +533,21 @@ class SqliteLogStore:
     def _lookup(self, conn: sqlite3.Connection, leaves: list[bytes]) -> dict[bytes, int]:
         """Existing indices of any of `leaves`: the in-memory tail, then the dedup index."""
         recent = self._recent
-        known = {h: recent[h] for h in leaves if h in recent}
-        rest = [h for h in leaves if h not in known]
-        keys = list(set(_dedup_keys(rest)))
+        known = {h: recent[h] for h in leaves if h in recent} if recent else {}
+        if self._prefilter is None and self.batches_committed >= _PREFILTER_AFTER_BATCHES:
+            # Inside the transaction, so the keys match meta.dedup_upto. Sorted by the index.
+            self._prefilter = np.fromiter(
+                (r[0] for r in conn.execute("SELECT dk FROM dedup ORDER BY dk")), dtype=np.int64
+            )
+        if self._prefilter is None:
+            keys = list(set(_dedup_keys([h for h in leaves if h not in known])))
+        elif not len(self._prefilter) or not leaves:
+            keys = []
+        else:
+            # Only keys present in the dedup index can be duplicates: probe SQLite for those.
+            probe = _dedup_key_array(leaves)
+            at = np.minimum(np.searchsorted(self._prefilter, probe), len(self._prefilter) - 1)
+            keys = list(set(probe[self._prefilter[at] == probe].tolist()))
         for i in range(0, len(keys), 500):
             chunk = keys[i : i + 500]
             marks = ",".join("?" * len(chunk))
