@@ -159,6 +159,21 @@ def _check_count(name: str, value: object) -> int:
     return value
 
 
+def _positive_int(name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise InvalidInputError(f"`{name}` must be a positive integer, got {value!r}")
+
+
+def _seconds(name: str, value: object) -> None:
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise InvalidInputError(f"`{name}` must be a finite number of seconds >= 0, got {value!r}")
+
+
 @dataclass
 class _Request:
     entries: list[bytes]
@@ -250,42 +265,12 @@ class SqliteLogStore:
         max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
         dedup_merge_every: int = DEDUP_MERGE_EVERY,
     ) -> None:
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise InvalidInputError(f"`batch_size` must be a positive integer, got {batch_size!r}")
-        if (
-            not isinstance(max_delay, int | float)
-            or isinstance(max_delay, bool)
-            or not math.isfinite(max_delay)
-            or max_delay < 0
-        ):
-            raise InvalidInputError(
-                f"`max_delay` must be a finite number of seconds >= 0, got {max_delay!r}"
-            )
-        if idle_flush is not None and (
-            not isinstance(idle_flush, int | float)
-            or isinstance(idle_flush, bool)
-            or not math.isfinite(idle_flush)
-            or idle_flush < 0
-        ):
-            raise InvalidInputError(
-                f"`idle_flush` must be None or a finite number of seconds >= 0, got {idle_flush!r}"
-            )
-        if (
-            not isinstance(max_entry_bytes, int)
-            or isinstance(max_entry_bytes, bool)
-            or max_entry_bytes < 1
-        ):
-            raise InvalidInputError(
-                f"`max_entry_bytes` must be a positive integer, got {max_entry_bytes!r}"
-            )
-        if (
-            not isinstance(dedup_merge_every, int)
-            or isinstance(dedup_merge_every, bool)
-            or dedup_merge_every < 1
-        ):
-            raise InvalidInputError(
-                f"`dedup_merge_every` must be a positive integer, got {dedup_merge_every!r}"
-            )
+        _positive_int("batch_size", batch_size)
+        _seconds("max_delay", max_delay)
+        if idle_flush is not None:
+            _seconds("idle_flush", idle_flush)
+        _positive_int("max_entry_bytes", max_entry_bytes)
+        _positive_int("dedup_merge_every", dedup_merge_every)
         self.path = Path(path)
         self.batch_size = batch_size
         self.dedup_merge_every = dedup_merge_every
@@ -312,6 +297,9 @@ class SqliteLogStore:
         except sqlite3.DatabaseError as exc:
             self._writer.close()
             raise StoreError(f"cannot open log store {self.path}: {exc}") from exc
+        except BaseException:
+            self._writer.close()
+            raise
 
         self._cond = threading.Condition()
         self._pending: deque[_Request] = deque()
