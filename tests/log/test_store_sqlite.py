@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -16,10 +18,18 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from edgetrust.errors import InvalidInputError
 from edgetrust.log import store as store_module
-from edgetrust.log.merkle import leaf_hash, root_from_leaves, verify_consistency
+from edgetrust.log.merkle import (
+    leaf_hash,
+    root_from_leaves,
+    verify_consistency,
+    verify_inclusion,
+)
 from edgetrust.log.store import SqliteLogStore, StoreError
 
 from .store_contract import LogStoreContract, MakeStore, entry
@@ -342,3 +352,69 @@ def test_sigkill_mid_stream_loses_no_acknowledged_entry(db: Path, acks_before_ki
         some_idx, some_data = next(iter(acked.items()))
         assert s.append(some_data) == some_idx
         assert s.append(b"after the crash") == size
+
+
+class StoreMachine(RuleBasedStateMachine):
+    """Random appends, duplicates and reopenings against a plain list as the model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dir = Path(tempfile.mkdtemp(prefix="store-machine-"))
+        self.saved_after = store_module._PREFILTER_AFTER_BATCHES
+        store_module._PREFILTER_AFTER_BATCHES = 3  # exercise the prefilter in short runs
+        self.store = self._open()
+        self.model: list[bytes] = []
+
+    def _open(self) -> SqliteLogStore:
+        return SqliteLogStore(self.dir / "log.db", max_delay=0, dedup_merge_every=5)
+
+    def _expect(self, data: list[bytes]) -> list[int]:
+        out = []
+        for d in data:
+            if d not in self.model:
+                self.model.append(d)
+            out.append(self.model.index(d))
+        return out
+
+    @rule(value=st.integers(0, 60))
+    def append(self, value: int) -> None:
+        data = entry(value)
+        want = self._expect([data])
+        assert self.store.append(data) == want[0]
+
+    @rule(values=st.lists(st.integers(0, 60), max_size=12))
+    def append_many(self, values: list[int]) -> None:
+        data = [entry(v) for v in values]
+        want = self._expect(data)
+        assert self.store.append_many(data) == want
+
+    @rule()
+    def reopen(self) -> None:
+        self.store.close()
+        self.store = self._open()
+
+    @rule(value=st.integers(0, 60))
+    def index_of(self, value: int) -> None:
+        data = entry(value)
+        want = self.model.index(data) if data in self.model else None
+        assert self.store.index_of(data) == want
+
+    @invariant()
+    def tree_matches_the_model(self) -> None:
+        n = len(self.model)
+        assert self.store.size() == n
+        leaves = [leaf_hash(d) for d in self.model]
+        assert self.store.root() == root_from_leaves(leaves)
+        if n:
+            i = n // 2
+            proof = self.store.inclusion_proof(i, n)
+            verify_inclusion(leaves[i], i, n, proof, self.store.root())
+
+    def teardown(self) -> None:
+        self.store.close()
+        store_module._PREFILTER_AFTER_BATCHES = self.saved_after
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+TestStoreMachine = pytest.mark.slow(StoreMachine.TestCase)
+TestStoreMachine.settings = settings(max_examples=25, stateful_step_count=30, deadline=None)
