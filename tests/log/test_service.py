@@ -108,6 +108,7 @@ def test_entries_hashes_and_index(log: Log) -> None:
     assert log.index_of(b"e7") == 7
     assert log.index_of(b"nope") is None
     assert log.hashes(0, 0, 10) == [leaf_hash(d) for d in data]
+    assert log.leaf_hash(4) == leaf_hash(b"e4")
     assert len(log.hashes(1, 0, 5)) == 5
     assert log.size() == 10
 

@@ -185,6 +185,10 @@ class Log:
         """Where `entry` was logged, or None."""
         return self.store.index_of(entry)
 
+    def leaf_hash(self, index: int) -> bytes:
+        """The RFC 9162 leaf hash of entry `index`."""
+        return self.store.leaf_hash(index)
+
     def hashes(self, level: int, start: int, count: int) -> list[bytes]:
         """Complete-subtree hashes at a tree level (for tlog-tiles hash tiles)."""
         return self.store.hashes(level, start, count)
