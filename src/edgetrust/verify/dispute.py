@@ -35,17 +35,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from edgetrust.dsse import Envelope, sign_envelope
-from edgetrust.encoding import canonical_json
-from edgetrust.errors import Error, InvalidInputError, VerificationError
+from edgetrust.encoding import canonical_json, digest_bytes, parse_digest
+from edgetrust.errors import Error, InvalidInputError, UnsupportedError, VerificationError
 from edgetrust.identity import Identity
 from edgetrust.log.merkle import leaf_hash, node_hash
-from edgetrust.runtime.fixed import FixedExecutor, Op
+from edgetrust.runtime.fixed import FixedExecutor, Op, QuantPlan
 from edgetrust.runtime.trace import (
     CHUNK_BYTES,
     ChunkOpening,
@@ -68,6 +69,7 @@ from edgetrust.statement import (
 __all__ = [
     "VERDICT_PREDICATE_TYPE",
     "Answer",
+    "ChallengeResult",
     "Challenger",
     "Claim",
     "Descend",
@@ -81,6 +83,8 @@ __all__ = [
     "Query",
     "SplitAnswer",
     "Verdict",
+    "challenge_receipt",
+    "estimate_macs",
     "log_verdict",
     "max_rounds",
     "play",
@@ -259,6 +263,15 @@ class Verdict:
     """Input and weight elements the referee read to recompute the element."""
     referee_macs: int = 0
     """Multiply-adds of that recomputation (one dot product for Gemm/MatMul/Conv)."""
+    entries: int = 0
+    """Trace entries (graph inputs and nodes)."""
+    elements: int = 0
+    """Elements of the disputed entry (0 before one was found)."""
+
+    @property
+    def round_bound(self) -> int:
+        """⌈log2 entries⌉ + ⌈log2 elements⌉ + 1."""
+        return max_rounds(self.entries, self.elements)
 
     @property
     def device_convicted(self) -> bool:
@@ -993,6 +1006,8 @@ class DisputeGame:
             bytes_exchanged=self.record.bytes,
             referee_reads=self.referee_reads,
             referee_macs=self.referee_macs,
+            entries=self.size,
+            elements=self.leaf.size if self.leaf is not None else 0,
         )
 
 
@@ -1066,3 +1081,174 @@ def log_verdict(envelope: Envelope, log: Any) -> int:
     """Append a signed verdict to a transparency log (`edgetrust.log.Log`); its index."""
     index: int = log.append(envelope.to_json())
     return index
+
+
+# -- challenging a receipt ------------------------------------------------------------------
+
+
+def estimate_macs(executor: FixedExecutor, trace: Trace) -> int:
+    """Multiply-adds of a full run (dense ops: output elements × K): what the referee avoids."""
+    total = 0
+    n_in = len(executor.input_names)
+    for i, op in enumerate(executor.ops):
+        t = op.node.op_type
+        out = trace.values[n_in + i]
+        if t == "Conv":
+            k = int(getattr(op, "cg", 0) * getattr(op, "kh", 0) * getattr(op, "kw", 0))
+        elif t in ("Gemm", "MatMul"):
+            a = executor.entry_of_tensor(op.node.input[0])
+            shape = trace.values[a].shape if a is not None else ()
+            k = (
+                int(shape[0] if t == "Gemm" and getattr(op, "trans_a", False) else shape[-1])
+                if shape
+                else 0
+            )
+        else:
+            continue
+        total += int(out.size) * k
+    return total
+
+
+ChallengeStatus = Literal["agrees", "convicted", "cleared", "invalid-receipt"]
+
+
+@dataclass(frozen=True)
+class ChallengeResult:
+    """What `challenge_receipt` found."""
+
+    status: ChallengeStatus
+    """"agrees": re-execution reproduces the receipt, nothing to dispute; "convicted"/"cleared":
+    a game was played and the device lost/won; "invalid-receipt": refuted without a game."""
+    reason: str
+    verdict: Verdict | None = None
+    envelope: Envelope | None = None
+    """The referee-signed verdict statement."""
+    log_index: int | None = None
+    claim: Claim | None = None
+    model_macs: int = 0
+    """Multiply-adds of a full run, for comparison with the referee's."""
+    seconds: float = 0.0
+    """Wall time of the game (bisection and referee), excluding re-execution."""
+    referee_seconds: float = 0.0
+
+
+def _receipt_claim(receipt: Any) -> tuple[QuantPlan, Claim]:
+    from edgetrust.runtime.fixed import EXECUTOR_NAME
+
+    ex = receipt.executor
+    if ex.get("name") != EXECUTOR_NAME:
+        raise UnsupportedError(
+            f"only receipts of the {EXECUTOR_NAME!r} executor can be challenged (this one: "
+            f"{ex.get('name')!r}): other executors are not bit-exact"
+        )
+    settings = ex.get("settings")
+    root = receipt.trace_root
+    if not isinstance(settings, dict) or not isinstance(root, str):
+        raise InvalidInputError("the receipt has no trace root or executor settings")
+    plan_obj, w_root, w_size = (
+        settings.get("plan"),
+        settings.get("weights_root"),
+        settings.get("weights_size"),
+    )
+    if not isinstance(plan_obj, dict) or not isinstance(w_root, str) or not isinstance(w_size, int):
+        raise InvalidInputError(
+            "the receipt's executor settings lack plan, weights_root or weights_size"
+        )
+    plan = QuantPlan.from_json(canonical_json(plan_obj))
+    return plan, Claim(parse_digest(root), parse_digest(w_root), w_size)
+
+
+def challenge_receipt(
+    bundle: Any,
+    *,
+    model: bytes,
+    inputs: Mapping[str, Any],
+    opening: Any,
+    device: Callable[[Query], Answer | None] | None = None,
+    device_home: str | Path | None = None,
+    referee: Identity | None = None,
+    log: Any = None,
+    timeout: float = 60.0,
+) -> ChallengeResult:
+    """Re-execute a fixed-point receipt and, if its trace differs, play the dispute game.
+
+    Steps: (1) the receipt's signature and statement; (2) it names the fixed executor, a trace
+    root, the plan and the weights root; (3) `model` is the receipt's model; (4) `inputs` open
+    its input commitment; (5) the weights root matches the model and plan (else the receipt is
+    refuted without a game); (6) re-execution: the same trace root means nothing to dispute;
+    (7) the game against the device (`device`, or its stored trace in `device_home`); (8) the
+    verdict is signed by `referee` and appended to `log`, when given.
+
+    Raises:
+        VerificationError: the receipt's signature, or the input opening, fails.
+        UnsupportedError: not a fixed-point receipt.
+        InvalidInputError: wrong model, malformed settings.
+        NotFoundError: the device's trace is not available.
+    """
+    from edgetrust.receipts import read_receipt
+
+    # 1-2. The receipt.
+    receipt = read_receipt(bundle)
+    plan, claim = _receipt_claim(receipt)
+    # 3. The model.
+    if digest_bytes(model) != receipt.model_digest:
+        raise InvalidInputError("the model file is not the receipt's model (digests differ)")
+    # 4. The input opening.
+    if opening.commitment != receipt.input_commitment:
+        raise VerificationError("the opening is for another receipt", step="4 opening")
+    opening.verify(inputs)
+    executor = FixedExecutor(model, precision=plan.precision, plan=plan)
+    # 5. The weights root.
+    weights = executor.weight_commitments()
+    if (weights.root, weights.size) != (claim.weights_root, claim.weights_size):
+        return ChallengeResult(
+            "invalid-receipt",
+            "the receipt's weights root does not match the model and plan",
+            claim=claim,
+        )
+    # 6. Re-execution.
+    outputs, mine = executor.run_traced(inputs)
+    macs = estimate_macs(executor, mine)
+    if mine.root == claim.trace_root:
+        from edgetrust.receipts import tensors_digest
+
+        if tensors_digest(outputs) != receipt.output_digest:
+            return ChallengeResult(
+                "invalid-receipt",
+                "the receipt's outputs are not those of its trace",
+                claim=claim,
+                model_macs=macs,
+            )
+        return ChallengeResult(
+            "agrees",
+            "re-execution reproduces the receipt's trace root",
+            claim=claim,
+            model_macs=macs,
+        )
+    # 7. The game.
+    if device is None:
+        from edgetrust.runtime.fixed import TraceStore
+
+        device = DeviceResponder(executor, TraceStore(device_home).get(claim.trace_root, executor))
+    start = time.perf_counter()
+    game = DisputeGame(executor, claim, inputs=inputs, timeout=timeout, now=time.monotonic())
+    verdict = play(game, device, HonestChallenger(mine))
+    seconds = time.perf_counter() - start
+    # 8. Sign and log.
+    envelope = index = None
+    if referee is not None:
+        envelope = sign_verdict(
+            verdict,
+            claim,
+            executor,
+            referee,
+            receipt=digest_bytes(bundle.envelope.to_json()),
+            device=receipt.issuer,
+            challenger=referee.did,
+        )
+        if log is not None:
+            index = log_verdict(envelope, log)
+    status: ChallengeStatus = "convicted" if verdict.device_convicted else "cleared"
+    return ChallengeResult(
+        status, verdict.reason, verdict, envelope, index, claim, macs, seconds, game.referee_seconds
+    )

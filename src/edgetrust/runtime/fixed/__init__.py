@@ -24,6 +24,7 @@ from edgetrust.runtime.fixed._executor import (
     QuantPlan,
     calibration_digest,
 )
+from edgetrust.runtime.fixed._runtime import FixedRuntime, PlanStore, TraceStore, register
 
 SUPPORTED_OPS: tuple[str, ...] = tuple(sorted(_OPS))
 """ONNX op types the fixed-point executor implements."""
@@ -37,10 +38,15 @@ __all__ = [
     "Entry",
     "Fault",
     "FixedExecutor",
+    "FixedRuntime",
     "Op",
+    "PlanStore",
     "Precision",
     "QuantPlan",
     "TensorInfo",
+    "TraceStore",
     "calibration_digest",
     "node_label",
 ]
+
+register()  # the "fixed" executor for receipts (edgetrust.runtime.executors)

@@ -33,7 +33,7 @@ from edgetrust.runtime.fixed._base import (
 
 Precision = Literal["int8", "int16"]
 
-EXECUTOR_NAME = "edgetrust-fixed"
+EXECUTOR_NAME = "fixed"
 EXECUTOR_VERSION = "1"
 """Bumped whenever any op's integer definition changes: traces of different versions differ."""
 
@@ -507,6 +507,12 @@ class FixedExecutor:
         return {n: self._quantize_input(n, checked[n]) for n in self.input_names}
 
     # -- running ------------------------------------------------------------------------------
+
+    def entry_of_tensor(self, tensor: str) -> int | None:
+        """The trace entry holding ONNX tensor `tensor` (None for constants)."""
+        if not hasattr(self, "_entry_map"):
+            self._entry_map = {e.tensor: i for i, e in enumerate(self.entries)}
+        return self._entry_map.get(tensor)
 
     def entry_index(self, node: str | int) -> int:
         """Trace entry of a node (name, ``#<index>``, index) or of ``input:<name>``."""
