@@ -109,3 +109,11 @@ def test_batch_inclusion_proofs_equal_the_stores(tmp_path: Path) -> None:
                 assert got == [log.inclusion_proof(i, size) for i in indices], (size, indices)
     finally:
         log.close()
+
+
+def test_a_batch_larger_than_the_burst_is_told_to_split() -> None:
+    limiter = RateLimiter(rate=1, capacity=10)
+    with pytest.raises(RateLimitedError, match="split the batch"):
+        limiter.take({"a": 11}, now=0.0)
+    limiter.take({"a": 10}, now=0.0)
+    assert NodeSettings(rate=5).bucket == 50 and NodeSettings(rate=0).bucket == 1

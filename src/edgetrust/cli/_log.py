@@ -499,7 +499,8 @@ def node_serve(
         float, typer.Option(help="Entries/s each signing identity may submit (0: no limit).")
     ] = 100.0,
     burst: Annotated[
-        int | None, typer.Option(help="Entries an identity may submit at once (default: rate).")
+        int | None,
+        typer.Option(help="Entries an identity may submit at once (default: 10 x rate)."),
     ] = None,
     max_delay: Annotated[
         float,

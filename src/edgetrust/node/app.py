@@ -212,6 +212,12 @@ class RateLimiter:
             for identity, n in counts.items():
                 tokens, last = self._buckets.get(identity, (self.capacity, t))
                 tokens = min(self.capacity, tokens + (t - last) * self.rate)
+                if n > self.capacity:
+                    raise RateLimitedError(
+                        f"{n} entries from {identity:.80} at once exceed the burst of "
+                        f"{self.capacity:g}; split the batch",
+                        limit=self.capacity,
+                    )
                 if tokens < n:
                     raise RateLimitedError(
                         f"{identity:.80} is over the rate limit of {self.rate:g} entries/s "

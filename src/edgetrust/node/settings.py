@@ -35,8 +35,8 @@ class NodeSettings:
     rate: float = 100.0
     """Entries per second each signing identity may submit (token bucket); 0 disables."""
     burst: int | None = None
-    """Bucket size: how many entries an identity may submit at once (default max(rate, 1)),
-    which must also cover the largest batch that identity sends."""
+    """Bucket size: how many entries an identity may submit at once (default: ten seconds'
+    worth, at least 1). A batch is charged whole, so it must fit in the bucket."""
     batch_size: int = 256
     """Entries per store transaction (sequencing batch)."""
     max_delay: float = 0.0
@@ -71,7 +71,7 @@ class NodeSettings:
     @property
     def bucket(self) -> float:
         """The token bucket's capacity."""
-        return float(self.burst) if self.burst is not None else max(self.rate, 1.0)
+        return float(self.burst) if self.burst is not None else max(10 * self.rate, 1.0)
 
 
 @dataclass(frozen=True, kw_only=True)
