@@ -67,7 +67,7 @@ def test_flatten_roundtrip_and_onnx_roundtrip() -> None:
     back = unflatten(flatten(params), params)
     assert all(np.array_equal(p, q) for p, q in zip(params, back, strict=True))
     data = mlp_to_onnx(params[0::2], params[1::2]).SerializeToString()
-    w, b = mlp_weights_from_onnx(data)
+    w, _ = mlp_weights_from_onnx(data)
     assert all(
         np.array_equal(p.astype(np.float32), q) for p, q in zip(params[0::2], w, strict=True)
     )

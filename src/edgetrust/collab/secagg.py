@@ -30,6 +30,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -352,6 +353,55 @@ class SecAggClient:
         self._signed_survivors: tuple[str, ...] | None = None
         self.revealed: dict[str, str] = {}
         """Which share type this client revealed for each owner ("key" or "self-mask")."""
+
+    def export_state(self) -> bytes:
+        """The client's whole state, for transports that run each stage in a new process.
+
+        It holds the round's private keys and the peers' shares: keep it where the client's
+        identity key is kept (Flower: the SuperNode's per-run context), never send it.
+        """
+        state = {
+            "stage": int(self.stage),
+            "cipherKey": _raw_private(self._cipher_key).hex(),
+            "maskKey": _raw_private(self._mask_key).hex(),
+            "seed": self._seed.hex(),
+            "peers": [p.to_bytes().hex() for p in self._peers.values()],
+            "cipherShared": {d: v.hex() for d, v in self._cipher_shared.items()},
+            "holdings": {
+                d: (k.to_bytes() + s.to_bytes()).hex() for d, (k, s) in self._holdings.items()
+            },
+            "u2": sorted(self._u2),
+            "signed": None if self._signed_survivors is None else list(self._signed_survivors),
+            "revealed": dict(self.revealed),
+        }
+        return json.dumps(state, sort_keys=True).encode()
+
+    @classmethod
+    def from_state(cls, data: bytes, *, config: SecAggConfig, identity: Identity) -> SecAggClient:
+        """Rebuild a client from `export_state` output (trusted: the client's own storage)."""
+        try:
+            st = json.loads(data)
+            client = cls(config=config, identity=identity)
+            client.stage = Stage(st["stage"])
+            client._cipher_key = X25519PrivateKey.from_private_bytes(bytes.fromhex(st["cipherKey"]))
+            client._mask_key = X25519PrivateKey.from_private_bytes(bytes.fromhex(st["maskKey"]))
+            client._seed = bytes.fromhex(st["seed"])
+            peers = [AdvertiseKeys.from_bytes(bytes.fromhex(p)) for p in st["peers"]]
+            client._peers = {p.sender: p for p in peers}
+            client._cipher_shared = {d: bytes.fromhex(v) for d, v in st["cipherShared"].items()}
+            for d, v in st["holdings"].items():
+                raw = bytes.fromhex(v)
+                client._holdings[d] = (
+                    Share.from_bytes(raw[:SHARE_BYTES]),
+                    Share.from_bytes(raw[SHARE_BYTES:]),
+                )
+            client._u2 = frozenset(st["u2"])
+            signed = st["signed"]
+            client._signed_survivors = None if signed is None else tuple(signed)
+            client.revealed = dict(st["revealed"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidInputError(f"secure aggregation client state is corrupt: {exc}") from exc
+        return client
 
     def advertise_keys(self) -> AdvertiseKeys:
         """Stage 0: publish two fresh X25519 public keys, signed."""
