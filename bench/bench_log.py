@@ -159,6 +159,7 @@ def _merkle_rows() -> list[list[str]]:
 
 def run() -> str:
     random.seed(7)
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-log-") as tmp:
         tmpdir = Path(tmp)
         store = SqliteLogStore(tmpdir / "log.db", batch_size=BATCH, max_delay=0.0)
@@ -260,7 +261,9 @@ def run() -> str:
             f"database reached {db_mb:,.0f} MB at {N:,} entries. Anchors from the issue: a plain "
             f"Python SQLite prototype at {ANCHOR_PROTOTYPE:,}/s (batched, this machine), Tessera "
             f"POSIX at ~{ANCHOR_TESSERA:,}/s on 7 cores. Every append is de-duplicated, and every "
-            "complete subtree hash is stored.",
+            "complete subtree hash is stored. Load average when the appends started: "
+            f"{load_before:.1f} on {os.cpu_count()} cores (other work on the machine slows the "
+            "wall-clock rate; the per-CPU-second rate is what one free core would do).",
             appends,
             "Proofs are read from stored subtree hashes (one indexed query each), so their cost "
             "does not grow with the log.",
