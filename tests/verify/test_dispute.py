@@ -215,6 +215,9 @@ def test_a_late_device_or_challenger_loses(mlp: dict[str, Any]) -> None:
     assert game.verdict is not None and game.verdict.loser == "challenger"
     with pytest.raises(InvalidInputError):
         game_for(ex, honest, x, timeout=0)
+    # With the default (monotonic) clock, a prompt game is decided on the merits.
+    verdict = play(game_for(ex, honest, x), DeviceResponder(ex, honest), HonestChallenger(honest))
+    assert verdict.loser == "challenger" and "within" not in verdict.reason
 
 
 def test_answers_inconsistent_with_commitments_lose(mlp: dict[str, Any]) -> None:

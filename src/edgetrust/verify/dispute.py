@@ -631,7 +631,8 @@ class DisputeGame:
         inputs: the raw inputs, already checked by the caller against the receipt's input
             commitment (only needed if the dispute lands on a quantized input).
         timeout: seconds each party has to answer a query or make a move.
-        now: the start time (any clock, as long as later calls use the same one).
+        now: the start time (default: `time.monotonic()`; any clock, as long as later calls
+            use the same one).
     """
 
     def __init__(
@@ -641,7 +642,7 @@ class DisputeGame:
         *,
         inputs: Mapping[str, npt.ArrayLike] | None = None,
         timeout: float = 60.0,
-        now: float = 0.0,
+        now: float | None = None,
     ) -> None:
         if timeout <= 0:
             raise InvalidInputError("timeout must be positive")
@@ -668,7 +669,7 @@ class DisputeGame:
         self.referee_value: int | None = None
         self.referee_seconds = 0.0
         self.waiting: Party = "device"
-        self.deadline = now + timeout
+        self.deadline = (time.monotonic() if now is None else now) + timeout
         self._fresh_split = False
         self._last_answer: Answer | None = None
         self._entry_of_tensor = {e.tensor: i for i, e in enumerate(executor.entries)}
