@@ -289,3 +289,26 @@ def test_meta_endpoints(node: TestClient, log: Log) -> None:
     spec = node.get("/openapi.json").json()
     for path in ("/checkpoint", "/v1/entries", "/v1/entries:batch", "/v1/entries/{index}"):
         assert path in spec["paths"]
+
+
+def test_verify_workers_give_the_same_answers(log: Log, publisher: Identity) -> None:
+    app = create_app(log, settings=NodeSettings(rate=0, verify_workers=2))
+    with TestClient(app) as client:
+        env = card_envelope(publisher, 0)
+        answer = client.post("/v1/entries", content=env).json()
+        _check_submitted(log, answer, env)
+        body = _assert_error(client.post("/v1/entries", content=_tampered(env)), 400)
+        assert body["error"] == "VerificationError"
+        body = _assert_error(client.post("/v1/entries", content=_unknown_type(publisher)), 400)
+        assert body["error"] == "UnsupportedError"
+        items = [json.loads(card_envelope(publisher, i)) for i in range(1, 71)]
+        answer = client.post("/v1/entries:batch", content=json.dumps({"entries": items})).json()
+        assert [e["index"] for e in answer["entries"]] == list(range(1, 71))
+        before = _state(log)
+        items = [json.loads(card_envelope(publisher, i)) for i in range(100, 170)]
+        items[65] = json.loads(_tampered(card_envelope(publisher, 165)))
+        body = _assert_error(
+            client.post("/v1/entries:batch", content=json.dumps({"entries": items})), 400
+        )
+        assert body["message"].startswith("entry 65:")
+        assert _state(log) == before
