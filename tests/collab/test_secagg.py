@@ -513,3 +513,42 @@ def test_stage_order_enforced(make_round: Callable[..., Round]) -> None:
     client = r.clients[r.dids[0]]
     with pytest.raises(InvalidInputError, match="stage advertise"):
         client.unmask(m.UnmaskRequest(r.config.round_id, (), ()))
+
+
+def test_client_state_survives_export_between_stages(make_round: Callable[..., Round]) -> None:
+    """As in the Flower driver, each stage runs on a client rebuilt from its exported state."""
+    r = make_round(5, 3)
+    ident = {i.did: i for i in r.ids}
+
+    def fresh(d: str) -> SecAggClient:
+        return SecAggClient.from_state(
+            r.clients[d].export_state(), config=r.config, identity=ident[d]
+        )
+
+    s = r.server
+    for d in r.dids:
+        s.receive_advertise(r.clients[d].advertise_keys())
+    directory = s.close_advertise()
+    for d in r.dids:
+        r.clients[d] = fresh(d)
+        s.receive_shares(r.clients[d].share_keys(directory))
+    inbox = s.close_shares()
+    for d in r.dids[:4]:
+        r.clients[d] = fresh(d)
+        s.receive_masked_input(r.clients[d].masked_input(inbox[d], r.inputs[d]))
+    req = s.close_masked_input()
+    assert isinstance(req, m.ConsistencyRequest)
+    for d in r.dids[:4]:
+        r.clients[d] = fresh(d)
+        s.receive_consistency(r.clients[d].consistency(req))
+    unmask = s.close_consistency()
+    for d in r.dids[:4]:
+        r.clients[d] = fresh(d)
+        s.receive_unmask(r.clients[d].unmask(unmask))
+    res = s.finish()
+    np.testing.assert_array_equal(res.total, r.expected(res.survivors))
+    again = fresh(r.dids[0])
+    with pytest.raises(ConflictError):
+        again.unmask(unmask)  # the "already answered" state survives the export too
+    with pytest.raises(InvalidInputError, match="corrupt"):
+        SecAggClient.from_state(b"{}", config=r.config, identity=ident[r.dids[0]])
