@@ -280,6 +280,11 @@ def test_tiles_and_bundles_match_the_tree(node: TestClient, log: Log, publisher:
     bundle = parse_bundle(node.get("/tile/entries/001.p/44").content, 44)
     assert bundle == [log.entry(i) for i in range(256, 300)]
     assert len(parse_bundle(node.get("/tile/entries/000").content, 256)) == 256
+    gz = node.get("/tile/entries/000", headers={"accept-encoding": "gzip"})
+    assert gz.headers["content-encoding"] == "gzip"
+    assert int(gz.headers["content-length"]) < len(gz.content) / 2  # decoded by httpx
+    plain = node.get("/tile/entries/000", headers={"accept-encoding": "identity"})
+    assert "content-encoding" not in plain.headers and plain.content == gz.content
 
 
 def test_meta_endpoints(node: TestClient, log: Log) -> None:

@@ -12,6 +12,7 @@ verifies. The node is thin: validation is `open_signed_statement`, sequencing an
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import threading
 import time
@@ -517,13 +518,18 @@ def create_app(log: Log | None = None, *, settings: NodeSettings | None = None) 
         response_class=Response,
         responses={200: {"content": {"application/octet-stream": {}}}, **ERROR_RESPONSES},
     )
-    def tile(path: str = Path(max_length=200)) -> Response:
+    def tile(request: Request, path: str = Path(max_length=200)) -> Response:
         """A hash tile ``<L>/<N>[.p/<W>]`` or an entry bundle ``entries/<N>[.p/<W>]``."""
         level, index, width = parse_tile_path(path)
         data = node().tile(level, index, width)
-        return Response(
-            data, media_type="application/octet-stream", headers={"cache-control": _IMMUTABLE}
-        )
+        headers = {"cache-control": _IMMUTABLE}
+        # tlog-tiles: entry bundles SHOULD be compressed at the HTTP layer (hash tiles are
+        # random bytes and would not shrink).
+        if level is None and "gzip" in request.headers.get("accept-encoding", ""):
+            data = gzip.compress(data, compresslevel=6)
+            headers["content-encoding"] = "gzip"
+            headers["vary"] = "accept-encoding"
+        return Response(data, media_type="application/octet-stream", headers=headers)
 
     @app.post(
         "/v1/entries",
