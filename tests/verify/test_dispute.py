@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edgetrust.errors import InvalidInputError
 from edgetrust.identity import Keystore
@@ -379,3 +381,63 @@ def test_verdicts_are_signed_statements_and_logged(
     with Log.open(edgetrust_home) as log:
         index = log_verdict(env, log)
         assert log.entry(index) == env.to_json()
+
+
+def test_games_played_over_json_wire_forms(mlp: dict[str, Any], cnn: dict[str, Any]) -> None:
+    """Every query, answer and move through canonical JSON and back: same verdicts."""
+    from edgetrust.encoding import canonical_json
+    from edgetrust.verify.dispute import parse_answer, parse_move, parse_query
+
+    for setup, fault in ((mlp, Fault("gemm0", 9, 4)), (cnn, Fault(7, 100, -3))):
+        ex, x, honest = setup["ex"], setup["x"], setup["honest"]
+        _, lying = ex.run_traced(x, fault=fault)
+        real_device, real_challenger = DeviceResponder(ex, lying), HonestChallenger(honest)
+
+        def device(q: Query, real_device: Any = real_device) -> Any:
+            q2 = parse_query(canonical_json(q.to_dict()))
+            assert q2 == q
+            a = real_device(q2)
+            return parse_answer(canonical_json(a.to_dict()))
+
+        def challenger(game: DisputeGame, real_challenger: Any = real_challenger) -> Any:
+            mv = real_challenger(game)
+            return parse_move(canonical_json(mv.to_dict()))
+
+        direct = play(game_for(ex, lying, x), real_device, real_challenger, clock=Clock())
+        wire = play(game_for(ex, lying, x), device, challenger, clock=Clock())
+        assert wire.device_convicted and (wire.entry, wire.element) == (
+            direct.entry,
+            direct.element,
+        )
+        assert wire.bytes_exchanged == direct.bytes_exchanged
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=20),
+        lambda kids: (
+            st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=12), kids, max_size=6)
+        ),
+        max_leaves=20,
+    ),
+    st.sampled_from(["query", "answer", "move"]),
+    st.sampled_from([None, "split", "chunk", "open", "descend", "element", "header"]),
+)
+def test_malformed_wire_messages_are_refused_cleanly(
+    body: Any, which: str, tag: str | None
+) -> None:
+    from edgetrust.encoding import canonical_json
+    from edgetrust.verify.dispute import parse_answer, parse_move, parse_query
+
+    if isinstance(body, dict) and tag is not None:
+        body = {**body, {"query": "kind", "answer": "type", "move": "move"}[which]: tag}
+    parser = {"query": parse_query, "answer": parse_answer, "move": parse_move}[which]
+    try:
+        text = canonical_json(body)
+    except InvalidInputError:
+        return
+    try:
+        parser(text)
+    except InvalidInputError:
+        pass

@@ -42,7 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edgetrust.dsse import Envelope, sign_envelope
-from edgetrust.encoding import canonical_json, digest_bytes, parse_digest
+from edgetrust.encoding import canonical_json, digest_bytes, parse_digest, parse_json
 from edgetrust.errors import Error, InvalidInputError, UnsupportedError, VerificationError
 from edgetrust.identity import Identity
 from edgetrust.log.merkle import leaf_hash, node_hash
@@ -70,6 +70,7 @@ __all__ = [
     "VERDICT_PREDICATE_TYPE",
     "Answer",
     "ChallengeResult",
+    "ChunkAnswer",
     "Challenger",
     "Claim",
     "Descend",
@@ -79,6 +80,7 @@ __all__ = [
     "DisputeHeader",
     "GameRecord",
     "HonestChallenger",
+    "MAX_MESSAGE_BYTES",
     "OpenAnswer",
     "Query",
     "SplitAnswer",
@@ -87,6 +89,9 @@ __all__ = [
     "estimate_macs",
     "log_verdict",
     "max_rounds",
+    "parse_answer",
+    "parse_move",
+    "parse_query",
     "play",
     "sign_verdict",
 ]
@@ -160,6 +165,7 @@ class SplitAnswer:
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
         return {
+            "type": "split",
             "left": self.left.hex(),
             "right": self.right.hex(),
             "left_leaf": None if self.left_leaf is None else self.left_leaf.hex(),
@@ -175,7 +181,7 @@ class ChunkAnswer:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
-        return {"data": self.data.hex()}
+        return {"type": "chunk", "data": self.data.hex()}
 
 
 @dataclass(frozen=True)
@@ -190,6 +196,7 @@ class OpenAnswer:
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
         return {
+            "type": "open",
             "entries": {str(k): v.to_dict() for k, v in self.entries.items()},
             "entry_chunks": [[k[0], v.to_dict()] for k, v in self.entry_chunks.items()],
             "params": {k: v.to_dict() for k, v in self.params.items()},
@@ -238,6 +245,156 @@ Move = Descend | DisputeElement | DisputeHeader
 def message_bytes(msg: Query | Answer | Move | None) -> int:
     """Size of a message in its canonical JSON form (what a transport would carry)."""
     return 0 if msg is None else len(canonical_json(msg.to_dict()))
+
+
+# -- wire forms (untrusted input, parsed once at the edge) ----------------------------------
+
+MAX_MESSAGE_BYTES = 64 * 2**20
+"""An opening of a large receptive field is a few MB; anything beyond this is refused."""
+_MAX_PATH = 64
+_MAX_ITEMS = 1 << 20
+
+
+def _obj(data: bytes | str | Mapping[str, Any], what: str) -> Mapping[str, Any]:
+    obj = (
+        data
+        if isinstance(data, Mapping)
+        else parse_json(data, what=what, max_bytes=MAX_MESSAGE_BYTES)
+    )
+    if not isinstance(obj, Mapping):
+        raise InvalidInputError(f"{what} must be a JSON object")
+    return obj
+
+
+def _int(v: Any, what: str, *, optional: bool = False, lo: int = 0, hi: int = 1 << 62) -> Any:
+    if v is None and optional:
+        return None
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise InvalidInputError(f"{what} must be an integer in [{lo}, {hi}]")
+    return v
+
+
+def _hex(v: Any, what: str, *, size: int | None = None, max_size: int = CHUNK_BYTES) -> bytes:
+    if not isinstance(v, str) or len(v) > 2 * max_size:
+        raise InvalidInputError(f"{what} must be a hex string of at most {max_size} bytes")
+    try:
+        out = bytes.fromhex(v)
+    except ValueError as exc:
+        raise InvalidInputError(f"{what} is not hex") from exc
+    if size is not None and len(out) != size:
+        raise InvalidInputError(f"{what} must be {size} bytes")
+    return out
+
+
+def _path(v: Any, what: str) -> tuple[bytes, ...]:
+    if not isinstance(v, list) or len(v) > _MAX_PATH:
+        raise InvalidInputError(f"{what} must be a list of at most {_MAX_PATH} hashes")
+    return tuple(_hex(h, what, size=32) for h in v)
+
+
+def _leaf_opening(v: Any, what: str) -> LeafOpening:
+    if not isinstance(v, Mapping):
+        raise InvalidInputError(f"{what} must be an object")
+    data = v.get("data")
+    if not isinstance(data, str) or len(data) > 4096:
+        raise InvalidInputError(f"{what} data must be a short JSON text")
+    return LeafOpening(
+        _int(v.get("index"), f"{what} index"), data.encode(), _path(v.get("path"), f"{what} path")
+    )
+
+
+def _chunk_opening(v: Any, what: str) -> ChunkOpening:
+    if not isinstance(v, Mapping):
+        raise InvalidInputError(f"{what} must be an object")
+    return ChunkOpening(
+        _int(v.get("index"), f"{what} index"),
+        _hex(v.get("data"), f"{what} data"),
+        _path(v.get("path"), f"{what} path"),
+    )
+
+
+def parse_query(data: bytes | str | Mapping[str, Any]) -> Query:
+    """A query from its JSON form."""
+    o = _obj(data, "query")
+    kind = o.get("kind")
+    if kind not in ("split", "chunk", "open", "header"):
+        raise InvalidInputError("query kind must be split, chunk, open or header")
+    return Query(
+        kind,
+        _int(o.get("entry"), "query entry", optional=True),
+        _int(o.get("lo", 0), "query lo"),
+        _int(o.get("hi", 0), "query hi"),
+        _int(o.get("element"), "query element", optional=True),
+    )
+
+
+def parse_answer(data: bytes | str | Mapping[str, Any]) -> Answer:
+    """A device's answer from its JSON form."""
+    o = _obj(data, "answer")
+    t = o.get("type")
+    if t == "split":
+
+        def leaf(key: str) -> bytes | None:
+            v = o.get(key)
+            return None if v is None else _hex(v, f"answer {key}", max_size=4096)
+
+        return SplitAnswer(
+            _hex(o.get("left"), "answer left", size=32),
+            _hex(o.get("right"), "answer right", size=32),
+            leaf("left_leaf"),
+            leaf("right_leaf"),
+        )
+    if t == "chunk":
+        return ChunkAnswer(_hex(o.get("data"), "answer data"))
+    if t != "open":
+        raise InvalidInputError("answer type must be split, chunk or open")
+    entries, chunks, params, pchunks = (
+        o.get(k) for k in ("entries", "entry_chunks", "params", "param_chunks")
+    )
+    if not isinstance(entries, Mapping) or not isinstance(params, Mapping):
+        raise InvalidInputError("opening entries and params must be objects")
+    if not isinstance(chunks, list) or not isinstance(pchunks, list):
+        raise InvalidInputError("opening chunks must be lists")
+    if len(entries) + len(params) + len(chunks) + len(pchunks) > _MAX_ITEMS:
+        raise InvalidInputError("opening has too many items")
+    out_entries: dict[int, LeafOpening] = {}
+    for k, v in entries.items():
+        if not isinstance(k, str) or not k.isdigit():
+            raise InvalidInputError("opening entry keys must be entry indices")
+        out_entries[int(k)] = _leaf_opening(v, f"entry {k}")
+    out_params = {str(k): _leaf_opening(v, f"param {k}") for k, v in params.items()}
+    out_chunks: dict[tuple[int, int], ChunkOpening] = {}
+    for item in chunks:
+        if not isinstance(item, list) or len(item) != 2:
+            raise InvalidInputError("opening entry_chunks items must be [entry, chunk]")
+        c = _chunk_opening(item[1], "entry chunk")
+        out_chunks[(_int(item[0], "chunk entry"), c.index)] = c
+    out_pchunks: dict[tuple[str, int], ChunkOpening] = {}
+    for item in pchunks:
+        if not isinstance(item, list) or len(item) != 2 or not isinstance(item[0], str):
+            raise InvalidInputError("opening param_chunks items must be [param, chunk]")
+        c = _chunk_opening(item[1], "param chunk")
+        out_pchunks[(item[0], c.index)] = c
+    return OpenAnswer(out_entries, out_chunks, out_params, out_pchunks)
+
+
+def parse_move(data: bytes | str | Mapping[str, Any]) -> Move:
+    """A challenger's move from its JSON form."""
+    o = _obj(data, "move")
+    m = o.get("move")
+    if m == "descend":
+        side = o.get("side")
+        if side not in ("left", "right"):
+            raise InvalidInputError("descend side must be left or right")
+        return Descend(side)
+    if m == "element":
+        return DisputeElement(
+            _int(o.get("element"), "move element"),
+            _int(o.get("value"), "move value", optional=True, lo=-(1 << 63), hi=(1 << 63) - 1),
+        )
+    if m == "header":
+        return DisputeHeader()
+    raise InvalidInputError("move must be descend, element or header")
 
 
 # -- verdicts ---------------------------------------------------------------------------------
