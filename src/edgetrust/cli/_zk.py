@@ -78,10 +78,20 @@ def parse_size(text: str) -> int:
     return value
 
 
+class _ConsoleWarnings(logging.Handler):
+    """edgetrust's own warnings (e.g. the UNSAFE SRS path) as one yellow line on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err.print(f"[yellow]warning:[/] {record.getMessage()}", highlight=False)
+
+
 def _quiet_ezkl() -> None:
     """EZKL logs its calibration tables as warnings; the CLI shows its own summary instead."""
     for name in ("ezkl", "tract_onnx", "tract_core", "tract_hir"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    zk_logger = logging.getLogger("edgetrust.verify.zk")
+    if not any(isinstance(h, _ConsoleWarnings) for h in zk_logger.handlers):
+        zk_logger.addHandler(_ConsoleWarnings(logging.WARNING))
 
 
 @contextlib.contextmanager
@@ -95,7 +105,7 @@ def _progress(title: str, enabled: bool) -> Iterator[ProgressFn]:
         TimeElapsedColumn(),
         console=err,
         transient=True,
-        disable=not enabled,
+        disable=not enabled or not err.is_terminal,
     ) as bar:
         task = bar.add_task(title, total=1, stage="")
 
@@ -130,7 +140,7 @@ def _print_artifacts(art: ZkArtifacts) -> None:
     scales = f"input scale 2^-{k.input_scale}, output 2^-{k.output_scale}"
     out.print(f"  circuit   2^{k.logrows} rows, {scales}")
     out.print(f"  settings  {k.settings_digest}")
-    out.print(f"  circuit   {art.compiled_digest}")
+    out.print(f"  compiled  {art.compiled_digest}")
     out.print(f"  vk        {k.vk_digest}")
     out.print(f"  srs       {k.srs_kind} {k.srs_digest}")
     out.print(
@@ -226,14 +236,17 @@ def setup_cmd(
         )
     card_signed = False
     try:
-        registry.card(card.digest)
+        stored, _ = registry.card(card.digest)
     except NotFoundError:
-        pass
-    else:
+        stored = None
+    if stored is not None and stored.extra.get("zk") != art.card_entry():
         publisher = Keystore(home).load_or_create(identity)
-        registry.update_card(card_with_zk(card, art), publisher=publisher)
+        registry.update_card(card_with_zk(stored, art), publisher=publisher)
         card_signed = True
-    data = _artifacts_report(art) | {"cardUpdated": card_signed}
+    data = _artifacts_report(art) | {
+        "cardUpdated": card_signed,
+        "registered": stored is not None,
+    }
 
     def human() -> None:
         _print_artifacts(art)
@@ -378,8 +391,6 @@ def verify_cmd(
         card = registry.card(model_digest)[0]
     except NotFoundError:
         card = None
-    if allow_unsafe_srs:
-        err.print("[yellow]warning:[/] --allow-unsafe-srs: proofs from a local SRS are forgeable")
     receipt, proof = verify_zk_bundle(
         parsed, home=home, card=card, allow_unsafe_srs=allow_unsafe_srs
     )
@@ -392,7 +403,16 @@ def verify_cmd(
         "srsKind": proof.srs_kind,
         "outputs": values.tolist(),
         "argmax": int(np.argmax(values)),
-        "checked": ["1 signature", "2 statement", *_STEPS],
+        "checked": [
+            "1 signature",
+            "2 statement",
+            *(
+                f"{s} (unsafe_test_srs allowed)"
+                if s == STEP_SRS and proof.srs_kind != "ppot"
+                else s
+                for s in _STEPS
+            ),
+        ],
         "cardChecked": card is not None,
     }
 

@@ -27,6 +27,22 @@ ProgressFn = Callable[[str, int, int], None]
 MAX_SETTINGS_BYTES = 4 * 2**20
 
 
+def import_ezkl(zk_dir: Path | None = None) -> Any:
+    """Import ezkl, pointing its own state directory into the edgetrust home first.
+
+    EZKL caches lookup tables under ``$EZKL_REPO_PATH/cache`` (default ``~/.ezkl``), and those
+    tables become fixed columns that the verifying key commits to. Keeping them under
+    ``$EDGETRUST_HOME/zk/ezkl`` keeps all of a home's ZK state in one place (and tests out of
+    the user's home). EZKL reads the variable once per process, so the first home wins; a
+    value the user set is left alone.
+    """
+    if zk_dir is not None:
+        os.environ.setdefault("EZKL_REPO_PATH", str(zk_dir / "ezkl"))
+    import ezkl
+
+    return ezkl
+
+
 def no_progress(stage: str, done: int, total: int) -> None:
     """The default progress callback: does nothing."""
 

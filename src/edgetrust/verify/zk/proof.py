@@ -40,6 +40,7 @@ from edgetrust.verify.zk._common import (
     felt_to_hex_be,
     felt_to_int,
     first_line,
+    import_ezkl,
     no_progress,
     private_tmpdir,
     temp_path,
@@ -233,19 +234,13 @@ def _check_input(artifacts: ZkArtifacts, value: Any) -> npt.NDArray[np.float32]:
     return arr.reshape(want)
 
 
-def _ezkl() -> Any:
-    import ezkl
-
-    return ezkl
-
-
 def zk_input_hash(artifacts: ZkArtifacts | ZkVerifierKey, value: Any) -> str:
     """The Poseidon hash a proof would carry for input `value`, computed outside the circuit.
 
     Lets whoever holds the input check a proof's public input hash: the input is quantized
     (``round(x · 2^input_scale)``) and hashed with EZKL's Poseidon, exactly as in the circuit.
     """
-    ezkl = _ezkl()
+    ezkl = import_ezkl()
     key = artifacts.key if isinstance(artifacts, ZkArtifacts) else artifacts
     arr = np.asarray(value, dtype=np.float64).reshape(-1)
     if not np.all(np.isfinite(arr)):
@@ -275,7 +270,7 @@ def zk_prove(
     """
     import onnxruntime as ort
 
-    ezkl = _ezkl()
+    ezkl = import_ezkl(artifacts.directory.parent)
     x = _check_input(artifacts, value)
     budget = default_memory_budget() if memory_budget is None else memory_budget
     check_budget(artifacts.estimate, budget)
@@ -444,7 +439,7 @@ def verify_zk_proof(
 
 
 def _verify_snark(proof: ZkProof, key: ZkVerifierKey) -> None:
-    ezkl = _ezkl()
+    ezkl = import_ezkl()
     fd, name = tempfile.mkstemp(prefix="edgetrust-proof-", suffix=".json")
     try:
         with os.fdopen(fd, "w") as f:

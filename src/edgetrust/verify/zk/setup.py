@@ -44,6 +44,7 @@ from edgetrust.verify.zk._common import (
     ProgressFn,
     felt_to_int,
     first_line,
+    import_ezkl,
     locked,
     no_progress,
     private_tmpdir,
@@ -93,15 +94,9 @@ _MANIFEST = "manifest.json"
 _VERIFIER_MANIFEST = "verifier.json"
 
 
-def _ezkl() -> Any:
-    import ezkl
-
-    return ezkl
-
-
 def ezkl_version() -> str:
     """The installed EZKL version (recorded with artifacts and proofs)."""
-    return str(_ezkl().__version__)
+    return str(import_ezkl().__version__)
 
 
 @dataclass(frozen=True)
@@ -542,8 +537,8 @@ def zk_setup(
     card = ModelCard.from_onnx_bytes(model)
     _check_model(card)
     check_budget(estimate_from_onnx(parse_onnx(model)), budget)
-    ezkl = _ezkl()
     root = resolve_home(home)
+    ezkl = import_ezkl(root / "zk")
     directory = _model_dir(root, card.digest)
     with locked(root / "zk" / f".{digest_hex(card.digest)}.lock"):
         if force and directory.exists():
