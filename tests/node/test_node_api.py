@@ -317,3 +317,18 @@ def test_verify_workers_give_the_same_answers(log: Log, publisher: Identity) -> 
         )
         assert body["message"].startswith("entry 65:")
         assert _state(log) == before
+
+
+def test_concurrent_submissions_are_grouped_and_each_proven(
+    node: TestClient, log: Log, publisher: Identity
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    envs = [card_envelope(publisher, i) for i in range(60)]
+    envs += envs[:5]  # duplicates inside the same burst get the first copy's index
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda e: node.post("/v1/entries", content=e).json(), envs))
+    for answer, env in zip(answers, envs, strict=True):
+        _check_submitted(log, answer, env)
+    assert sorted({a["index"] for a in answers}) == list(range(60))
+    assert [a["index"] for a in answers[60:]] == [a["index"] for a in answers[:5]]

