@@ -25,6 +25,7 @@ from edgetrust.verify.zk import (
     ZkProof,
     ZkReceipt,
     card_with_zk,
+    find_zk_key,
     issue_zk_receipt,
     verify_zk_bundle,
     verify_zk_receipt,
@@ -101,6 +102,7 @@ def test_zk_receipt_verifies(issued: Issued, zk_artifacts: ZkArtifacts, zk_home:
     assert np.array_equal(receipt.outputs["probabilities"], issued.receipt.proof.outputs)
     proof = verify_zk_receipt(receipt, key=zk_artifacts, card=issued.card, allow_unsafe_srs=True)
     assert proof == issued.receipt.proof
+    assert find_zk_key(receipt, home=zk_home) == zk_artifacts.key
     r2, p2 = verify_zk_bundle(bundle, home=zk_home, card=issued.card, allow_unsafe_srs=True)
     assert r2.issuer == issued.issuer.did and p2 == proof
     # The receipt's ordinary input commitment opens with the input, as for any receipt.
@@ -203,6 +205,9 @@ def test_receipt_without_zk_claim(issued: Issued, zk_artifacts: ZkArtifacts) -> 
         executor={"name": "onnxruntime"},
     )
     assert step_of(Bundle(envelope), zk_artifacts) == STEP_RECEIPT
+    with pytest.raises(VerificationError) as info:
+        find_zk_key(read_receipt(Bundle(envelope)))
+    assert info.value.step == STEP_RECEIPT
 
 
 def test_issue_refuses_mismatched_card(

@@ -55,6 +55,7 @@ __all__ = [
     "ZK_EXECUTOR",
     "ZkReceipt",
     "card_with_zk",
+    "find_zk_key",
     "issue_zk_receipt",
     "verify_zk_bundle",
     "verify_zk_receipt",
@@ -243,6 +244,17 @@ def verify_zk_receipt(
     return proof
 
 
+def find_zk_key(receipt: Receipt, *, home: str | Path | None = None) -> ZkVerifierKey:
+    """The verifying key for a receipt's proof: this home's setup of its model, with its VK.
+
+    Raises:
+        VerificationError: the receipt carries no zk claim (step ``zk 1 receipt``).
+        NotFoundError: no setup of that model with that VK in this home.
+    """
+    claim = _claim(receipt)
+    return load_zk_artifacts(receipt.model_digest, home=home, vk_digest=str(claim["vkDigest"])).key
+
+
 def verify_zk_bundle(
     bundle: Bundle,
     *,
@@ -256,8 +268,7 @@ def verify_zk_bundle(
     (e.g. from the registry) pins which VK is acceptable.
     """
     receipt = read_receipt(bundle)
-    claim = _claim(receipt)
-    key = load_zk_artifacts(receipt.model_digest, home=home, vk_digest=str(claim["vkDigest"]))
+    key = find_zk_key(receipt, home=home)
     return receipt, verify_zk_receipt(
         receipt, key=key, card=card, allow_unsafe_srs=allow_unsafe_srs
     )
