@@ -9,10 +9,10 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgetrust.errors import InvalidInputError, NotFoundError, VerificationError
+from edgetrust.errors import Error, InvalidInputError, NotFoundError, VerificationError
 from edgetrust.identity import Identity
 from edgetrust.log.checkpoint import NoteSigner, verify_checkpoint, verify_cosignatures
 from edgetrust.log.client import (
@@ -267,3 +267,53 @@ def test_submit_and_witness(tmp_path: Path, log: Log, publisher: Identity) -> No
             assert w.latest(w.origins[0])[0] == 7  # type: ignore[index]
             with pytest.raises(InvalidInputError):
                 c.submit(b'{"payload": "e30="}')
+
+
+@given(
+    size=st.integers(1, 70_000),
+    root=st.binary(min_size=32, max_size=32),
+    tile=st.binary(max_size=600),
+    status=st.sampled_from([200, 200, 200, 404, 500, 302]),
+    index=st.integers(0, 70_000),
+)
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+def test_a_hostile_log_only_ever_causes_typed_errors(
+    size: int, root: bytes, tile: bytes, status: int, index: int
+) -> None:
+    """A log that signs what it likes and serves garbage tiles and bundles."""
+    from edgetrust.log.checkpoint import Checkpoint, sign_checkpoint
+
+    signer = NoteSigner("hostile.example/log", Identity.from_seed(b"\x03" * 32))
+    note = sign_checkpoint(Checkpoint("hostile.example/log", size, root), signer)
+
+    def hostile(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/checkpoint":
+            return httpx.Response(200, content=note)
+        return httpx.Response(status, content=tile)
+
+    http = httpx.Client(transport=httpx.MockTransport(hostile), base_url="http://log")
+    with LogClient("http://log", signer.vkey, http=http) as c:
+        assert c.update().size == size
+        for call in (
+            lambda: c.get_entry(index),
+            lambda: list(c.entries(max(0, index - 3), min(size, index + 3))),
+            lambda: c.consistency_proof(max(1, size // 3), size),
+        ):
+            try:
+                call()
+            except Error:
+                pass
+
+
+def test_the_witness_parser_only_raises_typed_errors() -> None:
+    from edgetrust.node.witness import parse_add_checkpoint
+
+    @given(st.binary(max_size=400) | st.text(max_size=200).map(lambda t: ("old " + t).encode()))
+    @settings(max_examples=200, deadline=None)
+    def check(raw: bytes) -> None:
+        try:
+            parse_add_checkpoint(raw)
+        except InvalidInputError:
+            pass
+
+    check()
