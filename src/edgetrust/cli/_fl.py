@@ -313,7 +313,9 @@ def serve(
 
     Devices join with 'edgetrust fl join --superlink HOST:PORT'. With --run, the federated
     app (edgetrust's secure aggregation protocol over Flower messages) is submitted and the
-    command waits for it to finish. Insecure transport: put it behind TLS for real use.
+    command waits for it to finish, exiting 0 only if the run completed; then
+    'edgetrust fl audit' checks its records. Insecure transport: put it behind TLS for real
+    use.
     """
     from edgetrust.collab.flower import write_app
     from edgetrust.home import resolve_home
@@ -352,15 +354,62 @@ def serve(
                 epsilon_max=epsilon_max,
                 wait_nodes=600.0,
             )
-            time.sleep(2.0)
-            code = subprocess.call(
-                [_flower_bin("flwr"), "run", str(appdir), "edgetrust", "--stream"], env=env
-            )
+            code = _submit_and_wait(appdir, env)
             raise typer.Exit(code)
         link.wait()
     finally:
         link.terminate()
         link.wait(timeout=10)
+
+
+def _submit_and_wait(appdir: Path, env: dict[str, str], limit: float = 3600.0) -> int:
+    """Submit the app with `flwr run`, then poll `flwr ls` until the run finishes.
+
+    `flwr run --stream` exits 0 even when the run failed, so the status is what counts:
+    exit 0 only for ``finished:completed``.
+    """
+    import json
+
+    flwr = _flower_bin("flwr")
+    run_id = None
+    for _ in range(60):  # the SuperLink takes a moment before it accepts runs
+        proc = subprocess.run(
+            [flwr, "run", str(appdir), "edgetrust", "--format", "json"],
+            env=env,
+            capture_output=True,
+            timeout=300,
+        )
+        try:
+            body = json.loads(proc.stdout)
+        except json.JSONDecodeError:
+            body = {}
+        if body.get("success"):
+            run_id = str(body["run-id"])
+            break
+        time.sleep(1.0)
+    if run_id is None:
+        err.print("[bold red]error:[/] the SuperLink did not accept the run")
+        return 1
+    err.print(f"run {run_id} submitted; waiting for it to finish")
+    deadline = time.monotonic() + limit
+    status = ""
+    while time.monotonic() < deadline:
+        proc = subprocess.run(
+            [flwr, "ls", "edgetrust", "--run-id", run_id, "--format", "json"],
+            env=env,
+            capture_output=True,
+            timeout=300,
+        )
+        try:
+            runs = json.loads(proc.stdout).get("runs", [])
+        except json.JSONDecodeError:
+            runs = []
+        status = str(runs[0].get("status", "")) if runs else ""
+        if status.startswith("finished"):
+            break
+        time.sleep(3.0)
+    out.print(f"run {run_id}: {status or 'unknown'}")
+    return 0 if status == "finished:completed" else 1
 
 
 @fl.command()
