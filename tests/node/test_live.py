@@ -44,6 +44,9 @@ def test_node_witness_and_monitor_over_loopback(
         assert verify_checkpoint(second, key).size == 300
         assert run(["log", "monitor", live_node.url, "--key", key, "--once", "--json"]) == 0
         assert json.loads(capsys.readouterr().out)["size"] == 300
+        args = ["log", "monitor", live_node.url, "--key", key, "--once", "--entries", "--json"]
+        assert run(args) == 0
+        assert json.loads(capsys.readouterr().out)["entries_verified"] == 300
     finally:
         witness.stop()
 

@@ -446,29 +446,46 @@ def log_monitor(
     interval: Annotated[float, typer.Option(min=0.0, help="Seconds between polls.")] = 10.0,
     once: Annotated[bool, typer.Option("--once", help="Poll once and exit.")] = False,
     rounds: Annotated[int | None, typer.Option(min=1, help="Stop after this many polls.")] = None,
+    entries: Annotated[
+        bool,
+        typer.Option(
+            "--entries",
+            help="Also download every new entry and prove each bundle into the signed root.",
+        ),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Follow a remote log, verifying that each new checkpoint is consistent with the last.
 
     A fork (two signed views of history that do not fit together) exits with status 1 and
-    prints both checkpoints as evidence. With --state, the check spans runs.
+    prints both checkpoints as evidence. With --state, the check spans runs. With --entries
+    the monitor also audits the new entries themselves (what a monitor of a CT log does).
     """
     set_json_mode(json_out)
     from edgetrust.log.client import ForkError, monitor
 
     client = _client(url, key, state)
+    audited = client.trusted.size if client.trusted is not None else 0
     try:
         for cp in monitor(client, interval=interval, rounds=1 if once else rounds):
-            record = {
+            record: dict[str, Any] = {
                 "origin": cp.origin,
                 "size": cp.size,
                 "root": base64.b64encode(cp.root).decode("ascii"),
             }
+            if entries and cp.size > audited:
+                record["entries_verified"] = _audit(client, audited, cp.size)
+                audited = cp.size
             emit(
                 json_out,
                 record,
                 lambda r=record: out.print(  # type: ignore[misc]
-                    f"checkpoint {r['origin']} size {r['size']} root {r['root']}: consistent",
+                    f"checkpoint {r['origin']} size {r['size']} root {r['root']}: consistent"
+                    + (
+                        f", {r['entries_verified']} new entries verified"
+                        if "entries_verified" in r
+                        else ""
+                    ),
                     highlight=False,
                 ),
             )
@@ -482,6 +499,19 @@ def log_monitor(
         raise VerificationError(exc.message, step=exc.step) from exc
     finally:
         client.close()
+
+
+def _audit(client: Any, start: int, stop: int) -> int:
+    """Fetch and verify entries start..stop-1, with a progress bar on stderr."""
+    from rich.progress import Progress
+
+    count = 0
+    with Progress(console=err, transient=True) as progress:
+        task = progress.add_task("verifying entries", total=stop - start)
+        for _ in client.entries(start, stop):
+            count += 1
+            progress.advance(task)
+    return count
 
 
 # --- node --------------------------------------------------------------------------------------
