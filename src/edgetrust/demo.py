@@ -8,6 +8,7 @@ ones that must fail. Later capabilities add their own steps here.
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import time
 from collections.abc import Callable
@@ -72,6 +73,70 @@ def run_demo(console: Console | None = None, *, home: Path | None = None) -> Dem
 
 def _step(console: Console, title: str) -> None:
     console.rule(f"[bold]{title}")
+
+
+def _fixed_step(
+    console: Console,
+    result: DemoResult,
+    root: Path,
+    devices: dict[str, Device],
+    model_bytes: bytes,
+    x_test: np.ndarray,
+    log: Log,
+) -> None:
+    """Receipts from the bit-exact executor; carol lies about one hidden number and loses."""
+    from edgetrust.runtime.fixed import Fault, FixedRuntime
+    from edgetrust.verify.dispute import challenge_receipt
+
+    writer = LocalLogWriter(log)
+    x = {"input": x_test[7:8]}
+    bob, carol = devices["bob"], devices["carol"]
+    honest = bob.infer("digits-mlp", x, executor="fixed", log=writer)
+    fault = Fault("gemm0", 5, 40)
+    liar = FixedRuntime(home=carol.home, fault=fault)
+    lying = carol.infer("digits-mlp", x, executor=liar, log=writer)
+    console.print(
+        f"bob (honest) and carol (lying: +{fault.delta} at {fault.node}[{fault.element}]) both "
+        "sign fixed-point receipts with a trace root"
+    )
+    verifier = Verifier(log_keys=[log.verifier_key])
+    for name, device, res in (("bob", bob, honest), ("carol", carol, lying)):
+        opening = device.reveal(res.bundle)
+        result.expect(
+            f"{name}'s fixed-point receipt, re-executed bit for bit",
+            name == "bob",
+            functools.partial(
+                verifier.verify,
+                res.bundle,
+                model=model_bytes,
+                inputs=x,
+                opening=opening,
+                reexecute=True,
+            ),
+        )
+    referee = Identity.generate("referee")
+    opening = carol.reveal(lying.bundle)
+    found = challenge_receipt(
+        lying.bundle,
+        model=model_bytes,
+        inputs=x,
+        opening=opening,
+        device_home=carol.home,
+        referee=referee,
+        log=log,
+    )
+    verdict = found.verdict
+    ok = found.status == "convicted"
+    result.rows.append(("fraud proof against carol", "convicted", found.status))
+    if not ok:
+        result.failures.append("fraud proof against carol")
+    if verdict is not None:
+        console.print(
+            f"{'[green]✓[/]' if ok else '[bold red]✗[/]'} challenge: {found.status}; disputed "
+            f"node {verdict.node}, element {verdict.element}, {verdict.rounds} rounds, the "
+            f"referee recomputed one element ({verdict.referee_macs} multiply-adds); verdict "
+            f"logged at index {found.log_index}"
+        )
 
 
 def _run(console: Console, root: Path) -> DemoResult:
@@ -219,6 +284,10 @@ def _run(console: Console, root: Path) -> DemoResult:
         ),
     )
 
+    _step(console, "7. Exact re-execution, and a lying device convicted by a fraud proof")
+    _fixed_step(console, result, root, devices, model_bytes, x_test, log)
+
+    result.log_size = log.size()
     for device in devices.values():
         device.close()
     log.close()

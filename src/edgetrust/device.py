@@ -219,7 +219,8 @@ class Device:
         if not isinstance(executor, str):
             return executor
         if executor not in self._executors:
-            self._executors[executor] = make_executor(executor)
+            # Executors that keep state (plans, traces: the fixed one) keep it in this home.
+            self._executors[executor] = make_executor(executor, {"home": str(self.home)})
         return self._executors[executor]
 
     def model(self, ref: str) -> tuple[ModelCard, bytes]:

@@ -21,6 +21,7 @@ from edgetrust.identity import Identity, Keystore
 from edgetrust.log.service import Log
 from edgetrust.models import ModelCard, ModelRegistry
 from edgetrust.receipts import Bundle, parse_bundles, parse_opening, read_receipt, write_batch_file
+from edgetrust.runtime.executors import Executor
 from edgetrust.runtime.onnx import DEFAULT_MAX_INPUT_BYTES, load_inputs
 from edgetrust.verify.policy import IssuerIn
 from edgetrust.verify.verifier import Verified, Verifier
@@ -194,6 +195,25 @@ def _summarize(outputs: dict[str, np.ndarray[Any, Any]]) -> dict[str, Any]:
     return summary
 
 
+def _executor(
+    device: Device, name: str, precision: str | None, fault: str | None
+) -> Executor | str:
+    """The executor `infer` runs: by name, or a fixed-point one built from the options."""
+    if precision is None and fault is None:
+        return name
+    if name not in ("fixed", "onnxruntime") or (name == "onnxruntime" and precision):
+        raise InvalidInputError("--precision and --simulate-fault go with --executor fixed")
+    from edgetrust.runtime.fixed import Fault, FixedRuntime
+
+    if precision not in (None, "int8", "int16"):
+        raise InvalidInputError(f"--precision must be int8 or int16, not {precision!r}")
+    return FixedRuntime(
+        precision=precision,  # type: ignore[arg-type]
+        home=device.home,
+        fault=Fault.parse(fault) if fault is not None else None,
+    )
+
+
 def _log_writer(log: str, log_key: str | None, home: str | None) -> RemoteLogWriter | None:
     """None for the local log or no log; a verified remote writer for a URL."""
     if log in ("local", "none"):
@@ -212,7 +232,15 @@ def _log_writer(log: str, log_key: str | None, home: str | None) -> RemoteLogWri
 @app.command()
 def infer(
     model: ModelArg,
-    input: Annotated[Path, typer.Option("--input", "-i", help="Input file: .npy, .npz or .json.")],
+    input: Annotated[
+        Path | None, typer.Option("--input", "-i", help="Input file: .npy, .npz or .json.")
+    ] = None,
+    text: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--text", help="Text input for an imported language model (repeat for a batch)."
+        ),
+    ] = None,
     out_file: Annotated[
         Path | None, typer.Option("--out", "-o", help="Where to write the receipt bundle.")
     ] = None,
@@ -221,8 +249,24 @@ def infer(
         typer.Option("--batch", help="Treat axis 0 as a batch: sign all rows once (Merkle root)."),
     ] = False,
     executor: Annotated[
-        str, typer.Option(help="Executor: onnxruntime (float) or fixed.")
+        str,
+        typer.Option(
+            help="onnxruntime (float, fast, re-checkable within a tolerance) or fixed "
+            "(integer, bit-exact on every machine, challengeable)."
+        ),
     ] = "onnxruntime",
+    precision: Annotated[
+        str | None, typer.Option(help="With --executor fixed: int8 or int16.")
+    ] = None,
+    simulate_fault: Annotated[
+        str | None,
+        typer.Option(
+            "--simulate-fault",
+            help="FOR DEMOS AND TESTS ONLY: make this device lie consistently, committing to a "
+            "corrupted trace. node=NODE,element=I,delta=D (NODE: name or index). Implies "
+            "--executor fixed.",
+        ),
+    ] = None,
     output_private: Annotated[
         bool, typer.Option("--output-private", help="Leave output values out of the receipt.")
     ] = False,
@@ -262,14 +306,23 @@ def infer(
         max_input_bytes=max_input_mb * 2**20,
     ) as device:
         card, _ = device.model(model)
-        inputs = load_inputs(input, card, max_bytes=device.max_input_bytes)
+        if (input is None) == (text is None):
+            raise InvalidInputError("give exactly one of --input FILE or --text TEXT")
+        if input is not None:
+            inputs = load_inputs(input, card, max_bytes=device.max_input_bytes)
+        else:
+            from edgetrust.runtime.bert import text_inputs
+
+            inputs = text_inputs(text or [], model_digest=card.digest, home=device.home)
+            batch = batch or len(text or []) > 1
+        runner = _executor(device, executor, precision, simulate_fault)
         receipts_dir = resolve_home(home) / "receipts"
         receipts_dir.mkdir(exist_ok=True)
         if batch:
             result = device.infer_batch(
                 card.digest,
                 inputs,
-                executor=executor,
+                executor=runner,
                 output_private=output_private,
                 allow_nonfinite=allow_nonfinite,
                 log=writer if writer is not None else log == "local",
@@ -285,7 +338,7 @@ def infer(
             single = device.infer(
                 card.digest,
                 inputs,
-                executor=executor,
+                executor=runner,
                 output_private=output_private,
                 allow_nonfinite=allow_nonfinite,
                 log=writer if writer is not None else log == "local",
@@ -305,7 +358,10 @@ def infer(
     }
 
     def human() -> None:
-        out.print(f"ran [bold]{card.name}[/] ({card.digest[:19]}…) with {executor}")
+        name = "fixed" if simulate_fault or precision else executor
+        out.print(f"ran [bold]{card.name}[/] ({card.digest[:19]}…) with {name}")
+        if simulate_fault:
+            out.print(f"[bold yellow]simulated fault ({simulate_fault}): this receipt lies[/]")
         for name, s in data["outputs"].items():
             line = f"  {name}: {s['dtype']} {s['shape']}"
             if "argmax" in s:

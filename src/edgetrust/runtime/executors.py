@@ -66,4 +66,12 @@ def _onnx_factory(settings: Mapping[str, Any]) -> Executor:
     return OnnxExecutor(intra_op_threads=threads if isinstance(threads, int) and threads > 0 else 1)
 
 
+def _fixed_factory(settings: Mapping[str, Any]) -> Executor:
+    # Imported on first use: the fixed-point executor is large and most runs never need it.
+    from edgetrust.runtime.fixed import FixedRuntime
+
+    return FixedRuntime.from_settings(settings)
+
+
 register_executor(OnnxExecutor.name, _onnx_factory)
+register_executor("fixed", _fixed_factory)

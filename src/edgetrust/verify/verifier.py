@@ -208,6 +208,16 @@ class Verifier:
                 raise VerificationError(
                     "recomputed output differs from the receipt's (exact executor)", step=step
                 )
+            # A lie inside the trace can be masked downstream (a Relu zeroes it): an exact
+            # executor must reproduce every committed intermediate, not just the output.
+            if receipt.trace_root is not None and receipt.trace_root != getattr(
+                executor, "last_trace_root", None
+            ):
+                raise VerificationError(
+                    "recomputed trace root differs from the receipt's: an intermediate value "
+                    "was not what the device committed to ('edgetrust challenge' pins it down)",
+                    step=step,
+                )
             return
         if receipt.outputs is None:
             raise VerificationError(
