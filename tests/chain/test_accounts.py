@@ -28,6 +28,7 @@ def test_create_load_and_mode(edgetrust_home: Path) -> None:
         ks.create("op")
 
 
+@pytest.mark.slow
 def test_import_dev_key_and_passphrase() -> None:
     ks = EvmKeystore()
     acct = ks.import_key("anvil0", parse_private_key(DEV_KEY), passphrase="pw")

@@ -144,7 +144,7 @@ def test_challenge_answered_correctly(deployed: Deployed) -> None:
         d.operator, challenge_id=cid, proof=rfc9162.proof(6, LEAVES[:13])
     )
     gas_price = d.chain.w3.eth.get_transaction_receipt(tx.tx_hash)["effectiveGasPrice"]
-    # The challenger's bond compensates the operator.
+    # The challenger's bond rewards the answerer (here the operator).
     assert d.chain.balance(d.operator.address) == before + BOND // 10 - tx.gas_used * gas_price
     assert not d.anchor.challenge_state(cid).open
     assert d.anchor.open_challenges(d.origin) == []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import os
@@ -11,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from edgetrust.chain._devchain import ANVIL_DEV_KEYS
-from edgetrust.chain.anchor import note_verifier_key
 from edgetrust.cli import run
 from edgetrust.identity import Keystore
+from edgetrust.log.checkpoint import Checkpoint, NoteSigner, sign_checkpoint
 from tests.chain import rfc9162
 
 ORIGIN = "cli.example/log"
@@ -117,13 +116,12 @@ def test_stateful_commands_need_rpc(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def _signed_checkpoint(home: Path, n: int, root_hex: str) -> Path:
-    ident = Keystore(home).load_or_create("default")
-    body = f"{ORIGIN}\n{n}\n{base64.b64encode(bytes.fromhex(root_hex)).decode()}\n"
-    key = note_verifier_key(ORIGIN, ident)
-    key_hash = bytes.fromhex(key.split("+")[1])
-    sig = base64.b64encode(key_hash + ident.sign(body.encode())).decode()
+    ident = Keystore(home).load_or_create("log")
+    note = sign_checkpoint(
+        Checkpoint(ORIGIN, n, bytes.fromhex(root_hex)), NoteSigner(ORIGIN, ident)
+    )
     path = home / f"checkpoint-{n}"
-    path.write_text(f"{body}\n\u2014 {ORIGIN} {sig}\n")
+    path.write_bytes(note)
     return path
 
 
@@ -196,6 +194,37 @@ def test_flows_against_anvil(
     _one_line_error(capsys, "not the log operator")
     assert run(["chain", "report-equivocation", *rpc, "--origin", ORIGIN]) == 2
     _one_line_error(capsys, "no equivocation")
+
+
+@pytest.mark.slow
+def test_anchor_and_watch_the_home_log(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    anvil_url: str,
+    edgetrust_home: Path,
+) -> None:
+    from edgetrust.log.service import Log
+
+    rpc = ["--rpc", anvil_url]
+    monkeypatch.setattr("sys.stdin", io.StringIO(ANVIL_DEV_KEYS[1]))
+    assert run(["chain", "account", "import"]) == 0
+    assert run(["chain", "deploy", *rpc]) == 0
+    capsys.readouterr()
+    with Log.open(edgetrust_home) as log:
+        log.append_many([b"receipt %d" % i for i in range(5)])
+    assert run(["chain", "anchor", *rpc, "--json"]) == 0
+    anchored = _json(capsys)
+    assert anchored["size"] == 5 and anchored["registered_now"]
+    with Log.open(edgetrust_home) as log:
+        log.append_many([b"receipt %d" % i for i in range(5, 12)])
+    # The log grew: its new checkpoint must be consistent with the anchored one, and is.
+    assert run(["chain", "watch", *rpc, "--json"]) == 0
+    report = _json(capsys)
+    assert report["ok"] and report["size"] == 12 and report["latest_anchored"]["size"] == 5
+    assert run(["chain", "anchor", *rpc, "--json"]) == 0
+    assert _json(capsys)["size"] == 12 and not anchored["in_process"]
+    assert run(["chain", "anchor", *rpc, "--size", "3"]) == 2
+    _one_line_error(capsys, "together")
 
 
 @pytest.mark.slow

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -71,7 +70,7 @@ class AnchorParams:
     min_bond: int = ETHER
     """Smallest bond (wei) an operator posts to register a log."""
     challenge_bond: int = ETHER // 10
-    """Bond (wei) an append-only challenger posts; the operator receives it if it answers."""
+    """Bond (wei) an append-only challenger posts; whoever answers the challenge receives it."""
     response_window: int = 24 * 3600
     """Seconds an operator has to answer an append-only challenge."""
 
@@ -162,12 +161,11 @@ def note_key_public_bytes(note_key: str) -> bytes:
 def note_verifier_key(name: str, identity: Identity) -> str:
     """The C2SP signed-note verifier key of an Ed25519 `identity` under key name `name`.
 
-    ``<name>+<hex of the first 4 bytes of SHA-256(name || LF || 0x01 || key)>+<base64(0x01 ||
-    key)>`` (C2SP signed-note, "Verifier keys"); a log's key name is its origin.
+    A log's key name is its origin; this is `edgetrust.log.checkpoint.NoteSigner.vkey`.
     """
-    raw = b"\x01" + identity.public_bytes
-    key_hash = hashlib.sha256(name.encode() + b"\n" + raw).digest()[:4]
-    return f"{name}+{key_hash.hex()}+{base64.b64encode(raw).decode()}"
+    from edgetrust.log.checkpoint import NoteSigner
+
+    return NoteSigner(name, identity).vkey
 
 
 def _b32(value: bytes, what: str) -> bytes:
@@ -431,19 +429,36 @@ class LogAnchor:
         return int(events[0]["args"]["challenge_id"]), TxResult.of(receipt)
 
     def challenge_state(self, challenge_id: int) -> ChallengeState:
-        """Read challenge `challenge_id` from the contract."""
-        c = self.chain.call(self.contract.functions.challenges(challenge_id), action="challenge")
-        if int(c[1], 16) == 0:
+        """Challenge `challenge_id`: from storage while open, from its events once closed."""
+        c = self.chain.call(
+            self.contract.functions.challenge_info(challenge_id), action="challenge"
+        )
+        if bool(c[6]):
+            return ChallengeState(
+                challenge_id=challenge_id,
+                log_id=bytes(c[0]),
+                challenger=Web3.to_checksum_address(c[1]),
+                size1=int(c[2]),
+                size2=int(c[3]),
+                deadline=int(c[4]),
+                bond=int(c[5]),
+                open=True,
+            )
+        opened = self.contract.events.ChallengeOpened().get_logs(
+            from_block=0, argument_filters={"challenge_id": challenge_id}
+        )
+        if not opened:
             raise NotFoundError(f"no challenge {challenge_id} on {self.address}")
+        a = opened[0]["args"]
         return ChallengeState(
             challenge_id=challenge_id,
-            log_id=bytes(c[0]),
-            challenger=Web3.to_checksum_address(c[1]),
-            size1=int(c[2]),
-            size2=int(c[3]),
-            deadline=int(c[4]),
-            bond=int(c[5]),
-            open=bool(c[6]),
+            log_id=bytes(a["log_id"]),
+            challenger=Web3.to_checksum_address(a["challenger"]),
+            size1=int(a["size1"]),
+            size2=int(a["size2"]),
+            deadline=int(a["deadline"]),
+            bond=self.challenge_bond(),
+            open=False,
         )
 
     def open_challenges(self, origin: str, *, from_block: int = 0) -> list[ChallengeState]:

@@ -9,93 +9,57 @@ that does not extend or is not extended by the anchored one, are alarms.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from edgetrust.chain.anchor import LogAnchor, note_key_public_bytes
+from edgetrust.chain.anchor import LogAnchor
 from edgetrust.errors import InvalidInputError, VerificationError
-from edgetrust.identity import did_from_public_bytes, verify_signature
+from edgetrust.log.checkpoint import verify_checkpoint
 from edgetrust.log.merkle import verify_consistency
 
 __all__ = [
+    "LogSource",
     "WatchReport",
     "check_served_checkpoint",
-    "parse_checkpoint_body",
-    "verify_checkpoint_note",
+    "client_source",
+    "watch_log",
 ]
 
-MAX_NOTE = 16 * 1024
 ProofSource = Callable[[int, int], Sequence[bytes]]
 
 
-def parse_checkpoint_body(note: bytes) -> tuple[str, int, bytes]:
-    """Origin, size and root hash of a C2SP checkpoint (the note's first three lines).
+class LogSource(Protocol):
+    """Where a watcher reads a log: its latest signed checkpoint and consistency proofs.
 
-    Raises:
-        InvalidInputError: not a checkpoint.
+    `edgetrust.log.service.Log` (the embedded log) is one; `client_source` wraps a remote
+    tlog-tiles log read with `edgetrust.log.client.LogClient`.
     """
-    if len(note) > MAX_NOTE:
-        raise InvalidInputError(f"a checkpoint note is at most {MAX_NOTE} bytes")
-    try:
-        text = note.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidInputError("checkpoint is not UTF-8") from exc
-    body = text.split("\n\n", 1)[0]
-    lines = body.split("\n")
-    if len(lines) < 3 or not lines[0]:
-        raise InvalidInputError("a checkpoint starts with origin, size and root lines")
-    origin, size_text, root_text = lines[0], lines[1], lines[2]
-    if not size_text.isdigit() or (size_text != "0" and size_text.startswith("0")):
-        raise InvalidInputError(f"checkpoint size {size_text!r:.40} is not a decimal integer")
-    try:
-        root = base64.b64decode(root_text, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise InvalidInputError("checkpoint root is not base64") from exc
-    if len(root) != 32:
-        raise InvalidInputError("checkpoint root is not 32 bytes")
-    size = int(size_text)
-    if size >= 2**64:
-        raise InvalidInputError("checkpoint size does not fit in 64 bits")
-    return origin, size, root
+
+    def checkpoint(self) -> bytes:
+        """The latest checkpoint note the log serves."""
+        ...
+
+    def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
+        """RFC 9162 consistency proof between two sizes."""
+        ...
 
 
-def verify_checkpoint_note(note: bytes, note_key: str) -> None:
-    """Check that the C2SP signed note carries a valid Ed25519 signature by `note_key`.
+@dataclass(frozen=True)
+class _ClientSource:
+    client: Any
 
-    C2SP signed-note: the signed message is the text up to and including the blank line's
-    first newline; each signature line is ``— <key name> <base64(4-byte key hash || sig)>``.
+    def checkpoint(self) -> bytes:
+        _, note = self.client.fetch_checkpoint()
+        return bytes(note)
 
-    Raises:
-        VerificationError: no valid signature by that key.
-    """
-    text = note.decode("utf-8", "replace")
-    if "\n\n" not in text:
-        raise VerificationError("checkpoint note has no signatures", step="note signature")
-    body, sigs = text.split("\n\n", 1)
-    name, key_hash_hex, _ = note_key.split("+", 2)
-    public = note_key_public_bytes(note_key)
-    did = did_from_public_bytes(public)
-    for line in sigs.split("\n"):
-        parts = line.split(" ")
-        if len(parts) != 3 or parts[0] != "\u2014" or parts[1] != name:
-            continue
-        try:
-            blob = base64.b64decode(parts[2], validate=True)
-        except (binascii.Error, ValueError):
-            continue
-        if len(blob) != 68 or blob[:4].hex() != key_hash_hex:
-            continue
-        try:
-            verify_signature(did, blob[4:], (body + "\n").encode())
-        except VerificationError:
-            continue
-        return
-    raise VerificationError(
-        f"checkpoint is not signed by the registered log key {name}", step="note signature"
-    )
+    def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
+        return list(self.client.consistency_proof(size1, size2))
+
+
+def client_source(client: Any) -> LogSource:
+    """A `LogSource` over an `edgetrust.log.client.LogClient` (a remote log's tiles)."""
+    return _ClientSource(client)
 
 
 @dataclass(frozen=True)
@@ -139,6 +103,20 @@ class WatchReport:
             raise VerificationError("; ".join(self.alarms), step="watch")
 
 
+def watch_log(anchor: LogAnchor, origin: str, source: LogSource) -> WatchReport:
+    """Check the checkpoint `source` serves now against the anchors of `origin` (all steps)."""
+    note = source.checkpoint()
+    checkpoint = verify_checkpoint(note, anchor.registration(origin).note_key, origin=origin)
+    return check_served_checkpoint(
+        anchor,
+        origin=origin,
+        size=checkpoint.size,
+        root=checkpoint.root,
+        note=note,
+        prove=source.consistency_proof,
+    )
+
+
 def check_served_checkpoint(
     anchor: LogAnchor,
     *,
@@ -151,7 +129,8 @@ def check_served_checkpoint(
     """Compare checkpoint (`size`, `root`) that the log served with what is anchored.
 
     Steps:
-    1. If the signed `note` is given, it must be signed by the note key the log registered.
+    1. If the signed `note` is given, it must be signed by the note key the log registered
+       (C2SP signed-note, `edgetrust.log.checkpoint.verify_checkpoint`) and be this checkpoint.
     2. A root anchored for the same size must be the served root.
     3. No equivocation may be recorded, and the log must not be slashed.
     4. With `prove(n1, n2)` (the log's consistency proofs), the served tree and the latest
@@ -160,7 +139,9 @@ def check_served_checkpoint(
     alarms: list[str] = []
     # 1.
     if note is not None:
-        verify_checkpoint_note(note, anchor.registration(origin).note_key)
+        served = verify_checkpoint(note, anchor.registration(origin).note_key, origin=origin)
+        if (served.size, served.root) != (size, root):
+            raise InvalidInputError("the note is not the checkpoint (size, root) given")
     # 2.
     anchored = anchor.root_at(origin, size)
     if anchored is not None and anchored != root:

@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
@@ -29,6 +29,9 @@ from edgetrust.chain.anchor import TxResult
 from edgetrust.chain.artifacts import BUILD_DIR, load_artifact
 from edgetrust.chain.rpc import Chain, RevertError
 from edgetrust.errors import InvalidInputError, NotFoundError, UnsupportedError, VerificationError
+
+if TYPE_CHECKING:
+    from edgetrust.verify.zk import ZkProof, ZkVerifierKey
 
 __all__ = [
     "DEMO_VERIFIER",
@@ -39,6 +42,8 @@ __all__ = [
     "find_solcjs",
     "generate_solidity_verifier",
     "proof_calldata",
+    "verifier_for_key",
+    "zk_proof_calldata",
 ]
 
 DEMO_VERIFIER = "EzklDigitsVerifier"
@@ -191,6 +196,28 @@ def proof_calldata(proof_path: Path) -> bytes:
         except Exception as exc:  # EZKL raises bare RuntimeError/ValueError on bad proofs
             raise InvalidInputError(f"cannot encode proof {proof_path}: {exc}") from exc
     return bytes(data)
+
+
+def zk_proof_calldata(proof: ZkProof) -> bytes:
+    """EVM calldata for an `edgetrust.verify.zk` proof (as in a ZK receipt's bundle)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "proof.json"
+        path.write_text(json.dumps(proof.ezkl_json()))
+        return proof_calldata(path)
+
+
+def verifier_for_key(key: ZkVerifierKey) -> dict[str, Any]:
+    """A deployable verifier for an `edgetrust.verify.zk` setup (its vk, settings and SRS).
+
+    A ZK receipt's proof verifies on chain under the verifier built from its own key.
+    """
+    inputs = key.evm_verifier_inputs()
+    return build_verifier(
+        vk_path=inputs["vk_path"],
+        settings_path=inputs["settings_path"],
+        srs_path=inputs["srs_path"],
+        name="EzklVerifier",
+    )
 
 
 class ZkVerifier:

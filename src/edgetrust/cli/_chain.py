@@ -262,12 +262,15 @@ def deploy(
 
 @chain_app.command("anchor")
 def anchor_cmd(
-    origin: OriginOpt,
-    size: Annotated[int, typer.Option("--size", help="Checkpoint tree size.")],
-    root: Annotated[str, typer.Option("--root", help="Checkpoint root hash (hex).")],
-    log_key: Annotated[
-        str, typer.Option("--log-key", help="Ed25519 identity of the log (to register it).")
-    ] = "default",
+    size: Annotated[
+        int | None, typer.Option("--size", help="Tree size (default: your log's latest).")
+    ] = None,
+    root: Annotated[
+        str | None, typer.Option("--root", help="Root hash, hex (with --size and --origin).")
+    ] = None,
+    origin: Annotated[
+        str | None, typer.Option("--origin", help="Log origin (default: your log's).")
+    ] = None,
     bond: Annotated[int, typer.Option(help="Bond (wei) if the log must be registered.")] = 10**18,
     rpc: RpcOpt = None,
     account: AccountOpt = "default",
@@ -276,18 +279,30 @@ def anchor_cmd(
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Anchor a checkpoint (origin, size, root) of your log, registering the log first if new.
+    """Anchor your log's latest signed checkpoint (or --origin/--size/--root) on chain.
 
-    Registration binds the log's Ed25519 key (--log-key) to your EVM account and posts --bond.
+    The first anchor registers the log: its Ed25519 key (the home's 'log' key) signs a binding
+    to your EVM account, and --bond is posted.
     """
     set_json_mode(json_out)
-    root_bytes = _hex32(root, "--root")
+    from edgetrust.log.checkpoint import verify_checkpoint
+    from edgetrust.log.service import LOG_KEY_NAME, Log
+
+    given = (size is not None, root is not None, origin is not None)
+    if any(given) and not all(given):
+        raise InvalidInputError("give --origin, --size and --root together, or none of them")
+    ident = Keystore(home).load_or_create(LOG_KEY_NAME)
+    if root is not None and size is not None and origin is not None:
+        root_bytes = _hex32(root, "--root")
+    else:
+        with Log.open(home) as log:
+            checkpoint = verify_checkpoint(log.checkpoint(), log.verifier_key)
+        origin, size, root_bytes = checkpoint.origin, checkpoint.size, checkpoint.root
     chain, acct = _session(rpc, home, account, passphrase_file)
     la = _anchor_contract(chain, acct, home, contract)
     registered = la.operator(origin) is not None or la.is_slashed(origin)
     reg_gas = None
     if not registered:
-        ident = Keystore(home).load_or_create(log_key)
         reg_gas = la.register_log(
             acct,
             origin=origin,
@@ -321,35 +336,62 @@ def anchor_cmd(
 
 @chain_app.command("watch")
 def watch(
-    origin: OriginOpt,
+    origin: Annotated[
+        str | None, typer.Option("--origin", help="Log origin (default: your log's).")
+    ] = None,
     checkpoint: Annotated[
-        Path,
-        typer.Option("--checkpoint", help="A checkpoint the log served (C2SP checkpoint note)."),
-    ],
+        Path | None,
+        typer.Option("--checkpoint", help="A checkpoint note the log served, to check."),
+    ] = None,
+    log_url: Annotated[
+        str | None, typer.Option("--log", help="Read a remote log's tiles at this URL.")
+    ] = None,
     rpc: RpcOpt = None,
     contract: ContractOpt = None,
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Compare a checkpoint the log served with the chain: alarm (exit 1) on any conflict.
+    """Compare what a log serves with what is anchored: alarm (exit 1) on any conflict.
 
-    Alarms: the chain anchored a different root for the same size; the operator anchored two
-    roots for one size (equivocation); the log was slashed.
+    Reads a checkpoint note (--checkpoint), a remote log (--log URL), or your own log. Alarms:
+    a different root anchored for the served size, a served tree that forks from the latest
+    anchored one (checked with the log's consistency proof), two roots anchored for one size,
+    a slashed log. The note must be signed by the key the log registered on chain.
     """
     set_json_mode(json_out)
-    from edgetrust.chain.watch import check_served_checkpoint, parse_checkpoint_body
+    from edgetrust.chain.watch import check_served_checkpoint, client_source, watch_log
+    from edgetrust.log.checkpoint import parse_note
+    from edgetrust.log.service import Log
 
     _need_rpc(rpc, "watch")
+    if checkpoint is not None and log_url is not None:
+        raise InvalidInputError("give --checkpoint or --log, not both")
     chain = connect(rpc)
     la = LogAnchor(chain, contract or _recorded(home, chain, "LogAnchor") or _no_contract())
-    try:
-        note = checkpoint.read_bytes()
-    except OSError as exc:
-        raise InvalidInputError(f"cannot read {checkpoint}: {exc.strerror}") from exc
-    c_origin, size, root = parse_checkpoint_body(note)
-    if c_origin != origin:
-        raise InvalidInputError(f"checkpoint is for {c_origin!r}, not {origin!r}")
-    report = check_served_checkpoint(la, origin=origin, size=size, root=root)
+    if checkpoint is not None:
+        try:
+            note = checkpoint.read_bytes()[: 64 * 1024]
+        except OSError as exc:
+            raise InvalidInputError(f"cannot read {checkpoint}: {exc.strerror}") from exc
+        from edgetrust.log.checkpoint import parse_checkpoint_body
+
+        body = parse_checkpoint_body(parse_note(note).text)
+        if origin is not None and body.origin != origin:
+            raise InvalidInputError(f"checkpoint is for {body.origin!r}, not {origin!r}")
+        report = check_served_checkpoint(
+            la, origin=body.origin, size=body.size, root=body.root, note=note
+        )
+    elif log_url is not None:
+        from edgetrust.log.client import LogClient
+
+        if origin is None:
+            raise InvalidInputError("--log needs --origin (to find the log's registered key)")
+        vkey = la.registration(origin).note_key
+        with LogClient(log_url, vkey) as client:
+            report = watch_log(la, origin, client_source(client))
+    else:
+        with Log.open(home) as log:
+            report = watch_log(la, origin or log.origin, log)
     emit(json_out, report.as_dict(), lambda: out.print(report.summary()))
     report.raise_for_alarms()
 

@@ -58,20 +58,25 @@ event ChallengeAnswered:
     challenge_id: indexed(uint256)
     log_id: indexed(bytes32)
 
+event ChallengeTimedOut:
+    challenge_id: indexed(uint256)
+    log_id: indexed(bytes32)
+
 event Slashed:
     log_id: indexed(bytes32)
     beneficiary: indexed(address)
     amount: uint256
     reason: String[32]
 
+# A challenge in three slots (the answer reads them cold, 2,100 gas each): the log, then
+# challenger (160 bits) | deadline << 160 (64 bits) | open << 224, then
+# size1 (64 bits) | size2 << 64 (64 bits) | bond << 128 (128 bits).
 struct Challenge:
     log_id: bytes32
-    challenger: address
-    size1: uint256
-    size2: uint256
-    deadline: uint256
-    bond: uint256
-    open: bool
+    party: uint256
+    terms: uint256
+
+MASK64: constant(uint256) = (1 << 64) - 1
 
 # Per log: operator (low 160 bits) | latest size << 160. Zero means "not registered".
 _head: HashMap[bytes32, uint256]
@@ -82,9 +87,8 @@ conflicting_root_at: public(HashMap[bytes32, HashMap[uint256, bytes32]])
 bond_of: public(HashMap[bytes32, uint256])
 slashed: public(HashMap[bytes32, bool])
 note_key_of: public(HashMap[bytes32, Bytes[MAX_NOTE_KEY]])
-open_challenges: public(HashMap[bytes32, uint256])
 
-challenges: public(HashMap[uint256, Challenge])
+challenges: HashMap[uint256, Challenge]
 challenge_count: public(uint256)
 
 MIN_BOND: public(immutable(uint256))
@@ -96,7 +100,7 @@ RESPONSE_WINDOW: public(immutable(uint256))
 def __init__(min_bond: uint256, challenge_bond: uint256, response_window: uint256):
     """
     @param min_bond Smallest bond (wei) an operator must post to register a log.
-    @param challenge_bond Bond (wei) a challenger posts; paid to the operator if answered.
+    @param challenge_bond Bond (wei) a challenger posts; paid to whoever answers it.
     @param response_window Seconds the operator has to answer an append-only challenge.
     """
     assert response_window > 0, "response window must be positive"
@@ -233,7 +237,9 @@ def challenge(log_id: bytes32, size1: uint256, size2: uint256) -> uint256:
     assert not self.slashed[log_id], "log already slashed"
     assert self._head[log_id] != 0, "log not registered"
     assert msg.value == CHALLENGE_BOND, "wrong challenge bond"
+    assert msg.value < (1 << 128), "bond out of range"
     assert size1 > 0 and size1 < size2, "need 0 < size1 < size2"
+    assert size2 < (1 << 64), "size out of range"
     assert self.root_at[log_id][size1] != empty(bytes32), "size1 not anchored"
     assert self.root_at[log_id][size2] != empty(bytes32), "size2 not anchored"
     challenge_id: uint256 = self.challenge_count
@@ -241,14 +247,9 @@ def challenge(log_id: bytes32, size1: uint256, size2: uint256) -> uint256:
     deadline: uint256 = block.timestamp + RESPONSE_WINDOW
     self.challenges[challenge_id] = Challenge(
         log_id=log_id,
-        challenger=msg.sender,
-        size1=size1,
-        size2=size2,
-        deadline=deadline,
-        bond=msg.value,
-        open=True,
+        party=convert(msg.sender, uint256) | (deadline << 160) | (1 << 224),
+        terms=size1 | (size2 << 64) | (msg.value << 128),
     )
-    self.open_challenges[log_id] += 1
     log ChallengeOpened(
         challenge_id=challenge_id,
         log_id=log_id,
@@ -265,24 +266,28 @@ def answer_challenge(challenge_id: uint256, proof: DynArray[bytes32, MAX_PROOF])
     """
     @notice Answer an append-only challenge with an RFC 9162 consistency proof between the
             two anchored roots. A valid proof closes the challenge and pays the challenger's
-            bond to the operator; an invalid one reverts and leaves the challenge open.
-    @dev Anyone may answer: only the proof matters.
+            bond to the sender; an invalid one reverts and leaves the challenge open.
+    @dev Anyone may answer (the operator, or a watcher defending the log): only the proof
+         matters.
     """
     c: Challenge = self.challenges[challenge_id]
-    assert c.open, "challenge is not open"
-    assert block.timestamp <= c.deadline, "deadline passed"
+    assert (c.party >> 224) & 1 == 1, "challenge is not open"
+    assert block.timestamp <= (c.party >> 160) & MASK64, "deadline passed"
+    size1: uint256 = c.terms & MASK64
+    size2: uint256 = (c.terms >> 64) & MASK64
     assert self._verify_consistency(
-        c.size1,
-        c.size2,
-        self.root_at[c.log_id][c.size1],
-        self.root_at[c.log_id][c.size2],
+        size1,
+        size2,
+        self.root_at[c.log_id][size1],
+        self.root_at[c.log_id][size2],
         proof,
     ), "consistency proof does not verify"
-    self.challenges[challenge_id].open = False
-    self.open_challenges[c.log_id] -= 1
+    # Deleting a closed challenge refunds its storage (EIP-3529); events keep its history.
+    self.challenges[challenge_id] = empty(Challenge)
     log ChallengeAnswered(challenge_id=challenge_id, log_id=c.log_id)
-    operator: address = convert(self._head[c.log_id] & ADDRESS_MASK, address)
-    send(operator, c.bond)
+    # The challenger's bond rewards whoever produced the proof (normally the operator). Paying
+    # the sender, not a stored address, saves a cold read and a cold account access.
+    send(msg.sender, c.terms >> 128)
 
 
 @external
@@ -292,15 +297,38 @@ def claim_timeout(challenge_id: uint256):
             receives the operator's bond and their own challenge bond back.
     """
     c: Challenge = self.challenges[challenge_id]
-    assert c.open, "challenge is not open"
-    assert block.timestamp > c.deadline, "deadline not passed"
-    self.challenges[challenge_id].open = False
-    self.open_challenges[c.log_id] -= 1
+    assert (c.party >> 224) & 1 == 1, "challenge is not open"
+    assert block.timestamp > (c.party >> 160) & MASK64, "deadline not passed"
+    self.challenges[challenge_id] = empty(Challenge)
+    challenger: address = convert(c.party & ADDRESS_MASK, address)
+    bond: uint256 = c.terms >> 128
+    log ChallengeTimedOut(challenge_id=challenge_id, log_id=c.log_id)
     if self.slashed[c.log_id]:
         # Slashed meanwhile by someone else: only the challenge bond is returned.
-        send(c.challenger, c.bond)
+        send(challenger, bond)
         return
-    self._slash(c.log_id, c.challenger, c.bond, "append-only")
+    self._slash(c.log_id, challenger, bond, "append-only")
+
+
+@view
+@external
+def challenge_info(
+    challenge_id: uint256,
+) -> (bytes32, address, uint256, uint256, uint256, uint256, bool):
+    """
+    @notice An open challenge: (log id, challenger, size1, size2, deadline, bond, True); all
+            zero once it is closed (answered or timed out; see the events).
+    """
+    c: Challenge = self.challenges[challenge_id]
+    return (
+        c.log_id,
+        convert(c.party & ADDRESS_MASK, address),
+        c.terms & MASK64,
+        (c.terms >> 64) & MASK64,
+        (c.party >> 160) & MASK64,
+        c.terms >> 128,
+        (c.party >> 224) & 1 == 1,
+    )
 
 
 @pure
