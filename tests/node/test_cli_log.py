@@ -145,3 +145,26 @@ def test_remote_commands_against_a_live_node(
     state = tmp_path / "mon.json"
     assert run(["log", "monitor", url, "--key", key, "--state", str(state), "--once"]) == 0
     assert "size 1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["node", "serve", "--max-body", "10"],
+        ["node", "serve", "--rate", "-1"],
+        ["witness", "serve", "--log-key", "not-a-key"],
+        ["witness", "serve", "--log-key", "a+00000000+AQ==", "--name", "has space"],
+    ],
+)
+def test_servers_refuse_bad_settings_before_listening(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run([*args, "--port", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "Traceback" not in err
+
+
+def test_witness_key_is_a_cosignature_vkey(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["witness", "key", "--name", "w.example/1"]) == 0
+    vkey = capsys.readouterr().out.strip()
+    assert vkey.startswith("w.example/1+") and base64.b64decode(vkey.split("+")[2])[0] == 4

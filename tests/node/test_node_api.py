@@ -332,3 +332,20 @@ def test_concurrent_submissions_are_grouped_and_each_proven(
         _check_submitted(log, answer, env)
     assert sorted({a["index"] for a in answers}) == list(range(60))
     assert [a["index"] for a in answers[60:]] == [a["index"] for a in answers[:5]]
+
+
+def test_an_internal_failure_is_a_json_500_not_a_traceback(
+    node: TestClient, log: Log, publisher: Identity, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node.post("/v1/entries", content=card_envelope(publisher, 0))
+
+    def broken(index: int) -> bytes:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(log, "entry", broken)
+    resp = node.get("/v1/entries/0")
+    assert resp.status_code == 500
+    assert resp.json() == {
+        "error": "InternalError",
+        "message": "the node failed to handle this request",
+    }

@@ -101,6 +101,11 @@ def install_error_handlers(app: FastAPI) -> None:
         name = {404: "NotFoundError", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
         return error_response(exc.status_code, name, str(exc.detail))
 
+    async def on_bug(request: Request, exc: Exception) -> JSONResponse:
+        # Not the client's fault, so not a 4xx; but still the JSON shape, never a traceback.
+        return error_response(500, "InternalError", "the node failed to handle this request")
+
+    app.add_exception_handler(Exception, on_bug)
     app.add_exception_handler(Error, on_error)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
