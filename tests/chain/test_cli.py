@@ -233,4 +233,4 @@ def test_demo_convicts_on_the_in_process_chain(capsys: pytest.CaptureFixture[str
     story = _json(capsys)
     outcomes = " | ".join(s["outcome"] for s in story["steps"])
     assert "operator slashed" in outcomes and "CONVICTED" in outcomes
-    assert "refused: not the log operator" in outcomes
+    assert "refused: not the log operator" in outcomes and "log entry 0" in outcomes

@@ -257,3 +257,38 @@ def test_range_proofs_against_rfc9162(data: st.DataObject) -> None:
                 i += 1
         nodes, lo, sz = nxt, lo // 2, (sz + 1) // 2
     assert p == len(proof) and nodes == [t.root]
+
+
+def test_verdict_is_mirrored_into_the_log(eth_tester_chain: Chain, edgetrust_home) -> None:  # type: ignore[no-untyped-def]
+    from edgetrust.chain._digits import digits_executor
+    from edgetrust.chain.dispute import mirror_verdict
+    from edgetrust.identity import Identity
+    from edgetrust.log.service import Log
+    from edgetrust.statement import open_signed_statement
+    from edgetrust.verify.dispute import VERDICT_PREDICATE_TYPE
+
+    g = Game(eth_tester_chain)
+    run = digits_run(lie_at=(2, 1))
+    did = _open(g, run, 2, 1)
+    verdict = g.game.resolve(g.challenger, did, run.final_step(2, 1))
+    referee = Identity.generate("referee")
+    with Log.open(edgetrust_home) as log:
+        envelope, index = mirror_verdict(
+            verdict,
+            game=g.game,
+            commitment=run,
+            executor=digits_executor(),
+            node_index=2,
+            element=1,
+            signer=referee,
+            log=log,
+        )
+        assert index is not None
+        stored = log.entry(index)
+    assert stored == envelope.to_json()
+    signed = open_signed_statement(stored)
+    assert signed.statement.predicate_type == VERDICT_PREDICATE_TYPE
+    p = signed.statement.predicate
+    assert p["loser"] == "device" and p["node_index"] == 2 and p["element"] == 1
+    assert p["chain"]["tx"] == verdict.tx.tx_hash and p["chain"]["dispute_id"] == did
+    assert p["device_value"] == verdict.claimed != p["referee_value"]

@@ -33,6 +33,8 @@ from edgetrust.errors import InvalidInputError, NotFoundError, UnsupportedError
 from edgetrust.log.merkle import inclusion_proof, leaf_hash, node_hash, root_from_leaves
 
 if TYPE_CHECKING:
+    from edgetrust.dsse import Envelope
+    from edgetrust.identity import Identity
     from edgetrust.runtime.fixed import Fault, FixedExecutor
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "TensorCommitment",
     "VerdictEvent",
     "encode_int64",
+    "mirror_verdict",
     "range_proof",
     "referee_element",
     "requantize",
@@ -420,6 +423,62 @@ class VerdictEvent:
     reason: str
     """"recomputed" or "timeout"."""
     tx: TxResult
+
+
+def mirror_verdict(
+    verdict: VerdictEvent,
+    *,
+    game: DisputeGame,
+    commitment: RefereeCommitment,
+    executor: FixedExecutor,
+    node_index: int,
+    element: int,
+    signer: Identity,
+    log: Any | None = None,
+) -> tuple[Envelope, int | None]:
+    """Mirror an on-chain verdict into the log as a signed `dispute-verdict/v1` statement.
+
+    The statement is `edgetrust.verify.dispute`'s (same predicate type, validator and
+    fields), with a ``chain`` member naming the chain, contract, dispute and transaction so
+    that anyone can check it against the `Verdict` event. Appended to `log` (an
+    `edgetrust.log.service.Log`) when given; returns the envelope and its log index.
+    """
+    from edgetrust.verify.dispute import Claim, Verdict, log_verdict, sign_verdict
+
+    record = commitment.nodes[node_index] if 0 <= node_index < len(commitment.nodes) else None
+    claim = Claim(
+        trace_root=commitment.trace_root,
+        weights_root=commitment.model_root,
+        weights_size=len(commitment.nodes),
+    )
+    off_chain = Verdict(
+        loser="device" if verdict.convicted else "challenger",
+        reason=f"on-chain referee ({verdict.reason}): device said {verdict.claimed}, "
+        f"rule gives {verdict.recomputed}",
+        entry=None if record is None else record.output_index,
+        node=f"#{node_index}",
+        node_index=node_index,
+        element=element,
+        device_value=verdict.claimed,
+        referee_value=verdict.recomputed,
+        referee_reads=0 if record is None else 2 * record.k + 3,
+        referee_macs=0 if record is None else record.k,
+    )
+    envelope = sign_verdict(
+        off_chain,
+        claim,
+        executor,
+        signer,
+        chain={
+            "chain_id": game.chain.chain_id,
+            "contract": game.address,
+            "dispute_id": verdict.dispute_id,
+            "tx": verdict.tx.tx_hash,
+            "commitment": "https://edgetrust.dev/referee-commitment/v1",
+        },
+    )
+    index = None if log is None else log_verdict(envelope, log)
+    return envelope, index
 
 
 class DisputeGame:

@@ -15,9 +15,9 @@ from typing import Any
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from edgetrust.chain._digits import digits_run
+from edgetrust.chain._digits import digits_executor, digits_run
 from edgetrust.chain.anchor import AnchorParams, LogAnchor, note_verifier_key
-from edgetrust.chain.dispute import DisputeGame, DisputeParams
+from edgetrust.chain.dispute import DisputeGame, DisputeParams, mirror_verdict
 from edgetrust.chain.rpc import Chain, RevertError
 from edgetrust.identity import Identity
 from edgetrust.log.merkle import consistency_proof, leaf_hash, root_from_leaves
@@ -85,8 +85,12 @@ def _account(chain: Chain) -> LocalAccount:
     return acct
 
 
-def run_story(chain: Chain) -> Story:
-    """Run the demo on `chain` (needs dev-chain funding: eth-tester or anvil)."""
+def run_story(chain: Chain, *, log: Any | None = None) -> Story:
+    """Run the demo on `chain` (needs dev-chain funding: eth-tester or anvil).
+
+    With `log` (an `edgetrust.log.service.Log`), the on-chain verdict is mirrored into it as
+    a signed dispute-verdict statement.
+    """
     story = Story(chain.chain_id, chain.in_process)
     operator, watcher, device, deployer = (_account(chain) for _ in range(4))
     log_key = Identity.generate("demo-log")
@@ -144,4 +148,16 @@ def run_story(chain: Chain) -> Story:
         f"{'CONVICTED' if verdict.convicted else 'cleared'}: device said {verdict.claimed}, "
         f"rule gives {verdict.recomputed}",
     )
+    if log is not None:
+        _, index = mirror_verdict(
+            verdict,
+            game=game,
+            commitment=lying,
+            executor=digits_executor(),
+            node_index=2,
+            element=3,
+            signer=Identity.generate("referee"),
+            log=log,
+        )
+        story.add("verdict mirrored into the log", None, f"log entry {index}")
     return story

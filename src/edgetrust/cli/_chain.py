@@ -526,9 +526,12 @@ def demo(
     json_out: JsonOpt = False,
 ) -> None:
     """The whole story on a chain: anchor a log, catch an equivocating operator, convict a lying
-    device with the on-chain referee. Runs on the in-process chain unless --rpc is given."""
+    device with the on-chain referee, mirror the verdict into your log. Runs on the in-process
+    chain unless --rpc is given."""
     set_json_mode(json_out)
     from edgetrust.chain.story import run_story
+    from edgetrust.log.service import Log
 
-    result = run_story(connect(rpc))
+    with Log.open(home) as log:
+        result = run_story(connect(rpc), log=log)
     emit(json_out, result.as_dict(), lambda: out.print(result.table()))
