@@ -278,10 +278,10 @@ def run() -> str:
         try:
             _load(node, "/v1/entries", singles[:300], 16, tmp, 1)  # warm-up
             ed = _verify_us()
-            r = _load(node, "/v1/entries", singles[300:], 32, tmp, 1)
+            r = _load(node, "/v1/entries", singles[300:], 16, tmp, 1)
             rows.append(
                 _row(
-                    "single `POST /v1/entries`, 32 connections",
+                    "single `POST /v1/entries`, 16 connections",
                     r,
                     "entries",
                     "≥ 1,000/s, p99 ≤ 50 ms",
