@@ -17,12 +17,14 @@ from edgetrust.chain.anchor import (
     TxResult,
 )
 from edgetrust.chain.artifacts import Artifact, load_artifact
+from edgetrust.chain.autoanchor import AutoAnchor
 from edgetrust.chain.rpc import Chain, ChainUnavailableError, RevertError, connect
 
 __all__ = [
     "AnchorParams",
     "Anchored",
     "Artifact",
+    "AutoAnchor",
     "Chain",
     "ChainUnavailableError",
     "ChallengeState",
