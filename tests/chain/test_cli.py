@@ -234,3 +234,87 @@ def test_demo_convicts_on_the_in_process_chain(capsys: pytest.CaptureFixture[str
     outcomes = " | ".join(s["outcome"] for s in story["steps"])
     assert "operator slashed" in outcomes and "CONVICTED" in outcomes
     assert "refused: not the log operator" in outcomes and "log entry 0" in outcomes
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--origin", "x" * 200, "--size", "1", "--root", "ab" * 32], "origin"),
+        (["--origin", ORIGIN, "--size", "-1", "--root", "ab" * 32], "size"),
+        (["--origin", ORIGIN, "--size", str(2**64), "--root", "ab" * 32], "size"),
+        (["--origin", "", "--size", "1", "--root", "ab" * 32], "origin"),
+    ],
+)
+def test_anchor_adversarial_arguments(
+    capsys: pytest.CaptureFixture[str], args: list[str], needle: str
+) -> None:
+    assert run(["chain", "anchor", *args]) == 2
+    _one_line_error(capsys, needle)
+
+
+def test_deploy_rejects_bad_parameters(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["chain", "deploy", "--window", "0"]) == 2
+    _one_line_error(capsys, "response_window")
+    assert run(["chain", "deploy", "--min-bond", "-5"]) == 2
+    _one_line_error(capsys, "min_bond")
+
+
+def test_errors_in_json_mode(capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        run(["chain", "anchor", "--origin", ORIGIN, "--size", "1", "--root", "zz", "--json"]) == 2
+    )
+    captured = capsys.readouterr()
+    body = json.loads(captured.out)
+    assert body["error"] == "InvalidInputError" and "hex" in body["message"]
+    assert "Traceback" not in captured.err
+
+
+def test_passphrase_file_problems(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert run(["chain", "account", "new", "--passphrase-file", str(tmp_path / "none")]) == 2
+    _one_line_error(capsys, "cannot read passphrase file")
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    assert run(["chain", "account", "new", "--passphrase-file", str(empty)]) == 2
+    _one_line_error(capsys, "is empty")
+
+
+@pytest.mark.slow
+def test_watch_and_zk_reject_malformed_files(
+    capsys: pytest.CaptureFixture[str], anvil_url: str, edgetrust_home: Path, tmp_path: Path
+) -> None:
+    rpc = ["--rpc", anvil_url]
+    key = tmp_path / "k"
+    key.write_text(ANVIL_DEV_KEYS[0])
+    assert run(["chain", "account", "import", "--key-file", str(key)]) == 0
+    assert run(["chain", "deploy", *rpc]) == 0
+    assert run(["chain", "anchor", *rpc, "--origin", ORIGIN, "--size", "4", "--root", root(4)]) == 0
+    capsys.readouterr()
+    good = _signed_checkpoint(edgetrust_home, 4, root(4)).read_bytes()
+    cases = {
+        "truncated": good[: len(good) // 2],
+        "no-signature": good.split(b"\n\n")[0] + b"\n\n",
+        "oversized": good + b"x" * (200 * 1024),
+        "binary": bytes(range(256)),
+        "empty": b"",
+    }
+    for name, data in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        code = run(["chain", "watch", *rpc, "--origin", ORIGIN, "--checkpoint", str(path)])
+        assert code in (1, 2), name
+        _one_line_error(capsys)
+    # A note signed by another key than the registered one is refused (verification failed).
+    from edgetrust.identity import Identity
+
+    other = sign_checkpoint(
+        Checkpoint(ORIGIN, 4, bytes.fromhex(root(4))), NoteSigner(ORIGIN, Identity.generate())
+    )
+    path = tmp_path / "other-key"
+    path.write_bytes(other)
+    assert run(["chain", "watch", *rpc, "--origin", ORIGIN, "--checkpoint", str(path)]) == 1
+    _one_line_error(capsys, "verification failed")
+    for name, data in {"short": b"\x1e\x8e", "huge": b"\x00" * (300 * 1024)}.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        assert run(["chain", "verify-zk", *rpc, "--calldata", str(path)]) == 2
+        _one_line_error(capsys, "calldata")

@@ -495,13 +495,14 @@ def verify_zk(
 ) -> None:
     """Deploy EZKL's verifier for the demo model and verify a proof on chain (exit 1 if not)."""
     set_json_mode(json_out)
-    from edgetrust.chain.zkverifier import ZkVerifier, demo_calldata
+    from edgetrust.chain.zkverifier import MAX_CALLDATA, ZkVerifier, demo_calldata
 
     if calldata is None:
         data = demo_calldata()
     else:
         try:
-            data = calldata.read_bytes()
+            with calldata.open("rb") as fh:
+                data = fh.read(MAX_CALLDATA + 1)  # the check below refuses anything larger
         except OSError as exc:
             raise InvalidInputError(f"cannot read {calldata}: {exc.strerror}") from exc
     chain, acct = _session(rpc, home, account, passphrase_file)
