@@ -30,7 +30,7 @@ from edgetrust.receipts import Bundle, read_receipt
 from edgetrust.verify.verifier import Verifier
 from edgetrust.zoo import digits_mlp_onnx, load_digits_split
 
-__all__ = ["DemoResult", "run_demo"]
+__all__ = ["DemoResult", "export_demo_files", "run_demo"]
 
 
 @dataclass
@@ -69,6 +69,18 @@ def run_demo(console: Console | None = None, *, home: Path | None = None) -> Dem
         return _run(console, Path(home))
     with tempfile.TemporaryDirectory(prefix="edgetrust-demo-") as tmp:
         return _run(console, Path(tmp))
+
+
+def export_demo_files(directory: Path) -> list[Path]:
+    """Write the demo model and sample inputs, to try the CLI by hand."""
+    directory.mkdir(parents=True, exist_ok=True)
+    model_bytes, _ = digits_mlp_onnx(seed=0)
+    _, x_test, _, _ = load_digits_split(seed=0)
+    paths = [directory / "digits.onnx", directory / "one.npy", directory / "batch.npy"]
+    paths[0].write_bytes(model_bytes)
+    np.save(paths[1], x_test[:1])
+    np.save(paths[2], x_test[:256])
+    return paths
 
 
 def _step(console: Console, title: str) -> None:

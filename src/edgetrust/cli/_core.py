@@ -535,7 +535,17 @@ def verify(
 
 
 @app.command()
-def demo(json_out: JsonOpt = False) -> None:
+def demo(
+    export: Annotated[
+        Path | None,
+        typer.Option(
+            "--export",
+            help="Instead of running the demo, write its model (digits.onnx) and sample inputs "
+            "(one.npy, batch.npy) into this directory, to try the commands by hand.",
+        ),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
     """Run the main job end to end: a model, devices, receipts, a log, a witness, a verifier.
 
     Everything happens in a temporary home, offline; nothing is left behind. Exit code 1 if
@@ -545,10 +555,18 @@ def demo(json_out: JsonOpt = False) -> None:
 
     from rich.console import Console
 
-    from edgetrust.demo import run_demo
+    from edgetrust.demo import export_demo_files, run_demo
     from edgetrust.errors import VerificationError
 
     set_json_mode(json_out)
+    if export is not None:
+        written = export_demo_files(export)
+        emit(
+            json_out,
+            {"files": [str(p) for p in written]},
+            lambda: out.print("wrote " + ", ".join(str(p) for p in written)),
+        )
+        return
     console = Console(file=io.StringIO()) if json_out else out
     result = run_demo(console)
     emit(
