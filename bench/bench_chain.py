@@ -88,6 +88,43 @@ def _consistency(levels: list[list[bytes]], n1: int, n2: int) -> list[bytes]:
     return [_range_hash(levels, s, e) for s, e in consistency_proof_ranges(n1, n2)]
 
 
+def _zk_receipt_row() -> tuple[list[str], str]:
+    import tempfile
+    from pathlib import Path
+
+    from edgetrust.chain._devchain import anvil
+    from edgetrust.chain.zkverifier import verifier_for_key, zk_proof_calldata
+    from edgetrust.verify.zk import UnsafeLocalSrs, zk_prove, zk_setup
+    from edgetrust.zoo import digits_mlp_onnx, load_digits_split
+
+    model, _ = digits_mlp_onnx()
+    _, x_test, _, _ = load_digits_split()
+    with tempfile.TemporaryDirectory() as home:
+        art = zk_setup(model, srs=UnsafeLocalSrs(), home=Path(home), calibration=x_test[:32])
+        proof = zk_prove(art, x_test[40])
+        record = verifier_for_key(art.key)
+    calldata = zk_proof_calldata(proof)
+    size = (len(record["bytecode"]) - 2) // 2
+    with anvil() as url:
+        chain = connect(url)
+        acct = Account.create()
+        chain.fund(acct.address, 10**20)
+        verifier, deploy = ZkVerifier.deploy(chain, acct, record=record)  # type: ignore[arg-type]
+        gas = verifier.verify_tx(acct, calldata).gas_used  # type: ignore[arg-type]
+    row = [
+        "ZK verification of a verify.zk receipt proof (hashed input, Softmax)",
+        f"{gas:,}",
+        "608,925",
+        "≤ 610,000 " + ("met" if gas <= 610_000 else "**MISSED**"),
+    ]
+    note = (
+        f"verify.zk's own setup gives a {size:,}-byte verifier (deployment {deploy.gas_used:,} "
+        "gas): the Poseidon hash of the input and Softmax's lookups cost the difference; the "
+        "demo verifier proves the MLP's logits with a private input."
+    )
+    return row, note
+
+
 def run() -> str:
     started = time.perf_counter()
     chain = connect(None)
@@ -205,6 +242,13 @@ def run() -> str:
         ]
     )
 
+    # A proof as edgetrust.verify.zk makes it for ZK receipts (its own setup: Poseidon-hashed
+    # private input, fixed params, the model with Softmax), verified by EZKL's verifier for
+    # that key. Setup and proving take a minute or two; gas is measured on anvil (identical to
+    # eth-tester, where the pairing precompile runs in Python).
+    receipt_row, receipt_note = _zk_receipt_row()
+    rows.append(receipt_row)
+
     elapsed = time.perf_counter() - started
     notes = [
         "",
@@ -215,6 +259,8 @@ def run() -> str:
         "Anchor figures are the issue's, measured on the same tool chain; the two baselines are "
         "re-measured here. Ratios: anchor / history baseline = "
         f"{anchor_gas / base_hist:.2f}, anchor / mapping baseline = {anchor_gas / base_map:.2f}.",
+        "",
+        receipt_note,
         "",
         f"(section took {elapsed:.0f} s, in-process eth-tester; anvil gives identical gas)",
     ]
