@@ -193,7 +193,8 @@ def run_server(grid: Grid, run_config: Mapping[str, Any]) -> list[RoundSummary]:
         for _ in range(spec.rounds):
             started = time.perf_counter()
             plan = coordinator.plan_round(sorted(node_of))
-            assert plan.secagg is not None
+            if plan.secagg is None:  # the Flower driver always runs secure aggregation
+                raise InvalidInputError("the Flower driver needs secure aggregation on")
             server = SecAggServer(config=plan.secagg)
             live = dict(node_of)
 
@@ -356,8 +357,12 @@ def _secagg_config(envelope: bytes, worker: ClientWorker, model: bytes) -> SecAg
 def _advertise(
     payload: Mapping[str, Any], context: Context, identity: Any
 ) -> tuple[bytes, dict[str, Any]]:
+    # Trust the coordinator pinned in the node config, else the first one seen in this run.
     previous = context.state.get(_STATE)
-    pinned = str(previous["coordinator"]) if isinstance(previous, ConfigRecord) else None
+    pinned = context.node_config.get("coordinator") or (
+        previous["coordinator"] if isinstance(previous, ConfigRecord) else None
+    )
+    pinned = str(pinned) if pinned else None
     x, y = _partition(context)
     worker = ClientWorker(identity=identity, x=x, y=y, coordinator=pinned)
     envelope, model = bytes(payload["config"]), bytes(payload["model"])
@@ -368,9 +373,8 @@ def _advertise(
     sa_config = _secagg_config(envelope, worker, model)
     client = SecAggClient(config=sa_config, identity=identity)
     reply = client.advertise_keys().to_bytes()
-    assert worker.coordinator is not None
     return reply, {
-        "coordinator": worker.coordinator,
+        "coordinator": worker.coordinator or "",
         "config": envelope,
         "model": model,
         "vector": vector.astype("<u4").tobytes(),

@@ -186,8 +186,7 @@ class SecAggConfig:
     @property
     def survivors_needed(self) -> int:
         """`min_survivors`, never None after construction."""
-        assert self.min_survivors is not None
-        return self.min_survivors
+        return self.threshold if self.min_survivors is None else self.min_survivors
 
     def x_of(self, did: str) -> int:
         """The Shamir x-coordinate of a participant: its 1-based rank among the DIDs."""
