@@ -90,6 +90,20 @@ def test_setup_bad_usage_exits_2(
     assert "Traceback" not in err and err.strip().count("\n") == 0
 
 
+def test_setup_with_a_malformed_calibration_file(
+    capsys: pytest.CaptureFixture[str], registered: str, zk_home: Path, tmp_path: Path
+) -> None:
+    for name, data in (("junk.npy", b"not numpy"), ("empty.npy", b"")):
+        (tmp_path / name).write_bytes(data)
+        code, _, err = cli(capsys, "zk", "setup", "digits", "--unsafe-local-srs",
+                           "--calibration", str(tmp_path / name), "--home", str(zk_home))  # fmt: skip
+        assert code == 2 and "calibration file" in err
+    np.save(tmp_path / "text.npy", np.array(["a", "b"]))
+    code, _, err = cli(capsys, "zk", "setup", "digits", "--unsafe-local-srs",
+                       "--calibration", str(tmp_path / "text.npy"), "--home", str(zk_home))  # fmt: skip
+    assert code == 2 and "numeric" in err
+
+
 def test_setup_with_a_wrong_srs_file(
     capsys: pytest.CaptureFixture[str], registered: str, zk_home: Path, tmp_path: Path
 ) -> None:

@@ -65,6 +65,8 @@ def test_end_to_end(zk_artifacts: ZkArtifacts, zk_proof: ZkProof, digits: Digits
     assert zk_proof.input_hash == zk_input_hash(zk_artifacts, x)
     assert zk_proof.input_hash != zk_input_hash(zk_artifacts, digits.test_x[1])
     assert 1000 < len(zk_proof.proof) < 64 * 1024
+    # The scratch copies of the private input (EZKL reads files) are gone.
+    assert not any((zk_artifacts.directory.parent / "tmp").iterdir())
     assert zk_proof.srs_kind == "unsafe_test_srs"
     # The wire form round-trips exactly.
     assert parse_zk_proof(zk_proof.to_json()) == zk_proof
