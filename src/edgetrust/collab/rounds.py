@@ -286,6 +286,8 @@ class RoundRecord:
     epsilon: float | None
     """Cumulative ε after this round (None: no DP)."""
     epsilon_rdp: float | None
+    delta: float | None = None
+    """δ of the (ε, δ) pair (None: no DP)."""
     accuracy: float | None = None
 
     def to_predicate(self) -> dict[str, Any]:
@@ -317,6 +319,7 @@ class RoundRecord:
                 "roundEpsilon": self.round_epsilon,
                 "epsilon": self.epsilon,
                 "epsilonRdp": self.epsilon_rdp,
+                "delta": self.delta,
             },
             "metrics": {"accuracy": self.accuracy},
         }
@@ -367,6 +370,7 @@ class RoundRecord:
             round_epsilon=opt(priv, "roundEpsilon"),
             epsilon=opt(priv, "epsilon"),
             epsilon_rdp=opt(priv, "epsilonRdp"),
+            delta=opt(priv, "delta"),
             accuracy=opt(metrics, "accuracy"),
         )
         for d in (record.input_model, record.output_model, record.aggregate):
@@ -667,6 +671,8 @@ def audit_log(
                     f"{step}: recorded ε {rec.epsilon} is not the accountant's {want:.6f}",
                     step="5 privacy",
                 )
+            if rec.delta != cfg.delta:
+                raise VerificationError(f"{step}: recorded δ is not the config's", step="5 privacy")
             if cfg.epsilon_max is not None and want > cfg.epsilon_max:
                 raise VerificationError(
                     f"{step}: ε {want:.3f} exceeds epsilon_max {cfg.epsilon_max}", step="5 privacy"

@@ -330,6 +330,7 @@ class Coordinator:
             round_epsilon=round_eps,
             epsilon=eps,
             epsilon_rdp=eps_rdp,
+            delta=cfg.delta if spec.dp.enabled else None,
             accuracy=acc,
         )
         record_env = sign_round_record(record, cfg.model_name, self.identity)
