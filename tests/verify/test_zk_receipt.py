@@ -14,7 +14,9 @@ import pytest
 from edgetrust.errors import InvalidInputError, VerificationError
 from edgetrust.identity import Identity
 from edgetrust.models import ModelCard
-from edgetrust.receipts import Bundle, issue_receipt, parse_bundle, read_receipt
+from edgetrust.receipts import Bundle, issue_receipt, parse_bundle, read_receipt, tensors_digest
+from edgetrust.runtime.executors import make_executor
+from edgetrust.verify.verifier import Verifier
 from edgetrust.verify.zk import (
     STEP_KEY,
     STEP_PROOF,
@@ -32,7 +34,7 @@ from edgetrust.verify.zk import (
     zk_claim,
     zk_setup,
 )
-from edgetrust.verify.zk.receipt import ZK_EXECUTOR
+from edgetrust.verify.zk.executor import ZK_EXECUTOR
 
 from .conftest import Digits
 from .test_zk_setup import forbid_ezkl
@@ -231,3 +233,44 @@ def test_issue_refuses_mismatched_card(
             inputs={"x": np.zeros((1, 9), np.float32)},
         )
     assert calls == []
+
+
+def test_zk_receipt_reexecutes_exactly(
+    issued: Issued, digits: Digits, zk_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The `ezkl` executor recomputes the circuit's output bit for bit (EZKL's witness)."""
+    monkeypatch.setenv("EDGETRUST_HOME", str(zk_home))  # the executor uses this home's setup
+    receipt = read_receipt(issued.receipt.bundle)
+    executor = make_executor(ZK_EXECUTOR, receipt.executor["settings"])
+    assert executor.exact
+    got = executor.run(issued.card, digits.model, {"input": issued.x})
+    assert tensors_digest(got) == receipt.output_digest
+    verified = Verifier().verify(
+        issued.receipt.bundle,
+        model=digits.model,
+        inputs={"input": issued.x},
+        opening=issued.receipt.opening,
+        reexecute=True,
+    )
+    assert "5 re-execution" in verified.checked
+    # A receipt claiming another output for the same input is caught by re-execution.
+    lie = {"probabilities": np.roll(issued.receipt.outputs["probabilities"], 1, axis=1)}
+    envelope, opening = issue_receipt(
+        issuer=issued.issuer,
+        card=issued.card,
+        inputs={"input": issued.x},
+        outputs=lie,
+        executor=receipt.executor,
+    )
+    with pytest.raises(VerificationError) as info:
+        Verifier().verify(
+            Bundle(envelope),
+            model=digits.model,
+            inputs={"input": issued.x},
+            opening=opening,
+            reexecute=True,
+        )
+    assert info.value.step == "5 re-execution"
+    other = dict(receipt.executor["settings"], compiledDigest="sha256:" + "0" * 64)
+    with pytest.raises(InvalidInputError, match="another circuit"):
+        make_executor(ZK_EXECUTOR, other).run(issued.card, digits.model, {"input": issued.x})

@@ -3,11 +3,13 @@
 `zk_setup` prepares a model once (settings, calibration, circuit, SRS, keys; cached under
 ``$EDGETRUST_HOME/zk/<model hex>/``, refused up front when it would exceed the memory budget);
 `zk_prove` proves one inference; `verify_zk_proof` checks a proof step by step;
-`issue_zk_receipt` / `verify_zk_receipt` carry proofs in signed receipts. See docs/zk.md.
+`issue_zk_receipt` / `verify_zk_receipt` carry proofs in signed receipts. Importing this
+package registers the exact ``ezkl`` executor, which re-executes ZK receipts. See docs/zk.md.
 """
 
 from __future__ import annotations
 
+from edgetrust.verify.zk.executor import ZK_EXECUTOR, ZkWitnessExecutor, zk_witness_outputs
 from edgetrust.verify.zk.proof import (
     PROOF_MEDIA_TYPE,
     STEP_KEY,
@@ -23,7 +25,6 @@ from edgetrust.verify.zk.proof import (
     zk_prove,
 )
 from edgetrust.verify.zk.receipt import (
-    ZK_EXECUTOR,
     ZkReceipt,
     card_with_zk,
     find_zk_key,
@@ -80,6 +81,7 @@ __all__ = [
     "ZkReceipt",
     "ZkResourceLimitError",
     "ZkVerifierKey",
+    "ZkWitnessExecutor",
     "card_with_zk",
     "check_ppot_srs",
     "default_memory_budget",
@@ -98,4 +100,5 @@ __all__ = [
     "zk_input_hash",
     "zk_prove",
     "zk_setup",
+    "zk_witness_outputs",
 ]

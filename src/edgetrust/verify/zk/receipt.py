@@ -41,6 +41,7 @@ from edgetrust.receipts import (
 )
 from edgetrust.runtime.onnx import Tensors, validate_inputs
 from edgetrust.verify.zk._common import ProgressFn, no_progress
+from edgetrust.verify.zk.executor import ZK_EXECUTOR
 from edgetrust.verify.zk.proof import (
     STEP_KEY,
     STEP_RECEIPT,
@@ -61,9 +62,6 @@ __all__ = [
     "verify_zk_receipt",
     "zk_claim",
 ]
-
-ZK_EXECUTOR = "ezkl"
-"""The receipt's ``executor.name`` for outputs computed by the EZKL circuit."""
 
 
 @dataclass(frozen=True)
