@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import ezkl
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
@@ -57,16 +58,24 @@ def digits() -> Digits:
     return Digits(model, x_test[:32], x_test[32:])
 
 
+def _no_download(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("ezkl.get_srs downloads the SRS; edgetrust must never call it")
+
+
 @pytest.fixture(scope="session")
 def zk_artifacts(zk_home: Path, digits: Digits) -> ZkArtifacts:
-    return zk_setup(
-        digits.model, srs=UnsafeLocalSrs(), home=zk_home, calibration=digits.calibration
-    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ezkl, "get_srs", _no_download)
+        return zk_setup(
+            digits.model, srs=UnsafeLocalSrs(), home=zk_home, calibration=digits.calibration
+        )
 
 
 @pytest.fixture(scope="session")
 def zk_proof(zk_artifacts: ZkArtifacts, digits: Digits) -> ZkProof:
-    return zk_prove(zk_artifacts, digits.test_x[0])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ezkl, "get_srs", _no_download)
+        return zk_prove(zk_artifacts, digits.test_x[0])
 
 
 @pytest.fixture(scope="session")
