@@ -167,4 +167,4 @@ def test_servers_refuse_bad_settings_before_listening(
 def test_witness_key_is_a_cosignature_vkey(capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["witness", "key", "--name", "w.example/1"]) == 0
     vkey = capsys.readouterr().out.strip()
-    assert vkey.startswith("w.example/1+") and base64.b64decode(vkey.split("+")[2])[0] == 4
+    assert vkey.startswith("w.example/1+") and base64.b64decode(vkey.split("+", 2)[2])[0] == 4

@@ -81,7 +81,7 @@ def test_sigkill_mid_stream_loses_no_acknowledged_entry(
     threads = [threading.Thread(target=submitter, args=(w,)) for w in range(4)]
     for t in threads:
         t.start()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90  # generous: the machine may be busy with other work
     while len(acks) < 200 and time.monotonic() < deadline:
         time.sleep(0.01)
     node.proc.send_signal(signal.SIGKILL)
