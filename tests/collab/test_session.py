@@ -214,3 +214,19 @@ def test_config_predicate_rejects_malformed(session: tuple[Path, ListLog, object
         bad = {**pred, key: value}
         with pytest.raises(InvalidInputError):
             RoundConfig.from_predicate(bad)
+
+
+def test_coordinator_refuses_round_over_budget_before_logging(tmp_path: Path) -> None:
+    from edgetrust.collab.session import Coordinator
+    from tests.collab.conftest import make_identities
+
+    log = ListLog()
+    spec = SessionSpec(rounds=5, dp=DPConfig(clip=1.0, noise_multiplier=1.0, epsilon_max=5.0))
+    coordinator = Coordinator(
+        spec=spec, identity=make_identities(1, "coord")[0], log=log, home=tmp_path
+    )
+    before = log.size()  # the initial model card
+    coordinator.accountant.rounds_done = 1  # ε(2 rounds) = 6.57 > 5
+    with pytest.raises(PrivacyBudgetExceededError, match="round 2"):
+        coordinator.plan_round([i.did for i in make_identities(4, "p")])
+    assert log.size() == before
