@@ -349,3 +349,20 @@ def test_an_internal_failure_is_a_json_500_not_a_traceback(
         "error": "InternalError",
         "message": "the node failed to handle this request",
     }
+
+
+def test_on_append_hook_runs_after_commits_and_cannot_refuse(log: Log, publisher: Identity) -> None:
+    seen: list[int] = []
+
+    def hook() -> None:
+        seen.append(log.size())
+        if len(seen) == 2:
+            raise RuntimeError("chain is down")
+
+    app = create_app(log, settings=NodeSettings(rate=0), on_append=hook)
+    with TestClient(app) as client:
+        assert client.post("/v1/entries", content=card_envelope(publisher, 0)).status_code == 200
+        batch = {"entries": [json.loads(card_envelope(publisher, i)) for i in range(1, 4)]}
+        assert client.post("/v1/entries:batch", content=json.dumps(batch)).status_code == 200
+        assert client.post("/v1/entries", content=card_envelope(publisher, 9)).status_code == 200
+    assert seen == [1, 4, 5]

@@ -15,6 +15,7 @@ import asyncio
 import base64
 import gzip
 import json
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -61,6 +62,7 @@ __all__ = [
 ]
 
 _IMMUTABLE = "public, max-age=31536000, immutable"
+_logger = logging.getLogger("edgetrust.node")
 
 
 # --- entry validation (a library function; the node only calls it) ----------------------------
@@ -362,10 +364,17 @@ def _b64(hashes: Iterable[bytes]) -> list[str]:
 class _Node:
     """Request-independent state: the log, the rate limiter, the verify pool."""
 
-    def __init__(self, log: Log, settings: NodeSettings, pool: ProcessPoolExecutor | None):
+    def __init__(
+        self,
+        log: Log,
+        settings: NodeSettings,
+        pool: ProcessPoolExecutor | None,
+        on_append: Callable[[], object] | None = None,
+    ):
         self.log = log
         self.settings = settings
         self.pool = pool
+        self.on_append = on_append
         self.limiter = RateLimiter(rate=settings.rate, capacity=settings.bucket)
         self._latest: tuple[bytes, int] = (b"", -1)
         self._queue: list[tuple[bytes, asyncio.Future[dict[str, Any]]]] = []
@@ -405,9 +414,20 @@ class _Node:
     def append_one(self, data: bytes) -> dict[str, Any]:
         return self.append_group([data])[0]
 
+    def _appended(self) -> None:
+        if self.on_append is None:
+            return
+        try:
+            self.on_append()
+        except Exception:
+            # The entries are logged and answered whatever the hook does (e.g. an anchoring
+            # chain being down); the failure is reported, not turned into a refusal.
+            _logger.exception("on_append hook failed")
+
     def append_group(self, entries: list[bytes]) -> list[dict[str, Any]]:
         """Append single submissions gathered together; one answer per entry, in order."""
         indices = self.log.append_many(entries)
+        self._appended()
         note, size = self.covering(max(indices))
         text = note.decode()
         paths = batch_inclusion_proofs(self.log.hashes, indices, size)
@@ -453,6 +473,7 @@ class _Node:
 
     def append_batch(self, entries: list[bytes], proofs: bool) -> dict[str, Any]:
         indices = self.log.append_many(entries)
+        self._appended()
         note, size = self.covering(max(indices)) if indices else self.latest()
         if proofs:
             paths = batch_inclusion_proofs(self.log.hashes, indices, size)
@@ -482,8 +503,17 @@ class _Node:
         return b"".join(self.log.hashes(level * TILE_HEIGHT, index * TILE_WIDTH, width))
 
 
-def create_app(log: Log | None = None, *, settings: NodeSettings | None = None) -> FastAPI:
+def create_app(
+    log: Log | None = None,
+    *,
+    settings: NodeSettings | None = None,
+    on_append: Callable[[], object] | None = None,
+) -> FastAPI:
     """Build the node's ASGI app around `log` (or the embedded log at ``settings.home``).
+
+    `on_append` is called (in a worker thread) after each committed group or batch, e.g.
+    ``AutoAnchor(...).maybe_anchor`` to anchor checkpoints on a chain every N entries; its
+    failures are logged and never refuse an entry that is already logged.
 
     When `log` is given, the caller owns it (and closes it); otherwise the app opens the log
     at startup and closes it at shutdown.
@@ -503,7 +533,7 @@ def create_app(log: Log | None = None, *, settings: NodeSettings | None = None) 
         the_log = log or Log.open(
             cfg.home, origin=cfg.origin, batch_size=cfg.batch_size, max_delay=cfg.max_delay
         )
-        holder["node"] = _Node(the_log, cfg, pool)
+        holder["node"] = _Node(the_log, cfg, pool, on_append)
         try:
             yield
         finally:
