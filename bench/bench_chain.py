@@ -230,6 +230,40 @@ def run() -> str:
             ]
         )
 
+    # Conv (not in the targets): the small test CNN's two 3×3 convolutions.
+    import numpy as np
+
+    from edgetrust.chain.dispute import RefereeCommitment
+    from edgetrust.runtime.fixed import Fault, FixedExecutor
+    from edgetrust.zoo import small_cnn
+
+    cnn = FixedExecutor(small_cnn(size=8).SerializeToString())
+    x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    for node, element, label in ((0, 259, "3→8 channels"), (3, 259, "8→8 channels")):
+        lying = RefereeCommitment.from_executor(
+            cnn, {cnn.input_names[0]: x}, fault=Fault(node, element, 1)
+        )
+        game.stake(device, 10**18)  # type: ignore[arg-type]
+        did, _ = game.open_dispute(
+            challenger,  # type: ignore[arg-type]
+            device=device.address,  # type: ignore[attr-defined]
+            commitment=lying,
+            device_sig=game.sign_commitment(device, lying),  # type: ignore[arg-type]
+            node_index=node,
+            element=element,
+        )
+        step = lying.final_step(node, element)
+        verdict = game.resolve(challenger, did, step)  # type: ignore[arg-type]
+        assert verdict.convicted
+        rows.append(
+            [
+                f"final dispute step, small CNN Conv 3×3 {label} ({len(step.taps)} input runs)",  # type: ignore[union-attr]
+                f"{verdict.tx.gas_used:,}",
+                "-",
+                "- (target is for the digits MLP)",
+            ]
+        )
+
     # EZKL's verifier.
     zk, zk_deploy = ZkVerifier.deploy(chain, deployer)  # type: ignore[arg-type]
     zk_gas = zk.verify_tx(deployer, demo_calldata()).gas_used  # type: ignore[arg-type]

@@ -292,3 +292,72 @@ def test_verdict_is_mirrored_into_the_log(eth_tester_chain: Chain, edgetrust_hom
     assert p["loser"] == "device" and p["node_index"] == 2 and p["element"] == 1
     assert p["chain"]["tx"] == verdict.tx.tx_hash and p["chain"]["dispute_id"] == did
     assert p["device_value"] == verdict.claimed != p["referee_value"]
+
+
+@pytest.fixture(scope="module")
+def cnn() -> tuple[object, dict[str, np.ndarray]]:
+    from edgetrust.runtime.fixed import FixedExecutor
+    from edgetrust.zoo import small_cnn
+
+    ex = FixedExecutor(small_cnn(size=8).SerializeToString())
+    x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    return ex, {ex.input_names[0]: x}
+
+
+@pytest.mark.parametrize("node,element", [(0, 0), (3, 259), (3, 511)])
+def test_conv_final_step(game: Game, cnn, node: int, element: int) -> None:  # type: ignore[no-untyped-def]
+    """Conv on chain, padding corners included: an honest device cleared, a liar convicted."""
+    from edgetrust.chain.dispute import RefereeCommitment
+    from edgetrust.runtime.fixed import Fault
+
+    ex, inputs = cnn
+    g = game
+    honest = RefereeCommitment.from_executor(ex, inputs)
+    lying = RefereeCommitment.from_executor(ex, inputs, fault=Fault(node, element, 1))
+    for run, guilty in ((honest, False), (lying, True)):
+        g.game.stake(g.device, STAKE)
+        did = _open(g, run, node, element)
+        verdict = g.game.resolve(g.challenger, did, run.final_step(node, element))
+        assert verdict.convicted is guilty
+        assert (verdict.claimed == verdict.recomputed) is not guilty
+
+
+def test_conv_taps_match_the_executor(cnn) -> None:  # type: ignore[no-untyped-def]
+    """Every output of both Conv nodes recomputes from the runs the contract will open."""
+    from edgetrust.chain.dispute import ConvNode, RefereeCommitment
+
+    ex, inputs = cnn
+    run = RefereeCommitment.from_executor(ex, inputs)
+    for node in (0, 3):
+        rec = run.nodes[node]
+        assert isinstance(rec, ConvNode)
+        x = run.tensors[rec.input_index].values
+        y = run.tensors[rec.output_index]
+        cg = rec.c_in // rec.group
+        for element in range(y.rows * y.cols):
+            ox = element % rec.ow
+            oc = (element // (rec.ow * rec.oh)) % rec.oc
+            ix0 = ox * rec.strides[1] - rec.pads[1]
+            acc = rec.bias.values[oc if rec.bias.cols > 1 else 0]
+            runs = iter(rec.taps(element))
+            oy = (element // rec.ow) % rec.oh
+            for c in range(cg):
+                for ky in range(rec.kh):
+                    iy = oy * rec.strides[0] + ky * rec.dilations[0] - rec.pads[0]
+                    if not 0 <= iy < rec.h:
+                        continue
+                    start, count = next(runs)
+                    lo = max(0, -ix0)
+                    for j in range(count):
+                        kx = lo + j
+                        acc += (
+                            x[start + j]
+                            * rec.weights.values[oc * rec.k + (c * rec.kh + ky) * rec.kw + kx]
+                        )
+            got = requantize(
+                acc,
+                mult=rec.mult.values[oc if rec.mult.cols > 1 else 0],
+                shift=rec.shift,
+                qmax=rec.qmax,
+            )
+            assert got == y.values[element]

@@ -39,7 +39,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHUNK",
+    "KIND_CONV",
     "KIND_DENSE",
+    "ConvNode",
+    "ConvStep",
     "DenseNode",
     "DisputeGame",
     "DisputeParams",
@@ -56,13 +59,18 @@ __all__ = [
 ]
 
 KIND_DENSE = 1
+KIND_CONV = 2
 MAX_K = 256
 CHUNK = 8
 """Elements per Merkle leaf of a committed tensor (64 bytes of int64)."""
+MAX_TAPS = 48
+MAX_TAP_VALUES = 8 * CHUNK * 4
+MAX_TAP_PROOF = 40
 _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
 _STATUS = {0: "none", 1: "open", 2: "cleared", 3: "convicted", 4: "timed-out"}
 _RECORD_TYPES = ["uint256"] * 6 + ["bytes32", "bytes32", "uint256", "bytes32"] + ["uint256"] * 2
+_CONV_TYPES = [*_RECORD_TYPES, *(["uint256"] * 14)]
 _EMPTY_RECORD = abi_encode(_RECORD_TYPES, [0] * 6 + [bytes(32)] * 2 + [0, bytes(32)] + [0] * 2)
 
 
@@ -239,10 +247,107 @@ class DenseNode:
 
 
 @dataclass(frozen=True)
+class ConvNode:
+    """A Conv node's record in the model commitment (NCHW, the executor's geometry)."""
+
+    input_index: int
+    """Trace index of the input X (batch, C, H, W)."""
+    output_index: int
+    """Trace index of the output Y (batch, OC, OH, OW)."""
+    weights: TensorCommitment
+    """W as (OC, Cg·KH·KW): one row per output channel, as the executor stores it."""
+    bias: TensorCommitment
+    """Bias at the accumulator scale, (1, OC) or (1, 1)."""
+    mult: TensorCommitment
+    """Rescale multipliers, (1, OC) or (1, 1)."""
+    shift: int
+    """Right shift of the rescale."""
+    qmax: int
+    """Saturation bound."""
+    c_in: int
+    h: int
+    w: int
+    kh: int
+    kw: int
+    strides: tuple[int, int]
+    dilations: tuple[int, int]
+    pads: tuple[int, int]
+    """(top, left) padding actually applied."""
+    group: int
+    oh: int
+    ow: int
+
+    @property
+    def oc(self) -> int:
+        """Output channels."""
+        return self.weights.rows
+
+    @property
+    def k(self) -> int:
+        """Taps per output element (Cg·KH·KW)."""
+        return self.weights.cols
+
+    def fields(self) -> tuple[Any, ...]:
+        """The ConvRecord tuple, in the contract's field order."""
+        return (
+            KIND_CONV,
+            self.input_index,
+            self.output_index,
+            self.oc,
+            self.k,
+            self.qmax,
+            self.weights.root,
+            self.bias.root,
+            self.bias.rows * self.bias.cols,
+            self.mult.root,
+            self.mult.rows * self.mult.cols,
+            self.shift,
+            self.c_in,
+            self.h,
+            self.w,
+            self.kh,
+            self.kw,
+            *self.strides,
+            *self.dilations,
+            *self.pads,
+            self.group,
+            self.oh,
+            self.ow,
+        )
+
+    def record(self) -> bytes:
+        """Leaf data of this node in the model commitment."""
+        return abi_encode(_CONV_TYPES, list(self.fields()))
+
+    def taps(self, element: int) -> list[tuple[int, int]]:
+        """The input runs (start, count) output `element` reads, in the contract's order."""
+        ox = element % self.ow
+        oy = (element // self.ow) % self.oh
+        oc = (element // (self.ow * self.oh)) % self.oc
+        nb = element // (self.oc * self.oh * self.ow)
+        cg = self.c_in // self.group
+        g = oc // (self.oc // self.group)
+        sy, sx = self.strides
+        dy, dx = self.dilations
+        ix0 = ox * sx - self.pads[1]
+        kx_lo = 0 if ix0 >= 0 else (-ix0 + dx - 1) // dx
+        kx_hi = min(self.kw, (self.w - ix0 + dx - 1) // dx) if self.w > ix0 else 0
+        runs = []
+        for c in range(cg):
+            for ky in range(self.kh):
+                iy = oy * sy + ky * dy - self.pads[0]
+                if iy < 0 or iy >= self.h or kx_lo >= kx_hi:
+                    continue
+                start = ((nb * self.c_in + g * cg + c) * self.h + iy) * self.w + ix0 + kx_lo * dx
+                runs.append((start, (kx_hi - 1 - kx_lo) * dx + 1))
+        return runs
+
+
+@dataclass(frozen=True)
 class RefereeCommitment:
     """The model commitment (node records) and trace commitment (tensor records) of a run."""
 
-    nodes: tuple[DenseNode | None, ...]
+    nodes: tuple[DenseNode | ConvNode | None, ...]
     """Node records in graph order (leaf i of the model tree); None for a node the contract
     cannot referee (an all-zero record of kind 0)."""
     tensors: tuple[TensorCommitment, ...]
@@ -272,8 +377,13 @@ class RefereeCommitment:
         _, trace = executor.run_traced(dict(inputs), fault=fault)
         tensors = tuple(_commit_2d(np.asarray(v, np.int64)) for v in trace.values)
         by_name = {e.tensor: i for i, e in enumerate(executor.entries)}
-        nodes: list[DenseNode | None] = []
+        nodes: list[DenseNode | ConvNode | None] = []
         for node, op in zip(executor.nodes, executor.ops, strict=True):
+            if node.op_type == "Conv":
+                nodes.append(
+                    _conv_node(executor, op, trace.values[by_name[node.input[0]]], by_name)
+                )
+                continue
             dense = (
                 node.op_type in ("Gemm", "MatMul")
                 and getattr(op, "b_const", False)
@@ -300,15 +410,26 @@ class RefereeCommitment:
             )
         return cls(nodes=tuple(nodes), tensors=tensors)
 
-    def final_step(self, node_index: int, element: int) -> FinalStep:
+    def _conv_step(self, node_index: int, node: ConvNode, element: int) -> ConvStep:
+        return _conv_step_of(self, node_index, node, element)
+
+    def final_step(self, node_index: int, element: int) -> FinalStep | ConvStep:
         """Everything the contract needs to recompute output `element` of node `node_index`."""
         if not 0 <= node_index < len(self.nodes):
             raise InvalidInputError(f"node index {node_index} out of range")
         node = self.nodes[node_index]
         if node is None:
             raise UnsupportedError(
-                f"node {node_index} is not a dense node the on-chain referee can recompute"
+                f"node {node_index} is not a node the on-chain referee can recompute"
             )
+        if isinstance(node, ConvNode):
+            step = self._conv_step(node_index, node, element)
+            if len(step.taps) > MAX_TAPS:
+                raise UnsupportedError(
+                    f"node {node_index} reads {len(step.taps)} input runs per element; the "
+                    f"on-chain referee takes at most {MAX_TAPS}"
+                )
+            return step
         a = self.tensors[node.input_index]
         y = self.tensors[node.output_index]
         if not 0 <= element < y.rows * y.cols:
@@ -332,8 +453,71 @@ class RefereeCommitment:
         )
 
 
-def _record(node: DenseNode | None) -> bytes:
+def _conv_step_of(
+    commitment: RefereeCommitment, node_index: int, node: ConvNode, element: int
+) -> ConvStep:
+    x = commitment.tensors[node.input_index]
+    y = commitment.tensors[node.output_index]
+    if not 0 <= element < y.rows * y.cols:
+        raise InvalidInputError(f"element {element} out of range")
+    oc = (element // (node.ow * node.oh)) % node.oc
+    k = node.k
+    trace_leaves = [leaf_hash(t.record()) for t in commitment.tensors]
+    return ConvStep(
+        node=node.fields(),
+        node_proof=inclusion_proof(node_index, _model_leaves(commitment.nodes)),
+        x_rec=(x.rows, x.cols, x.root),
+        x_rec_proof=inclusion_proof(node.input_index, trace_leaves),
+        y_rec=(y.rows, y.cols, y.root),
+        y_rec_proof=inclusion_proof(node.output_index, trace_leaves),
+        taps=[_tap(x, start, count) for start, count in node.taps(element)],
+        w=node.weights.opening(oc * k, k),
+        b=node.bias.opening(oc if node.bias.cols > 1 else 0, 1),
+        mult=node.mult.opening(oc if node.mult.cols > 1 else 0, 1),
+        y=y.opening(element, 1),
+    )
+
+
+def _tap(x: TensorCommitment, start: int, count: int) -> tuple[bytes, list[bytes]]:
+    values, proof = x.opening(start, count)
+    if len(values) > MAX_TAP_VALUES or len(proof) > MAX_TAP_PROOF:
+        raise UnsupportedError("a Conv input run is too long for the on-chain referee")
+    return values, proof
+
+
+def _record(node: DenseNode | ConvNode | None) -> bytes:
     return _EMPTY_RECORD if node is None else node.record()
+
+
+def _conv_node(
+    executor: FixedExecutor, op: Any, x: npt.NDArray[Any], by_name: Mapping[str, int]
+) -> ConvNode:
+    p = op.params()
+    w = np.asarray(p["w"], np.int64)
+    bias = np.asarray(p["b"], np.int64).reshape(-1)
+    mult = np.asarray(p["mult"], np.int64).reshape(-1)
+    _, c_in, h, w_in = (int(d) for d in x.shape)
+    oh, ow, pt, pl, _, _ = op.geometry(h, w_in)
+    return ConvNode(
+        input_index=by_name[op.node.input[0]],
+        output_index=by_name[op.node.output[0]],
+        weights=TensorCommitment.of(w.shape[0], w.shape[1], w.reshape(-1).tolist()),
+        bias=TensorCommitment.of(1, bias.size, bias.tolist()),
+        mult=TensorCommitment.of(1, mult.size, mult.tolist()),
+        shift=int(np.asarray(p["shift"]).reshape(-1)[0]),
+        qmax=executor.qmax,
+        c_in=c_in,
+        h=h,
+        w=w_in,
+        kh=int(op.kh),
+        kw=int(op.kw),
+        strides=(int(op.strides[0]), int(op.strides[1])),
+        dilations=(int(op.dilations[0]), int(op.dilations[1])),
+        pads=(int(pt), int(pl)),
+        group=int(op.group),
+        oh=int(oh),
+        ow=int(ow),
+    )
 
 
 def _commit_2d(values: npt.NDArray[np.int64]) -> TensorCommitment:
@@ -341,6 +525,43 @@ def _commit_2d(values: npt.NDArray[np.int64]) -> TensorCommitment:
     cols = int(values.shape[-1]) if values.ndim else 1
     rows = int(values.size // cols) if cols else 0
     return TensorCommitment.of(max(rows, 1), max(cols, 1), values.reshape(-1).tolist() or [0])
+
+
+@dataclass(frozen=True)
+class ConvStep:
+    """Arguments of `DisputeGame.resolve_conv`: one opening per input run."""
+
+    node: tuple[Any, ...]
+    node_proof: list[bytes]
+    x_rec: tuple[int, int, bytes]
+    x_rec_proof: list[bytes]
+    y_rec: tuple[int, int, bytes]
+    y_rec_proof: list[bytes]
+    taps: list[tuple[bytes, list[bytes]]]
+    w: tuple[bytes, list[bytes]]
+    b: tuple[bytes, list[bytes]]
+    mult: tuple[bytes, list[bytes]]
+    y: tuple[bytes, list[bytes]]
+
+    def args(self) -> list[Any]:
+        """Positional arguments after the dispute id."""
+        return [
+            self.node,
+            self.node_proof,
+            self.x_rec,
+            self.x_rec_proof,
+            self.y_rec,
+            self.y_rec_proof,
+            self.taps,
+            self.w,
+            self.b,
+            self.mult,
+            self.y,
+        ]
+
+
+def _model_leaves(nodes: Sequence[DenseNode | ConvNode | None]) -> list[bytes]:
+    return [leaf_hash(_record(n)) for n in nodes]
 
 
 @dataclass(frozen=True)
@@ -575,9 +796,14 @@ class DisputeGame:
         events = self.contract.events.DisputeOpened().process_receipt(receipt)
         return int(events[0]["args"]["dispute_id"]), TxResult.of(receipt)
 
-    def resolve(self, account: LocalAccount, dispute_id: int, step: FinalStep) -> VerdictEvent:
+    def resolve(
+        self, account: LocalAccount, dispute_id: int, step: FinalStep | ConvStep
+    ) -> VerdictEvent:
         """Submit the final step; the contract recomputes the element and rules."""
-        fn = self.contract.functions.resolve(dispute_id, *step.args())
+        if isinstance(step, ConvStep):
+            fn = self.contract.functions.resolve_conv(dispute_id, *step.args())
+        else:
+            fn = self.contract.functions.resolve(dispute_id, *step.args())
         receipt = self.chain.transact(account, fn, action="resolve dispute")
         return self._verdict(receipt)
 

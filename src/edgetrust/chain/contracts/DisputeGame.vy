@@ -43,6 +43,13 @@ MAX_CHUNKS: constant(uint256) = MAX_K // CHUNK + 2
 MAX_VALUES: constant(uint256) = 8 * CHUNK * MAX_CHUNKS
 MAX_PROOF: constant(uint256) = 64
 KIND_DENSE: constant(uint256) = 1
+KIND_CONV: constant(uint256) = 2
+# A Conv element reads one run of input elements per (input channel, kernel row) it covers.
+# Bounds are tight on purpose: Vyper lays arguments out at their maximum size, and memory
+# expansion is quadratic in gas.
+MAX_TAPS: constant(uint256) = 48
+MAX_TAP_VALUES: constant(uint256) = 8 * CHUNK * 4
+MAX_TAP_PROOF: constant(uint256) = 40
 
 struct NodeRecord:
     kind: uint256
@@ -58,6 +65,34 @@ struct NodeRecord:
     mult_count: uint256
     rshift: uint256
 
+struct ConvRecord:
+    kind: uint256
+    input_index: uint256
+    output_index: uint256
+    oc: uint256
+    k: uint256
+    qmax: uint256
+    w_root: bytes32
+    b_root: bytes32
+    b_count: uint256
+    mult_root: bytes32
+    mult_count: uint256
+    rshift: uint256
+    c_in: uint256
+    h: uint256
+    w: uint256
+    kh: uint256
+    kw: uint256
+    sy: uint256
+    sx: uint256
+    dy: uint256
+    dx: uint256
+    pt: uint256
+    pl: uint256
+    group: uint256
+    oh: uint256
+    ow: uint256
+
 struct TensorRecord:
     rows: uint256
     cols: uint256
@@ -66,6 +101,10 @@ struct TensorRecord:
 struct Opening:
     values: Bytes[MAX_VALUES]
     proof: DynArray[bytes32, MAX_PROOF]
+
+struct TapOpening:
+    values: Bytes[MAX_TAP_VALUES]
+    proof: DynArray[bytes32, MAX_TAP_PROOF]
 
 struct Dispute:
     device: address
@@ -252,7 +291,7 @@ def _node(left: bytes32, right: bytes32) -> bytes32:
 
 @pure
 @internal
-def _leaf(data: Bytes[448]) -> bytes32:
+def _leaf(data: Bytes[832]) -> bytes32:
     # RFC 9162 section 2.1.1: a leaf is SHA-256(0x00 || data).
     return sha256(concat(b"\x00", data))
 
@@ -464,6 +503,11 @@ def resolve(
         acc, self._int64_at(mult.values, mult_index % CHUNK), node.rshift, convert(node.qmax, int256)
     )
     claimed: int256 = self._int64_at(y.values, d.element % CHUNK)
+    return self._settle(dispute_id, d, claimed, recomputed)
+
+
+@internal
+def _settle(dispute_id: uint256, d: Dispute, claimed: int256, recomputed: int256) -> bool:
     convicted: bool = recomputed != claimed
     self.open_disputes_of[d.device] -= 1
     if convicted:
@@ -491,6 +535,134 @@ def resolve(
         )
         send(d.device, d.bond)
     return convicted
+
+
+@external
+def resolve_conv(
+    dispute_id: uint256,
+    node: ConvRecord,
+    node_proof: DynArray[bytes32, MAX_PROOF],
+    x_rec: TensorRecord,
+    x_rec_proof: DynArray[bytes32, MAX_PROOF],
+    y_rec: TensorRecord,
+    y_rec_proof: DynArray[bytes32, MAX_PROOF],
+    taps: DynArray[TapOpening, MAX_TAPS],
+    w: Opening,
+    b: Opening,
+    mult: Opening,
+    y: Opening,
+) -> bool:
+    """
+    @notice Settle a dispute over one output of a Conv node (NCHW, groups, strides,
+            dilations, padding): the receptive field is opened as one run of the input per
+            (input channel, kernel row) inside the image; padding reads as zero, as in
+            edgetrust.runtime.fixed's Conv.element.
+    @return True if the device is convicted.
+    """
+    d: Dispute = self.disputes[dispute_id]
+    assert d.status == STATUS_OPEN, "dispute is not open"
+    assert block.timestamp <= d.deadline, "deadline passed"
+    assert node.kind == KIND_CONV, "unsupported node kind"
+    node_leaf: bytes32 = self._leaf(
+        abi_encode(
+            node.kind,
+            node.input_index,
+            node.output_index,
+            node.oc,
+            node.k,
+            node.qmax,
+            node.w_root,
+            node.b_root,
+            node.b_count,
+            node.mult_root,
+            node.mult_count,
+            node.rshift,
+            node.c_in,
+            node.h,
+            node.w,
+            node.kh,
+            node.kw,
+            node.sy,
+            node.sx,
+            node.dy,
+            node.dx,
+            node.pt,
+            node.pl,
+            node.group,
+            node.oh,
+            node.ow,
+        )
+    )
+    assert self._inclusion_root(node_leaf, d.node_index, d.model_size, node_proof) == d.model_root, "node record not in model commitment"
+    x_leaf: bytes32 = self._leaf(abi_encode(x_rec.rows, x_rec.cols, x_rec.root))
+    assert self._inclusion_root(x_leaf, node.input_index, d.trace_size, x_rec_proof) == d.trace_root, "input record not in trace"
+    y_leaf: bytes32 = self._leaf(abi_encode(y_rec.rows, y_rec.cols, y_rec.root))
+    assert self._inclusion_root(y_leaf, node.output_index, d.trace_size, y_rec_proof) == d.trace_root, "output record not in trace"
+    # Shapes: Y is (batch, OC, OH, OW), X is (batch, C, H, W), groups divide both.
+    plane: uint256 = node.oc * node.oh * node.ow
+    y_size: uint256 = y_rec.rows * y_rec.cols
+    x_size: uint256 = x_rec.rows * x_rec.cols
+    assert plane > 0 and y_size % plane == 0, "output shape does not match the node"
+    assert x_size == (y_size // plane) * node.c_in * node.h * node.w, "input shape does not match the node"
+    assert node.group > 0 and node.oc % node.group == 0 and node.c_in % node.group == 0, "bad groups"
+    cg: uint256 = node.c_in // node.group
+    assert node.k == cg * node.kh * node.kw, "kernel size does not match the node"
+    assert node.sy > 0 and node.sx > 0 and node.dy > 0 and node.dx > 0, "bad strides"
+    assert d.element < y_size, "element out of range"
+    ox: uint256 = d.element % node.ow
+    oy: uint256 = (d.element // node.ow) % node.oh
+    oc: uint256 = (d.element // (node.ow * node.oh)) % node.oc
+    nb: uint256 = d.element // plane
+    g: uint256 = oc // (node.oc // node.group)
+    k: uint256 = node.k
+    assert self._range_root(w.values, oc * k, k, node.oc * k, w.proof) == node.w_root, "weights do not open"
+    b_index: uint256 = 0
+    if node.b_count > 1:
+        b_index = oc
+    assert self._range_root(b.values, b_index, 1, node.b_count, b.proof) == node.b_root, "bias does not open"
+    mult_index: uint256 = 0
+    if node.mult_count > 1:
+        mult_index = oc
+    assert self._range_root(mult.values, mult_index, 1, node.mult_count, mult.proof) == node.mult_root, "multiplier does not open"
+    assert self._range_root(y.values, d.element, 1, y_size, y.proof) == y_rec.root, "output does not open"
+    w_off: uint256 = (oc * k) % CHUNK
+    acc: int256 = self._int64_at(b.values, b_index % CHUNK)
+    ix0: int256 = convert(ox * node.sx, int256) - convert(node.pl, int256)
+    dx: int256 = convert(node.dx, int256)
+    wi: int256 = convert(node.w, int256)
+    # Kernel columns that land inside the image: ix0 + kx * dx in [0, W).
+    kx_lo: uint256 = 0
+    if ix0 < 0:
+        kx_lo = convert((-ix0 + dx - 1) // dx, uint256)
+    kx_hi: uint256 = 0
+    if wi > ix0:
+        kx_hi = min(node.kw, convert((wi - ix0 + dx - 1) // dx, uint256))
+    t: uint256 = 0
+    for c: uint256 in range(MAX_K):
+        if c == cg:
+            break
+        for ky: uint256 in range(MAX_K):
+            if ky == node.kh:
+                break
+            iy: int256 = convert(oy * node.sy + ky * node.dy, int256) - convert(node.pt, int256)
+            if iy < 0 or iy >= convert(node.h, int256) or kx_lo >= kx_hi:
+                continue
+            start: uint256 = ((nb * node.c_in + g * cg + c) * node.h + convert(iy, uint256)) * node.w + convert(ix0 + convert(kx_lo, int256) * dx, uint256)
+            count: uint256 = (kx_hi - 1 - kx_lo) * node.dx + 1
+            assert t < len(taps), "too few input openings"
+            assert self._range_root(taps[t].values, start, count, x_size, taps[t].proof) == x_rec.root, "inputs do not open"
+            off: uint256 = start % CHUNK
+            for kx: uint256 in range(MAX_K):
+                if kx + kx_lo == kx_hi:
+                    break
+                acc += self._int64_at(taps[t].values, off + kx * node.dx) * self._int64_at(w.values, w_off + (c * node.kh + ky) * node.kw + kx_lo + kx)
+            t += 1
+    assert t == len(taps), "too many input openings"
+    recomputed: int256 = self._requantize(
+        acc, self._int64_at(mult.values, mult_index % CHUNK), node.rshift, convert(node.qmax, int256)
+    )
+    claimed: int256 = self._int64_at(y.values, d.element % CHUNK)
+    return self._settle(dispute_id, d, claimed, recomputed)
 
 
 @external
