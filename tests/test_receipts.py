@@ -256,3 +256,23 @@ def test_verified_cache_hits_only_identical_envelopes() -> None:
         VerificationError
     ):  # a forged signature on a cached payload misses the cache
         read_receipt(Bundle(forged, item=batch.items[0]), cache=cache)
+
+
+def test_non_canonical_output_encoding_is_rejected_even_if_signed() -> None:
+    import base64
+    import hashlib
+    import struct
+
+    header = b'{"dtype": "float32", "shape": [1]}'  # valid JSON, not RFC 8785
+    raw = b"ETT1" + struct.pack("<I", len(header)) + header + np.float32(0.5).tobytes()
+    name = b"p"
+    digest = hashlib.sha256(struct.pack(">I", len(name)) + name + raw).hexdigest()
+    env, _ = single()
+    stmt = json.loads(env.payload)
+    stmt["subject"][0]["digest"]["sha256"] = digest
+    stmt["predicate"]["output"] = {
+        "digest": "sha256:" + digest,
+        "values": {"p": base64.b64encode(raw).decode()},
+    }
+    with pytest.raises(VerificationError, match="canonical"):
+        read_receipt(_resign(stmt))

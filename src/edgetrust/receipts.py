@@ -146,6 +146,29 @@ def encode_tensors(tensors: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
+def _encoded_digest(obj: Any) -> str:
+    """The named-tensor digest of `encode_tensors` output, hashed from the encoded bytes.
+
+    Hashing the bytes as received (no parsing into arrays) is what lets a log node check
+    every submitted receipt's values cheaply; `read_receipt` still decodes them and re-hashes
+    the arrays, which also proves the encoding canonical.
+    """
+    if not isinstance(obj, dict):
+        raise InvalidInputError("tensor values must be a JSON object")
+    h = hashlib.sha256()
+    for name in sorted(obj):
+        value = obj[name]
+        if not isinstance(value, str):
+            raise InvalidInputError(f"tensor {name!r} must be a base64 string")
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidInputError(f"tensor {name!r} is not valid base64") from exc
+        h.update(_name_prefix(name))
+        h.update(raw)
+    return DIGEST_PREFIX + h.hexdigest()
+
+
 def decode_tensors(obj: Any) -> Tensors:
     """Inverse of `encode_tensors`, for untrusted input."""
     if not isinstance(obj, dict):
@@ -428,7 +451,7 @@ def _validate_inference(statement: Statement, signer: str) -> None:
         raise InvalidInputError("receipt output must be an object")
     if statement.subjects[0].sha256 != digest_hex(out.get("digest", "")):
         raise InvalidInputError("receipt subject differs from its output digest")
-    if "values" in out and tensors_digest(decode_tensors(out["values"])) != out["digest"]:
+    if "values" in out and _encoded_digest(out["values"]) != out["digest"]:
         raise VerificationError(
             "receipt output values do not match the output digest", step="2 statement"
         )
@@ -667,6 +690,10 @@ def read_receipt(bundle: Bundle, *, cache: VerifiedCache | None = None) -> Recei
             )
         out = pred["output"]
         values = decode_tensors(out["values"]) if "values" in out else None
+        if values is not None and tensors_digest(values) != out["digest"]:
+            raise VerificationError(
+                "receipt output values are not canonically encoded", step="2 statement"
+            )
         return Receipt(
             bundle,
             st,
