@@ -338,23 +338,24 @@ def serve(
     link = subprocess.Popen(cmd, env=env)
     try:
         if run:
-            flwr_home = Path(tempfile.mkdtemp(prefix="edgetrust-flwr-"))
-            env["FLWR_HOME"] = str(flwr_home)
-            (flwr_home / "config.toml").write_text(
-                f'[superlink]\ndefault = "edgetrust"\n\n[superlink.edgetrust]\n'
-                f'address = "{host}:{port}"\ninsecure = true\n'
-            )
-            appdir = write_app(
-                flwr_home / "app",
-                home=str(root),
-                rounds=rounds,
-                min_nodes=min_nodes,
-                noise=dp_noise,
-                clip=clip,
-                epsilon_max=epsilon_max,
-                wait_nodes=600.0,
-            )
-            code = _submit_and_wait(appdir, env)
+            with tempfile.TemporaryDirectory(prefix="edgetrust-flwr-") as tmp:
+                flwr_home = Path(tmp)
+                env["FLWR_HOME"] = str(flwr_home)
+                (flwr_home / "config.toml").write_text(
+                    f'[superlink]\ndefault = "edgetrust"\n\n[superlink.edgetrust]\n'
+                    f'address = "{host}:{port}"\ninsecure = true\n'
+                )
+                appdir = write_app(
+                    flwr_home / "app",
+                    home=str(root),
+                    rounds=rounds,
+                    min_nodes=min_nodes,
+                    noise=dp_noise,
+                    clip=clip,
+                    epsilon_max=epsilon_max,
+                    wait_nodes=600.0,
+                )
+                code = _submit_and_wait(appdir, env)
             raise typer.Exit(code)
         link.wait()
     finally:
