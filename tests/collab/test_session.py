@@ -193,6 +193,8 @@ def test_spec_validation() -> None:
         SessionSpec(aggregator="median")
     with pytest.raises(InvalidInputError, match="`rounds`"):
         SessionSpec(rounds=0)
+    with pytest.raises(InvalidInputError, match="`sampling_rate`"):
+        SessionSpec(dp=DPConfig(clip=1.0, noise_multiplier=1.0, sampling_rate=0.5))
     with pytest.raises(InvalidInputError, match="threshold"):
         simulate(SessionSpec(rounds=1), num_clients=4, dropout=0.6)
 

@@ -99,6 +99,12 @@ class SessionSpec:
             raise InvalidInputError("`byzantine` must be non-negative")
         if not self.server_lr > 0 or not self.lr > 0:
             raise InvalidInputError("`server_lr` and `lr` must be positive")
+        if self.dp.sampling_rate != 1.0:
+            # The drivers invite every client to every round; accounting for Poisson
+            # sampling that did not happen would understate ε.
+            raise InvalidInputError(
+                "`sampling_rate` must be 1.0 in a session: client sampling is not implemented"
+            )
         if self.local_epochs < 1 or self.batch_size < 1:
             raise InvalidInputError("`local_epochs` and `batch_size` must be at least 1")
 
