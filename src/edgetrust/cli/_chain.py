@@ -5,17 +5,21 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from edgetrust.chain.accounts import EvmKeystore, parse_private_key
-from edgetrust.chain.anchor import AnchorParams, LogAnchor, note_verifier_key
-from edgetrust.chain.rpc import Chain, connect
 from edgetrust.cli._app import HomeOpt, JsonOpt, app, emit, out, set_json_mode
 from edgetrust.errors import InvalidInputError, NotFoundError, UnsupportedError
 from edgetrust.home import resolve_home
 from edgetrust.identity import Keystore
+
+if TYPE_CHECKING:
+    from edgetrust.chain.anchor import LogAnchor
+    from edgetrust.chain.rpc import Chain
+
+# web3, eth-account and py-evm take over a second to import: every chain module is imported
+# inside the command that needs it, so that other commands start fast.
 
 _IN_PROCESS_NOTE = (
     "Without --rpc every command runs on a fresh in-process chain (eth-tester) that vanishes "
@@ -104,6 +108,9 @@ def _recorded(home: str | None, chain: Chain, name: str) -> str | None:
 
 
 def _session(rpc: str | None, home: str | None, account: str, passfile: Path | None) -> Any:
+    from edgetrust.chain.accounts import EvmKeystore
+    from edgetrust.chain.rpc import connect
+
     chain = connect(rpc)
     acct = (
         EvmKeystore(home).load_or_create(account)
@@ -116,6 +123,8 @@ def _session(rpc: str | None, home: str | None, account: str, passfile: Path | N
 
 
 def _anchor_contract(chain: Chain, acct: Any, home: str | None, contract: str | None) -> LogAnchor:
+    from edgetrust.chain.anchor import LogAnchor
+
     if contract:
         return LogAnchor(chain, contract)
     recorded = _recorded(home, chain, "LogAnchor")
@@ -159,6 +168,8 @@ def account_new(
     json_out: JsonOpt = False,
 ) -> None:
     """Create a new EVM account (encrypted as a V3 keystore if a passphrase file is given)."""
+    from edgetrust.chain.accounts import EvmKeystore
+
     set_json_mode(json_out)
     acct = EvmKeystore(home).create(name, passphrase=_passphrase(passphrase_file))
     emit(
@@ -180,6 +191,8 @@ def account_import(
     json_out: JsonOpt = False,
 ) -> None:
     """Import a hex private key from a file or stdin (never from the command line)."""
+    from edgetrust.chain.accounts import EvmKeystore, parse_private_key
+
     set_json_mode(json_out)
     if key_file == "-":
         text = sys.stdin.read(200)
@@ -205,6 +218,9 @@ def account_show(
     json_out: JsonOpt = False,
 ) -> None:
     """Show an account's address (and its balance on --rpc)."""
+    from edgetrust.chain.accounts import EvmKeystore
+    from edgetrust.chain.rpc import connect
+
     set_json_mode(json_out)
     address = EvmKeystore(home).address(name)
     data: dict[str, Any] = {"name": name, "address": address}
@@ -234,6 +250,8 @@ def deploy(
     json_out: JsonOpt = False,
 ) -> None:
     """Deploy LogAnchor and DisputeGame from the committed build; remember their addresses."""
+    from edgetrust.chain.anchor import AnchorParams, LogAnchor
+
     set_json_mode(json_out)
     from edgetrust.chain.dispute import DisputeGame, DisputeParams
 
@@ -284,6 +302,8 @@ def anchor_cmd(
     The first anchor registers the log: its Ed25519 key (the home's 'log' key) signs a binding
     to your EVM account, and --bond is posted.
     """
+    from edgetrust.chain.anchor import note_verifier_key
+
     set_json_mode(json_out)
     from edgetrust.log.checkpoint import verify_checkpoint
     from edgetrust.log.service import LOG_KEY_NAME, Log
@@ -358,6 +378,9 @@ def watch(
     anchored one (checked with the log's consistency proof), two roots anchored for one size,
     a slashed log. The note must be signed by the key the log registered on chain.
     """
+    from edgetrust.chain.anchor import LogAnchor
+    from edgetrust.chain.rpc import connect
+
     set_json_mode(json_out)
     from edgetrust.chain.watch import check_served_checkpoint, client_source, watch_log
     from edgetrust.log.checkpoint import parse_note
@@ -529,6 +552,8 @@ def demo(
     """The whole story on a chain: anchor a log, catch an equivocating operator, convict a lying
     device with the on-chain referee, mirror the verdict into your log. Runs on the in-process
     chain unless --rpc is given."""
+    from edgetrust.chain.rpc import connect
+
     set_json_mode(json_out)
     from edgetrust.chain.story import run_story
     from edgetrust.log.service import Log
