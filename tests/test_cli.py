@@ -285,9 +285,11 @@ def test_demo_runs_and_all_checks_come_out_as_expected(capsys: pytest.CaptureFix
     code = run(["demo", "--json"])
     data = json.loads(capsys.readouterr().out)
     assert code == 0, data["failures"]
-    assert data["ok"] and data["receipts"] == 259
+    assert data["ok"] and data["receipts"] == 259, data
     outcomes = {c["check"]: c["outcome"] for c in data["checks"]}
     assert outcomes["fraud proof against carol"] == "convicted"
+    assert outcomes["lying device, refereed on chain"] == "convicted"
+    assert outcomes["federated round log: lineage, commitments, ε, models recomputed"] == "verified"
     assert outcomes["carol's fixed-point receipt, re-executed bit for bit"].startswith("rejected at step 5")
     assert outcomes["receipt checked against a different model"].startswith("rejected at step 3")
 

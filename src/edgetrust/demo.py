@@ -151,6 +151,92 @@ def _fixed_step(
         )
 
 
+def _fl_step(console: Console, result: DemoResult, root: Path) -> None:
+    """Twenty devices train together for five rounds; the coordinator sees only sums; audit."""
+    from edgetrust.collab import DPConfig, SessionSpec, audit_log, simulate
+    from edgetrust.errors import Error
+
+    home = root / "federation"
+    spec = SessionSpec(rounds=5, dp=DPConfig(clip=1.0, noise_multiplier=1.0, epsilon_max=12.0))
+    session = simulate(spec, num_clients=20, dropout=0.25, home=home)
+    for r in session.rounds:
+        acc = f"{r.accuracy:.1%}" if r.accuracy is not None else "-"
+        eps = f"{r.epsilon:.2f}" if r.epsilon is not None else "∞"
+        console.print(
+            f"round {r.round}: {r.survivors} of {r.survivors + r.dropped} devices' masked updates "
+            f"summed (the coordinator never sees one alone), accuracy {acc}, ε {eps}"
+        )
+    with Log.open(home) as fl_log:
+
+        def audit() -> None:
+            try:
+                audit_log(fl_log, home=home, require_artifacts=True)
+            except Error as exc:
+                raise VerificationError(exc.message, step="fl audit") from exc
+
+        result.expect(
+            "federated round log: lineage, commitments, ε, models recomputed", True, audit
+        )
+
+
+def _chain_step(console: Console, result: DemoResult, root: Path, log: Log, bundle: Bundle) -> None:
+    """Anchor this demo's log checkpoint on a chain, prove a receipt on chain, play the story."""
+    from eth_account import Account
+
+    from edgetrust.chain import AnchorParams, LogAnchor, connect
+    from edgetrust.chain.story import run_story
+    from edgetrust.identity import Keystore
+    from edgetrust.log import merkle
+    from edgetrust.log.service import LOG_KEY_NAME
+
+    chain = connect()
+    operator = Account.create()
+    chain.fund(operator.address, 10**20)
+    anchor, _ = LogAnchor.deploy(chain, operator, AnchorParams(response_window=3600))
+    latest = log.latest()
+    origin = latest.origin
+    anchor.register_log(
+        operator,
+        origin=origin,
+        bond=10**18,
+        log_identity=Keystore(root / "log").load(LOG_KEY_NAME),
+        note_key=log.verifier_key,
+    )
+    tx = anchor.anchor(operator, origin=origin, size=latest.size, root=latest.root)
+    console.print(
+        f"anchored {origin} at size {latest.size} on chain {chain.chain_id} ({tx.gas_used:,} gas)"
+    )
+    proof = bundle.log
+    if proof is not None:
+        size, root_on_chain = anchor.latest(origin)
+        inclusion = log.inclusion_proof(proof.index, size)
+
+        def on_chain() -> None:
+            anchor.verify_inclusion(
+                index=proof.index,
+                size=size,
+                root=root_on_chain,
+                proof=inclusion,
+                leaf_hash=merkle.leaf_hash(bundle.leaf_data()),
+            )
+
+        result.expect("alice's receipt proven against the anchored root, on chain", True, on_chain)
+    story = run_story(chain, log=log)
+    for step in story.steps:
+        gas = f"{step.gas:>9,}" if step.gas is not None else "        -"
+        console.print(f"  {step.what:45s} {gas}  {step.outcome}")
+    convicted = any(s.outcome.startswith("CONVICTED") for s in story.steps)
+    result.rows.append(
+        (
+            "lying device, refereed on chain",
+            "convicted",
+            "convicted" if convicted else "not convicted",
+        )
+    )
+    if not convicted:
+        result.failures.append("lying device, refereed on chain")
+
+
 def _run(console: Console, root: Path) -> DemoResult:
     result = DemoResult(console=console)
     started = time.perf_counter()
@@ -298,6 +384,12 @@ def _run(console: Console, root: Path) -> DemoResult:
 
     _step(console, "7. Exact re-execution, and a lying device convicted by a fraud proof")
     _fixed_step(console, result, root, devices, model_bytes, x_test, log)
+
+    _step(console, "8. Private collaboration: federated rounds with secure aggregation and DP")
+    _fl_step(console, result, root)
+
+    _step(console, "9. Settlement on an EVM chain (in-process): anchor the log, convict on chain")
+    _chain_step(console, result, root, log, bundles[0][1])
 
     result.log_size = log.size()
     for device in devices.values():
