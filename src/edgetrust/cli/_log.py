@@ -517,6 +517,34 @@ def _audit(client: Any, start: int, stop: int) -> int:
 # --- node --------------------------------------------------------------------------------------
 
 
+def _auto_anchor(
+    settings: Any, every: int, rpc: str | None, contract: str | None, account: str, home: str | None
+) -> tuple[Any, Any]:
+    """Open the node's log and an `AutoAnchor` on the chain, for `node serve --anchor-every`."""
+    from edgetrust.chain.autoanchor import AutoAnchor
+    from edgetrust.cli._chain import _anchor_contract, _session
+    from edgetrust.identity import Keystore
+    from edgetrust.log.service import LOG_KEY_NAME, Log
+
+    log = Log.open(home, origin=settings.origin, max_delay=settings.max_delay)
+    chain, acct = _session(rpc, home, account, None)
+    auto = AutoAnchor(
+        _anchor_contract(chain, acct, home, contract),
+        acct,
+        log,
+        Keystore(home).load(LOG_KEY_NAME),
+        every,
+    )
+    err.print(f"anchoring every {every} entries on chain {chain.chain_id} as {acct.address}")
+
+    def on_append() -> None:
+        tx = auto.maybe_anchor()
+        if tx is not None:
+            err.print(f"anchored size {auto.last_size} ({tx.gas_used:,} gas)")
+
+    return log, on_append
+
+
 @node_app.command("serve")
 def node_serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
@@ -539,6 +567,25 @@ def node_serve(
     verify_workers: Annotated[
         int, typer.Option(help="Processes verifying batch signatures in parallel.")
     ] = 0,
+    anchor_every: Annotated[
+        int | None,
+        typer.Option(
+            "--anchor-every",
+            min=1,
+            help="Anchor the log's checkpoint on an EVM chain every N new entries (without "
+            "--rpc: an in-process chain that lives as long as the node).",
+        ),
+    ] = None,
+    rpc: Annotated[
+        str | None, typer.Option(help="With --anchor-every: the chain's JSON-RPC URL.")
+    ] = None,
+    contract: Annotated[
+        str | None,
+        typer.Option(help="With --anchor-every: the LogAnchor address (default: recorded)."),
+    ] = None,
+    account: Annotated[
+        str, typer.Option(help="With --anchor-every: the EVM account that operates the log.")
+    ] = "default",
 ) -> None:
     """Serve the embedded log over HTTP (tlog-tiles read API, JSON write API, OpenAPI).
 
@@ -550,6 +597,9 @@ def node_serve(
     from edgetrust.node.app import create_app
     from edgetrust.node.settings import NodeSettings
 
+    if anchor_every is None and (rpc or contract):
+        raise InvalidInputError("--rpc and --contract go with --anchor-every")
+
     settings = NodeSettings(
         home=Path(home) if home else None,
         origin=origin,
@@ -559,9 +609,13 @@ def node_serve(
         max_delay=max_delay,
         verify_workers=verify_workers,
     )
+    log = None
+    on_append = None
+    if anchor_every is not None:
+        log, on_append = _auto_anchor(settings, anchor_every, rpc, contract, account, home)
     err.print(f"edgetrust node on http://{host}:{port} (Ctrl-C to stop)")
     uvicorn.run(
-        create_app(settings=settings),
+        create_app(log, settings=settings, on_append=on_append),
         host=host,
         port=port,
         log_level="warning",
