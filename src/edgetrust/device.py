@@ -27,6 +27,7 @@ from edgetrust.receipts import (
     Bundle,
     LogProof,
     Opening,
+    batch_salt,
     issue_batch,
     issue_receipt,
     new_opening,
@@ -137,8 +138,7 @@ class OpeningStore:
             salt = self._read(digest_hex(receipt.input_commitment) + ".salt")
             return Opening(receipt.input_commitment, salt)
         secret = self._read(_batch_key(bundle.envelope.payload))
-        batch = BatchReceipts(bundle.envelope, (), secret)
-        return Opening(receipt.input_commitment, batch.salt(bundle.item.index))
+        return Opening(receipt.input_commitment, batch_salt(secret, bundle.item.index))
 
 
 @dataclass(frozen=True)
@@ -220,7 +220,7 @@ class Device:
             return executor
         if executor not in self._executors:
             # Executors that keep state (plans, traces: the fixed one) keep it in this home.
-            self._executors[executor] = make_executor(executor, {"home": str(self.home)})
+            self._executors[executor] = make_executor(executor, home=self.home)
         return self._executors[executor]
 
     def model(self, ref: str) -> tuple[ModelCard, bytes]:

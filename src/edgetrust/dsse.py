@@ -111,6 +111,17 @@ def _b64(value: object, what: str) -> bytes:
     return decoded
 
 
+def _text(value: object, what: str) -> str:
+    """A string that is valid Unicode text (JSON can carry lone surrogates; UTF-8 cannot)."""
+    if not isinstance(value, str) or not value:
+        raise InvalidInputError(f"envelope {what} must be a non-empty string")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInputError(f"envelope {what} is not valid Unicode text") from exc
+    return value
+
+
 def envelope_from_dict(obj: object) -> Envelope:
     """Build an `Envelope` from already-parsed JSON, checking every field's type."""
     if not isinstance(obj, dict):
@@ -119,9 +130,7 @@ def envelope_from_dict(obj: object) -> Envelope:
     if extra:
         raise InvalidInputError(f"envelope has unknown fields: {sorted(extra)}")
     payload = _b64(obj.get("payload"), "payload")
-    payload_type = obj.get("payloadType")
-    if not isinstance(payload_type, str) or not payload_type:
-        raise InvalidInputError("envelope payloadType must be a non-empty string")
+    payload_type = _text(obj.get("payloadType"), "payloadType")
     raw_sigs = obj.get("signatures")
     if not isinstance(raw_sigs, list) or not raw_sigs:
         raise InvalidInputError("envelope must have a non-empty signatures list")
@@ -133,7 +142,7 @@ def envelope_from_dict(obj: object) -> Envelope:
             raise InvalidInputError("each envelope signature needs a string keyid")
         if set(raw) - {"keyid", "sig"}:
             raise InvalidInputError("envelope signature has unknown fields")
-        sigs.append(Signature(raw["keyid"], _b64(raw.get("sig"), "signature")))
+        sigs.append(Signature(_text(raw["keyid"], "keyid"), _b64(raw.get("sig"), "signature")))
     return Envelope(payload, payload_type, tuple(sigs))
 
 

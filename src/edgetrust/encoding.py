@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import re
 import struct
 from typing import Any
@@ -135,8 +136,8 @@ def tensor_data_view(array: npt.NDArray[Any]) -> memoryview:
     dtype = _DTYPES.get(array.dtype.name)
     if dtype is None:
         raise InvalidInputError(f"tensor dtype {array.dtype.name} has no canonical encoding")
-    arr = np.ascontiguousarray(array, dtype=dtype)
-    return arr.data.cast("B")
+    # reshape(-1).view(uint8) also works for zero-size arrays, where memoryview.cast fails.
+    return np.ascontiguousarray(array, dtype=dtype).reshape(-1).view(np.uint8).data
 
 
 def update_tensor_hash(hasher: Any, array: npt.ArrayLike) -> None:
@@ -168,17 +169,22 @@ def tensor_from_canonical_bytes(data: bytes) -> npt.NDArray[Any]:
     if not isinstance(header, dict) or set(header) != {"dtype", "shape"}:
         raise InvalidInputError("canonical tensor header must have exactly dtype and shape")
     name, shape = header["dtype"], header["shape"]
-    if name not in _DTYPES:
-        raise InvalidInputError(f"unknown tensor dtype {name!r}")
-    if not isinstance(shape, list) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    if not isinstance(name, str) or name not in _DTYPES:
+        raise InvalidInputError(f"unknown tensor dtype {name!r:.40}")
+    if (
+        not isinstance(shape, list)
+        or len(shape) > 32
+        or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**62 for d in shape)
     ):
-        raise InvalidInputError("tensor shape must be a list of non-negative integers")
+        raise InvalidInputError("tensor shape must be a list of at most 32 non-negative integers")
     dtype = _DTYPES[name]
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    count = math.prod(shape)  # Python ints: no silent int64 wrap-around
     body = data[8 + hlen :]
     if len(body) != count * dtype.itemsize:
         raise InvalidInputError(
             f"tensor data is {len(body)} bytes, expected {count * dtype.itemsize}"
         )
-    return np.frombuffer(body, dtype=dtype).reshape(shape).astype(np.dtype(name))
+    try:
+        return np.frombuffer(body, dtype=dtype).reshape(shape).astype(np.dtype(name))
+    except ValueError as exc:
+        raise InvalidInputError(f"tensor shape {shape} cannot hold its data") from exc

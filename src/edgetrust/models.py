@@ -291,9 +291,11 @@ class ModelRegistry:
                 f"model file {p} is {size} bytes, over the {self.max_bytes}-byte limit",
                 limit=self.max_bytes,
             )
-        return self.add_bytes(
-            p.read_bytes(), publisher=publisher, name=name or p.stem, version=version
-        )
+        try:
+            data = p.read_bytes()
+        except OSError as exc:
+            raise InvalidInputError(f"cannot read model file {p}: {exc.strerror}") from exc
+        return self.add_bytes(data, publisher=publisher, name=name or p.stem, version=version)
 
     def update_card(self, card: ModelCard, *, publisher: Identity) -> Envelope:
         """Re-sign and store a card for an already stored model (e.g. with new attachments)."""

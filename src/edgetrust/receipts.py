@@ -70,6 +70,7 @@ __all__ = [
     "Opening",
     "Receipt",
     "batch_item_leaf",
+    "batch_salt",
     "commit_inputs",
     "decode_tensors",
     "encode_tensors",
@@ -94,8 +95,11 @@ BATCH_ITEM_FORMAT = "edgetrust-batch-item/v1"
 SALT_BYTES = 32
 
 _ITEM_MAGIC = b"ETB1"
-_REQUIRED = frozenset({"issuer", "issuedAt", "model", "executor"})
-_OPTIONAL = frozenset({"input", "output", "batch", "traceRoot", "zk"})
+_COMMON = frozenset({"issuer", "issuedAt", "model", "executor"})
+_SINGLE_FIELDS = (_COMMON | {"input", "output"}, frozenset({"traceRoot", "zk"}))
+"""(required, optional) fields of an inference/v1 predicate."""
+_BATCH_FIELDS: tuple[frozenset[str], frozenset[str]] = (_COMMON | {"batch"}, frozenset())
+"""(required, optional) fields of an inference-batch/v1 predicate."""
 
 
 # -- named tensors -------------------------------------------------------------------------
@@ -153,36 +157,33 @@ def _encoded_digest(obj: Any) -> str:
     every submitted receipt's values cheaply; `read_receipt` still decodes them and re-hashes
     the arrays, which also proves the encoding canonical.
     """
-    if not isinstance(obj, dict):
-        raise InvalidInputError("tensor values must be a JSON object")
     h = hashlib.sha256()
-    for name in sorted(obj):
-        value = obj[name]
-        if not isinstance(value, str):
-            raise InvalidInputError(f"tensor {name!r} must be a base64 string")
-        try:
-            raw = base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise InvalidInputError(f"tensor {name!r} is not valid base64") from exc
+    for name, raw in sorted(_raw_tensors(obj).items()):
+        # Parse too, so that a log node refuses values a verifier could not read.
+        tensor_from_canonical_bytes(raw)
         h.update(_name_prefix(name))
         h.update(raw)
     return DIGEST_PREFIX + h.hexdigest()
 
 
-def decode_tensors(obj: Any) -> Tensors:
-    """Inverse of `encode_tensors`, for untrusted input."""
+def _raw_tensors(obj: Any) -> dict[str, bytes]:
     if not isinstance(obj, dict):
         raise InvalidInputError("tensor values must be a JSON object")
-    out: Tensors = {}
+    out = {}
     for name, value in obj.items():
+        _utf8(name, "tensor name")
         if not isinstance(value, str):
             raise InvalidInputError(f"tensor {name!r} must be a base64 string")
         try:
-            raw = base64.b64decode(value, validate=True)
+            out[name] = base64.b64decode(value, validate=True)
         except (binascii.Error, ValueError) as exc:
             raise InvalidInputError(f"tensor {name!r} is not valid base64") from exc
-        out[name] = tensor_from_canonical_bytes(raw)
     return out
+
+
+def decode_tensors(obj: Any) -> Tensors:
+    """Inverse of `encode_tensors`, for untrusted input."""
+    return {name: tensor_from_canonical_bytes(raw) for name, raw in _raw_tensors(obj).items()}
 
 
 # -- openings ------------------------------------------------------------------------------
@@ -236,6 +237,18 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+def _header(
+    issuer: Identity, card: ModelCard, executor: Mapping[str, Any], issued_at: str | None
+) -> dict[str, Any]:
+    """The predicate fields every receipt kind shares."""
+    return {
+        "issuer": issuer.did,
+        "issuedAt": issued_at or _now(),
+        "model": {"digest": card.digest, "name": card.name},
+        "executor": dict(executor),
+    }
+
+
 def issue_receipt(
     *,
     issuer: Identity,
@@ -263,18 +276,14 @@ def issue_receipt(
     output: dict[str, Any] = {"digest": out_digest}
     if not output_private:
         output["values"] = encode_tensors(outputs)
-    predicate: dict[str, Any] = {
-        "issuer": issuer.did,
-        "issuedAt": issued_at or _now(),
-        "model": {"digest": card.digest, "name": card.name},
+    predicate = _header(issuer, card, executor, issued_at) | {
         "input": {"commitment": commitment, "scheme": COMMITMENT_SCHEME},
         "output": output,
-        "executor": dict(executor),
     }
     if trace_root is not None:
         predicate["traceRoot"] = trace_root
     for key, value in (extra or {}).items():
-        if key not in _OPTIONAL:
+        if key not in _SINGLE_FIELDS[1]:
             raise InvalidInputError(f"unknown receipt predicate field {key!r}")
         predicate[key] = value
     payload = encode_statement(
@@ -284,6 +293,14 @@ def issue_receipt(
 
 
 # -- batch receipts ------------------------------------------------------------------------
+
+
+def batch_salt(secret: bytes, index: int) -> bytes:
+    """Salt of batch item `index`: ``sha256(secret ‖ u64be(index))``.
+
+    One-way, so revealing one item's salt says nothing about any other item's.
+    """
+    return hashlib.sha256(secret + struct.pack(">Q", index)).digest()
 
 
 def batch_item_leaf(index: int, input_commitment: bytes, output_digest: bytes) -> bytes:
@@ -354,7 +371,7 @@ class BatchReceipts:
 
     def salt(self, index: int) -> bytes:
         """The salt of item `index`."""
-        return hashlib.sha256(self.secret + struct.pack(">Q", index)).digest()
+        return batch_salt(self.secret, index)
 
     def bundle(self, index: int) -> Bundle:
         """A standalone bundle for one item."""
@@ -377,7 +394,7 @@ def issue_batch(
         raise InvalidInputError("batch inputs and outputs must share a non-empty axis 0")
     (count,) = counts
     secret = os.urandom(32)
-    salts = [hashlib.sha256(secret + struct.pack(">Q", i)).digest() for i in range(count)]
+    salts = [batch_salt(secret, i) for i in range(count)]
     commitments = _row_hashes(inputs, count, salts)
     digests = _row_hashes(outputs, count, None)
     leaves = [
@@ -385,11 +402,7 @@ def issue_batch(
         for i, (c, d) in enumerate(zip(commitments, digests, strict=True))
     ]
     root, paths = merkle.merkle_root_and_paths(leaves)
-    predicate = {
-        "issuer": issuer.did,
-        "issuedAt": issued_at or _now(),
-        "model": {"digest": card.digest, "name": card.name},
-        "executor": dict(executor),
+    predicate = _header(issuer, card, executor, issued_at) | {
         "batch": {
             "count": count,
             "root": DIGEST_PREFIX + root.hex(),
@@ -416,11 +429,14 @@ def issue_batch(
 # -- validation of predicates (registered with the statement registry) ---------------------
 
 
-def _check_common(pred: Mapping[str, Any], signer: str) -> None:
-    missing = sorted(_REQUIRED - set(pred))
+def _check_common(
+    pred: Mapping[str, Any], signer: str, fields: tuple[frozenset[str], frozenset[str]]
+) -> None:
+    required, optional = fields
+    missing = sorted(required - set(pred))
     if missing:
         raise InvalidInputError(f"receipt predicate lacks {missing[0]!r}")
-    unknown = sorted(set(pred) - _REQUIRED - _OPTIONAL)
+    unknown = sorted(set(pred) - required - optional)
     if unknown:
         raise InvalidInputError(f"receipt predicate has unknown field {unknown[0]!r}")
     if pred["issuer"] != signer:
@@ -428,9 +444,11 @@ def _check_common(pred: Mapping[str, Any], signer: str) -> None:
     if not isinstance(pred["issuedAt"], str):
         raise InvalidInputError("receipt issuedAt must be an RFC 3339 string")
     try:
-        datetime.fromisoformat(pred["issuedAt"])
+        issued = datetime.fromisoformat(pred["issuedAt"])
     except ValueError as exc:
         raise InvalidInputError("receipt issuedAt is not an RFC 3339 time") from exc
+    if issued.tzinfo is None or "T" not in pred["issuedAt"]:
+        raise InvalidInputError("receipt issuedAt must be an RFC 3339 date-time with an offset")
     model = pred["model"]
     if not isinstance(model, dict):
         raise InvalidInputError("receipt model must be an object")
@@ -438,11 +456,13 @@ def _check_common(pred: Mapping[str, Any], signer: str) -> None:
     executor = pred["executor"]
     if not isinstance(executor, dict) or not isinstance(executor.get("name"), str):
         raise InvalidInputError("receipt executor must be an object with a name")
+    if not isinstance(executor.get("settings", {}), dict):
+        raise InvalidInputError("receipt executor settings must be an object")
 
 
 def _validate_inference(statement: Statement, signer: str) -> None:
     pred = statement.predicate
-    _check_common(pred, signer)
+    _check_common(pred, signer, _SINGLE_FIELDS)
     inp, out = pred.get("input"), pred.get("output")
     if not isinstance(inp, dict) or inp.get("scheme") != COMMITMENT_SCHEME:
         raise InvalidInputError(f"receipt input must use commitment scheme {COMMITMENT_SCHEME}")
@@ -459,13 +479,17 @@ def _validate_inference(statement: Statement, signer: str) -> None:
 
 def _validate_batch(statement: Statement, signer: str) -> None:
     pred = statement.predicate
-    _check_common(pred, signer)
+    _check_common(pred, signer, _BATCH_FIELDS)
     batch = pred.get("batch")
     if not isinstance(batch, dict) or batch.get("itemFormat") != BATCH_ITEM_FORMAT:
         raise InvalidInputError(f"batch receipt needs batch.itemFormat {BATCH_ITEM_FORMAT}")
+    if batch.get("commitmentScheme") != COMMITMENT_SCHEME:
+        raise InvalidInputError(f"batch receipt needs commitment scheme {COMMITMENT_SCHEME}")
+    if not isinstance(batch.get("outputPrivate"), bool):
+        raise InvalidInputError("batch receipt needs a boolean batch.outputPrivate")
     count = batch.get("count")
-    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-        raise InvalidInputError("batch count must be a positive integer")
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count < 2**63:
+        raise InvalidInputError("batch count must be a positive integer below 2^63")
     if statement.subjects[0].sha256 != digest_hex(batch.get("root", "")):
         raise InvalidInputError("batch receipt subject differs from its root")
 
@@ -546,8 +570,18 @@ def _b64_list(obj: Any, what: str, *, max_items: int = 64) -> tuple[bytes, ...]:
 
 def _int(obj: Mapping[str, Any], key: str, what: str) -> int:
     value = obj.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise InvalidInputError(f"{what}.{key} must be a non-negative integer")
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
+        raise InvalidInputError(f"{what}.{key} must be an integer from 0 to 2^63 - 1")
+    return value
+
+
+def _utf8(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{what} must be a string")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInputError(f"{what} is not valid Unicode text") from exc
     return value
 
 
@@ -568,14 +602,14 @@ def _parse_item(raw: Any) -> BatchItem:
 def _parse_log(raw: Any) -> LogProof:
     if not isinstance(raw, dict):
         raise InvalidInputError("bundle log must be an object")
-    if not isinstance(raw.get("origin"), str) or not isinstance(raw.get("checkpoint"), str):
-        raise InvalidInputError("bundle log needs an origin and a checkpoint note")
+    origin = _utf8(raw.get("origin"), "bundle log origin")
+    note = _utf8(raw.get("checkpoint"), "bundle log checkpoint")
     return LogProof(
-        raw["origin"],
+        origin,
         _int(raw, "index", "log"),
         _int(raw, "treeSize", "log"),
         _b64_list(raw.get("inclusionProof"), "log.inclusionProof"),
-        raw["checkpoint"].encode("utf-8"),
+        note.encode("utf-8"),
     )
 
 

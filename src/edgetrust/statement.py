@@ -151,14 +151,16 @@ class VerifiedCache:
         """A collision-resistant key for the envelope's exact content."""
         h = hashlib.sha256(pae(envelope.payload_type, envelope.payload))
         for s in envelope.signatures:
-            h.update(b"\x00%d:%s%d:" % (len(s.keyid), s.keyid.encode(), len(s.sig)) + s.sig)
+            keyid = s.keyid.encode("utf-8")
+            h.update(b"\x00%d:%s%d:" % (len(keyid), keyid, len(s.sig)) + s.sig)
         return h.digest()
 
     def get(self, envelope: Envelope) -> SignedStatement | None:
         """The opened statement for an identical envelope, if seen."""
-        found = self._entries.get(self.key(envelope))
+        key = self.key(envelope)
+        found = self._entries.get(key)
         if found is not None:
-            self._entries.move_to_end(self.key(envelope))
+            self._entries.move_to_end(key)
         return found
 
     def put(self, signed: SignedStatement) -> None:

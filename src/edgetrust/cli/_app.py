@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any
@@ -97,6 +98,16 @@ def run(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("interrupted")
         code = 130
+    except Exception as exc:  # last resort: a defect, still one line and no traceback
+        err.print(
+            f"[bold red]internal error:[/] {type(exc).__name__}: {exc} "
+            "(please report this; EDGETRUST_DEBUG=1 shows the traceback)",
+            markup=True,
+            highlight=False,
+        )
+        if os.environ.get("EDGETRUST_DEBUG"):
+            raise
+        code = EXIT_BAD_INPUT
     return code
 
 

@@ -15,7 +15,7 @@ from rich.table import Table
 from edgetrust.cli._app import HomeOpt, JsonOpt, app, emit, out, set_json_mode
 from edgetrust.device import Device, RemoteLogWriter
 from edgetrust.encoding import digest_bytes
-from edgetrust.errors import InvalidInputError, KeystoreError, NotFoundError
+from edgetrust.errors import Error, InvalidInputError, KeystoreError, NotFoundError
 from edgetrust.home import resolve_home
 from edgetrust.identity import Identity, Keystore
 from edgetrust.log.service import Log
@@ -45,7 +45,25 @@ def read_file(path: Path, what: str, *, max_bytes: int = MAX_FILE_BYTES) -> byte
         raise NotFoundError(f"cannot read {what} {path}: {exc.strerror}") from exc
     if size > max_bytes:
         raise InvalidInputError(f"{what} {path} is {size} bytes, over the {max_bytes}-byte limit")
-    return path.read_bytes()
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read {what} {path}: {exc.strerror}") from exc
+
+
+def write_file(path: Path, data: bytes, what: str) -> None:
+    """Write a user-named file, with a one-line error when it cannot be written."""
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        raise InvalidInputError(f"cannot write {what} {path}: {exc.strerror}") from exc
+
+
+def check_writable(path: Path, what: str) -> None:
+    """Refuse an output path that cannot be written, before any work (or logging) is done."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir() or not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise InvalidInputError(f"cannot write {what} to {path}")
 
 
 @app.command()
@@ -105,10 +123,6 @@ def _signer(home: str | None, name: str) -> Identity:
     return ks.load(name, passphrase=_passphrase(ks, name))
 
 
-def _card_dict(card: ModelCard) -> dict[str, Any]:
-    return card.to_predicate()
-
-
 def _shape(shape: tuple[Any, ...] | None) -> str:
     return "any" if shape is None else "×".join("?" if d is None else str(d) for d in shape)
 
@@ -137,7 +151,7 @@ def model_add(
     if log:
         with Log.open(home) as lg:
             index = lg.append(envelope.to_json())
-    data = {**_card_dict(card), "publisher": publisher.did, "logIndex": index}
+    data = {**card.to_predicate(), "publisher": publisher.did, "logIndex": index}
 
     def human() -> None:
         out.print(f"registered [bold]{card.name}[/] v{card.version}  {card.digest}")
@@ -172,7 +186,7 @@ def model_list(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
             )
         out.print(table)
 
-    emit(json_out, [_card_dict(c) for c in cards], human)
+    emit(json_out, [c.to_predicate() for c in cards], human)
 
 
 @model_app.command("show")
@@ -180,7 +194,7 @@ def model_show(model: ModelArg, home: HomeOpt = None, json_out: JsonOpt = False)
     """Show a model's card."""
     set_json_mode(json_out)
     card, _ = ModelRegistry(home).resolve(model)
-    emit(json_out, _card_dict(card), lambda: out.print_json(data=_card_dict(card)))
+    emit(json_out, card.to_predicate(), lambda: out.print_json(data=card.to_predicate()))
 
 
 def _summarize(outputs: dict[str, np.ndarray[Any, Any]]) -> dict[str, Any]:
@@ -298,6 +312,8 @@ def infer(
     opening when you choose to show it.
     """
     set_json_mode(json_out)
+    if out_file is not None:
+        check_writable(out_file, "the bundle")
     writer = _log_writer(log, log_key, home)
     with Device(
         home,
@@ -331,7 +347,7 @@ def infer(
                 out_file
                 or receipts_dir / f"batch-{result.receipts.items[0].output_digest[7:19]}.json"
             )
-            target.write_bytes(write_batch_file(result.receipts, result.log))
+            write_file(target, write_batch_file(result.receipts, result.log), "bundle")
             outputs, count = result.outputs, len(result.receipts.items)
             log_index = result.log.index if result.log else None
         else:
@@ -345,7 +361,7 @@ def infer(
             )
             name = digest_bytes(single.bundle.envelope.to_json())[7:23]
             target = out_file or receipts_dir / f"{name}.json"
-            target.write_bytes(single.bundle.to_json())
+            write_file(target, single.bundle.to_json(), "bundle")
             outputs, count = single.outputs, 1
             log_index = single.bundle.log.index if single.bundle.log else None
     data: dict[str, Any] = {
@@ -407,12 +423,35 @@ def reveal(
         max_input_bytes=max_input_mb * 2**20,
     ) as device:
         opening = device.reveal(bundles[item])
-    out_file.write_bytes(opening.to_json())
+    write_file(out_file, opening.to_json(), "opening")
     emit(
         json_out,
         {"opening": str(out_file), "commitment": opening.commitment},
         lambda: out.print(f"opening of {opening.commitment[:23]}… written to {out_file}"),
     )
+
+
+def _signed_by(bundle: Bundle, vkey: str) -> bool:
+    """Whether the bundle's checkpoint carries a valid signature by `vkey`."""
+    from edgetrust.log.checkpoint import verify_checkpoint
+
+    try:
+        verify_checkpoint(bundle.log.checkpoint if bundle.log else b"", vkey)
+    except Error:
+        return False
+    return True
+
+
+def _batch_row(inputs: dict[str, Any], index: int) -> dict[str, Any]:
+    """The inputs of batch item `index`: the file holds that one row, or the whole batch."""
+    rows = {len(v) if np.ndim(v) else 0 for v in inputs.values()}
+    if rows == {1}:
+        return inputs  # only this item's row was shared: the others' inputs stay private
+    if len(rows) != 1 or index >= min(rows):
+        raise InvalidInputError(
+            f"the input file has neither one row nor row {index} of the batch on axis 0"
+        )
+    return {k: v[index : index + 1] for k, v in inputs.items()}
 
 
 def _verify_report(v: Verified) -> dict[str, Any]:
@@ -454,7 +493,7 @@ def verify(
         list[str] | None, typer.Option("--witness", help="Witness verifier key (repeatable).")
     ] = None,
     min_witnesses: Annotated[
-        int, typer.Option(help="Cosignatures required from --witness keys.")
+        int, typer.Option(min=0, help="Cosignatures required from --witness keys.")
     ] = 0,
     issuer: Annotated[
         list[str] | None, typer.Option("--issuer", help="Accept only these issuer DIDs.")
@@ -463,6 +502,13 @@ def verify(
         int | None,
         typer.Option(help="For a batch file: verify only this item (needed with --input)."),
     ] = None,
+    require_log: Annotated[
+        bool,
+        typer.Option(
+            "--require-log",
+            help="Fail unless the receipt is proven in a trusted log (implied by --log-key).",
+        ),
+    ] = False,
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -480,16 +526,25 @@ def verify(
     elif len(bundles) > 1 and (input is not None or opening is not None):
         raise InvalidInputError("a batch file with --input/--opening needs --item N")
     keys = list(log_key or [])
-    if not keys and (resolve_home(home) / "log" / "log.db").exists():
+    local_db = resolve_home(home) / "log" / "log.db"
+    if not keys and local_db.exists():
         with Log.open(home) as lg:
-            keys = [lg.verifier_key]
-    verifier = Verifier(
-        log_keys=keys,
-        witness_keys=witness or [],
-        min_witnesses=min_witnesses,
-        registry=ModelRegistry(home),
-        policy=IssuerIn(issuer) if issuer else None,
-    )
+            # Trust the local log by default only for bundles it signed: a bundle from
+            # another log (embedded logs share a default origin) is then reported as not
+            # checked, not as failed.
+            if all(_signed_by(b, lg.verifier_key) for b in bundles if b.log is not None):
+                keys = [lg.verifier_key]
+    try:
+        verifier = Verifier(
+            log_keys=keys,
+            require_log=require_log or bool(log_key),
+            witness_keys=witness or [],
+            min_witnesses=min_witnesses,
+            registry=ModelRegistry(home),
+            policy=IssuerIn(issuer) if issuer else None,
+        )
+    except ValueError as exc:
+        raise InvalidInputError(str(exc)) from exc
     model_bytes = read_file(model, "model", max_bytes=2**31) if model else None
     op = parse_opening(read_file(opening, "opening")) if opening else None
     inputs = None
@@ -511,8 +566,7 @@ def verify(
         for bundle in bundles:
             row_inputs = inputs
             if inputs is not None and bundle.item is not None:
-                i = bundle.item.index  # the input file holds the whole batch; take its row
-                row_inputs = {k: v[i : i + 1] for k, v in inputs.items()}
+                row_inputs = _batch_row(inputs, bundle.item.index)
             results.append(
                 verifier.verify(
                     bundle, model=model_bytes, inputs=row_inputs, opening=op, reexecute=reexecute

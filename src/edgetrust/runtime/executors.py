@@ -8,10 +8,12 @@ one); for the others a verifier can only compare within a tolerance.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, Protocol
 
-from edgetrust.errors import UnsupportedError
+from edgetrust.errors import InvalidInputError, UnsupportedError
 from edgetrust.models import ModelCard
 from edgetrust.runtime.onnx import OnnxExecutor, Tensors
 
@@ -37,8 +39,8 @@ class Executor(Protocol):
         ...
 
 
-ExecutorFactory = Callable[[Mapping[str, Any]], Executor]
-"""Builds an executor from a receipt's recorded settings."""
+ExecutorFactory = Callable[[Mapping[str, Any], Path | None], Executor]
+"""Builds an executor from recorded settings and, on a device only, that device's home."""
 
 _FACTORIES: dict[str, ExecutorFactory] = {}
 
@@ -53,24 +55,37 @@ def executor_names() -> tuple[str, ...]:
     return tuple(sorted(_FACTORIES))
 
 
-def make_executor(name: str, settings: Mapping[str, Any] | None = None) -> Executor:
-    """Build executor `name` with `settings` (from a receipt, or defaults)."""
+def make_executor(
+    name: str, settings: Mapping[str, Any] | None = None, *, home: Path | None = None
+) -> Executor:
+    """Build executor `name` with `settings` (from a receipt, or defaults).
+
+    Settings from a receipt are untrusted: they may choose how to compute, never where to
+    write or how many resources to take. `home` is the device's own state directory and is
+    given only by the device (`Device.executor`), never taken from a receipt.
+    """
     factory = _FACTORIES.get(name)
     if factory is None:
         raise UnsupportedError(f"unknown executor {name!r} (known: {', '.join(executor_names())})")
-    return factory(settings or {})
+    if settings is not None and not isinstance(settings, Mapping):
+        raise InvalidInputError("executor settings must be an object")
+    return factory(settings or {}, home)
 
 
-def _onnx_factory(settings: Mapping[str, Any]) -> Executor:
+def _onnx_factory(settings: Mapping[str, Any], home: Path | None) -> Executor:
+    # The thread count only changes speed, and a receipt must not make a verifier spawn
+    # thousands of threads: clamp it to this machine.
     threads = settings.get("intra_op_num_threads", 1)
-    return OnnxExecutor(intra_op_threads=threads if isinstance(threads, int) and threads > 0 else 1)
+    if not isinstance(threads, int) or isinstance(threads, bool):
+        threads = 1
+    return OnnxExecutor(intra_op_threads=max(1, min(threads, os.cpu_count() or 1)))
 
 
-def _fixed_factory(settings: Mapping[str, Any]) -> Executor:
+def _fixed_factory(settings: Mapping[str, Any], home: Path | None) -> Executor:
     # Imported on first use: the fixed-point executor is large and most runs never need it.
     from edgetrust.runtime.fixed import FixedRuntime
 
-    return FixedRuntime.from_settings(settings)
+    return FixedRuntime.from_settings(settings, home=home)
 
 
 register_executor(OnnxExecutor.name, _onnx_factory)

@@ -60,6 +60,16 @@ def _fmt_shape(shape: tuple[Any, ...] | None) -> str:
     return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
 
 
+def _native(arr: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """The array in this machine's byte order.
+
+    onnxruntime reads raw buffers as native order, while the input commitment hashes the
+    values (little-endian canonical bytes): a big-endian array would be committed as one
+    input and computed as another.
+    """
+    return arr if arr.dtype.isnative else arr.astype(arr.dtype.newbyteorder("="))
+
+
 def validate_inputs(
     card: ModelCard,
     inputs: Mapping[str, npt.ArrayLike],
@@ -89,7 +99,7 @@ def validate_inputs(
     total = 0
     out: Tensors = {}
     for name, spec in wanted.items():
-        arr = np.asarray(inputs[name])
+        arr = _native(np.asarray(inputs[name]))
         total += arr.nbytes
         if total > max_bytes:
             raise ResourceLimitError(
@@ -252,7 +262,7 @@ class OnnxExecutor:
         """Run validated inputs; returns every graph output by name."""
         sess = self.session(card, model_bytes)
         try:
-            results = sess.run(None, dict(inputs))
+            results = sess.run(None, {k: _native(np.asarray(v)) for k, v in inputs.items()})
         except Exception as exc:  # shape errors inside the graph surface here
             raise InvalidInputError(f"onnxruntime failed on these inputs: {exc}") from exc
         names = [o.name for o in sess.get_outputs()]

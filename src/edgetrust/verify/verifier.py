@@ -36,7 +36,11 @@ __all__ = ["Tolerance", "Verified", "Verifier"]
 
 @dataclass(frozen=True)
 class Tolerance:
-    """How far a float re-execution may differ: ``|a - b| <= atol + rtol * |b|``."""
+    """How far a float re-execution may differ from the recomputation.
+
+    ``|claimed - recomputed| <= atol + rtol * |recomputed|``: the verifier's own result is the
+    reference. Integer and boolean outputs are always compared exactly.
+    """
 
     rtol: float = 1e-4
     atol: float = 1e-5
@@ -232,15 +236,21 @@ class Verifier:
             )
         for name, claimed in receipt.outputs.items():
             mine = got[name]
-            if mine.shape != claimed.shape:
+            if mine.shape != claimed.shape or mine.dtype != claimed.dtype:
                 raise VerificationError(
-                    f"output {name!r} has shape {claimed.shape}, recomputed {mine.shape}", step=step
+                    f"output {name!r} is {claimed.dtype}{list(claimed.shape)} in the receipt, "
+                    f"{mine.dtype}{list(mine.shape)} recomputed",
+                    step=step,
                 )
-            if not np.allclose(mine, claimed, rtol=tol.rtol, atol=tol.atol, equal_nan=False):
+            if mine.dtype.kind in "biu":  # ids, classes, tokens: no tolerance for integers
+                ok = bool(np.array_equal(mine, claimed))
+            else:  # the recomputation is the reference the tolerance scales with
+                ok = bool(np.allclose(claimed, mine, rtol=tol.rtol, atol=tol.atol))
+            if not ok:
                 worst = float(np.max(np.abs(mine.astype(np.float64) - claimed.astype(np.float64))))
                 raise VerificationError(
                     f"output {name!r} differs from the recomputation by up to {worst:.3g} "
-                    f"(tolerance rtol={tol.rtol}, atol={tol.atol})",
+                    f"(tolerance rtol={tol.rtol}, atol={tol.atol} for floats, exact for integers)",
                     step=step,
                 )
 

@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edgetrust.encoding import digest_hex
-from edgetrust.errors import InvalidInputError, NotFoundError
+from edgetrust.errors import InvalidInputError, NotFoundError, UnsupportedError
 from edgetrust.home import resolve_home
 from edgetrust.runtime.fixed._executor import (
     EXECUTOR_NAME,
@@ -224,20 +224,27 @@ class FixedRuntime:
         return EXECUTOR_VERSION
 
     @staticmethod
-    def from_settings(settings: Mapping[str, Any]) -> FixedRuntime:
-        """Rebuild from a receipt's executor settings (the verifier's side)."""
+    def from_settings(
+        settings: Mapping[str, Any], *, home: str | os.PathLike[str] | None = None
+    ) -> FixedRuntime:
+        """Build the runtime for a device (`home` given) or from a receipt (no `home`).
+
+        A receipt's settings are untrusted: they choose the plan, never a path. A verifier's
+        runtime therefore needs the receipt's plan and keeps no traces; only a device, which
+        passes its own `home`, may plan, store plans and keep traces there.
+        """
         precision = settings.get("precision")
         if precision is not None and precision not in QMAX:
             raise InvalidInputError(f"executor precision {precision!r} is unknown")
         plan_obj = settings.get("plan")
         if plan_obj is None:
-            # No plan: a device-side runtime (e.g. `infer --executor fixed`).
-            home = settings.get("home")
-            return FixedRuntime(precision=precision, home=home if isinstance(home, str) else None)
+            if home is None:
+                raise UnsupportedError("a fixed receipt without its plan cannot be re-executed")
+            return FixedRuntime(precision=precision, home=home)
         if not isinstance(plan_obj, dict):
             raise InvalidInputError("executor settings plan must be an object")
         plan = QuantPlan.from_json(json.dumps(plan_obj))
-        return FixedRuntime(precision=precision, plan=plan, keep_traces=False)
+        return FixedRuntime(precision=precision, plan=plan, home=home, keep_traces=home is not None)
 
     def executor_for(self, model_digest: str, model_bytes: bytes) -> FixedExecutor:
         """The fixed executor of a model (planned once, cached)."""
@@ -294,8 +301,10 @@ class FixedRuntime:
         return {"name": self.name, "version": self.version, "settings": settings}
 
 
-def _factory(settings: Mapping[str, Any]) -> FixedRuntime:
-    return FixedRuntime.from_settings(settings)
+def _factory(
+    settings: Mapping[str, Any], home: str | os.PathLike[str] | None = None
+) -> FixedRuntime:
+    return FixedRuntime.from_settings(settings, home=home)
 
 
 def register() -> None:
