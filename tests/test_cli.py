@@ -290,7 +290,9 @@ def test_demo_runs_and_all_checks_come_out_as_expected(capsys: pytest.CaptureFix
     assert outcomes["fraud proof against carol"] == "convicted"
     assert outcomes["lying device, refereed on chain"] == "convicted"
     assert outcomes["federated round log: lineage, commitments, ε, models recomputed"] == "verified"
-    assert outcomes["carol's fixed-point receipt, re-executed bit for bit"].startswith("rejected at step 5")
+    assert outcomes["carol's fixed-point receipt, re-executed bit for bit"].startswith(
+        "rejected at step 5"
+    )
     assert outcomes["receipt checked against a different model"].startswith("rejected at step 3")
 
 
@@ -338,24 +340,76 @@ def test_input_size_limit(
     assert code == 2 and "limit" in capsys.readouterr().err
 
 
-def test_fixed_executor_exact_reexecution_and_a_lying_device(files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_fixed_executor_exact_reexecution_and_a_lying_device(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     model, x = str(files / "digits.onnx"), str(files / "one.npy")
     honest, lying = tmp_path / "honest.json", tmp_path / "lying.json"
     assert cli(capsys, "infer", model, "-i", x, "--executor", "fixed", "-o", str(honest))[0] == 0
     assert cli(capsys, "reveal", str(honest), "-o", str(tmp_path / "h.open"))[0] == 0
-    code, data, _ = cli(capsys, "verify", str(honest), "--model", model, "-i", x, "--opening", str(tmp_path / "h.open"), "--reexecute")
+    code, data, _ = cli(
+        capsys,
+        "verify",
+        str(honest),
+        "--model",
+        model,
+        "-i",
+        x,
+        "--opening",
+        str(tmp_path / "h.open"),
+        "--reexecute",
+    )
     assert code == 0 and "5 re-execution" in data["checked"]  # type: ignore[index]
     assert data["executor"]["name"] == "fixed"  # type: ignore[index]
     # A device that lies consistently about one hidden value.
-    code, _, _ = cli(capsys, "infer", model, "-i", x, "--simulate-fault", "node=gemm0,element=3,delta=50", "-o", str(lying))
+    code, _, _ = cli(
+        capsys,
+        "infer",
+        model,
+        "-i",
+        x,
+        "--simulate-fault",
+        "node=gemm0,element=3,delta=50",
+        "-o",
+        str(lying),
+    )
     assert code == 0
     assert cli(capsys, "reveal", str(lying), "-o", str(tmp_path / "l.open"))[0] == 0
-    code, data, _ = cli(capsys, "verify", str(lying), "--model", model, "-i", x, "--opening", str(tmp_path / "l.open"), "--reexecute")
+    code, data, _ = cli(
+        capsys,
+        "verify",
+        str(lying),
+        "--model",
+        model,
+        "-i",
+        x,
+        "--opening",
+        str(tmp_path / "l.open"),
+        "--reexecute",
+    )
     assert code == 1 and data["step"] == "5 re-execution"  # type: ignore[index]
-    code = run(["challenge", str(lying), "--model", model, "-i", x, "--opening", str(tmp_path / "l.open")])
+    code = run(
+        ["challenge", str(lying), "--model", model, "-i", x, "--opening", str(tmp_path / "l.open")]
+    )
     assert code == 1  # convicted
     assert "convicted" in capsys.readouterr().out
-    assert run(["challenge", str(honest), "--model", model, "-i", x, "--opening", str(tmp_path / "h.open")]) == 0
+    assert (
+        run(
+            [
+                "challenge",
+                str(honest),
+                "--model",
+                model,
+                "-i",
+                x,
+                "--opening",
+                str(tmp_path / "h.open"),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    assert cli(capsys, "infer", model, "-i", x, "--precision", "int9", "--executor", "fixed")[0] == 2
+    assert (
+        cli(capsys, "infer", model, "-i", x, "--precision", "int9", "--executor", "fixed")[0] == 2
+    )
     assert cli(capsys, "infer", model, "--executor", "fixed")[0] == 2  # neither --input nor --text

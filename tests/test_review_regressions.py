@@ -285,4 +285,3 @@ def test_cli_os_and_usage_errors_are_one_line(
     assert code == 2, err
     assert "Traceback" not in err and "internal error" not in err
     assert len(err.strip().splitlines()) == 1
-

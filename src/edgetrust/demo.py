@@ -3,7 +3,8 @@
 Everything happens in a temporary home with no network: train the digits MLP, publish it,
 let three devices run it and issue receipts into one transparency log, have a witness cosign
 the log, and let an independent verifier check receipts at each level, including tampered
-ones that must fail. Later capabilities add their own steps here.
+ones that must fail; then exact re-execution and a fraud proof, a zero-knowledge receipt,
+federated rounds with secure aggregation, and settlement on an in-process EVM chain.
 """
 
 from __future__ import annotations
@@ -149,6 +150,59 @@ def _fixed_step(
             f"referee recomputed one element ({verdict.referee_macs} multiply-adds); verdict "
             f"logged at index {found.log_index}"
         )
+
+
+def _zk_step(
+    console: Console,
+    result: DemoResult,
+    device: Device,
+    log: Log,
+    x_test: np.ndarray,
+) -> None:
+    """Alice proves one inference in zero knowledge; the verifier checks the proof (step 8)."""
+    from edgetrust.verify.zk import UnsafeLocalSrs, zk_setup
+
+    started = time.perf_counter()
+    card, model_bytes = device.model("digits-mlp")
+    # An SRS generated here is insecure (whoever made it can forge proofs) but needs no
+    # download; a real deployment passes PpotSrs(path) with the Perpetual Powers of Tau file.
+    artifacts = zk_setup(
+        model_bytes, srs=UnsafeLocalSrs(), home=device.home, calibration=x_test[:32]
+    )
+    console.print(
+        f"circuit set up once: 2^{artifacts.key.logrows} rows, "
+        f"{time.perf_counter() - started:.1f} s (cached for every later proof)"
+    )
+    started = time.perf_counter()
+    issued = device.infer_zk(card.digest, {"input": x_test[40:41]}, log=LocalLogWriter(log))
+    bundle = issued.bundle
+    zk = dict(bundle.zk or {})
+    console.print(
+        f"alice proves her inference in {time.perf_counter() - started:.1f} s: "
+        f"predicts {int(issued.outputs['probabilities'].argmax())}, proof "
+        f"{len(zk.get('proof', '')) * 3 // 4:,} bytes; the input stays on her device"
+    )
+    verifier = Verifier(log_keys=[log.verifier_key], zk_home=device.home, allow_unsafe_srs=True)
+    result.expect(
+        "ZK receipt: signature, log, proof against the model's verifying key",
+        True,
+        lambda: verifier.verify(bundle),
+    )
+    # The lie: swap the winning class's score with the lowest one (instance 0 is the input hash).
+    instances = list(zk["instances"])
+    scores = issued.outputs["probabilities"].ravel()
+    top, low = 1 + int(scores.argmax()), 1 + int(scores.argmin())
+    instances[top], instances[low] = instances[low], instances[top]
+    lied = Bundle(bundle.envelope, log=bundle.log, zk={**zk, "instances": instances})
+    result.expect(
+        "ZK receipt whose proven outputs were swapped", False, lambda: verifier.verify(lied)
+    )
+    careful = Verifier(log_keys=[log.verifier_key], zk_home=device.home)
+    result.expect(
+        "ZK receipt, verifier that refuses a locally made SRS",
+        False,
+        lambda: careful.verify(bundle),
+    )
 
 
 def _fl_step(console: Console, result: DemoResult, root: Path) -> None:
@@ -385,10 +439,13 @@ def _run(console: Console, root: Path) -> DemoResult:
     _step(console, "7. Exact re-execution, and a lying device convicted by a fraud proof")
     _fixed_step(console, result, root, devices, model_bytes, x_test, log)
 
-    _step(console, "8. Private collaboration: federated rounds with secure aggregation and DP")
+    _step(console, "8. Zero knowledge: a receipt that proves the inference, input kept private")
+    _zk_step(console, result, devices["alice"], log, x_test)
+
+    _step(console, "9. Private collaboration: federated rounds with secure aggregation and DP")
     _fl_step(console, result, root)
 
-    _step(console, "9. Settlement on an EVM chain (in-process): anchor the log, convict on chain")
+    _step(console, "10. Settlement on an EVM chain (in-process): anchor the log, convict on chain")
     _chain_step(console, result, root, log, bundles[0][1])
 
     result.log_size = log.size()

@@ -314,6 +314,33 @@ class Device:
         proof = writer.submit(batch.envelope.to_json()) if writer is not None else None
         return BatchResult(outputs, batch, proof, card)
 
+    def infer_zk(
+        self, model: str, inputs: Mapping[str, Any], *, log: LogWriter | bool = True
+    ) -> InferenceResult:
+        """Run `model` in its EZKL circuit and issue a receipt carrying a zero-knowledge proof.
+
+        The model must have been set up first (`edgetrust zk setup`, `zk_setup`); the input
+        stays private: the proof shows the output is the model's on an input with this
+        commitment, and the receipt's salted commitment opens only with `reveal`.
+        """
+        from edgetrust.verify.zk import card_with_zk, issue_zk_receipt, load_zk_artifacts
+
+        card, _ = self.model(model)
+        artifacts = load_zk_artifacts(card.digest, home=self.home)
+        if "zk" not in card.extra:  # record which verifying key belongs to this model
+            card = card_with_zk(card, artifacts)
+            self.registry.update_card(card, publisher=self.identity)
+        writer = self._writer(log)
+        issued = issue_zk_receipt(
+            issuer=self.identity,
+            card=card,
+            artifacts=artifacts,
+            inputs=inputs,
+            submit=writer.submit if writer is not None else None,
+        )
+        self.openings.keep(issued.opening)
+        return InferenceResult(issued.outputs, issued.bundle, card)
+
     def reveal(self, bundle: Bundle) -> Opening:
         """The opening of a receipt this device issued."""
         if read_receipt(bundle).issuer != self.identity.did:

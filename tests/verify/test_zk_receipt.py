@@ -245,14 +245,14 @@ def test_zk_receipt_reexecutes_exactly(
     assert executor.exact
     got = executor.run(issued.card, digits.model, {"input": issued.x})
     assert tensors_digest(got) == receipt.output_digest
-    verified = Verifier().verify(
+    verified = Verifier(zk_home=zk_home, allow_unsafe_srs=True).verify(
         issued.receipt.bundle,
         model=digits.model,
         inputs={"input": issued.x},
         opening=issued.receipt.opening,
         reexecute=True,
     )
-    assert "5 re-execution" in verified.checked
+    assert "5 re-execution" in verified.checked and "8 zk" in verified.checked
     # A receipt claiming another output for the same input is caught by re-execution.
     lie = {"probabilities": np.roll(issued.receipt.outputs["probabilities"], 1, axis=1)}
     envelope, opening = issue_receipt(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -24,7 +25,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
-    rich_markup_mode="rich",
+    rich_markup_mode="markdown",
 )
 
 
@@ -79,9 +80,23 @@ def set_json_mode(json_mode: bool) -> None:
     _json_mode = json_mode
 
 
+class _ConsoleWarnings(logging.Handler):
+    """edgetrust's own warnings (e.g. the UNSAFE SRS path) as one yellow line on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err.print(f"[yellow]warning:[/] {record.getMessage()}", highlight=False)
+
+
+def _show_warnings() -> None:
+    logger = logging.getLogger("edgetrust")
+    if not any(isinstance(h, _ConsoleWarnings) for h in logger.handlers):
+        logger.addHandler(_ConsoleWarnings(logging.WARNING))
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with `argv` and return its exit code instead of exiting."""
     global _json_mode
+    _show_warnings()
     _json_mode = False
     code: int
     try:

@@ -272,6 +272,14 @@ def infer(
     precision: Annotated[
         str | None, typer.Option(help="With --executor fixed: int8 or int16.")
     ] = None,
+    zk: Annotated[
+        bool,
+        typer.Option(
+            "--zk",
+            help="Prove the inference in zero knowledge (EZKL): the receipt carries a proof that "
+            "the output is the model's on the committed input. Needs 'edgetrust zk setup MODEL'.",
+        ),
+    ] = False,
     simulate_fault: Annotated[
         str | None,
         typer.Option(
@@ -332,6 +340,11 @@ def infer(
             inputs = text_inputs(text or [], model_digest=card.digest, home=device.home)
             batch = batch or len(text or []) > 1
         runner = _executor(device, executor, precision, simulate_fault)
+        if zk and (batch or output_private or runner != "onnxruntime"):
+            raise InvalidInputError(
+                "--zk proves one inference in its circuit: it does not go with --batch, "
+                "--output-private, --executor, --precision or --simulate-fault"
+            )
         receipts_dir = resolve_home(home) / "receipts"
         receipts_dir.mkdir(exist_ok=True)
         if batch:
@@ -351,13 +364,19 @@ def infer(
             outputs, count = result.outputs, len(result.receipts.items)
             log_index = result.log.index if result.log else None
         else:
-            single = device.infer(
-                card.digest,
-                inputs,
-                executor=runner,
-                output_private=output_private,
-                allow_nonfinite=allow_nonfinite,
-                log=writer if writer is not None else log == "local",
+            single = (
+                device.infer_zk(
+                    card.digest, inputs, log=writer if writer is not None else log == "local"
+                )
+                if zk
+                else device.infer(
+                    card.digest,
+                    inputs,
+                    executor=runner,
+                    output_private=output_private,
+                    allow_nonfinite=allow_nonfinite,
+                    log=writer if writer is not None else log == "local",
+                )
             )
             name = digest_bytes(single.bundle.envelope.to_json())[7:23]
             target = out_file or receipts_dir / f"{name}.json"
@@ -375,6 +394,8 @@ def infer(
 
     def human() -> None:
         name = "fixed" if simulate_fault or precision else executor
+        if zk:
+            name = "ezkl: a zero-knowledge proof of this inference, input kept private"
         out.print(f"ran [bold]{card.name}[/] ({card.digest[:19]}…) with {name}")
         if simulate_fault:
             out.print(f"[bold yellow]simulated fault ({simulate_fault}): this receipt lies[/]")
@@ -509,10 +530,18 @@ def verify(
             help="Fail unless the receipt is proven in a trusted log (implied by --log-key).",
         ),
     ] = False,
+    allow_unsafe_srs: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unsafe-srs",
+            help="UNSAFE: accept ZK proofs made with a locally generated SRS (whoever made it "
+            "can forge proofs). For tests and demos only.",
+        ),
+    ] = False,
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Verify a receipt: signature, format, model, input opening, re-execution, log, policy.
+    """Verify a receipt: signature, format, model, opening, re-execution, log, policy, ZK proof.
 
     Exit code 0 when it verifies, 1 when a check fails (the line says which step), 2 on bad
     input. Each step says what it trusts; see the README.
@@ -542,6 +571,8 @@ def verify(
             min_witnesses=min_witnesses,
             registry=ModelRegistry(home),
             policy=IssuerIn(issuer) if issuer else None,
+            zk_home=resolve_home(home),
+            allow_unsafe_srs=allow_unsafe_srs,
         )
     except ValueError as exc:
         raise InvalidInputError(str(exc)) from exc

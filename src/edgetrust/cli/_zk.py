@@ -78,20 +78,10 @@ def parse_size(text: str) -> int:
     return value
 
 
-class _ConsoleWarnings(logging.Handler):
-    """edgetrust's own warnings (e.g. the UNSAFE SRS path) as one yellow line on stderr."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        err.print(f"[yellow]warning:[/] {record.getMessage()}", highlight=False)
-
-
 def _quiet_ezkl() -> None:
     """EZKL logs its calibration tables as warnings; the CLI shows its own summary instead."""
     for name in ("ezkl", "tract_onnx", "tract_core", "tract_hir"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    zk_logger = logging.getLogger("edgetrust.verify.zk")
-    if not any(isinstance(h, _ConsoleWarnings) for h in zk_logger.handlers):
-        zk_logger.addHandler(_ConsoleWarnings(logging.WARNING))
 
 
 @contextlib.contextmanager

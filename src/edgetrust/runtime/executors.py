@@ -88,5 +88,13 @@ def _fixed_factory(settings: Mapping[str, Any], home: Path | None) -> Executor:
     return FixedRuntime.from_settings(settings, home=home)
 
 
+def _ezkl_factory(settings: Mapping[str, Any], home: Path | None) -> Executor:
+    # ZK receipts re-execute through the circuit's witness; imported only when needed.
+    from edgetrust.verify.zk.executor import ZkWitnessExecutor
+
+    return ZkWitnessExecutor(settings=settings, home=home)
+
+
 register_executor(OnnxExecutor.name, _onnx_factory)
 register_executor("fixed", _fixed_factory)
+register_executor("ezkl", _ezkl_factory)

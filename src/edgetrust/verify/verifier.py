@@ -12,12 +12,16 @@ What each step trusts:
   6. log — the receipt is included in a checkpoint signed by a log you trust, cosigned by
      enough witnesses (trust: the log and witnesses do not collude to fork).
   7. policy — the receipt is acceptable to you (issuer, model, executor, age).
+  8. zk — the receipt's zero-knowledge proof verifies against the model's verifying key: the
+     output is the model's on *some* input with the proof's (Poseidon) input hash, and nothing
+     more about the input is revealed (trust: the proof system and its SRS).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -70,6 +74,8 @@ class Verifier:
         registry: ModelRegistry | None = None,
         tolerance: Tolerance = Tolerance(),
         tolerances: Mapping[str, Tolerance] | None = None,
+        zk_home: str | Path | None = None,
+        allow_unsafe_srs: bool = False,
     ) -> None:
         self.policy = policy
         self.log_verifiers = tuple(log_keys)
@@ -91,6 +97,9 @@ class Verifier:
         self.tolerance = tolerance
         self.tolerances = dict(tolerances or {})
         self._cache = VerifiedCache()
+        self.zk_home = zk_home
+        # Each proof accepted this way is logged as UNSAFE by the zk package.
+        self.allow_unsafe_srs = allow_unsafe_srs
 
     def verify(
         self,
@@ -172,6 +181,13 @@ class Verifier:
         else:
             self.policy.verify(receipt)
             checked.append("7 policy")
+        # Step 8: a zero-knowledge proof.
+        if "zk" not in receipt.predicate:
+            skipped.append("8 zk: the receipt carries no proof")
+        else:
+            self._verify_zk(receipt, card)
+            checked.append("8 zk")
+
         return Verified(receipt, tuple(checked), tuple(skipped))
 
     def _model(
@@ -253,6 +269,21 @@ class Verifier:
                     f"(tolerance rtol={tol.rtol}, atol={tol.atol} for floats, exact for integers)",
                     step=step,
                 )
+
+    def _verify_zk(self, receipt: Receipt, card: ModelCard | None) -> None:
+        from edgetrust.verify.zk import find_zk_key, verify_zk_receipt
+
+        # The key comes from this verifier's own setup of the model (compiled from the model
+        # here), found by the receipt's VK digest. A card that names a VK must name this one;
+        # a card without ZK digests (registered before any setup) binds nothing more.
+        named = card if card is not None and "zk" in card.extra else None
+        try:
+            key = find_zk_key(receipt, home=self.zk_home)
+            verify_zk_receipt(receipt, key=key, card=named, allow_unsafe_srs=self.allow_unsafe_srs)
+        except VerificationError as exc:
+            raise VerificationError(exc.message, step=f"8 {exc.step or 'zk'}") from exc
+        except Error as exc:
+            raise VerificationError(f"cannot check the proof: {exc.message}", step="8 zk") from exc
 
     def _verify_log(self, bundle: Bundle, proof: LogProof) -> None:
         step = "6 log"

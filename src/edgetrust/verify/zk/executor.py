@@ -104,8 +104,9 @@ class ZkWitnessExecutor:
         return {art.output_name: as32}
 
 
-def _factory(settings: Mapping[str, Any]) -> ZkWitnessExecutor:
-    return ZkWitnessExecutor(settings=settings)
+def _factory(settings: Mapping[str, Any], home: Path | None = None) -> ZkWitnessExecutor:
+    # A verifier (home None) uses its own $EDGETRUST_HOME setup, never a path from a receipt.
+    return ZkWitnessExecutor(settings=settings, home=home)
 
 
 register_executor(ZK_EXECUTOR, _factory)
