@@ -8,7 +8,7 @@ for; they are kept under `$EDGETRUST_HOME/openings/` with mode 0600.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -315,15 +315,22 @@ class Device:
         return BatchResult(outputs, batch, proof, card)
 
     def infer_zk(
-        self, model: str, inputs: Mapping[str, Any], *, log: LogWriter | bool = True
+        self,
+        model: str,
+        inputs: Mapping[str, Any],
+        *,
+        log: LogWriter | bool = True,
+        progress: Callable[[str, int, int], None] | None = None,
     ) -> InferenceResult:
         """Run `model` in its EZKL circuit and issue a receipt carrying a zero-knowledge proof.
 
         The model must have been set up first (`edgetrust zk setup`, `zk_setup`); the input
         stays private: the proof shows the output is the model's on an input with this
-        commitment, and the receipt's salted commitment opens only with `reveal`.
+        commitment, and the receipt's salted commitment opens only with `reveal`. `progress`
+        is called with each proving stage (name, done, total).
         """
         from edgetrust.verify.zk import card_with_zk, issue_zk_receipt, load_zk_artifacts
+        from edgetrust.verify.zk._common import no_progress
 
         card, _ = self.model(model)
         artifacts = load_zk_artifacts(card.digest, home=self.home)
@@ -337,6 +344,7 @@ class Device:
             artifacts=artifacts,
             inputs=inputs,
             submit=writer.submit if writer is not None else None,
+            progress=progress or no_progress,
         )
         self.openings.keep(issued.opening)
         return InferenceResult(issued.outputs, issued.bundle, card)

@@ -364,12 +364,18 @@ def infer(
             outputs, count = result.outputs, len(result.receipts.items)
             log_index = result.log.index if result.log else None
         else:
-            single = (
-                device.infer_zk(
-                    card.digest, inputs, log=writer if writer is not None else log == "local"
-                )
-                if zk
-                else device.infer(
+            if zk:
+                from edgetrust.cli._zk import stage_progress
+
+                with stage_progress("zk prove", not json_out) as progress:
+                    single = device.infer_zk(
+                        card.digest,
+                        inputs,
+                        log=writer if writer is not None else log == "local",
+                        progress=progress,
+                    )
+            else:
+                single = device.infer(
                     card.digest,
                     inputs,
                     executor=runner,
@@ -377,7 +383,6 @@ def infer(
                     allow_nonfinite=allow_nonfinite,
                     log=writer if writer is not None else log == "local",
                 )
-            )
             name = digest_bytes(single.bundle.envelope.to_json())[7:23]
             target = out_file or receipts_dir / f"{name}.json"
             write_file(target, single.bundle.to_json(), "bundle")

@@ -85,7 +85,7 @@ def _quiet_ezkl() -> None:
 
 
 @contextlib.contextmanager
-def _progress(title: str, enabled: bool) -> Iterator[ProgressFn]:
+def stage_progress(title: str, enabled: bool) -> Iterator[ProgressFn]:
     """A Rich progress bar on stderr, driven stage by stage."""
     with Progress(
         SpinnerColumn(),
@@ -214,7 +214,7 @@ def setup_cmd(
     card, model_bytes = registry.resolve(model)
     cal = _load_calibration(calibration) if calibration is not None else None
     budget = parse_size(memory_budget) if memory_budget else None
-    with _progress("zk setup", not json_out) as progress:
+    with stage_progress("zk setup", not json_out) as progress:
         art = zk_setup(
             model_bytes,
             srs=choice,
@@ -302,7 +302,7 @@ def prove_cmd(
     inputs = load_inputs(input, card)
     issuer = Keystore(home).load_or_create(identity)
     budget = parse_size(memory_budget) if memory_budget else None
-    with _progress("zk prove", not json_out) as progress:
+    with stage_progress("zk prove", not json_out) as progress:
         zr = issue_zk_receipt(
             issuer=issuer,
             card=card,
