@@ -21,7 +21,7 @@ from web3.types import TxReceipt
 
 from edgetrust.chain.accounts import binding_message
 from edgetrust.chain.artifacts import load_artifact
-from edgetrust.chain.rpc import Chain, RevertError
+from edgetrust.chain.rpc import Chain, checksum_address
 from edgetrust.errors import InvalidInputError, NotFoundError, VerificationError
 from edgetrust.identity import Identity, did_from_public_bytes, verify_signature
 
@@ -199,10 +199,7 @@ class LogAnchor:
 
     def __init__(self, chain: Chain, address: str) -> None:
         self.chain = chain
-        try:
-            self.address = Web3.to_checksum_address(address)
-        except ValueError as exc:
-            raise InvalidInputError(f"not an EVM address: {address!r:.80}") from exc
+        self.address = checksum_address(address)
         self.contract: Any = chain.w3.eth.contract(
             address=self.address, abi=load_artifact("LogAnchor").abi
         )
@@ -214,15 +211,15 @@ class LogAnchor:
         """Deploy a new `LogAnchor` from the committed build."""
         p = params or AnchorParams()
         art = load_artifact("LogAnchor")
-        factory = chain.w3.eth.contract(abi=art.abi, bytecode=art.bytecode)
-        receipt = chain.transact(
+        address, receipt = chain.deploy(
             account,
-            factory.constructor(p.min_bond, p.challenge_bond, p.response_window),
-            action="deploy LogAnchor",
+            art.abi,
+            art.bytecode,
+            p.min_bond,
+            p.challenge_bond,
+            p.response_window,
+            name="LogAnchor",
         )
-        address = receipt["contractAddress"]
-        if address is None:
-            raise RevertError("no contract address in receipt", action="deploy LogAnchor")
         return cls(chain, address), TxResult.of(receipt)
 
     def _tx(self, account: LocalAccount, fn: Any, action: str, value: int = 0) -> TxResult:

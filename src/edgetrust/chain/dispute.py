@@ -28,7 +28,7 @@ from web3 import Web3
 
 from edgetrust.chain.anchor import TxResult
 from edgetrust.chain.artifacts import load_artifact
-from edgetrust.chain.rpc import Chain, RevertError
+from edgetrust.chain.rpc import Chain, checksum_address
 from edgetrust.errors import InvalidInputError, NotFoundError, UnsupportedError
 from edgetrust.log.merkle import inclusion_proof, leaf_hash, node_hash, root_from_leaves
 
@@ -707,10 +707,7 @@ class DisputeGame:
 
     def __init__(self, chain: Chain, address: str) -> None:
         self.chain = chain
-        try:
-            self.address = Web3.to_checksum_address(address)
-        except ValueError as exc:
-            raise InvalidInputError(f"not an EVM address: {address!r:.80}") from exc
+        self.address = checksum_address(address)
         self.contract: Any = chain.w3.eth.contract(
             address=self.address, abi=load_artifact("DisputeGame").abi
         )
@@ -722,15 +719,16 @@ class DisputeGame:
         """Deploy a new `DisputeGame` from the committed build."""
         p = params or DisputeParams()
         art = load_artifact("DisputeGame")
-        factory = chain.w3.eth.contract(abi=art.abi, bytecode=art.bytecode)
-        receipt = chain.transact(
+        address, receipt = chain.deploy(
             account,
-            factory.constructor(p.min_stake, p.challenge_bond, p.response_window),
-            action="deploy DisputeGame",
+            art.abi,
+            art.bytecode,
+            p.min_stake,
+            p.challenge_bond,
+            p.response_window,
+            name="DisputeGame",
         )
-        if receipt["contractAddress"] is None:
-            raise RevertError("no contract address in receipt", action="deploy DisputeGame")
-        return cls(chain, receipt["contractAddress"]), TxResult.of(receipt)
+        return cls(chain, address), TxResult.of(receipt)
 
     def stake(self, device: LocalAccount, amount: int) -> TxResult:
         """Add `amount` wei to `device`'s stake."""

@@ -10,11 +10,14 @@ never holds a key. A revert becomes one `RevertError` carrying the contract's re
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
+from eth_typing import ChecksumAddress
 from web3 import Web3
 from web3.exceptions import ContractLogicError, TimeExhausted, Web3Exception
 from web3.types import TxReceipt, Wei
@@ -25,6 +28,7 @@ __all__ = [
     "Chain",
     "ChainUnavailableError",
     "RevertError",
+    "checksum_address",
     "connect",
 ]
 
@@ -152,7 +156,7 @@ class Chain:
             RevertError: the contract reverted (the message carries its reason).
             ChainUnavailableError: the node did not answer or did not mine the transaction.
         """
-        try:
+        with _chain_errors(action):
             tx = call.build_transaction(
                 {
                     "from": account.address,
@@ -161,20 +165,18 @@ class Chain:
                     "chainId": self.chain_id,
                 }
             )
-            signed = account.sign_transaction(tx)
-            tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
-            receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout)
-        except TimeExhausted as exc:
-            raise ChainUnavailableError(f"{action}: transaction not mined in {timeout} s") from exc
-        except Exception as exc:
-            if _is_revert(exc):
-                raise RevertError(revert_reason(exc), action=action) from exc
-            if isinstance(exc, (Web3Exception, OSError, ValueError)):
-                raise ChainUnavailableError(f"{action}: {_one_line(exc)}") from exc
-            raise
-        if receipt["status"] != 1:
-            raise RevertError("transaction failed", action=action)
-        return receipt
+        return self._send(account, tx, action=action, timeout=timeout)
+
+    def deploy(
+        self, account: LocalAccount, abi: Any, bytecode: Any, *args: Any, name: str
+    ) -> tuple[str, TxReceipt]:
+        """Deploy a contract with constructor `args`; returns its address and the receipt."""
+        factory = self.w3.eth.contract(abi=abi, bytecode=bytecode)
+        receipt = self.transact(account, factory.constructor(*args), action=f"deploy {name}")
+        address = receipt["contractAddress"]
+        if address is None:
+            raise RevertError("no contract address in receipt", action=f"deploy {name}")
+        return str(address), receipt
 
     def transact_data(
         self, account: LocalAccount, to: str, data: bytes, *, action: str, timeout: float = 120.0
@@ -189,7 +191,7 @@ class Chain:
             "data": "0x" + data.hex(),
             "value": 0,
         }
-        try:
+        with _chain_errors(action):
             tx["gas"] = self.w3.eth.estimate_gas(tx)  # type: ignore[arg-type]
             tx["nonce"] = self.w3.eth.get_transaction_count(account.address, "pending")
             tx["chainId"] = self.chain_id
@@ -199,45 +201,53 @@ class Chain:
                 tx["maxPriorityFeePerGas"] = 10**9
             else:
                 tx["gasPrice"] = self.w3.eth.gas_price
+        return self._send(account, tx, action=action, timeout=timeout)
+
+    def _send(self, account: LocalAccount, tx: Any, *, action: str, timeout: float) -> TxReceipt:
+        """Sign `tx` locally, send it raw and wait until it is mined; a failed one reverts."""
+        with _chain_errors(action, timeout):
             signed = account.sign_transaction(tx)
             tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
             receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout)
-        except TimeExhausted as exc:
-            raise ChainUnavailableError(f"{action}: transaction not mined in {timeout} s") from exc
-        except Exception as exc:
-            if _is_revert(exc):
-                raise RevertError(revert_reason(exc), action=action) from exc
-            if isinstance(exc, (Web3Exception, OSError, ValueError)):
-                raise ChainUnavailableError(f"{action}: {_one_line(exc)}") from exc
-            raise
         if receipt["status"] != 1:
             raise RevertError("transaction failed", action=action)
         return receipt
 
     def call_data(self, to: str, data: bytes, *, action: str) -> bytes:
         """`eth_call` with raw calldata; returns the raw return data."""
-        try:
+        with _chain_errors(action):
             out = self.w3.eth.call(
                 {"to": Web3.to_checksum_address(to), "data": "0x" + data.hex()}  # type: ignore[typeddict-item]
             )
-        except Exception as exc:
-            if _is_revert(exc):
-                raise RevertError(revert_reason(exc), action=action) from exc
-            if isinstance(exc, (Web3Exception, OSError, ValueError)):
-                raise ChainUnavailableError(f"{action}: {_one_line(exc)}") from exc
-            raise
         return bytes(out)
 
     def call(self, call: Any, *, action: str) -> Any:
         """Run a view function (`eth_call`), turning a revert into `RevertError`."""
-        try:
+        with _chain_errors(action):
             return call.call()
-        except Exception as exc:
-            if _is_revert(exc):
-                raise RevertError(revert_reason(exc), action=action) from exc
-            if isinstance(exc, (Web3Exception, OSError, ValueError)):
-                raise ChainUnavailableError(f"{action}: {_one_line(exc)}") from exc
-            raise
+
+
+@contextlib.contextmanager
+def _chain_errors(action: str, timeout: float | None = None) -> Iterator[None]:
+    """A revert becomes `RevertError` with the contract's reason; a node that fails, one line."""
+    try:
+        yield
+    except TimeExhausted as exc:
+        raise ChainUnavailableError(f"{action}: transaction not mined in {timeout} s") from exc
+    except Exception as exc:
+        if _is_revert(exc):
+            raise RevertError(revert_reason(exc), action=action) from exc
+        if isinstance(exc, (Web3Exception, OSError, ValueError)):
+            raise ChainUnavailableError(f"{action}: {_one_line(exc)}") from exc
+        raise
+
+
+def checksum_address(address: str) -> ChecksumAddress:
+    """`address` in EIP-55 form, or `InvalidInputError` naming what was given."""
+    try:
+        return Web3.to_checksum_address(address)
+    except (ValueError, TypeError) as exc:
+        raise InvalidInputError(f"not an EVM address: {address!r:.80}") from exc
 
 
 def _one_line(exc: BaseException) -> str:

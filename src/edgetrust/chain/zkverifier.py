@@ -23,11 +23,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from eth_account.signers.local import LocalAccount
-from web3 import Web3
 
 from edgetrust.chain.anchor import TxResult
 from edgetrust.chain.artifacts import BUILD_DIR, load_artifact
-from edgetrust.chain.rpc import Chain, RevertError
+from edgetrust.chain.rpc import Chain, RevertError, checksum_address
 from edgetrust.errors import InvalidInputError, NotFoundError, UnsupportedError, VerificationError
 
 if TYPE_CHECKING:
@@ -225,10 +224,7 @@ class ZkVerifier:
 
     def __init__(self, chain: Chain, address: str, *, name: str = DEMO_VERIFIER) -> None:
         self.chain = chain
-        try:
-            self.address = Web3.to_checksum_address(address)
-        except ValueError as exc:
-            raise InvalidInputError(f"not an EVM address: {address!r:.80}") from exc
+        self.address = checksum_address(address)
         self.name = name
 
     @classmethod
@@ -251,11 +247,8 @@ class ZkVerifier:
         else:
             art = load_artifact(name)
             abi, bytecode = art.abi, art.bytecode
-        factory = chain.w3.eth.contract(abi=abi, bytecode=bytecode)
-        receipt = chain.transact(account, factory.constructor(), action=f"deploy {name}")
-        if receipt["contractAddress"] is None:
-            raise RevertError("no contract address in receipt", action=f"deploy {name}")
-        return cls(chain, receipt["contractAddress"], name=name), TxResult.of(receipt)
+        address, receipt = chain.deploy(account, abi, bytecode, name=name)
+        return cls(chain, address, name=name), TxResult.of(receipt)
 
     @staticmethod
     def _check(calldata: bytes) -> bytes:
