@@ -53,6 +53,21 @@ def test_malformed_dids_are_rejected(bad: str) -> None:
         verify_signature(bad, b"\x00" * 64, b"x")
 
 
+@pytest.mark.parametrize("bad", [None, ["did:key:z6Mk"], {"did": 1}, b"did:key:z6Mk"])
+def test_non_string_dids_fail_verification_not_the_key_cache(bad: object) -> None:
+    with pytest.raises(VerificationError):
+        verify_signature(bad, b"\x00" * 64, b"x")  # type: ignore[arg-type]
+
+
+def test_a_cached_key_still_checks_every_signature() -> None:
+    ident = Identity.generate()
+    sig = ident.sign(b"m")
+    for _ in range(3):  # the second and third calls use the cached key
+        verify_signature(ident.did, sig, b"m")
+        with pytest.raises(VerificationError):
+            verify_signature(ident.did, sig, b"n")
+
+
 def test_keystore_round_trip_and_permissions(edgetrust_home: Path) -> None:
     ks = Keystore()
     ident = ks.create("device")

@@ -7,6 +7,7 @@ a key file that other users can read is refused rather than used.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import stat
@@ -59,14 +60,23 @@ def public_bytes_from_did(did: str) -> bytes:
     return raw[2:]
 
 
+@functools.lru_cache(maxsize=4096)
+def _public_key(did: str) -> Ed25519PublicKey:
+    # Verifiers see the same few devices over and over (a node, a monitor): decoding base58
+    # and loading the key cost a third of a signature check, so keep the last few thousand.
+    return Ed25519PublicKey.from_public_bytes(public_bytes_from_did(did))
+
+
 def verify_signature(did: str, signature: bytes, message: bytes) -> None:
     """Check an Ed25519 `signature` over `message` by the key named in `did`.
 
     Raises:
         VerificationError: the signature does not verify (or the DID is malformed).
     """
+    if not isinstance(did, str):  # (unhashable values must not reach the cache)
+        raise VerificationError(f"not an Ed25519 did:key: {did!r:.80}")
     try:
-        public = Ed25519PublicKey.from_public_bytes(public_bytes_from_did(did))
+        public = _public_key(did)
     except InvalidInputError as exc:
         raise VerificationError(str(exc)) from exc
     try:
