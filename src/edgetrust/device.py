@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -105,11 +105,18 @@ class OpeningStore:
 
     def __init__(self, home: str | os.PathLike[str] | None = None) -> None:
         self.root = resolve_home(home) / "openings"
+        self._made = False
 
     def _write(self, name: str, data: bytes) -> None:
-        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not self._made:
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._made = True
         path = self.root / name
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        except FileNotFoundError:  # the directory was removed under us: make it again
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
 
@@ -125,6 +132,16 @@ class OpeningStore:
     def keep(self, opening: Opening) -> None:
         """Remember a single receipt's salt."""
         self._write(digest_hex(opening.commitment) + ".salt", opening.salt)
+
+    def forget(self, opening: Opening) -> None:
+        """Drop a salt kept for a receipt that was never issued."""
+        (self.root / (digest_hex(opening.commitment) + ".salt")).unlink(missing_ok=True)
+
+    def commit(self, inputs: Mapping[str, Any]) -> Opening:
+        """A fresh salted commitment to `inputs`, its salt already kept."""
+        opening = new_opening(inputs)
+        self.keep(opening)
+        return opening
 
     def keep_batch(self, batch: BatchReceipts) -> None:
         """Remember a batch's secret (item salts derive from it)."""
@@ -257,32 +274,41 @@ class Device:
     ) -> InferenceResult:
         """Run `model` (path, name or digest) on `inputs`, sign a receipt, log it.
 
-        The input commitment is computed in a second thread while the model runs (hashlib and
-        onnxruntime both release the GIL), so on a multi-core device committing to a large
-        input adds almost nothing to the inference time.
+        The input commitment is computed, and its salt kept, in a second thread while the
+        model runs (hashlib, file writes and onnxruntime all release the GIL), so on a
+        multi-core device committing to a large input adds almost nothing to the inference
+        time; if the inference fails, the salt is dropped again.
         """
         card, model_bytes = self.model(model)
         checked = validate_inputs(
             card, inputs, allow_nonfinite=allow_nonfinite, max_bytes=self.max_input_bytes
         )
         ex = self.executor(executor)
-        pending = _HASHER.submit(new_opening, checked)
-        outputs = ex.run(card, model_bytes, checked)
-        envelope, opening = issue_receipt(
-            opening=pending.result(),
-            issuer=self.identity,
-            card=card,
-            inputs=checked,
-            outputs=outputs,
-            executor=ex.descriptor(),
-            output_private=output_private,
-            trace_root=getattr(ex, "last_trace_root", None),
-            extra=extra,
-        )
-        self.openings.keep(opening)
+        # The commitment is hashed, and its salt written, while the model runs.
+        pending = _HASHER.submit(self.openings.commit, checked)
+        try:
+            outputs = ex.run(card, model_bytes, checked)
+            envelope, _ = issue_receipt(
+                opening=pending.result(),
+                issuer=self.identity,
+                card=card,
+                inputs=checked,
+                outputs=outputs,
+                executor=ex.descriptor(),
+                output_private=output_private,
+                trace_root=getattr(ex, "last_trace_root", None),
+                extra=extra,
+            )
+        except BaseException:
+            pending.add_done_callback(self._drop_salt)  # runs now if the hashing is done
+            raise
         writer = self._writer(log)
         proof = writer.submit(envelope.to_json()) if writer is not None else None
         return InferenceResult(outputs, Bundle(envelope, log=proof), card)
+
+    def _drop_salt(self, done: Future[Opening]) -> None:
+        if not done.cancelled() and done.exception() is None:
+            self.openings.forget(done.result())
 
     def infer_batch(
         self,

@@ -106,14 +106,16 @@ class Identity:
             raise InvalidInputError(f"an Ed25519 seed is 32 bytes, got {len(seed)}")
         return cls(Ed25519PrivateKey.from_private_bytes(seed), name)
 
-    @property
+    # Cached: every receipt names its issuer, and deriving the public key and its base58
+    # form costs as much as half a signature.
+    @functools.cached_property
     def public_bytes(self) -> bytes:
         """The raw 32-byte public key."""
         return self.private_key.public_key().public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )
 
-    @property
+    @functools.cached_property
     def did(self) -> str:
         """The `did:key` identifier of this identity."""
         return did_from_public_bytes(self.public_bytes)
