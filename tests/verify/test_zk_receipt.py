@@ -274,3 +274,30 @@ def test_zk_receipt_reexecutes_exactly(
     other = dict(receipt.executor["settings"], compiledDigest="sha256:" + "0" * 64)
     with pytest.raises(InvalidInputError, match="another circuit"):
         make_executor(ZK_EXECUTOR, other).run(issued.card, digits.model, {"input": issued.x})
+
+
+def test_an_opened_input_must_be_the_proven_input(
+    issued: Issued, digits: Digits, zk_home: Path
+) -> None:
+    """The salted commitment and the proof's Poseidon hash must name the same input."""
+    verifier = Verifier(zk_home=zk_home, allow_unsafe_srs=True)
+    honest = verifier.verify(
+        issued.receipt.bundle, inputs={"input": issued.x}, opening=issued.receipt.opening
+    )
+    assert "4 opening" in honest.checked and "8 zk" in honest.checked
+    # A device commits (sha256) to one input but attaches the proof it made on another.
+    other = digits.test_x[9:10].astype(np.float32)
+    receipt = read_receipt(issued.receipt.bundle)
+    envelope, opening = issue_receipt(
+        issuer=issued.issuer,
+        card=issued.card,
+        inputs={"input": other},
+        outputs=issued.receipt.outputs,
+        executor=receipt.executor,
+        extra={"zk": receipt.predicate["zk"]},
+    )
+    mixed = Bundle(envelope, zk=issued.receipt.bundle.zk)
+    assert "8 zk" in verifier.verify(mixed).checked  # without the input nothing tells
+    with pytest.raises(VerificationError, match="Poseidon") as info:
+        verifier.verify(mixed, inputs={"input": other}, opening=opening)
+    assert info.value.step == "8 zk input"

@@ -14,7 +14,8 @@ What each step trusts:
   7. policy — the receipt is acceptable to you (issuer, model, executor, age).
   8. zk — the receipt's zero-knowledge proof verifies against the model's verifying key: the
      output is the model's on *some* input with the proof's (Poseidon) input hash, and nothing
-     more about the input is revealed (trust: the proof system and its SRS).
+     more about the input is revealed (trust: the proof system and its SRS). When the input is
+     opened (step 4), its Poseidon hash must be the proof's too.
 """
 
 from __future__ import annotations
@@ -185,7 +186,8 @@ class Verifier:
         if "zk" not in receipt.predicate:
             skipped.append("8 zk: the receipt carries no proof")
         else:
-            self._verify_zk(receipt, card)
+            # Inputs reach here only opened (step 4), so the proof's input is checked too.
+            self._verify_zk(receipt, card, inputs)
             checked.append("8 zk")
 
         return Verified(receipt, tuple(checked), tuple(skipped))
@@ -270,8 +272,10 @@ class Verifier:
                     step=step,
                 )
 
-    def _verify_zk(self, receipt: Receipt, card: ModelCard | None) -> None:
-        from edgetrust.verify.zk import find_zk_key, verify_zk_receipt
+    def _verify_zk(
+        self, receipt: Receipt, card: ModelCard | None, inputs: Mapping[str, Any] | None
+    ) -> None:
+        from edgetrust.verify.zk import find_zk_key, verify_zk_receipt, zk_input_hash
 
         # The key comes from this verifier's own setup of the model (compiled from the model
         # here), found by the receipt's VK digest. A card that names a VK must name this one;
@@ -279,7 +283,18 @@ class Verifier:
         named = card if card is not None and "zk" in card.extra else None
         try:
             key = find_zk_key(receipt, home=self.zk_home)
-            verify_zk_receipt(receipt, key=key, card=named, allow_unsafe_srs=self.allow_unsafe_srs)
+            proof = verify_zk_receipt(
+                receipt, key=key, card=named, allow_unsafe_srs=self.allow_unsafe_srs
+            )
+            # The salted commitment (step 4) and the proof's Poseidon hash are two commitments;
+            # with the input in hand, check that both name the same input.
+            if inputs is not None and len(inputs) == 1:  # ZK circuits take one input
+                if zk_input_hash(key, next(iter(inputs.values()))) != proof.input_hash:
+                    raise VerificationError(
+                        "the opened input is not the input the proof was made on "
+                        "(Poseidon hashes differ)",
+                        step="zk input",
+                    )
         except VerificationError as exc:
             raise VerificationError(exc.message, step=f"8 {exc.step or 'zk'}") from exc
         except Error as exc:
