@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,10 +15,11 @@ from edgetrust.errors import InvalidInputError
 from edgetrust.identity import Keystore
 from edgetrust.log.service import Log
 from edgetrust.models import ModelCard
-from edgetrust.receipts import parse_bundles, parse_opening
+from edgetrust.receipts import parse_bundles, parse_opening, read_receipt
 from edgetrust.runtime import bert
 from edgetrust.runtime.onnx import load_inputs
 from edgetrust.verify.dispute import challenge_receipt
+from edgetrust.verify.remote import RemoteDevice
 
 _MODEL_BYTES = 2 * 2**30
 
@@ -108,6 +110,16 @@ def challenge(
             help="Where the device keeps its traces (default: this home: an in-process game).",
         ),
     ] = None,
+    device_url: Annotated[
+        str | None,
+        typer.Option(
+            "--device",
+            metavar="URL",
+            help="Play against the device over HTTP: the node at URL answers the queries "
+            "(the device runs 'edgetrust node serve --traces'). A device that is down, "
+            "answers late or answers garbage loses the game.",
+        ),
+    ] = None,
     item: Annotated[int, typer.Option(help="For a batch file: which item.")] = 0,
     timeout: Annotated[float, typer.Option(help="Seconds each party has per step.")] = 60.0,
     referee: Annotated[
@@ -121,12 +133,15 @@ def challenge(
 ) -> None:
     """Re-execute a fixed-point receipt; if its trace differs, bisect it down to one number.
 
-    The device answers from its stored trace; the referee recomputes one output element from
-    audited inputs and weights and signs the verdict. Exit 0: the receipt stands (its trace
-    is reproduced, or the device won the game); exit 1: the device is convicted (or the
-    receipt is refuted outright); exit 2: bad input.
+    The device answers from its stored trace - in this process (its home: --device-home) or
+    through its node (--device URL); the referee recomputes one output element from audited
+    inputs and weights and signs the verdict. Exit 0: the receipt stands (its trace is
+    reproduced, or the device won the game); exit 1: the device is convicted (or the receipt
+    is refuted outright); exit 2: bad input.
     """
     set_json_mode(json_out)
+    if device_url is not None and device_home is not None:
+        raise InvalidInputError("--device URL and --device-home are alternatives: give one")
     bundles = parse_bundles(read_file(bundle, "receipt", max_bytes=256 * 2**20))
     if not 0 <= item < len(bundles):
         raise InvalidInputError(f"--item must be between 0 and {len(bundles) - 1}")
@@ -135,21 +150,25 @@ def challenge(
     inputs = load_inputs(input, card)
     opened = parse_opening(read_file(opening, "opening", max_bytes=64 * 1024))
     ident = Keystore(home).load_or_create(referee)
-    with _spinner("re-executing and playing the dispute game…", json_out) as p:
-        p.add_task("challenge", total=None)
-        if log:
-            with Log.open(home) as lg:
-                result = challenge_receipt(
-                    bundles[item], model=model_bytes, inputs=inputs, opening=opened,
-                    device_home=device_home or home, referee=ident, log=lg, timeout=timeout,
-                )  # fmt: skip
-        else:
+    with ExitStack() as stack:
+        remote = None
+        if device_url is not None:
+            root = read_receipt(bundles[item]).trace_root
+            if root is not None:  # else challenge_receipt refuses the receipt itself
+                remote = stack.enter_context(RemoteDevice(device_url, root, timeout=timeout))
+        lg = stack.enter_context(Log.open(home)) if log else None
+        with _spinner("re-executing and playing the dispute game…", json_out) as p:
+            p.add_task("challenge", total=None)
             result = challenge_receipt(
-                bundles[item], model=model_bytes, inputs=inputs, opening=opened,
-                device_home=device_home or home, referee=ident, timeout=timeout,
+                bundles[item], model=model_bytes, inputs=inputs, opening=opened, device=remote,
+                device_home=device_home or home, referee=ident, log=lg, timeout=timeout,
             )  # fmt: skip
+        failure = remote.failure if remote is not None else None
     v = result.verdict
     data: dict[str, Any] = {"status": result.status, "reason": result.reason}
+    if device_url is not None:
+        data["device"] = device_url
+        data["deviceFailure"] = failure
     if v is not None:
         bound = v.round_bound
         data.update(
@@ -180,6 +199,8 @@ def challenge(
             "invalid-receipt": "red",
         }
         out.print(f"[bold {color[result.status]}]{result.status}[/]: {result.reason}")
+        if failure is not None:
+            out.print(f"  the device gave no answer: {failure}")
         if v is None:
             return
         where = f"node {v.node}" + (f" (#{v.node_index})" if v.node_index is not None else "")

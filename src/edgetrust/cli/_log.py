@@ -586,11 +586,32 @@ def node_serve(
     account: Annotated[
         str, typer.Option(help="With --anchor-every: the EVM account that operates the log.")
     ] = "default",
+    traces: Annotated[
+        bool,
+        typer.Option(
+            "--traces/--no-traces",
+            help="Answer dispute queries about the fixed-point traces this home keeps "
+            "(GET /v1/traces/ROOT, POST /v1/traces/ROOT/query), so a challenger can run "
+            "'edgetrust challenge --device URL'. This exposes each kept trace - every "
+            "intermediate value and the quantized inputs - to anyone who knows its root "
+            "(which is in the receipt): serve it only where challengers may see the inputs.",
+        ),
+    ] = False,
+    trace_window: Annotated[
+        float,
+        typer.Option(
+            "--trace-window",
+            min=1,
+            help="With --traces: seconds after a run that its trace is answered for "
+            "(default: 7 days, the device's dispute window).",
+        ),
+    ] = 7 * 24 * 3600.0,
 ) -> None:
     """Serve the embedded log over HTTP (tlog-tiles read API, JSON write API, OpenAPI).
 
     Endpoints: /checkpoint, /tile/..., POST /v1/entries, POST /v1/entries:batch,
-    GET /v1/entries/{index}, GET /v1/proofs/consistency, /openapi.json, /healthz.
+    GET /v1/entries/{index}, GET /v1/proofs/consistency, /openapi.json, /healthz; with
+    --traces also GET /v1/traces/{root} and POST /v1/traces/{root}/query (disputes).
     """
     import uvicorn
 
@@ -608,12 +629,16 @@ def node_serve(
         burst=burst,
         max_delay=max_delay,
         verify_workers=verify_workers,
+        traces=traces,
+        trace_window=trace_window,
     )
     log = None
     on_append = None
     if anchor_every is not None:
         log, on_append = _auto_anchor(settings, anchor_every, rpc, contract, account, home)
     err.print(f"edgetrust node on http://{host}:{port} (Ctrl-C to stop)")
+    if traces:
+        err.print("answering dispute queries about this home's traces (/v1/traces)")
     uvicorn.run(
         create_app(log, settings=settings, on_append=on_append),
         host=host,

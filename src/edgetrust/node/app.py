@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import anyio.to_thread
 from fastapi import FastAPI, Path, Query, Request
@@ -193,9 +193,18 @@ class RateLimiter:
     budget by naming their key in an unsigned request.
     """
 
-    def __init__(self, *, rate: float, capacity: float, max_identities: int = 100_000) -> None:
+    def __init__(
+        self,
+        *,
+        rate: float,
+        capacity: float,
+        max_identities: int = 100_000,
+        unit: str = "entries",
+    ) -> None:
         if rate < 0 or capacity < 1:
             raise InvalidInputError("`rate` must be >= 0 and `capacity` >= 1")
+        self.unit = unit
+        """What a token pays for, in messages ("entries", "trace queries")."""
         self.rate = rate
         self.capacity = capacity
         self.max_identities = max_identities
@@ -218,13 +227,13 @@ class RateLimiter:
                 tokens = min(self.capacity, tokens + (t - last) * self.rate)
                 if n > self.capacity:
                     raise RateLimitedError(
-                        f"{n} entries from {identity:.80} at once exceed the burst of "
+                        f"{n} {self.unit} from {identity:.80} at once exceed the burst of "
                         f"{self.capacity:g}; split the batch",
                         limit=self.capacity,
                     )
                 if tokens < n:
                     raise RateLimitedError(
-                        f"{identity:.80} is over the rate limit of {self.rate:g} entries/s "
+                        f"{identity:.80} is over the rate limit of {self.rate:g} {self.unit}/s "
                         f"(burst {self.capacity:g}); retry later",
                         limit=self.rate,
                     )
@@ -721,4 +730,100 @@ def create_app(
             {"size1": size1, "size2": size2, "proof": _b64(proof), "checkpoint": note.decode()}
         )
 
+    if cfg.traces:
+        _add_trace_routes(app, cfg)
     return app
+
+
+# --- dispute queries (opt-in: `NodeSettings.traces`) --------------------------------------------
+
+_MAX_QUERY_BYTES = 4096
+"""A query is five small fields; anything longer is refused (413) before it is parsed."""
+_REBUILD_COST = 10.0
+"""Rate-limit tokens a query costs when it has to rebuild a trace (a full model run)."""
+_TRACE_ERRORS = {
+    **ERROR_RESPONSES,
+    409: {"model": ErrorBody, "description": "The trace is kept but cannot be rebuilt."},
+    413: {"model": ErrorBody, "description": "Query body over 4 KiB."},
+    429: {"model": ErrorBody, "description": "Per-client rate limit exceeded."},
+}
+_RootParam = Annotated[
+    str,
+    Path(
+        min_length=64,
+        max_length=64,
+        pattern="^[0-9a-f]{64}$",
+        description="The receipt's trace root (`traceRoot`) as 64 lower-case hex digits.",
+    ),
+]
+
+
+class TraceHeld(BaseModel):
+    """A trace this device keeps and answers queries about."""
+
+    trace_root: str
+    model: str
+    plan: str
+    kept_until: float
+    """Unix time after which the trace is no longer answered for."""
+
+
+def _add_trace_routes(app: FastAPI, cfg: NodeSettings) -> None:
+    """Add the device's side of the dispute game (`verify.remote.TraceResponders`).
+
+    ``GET /v1/traces/{root}`` and ``POST /v1/traces/{root}/query``.
+    """
+    from edgetrust.verify.dispute import parse_query
+    from edgetrust.verify.remote import TraceResponders, parse_trace_root
+
+    traces = TraceResponders(cfg.home, window=cfg.trace_window, cache=cfg.trace_cache)
+    limiter = RateLimiter(
+        rate=cfg.trace_rate, capacity=max(10 * cfg.trace_rate, 1.0), unit="trace queries"
+    )
+
+    @app.get(
+        "/v1/traces/{root}", response_model=TraceHeld, responses=_TRACE_ERRORS, tags=["disputes"]
+    )
+    def trace_held(root: _RootParam) -> JSONResponse:
+        """Whether this device still keeps the trace (404 if not), without rebuilding it."""
+        return JSONResponse(traces.describe(parse_trace_root(root)))
+
+    @app.post(
+        "/v1/traces/{root}/query",
+        responses=_TRACE_ERRORS,
+        tags=["disputes"],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["kind"],
+                            "properties": {
+                                "kind": {"enum": ["split", "chunk", "open", "header"]},
+                                "entry": {"type": ["integer", "null"]},
+                                "lo": {"type": "integer"},
+                                "hi": {"type": "integer"},
+                                "element": {"type": ["integer", "null"]},
+                            },
+                        }
+                    }
+                },
+            }
+        },
+    )
+    async def trace_query(request: Request, root: _RootParam) -> JSONResponse:
+        """Answer one dispute query (`edgetrust.verify.dispute.Query`) about a kept trace.
+
+        The answer is a `SplitAnswer`, `ChunkAnswer` or `OpenAnswer` in its JSON form. The
+        first query about a trace rebuilds it from the stored inputs (one model run).
+        """
+        trace_root = parse_trace_root(root)
+        body = await read_body(request, _MAX_QUERY_BYTES)
+        query = parse_query(body)
+        client = request.client.host if request.client else "unknown"
+        cost = 1.0 if traces.is_cached(trace_root) else _REBUILD_COST
+        limiter.take({client: int(min(cost, limiter.capacity))})
+        answer = await anyio.to_thread.run_sync(traces.answer, trace_root, query)
+        return JSONResponse(answer.to_dict())

@@ -49,6 +49,17 @@ class NodeSettings:
     """Processes that verify the envelopes of a batch in parallel (0: in the server process).
     Single submissions are always verified in the server: a process hop per request costs
     more than the verification (measured: twice the CPU per entry)."""
+    traces: bool = False
+    """Serve ``/v1/traces/{root}``: answer dispute queries from the traces kept in `home`.
+    Off by default: anyone who knows a trace root (it is in the receipt, so in the log) can
+    read the whole trace through it - every intermediate value and the quantized inputs."""
+    trace_window: float = 7 * 24 * 3600.0
+    """Seconds after its run that a trace is answered for (the device's default window)."""
+    trace_cache: int = 4
+    """Traces kept rebuilt in memory (each is a full run to rebuild; MiniLM's is ~35 MB)."""
+    trace_rate: float = 20.0
+    """Trace queries per second from each client address (token bucket, burst ten seconds'
+    worth); a query that has to rebuild a trace (a full run) costs ten. 0 disables."""
     extra: dict[str, str] = field(default_factory=dict)
     """Free-form labels reported by ``/healthz``."""
 
@@ -69,6 +80,12 @@ class NodeSettings:
             raise InvalidInputError("`max_delay` must be 0..60 seconds")
         if not 0 <= self.verify_workers <= (os.cpu_count() or 1) * 4:
             raise InvalidInputError("`verify_workers` must be 0..4x the number of CPUs")
+        if not (math.isfinite(self.trace_window) and self.trace_window > 0):
+            raise InvalidInputError("`trace_window` must be a positive number of seconds")
+        if not 1 <= self.trace_cache <= 1024:
+            raise InvalidInputError("`trace_cache` must be 1..1024")
+        if not (math.isfinite(self.trace_rate) and self.trace_rate >= 0):
+            raise InvalidInputError("`trace_rate` must be a finite number >= 0 (0 disables)")
 
     @property
     def bucket(self) -> float:

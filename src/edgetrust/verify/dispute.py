@@ -638,17 +638,45 @@ class DeviceResponder:
         self.weights: WeightCommitments = executor.weight_commitments()
 
     def __call__(self, query: Query) -> Answer | None:
-        """Answer `query`."""
+        """Answer `query`.
+
+        Raises:
+            InvalidInputError: a query no game asks (out of range): over HTTP, a client error.
+        """
+        entry = self.check_query(query)
         if query.kind == "split":
             return self._split(query)
         if query.kind == "chunk":
-            assert query.entry is not None
-            return ChunkAnswer(self.trace.open_chunk(query.entry, query.lo).data)
-        assert query.entry is not None
-        ans = self._open(query.entry, query.element)
+            return ChunkAnswer(self.trace.open_chunk(entry, query.lo).data)
+        ans = self._open(entry, query.element)
         if query.kind == "open" and query.element is not None:
-            ans = self._with_disputed_chunk(ans, query.entry, query.element)
+            ans = self._with_disputed_chunk(ans, entry, query.element)
         return ans
+
+    def check_query(self, q: Query) -> int:
+        """Refuse a query outside this trace; the entry it names (0 for the trace tree).
+
+        `DisputeGame.query` only asks in range, but a device answering over the network gets
+        whatever a client sends, and must answer that with an error, not a crash.
+        """
+        n = self.trace.size
+        if q.kind == "split" and q.entry is None:
+            _check_split(q.lo, q.hi, n, "trace entries")
+            return 0
+        if q.entry is None or not 0 <= q.entry < n:
+            raise InvalidInputError(f"query entry must be an entry index below {n}")
+        chunks = self.trace.commitment(q.entry).levels.size
+        if q.kind == "split":
+            _check_split(q.lo, q.hi, chunks, f"chunks of entry {q.entry}")
+        elif q.kind == "chunk" and not q.lo < chunks:
+            raise InvalidInputError(f"entry {q.entry} has {chunks} chunks, not {q.lo + 1}")
+        elif q.kind == "open" and q.element is not None:
+            size = int(self.trace.values[q.entry].size)
+            if not q.element < size:
+                raise InvalidInputError(f"entry {q.entry} has {size} elements")
+        elif q.kind == "header" and q.element is not None:
+            raise InvalidInputError("a header query names no element")
+        return q.entry
 
     def _split(self, q: Query) -> SplitAnswer:
         k = split(q.lo, q.hi)
@@ -700,6 +728,12 @@ class DeviceResponder:
         chunks = dict(ans.entry_chunks)
         chunks.setdefault((entry, element // per), self.trace.open_chunk(entry, element // per))
         return OpenAnswer(ans.entries, chunks, ans.params, ans.param_chunks)
+
+
+def _check_split(lo: int, hi: int, size: int, what: str) -> None:
+    """A split query names a subtree of at least two leaves of a tree of `size` leaves."""
+    if not (0 <= lo and lo + 2 <= hi <= size):
+        raise InvalidInputError(f"split [{lo}, {hi}) is not a range of 2+ of {size} {what}")
 
 
 # -- the challenger -------------------------------------------------------------------------

@@ -80,6 +80,18 @@ class PlanStore:
             )
         return p
 
+    def find(self, model_digest: str, plan_digest: str) -> QuantPlan | None:
+        """The stored plan of a model with this digest, at either precision, or None.
+
+        A stored trace names its plan by digest only; the plan is found again here (a model
+        re-planned since then no longer has it, and its old traces cannot be regenerated).
+        """
+        for precision in QMAX:
+            plan = self.get(model_digest, precision)
+            if plan is not None and plan.digest == plan_digest:
+                return plan
+        return None
+
     def preferred(self, model_digest: str) -> Precision:
         """The model's preferred precision (int8 unless a plan was stored as preferred)."""
         p = self.root / f"{digest_hex(model_digest)}.preferred"
@@ -152,20 +164,56 @@ class TraceStore:
             if i >= self.max_traces or t - f.stat().st_mtime > self.window:
                 f.unlink(missing_ok=True)
 
-    def get(self, root: bytes, executor: FixedExecutor) -> Any:
-        """The trace with this root, regenerated and checked against the root."""
+    def _load(
+        self, root: bytes, *, with_inputs: bool, now: float | None = None
+    ) -> tuple[dict[str, Any], dict[str, npt.NDArray[Any]], float]:
+        """The stored meta, inputs (if asked) and mtime of a trace still inside the window."""
         p = self.path(root)
-        if not p.is_file():
-            raise NotFoundError(
-                f"no stored trace {root.hex()[:16]}… (it was never kept here or its dispute "
-                "window has passed)"
-            )
+        missing = NotFoundError(
+            f"no stored trace {root.hex()[:16]}… (it was never kept here or its dispute "
+            "window has passed)"
+        )
+        try:
+            mtime = p.stat().st_mtime
+        except OSError as exc:
+            raise missing from exc
+        if (time.time() if now is None else now) - mtime > self.window:
+            raise missing
         try:
             with np.load(p, allow_pickle=False) as data:
                 meta = json.loads(bytes(data["meta"]).decode())
-                inputs = {n: np.asarray(data[f"i{i}"]) for i, n in enumerate(meta["inputs"])}
+                names = meta["inputs"]
+                inputs = (
+                    {n: np.asarray(data[f"i{i}"]) for i, n in enumerate(names)}
+                    if with_inputs
+                    else {}
+                )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise InvalidInputError(f"stored trace {p.name} is damaged: {exc}") from exc
+        if not isinstance(meta, dict) or not all(
+            isinstance(meta.get(k), str) for k in ("model", "plan")
+        ):
+            raise InvalidInputError(f"stored trace {p.name} is damaged: no model or plan")
+        return meta, inputs, mtime
+
+    def describe(self, root: bytes, *, now: float | None = None) -> tuple[str, str, float]:
+        """``(model digest, plan digest, kept until)`` of a stored trace, without running it.
+
+        Raises:
+            NotFoundError: no such trace, or its window has passed.
+            InvalidInputError: the file is damaged.
+        """
+        meta, _, mtime = self._load(root, with_inputs=False, now=now)
+        return meta["model"], meta["plan"], mtime + self.window
+
+    def get(self, root: bytes, executor: FixedExecutor) -> Any:
+        """The trace with this root, regenerated and checked against the root.
+
+        Raises:
+            NotFoundError: no such trace, or its window has passed.
+            InvalidInputError: the file is damaged, or was made with another model or plan.
+        """
+        meta, inputs, _ = self._load(root, with_inputs=True)
         if meta.get("model") != executor.model_digest or meta.get("plan") != executor.plan.digest:
             raise InvalidInputError("stored trace was made with another model or plan")
         f = meta.get("fault")
