@@ -88,6 +88,9 @@ class _ConsoleWarnings(logging.Handler):
 
 
 def _show_warnings() -> None:
+    # EZKL logs its calibration tables as warnings; the commands show their own summaries.
+    for name in ("ezkl", "tract_onnx", "tract_core", "tract_hir"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     logger = logging.getLogger("edgetrust")
     if not any(isinstance(h, _ConsoleWarnings) for h in logger.handlers):
         logger.addHandler(_ConsoleWarnings(logging.WARNING))

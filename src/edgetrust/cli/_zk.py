@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import re
 from collections.abc import Iterator
@@ -76,12 +75,6 @@ def parse_size(text: str) -> int:
     if value <= 0:
         raise InvalidInputError("--memory-budget must be positive")
     return value
-
-
-def _quiet_ezkl() -> None:
-    """EZKL logs its calibration tables as warnings; the CLI shows its own summary instead."""
-    for name in ("ezkl", "tract_onnx", "tract_core", "tract_hir"):
-        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 @contextlib.contextmanager
@@ -206,7 +199,6 @@ def setup_cmd(
     digests, re-signed. Nothing is downloaded: give --srs, or --unsafe-local-srs for a demo.
     """
     set_json_mode(json_out)
-    _quiet_ezkl()
     if (srs is None) == (not unsafe_local_srs):
         raise InvalidInputError("give exactly one of --srs FILE or --unsafe-local-srs")
     choice: SrsChoice = PpotSrs(srs) if srs is not None else UnsafeLocalSrs()
@@ -295,7 +287,6 @@ def prove_cmd(
     Refused when the circuit's top-1 class differs from onnxruntime's. Needs 'zk setup'.
     """
     set_json_mode(json_out)
-    _quiet_ezkl()
     registry = ModelRegistry(home)
     card, _ = registry.resolve(model)
     art = load_zk_artifacts(card.digest, home=home)
@@ -371,7 +362,6 @@ def verify_cmd(
     fails (the line names it), 2 on bad input.
     """
     set_json_mode(json_out)
-    _quiet_ezkl()
     parsed = parse_bundle(_read(bundle, "receipt"))
     registry = ModelRegistry(home)
     from edgetrust.receipts import read_receipt
