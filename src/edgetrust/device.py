@@ -359,21 +359,30 @@ class Device:
         from edgetrust.verify.zk._common import no_progress
 
         card, _ = self.model(model)
-        artifacts = load_zk_artifacts(card.digest, home=self.home)
-        if "zk" not in card.extra:  # record which verifying key belongs to this model
+        named = card.extra.get("zk")
+        # Prove with the verifying key the signed card names, so verifiers holding the card
+        # accept the proof; a card without one gets this home's (preferred) setup recorded.
+        vk = named.get("vkDigest") if isinstance(named, Mapping) else None
+        artifacts = load_zk_artifacts(
+            card.digest, home=self.home, vk_digest=vk if isinstance(vk, str) else None
+        )
+        if named is None:
             card = card_with_zk(card, artifacts)
             self.registry.update_card(card, publisher=self.identity)
-        writer = self._writer(log)
+        checked = validate_inputs(card, inputs, max_bytes=self.max_input_bytes)
         issued = issue_zk_receipt(
             issuer=self.identity,
             card=card,
             artifacts=artifacts,
-            inputs=inputs,
-            submit=writer.submit if writer is not None else None,
+            inputs=checked,
             progress=progress or no_progress,
         )
+        # The salt is on disk before the receipt is logged, as in `infer`.
         self.openings.keep(issued.opening)
-        return InferenceResult(issued.outputs, issued.bundle, card)
+        writer = self._writer(log)
+        proof = writer.submit(issued.bundle.envelope.to_json()) if writer is not None else None
+        bundle = Bundle(issued.bundle.envelope, log=proof, zk=issued.bundle.zk)
+        return InferenceResult(issued.outputs, bundle, card)
 
     def reveal(self, bundle: Bundle) -> Opening:
         """The opening of a receipt this device issued."""

@@ -3,6 +3,7 @@ device, the verifier checks the proof (step 8) and refuses an unsafe SRS unless 
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from edgetrust.cli import run
+from edgetrust.encoding import canonical_tensor_bytes
 from edgetrust.verify.zk import ZkArtifacts
 
 from .conftest import Digits
@@ -45,7 +47,18 @@ def test_infer_zk_then_verify(
     )
     capsys.readouterr()
     doc = json.loads(bundle.read_text())
-    assert "zk" in doc and "input" not in json.dumps(doc["zk"]).lower().replace("inputhash", "")
+    assert "zk" in doc
+    # The input travels only as commitments: the salted sha256 and the proof's Poseidon hash.
+    statement = json.loads(base64.b64decode(doc["envelope"]["payload"]))
+    assert set(statement["predicate"]["input"]) == {"commitment", "scheme"}
+    x = digits.test_x[:1].astype(np.float32)
+    text = bundle.read_text()
+    for encoded in (
+        base64.b64encode(canonical_tensor_bytes(x)).decode(),
+        base64.b64encode(x.tobytes()).decode(),
+        json.dumps(x.tolist()),
+    ):
+        assert encoded[8:40] not in text
     assert run(["verify", str(bundle), "--json"]) == 1  # unsafe SRS refused by default
     failed = json.loads(capsys.readouterr().out)
     assert failed["step"].startswith("8 zk")

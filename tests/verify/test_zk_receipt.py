@@ -301,3 +301,48 @@ def test_an_opened_input_must_be_the_proven_input(
     with pytest.raises(VerificationError, match="Poseidon") as info:
         verifier.verify(mixed, inputs={"input": other}, opening=opening)
     assert info.value.step == "8 zk input"
+    # Nor can an extra opened tensor stand beside the circuit's input to dodge the check.
+    padded = {"input": other, "pad": np.zeros(1, np.float32)}
+    envelope, opening = issue_receipt(
+        issuer=issued.issuer,
+        card=issued.card,
+        inputs=padded,
+        outputs=issued.receipt.outputs,
+        executor=receipt.executor,
+        extra={"zk": receipt.predicate["zk"]},
+    )
+    with pytest.raises(VerificationError, match="exactly the circuit's input") as info:
+        verifier.verify(
+            Bundle(envelope, zk=issued.receipt.bundle.zk), inputs=padded, opening=opening
+        )
+    assert info.value.step == "8 zk input"
+
+
+def test_a_proof_the_receipt_does_not_sign_is_not_ignored(issued: Issued, zk_home: Path) -> None:
+    receipt = read_receipt(issued.receipt.bundle)
+    predicate_without_zk, _ = issue_receipt(
+        issuer=issued.issuer,
+        card=issued.card,
+        inputs={"input": issued.x},
+        outputs=issued.receipt.outputs,
+        executor=receipt.executor,
+    )
+    with pytest.raises(VerificationError, match="does not sign") as info:
+        Verifier(zk_home=zk_home, allow_unsafe_srs=True).verify(
+            Bundle(predicate_without_zk, zk=issued.receipt.bundle.zk)
+        )
+    assert info.value.step == "8 zk"
+
+
+def test_reexecution_uses_the_verifiers_own_zk_home(
+    issued: Issued, digits: Digits, zk_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EDGETRUST_HOME", str(tmp_path / "elsewhere"))  # holds no setup
+    verified = Verifier(zk_home=zk_home, allow_unsafe_srs=True).verify(
+        issued.receipt.bundle,
+        model=digits.model,
+        inputs={"input": issued.x},
+        opening=issued.receipt.opening,
+        reexecute=True,
+    )
+    assert "5 re-execution" in verified.checked and "8 zk" in verified.checked

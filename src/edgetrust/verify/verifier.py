@@ -38,6 +38,8 @@ from edgetrust.verify.policy import Policy
 
 __all__ = ["Tolerance", "Verified", "Verifier"]
 
+_ZK_EXECUTOR = "ezkl"  # edgetrust.verify.zk.ZK_EXECUTOR, named here without importing EZKL
+
 
 @dataclass(frozen=True)
 class Tolerance:
@@ -184,6 +186,10 @@ class Verifier:
             checked.append("7 policy")
         # Step 8: a zero-knowledge proof.
         if "zk" not in receipt.predicate:
+            if bundle.zk is not None:
+                raise VerificationError(
+                    "the bundle carries a zk proof that its receipt does not sign", step="8 zk"
+                )
             skipped.append("8 zk: the receipt carries no proof")
         else:
             # Inputs reach here only opened (step 4), so the proof's input is checked too.
@@ -219,8 +225,13 @@ class Verifier:
     ) -> None:
         step = "5 re-execution"
         try:
+            name = str(receipt.executor["name"])
+            # A ZK receipt re-executes through this verifier's own circuit setup (the one step
+            # 8 uses); other executors need no home.
             executor = make_executor(
-                str(receipt.executor["name"]), receipt.executor.get("settings")
+                name,
+                receipt.executor.get("settings"),
+                home=Path(self.zk_home) if name == _ZK_EXECUTOR and self.zk_home else None,
             )
             got = executor.run(card, model_bytes, inputs)
         except Error as exc:
@@ -275,21 +286,28 @@ class Verifier:
     def _verify_zk(
         self, receipt: Receipt, card: ModelCard | None, inputs: Mapping[str, Any] | None
     ) -> None:
-        from edgetrust.verify.zk import find_zk_key, verify_zk_receipt, zk_input_hash
+        from edgetrust.verify.zk import find_zk_artifacts, verify_zk_receipt, zk_input_hash
 
         # The key comes from this verifier's own setup of the model (compiled from the model
         # here), found by the receipt's VK digest. A card that names a VK must name this one;
         # a card without ZK digests (registered before any setup) binds nothing more.
         named = card if card is not None and "zk" in card.extra else None
         try:
-            key = find_zk_key(receipt, home=self.zk_home)
+            art = find_zk_artifacts(receipt, home=self.zk_home)
             proof = verify_zk_receipt(
-                receipt, key=key, card=named, allow_unsafe_srs=self.allow_unsafe_srs
+                receipt, key=art.key, card=named, allow_unsafe_srs=self.allow_unsafe_srs
             )
             # The salted commitment (step 4) and the proof's Poseidon hash are two commitments;
-            # with the input in hand, check that both name the same input.
-            if inputs is not None and len(inputs) == 1:  # ZK circuits take one input
-                if zk_input_hash(key, next(iter(inputs.values()))) != proof.input_hash:
+            # with the input in hand, check that both name the same input - and that the
+            # opened input is exactly the circuit's, so no extra tensor hides a second one.
+            if inputs is not None:
+                if set(inputs) != {art.input_name}:
+                    raise VerificationError(
+                        f"the opened input must be exactly the circuit's input "
+                        f"{art.input_name!r}, got {sorted(inputs)}",
+                        step="zk input",
+                    )
+                if zk_input_hash(art, inputs[art.input_name]) != proof.input_hash:
                     raise VerificationError(
                         "the opened input is not the input the proof was made on "
                         "(Poseidon hashes differ)",

@@ -27,6 +27,7 @@ from edgetrust.verify.zk.proof import (
 from edgetrust.verify.zk.receipt import (
     ZkReceipt,
     card_with_zk,
+    find_zk_artifacts,
     find_zk_key,
     issue_zk_receipt,
     verify_zk_bundle,
@@ -88,6 +89,7 @@ __all__ = [
     "estimate_from_onnx",
     "estimate_from_settings",
     "export_verifier_files",
+    "find_zk_artifacts",
     "find_zk_key",
     "issue_zk_receipt",
     "load_verifier_key",

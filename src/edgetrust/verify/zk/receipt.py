@@ -56,6 +56,7 @@ __all__ = [
     "ZK_EXECUTOR",
     "ZkReceipt",
     "card_with_zk",
+    "find_zk_artifacts",
     "find_zk_key",
     "issue_zk_receipt",
     "verify_zk_bundle",
@@ -242,15 +243,20 @@ def verify_zk_receipt(
     return proof
 
 
-def find_zk_key(receipt: Receipt, *, home: str | Path | None = None) -> ZkVerifierKey:
-    """The verifying key for a receipt's proof: this home's setup of its model, with its VK.
+def find_zk_artifacts(receipt: Receipt, *, home: str | Path | None = None) -> ZkArtifacts:
+    """This home's setup of a receipt's model with the VK its proof names.
 
     Raises:
         VerificationError: the receipt carries no zk claim (step ``zk 1 receipt``).
         NotFoundError: no setup of that model with that VK in this home.
     """
     claim = _claim(receipt)
-    return load_zk_artifacts(receipt.model_digest, home=home, vk_digest=str(claim["vkDigest"])).key
+    return load_zk_artifacts(receipt.model_digest, home=home, vk_digest=str(claim["vkDigest"]))
+
+
+def find_zk_key(receipt: Receipt, *, home: str | Path | None = None) -> ZkVerifierKey:
+    """The verifying key for a receipt's proof (see `find_zk_artifacts`)."""
+    return find_zk_artifacts(receipt, home=home).key
 
 
 def verify_zk_bundle(
