@@ -37,3 +37,21 @@ def test_real_entry_point() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "did:key:z6Mk" in proc.stdout
+
+
+def test_library_warnings_print_as_one_plain_line(capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    from edgetrust.cli._app import _show_warnings
+
+    _show_warnings()
+    logger = logging.getLogger("edgetrust.test")
+    logger.warning("model %s", "[/]not markup[bold]")  # must not raise MarkupError
+    try:
+        raise OSError("disk full")
+    except OSError:
+        logger.exception("hook failed")
+    err = capsys.readouterr().err
+    assert "warning: model [/]not markup[bold]" in err
+    assert "error: hook failed: OSError: disk full" in err
+    assert "Traceback" not in err

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from edgetrust.errors import Error, VerificationError
 
@@ -81,10 +82,23 @@ def set_json_mode(json_mode: bool) -> None:
 
 
 class _ConsoleWarnings(logging.Handler):
-    """edgetrust's own warnings (e.g. the UNSAFE SRS path) as one yellow line on stderr."""
+    """edgetrust's own warnings (e.g. the UNSAFE SRS path) as one line on stderr.
+
+    An error logged with its exception keeps the exception's last line; the message is
+    printed as text, never read as Rich markup.
+    """
 
     def emit(self, record: logging.LogRecord) -> None:
-        err.print(f"[yellow]warning:[/] {record.getMessage()}", highlight=False)
+        try:
+            level = "error" if record.levelno >= logging.ERROR else "warning"
+            text = record.getMessage()
+            if record.exc_info and record.exc_info[1] is not None:
+                exc = record.exc_info[1]
+                text += f": {type(exc).__name__}: {exc}"
+            color = "red" if level == "error" else "yellow"
+            err.print(f"[{color}]{level}:[/] {escape(text)}", highlight=False)
+        except Exception:  # logging must never raise into the code that logs
+            self.handleError(record)
 
 
 def _show_warnings() -> None:
