@@ -415,8 +415,11 @@ def test_cli_challenge_device_down_or_misused(
     assert run(_cli(side, side.lying, "--device", down, "--no-log")) == 1
     text = capsys.readouterr().out
     assert "convicted" in text and "refused" in text and "no answer" in text
+    assert "element None" not in text  # a device that never answered was not pinned down
     for argv in (
         _cli(side, side.lying, "--device", "ftp://x"),
+        _cli(side, side.lying, "--device", "http://[::1"),  # the challenger's typo: no game
+        _cli(side, side.lying, "--device", "http://"),
         _cli(side, side.lying, "--device", side.node.url, "--device-home", str(side.home)),
     ):
         assert run(argv) == 2, argv

@@ -129,3 +129,39 @@ def test_trace_roots_and_remote_arguments() -> None:
         RemoteDevice("http://device", root, timeout=0)
     with RemoteDevice("http://device:8080/", root) as remote:
         assert remote.url == f"http://device:8080/v1/traces/{root.hex()}"
+
+
+def test_a_cached_trace_answers_while_another_is_rebuilt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    ex, roots = _keep(tmp_path, 2)
+    traces = TraceResponders(tmp_path)
+    traces.responder(roots[0])  # cached
+    started, release = threading.Event(), threading.Event()
+    real_get = traces.store.get
+
+    def slow_get(root: bytes, executor: FixedExecutor) -> object:
+        started.set()
+        release.wait(10)
+        return real_get(root, executor)
+
+    monkeypatch.setattr(traces.store, "get", slow_get)
+    rebuild = threading.Thread(target=traces.responder, args=(roots[1],))
+    rebuild.start()
+    try:
+        assert started.wait(10)
+        begun = time.monotonic()
+        assert traces.answer(roots[0], Query("split", None, 0, len(ex.entries))) is not None
+        assert time.monotonic() - begun < 5  # did not wait for the rebuild
+    finally:
+        release.set()
+        rebuild.join(10)
+    assert traces.is_cached(roots[1])
+
+
+def test_unparseable_device_urls_are_the_callers_error() -> None:
+    for bad in ("http://[::1", "http://", "https:///path", "device:8080"):
+        with pytest.raises(InvalidInputError, match="url"):
+            RemoteDevice(bad, bytes(32))

@@ -203,9 +203,10 @@ def challenge(
             out.print(f"  the device gave no answer: {failure}")
         if v is None:
             return
-        where = f"node {v.node}" + (f" (#{v.node_index})" if v.node_index is not None else "")
-        out.print(f"  disputed: {where}, element {v.element}")
-        out.print(f"  device committed {v.device_value}, referee recomputed {v.referee_value}")
+        if v.node is not None:  # a device that stopped answering was never pinned down
+            where = f"node {v.node}" + (f" (#{v.node_index})" if v.node_index is not None else "")
+            out.print(f"  disputed: {where}, element {v.element}")
+            out.print(f"  device committed {v.device_value}, referee recomputed {v.referee_value}")
         ms = result.seconds * 1000
         out.print(
             f"  rounds: {v.rounds} (bound {data['roundBound']}), "

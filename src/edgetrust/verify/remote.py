@@ -79,9 +79,11 @@ class TraceResponders:
         self.plans = PlanStore(home)
         self.cache = cache
         self._responders: OrderedDict[bytes, DeviceResponder] = OrderedDict()
-        # One rebuild at a time: each is a full run, and two requests for the same trace
-        # should share one.
+        # The cache lock is held only to look up or insert, so answers from cached traces
+        # never wait behind a rebuild; rebuilds run one at a time (each is a full run, and
+        # two requests for the same trace share one).
         self._lock = threading.Lock()
+        self._rebuild = threading.Lock()
 
     def describe(self, root: bytes) -> dict[str, Any]:
         """What the device holds about a trace (without rebuilding it).
@@ -107,10 +109,12 @@ class TraceResponders:
             NotFoundError: no such trace, or its window has passed.
             TraceUnavailableError: it is kept but cannot be rebuilt.
         """
-        with self._lock:
-            found = self._responders.get(root)
+        found = self._cached(root)
+        if found is not None:
+            return found
+        with self._rebuild:
+            found = self._cached(root)  # rebuilt by another request while this one waited
             if found is not None:
-                self._responders.move_to_end(root)
                 return found
             # Expiry is checked on every rebuild; a cached trace is at most one cache
             # lifetime past its window.
@@ -129,10 +133,18 @@ class TraceResponders:
             except Error as exc:
                 raise TraceUnavailableError(root, exc.message) from exc
             made = DeviceResponder(executor, trace)
-            self._responders[root] = made
-            while len(self._responders) > self.cache:
-                self._responders.popitem(last=False)
+            with self._lock:
+                self._responders[root] = made
+                while len(self._responders) > self.cache:
+                    self._responders.popitem(last=False)
             return made
+
+    def _cached(self, root: bytes) -> DeviceResponder | None:
+        with self._lock:
+            found = self._responders.get(root)
+            if found is not None:
+                self._responders.move_to_end(root)
+            return found
 
     def answer(self, root: bytes, query: Query) -> Answer:
         """The device's answer to `query` about the trace `root`.
@@ -171,8 +183,12 @@ class RemoteDevice:
         max_bytes: int = MAX_MESSAGE_BYTES,
         client: httpx.Client | None = None,
     ) -> None:
-        if not url.startswith(("http://", "https://")):
-            raise InvalidInputError(f"`url` must be an http(s) URL, not {url!r:.80}")
+        try:  # a URL that cannot be parsed is the challenger's mistake, never the device's
+            parsed = httpx.URL(url)
+        except (httpx.InvalidURL, TypeError, ValueError) as exc:
+            raise InvalidInputError(f"`url` is not a valid URL: {url!r:.80}") from exc
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            raise InvalidInputError(f"`url` must be an http(s) URL with a host, not {url!r:.80}")
         if not timeout > 0:
             raise InvalidInputError("`timeout` must be positive")
         self.root = parse_trace_root(trace_root)
@@ -189,7 +205,7 @@ class RemoteDevice:
         try:
             body = self._post(query)
             ans = parse_answer(body)
-        except (httpx.HTTPError, Error) as exc:
+        except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError, Error) as exc:
             message = exc.message if isinstance(exc, Error) else str(exc) or type(exc).__name__
             self.failure = f"{self.url}: {message}"
             return None
