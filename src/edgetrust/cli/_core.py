@@ -347,6 +347,7 @@ def infer(
             )
         receipts_dir = resolve_home(home) / "receipts"
         receipts_dir.mkdir(exist_ok=True)
+        log_to = writer if writer is not None else log == "local"
         if batch:
             result = device.infer_batch(
                 card.digest,
@@ -354,7 +355,7 @@ def infer(
                 executor=runner,
                 output_private=output_private,
                 allow_nonfinite=allow_nonfinite,
-                log=writer if writer is not None else log == "local",
+                log=log_to,
             )
             target = (
                 out_file
@@ -371,7 +372,7 @@ def infer(
                     single = device.infer_zk(
                         card.digest,
                         inputs,
-                        log=writer if writer is not None else log == "local",
+                        log=log_to,
                         progress=progress,
                     )
             else:
@@ -381,7 +382,7 @@ def infer(
                     executor=runner,
                     output_private=output_private,
                     allow_nonfinite=allow_nonfinite,
-                    log=writer if writer is not None else log == "local",
+                    log=log_to,
                 )
             name = digest_bytes(single.bundle.envelope.to_json())[7:23]
             target = out_file or receipts_dir / f"{name}.json"
