@@ -105,16 +105,12 @@ class OpeningStore:
 
     def __init__(self, home: str | os.PathLike[str] | None = None) -> None:
         self.root = resolve_home(home) / "openings"
-        self._made = False
 
     def _write(self, name: str, data: bytes) -> None:
-        if not self._made:
-            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self._made = True
         path = self.root / name
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        except FileNotFoundError:  # the directory was removed under us: make it again
+        except FileNotFoundError:  # first salt of this home, or the directory was removed
             self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as fh:

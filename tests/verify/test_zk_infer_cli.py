@@ -30,21 +30,8 @@ def test_infer_zk_then_verify(
     (tmp_path / "digits.onnx").write_bytes(digits.model)
     np.save(tmp_path / "x.npy", digits.test_x[:1])
     bundle = tmp_path / "zk.json"
-    assert (
-        run(
-            [
-                "infer",
-                str(tmp_path / "digits.onnx"),
-                "-i",
-                str(tmp_path / "x.npy"),
-                "--zk",
-                "-o",
-                str(bundle),
-                "--json",
-            ]
-        )
-        == 0
-    )
+    infer = ["infer", str(tmp_path / "digits.onnx"), "-i", str(tmp_path / "x.npy"), "--zk"]
+    assert run([*infer, "-o", str(bundle), "--json"]) == 0
     capsys.readouterr()
     doc = json.loads(bundle.read_text())
     assert "zk" in doc
@@ -66,16 +53,4 @@ def test_infer_zk_then_verify(
     captured = capsys.readouterr()
     assert "8 zk" in json.loads(captured.out)["checked"]
     assert "forge" in captured.err
-    assert (
-        run(
-            [
-                "infer",
-                str(tmp_path / "digits.onnx"),
-                "-i",
-                str(tmp_path / "x.npy"),
-                "--zk",
-                "--batch",
-            ]
-        )
-        == 2
-    )
+    assert run([*infer, "--batch"]) == 2
