@@ -34,9 +34,32 @@ def _machine() -> str:
     )
 
 
+def _split(text: str) -> tuple[str, dict[str, str]]:
+    """BENCHMARKS.md as (header, {bench name: section}); sections follow `<!-- bench:NAME -->`."""
+    parts = text.split("<!-- bench:")
+    sections = {}
+    for part in parts[1:]:
+        name, _, body = part.partition(" -->\n")
+        sections[name] = body.strip()
+    return parts[0], sections
+
+
+def _join(header: str, sections: dict[str, str]) -> str:
+    body = "\n\n".join(f"<!-- bench:{name} -->\n{sections[name]}" for name in sorted(sections))
+    return header.rstrip() + "\n\n" + body + "\n"
+
+
 def main(argv: list[str]) -> int:
+    """`python -m bench [--update] [NAME...]`.
+
+    With no names, runs every bench and rewrites BENCHMARKS.md. With names, runs those and prints
+    them; `--update` also replaces (or adds) just their sections in BENCHMARKS.md, so one bench
+    can be refreshed without rerunning the rest.
+    """
+    update = "--update" in argv
+    argv = [a for a in argv if a != "--update"]
     names = argv or sorted(p.stem for p in (ROOT / "bench").glob("bench_*.py"))
-    sections = []
+    sections: dict[str, str] = {}
     for name in names:
         mod = importlib.import_module(f"bench.{name}")
         print(f"== {name}", flush=True)
@@ -44,18 +67,25 @@ def main(argv: list[str]) -> int:
         section = mod.run()
         print(section, flush=True)
         print(f"({name} took {time.perf_counter() - start:.1f} s)\n", flush=True)
-        sections.append(section.strip())
+        sections[name] = section.strip()
     header = (
         "# edgetrust benchmarks\n\n"
         f"Written by `make bench` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.\n\n"
         f"Machine: {_machine()}.\n\n"
         "Each section measures edgetrust beside the baseline its issue names, in the same "
-        "run. Shared machines are noisy: read ratios, not single figures.\n"
+        "run. Shared machines are noisy: read ratios, not single figures. A section refreshed "
+        "alone (`python -m bench --update NAME`) carries its own date.\n"
     )
-    if argv:
-        print("(partial run: BENCHMARKS.md not rewritten)")
+    path = ROOT / "BENCHMARKS.md"
+    if argv and not update:
+        print("(partial run: BENCHMARKS.md not rewritten; --update rewrites these sections)")
         return 0
-    (ROOT / "BENCHMARKS.md").write_text(header + "\n" + "\n\n".join(sections) + "\n")
+    if update and path.exists():
+        _, old = _split(path.read_text())
+        stamp = f"_(refreshed alone on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC)_\n\n"
+        old.update({name: stamp + body for name, body in sections.items()})
+        sections = old
+    path.write_text(_join(header, sections))
     print("wrote BENCHMARKS.md")
     return 0
 
