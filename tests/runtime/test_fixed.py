@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ from edgetrust.runtime.fixed import SUPPORTED_OPS, FixedExecutor, QuantPlan
 from tests.conftest import ASSETS
 from tests.runtime import graphs
 from tests.runtime.conftest import cnn_input, sink_input
+from tests.runtime.golden import compute_roots
 
 GOLDEN = ASSETS / "runtime" / "fixed_golden.json"
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,20 +109,41 @@ def test_plans_are_deterministic_and_round_trip(cnn_models: dict[str, bytes]) ->
     assert other.plan.digest != a.plan.digest
 
 
-def test_golden_trace_roots_pin_cross_machine_determinism(
-    digits: dict[str, Any], cnn_models: dict[str, bytes]
-) -> None:
-    """Roots computed once and committed: any machine, BLAS or thread count must reproduce them."""
+def test_golden_trace_roots_pin_cross_machine_determinism() -> None:
+    """Roots of committed models, plans and inputs: any machine must reproduce them."""
+    assert compute_roots() == json.loads(GOLDEN.read_text())
+
+
+def _blas_settings() -> list[dict[str, str | None]]:
+    """OPENBLAS_CORETYPE values to force (None = unset), within what this CPU can run."""
+    cores: list[str | None] = [None]
+    if platform.machine() in ("x86_64", "AMD64"):
+        cores.append("Prescott")  # SSE3: every x86-64 CPU runs it
+        flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+        if " avx2" in flags:
+            cores.append("Haswell")  # AVX2 kernels; forcing them elsewhere is SIGILL
+    return [
+        {"OPENBLAS_CORETYPE": core, "threads": str(threads)} for core in cores for threads in (1, 2)
+    ]
+
+
+@pytest.mark.slow
+def test_golden_roots_agree_across_blas_kernels_and_thread_counts() -> None:
+    """The same golden roots in subprocesses under several BLAS kernels and thread counts."""
     golden = json.loads(GOLDEN.read_text())
-    got = {}
-    for precision in ("int8", "int16"):
-        ex = FixedExecutor(
-            digits["onnx"], precision=precision, calibration=[{"input": digits["x_train"][:64]}]
-        )  # type: ignore[arg-type]
-        got[f"digits-{precision}"] = ex.run_traced({"input": digits["x_test"][:16]})[1].root.hex()
-        ex = FixedExecutor(cnn_models["resnet"], precision=precision, calibration=[cnn_input(1)])  # type: ignore[arg-type]
-        got[f"resnet-{precision}"] = ex.run_traced(cnn_input(2))[1].root.hex()
-    assert got == golden
+    for setting in _blas_settings():
+        env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+        if setting["OPENBLAS_CORETYPE"] is not None:
+            env["OPENBLAS_CORETYPE"] = setting["OPENBLAS_CORETYPE"]
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[var] = str(setting["threads"])
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "src")])
+        out = subprocess.run(
+            [sys.executable, "-m", "tests.runtime.golden"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        assert out.returncode == 0, (setting, out.stderr[-2000:])
+        assert json.loads(out.stdout) == golden, setting
 
 
 _CHILD = """
