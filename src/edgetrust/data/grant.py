@@ -460,7 +460,9 @@ class RevocationView:
     def observe_log(self, log: Any, *, at: float | None = None) -> None:
         """Catch up with an embedded `edgetrust.log.service.Log` (new entries only)."""
         size = int(log.size())
-        new = log.entries(self.size, size - self.size) if size > self.size else []
+        new: list[bytes] = []
+        for start in range(self.size, size, 4096):
+            new += log.entries(start, min(4096, size - start))
         self.observe(self.size, new, size=size, at=at)
 
     def check(self, chain: Sequence[Grant], digests: Sequence[str], *, now: float) -> None:
