@@ -365,6 +365,7 @@ class DataOwner:
         """An ``infer`` job's outputs may be at most this many times its input's bytes."""
         self.max_records = max_records
         self._device: Any = None
+        self._tables: dict[str, Any] = {}
         self.recovered = self.ledger.recover(self.log.append)
         """(reservations dropped, records logged) by the crash recovery at start."""
 
@@ -463,7 +464,7 @@ class DataOwner:
             # 6. run
             if query is not None:
                 result = run_stats(
-                    self.store.table(card.digest),
+                    self._table(card.digest),
                     query,
                     k=chain.leaf.min_group,
                     rng=np.random.default_rng(secrets.randbits(128)),
@@ -537,7 +538,7 @@ class DataOwner:
         if set(job.params) - {"column"}:
             raise InvalidInputError("infer params are {column}")
         column = job.params.get("column", "x")
-        table = self.store.table(card.digest)
+        table = self._table(card.digest)
         if not isinstance(column, str) or column not in table:
             raise InvalidInputError(f"the dataset has no column {column!r:.40}")
         if len(mcard.inputs) != 1:
@@ -582,6 +583,17 @@ class DataOwner:
                 limit=int(self.max_output_ratio * x.nbytes),
             )
         return {"model": mcard.digest, "outputs": outputs}, run.bundle.to_dict()
+
+    def _table(self, digest: str) -> Any:
+        """The records of a dataset, parsed and digest-checked once per owner lifetime.
+
+        The store is the owner's own 0600 directory; a file changed behind a running owner is
+        caught at the next start (every read re-digests).
+        """
+        table = self._tables.get(digest)
+        if table is None:
+            table = self._tables[digest] = self.store.table(digest)
+        return table
 
     # -- usage -----------------------------------------------------------------------------------
 
