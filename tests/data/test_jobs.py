@@ -57,14 +57,26 @@ def test_stats_job_answers_with_a_logged_usage_record(
     body = make_job(researcher, [g], action="stats", algorithm="mean", params=MEAN)
     answer = owner.run_job(json.dumps(body).encode())
     (group,) = answer["result"]["groups"]
-    assert 20 <= group["age"] <= 70  # noisy, clipped to bounds: a bound, not a value
+    assert 0 <= group["age"] <= 100  # noisy, then clipped to the job's bounds
+    precise = owner.run_job(
+        make_job(
+            researcher,
+            [grant(owner, researcher, ds, eps_per_use=None, eps_total=None)],
+            action="stats",
+            algorithm="mean",
+            params={**MEAN, "epsilon": 80},
+        )
+    )
+    true_mean = owner.store.table(ds)["age"].mean()
+    # Laplace scales at ε = 80: sum 100/40, count 1/40; |error| > 1 has probability < 1e-9
+    assert abs(precise["result"]["groups"][0]["age"] - true_mean) < 1
     rec, signer = read_usage(json.dumps(answer["usage"]).encode())
     assert signer == owner.identity.did
     assert rec.grant == rec.chain[-1] and rec.dataset == ds and rec.epsilon == 0.5
     assert rec.result == digest_bytes(canonical_json(answer["result"]))
     # a replay is answered from the ledger: same answer, no second use, no second record
     assert owner.run_job(body) == answer
-    assert usage_count(owner) == 1
+    assert usage_count(owner) == 2
     assert owner.ledger.used(rec.grant) == (1, 0.5)
 
 
