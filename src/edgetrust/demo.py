@@ -20,6 +20,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from edgetrust.data.demo import data_step
 from edgetrust.device import Device, LocalLogWriter
 from edgetrust.dsse import Envelope
 from edgetrust.errors import VerificationError
@@ -447,6 +448,9 @@ def _run(console: Console, root: Path) -> DemoResult:
 
     _step(console, "10. Settlement on an EVM chain (in-process): anchor the log, convict on chain")
     _chain_step(console, result, root, log, bundles[0][1])
+
+    _step(console, "11. Data stays home: consent grants, jobs on the data, revocation, value")
+    data_step(console, result, root)
 
     result.log_size = log.size()
     for device in devices.values():

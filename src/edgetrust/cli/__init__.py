@@ -11,6 +11,7 @@ from __future__ import annotations
 import edgetrust.cli._chain  # noqa: F401  (chain account, deploy, anchor, watch, …, demo)
 from edgetrust.cli import (
     _core,  # noqa: F401  (init, model, infer, reveal, verify, demo)
+    _data,  # noqa: F401  (data add, grant, serve, request, usage, value, …)
     _dispute,  # noqa: F401  (model import, challenge)
     _fl,  # noqa: F401  (fl simulate, audit, serve, join)
     _log,  # noqa: F401  (log, node, witness)
