@@ -1,0 +1,1 @@
+"""The human verification layer: reviewers with passkeys, review tasks, attestations, aggregation."""
