@@ -1,1 +1,1 @@
-"""The human verification layer: reviewers with passkeys, review tasks, attestations, aggregation."""
+"""The human verification layer: passkey reviewers, review tasks, attestations, aggregation."""
