@@ -8,12 +8,13 @@ task, and aggregates each group of tasks with the same answers by Dawid–Skene.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgetrust.errors import Error, VerificationError
+from edgetrust.errors import Error, InvalidInputError, VerificationError
 from edgetrust.human.aggregate import dawid_skene
 from edgetrust.human.reviewers import (
     REVIEWER_PREDICATE_TYPE,
@@ -28,10 +29,23 @@ from edgetrust.human.tasks import (
     task_from_statement,
     verify_verdict,
 )
+from edgetrust.log.service import Log
 from edgetrust.receipts import Receipt
 from edgetrust.statement import open_signed_statement
 
-__all__ = ["HumanAttested", "HumanRecord", "TaskResult"]
+__all__ = [
+    "DEFAULT_ORIGIN",
+    "DEFAULT_RP_ID",
+    "HumanAttested",
+    "HumanRecord",
+    "TaskResult",
+    "human_policy_from_log",
+    "parse_human_option",
+]
+
+DEFAULT_RP_ID = "edgetrust.local"
+"""The RP ID the embedded node's review pages use unless configured otherwise."""
+DEFAULT_ORIGIN = "https://edgetrust.local"
 
 _STEP = "7 policy"
 
@@ -149,3 +163,35 @@ class HumanAttested:
             else:
                 return
         raise VerificationError("human review insufficient: " + "; ".join(reasons), step=_STEP)
+
+
+def parse_human_option(text: str) -> tuple[int, float]:
+    """Parse ``K,P`` (``3,0.9``) into (min_reviewers, min_posterior)."""
+    if len(text) > 32:
+        raise InvalidInputError("--human must be K,P (e.g. 3,0.9); this one is too long")
+    parts = text.split(",")
+    try:
+        k, p = int(parts[0]), float(parts[1])
+    except (ValueError, IndexError) as exc:
+        raise InvalidInputError(f"--human must be K,P (e.g. 3,0.9), got {text!r:.40}") from exc
+    if len(parts) != 2 or k < 1 or not 0.0 < p <= 1.0:
+        raise InvalidInputError("--human K,P needs K >= 1 and 0 < P <= 1")
+    return k, p
+
+
+def human_policy_from_log(
+    text: str,
+    home: str | os.PathLike[str] | None = None,
+    *,
+    rp_id: str = DEFAULT_RP_ID,
+    origin: str = DEFAULT_ORIGIN,
+) -> HumanAttested:
+    """`HumanAttested` from a ``K,P`` option, with evidence replayed from the local log."""
+    k, p = parse_human_option(text)
+    with Log.open(home) as log:
+        entries = log.entries(0, log.size()) if log.size() else []
+    return HumanAttested(
+        HumanRecord.from_entries(entries, rp_id=rp_id, origin=origin),
+        min_reviewers=k,
+        min_posterior=p,
+    )
