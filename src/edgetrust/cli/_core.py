@@ -23,7 +23,7 @@ from edgetrust.models import ModelCard, ModelRegistry
 from edgetrust.receipts import Bundle, parse_bundles, parse_opening, read_receipt, write_batch_file
 from edgetrust.runtime.executors import Executor
 from edgetrust.runtime.onnx import DEFAULT_MAX_INPUT_BYTES, load_inputs
-from edgetrust.verify.policy import IssuerIn
+from edgetrust.verify.policy import AllOf, IssuerIn, Policy
 from edgetrust.verify.verifier import Verified, Verifier
 
 model_app = typer.Typer(
@@ -495,6 +495,18 @@ def _verify_report(v: Verified) -> dict[str, Any]:
     }
 
 
+def _policy(issuer: list[str] | None, human: str | None, home: str | None) -> Policy | None:
+    """The receipt policy from --issuer and --human (both must accept)."""
+    from edgetrust.human.policy import human_policy_from_log
+
+    policies: list[Policy] = [IssuerIn(issuer)] if issuer else []
+    if human is not None:
+        policies.append(human_policy_from_log(human, home))
+    if not policies:
+        return None
+    return policies[0] if len(policies) == 1 else AllOf(policies)
+
+
 @app.command()
 def verify(
     receipt: Annotated[Path, typer.Argument(help="A receipt bundle (or a batch file).")],
@@ -524,6 +536,14 @@ def verify(
     ] = 0,
     issuer: Annotated[
         list[str] | None, typer.Option("--issuer", help="Accept only these issuer DIDs.")
+    ] = None,
+    human_bar: Annotated[
+        str | None,
+        typer.Option(
+            "--human",
+            help="K,P: require K reviewers judging the output correct with posterior >= P, "
+            "from the local log (e.g. --human 3,0.9).",
+        ),
     ] = None,
     item: Annotated[
         int | None,
@@ -576,7 +596,7 @@ def verify(
             witness_keys=witness or [],
             min_witnesses=min_witnesses,
             registry=ModelRegistry(home),
-            policy=IssuerIn(issuer) if issuer else None,
+            policy=_policy(issuer, human_bar, home),
             zk_home=resolve_home(home),
             allow_unsafe_srs=allow_unsafe_srs,
         )

@@ -1,0 +1,1 @@
+"""The human verification layer: passkey reviewers, review tasks, attestations, aggregation."""

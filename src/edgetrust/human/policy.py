@@ -1,0 +1,197 @@
+"""`HumanAttested`: a verification policy that a receipt was confirmed by enough reviewers.
+
+The evidence is read from the log, never from a side table: `HumanRecord.from_entries` replays
+reviewer, task and review statements in log order, verifying each verdict's passkey assertion
+(so counters are checked in the order everyone sees), keeps the first verdict per reviewer and
+task, and aggregates each group of tasks with the same answers by Dawid–Skene.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgetrust.errors import Error, InvalidInputError, VerificationError
+from edgetrust.human.aggregate import dawid_skene
+from edgetrust.human.reviewers import (
+    REVIEWER_PREDICATE_TYPE,
+    ReviewerRegistry,
+    passkey_from_statement,
+)
+from edgetrust.human.tasks import (
+    REVIEW_PREDICATE_TYPE,
+    TASK_PREDICATE_TYPE,
+    Task,
+    Verdict,
+    task_from_statement,
+    verify_verdict,
+)
+from edgetrust.log.service import Log
+from edgetrust.receipts import Receipt
+from edgetrust.statement import open_signed_statement
+
+__all__ = [
+    "DEFAULT_ORIGIN",
+    "DEFAULT_RP_ID",
+    "HumanAttested",
+    "HumanRecord",
+    "TaskResult",
+    "human_policy_from_log",
+    "parse_human_option",
+]
+
+DEFAULT_RP_ID = "edgetrust.local"
+"""The RP ID the embedded node's review pages use unless configured otherwise."""
+DEFAULT_ORIGIN = "https://edgetrust.local"
+
+_STEP = "7 policy"
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """The aggregate judgement on one task."""
+
+    task: Task
+    answer: str
+    posterior: float
+    """Dawid–Skene posterior of `answer` (a float)."""
+    reviewers: tuple[str, ...]
+
+
+@dataclass
+class HumanRecord:
+    """Tasks and verified verdicts replayed from log entries."""
+
+    registry: ReviewerRegistry
+    tasks: dict[str, Task] = field(default_factory=dict)
+    verdicts: dict[str, dict[str, Verdict]] = field(default_factory=dict)
+    refused: list[str] = field(default_factory=list)
+    """One line per review entry that did not verify (kept out of the aggregate)."""
+
+    @classmethod
+    def from_entries(cls, entries: Iterable[bytes], *, rp_id: str, origin: str) -> HumanRecord:
+        """Replay log entries; entries of other types are skipped."""
+        rec = cls(ReviewerRegistry(rp_id=rp_id, origin=origin))
+        for entry in entries:
+            try:
+                signed = open_signed_statement(entry)
+            except Error:
+                continue
+            ptype = signed.statement.predicate_type
+            try:
+                if ptype == REVIEWER_PREDICATE_TYPE:
+                    rec.registry.add(passkey_from_statement(signed.statement))
+                elif ptype == TASK_PREDICATE_TYPE:
+                    task = task_from_statement(signed.statement)
+                    rec.tasks.setdefault(task.digest, task)
+                elif ptype == REVIEW_PREDICATE_TYPE:
+                    digest = signed.statement.subjects[0].sha256
+                    if digest not in rec.tasks:
+                        raise VerificationError("review of a task not in the log")
+                    v = verify_verdict(signed, rec.tasks[digest], rec.registry)
+                    rec.verdicts.setdefault(v.task, {}).setdefault(v.reviewer, v)
+            except Error as exc:
+                rec.refused.append(exc.diagnostics())
+        return rec
+
+    def results(self) -> dict[str, TaskResult]:
+        """Dawid–Skene per group of tasks sharing one answer set; keyed by task digest."""
+        groups: dict[tuple[str, ...], list[str]] = {}
+        for digest, task in self.tasks.items():
+            if self.verdicts.get(digest):
+                groups.setdefault(task.answers, []).append(digest)
+        out: dict[str, TaskResult] = {}
+        for answers, digests in groups.items():
+            reviewers = sorted({r for d in digests for r in self.verdicts[d]})
+            col = {r: i for i, r in enumerate(reviewers)}
+            labels = np.full((len(digests), len(reviewers)), -1, dtype=np.int64)
+            for i, d in enumerate(digests):
+                for r, v in self.verdicts[d].items():
+                    labels[i, col[r]] = answers.index(v.answer)
+            agg = dawid_skene(labels, len(answers))
+            for i, d in enumerate(digests):
+                k = int(agg.answers[i])
+                out[d] = TaskResult(
+                    self.tasks[d],
+                    answers[k],
+                    float(agg.posterior[i, k]),
+                    tuple(sorted(self.verdicts[d])),
+                )
+        return out
+
+
+class HumanAttested:
+    """Accept a receipt that `min_reviewers` reviewers judged `answer` with posterior ≥ p.
+
+    `answer` defaults to each task's first allowed answer (by convention the affirmative one,
+    e.g. ``"correct"``). The task's subject must be the receipt's output digest.
+    """
+
+    def __init__(
+        self,
+        record: HumanRecord,
+        *,
+        min_reviewers: int,
+        min_posterior: float,
+        answer: str | None = None,
+    ) -> None:
+        if min_reviewers < 1:
+            raise ValueError("`min_reviewers` must be at least 1")
+        if not 0.0 < min_posterior <= 1.0:
+            raise ValueError("`min_posterior` must be in (0, 1]")
+        self.record, self.k, self.p, self.answer = record, min_reviewers, min_posterior, answer
+        self._results = record.results()
+
+    def verify(self, receipt: Receipt) -> None:
+        """Accept when one task on this receipt's output meets the bar."""
+        subject = receipt.output_digest.removeprefix("sha256:")
+        mine = [r for r in self._results.values() if r.task.subject == subject]
+        if not mine:
+            raise VerificationError("no human review of this receipt in the log", step=_STEP)
+        reasons = []
+        for r in mine:
+            want = self.answer or r.task.answers[0]
+            if len(r.reviewers) < self.k:
+                reasons.append(f"{len(r.reviewers)} reviewers < {self.k}")
+            elif r.answer != want:
+                reasons.append(f"reviewers judged {r.answer!r}, not {want!r}")
+            elif r.posterior < self.p:
+                reasons.append(f"posterior {r.posterior:.3f} < {self.p}")
+            else:
+                return
+        raise VerificationError("human review insufficient: " + "; ".join(reasons), step=_STEP)
+
+
+def parse_human_option(text: str) -> tuple[int, float]:
+    """Parse ``K,P`` (``3,0.9``) into (min_reviewers, min_posterior)."""
+    if len(text) > 32:
+        raise InvalidInputError("--human must be K,P (e.g. 3,0.9); this one is too long")
+    parts = text.split(",")
+    try:
+        k, p = int(parts[0]), float(parts[1])
+    except (ValueError, IndexError) as exc:
+        raise InvalidInputError(f"--human must be K,P (e.g. 3,0.9), got {text!r:.40}") from exc
+    if len(parts) != 2 or k < 1 or not 0.0 < p <= 1.0:
+        raise InvalidInputError("--human K,P needs K >= 1 and 0 < P <= 1")
+    return k, p
+
+
+def human_policy_from_log(
+    text: str,
+    home: str | os.PathLike[str] | None = None,
+    *,
+    rp_id: str = DEFAULT_RP_ID,
+    origin: str = DEFAULT_ORIGIN,
+) -> HumanAttested:
+    """`HumanAttested` from a ``K,P`` option, with evidence replayed from the local log."""
+    k, p = parse_human_option(text)
+    with Log.open(home) as log:
+        entries = log.entries(0, log.size()) if log.size() else []
+    return HumanAttested(
+        HumanRecord.from_entries(entries, rp_id=rp_id, origin=origin),
+        min_reviewers=k,
+        min_posterior=p,
+    )
