@@ -540,7 +540,11 @@ def create_app(
             list(pool.map(abs, range(cfg.verify_workers)))
         own = log is None
         the_log = log or Log.open(
-            cfg.home, origin=cfg.origin, batch_size=cfg.batch_size, max_delay=cfg.max_delay
+            cfg.home,
+            origin=cfg.origin,
+            batch_size=cfg.batch_size,
+            max_delay=cfg.max_delay,
+            store=cfg.store,
         )
         holder["node"] = _Node(the_log, cfg, pool, on_append)
         try:
