@@ -39,6 +39,15 @@ LogUrlOpt = Annotated[
     str | None,
     typer.Option("--log", help="URL of a remote log node (default: the embedded log)."),
 ]
+StoreOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        envvar="EDGETRUST_LOG_STORE",
+        help="The log store: a postgresql:// URL (several nodes can share it) or a SQLite "
+        "file path (default: log/log.db in --home).",
+    ),
+]
 KeyOpt = Annotated[
     str | None,
     typer.Option(
@@ -526,7 +535,7 @@ def _auto_anchor(
     from edgetrust.identity import Keystore
     from edgetrust.log.service import LOG_KEY_NAME, Log
 
-    log = Log.open(home, origin=settings.origin, max_delay=settings.max_delay)
+    log = Log.open(home, origin=settings.origin, max_delay=settings.max_delay, store=settings.store)
     chain, acct = _session(rpc, home, account, None)
     auto = AutoAnchor(
         _anchor_contract(chain, acct, home, contract),
@@ -550,6 +559,7 @@ def node_serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = 8080,
     home: HomeOpt = None,
+    store: StoreOpt = None,
     origin: Annotated[str | None, typer.Option(help="Checkpoint origin line of a new log.")] = None,
     max_body: Annotated[int, typer.Option(help="Largest request body in bytes (larger: 413).")] = 8
     * 2**20,
@@ -623,6 +633,7 @@ def node_serve(
 
     settings = NodeSettings(
         home=Path(home) if home else None,
+        store=store,
         origin=origin,
         max_body=max_body,
         rate=rate,
@@ -636,6 +647,11 @@ def node_serve(
     on_append = None
     if anchor_every is not None:
         log, on_append = _auto_anchor(settings, anchor_every, rpc, contract, account, home)
+    elif store is not None:
+        # Opened here, not at startup, so a bad URL or an unreachable database is one line.
+        from edgetrust.log.service import Log
+
+        log = Log.open(home, origin=origin, max_delay=max_delay, store=store)
     err.print(f"edgetrust node on http://{host}:{port} (Ctrl-C to stop)")
     if traces:
         err.print("answering dispute queries about this home's traces (/v1/traces)")
@@ -647,6 +663,8 @@ def node_serve(
         access_log=False,
         timeout_graceful_shutdown=5,
     )
+    if log is not None:
+        log.close()
 
 
 # --- witness -----------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from edgetrust.log.store import (
     StoreError,
 )
 
-__all__ = ["DEFAULT_ORIGIN", "LOG_KEY_NAME", "Log"]
+__all__ = ["DEFAULT_ORIGIN", "LOG_KEY_NAME", "Log", "open_store"]
 
 DEFAULT_ORIGIN = "edgetrust.local/log"
 """Origin of a log opened without one; C2SP recommends a schema-less URL naming the log."""
@@ -103,8 +103,13 @@ class Log:
         batch_size: int = DEFAULT_BATCH_SIZE,
         max_delay: float = DEFAULT_MAX_DELAY,
         idle_flush: float | None = DEFAULT_IDLE_FLUSH,
+        store: str | None = None,
     ) -> Log:
         """Open (creating if needed) the embedded log at ``<home>/log/log.db``.
+
+        `store` chooses another store (see `open_store`): a SQLite file path, or a
+        ``postgresql://`` URL, whose checkpoints are then kept in ``<home>/log/state.db``
+        (shared by the nodes that share the home).
 
         The signing key is ``log`` in the home's keystore, created on first use. The origin is
         recorded on first open (default `DEFAULT_ORIGIN`); opening with another one is refused,
@@ -119,14 +124,22 @@ class Log:
         path = root / "log" / "log.db"
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         identity = Keystore(root).load_or_create(LOG_KEY_NAME)
-        store = SqliteLogStore(
-            path, batch_size=batch_size, max_delay=max_delay, idle_flush=idle_flush
+        log_store = open_store(
+            str(path) if store is None else store,
+            batch_size=batch_size,
+            max_delay=max_delay,
+            idle_flush=idle_flush,
         )
+        if isinstance(log_store, SqliteLogStore):
+            path = log_store.path
+        else:
+            path = path.with_name("state.db")
+        store_ = log_store
         try:
             name = origin if origin is not None else _recorded_origin(path) or DEFAULT_ORIGIN
-            return cls(store, NoteSigner(name, identity), state_path=path)
+            return cls(store_, NoteSigner(name, identity), state_path=path)
         except BaseException:
-            store.close()
+            store_.close()
             raise
 
     def _settle_origin(self, origin: str) -> str:
@@ -276,6 +289,42 @@ class Log:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def open_store(
+    spec: str,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_delay: float = DEFAULT_MAX_DELAY,
+    idle_flush: float | None = DEFAULT_IDLE_FLUSH,
+) -> LogStore:
+    """The `LogStore` that `spec` names: a ``postgresql://`` URL or a SQLite file path.
+
+    Raises:
+        InvalidInputError: an empty spec, a URL of another scheme, or a bad PostgreSQL URL.
+        StoreError: the database cannot be reached or opened.
+    """
+    if not isinstance(spec, str) or not spec.strip() or "\x00" in spec:
+        raise InvalidInputError("the log store must be a postgresql:// URL or a SQLite file path")
+    if spec.startswith(("postgresql://", "postgres://")):
+        try:
+            from edgetrust.log.store_pg import PostgresLogStore
+        except ImportError as exc:  # the `pg` extra is not installed
+            raise InvalidInputError(
+                "a postgresql:// store needs psycopg: pip install 'edgetrust[pg]'"
+            ) from exc
+        return PostgresLogStore(
+            spec, batch_size=batch_size, max_delay=max_delay, idle_flush=idle_flush
+        )
+    if "://" in spec:
+        scheme = spec.split("://", 1)[0]
+        raise InvalidInputError(
+            f"unknown log store scheme {scheme!r:.40}: use postgresql://… or a SQLite file path"
+        )
+    path = Path(spec)
+    if path.is_dir():
+        raise InvalidInputError(f"log store {spec!r:.80} is a directory, not a SQLite file")
+    return SqliteLogStore(path, batch_size=batch_size, max_delay=max_delay, idle_flush=idle_flush)
 
 
 def _recorded_origin(path: Path) -> str | None:

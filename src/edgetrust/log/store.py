@@ -5,36 +5,38 @@ so any root or proof is at most a few dozen stored hashes read in one query, nev
 recomputation. `SqliteLogStore` sequences appends in batches like Tessera (up to
 ``batch_size`` entries or ``max_delay`` seconds, and no longer than entries keep arriving: see
 `SqliteLogStore`), commits each batch in one transaction, and acknowledges an entry only after
-its batch has committed.
+its batch has committed. The sequencer, the reads and the tree layout are shared with the
+PostgreSQL backend (`edgetrust.log.store_pg`) in `edgetrust.log._store_core`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import math
 import os
 import sqlite3
 import threading
-import time
-from collections import deque
 from collections.abc import Iterable, Sequence
-from concurrent.futures import Future
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
-from edgetrust.errors import Error, InvalidInputError, NotFoundError, ResourceLimitError
-from edgetrust.log.merkle import (
-    EMPTY_ROOT,
-    complete_subtrees,
-    consistency_proof_ranges,
-    fold_subtrees,
-    inclusion_proof_ranges,
-    leaf_hash,
+from edgetrust.log._store_core import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_IDLE_FLUSH,
+    DEFAULT_MAX_DELAY,
+    DEFAULT_MAX_ENTRY_BYTES,
+    MAX_READ_COUNT,
+    SequencedStore,
+    StoreError,
+    build_frontier,
+    check_positive_int,
+    extend_tree,
+    frontier_coords,
+    leaf_hashes,
+    pick_nodes,
 )
+from edgetrust.log.merkle import leaf_hash
 
 __all__ = [
     "DEDUP_MERGE_EVERY",
@@ -47,46 +49,6 @@ __all__ = [
     "SqliteLogStore",
     "StoreError",
 ]
-
-DEFAULT_BATCH_SIZE = 256
-"""Entries per batch, Tessera's default."""
-
-DEFAULT_MAX_DELAY = 0.25
-"""Seconds the first entry of a batch may wait for more, Tessera's default."""
-
-DEFAULT_IDLE_FLUSH = 0.0
-"""Seconds without a new entry after which a partial batch is committed anyway (0: at once)."""
-
-DEFAULT_MAX_ENTRY_BYTES = 16 * 2**20
-"""Largest entry accepted (16 MiB, the size limit of a DSSE envelope)."""
-
-MAX_READ_COUNT = 1 << 16
-"""Most entries or hashes one range read returns; a tile is 256."""
-
-# Where the tree lives. Appending leaf i completes the subtrees whose last leaf is i: one per
-# trailing 1-bit of i (levels 1..t). Their hashes are stored in leaf i's own row, in level
-# order, so the node at (level L >= 1, index j) is bytes 32(L-1)..32L of `nodes` in row
-# (j+1)·2^L - 1. Every complete subtree hash is stored exactly once, an append writes one row
-# (not one row per node: measured, that second table cost ~15% of the append rate), and any
-# set of nodes is one `idx IN (...)` query on the primary key.
-_MAX_LEVEL = 62  # no tree here reaches 2^62 leaves; levels above are refused as out of range
-
-
-def _node_row(level: int, index: int) -> int:
-    """The entry row that stores the node at (`level` >= 1, `index`)."""
-    return ((index + 1) << level) - 1
-
-
-def _pick(level: int, leaf: bytes, nodes: bytes) -> bytes | None:
-    """The node at `level` from an entry row's leaf hash and closed-subtree hashes."""
-    if level == 0:
-        return leaf
-    h = nodes[32 * (level - 1) : 32 * level]
-    return h if len(h) == 32 else None
-
-
-class StoreError(Error):
-    """The store cannot serve the request: it is closed, or its database failed or is damaged."""
 
 
 @runtime_checkable
@@ -151,36 +113,6 @@ class LogStore(Protocol):
         ...
 
 
-def _check_count(name: str, value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise InvalidInputError(f"{name} must be an integer, got {type(value).__name__}")
-    if value < 0:
-        raise InvalidInputError(f"{name} must not be negative, got {value}")
-    return value
-
-
-def _positive_int(name: str, value: object) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise InvalidInputError(f"`{name}` must be a positive integer, got {value!r}")
-
-
-def _seconds(name: str, value: object) -> None:
-    if (
-        not isinstance(value, int | float)
-        or isinstance(value, bool)
-        or not math.isfinite(value)
-        or value < 0
-    ):
-        raise InvalidInputError(f"`{name}` must be a finite number of seconds >= 0, got {value!r}")
-
-
-@dataclass
-class _Request:
-    entries: list[bytes]
-    future: Future[list[int]] = field(default_factory=Future)
-    arrived: float = field(default_factory=time.monotonic)
-
-
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
     idx   INTEGER PRIMARY KEY,        -- 0-based leaf index
@@ -235,7 +167,7 @@ def _dedup_keys(leaves: list[bytes]) -> list[int]:
     return keys
 
 
-class SqliteLogStore:
+class SqliteLogStore(SequencedStore):
     """A `LogStore` in one SQLite file (WAL mode), with a background sequencer thread.
 
     Batching: a batch is committed when it holds `batch_size` entries, when its oldest entry
@@ -265,23 +197,19 @@ class SqliteLogStore:
         max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
         dedup_merge_every: int = DEDUP_MERGE_EVERY,
     ) -> None:
-        _positive_int("batch_size", batch_size)
-        _seconds("max_delay", max_delay)
-        if idle_flush is not None:
-            _seconds("idle_flush", idle_flush)
-        _positive_int("max_entry_bytes", max_entry_bytes)
-        _positive_int("dedup_merge_every", dedup_merge_every)
+        super().__init__(
+            batch_size=batch_size,
+            max_delay=max_delay,
+            idle_flush=idle_flush,
+            max_entry_bytes=max_entry_bytes,
+        )
+        check_positive_int("dedup_merge_every", dedup_merge_every)
         self.path = Path(path)
-        self.batch_size = batch_size
         self.dedup_merge_every = dedup_merge_every
-        self.max_delay = float(max_delay)
-        self.idle_flush = None if idle_flush is None else float(idle_flush)
-        self.max_entry_bytes = max_entry_bytes
 
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
-        self._closed = False
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = self._connect(writer=True)
@@ -300,18 +228,7 @@ class SqliteLogStore:
         except BaseException:
             self._writer.close()
             raise
-
-        self._cond = threading.Condition()
-        self._pending: deque[_Request] = deque()
-        self._pending_count = 0
-        self._last_arrival = 0.0
-        self._closing = False
-        self.batches_committed = 0
-        """Transactions the sequencer has run (a statistic: entries / batches = batching)."""
-        self._sequencer = threading.Thread(
-            target=self._run, name=f"log-sequencer:{self.path.name}", daemon=True
-        )
-        self._sequencer.start()
+        self._start_sequencer(f"log-sequencer:{self.path.name}")
 
     # -- connections ------------------------------------------------------------------------
 
@@ -359,11 +276,8 @@ class SqliteLogStore:
     def _reload(self, size: int) -> None:
         """Load the writer's state for a tree of `size`: right edge and undeduplicated tail."""
         self._prefilter = None  # rebuilt on demand from the dedup index
-        frontier: list[bytes] = [b""] * size.bit_length()
-        for level in range(size.bit_length()):
-            if size >> level & 1:
-                # The pending left node of the right edge at this level (one per set bit).
-                frontier[level] = self._fetch_one(self._writer, level, (size >> level) - 1)
+        found = pick_nodes(frontier_coords(size), lambda rows: _rows(self._writer, rows))
+        frontier = build_frontier(size, found)
         row = self._writer.execute("SELECT value FROM meta WHERE key = 'dedup_upto'").fetchone()
         upto = 0 if row is None else int(row[0])
         recent = {
@@ -374,106 +288,11 @@ class SqliteLogStore:
         }
         self._frontier, self._size, self._dedup_upto, self._recent = frontier, size, upto, recent
 
-    @staticmethod
-    def _fetch_one(conn: sqlite3.Connection, level: int, index: int) -> bytes:
-        row_idx = index if level == 0 else _node_row(level, index)
-        row = conn.execute("SELECT leaf, nodes FROM entries WHERE idx = ?", (row_idx,)).fetchone()
-        h = None if row is None else _pick(level, bytes(row[0]), bytes(row[1]))
-        if h is None:
-            raise StoreError(f"log store is damaged: node ({level}, {index}) is missing")
-        return h
-
     # -- writes -----------------------------------------------------------------------------
-
-    def _check_entry(self, entry: object) -> bytes:
-        if not isinstance(entry, bytes | bytearray | memoryview):
-            raise InvalidInputError(f"a log entry must be bytes, got {type(entry).__name__}")
-        data = bytes(entry)
-        if len(data) > self.max_entry_bytes:
-            raise ResourceLimitError(
-                f"log entry is {len(data)} bytes, over the {self.max_entry_bytes}-byte limit",
-                limit=self.max_entry_bytes,
-            )
-        return data
-
-    def append(self, entry: bytes) -> int:
-        """Append one entry; block until its batch commits; return its (or its twin's) index."""
-        return self._submit([self._check_entry(entry)])[0]
-
-    def append_many(self, entries: Sequence[bytes]) -> list[int]:
-        """Append `entries` in order, all in one transaction: all are logged or none is.
-
-        Duplicates (of logged entries or within `entries`) get the existing index.
-        """
-        if isinstance(entries, bytes | bytearray | memoryview | str):
-            raise InvalidInputError("append_many takes a sequence of entries, not one entry")
-        checked = [self._check_entry(e) for e in entries]
-        if not checked:
-            return []
-        return self._submit(checked)
-
-    def _submit(self, entries: list[bytes]) -> list[int]:
-        request = _Request(entries)
-        with self._cond:
-            if self._closing:
-                raise StoreError("the log store is closed")
-            self._pending.append(request)
-            self._pending_count += len(entries)
-            self._last_arrival = request.arrived
-            self._cond.notify_all()
-        return request.future.result()
-
-    def _run(self) -> None:
-        """The sequencer: gather a batch, commit it, acknowledge it; until closed and drained."""
-        while True:
-            with self._cond:
-                while not self._pending and not self._closing:
-                    self._cond.wait()
-                if not self._pending:
-                    return  # closing and drained
-                deadline = self._pending[0].arrived + self.max_delay
-                while self._pending_count < self.batch_size and not self._closing:
-                    now = time.monotonic()
-                    remaining = deadline - now
-                    if self.idle_flush is not None:
-                        remaining = min(remaining, self._last_arrival + self.idle_flush - now)
-                    if remaining <= 0:
-                        break
-                    self._cond.wait(remaining)
-                batch = [self._pending.popleft()]
-                taken = len(batch[0].entries)
-                while self._pending and taken + len(self._pending[0].entries) <= self.batch_size:
-                    request = self._pending.popleft()
-                    batch.append(request)
-                    taken += len(request.entries)
-                self._pending_count -= taken
-            self._commit_batch(batch)
-
-    def _commit_batch(self, batch: list[_Request]) -> None:
-        entries = [e for r in batch for e in r.entries]
-        try:
-            indices = self._write(entries)
-        except BaseException as exc:  # every waiter must hear about a failed batch
-            error = (
-                exc
-                if isinstance(exc, Error)
-                else StoreError(f"log store write failed, nothing was logged: {exc}")
-            )
-            for r in batch:
-                r.future.set_exception(error)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        self.batches_committed += 1
-        pos = 0
-        for r in batch:
-            r.future.set_result(indices[pos : pos + len(r.entries)])
-            pos += len(r.entries)
 
     def _write(self, entries: list[bytes]) -> list[int]:
         """Commit `entries` as one transaction and return their indices."""
-        sha = hashlib.sha256
-        leaves = [sha(b"\x00" + e).digest() for e in entries]  # leaf_hash, inlined: hot loop
+        leaves = leaf_hashes(entries)
         conn = self._writer
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -556,67 +375,34 @@ class SqliteLogStore:
         known: dict[bytes, int],
     ) -> tuple[list[int], int, list[bytes], list[tuple[int, bytes, bytes, bytes]]]:
         """Insert the new entries and every subtree they complete (inside the transaction)."""
-        size = self._size
-        frontier = list(self._frontier)
-        seen = dict(known)
-        indices: list[int] = []
-        rows: list[tuple[int, bytes, bytes, bytes]] = []
-        # Bound locals and inlined node_hash: this loop runs once per entry.
-        sha = hashlib.sha256
-        add_index, add_row, get = indices.append, rows.append, seen.get
-        for data, h in zip(entries, leaves, strict=True):
-            idx = get(h)
-            if idx is None:
-                idx = size
-                seen[h] = idx
-                # Append to the compact range: every trailing 1-bit of the index closes a
-                # subtree with the pending left node at that level (RFC 9162's tree is this
-                # carry chain); the closed subtrees' hashes go in this leaf's row.
-                node, level, i = h, 0, idx
-                closed = b""
-                while i & 1:
-                    node = sha(b"\x01" + frontier[level] + node).digest()
-                    closed += node
-                    i >>= 1
-                    level += 1
-                if level == len(frontier):
-                    frontier.append(node)
-                else:
-                    frontier[level] = node
-                add_row((idx, h, closed, data))
-                size += 1
-            add_index(idx)
+        indices, size, frontier, rows = extend_tree(
+            self._size, self._frontier, entries, leaves, known
+        )
         conn.executemany("INSERT INTO entries(idx, leaf, nodes, data) VALUES (?, ?, ?, ?)", rows)
         return indices, size, frontier, rows
 
     # -- reads ------------------------------------------------------------------------------
 
-    def size(self) -> int:
-        """Number of committed entries (read from the database, so other writers count)."""
-        rows = self._query("SELECT max(idx) FROM entries")
-        value = rows[0][0]
+    def _read_size(self) -> int:
+        value = self._query("SELECT max(idx) FROM entries")[0][0]
         return 0 if value is None else int(value) + 1
 
-    def entry(self, index: int) -> bytes:
-        """The bytes of entry `index`."""
-        index = _check_count("index", index)
-        rows = self._query("SELECT data FROM entries WHERE idx = ?", (index,))
-        if not rows:
-            raise NotFoundError(f"no entry {index}: the log has {self.size()} entries")
-        return bytes(rows[0][0])
+    def _read_rows(self, indices: Sequence[int]) -> dict[int, tuple[bytes, bytes]]:
+        try:
+            return _rows(self._reader(), indices)
+        except sqlite3.Error as exc:
+            raise StoreError(f"log store read failed: {exc}") from exc
 
-    def entries(self, start: int, count: int) -> list[bytes]:
-        """Entries ``start .. start+count-1``, all of which must exist."""
-        start, count = self._check_range(start, count)
-        if count and start + count > self.size():
-            raise NotFoundError(
-                f"entries {start}..{start + count - 1} are beyond the log's {self.size()}"
-            )
+    def _read_range(self, column: Literal["data", "leaf"], start: int, stop: int) -> list[bytes]:
         rows = self._query(
-            "SELECT data FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx",
-            (start, start + count),
+            f"SELECT {_COLUMNS[column]} FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx",
+            (start, stop),
         )
         return [bytes(r[0]) for r in rows]
+
+    def _read_one(self, column: Literal["data", "leaf"], index: int) -> bytes | None:
+        rows = self._query(f"SELECT {_COLUMNS[column]} FROM entries WHERE idx = ?", (index,))
+        return bytes(rows[0][0]) if rows else None
 
     def index_of(self, entry: bytes) -> int | None:
         """The index `entry` was logged at, or None.
@@ -638,123 +424,9 @@ class SqliteLogStore:
         )
         return int(rows[0][0]) if rows else None
 
-    def leaf_hash(self, index: int) -> bytes:
-        """The RFC 9162 leaf hash of entry `index`."""
-        index = _check_count("index", index)
-        rows = self._query("SELECT leaf FROM entries WHERE idx = ?", (index,))
-        if not rows:
-            raise NotFoundError(f"no entry {index}: the log has {self.size()} entries")
-        return bytes(rows[0][0])
-
-    def _check_size(self, size: object) -> int:
-        size = _check_count("size", size)
-        current = self.size()
-        if size > current:
-            raise NotFoundError(f"tree size {size} is beyond the log's {current} entries")
-        return size
-
-    @staticmethod
-    def _check_range(start: object, count: object) -> tuple[int, int]:
-        start = _check_count("start", start)
-        count = _check_count("count", count)
-        if count > MAX_READ_COUNT:
-            raise InvalidInputError(f"count {count} is over the {MAX_READ_COUNT} read limit")
-        return start, count
-
-    def _subtree_hashes(self, coords: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
-        """Fetch complete-subtree hashes by (level, index), in one query."""
-        want = {c: (c[1] if c[0] == 0 else _node_row(*c)) for c in set(coords)}
-        rows = self._rows(sorted(set(want.values())))
-        found: dict[tuple[int, int], bytes] = {}
-        for coord, row_idx in want.items():
-            row = rows.get(row_idx)
-            h = None if row is None else _pick(coord[0], *row)
-            if h is None:
-                raise StoreError(f"log store is damaged: node {coord} is missing")
-            found[coord] = h
-        return found
-
-    def _rows(self, indices: Sequence[int]) -> dict[int, tuple[bytes, bytes]]:
-        """``idx -> (leaf, nodes)`` for the given entry rows."""
-        out: dict[int, tuple[bytes, bytes]] = {}
-        for i in range(0, len(indices), 500):
-            chunk = indices[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            for idx, leaf, nodes in self._query(
-                f"SELECT idx, leaf, nodes FROM entries WHERE idx IN ({marks})", chunk
-            ):
-                out[int(idx)] = (bytes(leaf), bytes(nodes))
-        return out
-
-    def _range_hashes(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
-        parts = [complete_subtrees(a, b) for a, b in ranges]
-        found = self._subtree_hashes([c for p in parts for c in p])
-        return [fold_subtrees([found[c] for c in p]) for p in parts]
-
-    def root(self, size: int | None = None) -> bytes:
-        """MTH of the first `size` entries (RFC 9162 §2.1.1); default the whole log."""
-        size = self.size() if size is None else self._check_size(size)
-        if size == 0:
-            return EMPTY_ROOT
-        return self._range_hashes([(0, size)])[0]
-
-    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
-        """PATH(index, D[size]) from stored hashes (RFC 9162 §2.1.3.1)."""
-        index = _check_count("index", index)
-        size = self._check_size(size)
-        if index >= size:
-            raise InvalidInputError(f"leaf index {index} is not in a tree of size {size}")
-        return self._range_hashes(inclusion_proof_ranges(index, size))
-
-    def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
-        """PROOF(size1, D[size2]) from stored hashes (RFC 9162 §2.1.4.1); empty if size1 is 0."""
-        size1 = _check_count("size1", size1)
-        size2 = self._check_size(size2)
-        if size1 > size2:
-            raise InvalidInputError(f"size1 ({size1}) is larger than size2 ({size2})")
-        return self._range_hashes(consistency_proof_ranges(size1, size2))
-
-    def hashes(self, level: int, start: int, count: int) -> list[bytes]:
-        """Stored complete-subtree hashes at `level` for node indices start..start+count-1."""
-        level = _check_count("level", level)
-        start, count = self._check_range(start, count)
-        if level > _MAX_LEVEL:
-            raise NotFoundError(f"level {level} is above any tree this store can hold")
-        size = self.size()
-        if (start + count) << level > size:
-            raise NotFoundError(
-                f"nodes {start}..{start + count - 1} at level {level} are not complete in a "
-                f"tree of size {size}"
-            )
-        if count == 0:
-            return []
-        if level == 0:
-            rows = self._query(
-                "SELECT leaf FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx",
-                (start, start + count),
-            )
-            if len(rows) != count:
-                raise StoreError("log store is damaged: entries are missing")
-            return [bytes(r[0]) for r in rows]
-        found = self._subtree_hashes([(level, j) for j in range(start, start + count)])
-        return [found[(level, j)] for j in range(start, start + count)]
-
     # -- lifecycle --------------------------------------------------------------------------
 
-    def close(self) -> None:
-        """Commit pending appends, stop the sequencer and close every connection."""
-        with self._cond:
-            if self._closing:
-                already = True
-            else:
-                already = False
-                self._closing = True
-                self._cond.notify_all()
-        if already:
-            self._sequencer.join()
-            return
-        self._sequencer.join()
-        self._closed = True
+    def _release(self) -> None:
         with self._readers_lock:
             readers, self._readers = self._readers, []
         for conn in readers:
@@ -766,3 +438,19 @@ class SqliteLogStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_COLUMNS = {"data": "data", "leaf": "leaf"}  # the only column names interpolated into SQL
+
+
+def _rows(conn: sqlite3.Connection, indices: Sequence[int]) -> dict[int, tuple[bytes, bytes]]:
+    """``idx -> (leaf, nodes)`` for the given entry rows."""
+    out: dict[int, tuple[bytes, bytes]] = {}
+    for i in range(0, len(indices), 500):
+        chunk = indices[i : i + 500]
+        marks = ",".join("?" * len(chunk))
+        for idx, leaf, nodes in conn.execute(
+            f"SELECT idx, leaf, nodes FROM entries WHERE idx IN ({marks})", chunk
+        ):
+            out[int(idx)] = (bytes(leaf), bytes(nodes))
+    return out

@@ -47,6 +47,7 @@ from edgetrust.node._http import (
     install_error_handlers,
     read_body,
 )
+from edgetrust.node.metrics import NodeMetrics, metrics_router
 from edgetrust.node.settings import NodeSettings
 from edgetrust.statement import open_signed_statement
 
@@ -390,6 +391,7 @@ class _Node:
         self._draining = False
         self._drainer: asyncio.Task[None] | None = None
         self._latest_lock = threading.Lock()
+        self.metrics = NodeMetrics(log)
 
     def latest(self) -> tuple[bytes, int]:
         """The latest signed checkpoint note and its size (the log signs one if it grew)."""
@@ -404,6 +406,7 @@ class _Node:
             # process already handed out (a client would rightly call that a rollback).
             if size > self._latest[1]:
                 self._latest = (note, size)
+                self.metrics.checkpoint_moved()
             return self._latest if self._latest[1] > size else (note, size)
 
     def covering(self, index: int) -> tuple[bytes, int]:
@@ -435,7 +438,9 @@ class _Node:
 
     def append_group(self, entries: list[bytes]) -> list[dict[str, Any]]:
         """Append single submissions gathered together; one answer per entry, in order."""
+        started = time.perf_counter()
         indices = self.log.append_many(entries)
+        self.metrics.observe_commit(len(entries), time.perf_counter() - started)
         self._appended()
         note, size = self.covering(max(indices))
         text = note.decode()
@@ -481,7 +486,9 @@ class _Node:
             self._draining = False
 
     def append_batch(self, entries: list[bytes], proofs: bool) -> dict[str, Any]:
+        started = time.perf_counter()
         indices = self.log.append_many(entries)
+        self.metrics.observe_commit(len(entries), time.perf_counter() - started)
         self._appended()
         note, size = self.covering(max(indices)) if indices else self.latest()
         if proofs:
@@ -540,7 +547,11 @@ def create_app(
             list(pool.map(abs, range(cfg.verify_workers)))
         own = log is None
         the_log = log or Log.open(
-            cfg.home, origin=cfg.origin, batch_size=cfg.batch_size, max_delay=cfg.max_delay
+            cfg.home,
+            origin=cfg.origin,
+            batch_size=cfg.batch_size,
+            max_delay=cfg.max_delay,
+            store=cfg.store,
         )
         holder["node"] = _Node(the_log, cfg, pool, on_append)
         try:
@@ -560,6 +571,7 @@ def create_app(
         redoc_url=None,
     )
     install_error_handlers(app)
+    app.include_router(metrics_router(lambda: node().metrics))
 
     def node() -> _Node:
         return holder["node"]
@@ -630,7 +642,11 @@ def create_app(
         body = await read_body(request, cfg.max_body)
         # Verified here even with verify workers: measured, a process hop per request doubles
         # the CPU an entry costs (IPC), where a batch spreads it over hundreds of entries.
-        prepared = prepare_entry(body, max_entry=cfg.max_entry)
+        try:
+            prepared = prepare_entry(body, max_entry=cfg.max_entry)
+        except Error:
+            n.metrics.rejected.inc()
+            raise
         n.limiter.take({prepared.signer: 1})
         answer = await n.submit(prepared.data)
         return JSONResponse(answer)
@@ -667,15 +683,19 @@ def create_app(
             raise InvalidInputError("batch entries must be a non-empty list")
         if len(items) > cfg.max_batch:
             raise InvalidInputError(f"batch has {len(items)} entries, over {cfg.max_batch}")
-        if n.pool is None:
-            prepared = prepare_entries(items, max_entry=cfg.max_entry)
-        else:
-            pool = n.pool
-            prepared = await anyio.to_thread.run_sync(
-                lambda: prepare_entries(
-                    items, max_entry=cfg.max_entry, pool=pool, workers=cfg.verify_workers
+        try:
+            if n.pool is None:
+                prepared = prepare_entries(items, max_entry=cfg.max_entry)
+            else:
+                pool = n.pool
+                prepared = await anyio.to_thread.run_sync(
+                    lambda: prepare_entries(
+                        items, max_entry=cfg.max_entry, pool=pool, workers=cfg.verify_workers
+                    )
                 )
-            )
+        except Error:
+            n.metrics.rejected.inc()
+            raise
         counts: dict[str, int] = {}
         for p in prepared:
             counts[p.signer] = counts.get(p.signer, 0) + 1

@@ -25,6 +25,8 @@ class NodeSettings:
     """State directory for the embedded log (default `$EDGETRUST_HOME`)."""
     origin: str | None = None
     """The log's checkpoint origin line (default: the log's own default)."""
+    store: str | None = None
+    """The log store: a ``postgresql://`` URL or a SQLite path (default: the home's log.db)."""
     max_body: int = 8 * 2**20
     """Largest request body accepted, in bytes; larger bodies get 413."""
     max_entry: int = MAX_BUNDLE_ENTRY_BYTES
