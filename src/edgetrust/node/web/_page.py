@@ -68,9 +68,6 @@ MAX_PARAM = 200
 NAV: list[tuple[str, str]] = [
     ("/", "Log"),
     ("/entries", "Entries"),
-    ("/receipt", "Verify a receipt"),
-    ("/rounds", "FL rounds"),
-    ("/disputes", "Disputes"),
 ]
 """The navigation bar; a page module appends its own (path, label) when it is added."""
 
