@@ -49,6 +49,7 @@ from edgetrust.node._http import (
 )
 from edgetrust.node.metrics import NodeMetrics, metrics_router
 from edgetrust.node.settings import NodeSettings
+from edgetrust.node.web import add_web
 from edgetrust.statement import open_signed_statement
 
 __all__ = [
@@ -750,6 +751,7 @@ def create_app(
             {"size1": size1, "size2": size2, "proof": _b64(proof), "checkpoint": note.decode()}
         )
 
+    add_web(app, lambda: node().log)
     if cfg.traces:
         _add_trace_routes(app, cfg)
     return app
