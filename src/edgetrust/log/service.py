@@ -9,7 +9,6 @@ checkpoint it signed, and serves inclusion and consistency proofs against them.
 from __future__ import annotations
 
 import os
-import sqlite3
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,13 +23,13 @@ from edgetrust.log.checkpoint import (
     parse_note,
     sign_checkpoint,
 )
+from edgetrust.log.state import CheckpointState, SqliteCheckpointState, recorded_sqlite_origin
 from edgetrust.log.store import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_IDLE_FLUSH,
     DEFAULT_MAX_DELAY,
     LogStore,
     SqliteLogStore,
-    StoreError,
 )
 
 __all__ = ["DEFAULT_ORIGIN", "LOG_KEY_NAME", "Log", "open_store"]
@@ -41,28 +40,19 @@ DEFAULT_ORIGIN = "edgetrust.local/log"
 LOG_KEY_NAME = "log"
 """Name of the log's signing key in the keystore."""
 
-_STATE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS log_meta (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS checkpoints (
-    size INTEGER PRIMARY KEY,     -- the tree size the note signs
-    note BLOB NOT NULL            -- the signed checkpoint note, exactly as handed out
-);
-"""
-
 
 class Log:
     """An append-only transparency log with signed C2SP checkpoints.
 
     Use `Log.open` for the embedded log in an edgetrust home. The constructor takes the parts,
     so another `LogStore` backend needs no change here. The signer's key name is the log's
-    origin; `state_path` is the SQLite file that records the origin and the signed checkpoints
-    (for the embedded log: the store's own file).
+    origin. Where the origin and the signed checkpoints are kept: `state` (a `CheckpointState`,
+    e.g. `PostgresLogStore.checkpoint_state()`, which the log then owns), or the SQLite file
+    `state_path` (for the embedded log: the store's own file).
 
     Raises:
-        ConflictError: the state file records another origin than the signer's name.
+        ConflictError: the state records another origin than the signer's name.
+        InvalidInputError: neither or both of `state` and `state_path`.
     """
 
     def __init__(
@@ -70,25 +60,23 @@ class Log:
         store: LogStore,
         signer: NoteSigner,
         *,
-        state_path: str | os.PathLike[str],
+        state_path: str | os.PathLike[str] | None = None,
+        state: CheckpointState | None = None,
     ) -> None:
+        if (state is None) == (state_path is None):
+            raise InvalidInputError("give a Log exactly one of `state` and `state_path`")
         self.store = store
         """Where entries and tree hashes live."""
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            state_path, isolation_level=None, check_same_thread=False, timeout=30.0
-        )
+        if state is None:
+            assert state_path is not None  # checked above
+            state = SqliteCheckpointState(state_path)
+        self._state: CheckpointState = state
         try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_STATE_SCHEMA)
             self.origin = self._settle_origin(signer.name)
             """The log's identity: the first line of its checkpoints and its key name."""
-        except sqlite3.DatabaseError as exc:
-            self._db.close()
-            raise StoreError(f"cannot open log state {state_path}: {exc}") from exc
         except BaseException:
-            self._db.close()
+            self._state.close()
             raise
         self.signer = signer
         """Signs checkpoints as the origin, with the log's Ed25519 key."""
@@ -108,8 +96,9 @@ class Log:
         """Open (creating if needed) the embedded log at ``<home>/log/log.db``.
 
         `store` chooses another store (see `open_store`): a SQLite file path, or a
-        ``postgresql://`` URL, whose checkpoints are then kept in ``<home>/log/state.db``
-        (shared by the nodes that share the home).
+        ``postgresql://`` URL. With PostgreSQL the origin and the signed checkpoints live in the
+        same database as the entries, so every node sharing it hands out the same checkpoints
+        (a ``<home>/log/state.db`` left by an earlier version is carried over once).
 
         The signing key is ``log`` in the home's keystore, created on first use. The origin is
         recorded on first open (default `DEFAULT_ORIGIN`); opening with another one is refused,
@@ -130,35 +119,28 @@ class Log:
             max_delay=max_delay,
             idle_flush=idle_flush,
         )
-        if isinstance(log_store, SqliteLogStore):
-            path = log_store.path
-        else:
-            path = path.with_name("state.db")
-        store_ = log_store
         try:
-            name = origin if origin is not None else _recorded_origin(path) or DEFAULT_ORIGIN
-            return cls(store_, NoteSigner(name, identity), state_path=path)
+            if isinstance(log_store, SqliteLogStore):
+                name = (
+                    origin
+                    if origin is not None
+                    else recorded_sqlite_origin(log_store.path) or DEFAULT_ORIGIN
+                )
+                return cls(log_store, NoteSigner(name, identity), state_path=log_store.path)
+            state = _shared_state(log_store, path.with_name("state.db"))
+            try:
+                name = origin if origin is not None else state.recorded_origin() or DEFAULT_ORIGIN
+                return cls(log_store, NoteSigner(name, identity), state=state)
+            except BaseException:
+                state.close()
+                raise
         except BaseException:
-            store_.close()
+            log_store.close()
             raise
 
     def _settle_origin(self, origin: str) -> str:
         """Record `origin` on first use; refuse a different one later."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                row = self._db.execute("SELECT value FROM log_meta WHERE key = 'origin'").fetchone()
-                if row is None:
-                    recorded = origin
-                    self._db.execute(
-                        "INSERT INTO log_meta(key, value) VALUES ('origin', ?)", (recorded,)
-                    )
-                else:
-                    recorded = str(row[0])
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        recorded = self._state.settle_origin(origin)
         if origin != recorded:
             raise ConflictError(
                 f"this log's origin is {recorded!r}; it cannot be reopened as {origin!r}"
@@ -228,23 +210,14 @@ class Log:
         """
         with self._lock:
             size = self.store.size()
-            row = self._db.execute(
-                "SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1"
-            ).fetchone()
-            if row is not None and int(row[0]) >= size:
-                return bytes(row[1])
+            latest = self._state.latest()
+            if latest is not None and latest[0] >= size:
+                # Another node of a shared log may have signed a larger one: hand that out.
+                return latest[1]
             note = sign_checkpoint(
                 Checkpoint(self.origin, size, self.store.root(size)), self.signer
             )
-            # Another process may have signed this size meanwhile: keep the first note (it is
-            # the same bytes anyway: Ed25519 signatures are deterministic).
-            self._db.execute(
-                "INSERT OR IGNORE INTO checkpoints(size, note) VALUES (?, ?)", (size, note)
-            )
-            stored = self._db.execute(
-                "SELECT note FROM checkpoints WHERE size = ?", (size,)
-            ).fetchone()
-            return bytes(stored[0])
+            return self._state.add(size, note)
 
     def checkpoint_at(self, size: int) -> bytes:
         """The checkpoint note this log signed for tree `size`.
@@ -254,20 +227,14 @@ class Log:
         """
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise InvalidInputError(f"size must be a non-negative integer, got {size!r}")
-        with self._lock:
-            row = self._db.execute(
-                "SELECT note FROM checkpoints WHERE size = ?", (size,)
-            ).fetchone()
-        if row is None:
+        note = self._state.note_at(size)
+        if note is None:
             raise NotFoundError(f"no checkpoint was signed for tree size {size}")
-        return bytes(row[0])
+        return note
 
     def checkpoint_sizes(self) -> list[int]:
         """Tree sizes for which a checkpoint was signed, ascending."""
-        with self._lock:
-            return [
-                int(r[0]) for r in self._db.execute("SELECT size FROM checkpoints ORDER BY size")
-            ]
+        return self._state.sizes()
 
     def latest(self) -> Checkpoint:
         """The latest checkpoint, parsed (signing one if the tree has grown)."""
@@ -280,9 +247,10 @@ class Log:
         if self._closed:
             return
         self._closed = True
-        self.store.close()
-        with self._lock:
-            self._db.close()
+        try:
+            self.store.close()
+        finally:
+            self._state.close()
 
     def __enter__(self) -> Log:
         return self
@@ -327,15 +295,31 @@ def open_store(
     return SqliteLogStore(path, batch_size=batch_size, max_delay=max_delay, idle_flush=idle_flush)
 
 
-def _recorded_origin(path: Path) -> str | None:
-    """The origin stored in an existing log database, if any (read-only peek)."""
-    if not path.exists():
-        return None
-    conn = sqlite3.connect(path, timeout=30.0)
+def _shared_state(store: LogStore, legacy: Path) -> CheckpointState:
+    """The checkpoint state of a non-SQLite store, with a legacy ``state.db`` carried over."""
+    make = getattr(store, "checkpoint_state", None)
+    if make is None:
+        raise InvalidInputError(f"{type(store).__name__} keeps no checkpoint state")
+    state: CheckpointState = make()
     try:
-        row = conn.execute("SELECT value FROM log_meta WHERE key = 'origin'").fetchone()
-    except sqlite3.OperationalError:
-        return None  # no state table yet
-    finally:
-        conn.close()
-    return None if row is None else str(row[0])
+        if legacy.exists():
+            # An earlier version kept a PostgreSQL log's checkpoints in <home>/log/state.db.
+            old = SqliteCheckpointState(legacy)
+            try:
+                recorded = recorded_sqlite_origin(legacy)
+                if recorded is not None:
+                    state.settle_origin(recorded)
+                size_now = store.size()
+                for size, note in old.all_notes():
+                    # Only notes of this very tree (a home reused with another database's
+                    # state.db must not poison this one).
+                    body = parse_checkpoint_body(parse_note(note).text)
+                    if size <= size_now and body.root == store.root(size):
+                        state.add(size, note)
+            finally:
+                old.close()
+            legacy.rename(legacy.with_name("state.db.imported"))
+    except BaseException:
+        state.close()
+        raise
+    return state

@@ -36,7 +36,12 @@ from edgetrust.log._store_core import (
 )
 from edgetrust.log.merkle import leaf_hash
 
-__all__ = ["SEQUENCER_LOCK", "PostgresLogStore", "check_postgres_url"]
+__all__ = [
+    "SEQUENCER_LOCK",
+    "PostgresCheckpointState",
+    "PostgresLogStore",
+    "check_postgres_url",
+]
 
 SEQUENCER_LOCK = 0x6564_6765_7472_7573  # "edgetrus": the advisory lock key of the sequencer
 """The ``pg_advisory_xact_lock`` key every batch transaction holds while it extends the tree."""
@@ -52,6 +57,14 @@ CREATE TABLE IF NOT EXISTS log_entries (
     data  bytea  NOT NULL
 );
 CREATE INDEX IF NOT EXISTS log_entries_dk ON log_entries (dk);
+CREATE TABLE IF NOT EXISTS log_meta (      -- the log's origin (PostgresCheckpointState)
+    key   text PRIMARY KEY,
+    value text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS log_checkpoints (  -- every checkpoint note any node handed out
+    size  bigint PRIMARY KEY,
+    note  bytea  NOT NULL
+);
 """
 
 _COLUMNS = {"data": "data", "leaf": "leaf"}  # the only column names interpolated into SQL
@@ -241,6 +254,10 @@ class PostgresLogStore(SequencedStore):
         )
         return int(rows[0][0]) if rows else None
 
+    def checkpoint_state(self) -> PostgresCheckpointState:
+        """The origin and signed checkpoints of this log, in the same database (shared)."""
+        return PostgresCheckpointState(self)
+
     # -- lifecycle --------------------------------------------------------------------------
 
     def _release(self) -> None:
@@ -252,6 +269,78 @@ class PostgresLogStore(SequencedStore):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class PostgresCheckpointState:
+    """`edgetrust.log.state.CheckpointState` in the store's database, read through its pool.
+
+    Every node of a cluster reads and adds checkpoints here, so a node asked for the latest
+    checkpoint hands out the largest any node signed (never an older one than another node
+    already handed out), and `Log.checkpoint_at` finds every note any node signed. Two nodes
+    signing the same size race harmlessly: the first note stays, and it is the same bytes
+    (same key, same tree, deterministic Ed25519).
+    """
+
+    def __init__(self, store: PostgresLogStore) -> None:
+        self._store = store
+
+    def settle_origin(self, origin: str) -> str:
+        """Record `origin` if none is recorded; return the recorded one."""
+        self._exec(
+            "INSERT INTO log_meta(key, value) VALUES ('origin', %s) ON CONFLICT (key) DO NOTHING",
+            (origin,),
+        )
+        recorded = self.recorded_origin()
+        if recorded is None:  # pragma: no cover - just inserted
+            raise StoreError("the log's origin could not be recorded")
+        return recorded
+
+    def recorded_origin(self) -> str | None:
+        """The recorded origin, or None."""
+        rows = self._store._query("SELECT value FROM log_meta WHERE key = 'origin'")
+        return str(rows[0][0]) if rows else None
+
+    def latest(self) -> tuple[int, bytes] | None:
+        """The largest size any node signed a checkpoint for, and its note."""
+        rows = self._store._query(
+            "SELECT size, note FROM log_checkpoints ORDER BY size DESC LIMIT 1"
+        )
+        return (int(rows[0][0]), bytes(rows[0][1])) if rows else None
+
+    def add(self, size: int, note: bytes) -> bytes:
+        """Store `note` for `size` unless a note is stored; return the stored one."""
+        self._exec(
+            "INSERT INTO log_checkpoints(size, note) VALUES (%s, %s) ON CONFLICT (size) DO NOTHING",
+            (size, note),
+        )
+        stored = self.note_at(size)
+        if stored is None:  # pragma: no cover - just inserted
+            raise StoreError(f"checkpoint {size} could not be recorded")
+        return stored
+
+    def note_at(self, size: int) -> bytes | None:
+        """The note signed for `size`, or None."""
+        rows = self._store._query("SELECT note FROM log_checkpoints WHERE size = %s", (size,))
+        return bytes(rows[0][0]) if rows else None
+
+    def sizes(self) -> list[int]:
+        """Sizes with a signed checkpoint, ascending."""
+        return [
+            int(r[0]) for r in self._store._query("SELECT size FROM log_checkpoints ORDER BY size")
+        ]
+
+    def _exec(self, sql: str, params: Sequence[object]) -> None:
+        self._store._check_open()
+        try:
+            with self._store._pool.connection() as conn:
+                conn.execute(sql, params)
+        except psycopg.Error as exc:
+            raise StoreError(f"log state write failed: {_first_line(exc)}") from exc
+        except Exception as exc:  # the pool's own errors (timeout, closed)
+            raise StoreError(f"log state write failed: {_first_line(exc)}") from exc
+
+    def close(self) -> None:
+        """Nothing to release: the store owns the connections."""
 
 
 def _rows(conn: psycopg.Connection[Any], indices: Sequence[int]) -> dict[int, tuple[bytes, bytes]]:
