@@ -577,6 +577,18 @@ def node_serve(
     verify_workers: Annotated[
         int, typer.Option(help="Processes verifying batch signatures in parallel.")
     ] = 0,
+    publish: Annotated[
+        Path | None,
+        typer.Option(
+            "--publish",
+            help="Also keep DIR a static copy of the log (C2SP tlog-tiles files: checkpoint, "
+            "tile/...), updated as the log grows, for any web server or CDN to serve.",
+        ),
+    ] = None,
+    publish_interval: Annotated[
+        float,
+        typer.Option(help="With --publish: update DIR at most every this many seconds."),
+    ] = 1.0,
     anchor_every: Annotated[
         int | None,
         typer.Option(
@@ -640,6 +652,8 @@ def node_serve(
         burst=burst,
         max_delay=max_delay,
         verify_workers=verify_workers,
+        publish=publish,
+        publish_interval=publish_interval,
         traces=traces,
         trace_window=trace_window,
     )
@@ -647,11 +661,22 @@ def node_serve(
     on_append = None
     if anchor_every is not None:
         log, on_append = _auto_anchor(settings, anchor_every, rpc, contract, account, home)
-    elif store is not None:
+    elif store is not None or publish is not None:
         # Opened here, not at startup, so a bad URL or an unreachable database is one line.
         from edgetrust.log.service import Log
 
         log = Log.open(home, origin=origin, max_delay=max_delay, store=store)
+    if publish is not None:
+        # Likewise a directory that is not writable or holds another log: refused up front.
+        from edgetrust.log.publish import publish_tiles
+
+        assert log is not None  # opened just above
+        try:
+            publish_tiles(log, publish)
+        except BaseException:
+            log.close()
+            raise
+        err.print(f"publishing tiles into {publish}")
     err.print(f"edgetrust node on http://{host}:{port} (Ctrl-C to stop)")
     if traces:
         err.print("answering dispute queries about this home's traces (/v1/traces)")

@@ -39,6 +39,7 @@ from edgetrust.encoding import parse_json
 from edgetrust.errors import Error, InvalidInputError, NotFoundError
 from edgetrust.log.client import TILE_HEIGHT, TILE_WIDTH, parse_tile_path
 from edgetrust.log.merkle import complete_subtrees, fold_subtrees, inclusion_proof_ranges
+from edgetrust.log.publish import TilePublisher
 from edgetrust.log.service import Log
 from edgetrust.node._http import (
     ERROR_RESPONSES,
@@ -393,6 +394,7 @@ class _Node:
         self._drainer: asyncio.Task[None] | None = None
         self._latest_lock = threading.Lock()
         self.metrics = NodeMetrics(log)
+        self.publisher: TilePublisher | None = None
 
     def latest(self) -> tuple[bytes, int]:
         """The latest signed checkpoint note and its size (the log signs one if it grew)."""
@@ -428,6 +430,8 @@ class _Node:
         return self.append_group([data])[0]
 
     def _appended(self) -> None:
+        if self.publisher is not None:
+            self.publisher.notify()
         if self.on_append is None:
             return
         try:
@@ -555,9 +559,15 @@ def create_app(
             store=cfg.store,
         )
         holder["node"] = _Node(the_log, cfg, pool, on_append)
+        if cfg.publish is not None:
+            holder["node"].publisher = TilePublisher(
+                the_log, cfg.publish, interval=cfg.publish_interval
+            )
         try:
             yield
         finally:
+            if holder["node"].publisher is not None:
+                holder["node"].publisher.close()
             if own:
                 the_log.close()
             if pool is not None:

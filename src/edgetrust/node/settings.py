@@ -47,6 +47,11 @@ class NodeSettings:
     previous batch was committing is committed next, at once. A submitter waits for its
     commit, so a delay adds to every request's latency; measured: a lone submitter waits
     ~0.1 ms per entry at 0, 1.3 ms at 1 ms, 6 ms at 5 ms."""
+    publish: Path | None = None
+    """Also keep this directory a static copy of the log's tiles (C2SP tlog-tiles files that
+    any web server or CDN can serve), updated as the log grows (`TilePublisher`)."""
+    publish_interval: float = 1.0
+    """With `publish`: the most often, in seconds, the directory is updated."""
     verify_workers: int = 0
     """Processes that verify the envelopes of a batch in parallel (0: in the server process).
     Single submissions are always verified in the server: a process hop per request costs
@@ -80,6 +85,8 @@ class NodeSettings:
             raise InvalidInputError("`batch_size` must be 1..65536")
         if not (math.isfinite(self.max_delay) and 0 <= self.max_delay <= 60):
             raise InvalidInputError("`max_delay` must be 0..60 seconds")
+        if not (math.isfinite(self.publish_interval) and 0 < self.publish_interval <= 3600):
+            raise InvalidInputError("`publish_interval` must be 0..3600 seconds (not 0)")
         if not 0 <= self.verify_workers <= (os.cpu_count() or 1) * 4:
             raise InvalidInputError("`verify_workers` must be 0..4x the number of CPUs")
         if not (math.isfinite(self.trace_window) and self.trace_window > 0):
