@@ -344,7 +344,7 @@ def run() -> str:
                     n.stop()
             rates[name] = r["rate"]
             if name == "PostgreSQL, one node":
-                one = {**r, "pg_us": pg_us}
+                one = {**r, "pg_us": pg_us, "busy": busy}
             node_rows.append(
                 [
                     name,
@@ -387,8 +387,9 @@ def run() -> str:
             "flush included). So the two nodes' commits take turns instead of merging: in "
             "this closed loop of 16 clients each submission waits for the other node's "
             "commit as well as its own, and each commit carries half the entries. The limit "
-            f"is commit latency, not CPU: one node keeps {one_core:.2f} core busy "
-            f"({one['rate']:,.0f}/s x {one['cpu_us']:.0f} µs), and {os.cpu_count()} cores / "
+            f"is commit latency more than CPU: one node keeps {one_core:.2f} core busy "
+            f"({one['rate']:,.0f}/s x {one['cpu_us']:.0f} µs; the whole machine "
+            f"{one['busy']:.0%}), and {os.cpu_count()} cores / "
             f"(node + PostgreSQL CPU per entry) would allow {ceiling:,.0f}/s = "
             f"{ceiling / one['rate']:.2f}x one node before the load generators' share. "
             "What would scale: the issue's other design, nodes queueing verified entries "
