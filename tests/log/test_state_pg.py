@@ -122,3 +122,19 @@ def test_a_log_needs_exactly_one_state(tmp_path: Path) -> None:
                 state_path=tmp_path / "x.db",
                 state=SqliteCheckpointState(tmp_path / "y.db"),
             )
+
+
+def test_log_key_and_checkpoint_read_the_postgres_log(
+    tmp_path: Path, pg_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edgetrust.cli import run
+
+    home = tmp_path / "home"
+    with Log.open(home, store=pg_url, origin="pg.example/log") as log:
+        log.append(b"x")
+        vkey = log.verifier_key
+    assert run(["log", "key", "--home", str(home), "--store", pg_url]) == 0
+    assert capsys.readouterr().out.strip() == vkey
+    monkeypatch.setenv("EDGETRUST_LOG_STORE", pg_url)
+    assert run(["log", "checkpoint", "--home", str(home)]) == 0
+    assert capsys.readouterr().out.startswith("pg.example/log\n1\n")

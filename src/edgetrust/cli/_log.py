@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -77,10 +78,12 @@ def _client(url: str, key: str | None, state: Path | None = None) -> Any:
     return LogClient(url, key, state_path=state)
 
 
-def _open_log(home: str | None) -> Any:
+def _open_log(home: str | None, store: str | None = None) -> Any:
     from edgetrust.log.service import Log
 
-    return Log.open(home)
+    # EDGETRUST_LOG_STORE (what --store reads) applies to every embedded-log command, so a
+    # PostgreSQL log's host runs `log key`, `log checkpoint`... on the shared log.
+    return Log.open(home, store=store or os.environ.get("EDGETRUST_LOG_STORE") or None)
 
 
 def _checkpoint_dict(note: bytes, vkey: str) -> dict[str, Any]:
@@ -118,6 +121,7 @@ def _describe_entry(data: bytes) -> dict[str, Any]:
 def log_key(
     log: LogUrlOpt = None,
     home: HomeOpt = None,
+    store: StoreOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Print the log's verifier key, one line in note vkey format.
@@ -140,7 +144,7 @@ def log_key(
         if not isinstance(vkey, str):
             raise LogUnavailableError(f"{log} answered no key")
     else:
-        the_log = _open_log(home)
+        the_log = _open_log(home, store)
         try:
             vkey = the_log.verifier_key
         finally:
