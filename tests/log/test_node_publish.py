@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from edgetrust.cli import run
+from edgetrust.errors import InvalidInputError
 from edgetrust.identity import Identity
 from edgetrust.log.checkpoint import verify_checkpoint
 from edgetrust.log.client import LogClient
@@ -172,3 +173,26 @@ def test_unusable_publish_dirs_are_one_line_errors(
     assert a_file.read_text() == "x"
     with Log.open(home) as log:
         assert log.size() == 1
+
+
+def test_create_app_publishes_and_stops_with_the_app(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from edgetrust.node.app import create_app
+    from edgetrust.node.settings import NodeSettings
+
+    www = tmp_path / "www"
+    settings = NodeSettings(home=tmp_path / "home", publish=www, publish_interval=0.05)
+    with TestClient(create_app(settings=settings)) as http:
+        assert http.get("/checkpoint").status_code == 200
+        assert (www / "checkpoint").read_bytes() == http.get("/checkpoint").content
+    # A directory the app cannot use: startup fails, the log it opened is closed again.
+    bad = tmp_path / "file"
+    bad.write_text("x")
+    with (
+        pytest.raises(InvalidInputError),
+        TestClient(create_app(settings=NodeSettings(home=tmp_path / "home", publish=bad))),
+    ):
+        pass
+    with Log.open(tmp_path / "home") as log:  # not left locked or half-open
+        assert log.size() == 0

@@ -559,11 +559,11 @@ def create_app(
             store=cfg.store,
         )
         holder["node"] = _Node(the_log, cfg, pool, on_append)
-        if cfg.publish is not None:
-            holder["node"].publisher = TilePublisher(
-                the_log, cfg.publish, interval=cfg.publish_interval
-            )
         try:
+            if cfg.publish is not None:
+                holder["node"].publisher = TilePublisher(
+                    the_log, cfg.publish, interval=cfg.publish_interval
+                )
             yield
         finally:
             if holder["node"].publisher is not None:
