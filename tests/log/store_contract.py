@@ -114,6 +114,24 @@ class LogStoreContract:
                 if m:
                     verify_consistency(m, size, proof, root_from_leaves(leaves[:m]), root)
 
+    def test_many_inclusion_proofs_in_one_read(self, store: LogStore) -> None:
+        leaves = [leaf_hash(entry(i)) for i in range(77)]
+        store.append_many([entry(i) for i in range(77)])
+        batched = getattr(store, "inclusion_proofs", None)
+        if batched is None:
+            pytest.skip("this backend has no batched inclusion proofs")
+        for size in (1, 2, 33, 64, 77):
+            indices = [0, size - 1, size // 2, size // 2, size // 3]
+            expected = [inclusion_proof(i, leaves[:size]) for i in indices]
+            assert batched(indices, size) == expected
+        assert batched([], 77) == []
+        with pytest.raises(InvalidInputError):
+            batched([77], 77)
+        with pytest.raises(InvalidInputError):
+            batched([-1], 77)
+        with pytest.raises(NotFoundError):
+            batched([0], 78)
+
     def test_hashes_are_the_complete_subtrees(self, store: LogStore) -> None:
         n = 300
         store.append_many([entry(i) for i in range(n)])

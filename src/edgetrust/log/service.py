@@ -196,6 +196,14 @@ class Log:
         """Audit path of entry `index` in the tree of `size` entries (RFC 9162 §2.1.3.1)."""
         return self.store.inclusion_proof(index, size)
 
+    def inclusion_proofs(self, indices: Sequence[int], size: int) -> list[list[bytes]]:
+        """Audit paths of many entries in the tree of `size` (one store read when it can)."""
+        batched = getattr(self.store, "inclusion_proofs", None)
+        if batched is not None:
+            proofs: list[list[bytes]] = batched(indices, size)
+            return proofs
+        return [self.store.inclusion_proof(i, size) for i in indices]
+
     def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
         """Consistency proof between two tree sizes (RFC 9162 §2.1.4.1)."""
         return self.store.consistency_proof(size1, size2)

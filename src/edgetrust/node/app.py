@@ -449,7 +449,7 @@ class _Node:
         self._appended()
         note, size = self.covering(max(indices))
         text = note.decode()
-        paths = batch_inclusion_proofs(self.log.hashes, indices, size)
+        paths = self.log.inclusion_proofs(indices, size)
         return [
             {"index": i, "size": size, "inclusion_proof": _b64(p), "checkpoint": text}
             for i, p in zip(indices, paths, strict=True)
@@ -497,7 +497,7 @@ class _Node:
         self._appended()
         note, size = self.covering(max(indices)) if indices else self.latest()
         if proofs:
-            paths = batch_inclusion_proofs(self.log.hashes, indices, size)
+            paths = self.log.inclusion_proofs(indices, size)
             items = [
                 {"index": i, "inclusion_proof": _b64(p)}
                 for i, p in zip(indices, paths, strict=True)
