@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -223,12 +223,14 @@ def verify_recording(
     *,
     reviewers: ReviewerSet | None = None,
     require_consent: bool = False,
+    on_chunk: Callable[[int, int], object] | None = None,
 ) -> VerifiedCapture:
     """Prove that an EDF/BDF file's samples are exactly the signed stream.
 
     Steps 1-4 are `verify_manifest` (root, consent, seals, chain); then (5) the file's channels
     and rate are the signed sensor's, and its data records, chunk by chunk, are the signed
     chunks: a dropped, moved, inserted or altered record is named by its chunk index.
+    `on_chunk(done, total)` is called per chunk read (for a progress bar).
     """
     if manifest is None or not isinstance(manifest, Manifest):
         mpath = manifest_path(path) if manifest is None else Path(manifest)
@@ -247,5 +249,16 @@ def verify_recording(
             chunk=None,
             step="5 samples",
         )
-    verify_samples(verified, file_chunks(rec, verified))
+    chunks: Iterable[npt.NDArray[np.int32]] = file_chunks(rec, verified)
+    if on_chunk is not None:
+        chunks = _counted(chunks, rec.frames.shape[0] // max(rec.record_samples, 1), on_chunk)
+    verify_samples(verified, chunks)
     return verified
+
+
+def _counted(
+    items: Iterable[npt.NDArray[np.int32]], total: int, on_chunk: Callable[[int, int], object]
+) -> Iterator[npt.NDArray[np.int32]]:
+    for i, item in enumerate(items, 1):
+        yield item
+        on_chunk(i, total)
