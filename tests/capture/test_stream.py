@@ -226,6 +226,12 @@ def test_seal_by_another_device_is_named(session: CaptureSession) -> None:
     with pytest.raises(ForeignSignatureError) as exc:
         verify_manifest(Manifest(m.header, seals, m.statement))
     assert exc.value.chunk == 7 and exc.value.signer == intruder.did
+    # the device's seal with an extra signature by another key is refused too
+    env = m.seals[1].envelope
+    both = sign_envelope(env.payload, env.payload_type, session.identity, intruder)
+    with pytest.raises(ForeignSignatureError) as exc2:
+        verify_manifest(Manifest(m.header, (m.seals[0], parse_seal(both), m.seals[2]), m.statement))
+    assert exc2.value.signer == intruder.did
 
 
 def test_root_by_another_device_is_refused(session: CaptureSession) -> None:
@@ -332,3 +338,34 @@ def test_header_and_manifest_refuse_bad_input(session: CaptureSession) -> None:
 
     with pytest.raises(InvalidInputError):
         parse_manifest(json.dumps(m))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(2, 9), st.sampled_from(["drop", "swap", "insert", "alter"]), st.data())
+def test_tampered_stream_end_to_end(chunks: int, how: str, data: st.DataObject) -> None:
+    from edgetrust.capture.stream import CaptureDevice
+
+    dev = CaptureDevice(Identity.from_seed(b"\x05" * 32), make_sensor(2, 10))
+    s = dev.start(seal_every=3, start_ms=0)
+    seed = data.draw(st.integers(0, 2**16))
+    s.add(np.random.default_rng(seed).integers(-100, 100, (chunks * 10, 2)))
+    s.finish()
+    v = verify_manifest(Manifest.from_session(s))
+    found = [c.samples for c in s.chunks]
+    i = data.draw(st.integers(0, chunks - 2))
+    if how == "drop":
+        del found[i]
+        want: type = GapError
+    elif how == "swap":
+        found[i], found[i + 1] = found[i + 1], found[i]
+        want, i = ReorderedChunkError, i + 1
+    elif how == "insert":
+        found.insert(i, np.full((10, 2), 101))
+        want = InsertedChunkError
+    else:
+        found[i] = found[i].copy()
+        found[i][data.draw(st.integers(0, 9)), data.draw(st.integers(0, 1))] += 1
+        want = AlteredChunkError
+    with pytest.raises(want) as exc:
+        verify_samples(v, found)
+    assert exc.value.chunk == i

@@ -173,8 +173,10 @@ def _check_seal(header: StreamHeader, seal: Seal, seq: int, first: int, step: st
         signer = verify_envelope(seal.envelope)
     except VerificationError as exc:
         raise CaptureError(f"seal {seq}: {exc.message}", chunk=seal.last, step=step) from exc
-    if signer != header.device or len(seal.envelope.signatures) != 1:
-        raise ForeignSignatureError(seal.last, signer, header.device, step=step)
+    for other in seal.envelope.signers:
+        if other != header.device:  # a seal is the device's alone: any other key is foreign
+            raise ForeignSignatureError(seal.last, other, header.device, step=step)
+    del signer
     if seal.stream_id != header.stream_id or seal.header != header.digest:
         raise BrokenChainError(f"seal {seq} is of another stream", chunk=seal.first, step=step)
     if seal.seq != seq:
