@@ -145,3 +145,45 @@ def test_record_from_brainflow(tmp_path: Path, capsys: pytest.CaptureFixture[str
     code, body, _ = cli(capsys, "capture", "record", "--seconds", "1", "--out", rec, "--json")
     assert code == 0 and body["samples"] == 250 and body["source"] == "synthetic"
     assert cli(capsys, "capture", "verify", rec)[0] == 0
+
+
+def test_wearer_must_be_a_logged_reviewer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from edgetrust.human.reviewers import ReviewerRegistry, sign_reviewer_statement
+    from edgetrust.identity import Keystore
+    from edgetrust.log.service import Log
+    from tests.human.authenticator import SoftAuthenticator
+
+    alice = Keystore().create("alice")
+    rec = str(tmp_path / "w.bdf")
+    assert (
+        run(
+            [
+                "capture",
+                "record",
+                "--source",
+                "numpy",
+                "--seconds",
+                "1",
+                "--wearer",
+                "alice",
+                "--out",
+                rec,
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    code, _, err = cli(capsys, "capture", "verify", rec, "--wearer-reviewer")
+    assert code == 1 and "not a registered reviewer" in err
+    reg = ReviewerRegistry(rp_id="edgetrust.local", origin="https://edgetrust.local")
+    auth = SoftAuthenticator()
+    passkey = reg.finish_registration(alice.did, auth.create(reg.start_registration(alice.did)))
+    with Log.open() as log:
+        log.append(sign_reviewer_statement(alice, passkey).to_json())
+    code, v, err = cli(capsys, "capture", "verify", rec, "--wearer-reviewer", "--json")
+    assert code == 0 and v["consented"], err

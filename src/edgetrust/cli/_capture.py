@@ -147,6 +147,10 @@ def verify_cmd(
     require_logged: Annotated[
         bool, typer.Option(help="Refuse a stream whose root is not in the local log.")
     ] = False,
+    wearer_reviewer: Annotated[
+        bool,
+        typer.Option(help="Require consent by a reviewer registered in the local log (passkey)."),
+    ] = False,
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -155,12 +159,23 @@ def verify_cmd(
     from edgetrust.errors import VerificationError
 
     set_json_mode(json_out)
+    reviewers = None
+    if wearer_reviewer:
+        from edgetrust.human.policy import DEFAULT_ORIGIN, DEFAULT_RP_ID, HumanRecord
+        from edgetrust.log.service import Log
+
+        with Log.open(home) as the_log:
+            entries = the_log.entries(0, the_log.size()) if the_log.size() else []
+        reviewers = HumanRecord.from_entries(
+            entries, rp_id=DEFAULT_RP_ID, origin=DEFAULT_ORIGIN
+        ).registry
     with _progress(json_out) as progress:
         task = progress.add_task("verifying", total=None)
         verified = verify_recording(
             file,
             manifest,
-            require_consent=require_consent,
+            require_consent=require_consent or wearer_reviewer,
+            reviewers=reviewers,
             on_chunk=lambda done, total: progress.update(task, completed=done, total=total),
         )
     index = _logged(home, verified.statement)
