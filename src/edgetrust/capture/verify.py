@@ -317,11 +317,20 @@ def verify_samples(
         GapError, ReorderedChunkError, InsertedChunkError, AlteredChunkError: as named.
     """
     found = []
+    frames = 0
     for i, c in enumerate(chunks):
-        found.append(chunk_digest(check_chunk(verified.header, c, i, last=True)))
+        arr = check_chunk(verified.header, c, i, last=True)
+        frames += arr.shape[0]
+        found.append(chunk_digest(arr))
     fault = find_chunk_fault(verified.digests, found, step=step)
     if fault is not None:
         raise fault
+    if frames != verified.samples:  # the digests bind each chunk's length; so must the root
+        raise BrokenChainError(
+            f"the chunks hold {frames} frames, the root says {verified.samples}",
+            chunk=None,
+            step=step,
+        )
 
 
 class StreamVerifier:
