@@ -54,3 +54,58 @@ def test_samples_injected_in_transit_are_named(lsl) -> None:  # type: ignore[no-
     with pytest.raises(AlteredChunkError) as exc:
         inlet.run(timeout=20)
     assert exc.value.chunk == 2
+
+
+def test_record_an_unsigned_lsl_stream(lsl, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import threading
+    import time
+
+    import pylsl
+
+    from edgetrust.cli import run
+
+    info = pylsl.StreamInfo("amp-under-test", "EEG", 4, 100, pylsl.cf_float32, "amp-1")
+    chans = info.desc().append_child("channels")
+    for label in ("Fz", "Cz", "Pz", "Oz"):
+        chans.append_child("channel").append_child_value("label", label)
+    outlet = pylsl.StreamOutlet(info)
+    stop = threading.Event()
+    data = eeg_like(10.0, 4, 100).astype(np.float32) / 50
+
+    def push() -> None:
+        i = 0
+        while not stop.is_set() and i < len(data):
+            outlet.push_chunk(data[i : i + 5].tolist())
+            i += 5
+            time.sleep(0.02)
+
+    pusher = threading.Thread(target=push, daemon=True)
+    pusher.start()
+    try:
+        rec = str(tmp_path / "amp.bdf")
+        code = run(
+            [
+                "capture",
+                "record",
+                "--source",
+                "lsl:amp-under-test",
+                "--seconds",
+                "1",
+                "--chunk-seconds",
+                "0.5",
+                "--out",
+                rec,
+                "--json",
+                "--no-log",
+            ]
+        )
+        body = json.loads(capsys.readouterr().out)
+        assert code == 0 and body["samples"] == 100 and body["chunks"] == 2
+        assert run(["capture", "verify", rec]) == 0
+    finally:
+        stop.set()
+        pusher.join(5)
+    from edgetrust.capture.edf import read_recording
+
+    assert read_recording(rec).labels == ("Fz", "Cz", "Pz", "Oz")

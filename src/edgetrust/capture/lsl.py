@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from edgetrust.encoding import parse_json
 from edgetrust.errors import InvalidInputError, NotFoundError
 from edgetrust.identity import Identity
 
-__all__ = ["LOCAL_LSL_CONFIG", "LslCaptureInlet", "LslCaptureOutlet", "use_local_lsl"]
+__all__ = ["LOCAL_LSL_CONFIG", "LslCaptureInlet", "LslCaptureOutlet", "LslSource", "use_local_lsl"]
 
 LOCAL_LSL_CONFIG = """[ports]
 IPv6 = disable
@@ -198,3 +199,71 @@ def _last(envelope: Envelope) -> int:
     from edgetrust.capture.stream import parse_seal
 
     return parse_seal(envelope).last
+
+
+def _ascii(text: str, default: str) -> str:
+    clean = "".join(ch for ch in text if " " <= ch <= "~")[:80]
+    return clean or default
+
+
+class LslSource:
+    """An unsigned LSL stream (e.g. an amplifier's own outlet) as a capture source.
+
+    Here the signer is the recorder that reads the stream, not the sensor: the signature then
+    proves the samples passed through *this recorder's* key as they arrived. Samples become
+    24-bit digital values: integer streams are taken as ADC counts (and must fit 24 bits),
+    float streams are read as µV and quantized like BrainFlow's (`to_digital`).
+    """
+
+    def __init__(self, name: str, *, timeout: float = 5.0) -> None:
+        import pylsl
+
+        from edgetrust.capture.sources import BDF_CHANNEL
+        from edgetrust.capture.stream import Channel, SensorInfo
+
+        found = pylsl.resolve_byprop("name", name, 1, timeout)
+        if not found:
+            raise NotFoundError(f"no LSL stream named {name!r:.40} found in {timeout:g} s")
+        self.inlet = pylsl.StreamInlet(found[0], max_buflen=360)
+        info = self.inlet.info(timeout)
+        rate = info.nominal_srate()
+        if rate <= 0 or rate != int(rate):
+            raise InvalidInputError(f"LSL stream {name!r:.40} has no integer sampling rate")
+        n = info.channel_count()
+        labels: list[str] = []
+        ch = info.desc().child("channels").child("channel")
+        while not ch.empty() and len(labels) < n:
+            labels.append(_ascii(ch.child_value("label"), f"ch{len(labels) + 1}")[:16])
+            ch = ch.next_sibling()
+        if len(labels) != n or len(set(labels)) != n:
+            labels = [f"ch{i + 1}" for i in range(n)]
+        b = BDF_CHANNEL
+        self.float_samples = info.channel_format() in (pylsl.cf_float32, pylsl.cf_double64)
+        self.sensor = SensorInfo(
+            _ascii(info.type(), "EEG"),
+            tuple(
+                Channel(lb, b.unit, b.physical_min, b.physical_max, b.digital_min, b.digital_max)
+                for lb in labels
+            ),
+            int(rate),
+            f"lsl {pylsl.library_version()}",
+            "int32",
+            _ascii(f"LSL stream {info.name()} from {info.hostname()}", "LSL stream"),
+        )
+        self.inlet.open_stream(timeout)
+
+    def frames(self, seconds: float, *, timeout: float = 10.0) -> Iterator[npt.NDArray[Any]]:
+        """Frames as they arrive, `seconds` worth of samples (or fewer if the stream stops)."""
+        from edgetrust.capture.sources import to_digital
+
+        want = round(seconds * self.sensor.sampling_rate)
+        got = 0
+        deadline = time.monotonic() + timeout + seconds
+        while got < want and time.monotonic() < deadline:
+            samples, _ = self.inlet.pull_chunk(timeout=0.1, max_samples=want - got)
+            if not samples:
+                continue
+            arr = np.asarray(samples)
+            frames = to_digital(arr, self.sensor.channels) if self.float_samples else arr
+            got += len(frames)
+            yield frames

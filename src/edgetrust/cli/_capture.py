@@ -41,7 +41,11 @@ def record_cmd(
     out_file: Annotated[Path, typer.Option("--out", help="The .bdf (or .edf) file to write.")],
     seconds: Annotated[float, typer.Option(help="Seconds of samples to record.")] = 10.0,
     source: Annotated[
-        str, typer.Option(help="'synthetic' (BrainFlow's synthetic board, real time) or 'numpy'.")
+        str,
+        typer.Option(
+            help="'synthetic' (BrainFlow's synthetic board, real time), 'numpy', or 'lsl:NAME' "
+            "(an unsigned LSL stream, signed here as it arrives)."
+        ),
     ] = "synthetic",
     channels: Annotated[int, typer.Option(help="EEG channels.")] = 8,
     chunk_seconds: Annotated[float, typer.Option(help="Seconds per hashed chunk.")] = 1.0,
@@ -75,8 +79,15 @@ def record_cmd(
         sensor = numpy_sensor(channels)
         data = eeg_like(seconds, channels, sensor.sampling_rate)
         frames = iter([data[i : i + 25] for i in range(0, len(data), 25)])
+    elif source.startswith("lsl:"):
+        from edgetrust.capture.lsl import LslSource
+
+        lsl = LslSource(source[4:])
+        sensor, frames = lsl.sensor, lsl.frames(seconds)
     else:
-        raise InvalidInputError(f"--source must be 'synthetic' or 'numpy', not {source!r:.20}")
+        raise InvalidInputError(
+            f"--source must be 'synthetic', 'numpy' or 'lsl:NAME', not {source!r:.20}"
+        )
     total = round(seconds * sensor.sampling_rate)
     with _progress(json_out) as progress:
         task = progress.add_task("recording", total=total)
