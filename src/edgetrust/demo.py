@@ -20,6 +20,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from edgetrust.capture.demo import capture_step
 from edgetrust.data.demo import data_step
 from edgetrust.device import Device, LocalLogWriter
 from edgetrust.dsse import Envelope
@@ -451,6 +452,9 @@ def _run(console: Console, root: Path) -> DemoResult:
 
     _step(console, "11. Data stays home: consent grants, jobs on the data, revocation, value")
     data_step(console, result, root)
+
+    _step(console, "12. Human-origin data: an EEG stream signed at the sensor, logged, checked")
+    capture_step(console, result, root, log)
 
     result.log_size = log.size()
     for device in devices.values():

@@ -10,6 +10,7 @@ from __future__ import annotations
 # Command groups: importing a module registers its commands on `app`. One line per group.
 import edgetrust.cli._chain  # noqa: F401  (chain account, deploy, anchor, watch, …, demo)
 from edgetrust.cli import (
+    _capture,  # noqa: F401  (capture record, verify, show)
     _core,  # noqa: F401  (init, model, infer, reveal, verify, demo)
     _data,  # noqa: F401  (data add, grant, serve, request, usage, value, …)
     _dispute,  # noqa: F401  (model import, challenge)

@@ -34,6 +34,7 @@ from pydantic import BaseModel
 # these modules registers receipts, batch receipts and model cards.
 import edgetrust.models
 import edgetrust.receipts  # noqa: F401
+from edgetrust.capture.http import capture_router
 from edgetrust.dsse import Envelope, envelope_from_dict
 from edgetrust.encoding import parse_json
 from edgetrust.errors import Error, InvalidInputError, NotFoundError
@@ -762,6 +763,7 @@ def create_app(
         )
 
     add_web(app, lambda: node().log)
+    app.include_router(capture_router(lambda: node().log))
     if cfg.traces:
         _add_trace_routes(app, cfg)
     return app
