@@ -366,6 +366,7 @@ class DataOwner:
         self.max_records = max_records
         self._device: Any = None
         self._tables: dict[str, Any] = {}
+        self._cards: dict[str, DatasetCard] = {}
         self.recovered = self.ledger.recover(self.log.append)
         """(reservations dropped, records logged) by the crash recovery at start."""
 
@@ -425,7 +426,7 @@ class DataOwner:
             return done.response
         # 3. our dataset
         try:
-            card = self.store.card(job.dataset)[0]
+            card = self._card(job.dataset)
         except NotFoundError as exc:
             raise NotFoundError("this owner holds no such dataset") from exc
         if card.owner != self.identity.did:
@@ -583,6 +584,13 @@ class DataOwner:
                 limit=int(self.max_output_ratio * x.nbytes),
             )
         return {"model": mcard.digest, "outputs": outputs}, run.bundle.to_dict()
+
+    def _card(self, digest: str) -> DatasetCard:
+        """A dataset's card, read and signature-checked once per owner lifetime (immutable)."""
+        card = self._cards.get(digest)
+        if card is None:
+            card = self._cards[digest] = self.store.card(digest)[0]
+        return card
 
     def _table(self, digest: str) -> Any:
         """The records of a dataset, parsed and digest-checked once per owner lifetime.
