@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from edgetrust.collab.dp import DPConfig, PrivacyAccountant
@@ -286,3 +287,47 @@ def test_fl_audit_cli_passes_honest_and_fails_naming_the_participant(
     assert run(["fl", "audit", "--home", str(world.home)]) == 1
     err = capsys.readouterr().err.replace("\n", "")
     assert b[:24] in err and "verification failed" in err
+
+
+def test_jobs_and_rounds_share_one_grant_budget(world: World, tmp_path: Path) -> None:
+    from edgetrust.data.jobs import DataOwner, make_job
+    from edgetrust.data.ledger import BudgetExhaustedError
+    from edgetrust.zoo import load_digits_split
+
+    x_tr, _, y_tr, _ = load_digits_split()
+    owner = DataOwner(tmp_path / "owner", log=world.log)
+    npz = tmp_path / "d.npz"
+    np.savez(npz, x=x_tr[300:360], label=y_tr[300:360])
+    card, _ = owner.add_dataset(npz)
+    researcher = world.coordinator.identity
+    grant = issue_grant(
+        owner.identity,
+        audience=researcher.did,
+        dataset=card.digest,
+        actions=["stats", "train"],
+        expires=int(time.time()) + 3600,
+        eps_total=ROUND_EPS + 0.3,
+        max_uses=3,
+    )
+    workers = dict(world.workers)
+    workers[owner.identity.did] = ClientWorker(
+        identity=owner.identity, x=x_tr[300:360], y=y_tr[300:360]
+    )
+    gate = _consent(world)
+    gate.chains[owner.identity.did] = (grant,)
+    run_round(world.coordinator, workers)
+
+    def job(eps: float) -> dict[str, Any]:
+        params = {"columns": ["label"], "epsilon": eps, "bounds": {"label": [0, 9]}}
+        body = make_job(researcher, [grant], action="stats", algorithm="mean", params=params)
+        return owner.run_job(body)
+
+    # the owner's ledger counts the round's ε (logged by the coordinator) against the grant
+    with pytest.raises(BudgetExhaustedError):
+        job(0.5)
+    job(0.2)
+    # and the gate counts the owner's job against the round after
+    with pytest.raises(ConsentError, match="budget") as exc:
+        run_round(world.coordinator, workers)
+    assert exc.value.participant == owner.identity.did
+    owner.close()

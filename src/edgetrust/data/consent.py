@@ -184,34 +184,39 @@ class _LogState:
     """What the gate has read of the log: revocations and the spend of every grant."""
 
     view: RevocationView
-    spent: dict[str, tuple[int, float]] = field(default_factory=dict)
+    spent: dict[str, dict[str, tuple[int, float]]] = field(default_factory=dict)
+    """Grant digest -> signer of the usage records -> (uses, ε)."""
     jobs: set[str] = field(default_factory=set)
 
     def read(self, log: Any) -> None:
+        from edgetrust.data.jobs import read_usage
+
         size = int(log.size())
         start = self.view.size
         for page in range(start, size, 4096):
             entries = log.entries(page, min(4096, size - page))
             for raw in entries:
                 try:
-                    rec = _usage(raw)
-                except Error:
+                    rec, signer = read_usage(raw)
+                except Error:  # another kind of entry
                     continue
-                if rec is not None and rec.job not in self.jobs:
-                    self.jobs.add(rec.job)
-                    for d in rec.chain:
-                        n, e = self.spent.get(d, (0, 0.0))
-                        self.spent[d] = (n + 1, e + rec.epsilon)
+                if rec.job in self.jobs:
+                    continue
+                self.jobs.add(rec.job)
+                for d in rec.chain:
+                    n, e = self.spent.setdefault(d, {}).get(signer, (0, 0.0))
+                    self.spent[d][signer] = (n + 1, e + rec.epsilon)
             self.view.observe(self.view.size, entries, size=page + len(entries))
         self.view.size = size
         self.view.observed_at = time.time()
 
-
-def _usage(raw: bytes) -> UsageRecord | None:
-    """The usage record in a log entry, or None for another kind of entry."""
-    from edgetrust.data.jobs import read_usage
-
-    return read_usage(raw)[0]
+    def used(self, digest: str, signers: set[str]) -> tuple[int, float]:
+        """Uses and ε of a grant in usage records signed by `signers` (not a stranger's)."""
+        n, e = 0, 0.0
+        for signer, (n1, e1) in self.spent.get(digest, {}).items():
+            if signer in signers:
+                n, e = n + n1, e + e1
+        return n, e
 
 
 class TrainConsent:
@@ -248,10 +253,6 @@ class TrainConsent:
         now = int(time.time())
         with self._lock:
             self._state.read(self.log)
-            spent = dict(self._state.spent)
-            for d, (n, e) in self._pending.items():
-                n0, e0 = spent.get(d, (0, 0.0))
-                spent[d] = (n0 + n, e0 + e)
             admitted: dict[str, tuple[str, ...]] = {}
             for did in sorted(participants):
                 chain = self.chains.get(did)
@@ -278,11 +279,13 @@ class TrainConsent:
                     raise ConsentError(exc.message, participant=did, step=exc.step) from exc
                 except Error as exc:
                     raise ConsentError(exc.message, participant=did, step="1 grants") from exc
-                # 3. uses and budget
-                _check_budget(did, verified.grants, verified.digests, spent, epsilon)
+                # 3. uses and budget: the owner's jobs and our rounds, logged or admitted
+                spent = {}
                 for d in verified.digests:
-                    n, e = spent.get(d, (0, 0.0))
-                    spent[d] = (n + 1, e + (epsilon or 0.0))
+                    n, e = self._state.used(d, {did, requester})
+                    n1, e1 = self._pending.get(d, (0, 0.0))
+                    spent[d] = (n + n1, e + e1)
+                _check_budget(did, verified.grants, verified.digests, spent, epsilon)
                 admitted[did] = verified.digests
             for did in admitted:
                 for env in self.chains[did]:

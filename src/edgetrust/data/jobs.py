@@ -21,6 +21,7 @@ import binascii
 import os
 import secrets
 import signal
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ from edgetrust.data.grant import (
 from edgetrust.data.ledger import JobLedger
 from edgetrust.data.stats import StatsQuery, run_stats
 from edgetrust.data.store import DataStore
-from edgetrust.dsse import Envelope, envelope_from_dict, sign_envelope
+from edgetrust.dsse import Envelope, envelope_from_dict, parse_envelope, sign_envelope
 from edgetrust.encoding import canonical_json, digest_bytes, digest_hex, parse_digest, parse_json
 from edgetrust.errors import InvalidInputError, NotFoundError, ResourceLimitError, UnsupportedError
 from edgetrust.home import resolve_home
@@ -367,6 +368,10 @@ class DataOwner:
         self._device: Any = None
         self._tables: dict[str, Any] = {}
         self._cards: dict[str, DatasetCard] = {}
+        self._external: dict[str, tuple[int, float]] = {}
+        """Uses and ε of this owner's grants spent outside its jobs: FL rounds (``train``)."""
+        self._external_jobs: set[str] = set()
+        self._observe_lock = threading.Lock()
         self.recovered = self.ledger.recover(self.log.append)
         """(reservations dropped, records logged) by the crash recovery at start."""
 
@@ -394,7 +399,7 @@ class DataOwner:
     def revoke(self, grant: Envelope, *, reason: str = "") -> int:
         """Log a revocation of `grant` by this owner; returns the log index."""
         index = self.log.append(revoke(grant, self.identity, reason=reason).to_json())
-        self.revocations.observe_log(self.log)
+        self._observe()
         return index
 
     # -- jobs ------------------------------------------------------------------------------------
@@ -434,7 +439,7 @@ class DataOwner:
         if req.chain and grant_digest(req.chain[-1]) != job.grant:
             raise GrantError("the job names another grant than the chain's leaf", step="4 use")
         # 4. grants, revocation
-        self.revocations.observe_log(self.log)
+        self._observe()
         chain = verify_chain(
             req.chain,
             owner=card.owner,
@@ -460,6 +465,7 @@ class DataOwner:
             algorithm=job.algorithm,
             epsilon=epsilon,
             created=created,
+            extra=self._external,
         )
         try:
             # 6. run
@@ -584,6 +590,39 @@ class DataOwner:
                 limit=int(self.max_output_ratio * x.nbytes),
             )
         return {"model": mcard.digest, "outputs": outputs}, run.bundle.to_dict()
+
+    def _observe(self) -> None:
+        """Read the log's new entries once: revocations, and ``train`` uses of our grants.
+
+        A federated round's usage records are signed by its coordinator (the party that used
+        the data), not by this owner, so the job ledger would not see them; they count
+        against the same grants' uses and ε, and are added to what the ledger reserves.
+        """
+        with self._observe_lock:
+            self._observe_locked()
+
+    def _observe_locked(self) -> None:
+        from edgetrust.statement import parse_statement
+
+        start, size = self.revocations.size, self.log.size()
+        new: list[bytes] = []
+        for page in range(start, size, _PAGE):
+            new += self.log.entries(page, min(_PAGE, size - page))
+        self.revocations.observe(start, new, size=size)
+        for raw in new:
+            try:  # cheap structural look first; only train usage records pay a verification
+                st = parse_statement(parse_envelope(raw).payload)
+                if st.predicate_type != USAGE_PREDICATE_TYPE or st.predicate["action"] != "train":
+                    continue
+                rec, signer = read_usage(raw)
+            except Exception:  # other entries, damaged entries
+                continue
+            if signer != rec.requester or rec.job in self._external_jobs:
+                continue
+            self._external_jobs.add(rec.job)
+            for d in rec.chain:
+                n, e = self._external.get(d, (0, 0.0))
+                self._external[d] = (n + 1, e + rec.epsilon)
 
     def _card(self, digest: str) -> DatasetCard:
         """A dataset's card, read and signature-checked once per owner lifetime (immutable)."""

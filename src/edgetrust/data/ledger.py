@@ -16,7 +16,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -148,8 +148,11 @@ class JobLedger:
         algorithm: str,
         epsilon: float,
         created: int,
+        extra: Mapping[str, tuple[int, float]] | None = None,
     ) -> None:
         """Count one use and `epsilon` against every grant of `chain`, or raise and count none.
+
+        `extra` adds uses and ε spent outside this ledger (grant digest -> (uses, ε)).
 
         Raises:
             GrantError: a grant of the chain has no use left.
@@ -164,6 +167,8 @@ class JobLedger:
                 n, spent = db.execute(
                     "SELECT COUNT(*), COALESCE(SUM(eps), 0) FROM spend WHERE grant = ?", (digest,)
                 ).fetchone()
+                n_out, eps_out = (extra or {}).get(digest, (0, 0.0))
+                n, spent = n + n_out, spent + eps_out
                 if g.max_uses is not None and n + 1 > g.max_uses:
                     raise GrantError(
                         f"grant {digest[:19]}… has no use left ({n} of {g.max_uses})", step="6 uses"
