@@ -1,8 +1,8 @@
 """Compute-to-data: signed job requests, the owner's job runner, and usage records.
 
 A job is a DSSE in-toto statement (`https://edgetrust.dev/job/v1`) signed by the requester:
-the dataset, the action (``stats`` or ``infer``), the algorithm (a statistic name, or the
-digest of an ONNX model), parameters, the digest of the grant it is run under and a nonce.
+the dataset, the action (``stats``, ``infer`` or ``train``), the algorithm (a statistic name,
+or the digest of an ONNX model), parameters, the digest of the grant it is run under and a nonce.
 The job's id is the digest of its signed bytes; sending the same job again is a replay and gets
 the stored answer, not a second use. `DataOwner.run_job` runs one in numbered steps and answers
 with the result only, a usage record (`https://edgetrust.dev/usage/v1`, signed by the owner and
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import os
 import secrets
 import signal
@@ -42,9 +43,10 @@ from edgetrust.data.grant import (
     revoke,
     verify_chain,
 )
-from edgetrust.data.ledger import JobLedger
+from edgetrust.data.ledger import BudgetExhaustedError, JobLedger
 from edgetrust.data.stats import StatsQuery, run_stats
 from edgetrust.data.store import DataStore
+from edgetrust.data.train import TrainQuery, run_train
 from edgetrust.dsse import Envelope, envelope_from_dict, parse_envelope, sign_envelope
 from edgetrust.encoding import canonical_json, digest_bytes, digest_hex, parse_digest, parse_json
 from edgetrust.errors import InvalidInputError, NotFoundError, ResourceLimitError, UnsupportedError
@@ -89,7 +91,7 @@ class Job:
     dataset: str
     action: str
     algorithm: str
-    """A statistic name for ``stats``; the model digest for ``infer``."""
+    """A statistic name for ``stats``; the model digest for ``infer`` and ``train``."""
     params: Mapping[str, Any]
     grant: str
     """Digest of the leaf grant of the chain the job runs under."""
@@ -451,9 +453,10 @@ class DataOwner:
         )
         # Parameters are checked before anything is reserved.
         query = StatsQuery.parse(job.algorithm, job.params) if job.action == "stats" else None
-        if job.action == "train":
-            raise UnsupportedError("train jobs run as FL rounds under the grant ('edgetrust fl')")
+        training = TrainQuery.parse(job.params) if job.action == "train" else None
         epsilon = query.epsilon if query is not None else 0.0
+        if training is not None:
+            epsilon = _train_epsilon(training, chain)
         # 5. reserve
         created = int(time.time())
         self.ledger.reserve(
@@ -477,6 +480,8 @@ class DataOwner:
                     rng=np.random.default_rng(secrets.randbits(128)),
                 )
                 receipt = None
+            elif training is not None:
+                result, receipt = self._train(card, job, req.model, training), None
             else:
                 result, receipt = self._infer(card, job, req.model)
             _fault("after-run")
@@ -528,20 +533,40 @@ class DataOwner:
         )
         return sign_envelope(payload, IN_TOTO_PAYLOAD_TYPE, self.identity)
 
-    def _infer(
-        self, card: DatasetCard, job: Job, model: bytes | None
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        from edgetrust.device import Device, LocalLogWriter
+    def _model(self, job: Job, model: bytes | None) -> tuple[Any, bytes]:
+        """The job's model (uploaded with it, or registered here), checked against its digest."""
+        from edgetrust.device import Device
 
         if self._device is None:
             self._device = Device(self.home, identity=self.identity.name)
-        device = self._device
         parse_digest(job.algorithm)
         if model is not None:
             if digest_bytes(model) != job.algorithm:
                 raise InvalidInputError("the uploaded model does not match the job's algorithm")
-            device.registry.add_bytes(model, publisher=self.identity)
-        mcard, _ = device.model(job.algorithm)
+            self._device.registry.add_bytes(model, publisher=self.identity)
+        card, data = self._device.model(job.algorithm)
+        return card, data
+
+    def _train(
+        self, card: DatasetCard, job: Job, model: bytes | None, query: TrainQuery
+    ) -> dict[str, Any]:
+        mcard, data = self._model(job, model)
+        return run_train(
+            self._table(card.digest),
+            data,
+            mcard.digest,
+            query,
+            max_output_ratio=self.max_output_ratio,
+            rng=np.random.default_rng(secrets.randbits(128)),
+        )
+
+    def _infer(
+        self, card: DatasetCard, job: Job, model: bytes | None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        from edgetrust.device import LocalLogWriter
+
+        mcard, _ = self._model(job, model)
+        device = self._device
         if set(job.params) - {"column"}:
             raise InvalidInputError("infer params are {column}")
         column = job.params.get("column", "x")
@@ -656,6 +681,22 @@ class DataOwner:
             for u in found
             if u[2] == self.identity.did and (dataset is None or u[1].dataset == dataset)
         ]
+
+
+def _train_epsilon(query: TrainQuery, chain: VerifiedChain) -> float:
+    """The ε a ``train`` job spends; without noise it is unbounded, which no ε cap admits."""
+    eps = query.epsilon
+    if eps is not None:
+        return eps
+    for g, d in zip(chain.grants, chain.digests, strict=True):
+        cap = g.eps_per_use if g.eps_per_use is not None else g.eps_total
+        if cap is not None:
+            raise BudgetExhaustedError(
+                f"grant {d[:19]}… caps ε and the job adds no noise (ε unbounded)",
+                spent=math.inf,
+                budget=cap,
+            )
+    return 0.0
 
 
 def revocations_in(entries: Sequence[bytes]) -> list[str]:
