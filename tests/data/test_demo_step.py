@@ -16,5 +16,12 @@ def test_data_step(tmp_path: Path) -> None:
     data_step(console, result, tmp_path)
     console.file.close()
     assert result.failures == []
-    assert [r[2].split(" at ")[0] for r in result.rows] == ["rejected", "rejected", "verified"]
+    assert [r[2].split(" at ")[0] for r in result.rows] == [
+        "rejected",
+        "rejected",
+        "rejected",
+        "verified",
+        "verified",
+    ]
+    assert "FL round 1" in (tmp_path / "out.txt").read_text()
     assert "KNN-Shapley" in (tmp_path / "out.txt").read_text()

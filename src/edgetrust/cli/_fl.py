@@ -225,11 +225,14 @@ def audit(
     from rich.table import Table
 
     from edgetrust.collab.rounds import audit_log
+    from edgetrust.data.consent import audit_consent
     from edgetrust.log import Log
 
     set_json_mode(json_out)
     with Log.open(home) as log:
         report = audit_log(log, home=home, session=session, require_artifacts=require_artifacts)
+        consent = audit_consent(log, session=session)
+    consented = {(c.session, c.round): c for c in consent.rounds}
     rows = [
         {
             "session": r.session,
@@ -241,6 +244,12 @@ def audit(
             "epsilon": r.epsilon,
             "accuracy": r.accuracy,
             "modelRecomputed": r.model_recomputed,
+            "consent": None
+            if (r.session, r.round) not in consented
+            else {
+                "grants": {d: list(c) for d, c in consented[(r.session, r.round)].grants.items()},
+                "uses": consented[(r.session, r.round)].uses,
+            },
         }
         for r in report.rounds
     ]
@@ -263,6 +272,7 @@ def audit(
             "survivors",
             "ε",
             "model = input + aggregate",
+            "consent",
         ):
             table.add_column(col)
         for r in report.rounds:
@@ -273,9 +283,17 @@ def audit(
                 f"{r.survivors}/{r.survivors + r.dropped}",
                 "∞" if r.epsilon is None else f"{r.epsilon:.3f}",
                 "[green]recomputed ✓[/]" if r.model_recomputed else "not checked (no artifacts)",
+                f"[green]{len(consented[(r.session, r.round)].grants)} grants ✓[/]"
+                if (r.session, r.round) in consented
+                else "-",
             )
         out.print(table)
         out.print("[green]✓[/] chain, lineage, commitments and privacy budget verified")
+        if consented:
+            out.print(
+                f"[green]✓[/] {len(consented)} round(s) under consent: every participant held a "
+                "valid, unrevoked train grant whose uses and ε covered the round"
+            )
 
     emit(json_out, data, human)
 

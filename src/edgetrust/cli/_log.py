@@ -632,6 +632,14 @@ def node_serve(
             "(default: 7 days, the device's dispute window).",
         ),
     ] = 7 * 24 * 3600.0,
+    data: Annotated[
+        bool,
+        typer.Option(
+            "--data/--no-data",
+            help="Run compute-to-data jobs on this home's datasets (POST /v1/jobs, "
+            "GET /v1/usage, GET /v1/datasets), as 'edgetrust data serve' does.",
+        ),
+    ] = False,
 ) -> None:
     """Serve the embedded log over HTTP (tlog-tiles read API, JSON write API, OpenAPI).
 
@@ -660,6 +668,7 @@ def node_serve(
         publish_interval=publish_interval,
         traces=traces,
         trace_window=trace_window,
+        data=data,
     )
     log = None
     on_append = None

@@ -289,10 +289,14 @@ class RoundRecord:
     delta: float | None = None
     """δ of the (ε, δ) pair (None: no DP)."""
     accuracy: float | None = None
+    consent: Mapping[str, Any] | None = None
+    """The participants' data grants (`edgetrust.data.consent`), None for a round without."""
 
     def to_predicate(self) -> dict[str, Any]:
         """JSON form of the predicate."""
+        extra = {} if self.consent is None else {"consent": dict(self.consent)}
         return {
+            **extra,
             "session": self.session,
             "round": self.round,
             "config": {"sha256": self.config, "index": self.config_index},
@@ -372,6 +376,8 @@ class RoundRecord:
             epsilon_rdp=opt(priv, "epsilonRdp"),
             delta=opt(priv, "delta"),
             accuracy=opt(metrics, "accuracy"),
+            # Parsed in full by `edgetrust.data.consent`, which owns the format.
+            consent=_req(p, "consent", dict, w) if "consent" in p else None,
         )
         for d in (record.input_model, record.output_model, record.aggregate):
             parse_digest(d)

@@ -126,6 +126,8 @@ class RoundPlan:
     model_bytes: bytes
     """The input model's ONNX bytes."""
     secagg: SecAggConfig | None
+    consent: Any = None
+    """The consent admission of the participants (see `edgetrust.data.consent`), or None."""
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,7 @@ class Coordinator:
         home: str | os.PathLike[str] | None = None,
         session: str | None = None,
         eval_data: tuple[npt.ArrayLike, npt.ArrayLike] | None = None,
+        consent: Any = None,
     ) -> None:
         from edgetrust.models import ModelRegistry
         from edgetrust.zoo import DIGITS_FEATURES, mlp_to_onnx
@@ -188,6 +191,8 @@ class Coordinator:
         self.model = MLP((DIGITS_FEATURES, *spec.hidden, 10))
         self.accountant = PrivacyAccountant(spec.dp)
         self.eval_data = eval_data
+        self.consent = consent
+        """Admits participants under their grants (`edgetrust.data.consent`); None: no check."""
         self.round = 0
         self.previous_record: str | None = None
         weights, biases = _float32(self.model.init(spec.seed))
@@ -197,6 +202,8 @@ class Coordinator:
         )
         self.log.append(envelope.to_json())
         self.model_digest = card.digest
+        self.base_model = card.digest
+        """The session's first model: what a ``train`` grant names."""
 
     def plan_round(self, participants: Sequence[str]) -> RoundPlan:
         """Check the budget, then log the signed config of the next round.
@@ -243,6 +250,8 @@ class Coordinator:
             batch_size=spec.batch_size,
         )
         config.quantizer  # noqa: B018  (validates modulus bits against the participant count)
+        # Consent is checked last and before anything is logged: a refused round leaves no trace.
+        admission = None if self.consent is None else self.consent.admit(self, parts)
         envelope = sign_round_config(config, self.identity)
         index = self.log.append(envelope.to_json())
         round_id = bytes.fromhex(envelope_sha256(envelope))
@@ -258,7 +267,7 @@ class Coordinator:
                 min_survivors=threshold,
             )
         self.round += 1
-        return RoundPlan(config, envelope, index, round_id, self.model_bytes, secagg)
+        return RoundPlan(config, envelope, index, round_id, self.model_bytes, secagg, admission)
 
     def complete_round(
         self,
@@ -338,9 +347,12 @@ class Coordinator:
             epsilon_rdp=eps_rdp,
             delta=cfg.delta if spec.dp.enabled else None,
             accuracy=acc,
+            consent=None if plan.consent is None else plan.consent.to_predicate(),
         )
         record_env = sign_round_record(record, cfg.model_name, self.identity)
         record_index = self.log.append(record_env.to_json())
+        if self.consent is not None:
+            self.consent.record_round(self, plan, record, record_index)
         self.previous_record = envelope_sha256(record_env)
         self.model_bytes, self.model_digest = new_bytes, card.digest
         return RoundSummary(

@@ -6,6 +6,9 @@ request 400/413, as JSON ``{"error", "message"}``; a job that is refused writes 
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
@@ -16,12 +19,24 @@ from edgetrust.data.grant import GrantError
 from edgetrust.data.jobs import MAX_JOB_BYTES, DataOwner
 from edgetrust.node._http import ERROR_RESPONSES, error_response, read_body
 
-__all__ = ["create_data_app", "data_router"]
+__all__ = ["create_data_app", "data_router", "node_data_router"]
 
 
-def data_router(owner: DataOwner) -> APIRouter:
-    """The compute-to-data routes of one owner."""
+def data_router(owner: DataOwner | Callable[[], DataOwner]) -> APIRouter:
+    """The compute-to-data routes of one owner.
+
+    `owner` may be a function returning the owner, called per request, for an app whose log
+    opens only at startup.
+    """
     router = APIRouter(tags=["data"])
+    if isinstance(owner, DataOwner):
+        fixed = owner
+
+        def get() -> DataOwner:
+            return fixed
+
+    else:
+        get = owner
 
     @router.post(
         "/v1/jobs",
@@ -31,7 +46,7 @@ def data_router(owner: DataOwner) -> APIRouter:
         """Run a signed job under its grant chain; answer result, usage record, receipt."""
         body = await read_body(request, MAX_JOB_BYTES)
         try:
-            answer = await run_in_threadpool(owner.run_job, body)
+            answer = await run_in_threadpool(get().run_job, body)
         except GrantError as exc:
             return error_response(403, type(exc).__name__, exc.diagnostics())
         return JSONResponse(answer)
@@ -39,7 +54,7 @@ def data_router(owner: DataOwner) -> APIRouter:
     @router.get("/v1/usage")
     async def get_usage(dataset: str | None = None) -> JSONResponse:
         """Every usage record the owner logged (optionally of one dataset), with log index."""
-        found = await run_in_threadpool(owner.usage, dataset=dataset)
+        found = await run_in_threadpool(get().usage, dataset=dataset)
         return JSONResponse(
             {"records": [{"index": i, **rec.to_predicate()} for i, rec, _ in found]}
         )
@@ -47,8 +62,9 @@ def data_router(owner: DataOwner) -> APIRouter:
     @router.get("/v1/datasets")
     async def get_datasets() -> JSONResponse:
         """The owner's dataset cards (public: schema and count, never records)."""
-        cards: list[dict[str, Any]] = [c.to_predicate() for c in owner.store.cards()]
-        return JSONResponse({"owner": owner.identity.did, "datasets": cards})
+        the = get()
+        cards: list[dict[str, Any]] = [c.to_predicate() for c in the.store.cards()]
+        return JSONResponse({"owner": the.identity.did, "datasets": cards})
 
     return router
 
@@ -61,3 +77,21 @@ def create_data_app(owner: DataOwner) -> FastAPI:
     app = create_app(owner.log, settings=NodeSettings(home=owner.home, rate=0))
     app.include_router(data_router(owner))
     return app
+
+
+def node_data_router(log: Callable[[], Any], home: str | Path | None) -> APIRouter:
+    """The data routes for ``edgetrust node serve --data``: the owner of `home`, on the node's log.
+
+    The `DataOwner` (identity, store, ledger, crash recovery) is opened at the first request,
+    once the node's log is open, and lives as long as the process.
+    """
+    lock = threading.Lock()
+    held: list[DataOwner] = []
+
+    def owner() -> DataOwner:
+        with lock:
+            if not held:
+                held.append(DataOwner(home, log=log()))
+            return held[0]
+
+    return data_router(owner)

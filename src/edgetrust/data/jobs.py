@@ -1,8 +1,8 @@
 """Compute-to-data: signed job requests, the owner's job runner, and usage records.
 
 A job is a DSSE in-toto statement (`https://edgetrust.dev/job/v1`) signed by the requester:
-the dataset, the action (``stats`` or ``infer``), the algorithm (a statistic name, or the
-digest of an ONNX model), parameters, the digest of the grant it is run under and a nonce.
+the dataset, the action (``stats``, ``infer`` or ``train``), the algorithm (a statistic name,
+or the digest of an ONNX model), parameters, the digest of the grant it is run under and a nonce.
 The job's id is the digest of its signed bytes; sending the same job again is a replay and gets
 the stored answer, not a second use. `DataOwner.run_job` runs one in numbered steps and answers
 with the result only, a usage record (`https://edgetrust.dev/usage/v1`, signed by the owner and
@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import os
 import secrets
 import signal
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -41,10 +43,11 @@ from edgetrust.data.grant import (
     revoke,
     verify_chain,
 )
-from edgetrust.data.ledger import JobLedger
+from edgetrust.data.ledger import BudgetExhaustedError, JobLedger
 from edgetrust.data.stats import StatsQuery, run_stats
 from edgetrust.data.store import DataStore
-from edgetrust.dsse import Envelope, envelope_from_dict, sign_envelope
+from edgetrust.data.train import TrainQuery, run_train
+from edgetrust.dsse import Envelope, envelope_from_dict, parse_envelope, sign_envelope
 from edgetrust.encoding import canonical_json, digest_bytes, digest_hex, parse_digest, parse_json
 from edgetrust.errors import InvalidInputError, NotFoundError, ResourceLimitError, UnsupportedError
 from edgetrust.home import resolve_home
@@ -88,7 +91,7 @@ class Job:
     dataset: str
     action: str
     algorithm: str
-    """A statistic name for ``stats``; the model digest for ``infer``."""
+    """A statistic name for ``stats``; the model digest for ``infer`` and ``train``."""
     params: Mapping[str, Any]
     grant: str
     """Digest of the leaf grant of the chain the job runs under."""
@@ -366,6 +369,11 @@ class DataOwner:
         self.max_records = max_records
         self._device: Any = None
         self._tables: dict[str, Any] = {}
+        self._cards: dict[str, DatasetCard] = {}
+        self._external: dict[str, tuple[int, float]] = {}
+        """Uses and ε of this owner's grants spent outside its jobs: FL rounds (``train``)."""
+        self._external_jobs: set[str] = set()
+        self._observe_lock = threading.Lock()
         self.recovered = self.ledger.recover(self.log.append)
         """(reservations dropped, records logged) by the crash recovery at start."""
 
@@ -393,7 +401,7 @@ class DataOwner:
     def revoke(self, grant: Envelope, *, reason: str = "") -> int:
         """Log a revocation of `grant` by this owner; returns the log index."""
         index = self.log.append(revoke(grant, self.identity, reason=reason).to_json())
-        self.revocations.observe_log(self.log)
+        self._observe()
         return index
 
     # -- jobs ------------------------------------------------------------------------------------
@@ -425,7 +433,7 @@ class DataOwner:
             return done.response
         # 3. our dataset
         try:
-            card = self.store.card(job.dataset)[0]
+            card = self._card(job.dataset)
         except NotFoundError as exc:
             raise NotFoundError("this owner holds no such dataset") from exc
         if card.owner != self.identity.did:
@@ -433,7 +441,7 @@ class DataOwner:
         if req.chain and grant_digest(req.chain[-1]) != job.grant:
             raise GrantError("the job names another grant than the chain's leaf", step="4 use")
         # 4. grants, revocation
-        self.revocations.observe_log(self.log)
+        self._observe()
         chain = verify_chain(
             req.chain,
             owner=card.owner,
@@ -445,9 +453,10 @@ class DataOwner:
         )
         # Parameters are checked before anything is reserved.
         query = StatsQuery.parse(job.algorithm, job.params) if job.action == "stats" else None
-        if job.action == "train":
-            raise UnsupportedError("train jobs run as FL rounds under the grant ('edgetrust fl')")
+        training = TrainQuery.parse(job.params) if job.action == "train" else None
         epsilon = query.epsilon if query is not None else 0.0
+        if training is not None:
+            epsilon = _train_epsilon(training, chain)
         # 5. reserve
         created = int(time.time())
         self.ledger.reserve(
@@ -459,6 +468,7 @@ class DataOwner:
             algorithm=job.algorithm,
             epsilon=epsilon,
             created=created,
+            extra=self._external,
         )
         try:
             # 6. run
@@ -470,6 +480,8 @@ class DataOwner:
                     rng=np.random.default_rng(secrets.randbits(128)),
                 )
                 receipt = None
+            elif training is not None:
+                result, receipt = self._train(card, job, req.model, training), None
             else:
                 result, receipt = self._infer(card, job, req.model)
             _fault("after-run")
@@ -521,20 +533,40 @@ class DataOwner:
         )
         return sign_envelope(payload, IN_TOTO_PAYLOAD_TYPE, self.identity)
 
-    def _infer(
-        self, card: DatasetCard, job: Job, model: bytes | None
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        from edgetrust.device import Device, LocalLogWriter
+    def _model(self, job: Job, model: bytes | None) -> tuple[Any, bytes]:
+        """The job's model (uploaded with it, or registered here), checked against its digest."""
+        from edgetrust.device import Device
 
         if self._device is None:
             self._device = Device(self.home, identity=self.identity.name)
-        device = self._device
         parse_digest(job.algorithm)
         if model is not None:
             if digest_bytes(model) != job.algorithm:
                 raise InvalidInputError("the uploaded model does not match the job's algorithm")
-            device.registry.add_bytes(model, publisher=self.identity)
-        mcard, _ = device.model(job.algorithm)
+            self._device.registry.add_bytes(model, publisher=self.identity)
+        card, data = self._device.model(job.algorithm)
+        return card, data
+
+    def _train(
+        self, card: DatasetCard, job: Job, model: bytes | None, query: TrainQuery
+    ) -> dict[str, Any]:
+        mcard, data = self._model(job, model)
+        return run_train(
+            self._table(card.digest),
+            data,
+            mcard.digest,
+            query,
+            max_output_ratio=self.max_output_ratio,
+            rng=np.random.default_rng(secrets.randbits(128)),
+        )
+
+    def _infer(
+        self, card: DatasetCard, job: Job, model: bytes | None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        from edgetrust.device import LocalLogWriter
+
+        mcard, _ = self._model(job, model)
+        device = self._device
         if set(job.params) - {"column"}:
             raise InvalidInputError("infer params are {column}")
         column = job.params.get("column", "x")
@@ -584,6 +616,46 @@ class DataOwner:
             )
         return {"model": mcard.digest, "outputs": outputs}, run.bundle.to_dict()
 
+    def _observe(self) -> None:
+        """Read the log's new entries once: revocations, and ``train`` uses of our grants.
+
+        A federated round's usage records are signed by its coordinator (the party that used
+        the data), not by this owner, so the job ledger would not see them; they count
+        against the same grants' uses and ε, and are added to what the ledger reserves.
+        """
+        with self._observe_lock:
+            self._observe_locked()
+
+    def _observe_locked(self) -> None:
+        from edgetrust.statement import parse_statement
+
+        start, size = self.revocations.size, self.log.size()
+        new: list[bytes] = []
+        for page in range(start, size, _PAGE):
+            new += self.log.entries(page, min(_PAGE, size - page))
+        self.revocations.observe(start, new, size=size)
+        for raw in new:
+            try:  # cheap structural look first; only train usage records pay a verification
+                st = parse_statement(parse_envelope(raw).payload)
+                if st.predicate_type != USAGE_PREDICATE_TYPE or st.predicate["action"] != "train":
+                    continue
+                rec, signer = read_usage(raw)
+            except Exception:  # other entries, damaged entries
+                continue
+            if signer != rec.requester or rec.job in self._external_jobs:
+                continue
+            self._external_jobs.add(rec.job)
+            for d in rec.chain:
+                n, e = self._external.get(d, (0, 0.0))
+                self._external[d] = (n + 1, e + rec.epsilon)
+
+    def _card(self, digest: str) -> DatasetCard:
+        """A dataset's card, read and signature-checked once per owner lifetime (immutable)."""
+        card = self._cards.get(digest)
+        if card is None:
+            card = self._cards[digest] = self.store.card(digest)[0]
+        return card
+
     def _table(self, digest: str) -> Any:
         """The records of a dataset, parsed and digest-checked once per owner lifetime.
 
@@ -609,6 +681,22 @@ class DataOwner:
             for u in found
             if u[2] == self.identity.did and (dataset is None or u[1].dataset == dataset)
         ]
+
+
+def _train_epsilon(query: TrainQuery, chain: VerifiedChain) -> float:
+    """The ε a ``train`` job spends; without noise it is unbounded, which no ε cap admits."""
+    eps = query.epsilon
+    if eps is not None:
+        return eps
+    for g, d in zip(chain.grants, chain.digests, strict=True):
+        cap = g.eps_per_use if g.eps_per_use is not None else g.eps_total
+        if cap is not None:
+            raise BudgetExhaustedError(
+                f"grant {d[:19]}… caps ε and the job adds no noise (ε unbounded)",
+                spent=math.inf,
+                budget=cap,
+            )
+    return 0.0
 
 
 def revocations_in(entries: Sequence[bytes]) -> list[str]:

@@ -584,6 +584,10 @@ def create_app(
     )
     install_error_handlers(app)
     app.include_router(metrics_router(lambda: node().metrics))
+    if cfg.data:  # data depends on node._http, so imported here (no import loop)
+        from edgetrust.data.http import node_data_router
+
+        app.include_router(node_data_router(lambda: node().log, cfg.home))
 
     def node() -> _Node:
         return holder["node"]

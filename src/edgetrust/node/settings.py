@@ -56,6 +56,9 @@ class NodeSettings:
     """Processes that verify the envelopes of a batch in parallel (0: in the server process).
     Single submissions are always verified in the server: a process hop per request costs
     more than the verification (measured: twice the CPU per entry)."""
+    data: bool = False
+    """Serve the home's compute-to-data routes (``POST /v1/jobs``, ``GET /v1/usage``,
+    ``GET /v1/datasets``): jobs run on the datasets of `home` under their grants."""
     traces: bool = False
     """Serve ``/v1/traces/{root}``: answer dispute queries from the traces kept in `home`.
     Off by default: anyone who knows a trace root (it is in the receipt, so in the log) can
