@@ -24,7 +24,9 @@ ARTIFACTS = Path(os.environ.get("EDGETRUST_TEST_ARTIFACTS", "test-artifacts")) /
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="LOUD: playwright is not installed")
 if not Path(CHROMIUM).exists():
-    pytest.skip(f"LOUD: no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
+    pytest.skip(
+        f"LOUD: no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True
+    )
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +52,9 @@ def browser() -> Iterator[object]:
 
 def _page(browser: object, problems: list[str], *, width: int = 1100) -> object:
     page = browser.new_page(viewport={"width": width, "height": 900})  # type: ignore[attr-defined]
-    page.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None)
+    page.on(
+        "console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None
+    )
     page.on("pageerror", lambda e: problems.append(str(e)))
     page.on("dialog", lambda d: problems.append("dialog " + d.message))
     return page
@@ -101,7 +105,7 @@ def test_keyboard_reaches_every_control(server: Server, browser: object, world: 
             "summary, select, textarea')).length"
         )
         seen: set[str] = set()
-        for i in range(want + 5):
+        for _ in range(want + 5):
             page.keyboard.press("Tab")
             key = page.evaluate(
                 "(() => { const e = document.activeElement; if (!e || e === document.body) "

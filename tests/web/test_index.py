@@ -44,8 +44,9 @@ def test_index_kinds_dids_digests(tmp_path: Path, log: Log, publisher: Identity)
     index.close()
 
 
-def test_index_rebuilds_an_old_schema_and_follows(tmp_path: Path, log: Log,
-                                                  publisher: Identity) -> None:
+def test_index_rebuilds_an_old_schema_and_follows(
+    tmp_path: Path, log: Log, publisher: Identity
+) -> None:
     path = tmp_path / "old.db"
     old = sqlite3.connect(path)
     old.execute("CREATE TABLE entries (idx INTEGER PRIMARY KEY, junk TEXT)")

@@ -51,7 +51,9 @@ def test_every_page_renders_real_data_and_no_markup(site: TestClient, world: Wor
         assert "unsafe-inline" not in resp.headers["content-security-policy"]
         assert XSS not in resp.text, url
         assert "<img" not in resp.text and "style=" not in resp.text, url
-        assert re.search(r"<script(?! src=\"/static/receipt\.js\" defer></script>)", resp.text) is None
+        assert (
+            re.search(r"<script(?! src=\"/static/receipt\.js\" defer></script>)", resp.text) is None
+        )
         shown += ESCAPED in resp.text
     assert shown >= 4  # the model name, dataset name, revocation reason, verdict text
 
@@ -62,8 +64,15 @@ def test_log_page_checkpoint_signature_chart_and_kinds(site: TestClient) -> None
     assert "✓</span> pass" in html  # the log's own signature line, verified
     assert "Not anchored" in html
     text = _text(site.get("/entries").text)
-    for kind in ("model card", "receipt", "dispute verdict", "FL round", "dataset", "usage record",
-                 "revocation"):
+    for kind in (
+        "model card",
+        "receipt",
+        "dispute verdict",
+        "FL round",
+        "dataset",
+        "usage record",
+        "revocation",
+    ):
         assert kind in text, kind
 
 
@@ -85,8 +94,14 @@ def test_search_by_digest_did_and_index(site: TestClient, world: World) -> None:
 
 def test_receipt_by_index_runs_every_step(site: TestClient, world: World) -> None:
     text = _text(site.get(f"/receipt?index={world.receipt_index}").text)
-    for step in ("1 signature (pass)", "2 statement (pass)", "3 model (pass)",
-                 "4 opening (skip): no input given", "6 log (pass)", "8 zk (skip)"):
+    for step in (
+        "1 signature (pass)",
+        "2 statement (pass)",
+        "3 model (pass)",
+        "4 opening (skip): no input given",
+        "6 log (pass)",
+        "8 zk (skip)",
+    ):
         assert step in text, step
     assert "digits-mlp" in text and "top classes" in text
     assert site.get("/receipt?index=0").status_code == 400  # the model card is no receipt
@@ -101,8 +116,9 @@ def test_upload_honest_and_tampered(site: TestClient, world: World) -> None:
     obj = json.loads(data)
     sig = obj["envelope"]["signatures"][0]["sig"]
     obj["envelope"]["signatures"][0]["sig"] = ("A" if sig[0] != "A" else "B") + sig[1:]
-    bad = site.post("/receipt", files={"bundle": (XSS, json.dumps(obj).encode())},
-                    data={"csrf_token": token})
+    bad = site.post(
+        "/receipt", files={"bundle": (XSS, json.dumps(obj).encode())}, data={"csrf_token": token}
+    )
     text = _text(bad.text)
     assert bad.status_code == 200 and "Verification failed" in text
     assert "1 signature (fail)" in text and "2 statement (not run)" in text
@@ -119,8 +135,9 @@ def test_upload_honest_and_tampered(site: TestClient, world: World) -> None:
     ],
 )
 def test_non_bundle_is_a_readable_error(site: TestClient, body: bytes, message: str) -> None:
-    resp = site.post("/receipt", files={"bundle": ("x.json", body)},
-                     data={"csrf_token": _token(site)})
+    resp = site.post(
+        "/receipt", files={"bundle": ("x.json", body)}, data={"csrf_token": _token(site)}
+    )
     assert resp.status_code == 400 and message in resp.text and 'role="alert"' in resp.text
     assert "Traceback" not in resp.text
 
@@ -129,14 +146,19 @@ def test_upload_needs_csrf_and_a_size_limit(site: TestClient, world: World) -> N
     data = world.bundle.read_bytes()
     _token(site)
     assert site.post("/receipt", files={"bundle": ("r.json", data)}).status_code == 403
-    wrong = site.post("/receipt", files={"bundle": ("r.json", data)},
-                      data={"csrf_token": "x" * 43})
+    wrong = site.post("/receipt", files={"bundle": ("r.json", data)}, data={"csrf_token": "x" * 43})
     assert wrong.status_code == 403
-    huge = site.post("/receipt", files={"bundle": ("r.json", b" " * (3 * 2**20))},
-                     data={"csrf_token": _token(site)})
+    huge = site.post(
+        "/receipt",
+        files={"bundle": ("r.json", b" " * (3 * 2**20))},
+        data={"csrf_token": _token(site)},
+    )
     assert huge.status_code == 413 and huge.headers["content-type"].startswith("text/html")
-    garbled = site.post("/receipt", content=b"--x\r\n garbage",
-                        headers={"content-type": "multipart/form-data; boundary=x"})
+    garbled = site.post(
+        "/receipt",
+        content=b"--x\r\n garbage",
+        headers={"content-type": "multipart/form-data; boundary=x"},
+    )
     assert garbled.status_code in (400, 403)
     nofile = site.post("/receipt", data={"csrf_token": _token(site)})
     assert nofile.status_code == 400 and "choose a bundle file" in nofile.text

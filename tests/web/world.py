@@ -136,8 +136,9 @@ def build_world(root: Path) -> World:
         )
         params = {"columns": ["label"], "epsilon": 0.5, "bounds": {"label": [0, 9]}}
         for _ in range(2):
-            owner.run_job(make_job(researcher, [grant], action="stats", algorithm="mean",
-                                   params=params))
+            owner.run_job(
+                make_job(researcher, [grant], action="stats", algorithm="mean", params=params)
+            )
         owner.revoke(grant, reason=XSS)
         owner_did = owner.identity.did
         owner.close()

@@ -51,7 +51,7 @@ STEPS = (
     "7 policy",
     "8 zk",
 )
-"""The numbered steps of `Verifier.verify`, in order (the module docstring says what each trusts)."""
+"""The numbered steps of `Verifier.verify`, in order (the module docstring says what each does)."""
 
 
 @dataclass(frozen=True)

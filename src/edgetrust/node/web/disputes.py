@@ -36,7 +36,8 @@ def verdict_rows(ctx: WebContext) -> list[dict[str, Any]]:
             signed = "pass"
         except Error:
             signed = "fail"
-        claim = p.get("claim") if isinstance(p.get("claim"), dict) else {}
+        raw_claim = p.get("claim")
+        claim: dict[str, Any] = raw_claim if isinstance(raw_claim, dict) else {}
         rows.append(
             {
                 "index": index,

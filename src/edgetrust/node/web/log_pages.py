@@ -1,5 +1,7 @@
-"""The log pages: overview (checkpoint, its signatures, size over time, anchor), entries newest
-first, one entry, and search by index, digest or DID.
+"""The log pages: overview, entries newest first, one entry, search by index, digest or DID.
+
+The overview shows the latest checkpoint with its signature lines, the size over time and
+the anchor status.
 
 Entries are listed by keyset pagination on the log index (``?before=N``): a page reads
 exactly the entries it shows, so its cost does not grow with the log.

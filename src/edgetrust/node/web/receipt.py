@@ -59,7 +59,7 @@ class ReceiptView:
 
 
 def bundle_for_entry(log: Any, index: int) -> Bundle:
-    """A bundle for the receipt logged at `index`: its envelope and a proof to the latest checkpoint.
+    """A bundle for the receipt logged at `index`, with a proof to the latest checkpoint.
 
     Raises:
         NotFoundError: no such entry.
