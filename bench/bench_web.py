@@ -160,7 +160,9 @@ def run() -> str:
         "",
         table(["request", "log size", "p50 ms", "p99 ms"], rows),
         "",
-        "Receipt verification (a logged float receipt; steps 1, 2, 6 run, 4, 5, 7, 8 skipped; the page and the command also run step 3 against the home's model registry, the in-process verifier has none).",
+        "Receipt verification (a logged float receipt; steps 1, 2, 6 run, 4, 5, 7, 8 skipped; "
+        "the page and the command also run step 3 against the home's model registry, the "
+        "in-process verifier has none).",
         "",
         table(
             ["what", "p50 ms", "p99 (or max) ms"],
