@@ -24,6 +24,10 @@ ARTIFACTS = Path(os.environ.get("EDGETRUST_TEST_ARTIFACTS", "test-artifacts")) /
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="LOUD: playwright is not installed")
 if not Path(CHROMIUM).exists():
+    if os.environ.get("CI"):  # CI must test in a browser: a missing Chromium fails the run
+        pytest.fail(
+            f"no Chromium at {CHROMIUM} in CI (tools/sysdeps.sh installs it)", pytrace=False
+        )
     pytest.skip(
         f"LOUD: no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True
     )

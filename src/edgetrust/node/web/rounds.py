@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from edgetrust.errors import Error, InvalidInputError, NotFoundError, VerificationError
+from edgetrust.errors import Error, InvalidInputError, NotFoundError
 from edgetrust.node.web._page import WebContext, error_page, render
 from edgetrust.node.web.charts import line_chart
 from edgetrust.node.web.describe import describe_entry
@@ -50,6 +50,35 @@ def _lst(value: object) -> list[str]:
 def router(ctx: WebContext) -> APIRouter:
     """``/rounds`` (sessions) and ``/rounds/{session}``."""
     r = APIRouter(include_in_schema=False)
+    # The audit replays the whole log: keep its outcome per (session, log size), so a page
+    # viewed again before the log grows costs a lookup (the log is append-only).
+    audits: dict[tuple[str, int], dict[str, Any]] = {}
+
+    def audit_of(session: str) -> dict[str, Any]:
+        log = ctx.log()
+        key = (session, log.size())
+        if key in audits:
+            return audits[key]
+        try:
+            from edgetrust.collab.rounds import audit_log
+
+            home = ctx.node_home()
+            if home is None:
+                result = {"status": "skip", "reason": "this node has no home to read models"}
+            else:
+                report = audit_log(log, home=home, session=session)
+                result = {
+                    "status": "pass",
+                    "reason": f"{len(report.rounds)} rounds replayed over {report.log_size} "
+                    "entries: lineage, commitments, ε and model cards check out",
+                    "rounds": report.rounds,
+                }
+        except Error as exc:
+            result = {"status": "fail", "reason": exc.diagnostics()}
+        if len(audits) >= 64:
+            audits.clear()
+        audits[key] = result
+        return result
 
     @r.get("/rounds", response_class=HTMLResponse)
     def sessions(request: Request) -> HTMLResponse:
@@ -111,25 +140,7 @@ def router(ctx: WebContext) -> APIRouter:
                 y2=("ε (cumulative)", eps, "s2") if eps else None,
                 y2_label="ε",
             )
-            audit: dict[str, Any]
-            try:
-                from edgetrust.collab.rounds import audit_log
-
-                home = ctx.node_home()
-                report = audit_log(ctx.log(), home=home, session=session) if home else None
-                if report is None:
-                    audit = {"status": "skip", "reason": "this node has no home to read models"}
-                else:
-                    audit = {
-                        "status": "pass",
-                        "reason": f"{len(report.rounds)} rounds replayed over {report.log_size} "
-                        "entries: lineage, commitments, ε and model cards check out",
-                        "rounds": report.rounds,
-                    }
-            except VerificationError as exc:
-                audit = {"status": "fail", "reason": exc.diagnostics()}
-            except Error as exc:
-                audit = {"status": "fail", "reason": exc.diagnostics()}
+            audit = audit_of(session)
         except Error as exc:
             return error_page(request, exc)
         return render(
