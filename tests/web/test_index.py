@@ -111,3 +111,27 @@ def test_report_matches_verify(world: World) -> None:
     assert not failed.ok and failed.steps[5].status == "fail"
     assert [s.status for s in failed.steps[6:]] == ["not run", "not run"]
     assert failed.steps[0].status == "pass" and failed.steps[3].status == "skip"
+
+
+def test_note_lines_check_log_and_witness_signatures(log: Log, publisher: Identity) -> None:
+    from edgetrust.log.checkpoint import NoteSigner, cosign_checkpoint
+    from edgetrust.node.web.log_pages import note_lines
+
+    log.append(card_envelope(publisher, 1))
+    witness = NoteSigner("witness.test", Identity.generate("w"))
+    note = cosign_checkpoint(log.checkpoint(), witness, 1_700_000_000)
+    lines = note_lines(note, log.verifier_key, (witness.cosignature_vkey,))
+    assert [(x.role, x.status) for x in lines] == [("log", "pass"), ("witness", "pass")]
+    assert "1700000000" in lines[1].detail
+    unknown = note_lines(note, log.verifier_key)
+    assert unknown[1].status == "skip" and "no key" in unknown[1].detail
+    forged = note.replace(b"\n\n", b"\nextra\n\n", 1)
+    assert [
+        x.status for x in note_lines(forged, log.verifier_key, (witness.cosignature_vkey,))
+    ] == [
+        "fail",
+        "fail",
+    ]
+    other = NoteSigner("witness.test", Identity.generate("w2"))
+    spoof = cosign_checkpoint(log.checkpoint(), other, 1)
+    assert note_lines(spoof, log.verifier_key, (witness.cosignature_vkey,))[1].status == "skip"

@@ -18,6 +18,7 @@ import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,16 @@ _ENV = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
+
+
+def _utc(value: object) -> str:
+    """Unix seconds as an ISO 8601 UTC time (the value itself when it is not one)."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**37:
+        return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return str(value)
+
+
+_ENV.filters["utc"] = _utc
 MAX_PARAM = 200
 """No query parameter a page reads is longer than this."""
 

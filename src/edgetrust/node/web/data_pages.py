@@ -55,14 +55,14 @@ def owner_data(ctx: WebContext, owner: str) -> dict[str, Any]:
     cited: dict[str, int] = defaultdict(int)
     names = {card.digest: card.name for _, card in out["datasets"]}
     for _, rec in out["usage"]:
-        key = f"{rec.requester} on {names.get(rec.dataset, rec.dataset[:19])}"
+        key = f"{names.get(rec.dataset, rec.dataset[7:19])[:14]} · {rec.requester[8:20]}…"
         uses[key][0] += 1
         uses[key][1] += rec.epsilon
         for g in rec.chain:
             cited[g] += 1
     ranked = sorted(uses.items(), key=lambda kv: -kv[1][0])
-    out["uses_chart"] = bar_chart([(k, v[0], f"{v[0]:g} uses") for k, v in ranked])
-    out["eps_chart"] = bar_chart([(k, v[1], f"ε {v[1]:.3g}") for k, v in ranked])
+    out["uses_chart"] = bar_chart([(k, v[0], f"{v[0]:g} uses") for k, v in ranked], width=320)
+    out["eps_chart"] = bar_chart([(k, v[1], f"ε {v[1]:.3g}") for k, v in ranked], width=320)
     out["cited"] = sorted(cited.items(), key=lambda kv: -kv[1])
     out["indexed"] = indexed
     return out
