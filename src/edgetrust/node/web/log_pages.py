@@ -90,8 +90,8 @@ def _size_chart(log: Log) -> Any:
 
 def _anchor(ctx: WebContext) -> dict[str, Any] | None:
     auto = ctx.anchor
-    if auto is None:
-        return None
+    if auto is None or not hasattr(auto, "every") or not hasattr(auto, "last_size"):
+        return None  # not an AutoAnchor (another append hook)
     contract = getattr(auto, "anchor", None)
     return {
         "size": getattr(auto, "last_size", None),
