@@ -74,3 +74,22 @@ def test_bad_input_is_a_4xx_page(web: TestClient, url: str, status: int) -> None
 
 def test_static_css_served(web: TestClient) -> None:
     assert web.get("/static/style.css").status_code == 200
+
+
+def test_overview_shows_the_anchor_of_an_anchoring_node(log: Log, publisher: Identity) -> None:
+    from types import SimpleNamespace
+
+    class FakeAuto:  # what the page reads of `chain.autoanchor.AutoAnchor`
+        every = 5
+        last_size = 3
+        anchor = SimpleNamespace(address="0x" + "ab" * 20, chain=SimpleNamespace(chain_id=31337))
+
+        def maybe_anchor(self) -> None:
+            return None
+
+    log.append(card_envelope(publisher, 1))
+    app = create_app(log, settings=NodeSettings(rate=0), on_append=FakeAuto().maybe_anchor)
+    with TestClient(app) as client:
+        html = client.get("/").text
+    assert "every 5 entries on chain 31337" in html and "last anchored size: 3" in html
+    assert "0x" + "ab" * 20 in html

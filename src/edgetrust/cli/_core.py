@@ -12,7 +12,7 @@ import typer
 from rich.progress import Progress
 from rich.table import Table
 
-from edgetrust.cli._app import HomeOpt, JsonOpt, app, emit, out, set_json_mode
+from edgetrust.cli._app import HomeOpt, JsonOpt, app, emit, err, out, set_json_mode
 from edgetrust.device import Device, RemoteLogWriter
 from edgetrust.encoding import digest_bytes
 from edgetrust.errors import Error, InvalidInputError, KeystoreError, NotFoundError
@@ -655,12 +655,18 @@ def demo(
             "(one.npy, batch.npy) into this directory, to try the commands by hand.",
         ),
     ] = None,
+    serve: Annotated[
+        bool,
+        typer.Option("--serve", help="Then keep serving the demo log's web pages until Ctrl-C."),
+    ] = False,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port for --serve.")] = 8765,
     json_out: JsonOpt = False,
 ) -> None:
     """Run the main job end to end: a model, devices, receipts, a log, a witness, a verifier.
 
     Everything happens in a temporary home, offline; nothing is left behind. Exit code 1 if
-    any check does not come out as expected.
+    any check does not come out as expected. With --serve, the demo's log is then served
+    (pages and API) on 127.0.0.1 until Ctrl-C, and its home removed after.
     """
     import io
 
@@ -679,7 +685,19 @@ def demo(
         )
         return
     console = Console(file=io.StringIO()) if json_out else out
+    url = f"http://127.0.0.1:{port}/"
+    if serve:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="edgetrust-demo-") as tmp:
+            result = run_demo(console, home=Path(tmp))
+            _serve_demo(Path(tmp) / "log", port, url, result.failures)
+        if result.failures:
+            raise VerificationError(f"demo checks came out wrong: {', '.join(result.failures)}")
+        return
     result = run_demo(console)
+    if not json_out:
+        out.print(f"web pages of this log: run 'edgetrust demo --serve', then open {url}")
     emit(
         json_out,
         {
@@ -693,3 +711,23 @@ def demo(
     )
     if result.failures:
         raise VerificationError(f"demo checks came out wrong: {', '.join(result.failures)}")
+
+
+def _serve_demo(home: Path, port: int, url: str, failures: list[str]) -> None:
+    """Serve the demo log at `home` on 127.0.0.1 until Ctrl-C (``edgetrust demo --serve``)."""
+    import uvicorn
+
+    from edgetrust.node.app import create_app
+    from edgetrust.node.settings import NodeSettings
+
+    if failures:
+        err.print(f"demo checks came out wrong: {', '.join(failures)}; serving anyway")
+    err.print(f"the demo's log: {url} (Ctrl-C to stop)")
+    uvicorn.run(
+        create_app(settings=NodeSettings(home=home, rate=0)),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )

@@ -766,7 +766,7 @@ def create_app(
             {"size1": size1, "size2": size2, "proof": _b64(proof), "checkpoint": note.decode()}
         )
 
-    add_web(app, lambda: node().log)
+    add_web(app, lambda: node().log, anchor=getattr(on_append, "__self__", None))
     app.include_router(capture_router(lambda: node().log))
     if cfg.traces:
         _add_trace_routes(app, cfg)

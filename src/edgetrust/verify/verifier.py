@@ -36,9 +36,73 @@ from edgetrust.runtime.executors import make_executor
 from edgetrust.statement import VerifiedCache
 from edgetrust.verify.policy import Policy
 
-__all__ = ["Tolerance", "Verified", "Verifier"]
+__all__ = ["STEPS", "StepOutcome", "StepReport", "Tolerance", "Verified", "Verifier"]
 
 _ZK_EXECUTOR = "ezkl"  # edgetrust.verify.zk.ZK_EXECUTOR, named here without importing EZKL
+
+
+STEPS = (
+    "1 signature",
+    "2 statement",
+    "3 model",
+    "4 opening",
+    "5 re-execution",
+    "6 log",
+    "7 policy",
+    "8 zk",
+)
+"""The numbered steps of `Verifier.verify`, in order (the module docstring says what each does)."""
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """What happened at one step: ``"pass"``, ``"fail"``, ``"skip"`` or ``"not run"``."""
+
+    step: str
+    """The step, numbered as in `STEPS` (e.g. ``"6 log"``)."""
+    status: str
+    reason: str
+    """Why it was skipped or failed (empty for a pass)."""
+
+
+@dataclass(frozen=True)
+class StepReport:
+    """Every step of one verification (`Verifier.report`)."""
+
+    receipt: Receipt | None
+    """The receipt, when every step run passed."""
+    steps: tuple[StepOutcome, ...]
+    """One outcome per entry of `STEPS`, in order."""
+    error: Error | None
+    """The error that stopped verification, if one did."""
+
+    @property
+    def ok(self) -> bool:
+        """Whether no step failed."""
+        return self.error is None
+
+
+def _step_number(step: str | None) -> int | None:
+    head = (step or "").split(" ", 1)[0]
+    return int(head) if head.isdigit() and 1 <= int(head) <= len(STEPS) else None
+
+
+def _outcomes(
+    checked: list[str], skipped: list[str], failed: int | None, exc: Error | None
+) -> tuple[StepOutcome, ...]:
+    passed = {_step_number(s) for s in checked}
+    reasons = {_step_number(s): s.split(": ", 1)[-1] for s in skipped}
+    out = []
+    for number, name in enumerate(STEPS, 1):
+        if number in passed:
+            out.append(StepOutcome(name, "pass", ""))
+        elif number in reasons:
+            out.append(StepOutcome(name, "skip", reasons[number]))
+        elif number == failed and exc is not None:
+            out.append(StepOutcome(name, "fail", exc.message))
+        else:
+            out.append(StepOutcome(name, "not run", "an earlier step failed"))
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -124,7 +188,48 @@ class Verifier:
         """
         checked: list[str] = []
         skipped: list[str] = []
+        receipt = self._run(bundle, model, inputs, opening, reexecute, checked, skipped)
+        return Verified(receipt, tuple(checked), tuple(skipped))
 
+    def report(
+        self,
+        bundle: Bundle,
+        *,
+        model: bytes | None = None,
+        inputs: Mapping[str, Any] | None = None,
+        opening: Opening | None = None,
+        reexecute: bool = False,
+    ) -> StepReport:
+        """Run `verify` and say what happened at every numbered step, failure included.
+
+        The same checks as `verify`, in the same order, stopping at the first failure: the
+        steps before it are as `verify` ran them (passed or skipped with its reason), the
+        failed step carries the error, and the steps after it are "not run". For pages and
+        reports that show each step; code that acts on the result should call `verify`.
+        """
+        checked: list[str] = []
+        skipped: list[str] = []
+        try:
+            receipt = self._run(bundle, model, inputs, opening, reexecute, checked, skipped)
+        except Error as exc:
+            done = {_step_number(s) for s in (*checked, *skipped)}
+            failed = _step_number(exc.step) if isinstance(exc, VerificationError) else None
+            if failed is None or failed in done:
+                failed = min(set(range(1, len(STEPS) + 1)) - done)
+            return StepReport(None, _outcomes(checked, skipped, failed, exc), exc)
+        return StepReport(receipt, _outcomes(checked, skipped, None, None), None)
+
+    def _run(
+        self,
+        bundle: Bundle,
+        model: bytes | None,
+        inputs: Mapping[str, Any] | None,
+        opening: Opening | None,
+        reexecute: bool,
+        checked: list[str],
+        skipped: list[str],
+    ) -> Receipt:
+        """The steps of `verify`, recording each one in `checked` or `skipped` as it ends."""
         # Steps 1-2: signature, statement (and batch audit path).
         receipt = read_receipt(bundle, cache=self._cache)
         checked += ["1 signature", "2 statement"]
@@ -195,8 +300,7 @@ class Verifier:
             # Inputs reach here only opened (step 4), so the proof's input is checked too.
             self._verify_zk(receipt, card, inputs)
             checked.append("8 zk")
-
-        return Verified(receipt, tuple(checked), tuple(skipped))
+        return receipt
 
     def _model(
         self, receipt: Receipt, model: bytes | None

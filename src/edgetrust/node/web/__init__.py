@@ -14,12 +14,12 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from edgetrust.log.service import Log
-from edgetrust.node.web import log_pages
+from edgetrust.node.web import data_pages, disputes, log_pages, receipt, rounds
 from edgetrust.node.web._page import WebContext
 
 __all__ = ["PAGES", "add_web"]
 
-PAGES = [log_pages]
+PAGES = [log_pages, receipt, rounds, disputes, data_pages]
 """Page modules, each with ``router(ctx) -> APIRouter``."""
 
 
@@ -30,9 +30,14 @@ def _index_path(log: Log) -> str:
     return ":memory:"
 
 
-def add_web(app: FastAPI, get_log: Callable[[], Log]) -> None:
-    """Serve the pages and ``/static/`` from `app`, reading the log `get_log` returns."""
-    ctx = WebContext(get_log=get_log, index_path=_index_path)
+def add_web(app: FastAPI, get_log: Callable[[], Log], *, anchor: object = None) -> WebContext:
+    """Serve the pages and ``/static/`` from `app`, reading the log `get_log` returns.
+
+    `anchor` is the node's `AutoAnchor` when it anchors on a chain (the log page shows it).
+    Returns the pages' context (its `index()` is the explorer index).
+    """
+    ctx = WebContext(get_log=get_log, index_path=_index_path, anchor=anchor)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     for module in PAGES:
         app.include_router(module.router(ctx))
+    return ctx

@@ -18,6 +18,7 @@ import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from edgetrust.node.web.index import ExplorerIndex
 __all__ = [
     "CSP",
     "CSRF_COOKIE",
+    "CsrfError",
     "WebContext",
     "check_csrf",
     "error_page",
@@ -62,14 +64,33 @@ _ENV = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
+
+
+def _utc(value: object) -> str:
+    """Unix seconds as an ISO 8601 UTC time (the value itself when it is not one)."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**37:
+        return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return str(value)
+
+
+_ENV.filters["utc"] = _utc
 MAX_PARAM = 200
 """No query parameter a page reads is longer than this."""
 
 NAV: list[tuple[str, str]] = [
     ("/", "Log"),
     ("/entries", "Entries"),
+    ("/receipt", "Verify a receipt"),
+    ("/rounds", "Federated rounds"),
+    ("/disputes", "Disputes"),
+    ("/data", "Data"),
 ]
 """The navigation bar; a page module appends its own (path, label) when it is added."""
+
+
+INLINE_CATCH_UP = 20_000
+"""A page indexes up to this many missing entries itself before answering (else it says how
+far the index reaches and leaves the rest to the background thread)."""
 
 
 @dataclass
@@ -82,6 +103,10 @@ class WebContext:
     """Where the explorer index lives for a log."""
     max_upload: int = 2 * 2**20
     """Largest bundle file the receipt page accepts (bytes)."""
+    home: Path | None = None
+    """The node's home (model registry, FL artifacts), when it has one on disk."""
+    anchor: Any = None
+    """The node's `AutoAnchor` (``node serve --anchor-every``), if it anchors on a chain."""
     _index: ExplorerIndex | None = field(default=None, repr=False)
 
     def log(self) -> Log:
@@ -95,6 +120,37 @@ class WebContext:
             self._index = ExplorerIndex(self.index_path(log))
             self._index.follow(log.entries, log.size)
         return self._index
+
+    def node_home(self) -> Path | None:
+        """The node's home: `home`, else the directory holding an embedded ``log/log.db``."""
+        if self.home is not None:
+            return self.home
+        path = getattr(self.get_log().store, "path", None)
+        if isinstance(path, Path) and path.parent.name == "log":
+            return path.parent.parent
+        return None
+
+    def entries_of(self, kind: str, limit: int = 1000) -> list[tuple[int, bytes]]:
+        """The newest `limit` entries of a display kind, newest first, read from the log."""
+        index, indexed, _ = self.synced_index()
+        log = self.get_log()
+        return [
+            (row.index, log.entry(row.index))
+            for row in index.by_kind(kind, before=indexed, limit=limit)
+        ]
+
+    def synced_index(self) -> tuple[ExplorerIndex, int, int]:
+        """The index, caught up inline when it lags by at most `INLINE_CATCH_UP` entries.
+
+        Returns (index, entries indexed, log size) so a page can say how far it searched.
+        """
+        log = self.get_log()
+        index = self.index()
+        size = log.size()
+        indexed = index.indexed()
+        if 0 < size - indexed <= INLINE_CATCH_UP:
+            indexed = index.catch_up(log.entries, size)
+        return index, indexed, size
 
 
 def _csrf_token(request: Request) -> tuple[str, bool]:

@@ -16,7 +16,15 @@ from edgetrust.errors import Error
 from edgetrust.log.merkle import leaf_hash, verify_inclusion
 from edgetrust.statement import Statement, parse_statement
 
-__all__ = ["KINDS", "EntryView", "Step", "check_entry", "describe_entry", "kind_of"]
+__all__ = [
+    "KINDS",
+    "EntryView",
+    "Step",
+    "check_entry",
+    "describe_entry",
+    "kind_of",
+    "mentioned_dids",
+]
 
 KINDS: Mapping[str, str] = {
     "https://edgetrust.dev/model/v1": "model card",
@@ -25,9 +33,14 @@ KINDS: Mapping[str, str] = {
     "https://edgetrust.dev/fl-round-config/v1": "FL round config",
     "https://edgetrust.dev/fl-round/v1": "FL round",
     "https://edgetrust.dev/dispute-verdict/v1": "dispute verdict",
-    "https://edgetrust.dev/consent-grant/v1": "grant",
+    "https://edgetrust.dev/dataset/v1": "dataset",
+    "https://edgetrust.dev/grant/v1": "grant",
+    "https://edgetrust.dev/revocation/v1": "revocation",
+    "https://edgetrust.dev/job/v1": "job",
     "https://edgetrust.dev/usage/v1": "usage record",
-    "https://edgetrust.dev/attestation/v1": "review",
+    "https://edgetrust.dev/human-reviewer/v1": "reviewer",
+    "https://edgetrust.dev/human-task/v1": "review task",
+    "https://edgetrust.dev/human-review/v1": "review",
     "https://edgetrust.dev/capture-root/v1": "capture root",
 }
 """Display names of the predicate types; an unknown type is shown by its URI."""
@@ -72,14 +85,38 @@ def _summary(st: Statement) -> str:
             parts.append(f"{label} {value}")
 
     model = p.get("model")
-    if kind == "model card":
+    if kind in ("model card", "dataset"):
         add("", p.get("name"))
         add("v", p.get("version"))
     elif isinstance(model, Mapping):
         add("model", model.get("name"))
-    for key in ("session", "round", "verdict", "winner", "issuedAt"):
+    for key in ("session", "round", "loser", "node", "action", "algorithm", "issuedAt"):
         add(key, p.get(key))
     return " · ".join(s.strip() for s in parts)[:_MAX_SUMMARY]
+
+
+MAX_MENTIONS = 64
+"""At most this many DIDs of one entry are indexed (an FL round names its participants)."""
+
+
+def mentioned_dids(predicate: object) -> tuple[str, ...]:
+    """The distinct ``did:`` strings anywhere in a predicate (up to `MAX_MENTIONS`), in order.
+
+    An owner, grantee, requester, participant or disputed device is named in the predicate,
+    not only as the signer; search by DID needs them all.
+    """
+    found: dict[str, None] = {}
+    stack: list[object] = [predicate]
+    while stack and len(found) < MAX_MENTIONS:
+        item = stack.pop()
+        if isinstance(item, str):
+            if item.startswith("did:") and len(item) <= _MAX_SUMMARY:
+                found[item] = None
+        elif isinstance(item, Mapping):
+            stack.extend(reversed(list(item.values())))
+        elif isinstance(item, list | tuple):
+            stack.extend(reversed(item))
+    return tuple(found)
 
 
 def describe_entry(index: int, data: bytes) -> EntryView:
