@@ -758,6 +758,8 @@ def _recompute(
         aggregate = artifacts.get(rec.aggregate)
         old = registry.model_bytes(rec.input_model)
         state = None if prev_state is None else artifacts.get(prev_state)
+        if rec.optimizer_state is not None:
+            artifacts.get(rec.optimizer_state)  # the stored state must match its digest too
     except NotFoundError as exc:
         if require:
             raise VerificationError(f"{step}: {exc}", step="7 model") from exc
