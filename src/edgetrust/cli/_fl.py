@@ -89,8 +89,25 @@ def simulate(
     neighbours: Annotated[
         int | None, typer.Option(help="SecAgg+ neighbours per client (default: all).")
     ] = None,
-    local_epochs: Annotated[int, typer.Option(help="Local epochs per round.")] = 2,
-    lr: Annotated[float, typer.Option(help="Local SGD learning rate.")] = 0.1,
+    local_epochs: Annotated[int, typer.Option(help="Local epochs per round.")] = 5,
+    lr: Annotated[float, typer.Option(help="Local SGD learning rate.")] = 0.3,
+    batch_size: Annotated[int, typer.Option(help="Local minibatch size.")] = 16,
+    lr_schedule: Annotated[
+        str, typer.Option(help="Local learning-rate schedule: constant or cosine.")
+    ] = "constant",
+    prox_mu: Annotated[
+        float, typer.Option(help="FedProx μ for non-IID data (0: plain local SGD).")
+    ] = 0.0,
+    server_optimizer: Annotated[
+        str, typer.Option(help="Server optimizer on the summed update: fedavg, fedadam, fedyogi.")
+    ] = "fedyogi",
+    server_lr: Annotated[
+        float | None,
+        typer.Option(help="Server learning rate η (default 1.0 for fedavg, 0.1 adaptive)."),
+    ] = None,
+    server_momentum: Annotated[
+        float, typer.Option(help="Server momentum μ (fedavg only; FedAvgM).")
+    ] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed for data split, init and dropouts.")] = 0,
     strict_budget: Annotated[
         bool,
@@ -114,9 +131,11 @@ def simulate(
 
     from edgetrust.collab.dp import DPConfig
     from edgetrust.collab.local import simulate as run_simulation
+    from edgetrust.collab.optim import ServerOptimizer
     from edgetrust.collab.session import RoundSummary, SessionSpec
 
     set_json_mode(json_out)
+    optimizer = ServerOptimizer(name=server_optimizer, momentum=server_momentum)
     spec = SessionSpec(
         rounds=rounds,
         secagg=secagg,
@@ -127,6 +146,11 @@ def simulate(
         dp=DPConfig(clip=clip, noise_multiplier=dp_noise, delta=delta, epsilon_max=epsilon_max),
         local_epochs=local_epochs,
         lr=lr,
+        batch_size=batch_size,
+        lr_schedule=lr_schedule,
+        prox_mu=prox_mu,
+        server_optimizer=optimizer,
+        server_lr=server_lr,
         seed=seed,
     )
     progress = Progress(

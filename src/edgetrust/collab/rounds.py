@@ -29,6 +29,7 @@ import numpy.typing as npt
 
 from edgetrust.collab.dp import epsilon_after
 from edgetrust.collab.messages import MaskedInput, verify_commitment
+from edgetrust.collab.optim import ServerOptimizer
 from edgetrust.collab.quantize import Quantizer
 from edgetrust.dsse import Envelope, parse_envelope, sign_envelope
 from edgetrust.encoding import (
@@ -128,6 +129,12 @@ class RoundConfig:
     sampling_rate: float
     aggregator: str
     server_lr: float
+    server_optimizer: ServerOptimizer = field(default_factory=ServerOptimizer)
+    """How the coordinator turns the mean update into the next model (see `collab.optim`)."""
+    prox_mu: float = 0.0
+    """FedProx μ of the clients' local objective (0: plain local SGD)."""
+    lr_schedule: str = "constant"
+    """Local learning-rate schedule over a round's steps: "constant" or "cosine"."""
     local_epochs: int
     lr: float
     batch_size: int
@@ -146,6 +153,10 @@ class RoundConfig:
             raise InvalidInputError("round config: secure aggregation goes with 'secagg-sum' only")
         if len(self.participants) < 2:
             raise InvalidInputError("round config: needs at least 2 participants")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise InvalidInputError(f"round config: unknown lrSchedule {self.lr_schedule!r}")
+        if not self.prox_mu >= 0:
+            raise InvalidInputError("round config: proxMu must be non-negative")
 
     @property
     def quantizer(self) -> Quantizer:
@@ -183,6 +194,9 @@ class RoundConfig:
             "aggregator": self.aggregator,
             "training": {
                 "serverLr": self.server_lr,
+                "serverOptimizer": self.server_optimizer.to_predicate(),
+                "proxMu": self.prox_mu,
+                "lrSchedule": self.lr_schedule,
                 "localEpochs": self.local_epochs,
                 "lr": self.lr,
                 "batchSize": self.batch_size,
@@ -227,6 +241,9 @@ class RoundConfig:
             sampling_rate=_num(dp, "samplingRate", w),
             aggregator=_req(p, "aggregator", str, w),
             server_lr=_num(tr, "serverLr", w),
+            server_optimizer=ServerOptimizer.from_predicate(tr.get("serverOptimizer")),
+            prox_mu=_num(tr, "proxMu", w) if "proxMu" in tr else 0.0,
+            lr_schedule=_req(tr, "lrSchedule", str, w) if "lrSchedule" in tr else "constant",
             local_epochs=_req(tr, "localEpochs", int, w),
             lr=_num(tr, "lr", w),
             batch_size=_req(tr, "batchSize", int, w),
@@ -282,6 +299,8 @@ class RoundRecord:
     """``sha256:<hex>`` of the canonical tensor bytes of the aggregate (see `encoding`)."""
     aggregate_encoding: str
     """"uint32-sum" (secure aggregation) or "float64-update" (plain, robust aggregators)."""
+    optimizer_state: str | None = None
+    """``sha256:<hex>`` of the server optimizer's state after this round (None: stateless)."""
     round_epsilon: float | None
     epsilon: float | None
     """Cumulative ε after this round (None: no DP)."""
@@ -318,6 +337,7 @@ class RoundRecord:
                 for c in self.commitments
             ],
             "aggregate": {"digest": self.aggregate, "encoding": self.aggregate_encoding},
+            "optimizerState": self.optimizer_state,
             "privacy": {
                 "accountant": "dp-accounting PLD",
                 "roundEpsilon": self.round_epsilon,
@@ -371,6 +391,9 @@ class RoundRecord:
             commitments=tuple(commitments),
             aggregate=_req(agg, "digest", str, w),
             aggregate_encoding=_req(agg, "encoding", str, w),
+            optimizer_state=None
+            if p.get("optimizerState") is None
+            else _req(p, "optimizerState", str, w),
             round_epsilon=opt(priv, "roundEpsilon"),
             epsilon=opt(priv, "epsilon"),
             epsilon_rdp=opt(priv, "epsilonRdp"),
@@ -381,6 +404,8 @@ class RoundRecord:
         )
         for d in (record.input_model, record.output_model, record.aggregate):
             parse_digest(d)
+        if record.optimizer_state is not None:
+            parse_digest(record.optimizer_state)
         if record.aggregate_encoding not in ("uint32-sum", "float64-update"):
             raise InvalidInputError(f"{w}: unknown aggregate encoding")
         return record
@@ -693,8 +718,19 @@ def audit_log(
             raise VerificationError(
                 f"{step}: the new model's card is not logged as recorded", step="6 model card"
             )
-        # 7 recompute
-        recomputed = _recompute(rec, cfg, registry, artifacts, require_artifacts, step)
+        # 7 recompute (the server optimizer's state chains from the previous round's)
+        prev_state = None
+        if previous is not None:
+            prev_state = previous[0].optimizer_state
+            if configs[previous[0].config][1].server_optimizer != cfg.server_optimizer:
+                raise VerificationError(
+                    f"{step}: server optimizer changed mid-session", step="7 model"
+                )
+        if cfg.server_optimizer.stateful != (rec.optimizer_state is not None):
+            raise VerificationError(
+                f"{step}: optimizer state recorded does not match the optimizer", step="7 model"
+            )
+        recomputed = _recompute(rec, cfg, registry, artifacts, require_artifacts, step, prev_state)
         audits.append(
             RoundAudit(
                 rec.session,
@@ -719,6 +755,7 @@ def _recompute(
     artifacts: ArtifactStore,
     require: bool,
     step: str,
+    prev_state: str | None = None,
 ) -> bool:
     from edgetrust.collab.training import mlp_weights_from_onnx
     from edgetrust.zoo import mlp_to_onnx
@@ -726,13 +763,24 @@ def _recompute(
     try:
         aggregate = artifacts.get(rec.aggregate)
         old = registry.model_bytes(rec.input_model)
+        state = None if prev_state is None else artifacts.get(prev_state)
+        if rec.optimizer_state is not None:
+            artifacts.get(rec.optimizer_state)  # the stored state must match its digest too
     except NotFoundError as exc:
         if require:
             raise VerificationError(f"{step}: {exc}", step="7 model") from exc
         return False
     weights, biases = mlp_weights_from_onnx(old)
     update = mean_update(cfg, aggregate, rec.aggregate_encoding, len(rec.survivors))
-    new_w, new_b = apply_update(weights, biases, update, cfg.server_lr)
+    direction, new_state = cfg.server_optimizer.step(update, state)
+    if new_state is not None and digest_bytes(canonical_tensor_bytes(new_state)) != (
+        rec.optimizer_state
+    ):
+        raise VerificationError(
+            f"{step}: replaying the server optimizer does not give the recorded state",
+            step="7 model",
+        )
+    new_w, new_b = apply_update(weights, biases, direction, cfg.server_lr)
     data = mlp_to_onnx(new_w, new_b, name=cfg.model_name).SerializeToString()
     if digest_bytes(data) != rec.output_model:
         raise VerificationError(

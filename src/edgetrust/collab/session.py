@@ -10,6 +10,7 @@ bytes between them.
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import time
@@ -30,6 +31,7 @@ from edgetrust.collab.dp import (
     epsilon_after_rdp,
 )
 from edgetrust.collab.messages import MaskedInput
+from edgetrust.collab.optim import ServerOptimizer, default_server_lr
 from edgetrust.collab.rounds import (
     ROUND_CONFIG_PREDICATE_TYPE,
     ArtifactStore,
@@ -45,6 +47,7 @@ from edgetrust.collab.rounds import (
 from edgetrust.collab.secagg import SecAggConfig
 from edgetrust.collab.training import (
     MLP,
+    SCHEDULES,
     accuracy,
     flatten,
     mlp_weights_from_onnx,
@@ -78,10 +81,20 @@ class SessionSpec:
     """SecAgg+ degree; None for the complete graph."""
     modulus_bits: int = 32
     dp: DPConfig = field(default_factory=lambda: DPConfig(clip=1.0, noise_multiplier=0.0))
-    server_lr: float = 1.0
-    local_epochs: int = 2
-    lr: float = 0.1
+    server_optimizer: ServerOptimizer = field(
+        default_factory=lambda: ServerOptimizer(name="fedyogi")
+    )
+    """The server optimizer acting on each round's mean update (FedYogi: best on non-IID
+    digits in docs/fl.md's measurements)."""
+    server_lr: float | None = None
+    """η of the server optimizer; None: its default (1.0 for FedAvg, 0.1 adaptive)."""
+    local_epochs: int = 5
+    lr: float = 0.3
     batch_size: int = 16
+    prox_mu: float = 0.0
+    """FedProx μ (0: plain local SGD)."""
+    lr_schedule: str = "constant"
+    """Local learning-rate schedule: "constant" or "cosine"."""
     hidden: tuple[int, ...] = (32,)
     seed: int = 0
     model_name: str = "digits-fl"
@@ -97,8 +110,19 @@ class SessionSpec:
             )
         if self.byzantine < 0:
             raise InvalidInputError("`byzantine` must be non-negative")
-        if not self.server_lr > 0 or not self.lr > 0:
-            raise InvalidInputError("`server_lr` and `lr` must be positive")
+        for name in ("server_lr", "lr", "prox_mu"):
+            value = getattr(self, name)
+            if value is None and name == "server_lr":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise InvalidInputError(f"`{name}` must be a number")
+            if not math.isfinite(value) or value < 0 or (value == 0 and name != "prox_mu"):
+                raise InvalidInputError(
+                    f"`{name}` must be {'non-negative' if name == 'prox_mu' else 'positive'}"
+                    " and finite"
+                )
+        if self.lr_schedule not in SCHEDULES:
+            raise InvalidInputError(f"`lr_schedule` must be one of {', '.join(SCHEDULES)}")
         if self.dp.sampling_rate != 1.0:
             # The drivers invite every client to every round; accounting for Poisson
             # sampling that did not happen would understate ε.
@@ -107,6 +131,13 @@ class SessionSpec:
             )
         if self.local_epochs < 1 or self.batch_size < 1:
             raise InvalidInputError("`local_epochs` and `batch_size` must be at least 1")
+
+    @property
+    def effective_server_lr(self) -> float:
+        """η as logged: `server_lr`, or the optimizer's default when it is None."""
+        if self.server_lr is not None:
+            return float(self.server_lr)
+        return default_server_lr(self.server_optimizer.name)
 
     def threshold_for(self, n: int) -> int:
         """The Shamir threshold for `n` participants."""
@@ -195,6 +226,8 @@ class Coordinator:
         """Admits participants under their grants (`edgetrust.data.consent`); None: no check."""
         self.round = 0
         self.previous_record: str | None = None
+        self.optimizer_state: npt.NDArray[np.float64] | None = None
+        """The server optimizer's state after the last round (None: none yet, or stateless)."""
         weights, biases = _float32(self.model.init(spec.seed))
         self.model_bytes = mlp_to_onnx(weights, biases, name=spec.model_name).SerializeToString()
         card, envelope = self.registry.add_bytes(
@@ -244,7 +277,10 @@ class Coordinator:
             epsilon_max=dp.epsilon_max,
             sampling_rate=dp.sampling_rate,
             aggregator="secagg-sum" if spec.secagg else spec.aggregator,
-            server_lr=spec.server_lr,
+            server_lr=spec.effective_server_lr,
+            server_optimizer=spec.server_optimizer,
+            prox_mu=spec.prox_mu,
+            lr_schedule=spec.lr_schedule,
             local_epochs=spec.local_epochs,
             lr=spec.lr,
             batch_size=spec.batch_size,
@@ -303,8 +339,10 @@ class Coordinator:
             encoding = "float64-update"
         aggregate_digest = self.artifacts.put(aggregate)
         update = mean_update(cfg, aggregate, encoding, len(survivors))
+        direction, new_state = cfg.server_optimizer.step(update, self.optimizer_state)
+        state_digest = None if new_state is None else self.artifacts.put(new_state)
         weights, biases = mlp_weights_from_onnx(self.model_bytes)
-        new_w, new_b = apply_update(weights, biases, update, cfg.server_lr)
+        new_w, new_b = apply_update(weights, biases, direction, cfg.server_lr)
         new_bytes = mlp_to_onnx(new_w, new_b, name=cfg.model_name).SerializeToString()
         card, card_env = self.registry.add_bytes(
             new_bytes,
@@ -342,6 +380,7 @@ class Coordinator:
             commitments=commitments,
             aggregate=aggregate_digest,
             aggregate_encoding=encoding,
+            optimizer_state=state_digest,
             round_epsilon=round_eps,
             epsilon=eps,
             epsilon_rdp=eps_rdp,
@@ -355,6 +394,7 @@ class Coordinator:
             self.consent.record_round(self, plan, record, record_index)
         self.previous_record = envelope_sha256(record_env)
         self.model_bytes, self.model_digest = new_bytes, card.digest
+        self.optimizer_state = new_state
         return RoundSummary(
             cfg.round,
             len(survivors),
@@ -435,6 +475,8 @@ class ClientWorker:
             lr=config.lr,
             batch_size=config.batch_size,
             seed=seed,
+            prox_mu=config.prox_mu,
+            schedule=config.lr_schedule,
         )
         update, _ = clip_update(flatten(trained) - flatten(start), config.clip)
         # Noise and rounding draw from fresh OS entropy, never from `seed`: a coordinator that

@@ -9,7 +9,8 @@ with ``W_i`` of shape (in, out), the layout `edgetrust.zoo.mlp_to_onnx` exports.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +31,8 @@ __all__ = [
 
 F64 = npt.NDArray[np.float64]
 Params = list[F64]
+
+SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,9 @@ def _sgd_epoch(
     lr: float,
     batch_size: int,
     rng: np.random.Generator,
+    anchor: Sequence[F64] | None = None,
+    prox_mu: float = 0.0,
+    lr_at: Callable[[], float] | None = None,
 ) -> None:
     n = x.shape[0]
     order = rng.permutation(n)
@@ -116,13 +122,19 @@ def _sgd_epoch(
         p /= p.sum(axis=1, keepdims=True)
         # backward: softmax cross-entropy gradient, then through each ReLU layer
         grad = (p - np.eye(classes)[yb]) / len(idx)
+        step = lr if lr_at is None else lr_at()
         for i in range(len(params) - 2, -1, -2):
             gw = acts[i // 2].T @ grad
             gb = grad.sum(axis=0)
             if i > 0:
                 grad = (grad @ params[i].T) * (acts[i // 2] > 0)
-            params[i] -= lr * gw
-            params[i + 1] -= lr * gb
+            if anchor is not None and prox_mu > 0:
+                # FedProx (Li et al. 2020): the proximal term μ/2·‖w - w_global‖² keeps a
+                # client with skewed data from drifting far from the global model.
+                gw = gw + prox_mu * (params[i] - anchor[i])
+                gb = gb + prox_mu * (params[i + 1] - anchor[i + 1])
+            params[i] -= step * gw
+            params[i + 1] -= step * gb
 
 
 def train_local(
@@ -135,18 +147,47 @@ def train_local(
     lr: float = 0.1,
     batch_size: int = 16,
     seed: int = 0,
+    prox_mu: float = 0.0,
+    schedule: str = "constant",
 ) -> Params:
-    """Minibatch SGD on softmax cross-entropy from `params`; returns the new parameters."""
+    """Minibatch SGD on softmax cross-entropy from `params`; returns the new parameters.
+
+    `prox_mu` > 0 adds FedProx's proximal term towards `params`; `schedule` "cosine" decays
+    the learning rate from `lr` towards 0 over the local steps (cosine annealing without
+    restarts, Loshchilov & Hutter 2017), "constant" keeps it.
+    """
     if epochs < 0 or batch_size < 1 or not lr > 0:
         raise InvalidInputError("`epochs` ≥ 0, `batch_size` ≥ 1 and `lr` > 0 are required")
+    if not prox_mu >= 0 or schedule not in SCHEDULES:
+        raise InvalidInputError(f"`prox_mu` ≥ 0 and `schedule` in {SCHEDULES} are required")
     xs = np.asarray(x, dtype=np.float64)
     ys = np.asarray(y, dtype=np.int64)
     out = [p.copy() for p in params]
     if xs.shape[0] == 0:
         return out
+    anchor = [np.asarray(p, dtype=np.float64) for p in params] if prox_mu > 0 else None
+    total = epochs * -(-xs.shape[0] // batch_size)
+    done = [0]
+
+    def lr_at() -> float:
+        t = done[0]
+        done[0] += 1
+        return lr * 0.5 * (1.0 + math.cos(math.pi * t / total))
+
     rng = np.random.default_rng(seed)
     for _ in range(epochs):
-        _sgd_epoch(model, out, xs, ys, lr=lr, batch_size=batch_size, rng=rng)
+        _sgd_epoch(
+            model,
+            out,
+            xs,
+            ys,
+            lr=lr,
+            batch_size=batch_size,
+            rng=rng,
+            anchor=anchor,
+            prox_mu=prox_mu,
+            lr_at=lr_at if schedule == "cosine" else None,
+        )
     return out
 
 
