@@ -59,6 +59,7 @@ def router(ctx: WebContext) -> APIRouter:
         key = (session, log.size())
         if key in audits:
             return audits[key]
+        result: dict[str, Any]
         try:
             from edgetrust.collab.rounds import audit_log
 
