@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 
 from bench._util import table
-from bench.bench_node import ROOT, _free_port, _load, _receipts
+from bench.bench_node import ROOT, _free_port, _load, _Node, _receipts
 
 STORE_N = 20_000
 THREADS = 32
@@ -151,34 +151,6 @@ def _read_load(port: int, paths: list[str]) -> dict[str, float]:
 
 
 # -- nodes -----------------------------------------------------------------------------------
-
-
-class _Node:
-    def __init__(self, home: Path, *extra: str) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "edgetrust", "node", "serve", "--port", str(self.port)),
-                *("--home", str(home), "--rate", "0", *extra),
-            ],
-            env={**os.environ, "EDGETRUST_HOME": str(home)},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        self.proc.kill()
-        raise RuntimeError("node did not start")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(15)
 
 
 def _singles(nodes: list[_Node], bodies: list[bytes], tmp: Path) -> dict[str, Any]:

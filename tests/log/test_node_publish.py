@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -20,36 +17,7 @@ from edgetrust.log.client import LogClient
 from edgetrust.log.publish import TilePublisher
 from edgetrust.log.service import Log
 
-from ..node.conftest import card_envelope, free_port, start_server
-
-
-@pytest.fixture
-def static_server() -> Iterator[object]:
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def serve(directory: Path) -> str:
-        port = free_port()
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
-                cwd=directory,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(200):
-            try:
-                httpx.get(url + "/checkpoint", timeout=1)
-                return url
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        raise RuntimeError("http.server did not start")
-
-    yield serve
-    for p in procs:
-        p.terminate()
-        p.wait(10)
+from ..node.conftest import card_envelope, start_server
 
 
 def _published_size(directory: Path, vkey: str) -> int:
@@ -65,7 +33,7 @@ def _wait_for(directory: Path, vkey: str, size: int) -> None:
 
 
 def test_served_node_publishes_as_it_grows(
-    tmp_path: Path, static_server: object, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, serve_dir: object, capsys: pytest.CaptureFixture[str]
 ) -> None:
     home, www = tmp_path / "home", tmp_path / "www"
     with Log.open(home) as log:
@@ -76,7 +44,7 @@ def test_served_node_publishes_as_it_grows(
     publisher = Identity.from_seed(b"\x05" * 32, "publisher")
     try:
         assert _published_size(www, vkey) == 0  # the empty log, published at startup
-        url = static_server(www)  # type: ignore[operator]
+        url = serve_dir(www)  # type: ignore[operator]
         client = LogClient(url, vkey, state_path=tmp_path / "client.json")
         state = tmp_path / "monitor.json"
         monitor = ["log", "monitor", url, "--key", vkey, "--state", str(state), "--once"]

@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from edgetrust.cli import run
@@ -17,39 +12,9 @@ from edgetrust.errors import VerificationError
 from edgetrust.log.client import LogClient
 from edgetrust.log.service import Log
 
-from ..node.conftest import free_port
-
 
 def entry(i: int) -> bytes:
     return b'{"entry":%d,"pad":"%s"}' % (i, b"x" * (i % 40))
-
-
-@pytest.fixture
-def serve_dir() -> Iterator[object]:
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def serve(directory: Path) -> str:
-        port = free_port()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
-            cwd=directory,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        procs.append(proc)
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(200):
-            try:
-                httpx.get(url + "/checkpoint", timeout=1)
-                return url
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        raise RuntimeError("http.server did not start")
-
-    yield serve
-    for p in procs:
-        p.terminate()
-        p.wait(10)
 
 
 def _publish(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict, str]:  # type: ignore[type-arg]
