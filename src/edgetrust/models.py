@@ -23,6 +23,7 @@ from onnx import helper
 from edgetrust.dsse import Envelope, parse_envelope, sign_envelope
 from edgetrust.encoding import digest_bytes, digest_hex, parse_digest
 from edgetrust.errors import InvalidInputError, NotFoundError, ResourceLimitError
+from edgetrust.files import read_limited
 from edgetrust.home import resolve_home
 from edgetrust.identity import Identity
 from edgetrust.statement import (
@@ -282,19 +283,7 @@ class ModelRegistry:
     ) -> tuple[ModelCard, Envelope]:
         """Store the ONNX file at `path` (named after the file unless `name` is given)."""
         p = Path(path)
-        try:
-            size = p.stat().st_size
-        except OSError as exc:
-            raise NotFoundError(f"cannot read model file {p}: {exc.strerror}") from exc
-        if size > self.max_bytes:
-            raise ResourceLimitError(
-                f"model file {p} is {size} bytes, over the {self.max_bytes}-byte limit",
-                limit=self.max_bytes,
-            )
-        try:
-            data = p.read_bytes()
-        except OSError as exc:
-            raise InvalidInputError(f"cannot read model file {p}: {exc.strerror}") from exc
+        data = read_limited(p, "model file", max_bytes=self.max_bytes)
         return self.add_bytes(data, publisher=publisher, name=name or p.stem, version=version)
 
     def update_card(self, card: ModelCard, *, publisher: Identity) -> Envelope:

@@ -35,7 +35,8 @@ from edgetrust.capture.verify import (
     verify_manifest,
     verify_samples,
 )
-from edgetrust.errors import InvalidInputError, NotFoundError, ResourceLimitError, UnsupportedError
+from edgetrust.errors import InvalidInputError, NotFoundError, UnsupportedError
+from edgetrust.files import checked_size
 
 __all__ = [
     "MANIFEST_SUFFIX",
@@ -166,14 +167,7 @@ def read_recording(path: str | os.PathLike[str]) -> Recording:
     import pyedflib
 
     p = Path(path)
-    try:
-        size = p.stat().st_size
-    except OSError as exc:
-        raise NotFoundError(f"cannot read recording {p}: {exc.strerror}") from exc
-    if size > MAX_RECORDING_BYTES:
-        raise ResourceLimitError(
-            f"recording {p} is {size} bytes, over the limit", limit=MAX_RECORDING_BYTES
-        )
+    checked_size(p, "recording", max_bytes=MAX_RECORDING_BYTES)
     try:
         reader = pyedflib.EdfReader(str(p))
     except OSError as exc:

@@ -16,6 +16,7 @@ from edgetrust.cli._app import HomeOpt, JsonOpt, app, emit, err, out, set_json_m
 from edgetrust.device import Device, RemoteLogWriter
 from edgetrust.encoding import digest_bytes
 from edgetrust.errors import Error, InvalidInputError, KeystoreError, NotFoundError
+from edgetrust.files import read_limited
 from edgetrust.home import resolve_home
 from edgetrust.identity import Identity, Keystore
 from edgetrust.log.service import Log
@@ -39,16 +40,7 @@ MAX_FILE_BYTES = 64 * 2**20
 
 def read_file(path: Path, what: str, *, max_bytes: int = MAX_FILE_BYTES) -> bytes:
     """Read a user-named file with a size limit and a one-line error."""
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise NotFoundError(f"cannot read {what} {path}: {exc.strerror}") from exc
-    if size > max_bytes:
-        raise InvalidInputError(f"{what} {path} is {size} bytes, over the {max_bytes}-byte limit")
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise InvalidInputError(f"cannot read {what} {path}: {exc.strerror}") from exc
+    return read_limited(path, what, max_bytes=max_bytes)
 
 
 def write_file(path: Path, data: bytes, what: str) -> None:

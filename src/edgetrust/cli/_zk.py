@@ -16,6 +16,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from edgetrust.cli._app import HomeOpt, JsonOpt, app, emit, err, out, set_json_mode
 from edgetrust.encoding import digest_bytes
 from edgetrust.errors import InvalidInputError, NotFoundError
+from edgetrust.files import read_limited
 from edgetrust.home import resolve_home
 from edgetrust.identity import Keystore
 from edgetrust.models import ModelRegistry
@@ -142,13 +143,7 @@ def _print_artifacts(art: ZkArtifacts) -> None:
 
 
 def _read(path: Path, what: str) -> bytes:
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise NotFoundError(f"cannot read {what} {path}: {exc.strerror}") from exc
-    if size > _MAX_FILE:
-        raise InvalidInputError(f"{what} {path} is {size} bytes, over the {_MAX_FILE}-byte limit")
-    return path.read_bytes()
+    return read_limited(path, what, max_bytes=_MAX_FILE)
 
 
 def _load_calibration(path: Path) -> np.ndarray[Any, Any]:

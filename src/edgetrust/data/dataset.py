@@ -35,7 +35,8 @@ from edgetrust.encoding import (
     parse_digest,
     update_tensor_hash,
 )
-from edgetrust.errors import InvalidInputError, NotFoundError, ResourceLimitError
+from edgetrust.errors import InvalidInputError
+from edgetrust.files import read_limited
 from edgetrust.identity import Identity, public_bytes_from_did
 from edgetrust.statement import (
     IN_TOTO_PAYLOAD_TYPE,
@@ -331,18 +332,7 @@ def load_table(
     kind = p.suffix.lstrip(".").lower()
     if kind == "ndjson":
         kind = "jsonl"
-    try:
-        size = p.stat().st_size
-    except OSError as exc:
-        raise NotFoundError(f"cannot read dataset file {p}: {exc.strerror}") from exc
-    if size > max_bytes:
-        raise ResourceLimitError(
-            f"dataset file {p} is {size} bytes, over the {max_bytes}-byte limit", limit=max_bytes
-        )
-    try:
-        data = p.read_bytes()
-    except OSError as exc:
-        raise InvalidInputError(f"cannot read dataset file {p}: {exc.strerror}") from exc
+    data = read_limited(p, "dataset file", max_bytes=max_bytes)
     return parse_table(data, kind), data, kind
 
 

@@ -25,6 +25,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from edgetrust.errors import InvalidInputError, NotFoundError, ResourceLimitError
+from edgetrust.files import checked_size
 from edgetrust.models import ModelCard, TensorSpec
 
 __all__ = [
@@ -156,14 +157,7 @@ def load_inputs(
     nested list. Files larger than `max_bytes` are refused before they are read.
     """
     p = Path(path)
-    try:
-        size = p.stat().st_size
-    except OSError as exc:
-        raise NotFoundError(f"cannot read input file {p}: {exc.strerror}") from exc
-    if size > max_bytes:
-        raise ResourceLimitError(
-            f"input file {p} is {size} bytes, over the {max_bytes}-byte limit", limit=max_bytes
-        )
+    checked_size(p, "input file", max_bytes=max_bytes)
     suffix = p.suffix.lower()
     try:
         if suffix == ".npy":
