@@ -217,7 +217,7 @@ def _row(name: str, r: dict[str, Any], unit: str, target: str, met: bool, ed: fl
 def run() -> str:
     from edgetrust.identity import Identity
     from edgetrust.log.service import Log
-    from edgetrust.node.app import prepare_entry
+    from edgetrust.node.entries import prepare_entry
 
     devices = [Identity.generate(f"d{i}") for i in range(16)]
     singles = _receipts(SINGLE_N, devices)

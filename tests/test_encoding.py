@@ -123,3 +123,41 @@ def test_streamed_digest_equals_digest_of_canonical_bytes(arr: np.ndarray) -> No
     if arr.ndim:
         view = arr[::-1]  # a strided view hashes like its contiguous copy
         assert digest_tensor(view) == digest_bytes(canonical_tensor_bytes(view.copy()))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [b'{"a":1,"a":2}', b'{"a": 1}', b'{"b":1,"a":2}', b'{"a":1.50}', b'{"a":"\\u00e9"}', b"-0"],
+)
+def test_parse_canonical_json_refuses_variants(bad: bytes) -> None:
+    from edgetrust.encoding import JCS_RULE, parse_canonical_json
+    from edgetrust.errors import ProfileError
+
+    with pytest.raises(ProfileError) as info:
+        parse_canonical_json(bad)
+    assert info.value.rule == JCS_RULE
+
+
+def test_parse_canonical_json_names_duplicate_key() -> None:
+    from edgetrust.encoding import parse_canonical_json
+    from edgetrust.errors import ProfileError
+
+    with pytest.raises(ProfileError, match="duplicate key 'predicate'"):
+        parse_canonical_json(b'{"predicate":1,"predicate":2}')
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | st.text(),
+        lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(), c, max_size=4),
+        max_leaves=12,
+    )
+)
+def test_parse_canonical_json_accepts_rfc8785_output(value: object) -> None:
+    from edgetrust.encoding import canonical_json, parse_canonical_json
+
+    try:
+        data = canonical_json(value)
+    except InvalidInputError:
+        return
+    assert parse_canonical_json(data) == value

@@ -12,6 +12,7 @@ __all__ = [
     "InvalidInputError",
     "KeystoreError",
     "NotFoundError",
+    "ProfileError",
     "ResourceLimitError",
     "UnsupportedError",
     "VerificationError",
@@ -34,6 +35,21 @@ class Error(Exception):
 
 class InvalidInputError(Error):
     """Input that is malformed, of the wrong shape or type, or too large."""
+
+
+class ProfileError(InvalidInputError):
+    """Well-formed input outside the one form edgetrust accepts for signed or logged data.
+
+    The profiles rule out inputs that two honest readers could read differently, or that can
+    be varied without a key: JSON that is not its RFC 8785 form (duplicate keys, whitespace),
+    a second signature by the same key, a time with an offset or nanoseconds, text with
+    control or bidi-override characters. `rule` names the rule that was broken.
+    """
+
+    def __init__(self, message: str, *, rule: str) -> None:
+        super().__init__(f"{message} ({rule})")
+        self.rule = rule
+        """The broken rule, e.g. ``"RFC 8785 canonical JSON"``."""
 
 
 class NotFoundError(Error):

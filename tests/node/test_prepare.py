@@ -12,13 +12,13 @@ from edgetrust.dsse import Envelope, Signature, parse_envelope
 from edgetrust.errors import InvalidInputError
 from edgetrust.identity import Identity
 from edgetrust.node._http import RateLimitedError
-from edgetrust.node.app import (
+from edgetrust.node.entries import (
     BatchEntryError,
-    RateLimiter,
     canonical_envelope_bytes,
     prepare_entries,
     prepare_entry,
 )
+from edgetrust.node.ratelimit import RateLimiter
 from edgetrust.node.settings import NodeSettings, WitnessSettings
 from tests.node.conftest import card_envelope
 
@@ -98,7 +98,7 @@ def test_witness_settings_validate_the_name() -> None:
 
 def test_batch_inclusion_proofs_equal_the_stores(tmp_path: Path) -> None:
     from edgetrust.log.service import Log
-    from edgetrust.node.app import batch_inclusion_proofs
+    from edgetrust.node.core import batch_inclusion_proofs
 
     log = Log.open(tmp_path / "log", max_delay=0.0)
     try:

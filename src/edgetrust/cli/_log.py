@@ -422,7 +422,7 @@ def log_submit(
                 "checkpoint": sub.note.decode(),
             }
     else:
-        from edgetrust.node.app import prepare_entry
+        from edgetrust.node.entries import prepare_entry
 
         prepared = prepare_entry(raw, max_entry=0xFFFF)
         the_log = _open_log(home)

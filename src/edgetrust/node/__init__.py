@@ -7,13 +7,9 @@ writes); `create_witness_app` serves a C2SP tlog-witness. Both are thin: the log
 
 from __future__ import annotations
 
-from edgetrust.node.app import (
-    PreparedEntry,
-    RateLimiter,
-    create_app,
-    prepare_entries,
-    prepare_entry,
-)
+from edgetrust.node.app import create_app
+from edgetrust.node.entries import PreparedEntry, prepare_entries, prepare_entry
+from edgetrust.node.ratelimit import RateLimiter
 from edgetrust.node.settings import NodeSettings, WitnessSettings
 from edgetrust.node.witness import Evidence, Witness, create_witness_app
 
