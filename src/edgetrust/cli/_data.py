@@ -323,7 +323,22 @@ def request(
     bounds: Annotated[str, typer.Option(help="Clipping bounds LOW:HIGH for stats.")] = "0:1",
     epsilon: Annotated[float, typer.Option(help="ε this stats job spends.")] = 1.0,
     group_by: Annotated[str | None, typer.Option(help="Integer column to group by.")] = None,
-    model: Annotated[Path | None, typer.Option(help="infer job: the ONNX model to run.")] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="infer (or, with --train, train) job: the ONNX model.")
+    ] = None,
+    train: Annotated[
+        bool,
+        typer.Option(
+            "--train", help="train job: one DP training step of --model on the owner's records."
+        ),
+    ] = False,
+    labels: Annotated[str, typer.Option(help="train job: the label column.")] = "label",
+    epochs: Annotated[int, typer.Option(help="train job: local epochs.")] = 1,
+    lr: Annotated[float, typer.Option(help="train job: learning rate.")] = 0.1,
+    clip: Annotated[float, typer.Option(help="train job: L2 clip C of the update.")] = 1.0,
+    noise: Annotated[
+        float, typer.Option("--noise-multiplier", help="train job: Gaussian noise z (σ = z·C).")
+    ] = 1.0,
     identity: IdentityOpt = "default",
     home: HomeOpt = None,
     json_out: JsonOpt = False,
@@ -332,7 +347,8 @@ def request(
 
     Examples: `edgetrust data request http://127.0.0.1:8090 --grant g.json --stat mean
     --column age --bounds 0:100 --epsilon 0.5`;
-    `edgetrust data request URL --grant g.json --model m.onnx --column x`
+    `edgetrust data request URL --grant g.json --model m.onnx --column x`;
+    `edgetrust data request URL --grant g.json --train --model mlp.onnx --column x --labels y`
     """
     import httpx
 
@@ -344,10 +360,39 @@ def request(
     me = Keystore(home).load(identity)
     chain = _read_chain(grant_file)
     cols = column or []
+    if train and model is None:
+        raise InvalidInputError("--train needs --model (the model to train)")
     if (stat is None) == (model is None):
-        raise InvalidInputError("give either --stat (a stats job) or --model (an infer job)")
+        raise InvalidInputError(
+            "give --stat (a stats job), --model (an infer job) or --train --model (a train job)"
+        )
+    mbytes = b""
     if model is not None:
-        mbytes = model.read_bytes()
+        try:
+            mbytes = model.read_bytes()
+        except OSError as exc:
+            raise NotFoundError(f"cannot read model {model}: {exc.strerror}") from exc
+    if train:
+        from edgetrust.data.train import TrainQuery
+
+        train_params: dict[str, Any] = {
+            "features": cols[0] if cols else "x",
+            "labels": labels,
+            "epochs": epochs,
+            "lr": lr,
+            "clip": clip,
+            "noiseMultiplier": noise,
+        }
+        TrainQuery.parse(train_params)  # bad parameters fail here, before anything is sent
+        body = make_job(
+            me,
+            chain,
+            action="train",
+            algorithm=digest_bytes(mbytes),
+            params=train_params,
+            model=mbytes,
+        )
+    elif model is not None:
         body = make_job(
             me,
             chain,
@@ -380,7 +425,20 @@ def request(
         raise InvalidInputError(
             f"the owner answered {resp.status_code}: {answer.get('message', resp.text[:200])}"
         )
-    emit(json_out, answer, lambda: out.print_json(json.dumps(answer["result"])))
+
+    def human() -> None:
+        result = answer["result"]
+        if train and isinstance(result, dict) and "update" in result:
+            b = result.get("bounds", {})
+            out.print(
+                f"update of {result['update']['length']} values on {result['records']} records, "
+                f"{result['updateDigest']}, clip {b.get('clip')}, ε {b.get('epsilon')} "
+                f"(δ {b.get('delta')}); --json prints the values"
+            )
+        else:
+            out.print_json(json.dumps(result))
+
+    emit(json_out, answer, human)
 
 
 @data_app.command("usage")
