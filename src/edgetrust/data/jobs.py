@@ -374,27 +374,33 @@ class DataOwner:
             self._observe_locked()
 
     def _observe_locked(self) -> None:
+        from edgetrust.data.grant import REVOCATION_PREDICATE_TYPE
         from edgetrust.statement import parse_statement
 
         start, size = self.revocations.size, self.log.size()
-        new: list[bytes] = []
+        revocations: list[bytes] = []
         for page in range(start, size, _PAGE):
-            new += self.log.entries(page, min(_PAGE, size - page))
-        self.revocations.observe(start, new, size=size)
-        for raw in new:
-            try:  # cheap structural look first; only train usage records pay a verification
-                st = parse_statement(parse_envelope(raw).payload)
-                if st.predicate_type != USAGE_PREDICATE_TYPE or st.predicate["action"] != "train":
+            for raw in self.log.entries(page, min(_PAGE, size - page)):
+                try:  # one structural look per entry; only candidates pay a verification
+                    st = parse_statement(parse_envelope(raw).payload)
+                    if st.predicate_type == REVOCATION_PREDICATE_TYPE:
+                        revocations.append(raw)
+                        continue
+                    if st.predicate_type != USAGE_PREDICATE_TYPE or (
+                        st.predicate["action"] != "train"
+                    ):
+                        continue
+                    rec, signer = read_usage(raw)
+                except Exception:  # other entries, damaged entries
                     continue
-                rec, signer = read_usage(raw)
-            except Exception:  # other entries, damaged entries
-                continue
-            if signer != rec.requester or rec.job in self._external_jobs:
-                continue
-            self._external_jobs.add(rec.job)
-            for d in rec.chain:
-                n, e = self._external.get(d, (0, 0.0))
-                self._external[d] = (n + 1, e + rec.epsilon)
+                if signer != rec.requester or rec.job in self._external_jobs:
+                    continue
+                self._external_jobs.add(rec.job)
+                for d in rec.chain:
+                    n, e = self._external.get(d, (0, 0.0))
+                    self._external[d] = (n + 1, e + rec.epsilon)
+        # The view reads the revocations among entries start..size (the rest are not).
+        self.revocations.observe(start, revocations, size=size)
 
     def _card(self, digest: str) -> DatasetCard:
         """A dataset's card, read and signature-checked once per owner lifetime (immutable)."""
