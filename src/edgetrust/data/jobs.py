@@ -43,6 +43,7 @@ from edgetrust.data.records import (
     Job,
     JobRequest,
     UsageRecord,
+    canonical_result,
     make_job,
     parse_job_request,
     read_usage,
@@ -232,7 +233,7 @@ class DataOwner:
             else:
                 result, receipt = self._infer(card, job, req.model)
             _fault("after-run")
-            result_digest = digest_bytes(canonical_json(result))
+            result_digest = digest_bytes(canonical_result(result))
             usage = self._usage(req.job_id, job, chain, epsilon, result_digest, receipt, created)
             response = {
                 "job": req.job_id,

@@ -21,7 +21,13 @@ from typing import Any
 
 from edgetrust.data.grant import ACTIONS, grant_digest, parse_chain, read_grant, read_revocation
 from edgetrust.dsse import Envelope, envelope_from_dict, sign_envelope
-from edgetrust.encoding import digest_bytes, digest_hex, parse_digest, parse_json
+from edgetrust.encoding import (
+    canonical_json,
+    digest_bytes,
+    digest_hex,
+    parse_digest,
+    parse_json,
+)
 from edgetrust.errors import InvalidInputError
 from edgetrust.identity import Identity, public_bytes_from_did
 from edgetrust.statement import (
@@ -40,6 +46,7 @@ __all__ = [
     "Job",
     "JobRequest",
     "UsageRecord",
+    "canonical_result",
     "make_job",
     "parse_job_request",
     "read_usage",
@@ -310,3 +317,62 @@ def revocations_in(entries: Sequence[bytes]) -> list[str]:
         except Exception:  # not a revocation
             continue
     return out
+
+
+def canonical_result(value: Any) -> bytes:
+    """`canonical_json` (RFC 8785) of a job's result, the same bytes, faster on numbers.
+
+    A result holds thousands of floats (an ``infer`` job's outputs, a ``train`` update), and
+    the reference serializer spends ~1 µs on each, half of it in ``repr`` and half in its
+    layout code. ECMAScript's Number::toString, which RFC 8785 uses, and Python's ``repr``
+    both print the shortest digits that round-trip; they differ only in layout: exponents (``1e-07`` against ``1e-7``, ``1e+16`` against
+    ``10000000000000000``), ``.0`` on integral values and ``-0``. Floats whose ``repr`` has
+    no exponent are written from it here; every other value goes to `canonical_json`. The
+    test suite cross-checks both on random and edge values.
+    """
+    parts: list[str] = []
+    _canon(value, parts)
+    return "".join(parts).encode("utf-8")
+
+
+def _float(x: float) -> str | None:
+    """RFC 8785 text of a float from its ``repr``, or None where they differ in layout."""
+    r = repr(x)
+    if x == 0 or "e" in r or "n" in r:  # zero's sign, exponents, inf and nan
+        return None
+    return r[:-2] if r.endswith(".0") else r
+
+
+def _canon(value: Any, out: list[str]) -> None:
+    t = type(value)
+    if t is float:
+        text = _float(value)
+        if text is not None:
+            out.append(text)
+            return
+    elif t is list or t is tuple:
+        out.append("[")
+        for i, item in enumerate(value):
+            if i:
+                out.append(",")
+            if type(item) is float:
+                text = _float(item)
+                if text is not None:
+                    out.append(text)
+                    continue
+            _canon(item, out)
+        out.append("]")
+        return
+    elif t is dict:
+        if not all(type(k) is str for k in value):
+            canonical_json(value)  # raises the usual error
+        out.append("{")
+        for i, k in enumerate(sorted(value, key=lambda k: k.encode("utf-16-be"))):
+            if i:
+                out.append(",")
+            out.append(canonical_json(k).decode("utf-8"))
+            out.append(":")
+            _canon(value[k], out)
+        out.append("}")
+        return
+    out.append(canonical_json(value).decode("utf-8"))
