@@ -189,3 +189,55 @@ def test_device_refuses_a_chain_it_did_not_issue(devices: Devices) -> None:
     with pytest.raises(ConsentError, match="owner") as exc:
         run_round(devices.coordinator, devices.workers)
     assert exc.value.participant == b
+
+
+@pytest.mark.parametrize("gate", [True, False])
+def test_simulate_consented_refuses_the_revoked_device_and_goes_on(
+    tmp_path: Path, gate: bool
+) -> None:
+    from edgetrust.data.flsim import simulate_consented
+
+    result = simulate_consented(home=tmp_path, clients=3, rounds=3, revoke_after=1, gate=gate)
+    ran, refused, after = result.rounds
+    assert ran.refused is None and ran.record_index is not None
+    assert refused.refused == result.revoked[0]
+    assert refused.step == "5 revocation"
+    # with the coordinator's gate it refuses first; without it, the device's own check does
+    assert refused.by == ("coordinator" if gate else "device")
+    assert after.refused is None and after.participants == 2
+    assert result.audited == (2 if gate else 0)
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--clients", "1"], "clients"),
+        (["--rounds", "0"], "rounds"),
+        (["--revoke-after", "9"], "revoke-after"),
+        (["--noise-multiplier", "-1"], "noise"),
+        (["--clients", "two"], ""),
+    ],
+)
+def test_data_simulate_bad_input_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], match: str
+) -> None:
+    from edgetrust.cli import run
+
+    code = run(["data", "simulate", *args, "--home", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert match in err
+    assert "Traceback" not in err
+
+
+def test_data_simulate_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from edgetrust.cli import run
+
+    args = ["--clients", "3", "--rounds", "2", "--revoke-after", "1", "--json"]
+    code = run(["data", "simulate", *args, "--home", str(tmp_path)])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert [r["refused"] is None for r in out["rounds"]] == [True, False]
+    assert out["rounds"][1]["by"] == "coordinator" and out["audited"] == 1

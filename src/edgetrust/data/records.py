@@ -325,8 +325,9 @@ def canonical_result(value: Any) -> bytes:
     A result holds thousands of floats (an ``infer`` job's outputs, a ``train`` update), and
     the reference serializer spends ~1 µs on each, half of it in ``repr`` and half in its
     layout code. ECMAScript's Number::toString, which RFC 8785 uses, and Python's ``repr``
-    both print the shortest digits that round-trip; they differ only in layout: exponents (``1e-07`` against ``1e-7``, ``1e+16`` against
-    ``10000000000000000``), ``.0`` on integral values and ``-0``. Floats whose ``repr`` has
+    both print the shortest digits that round-trip; they differ only in layout: exponents
+    (``1e-07`` against ``1e-7``, ``1e+16`` against ``10000000000000000``), ``.0`` on
+    integral values and ``-0``. Floats whose ``repr`` has
     no exponent are written from it here; every other value goes to `canonical_json`. The
     test suite cross-checks both on random and edge values.
     """
