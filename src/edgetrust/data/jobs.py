@@ -14,6 +14,7 @@ cannot stop (a model allowed by the grant that memorizes) is said in docs/data.m
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import secrets
@@ -157,6 +158,13 @@ class DataOwner:
     def run_job(self, data: bytes | Mapping[str, Any]) -> dict[str, Any]:
         """Check and run one job; return the answer (result, usage record, receipt).
 
+        See `run_job_json` for the steps and errors.
+        """
+        return self._run_job(data)[0]
+
+    def run_job_json(self, data: bytes | Mapping[str, Any]) -> bytes:
+        """`run_job`, answered as the JSON text the ledger stored (serialized once, not twice).
+
         Steps: (1) the request parses and the job is signed by its requester; (2) a job already
         answered is answered again from the ledger (a replay spends nothing); (3) the dataset
         is this owner's; (4) the grant chain authorizes the requester, action and algorithm
@@ -170,6 +178,10 @@ class DataOwner:
             InvalidInputError: a malformed job or parameters, a group below k.
             ResourceLimitError: the output is over its bound.
         """
+        answer, text = self._run_job(data)
+        return (text if text is not None else json.dumps(answer, sort_keys=True)).encode()
+
+    def _run_job(self, data: bytes | Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
         # 1. parse, signature
         req = parse_job_request(data)
         job = req.job
@@ -178,7 +190,7 @@ class DataOwner:
         if done is not None and done.state != "reserved" and done.response is not None:
             if done.state == "recorded" and done.usage is not None:
                 self.ledger.logged(req.job_id, self.log.append(done.usage))
-            return done.response
+            return done.response, None
         # 3. our dataset
         try:
             card = self._card(job.dataset)
@@ -242,7 +254,8 @@ class DataOwner:
                 "receipt": receipt,
             }
             # 7. record
-            self.ledger.record(req.job_id, response, usage.to_json())
+            text = json.dumps(response, sort_keys=True)
+            self.ledger.record(req.job_id, response, usage.to_json(), text=text)
         except BaseException:
             self.ledger.release(req.job_id)
             raise
@@ -251,7 +264,7 @@ class DataOwner:
         index = self.log.append(usage.to_json())
         self.ledger.logged(req.job_id, index)
         # 9. release
-        return response
+        return response, text
 
     def _usage(
         self,
