@@ -12,7 +12,13 @@ import httpx
 import numpy as np
 
 from bench._util import median_of, table
-from edgetrust.data.grant import RevocationView, delegate, issue_grant, verify_chain
+from edgetrust.data.grant import (
+    RevocationView,
+    _read_grant_once,
+    delegate,
+    issue_grant,
+    verify_chain,
+)
 from edgetrust.data.jobs import DataOwner, make_job
 from edgetrust.data.stats import StatsQuery, run_stats
 from edgetrust.data.value import knn_shapley
@@ -44,7 +50,8 @@ def _dsse_chain(depth: int) -> tuple[list[Any], list[Identity], Identity]:
     return chain, people, owner
 
 
-def _dsse_verify(depth: int) -> tuple[int, float]:
+def _dsse_verify(depth: int, *, seen: bool = False) -> tuple[int, float]:
+    """Bytes and seconds per verification; `seen`: the grants were verified before (cache)."""
     chain, people, owner = _dsse_chain(depth)
     raw = [e.to_json() for e in chain]
     view = RevocationView(max_age=60)
@@ -53,6 +60,8 @@ def _dsse_verify(depth: int) -> tuple[int, float]:
 
     def once() -> None:
         for _ in range(50):
+            if not seen:  # a verifier meeting these grants for the first time
+                _read_grant_once.cache_clear()
             verify_chain(
                 raw,
                 owner=owner.did,
@@ -260,12 +269,14 @@ def run() -> str:
     grant_rows = []
     for depth in (1, 3, 8):
         ds, dt = _dsse_verify(depth)
+        _, dt_seen = _dsse_verify(depth, seen=True)
         bs, bt = _biscuit_verify(depth)
         grant_rows.append(
             [
                 str(depth),
                 f"{ds:,} B",
                 f"{1 / dt:,.0f}/s",
+                f"{1 / dt_seen:,.0f}/s",
                 f"{bs:,} B",
                 f"{1 / bt:,.0f}/s",
                 f"{bt / dt:.2f}×",
@@ -278,12 +289,15 @@ def run() -> str:
             "## Data: consent grants, compute-to-data jobs, attribution",
             "Grant verification, one core: our DSSE grant chains (Ed25519 per grant, narrowing "
             "check, revocation view) beside Biscuit (biscuit-python 0.4.0: parse + signature "
-            "chain + Datalog authorization) carrying the same constraints.",
+            "chain + Datalog authorization) carrying the same constraints. 'Seen before': the "
+            "owner's node remembers a grant whose signature and fields it verified, per exact "
+            "envelope bytes (time, revocation and uses are still checked on every job).",
             table(
                 [
                     "chain depth",
                     "DSSE size",
                     "DSSE verify",
+                    "DSSE, grants seen before",
                     "Biscuit size",
                     "Biscuit verify",
                     "Biscuit time / DSSE",
@@ -298,7 +312,9 @@ def run() -> str:
             "commits the result and usage record durably before release (exactly once), and "
             "the log commits the usage record; the reservation and the 'logged' mark are "
             "not fsynced (see `JobLedger._tx`: one fsync per job instead of three; before: "
-            "5.0 ms, 46×), plus three Ed25519 verifications and one signature, and HTTP), "
+            "5.0 ms, 46×), plus one Ed25519 verification (the job's: a grant is verified at "
+            "its first job, and the log catch-up verifies only revocations) and one "
+            "signature, and HTTP), "
             "on records read and digested from the CSV first, and an `infer` job (fixed-point "
             "executor, receipt logged) beside `Device.infer` doing the same inference with "
             "its receipt.",

@@ -51,6 +51,13 @@ def public_bytes_from_did(did: str) -> bytes:
     """
     if not isinstance(did, str) or not did.startswith(DID_KEY_PREFIX):
         raise InvalidInputError(f"not an Ed25519 did:key: {did!r:.80}")
+    return _decode_did(did)
+
+
+@functools.lru_cache(maxsize=4096)
+def _decode_did(did: str) -> bytes:
+    # Pure-Python base58 costs ~25 µs a DID, and every statement parse checks a few (grants,
+    # jobs, usage records name the same parties over and over). Failures are not cached.
     try:
         raw = base58.b58decode(did[len(DID_KEY_PREFIX) :])
     except ValueError as exc:

@@ -144,3 +144,117 @@ def test_value_table_and_png(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert code == 0
     assert data["shares"]["2"] < 0.1 < data["shares"]["0"]
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        (["--train"], "--train needs --model"),
+        (["--train", "--model", "MODEL", "--stat", "mean"], "give --stat"),
+        (["--train", "--model", "MODEL", "--epochs", "0"], "epochs"),
+        (["--train", "--model", "MODEL", "--noise-multiplier", "-1"], "noiseMultiplier"),
+        (["--train", "--model", "MISSING"], "cannot read model"),
+    ],
+)
+def test_request_train_bad_input_exits_2_before_sending(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], match: str
+) -> None:
+    from edgetrust.data.grant import issue_grant
+
+    home = str(tmp_path / "h")
+    me = Keystore(home).create("default")
+    g = issue_grant(
+        me, audience=me.did, dataset="sha256:" + "0" * 64, actions=["train"], expires=2**31
+    )
+    grant = tmp_path / "g.json"
+    grant.write_text(json.dumps([g.to_dict()]))
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"not onnx, never sent")
+    subst = {"MODEL": str(model), "MISSING": str(tmp_path / "nope.onnx")}
+    args = [subst.get(a, a) for a in extra]
+    # port 1: nothing listens, so reaching the network would be a different error
+    code, _, err = cli(
+        capsys,
+        "data",
+        "request",
+        "http://127.0.0.1:1",
+        "--grant",
+        str(grant),
+        *args,
+        "--home",
+        home,
+    )
+    assert code == 2, err
+    assert match in err
+    assert "Traceback" not in err and err.count("\n") <= 2
+
+
+@pytest.mark.slow
+def test_request_train_over_http(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`data request --train` against a real `data serve`: a noised update, one usage record."""
+    import time
+
+    import httpx
+
+    from edgetrust.data.grant import issue_grant
+    from edgetrust.data.jobs import DataOwner
+    from edgetrust.encoding import digest_bytes
+    from edgetrust.zoo import load_digits_split
+    from tests.node.conftest import start_server
+
+    from .test_train_job import _mlp
+
+    x, _, y, _ = load_digits_split()
+    home = tmp_path / "owner"
+    researcher = Keystore(home).create("researcher")
+    npz = tmp_path / "d.npz"
+    np.savez(npz, x=x[:200], label=y[:200])
+    model = _mlp()
+    with DataOwner(home, identity="owner") as owner:
+        card, _ = owner.add_dataset(npz)
+        g = issue_grant(
+            owner.identity,
+            audience=researcher.did,
+            dataset=card.digest,
+            actions=["train"],
+            algorithms=[digest_bytes(model)],
+            expires=int(time.time()) + 3600,
+            eps_per_use=2.0,
+        )
+    grant = tmp_path / "g.json"
+    grant.write_text(json.dumps([g.to_dict()]))
+    mfile = tmp_path / "mlp.onnx"
+    mfile.write_bytes(model)
+    server = start_server(["data", "serve", "--identity", "owner"], home)
+    try:
+        base = [
+            "data",
+            "request",
+            server.url,
+            "--grant",
+            str(grant),
+            "--train",
+            "--model",
+            str(mfile),
+            "--column",
+            "x",
+            "--noise-multiplier",
+            "3",
+            "--identity",
+            "researcher",
+            "--home",
+            str(home),
+        ]
+        code, answer, err = cli(capsys, *base, "--json")
+        assert code == 0, err
+        assert answer["result"]["update"]["length"] == 64 * 8 + 8 + 8 * 10 + 10
+        assert answer["usage"] and answer["result"]["bounds"]["epsilon"] <= 2.0
+        records = httpx.get(server.url + "/v1/usage").json()["records"]
+        assert [r["action"] for r in records] == ["train"]
+        # a noise the grant's ε cap does not admit is refused by the owner: exit 1, no record
+        code, _, err = cli(capsys, *base[:-2], "--noise-multiplier", "0.3", "--home", str(home))
+        assert code == 1, err
+        assert "Traceback" not in err
+        assert len(httpx.get(server.url + "/v1/usage").json()["records"]) == 1
+    finally:
+        server.stop()

@@ -154,6 +154,25 @@ def test_revoked_grant_is_refused(owner: DataOwner, researcher: Identity, tmp_pa
     assert usage_count(owner) == 1
 
 
+def test_revocation_logged_by_a_delegator_stops_a_grant_already_verified(
+    owner: DataOwner, researcher: Identity, tmp_path: Path
+) -> None:
+    """The owner remembers a verified grant's signature, never its standing: a revocation
+    that reaches the log any way (here by the delegating researcher, not through the owner)
+    refuses the next job."""
+    from edgetrust.data.grant import revoke
+
+    ds = people(owner, tmp_path)
+    g = grant(owner, researcher, ds)
+    helper = Identity.generate("helper")
+    d = delegate(g, researcher, audience=helper.did)
+    owner.run_job(make_job(helper, [g, d], action="stats", algorithm="mean", params=MEAN))
+    owner.log.append(revoke(d, researcher).to_json())
+    with pytest.raises(GrantError, match="revoked"):
+        owner.run_job(make_job(helper, [g, d], action="stats", algorithm="mean", params=MEAN))
+    assert usage_count(owner) == 1
+
+
 def test_refusals_write_nothing(owner: DataOwner, researcher: Identity, tmp_path: Path) -> None:
     ds = people(owner, tmp_path)
     g = grant(owner, researcher, ds, algorithms=["mean"])

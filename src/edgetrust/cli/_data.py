@@ -323,7 +323,22 @@ def request(
     bounds: Annotated[str, typer.Option(help="Clipping bounds LOW:HIGH for stats.")] = "0:1",
     epsilon: Annotated[float, typer.Option(help="ε this stats job spends.")] = 1.0,
     group_by: Annotated[str | None, typer.Option(help="Integer column to group by.")] = None,
-    model: Annotated[Path | None, typer.Option(help="infer job: the ONNX model to run.")] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="infer (or, with --train, train) job: the ONNX model.")
+    ] = None,
+    train: Annotated[
+        bool,
+        typer.Option(
+            "--train", help="train job: one DP training step of --model on the owner's records."
+        ),
+    ] = False,
+    labels: Annotated[str, typer.Option(help="train job: the label column.")] = "label",
+    epochs: Annotated[int, typer.Option(help="train job: local epochs.")] = 1,
+    lr: Annotated[float, typer.Option(help="train job: learning rate.")] = 0.1,
+    clip: Annotated[float, typer.Option(help="train job: L2 clip C of the update.")] = 1.0,
+    noise: Annotated[
+        float, typer.Option("--noise-multiplier", help="train job: Gaussian noise z (σ = z·C).")
+    ] = 1.0,
     identity: IdentityOpt = "default",
     home: HomeOpt = None,
     json_out: JsonOpt = False,
@@ -332,7 +347,8 @@ def request(
 
     Examples: `edgetrust data request http://127.0.0.1:8090 --grant g.json --stat mean
     --column age --bounds 0:100 --epsilon 0.5`;
-    `edgetrust data request URL --grant g.json --model m.onnx --column x`
+    `edgetrust data request URL --grant g.json --model m.onnx --column x`;
+    `edgetrust data request URL --grant g.json --train --model mlp.onnx --column x --labels y`
     """
     import httpx
 
@@ -344,10 +360,39 @@ def request(
     me = Keystore(home).load(identity)
     chain = _read_chain(grant_file)
     cols = column or []
+    if train and model is None:
+        raise InvalidInputError("--train needs --model (the model to train)")
     if (stat is None) == (model is None):
-        raise InvalidInputError("give either --stat (a stats job) or --model (an infer job)")
+        raise InvalidInputError(
+            "give --stat (a stats job), --model (an infer job) or --train --model (a train job)"
+        )
+    mbytes = b""
     if model is not None:
-        mbytes = model.read_bytes()
+        try:
+            mbytes = model.read_bytes()
+        except OSError as exc:
+            raise NotFoundError(f"cannot read model {model}: {exc.strerror}") from exc
+    if train:
+        from edgetrust.data.train import TrainQuery
+
+        train_params: dict[str, Any] = {
+            "features": cols[0] if cols else "x",
+            "labels": labels,
+            "epochs": epochs,
+            "lr": lr,
+            "clip": clip,
+            "noiseMultiplier": noise,
+        }
+        TrainQuery.parse(train_params)  # bad parameters fail here, before anything is sent
+        body = make_job(
+            me,
+            chain,
+            action="train",
+            algorithm=digest_bytes(mbytes),
+            params=train_params,
+            model=mbytes,
+        )
+    elif model is not None:
         body = make_job(
             me,
             chain,
@@ -380,7 +425,20 @@ def request(
         raise InvalidInputError(
             f"the owner answered {resp.status_code}: {answer.get('message', resp.text[:200])}"
         )
-    emit(json_out, answer, lambda: out.print_json(json.dumps(answer["result"])))
+
+    def human() -> None:
+        result = answer["result"]
+        if train and isinstance(result, dict) and "update" in result:
+            b = result.get("bounds", {})
+            out.print(
+                f"update of {result['update']['length']} values on {result['records']} records, "
+                f"{result['updateDigest']}, clip {b.get('clip')}, ε {b.get('epsilon')} "
+                f"(δ {b.get('delta')}); --json prints the values"
+            )
+        else:
+            out.print_json(json.dumps(result))
+
+    emit(json_out, answer, human)
 
 
 @data_app.command("usage")
@@ -470,3 +528,69 @@ def value(
         out.print(t)
 
     emit(json_out, {"shares": shares, "values": [float(x) for x in v]}, human)
+
+
+@data_app.command("simulate")
+def simulate(
+    clients: Annotated[int, typer.Option(help="Simulated devices, each with its own data.")] = 4,
+    rounds: Annotated[int, typer.Option(help="Federated rounds to attempt.")] = 3,
+    revoke_after: Annotated[
+        int | None, typer.Option(help="After this round the first device revokes its grant.")
+    ] = None,
+    gate: Annotated[
+        bool,
+        typer.Option(
+            "--gate/--no-gate", help="The coordinator checks consent too (devices always do)."
+        ),
+    ] = True,
+    max_uses: Annotated[int | None, typer.Option(help="Each grant's most uses.")] = None,
+    noise: Annotated[float, typer.Option("--noise-multiplier", help="DP noise z.")] = 1.0,
+    eps_total: Annotated[float | None, typer.Option(help="Each grant's total ε.")] = None,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Federated learning under consent: devices grant `train`, both sides check, one revokes.
+
+    Example: `edgetrust data simulate --clients 4 --rounds 3 --revoke-after 1` (the second
+    round is refused naming the device, the third runs without it);
+    `--no-gate` shows the devices' own check refusing when the coordinator checks nothing.
+    """
+    from rich.table import Table
+
+    from edgetrust.data.flsim import session_rows, simulate_consented
+
+    set_json_mode(json_out)
+    with err.status("federated rounds under consent…") if not json_out else _nothing():
+        result = simulate_consented(
+            home=home,
+            clients=clients,
+            rounds=rounds,
+            revoke_after=revoke_after,
+            gate=gate,
+            max_uses=max_uses,
+            noise_multiplier=noise,
+            eps_total=eps_total,
+        )
+    rows = session_rows(result)
+    data = {"session": result.session, "rounds": rows, "audited": result.audited}
+
+    def human() -> None:
+        t = Table("round", "devices", "outcome", title=f"session {result.session[:12]}")
+        for r in rows:
+            outcome = (
+                f"logged at {r['recordIndex']}"
+                if r["refused"] is None
+                else f"refused by the {r['by']} ({r['step']}): {r['refused'][:24]}…"
+            )
+            t.add_row(str(r["round"]), str(r["participants"]), outcome)
+        out.print(t)
+        if gate:
+            out.print(f"consent audit: {result.audited} round(s) pass")
+
+    emit(json_out, data, human)
+
+
+def _nothing() -> Any:
+    import contextlib
+
+    return contextlib.nullcontext()

@@ -44,7 +44,7 @@ from edgetrust.data.grant import (
     read_grant,
     verify_chain,
 )
-from edgetrust.data.jobs import USAGE_PREDICATE_TYPE, UsageRecord
+from edgetrust.data.records import USAGE_PREDICATE_TYPE, UsageRecord
 from edgetrust.dsse import Envelope, parse_envelope, sign_envelope
 from edgetrust.encoding import canonical_json, digest_bytes, digest_hex, parse_digest
 from edgetrust.errors import Error, InvalidInputError
@@ -189,7 +189,7 @@ class _LogState:
     jobs: set[str] = field(default_factory=set)
 
     def read(self, log: Any) -> None:
-        from edgetrust.data.jobs import read_usage
+        from edgetrust.data.records import read_usage
 
         size = int(log.size())
         start = self.view.size

@@ -134,8 +134,9 @@ def _fl_round(
 ) -> Any:
     """A federated session the researcher coordinates; ana and ben train on their own data."""
     from edgetrust.collab.dp import DPConfig
-    from edgetrust.collab.session import ClientWorker, Coordinator, SessionSpec
+    from edgetrust.collab.session import Coordinator, SessionSpec
     from edgetrust.data.consent import TrainConsent, run_round
+    from edgetrust.data.recheck import ConsentedWorker, DeviceConsent
 
     chains = {owners[n].identity.did: [grants[n]] for n in owners}
     spec = SessionSpec(
@@ -148,17 +149,25 @@ def _fl_round(
         home=root / "data-fl",
         consent=TrainConsent(log, chains),
     )
+    # Each device checks its own grant against the log too, not only the coordinator's gate.
     workers = {
-        owners[n].identity.did: ClientWorker(identity=owners[n].identity, x=feats[n], y=labels[n])
+        owners[n].identity.did: ConsentedWorker(
+            consent=DeviceConsent(owners[n].identity.did, [grants[n]], log_key=log.verifier_key),
+            log=log,
+            identity=owners[n].identity,
+            x=feats[n],
+            y=labels[n],
+        )
         for n in owners
     }
 
     def one() -> None:
         summary = run_round(coordinator, workers)
         console.print(
-            f"FL round {summary.round} (secure aggregation, DP z = 4): ana and ben train at home "
-            f"under their train grants, ε {summary.round_epsilon:.2f} each; the round record "
-            "cites both grants, one usage record per device"
+            f"FL round {summary.round} (secure aggregation, DP z = 4): ana and ben re-check "
+            "their train grants against the log and train at home, "
+            f"ε {summary.round_epsilon:.2f} each; the round record cites both grants, one "
+            "usage record per device"
         )
 
     return one

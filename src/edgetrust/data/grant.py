@@ -15,6 +15,7 @@ holds what one verifier has seen of them, with the freshness rule stated there.
 
 from __future__ import annotations
 
+import functools
 import math
 import secrets
 import time
@@ -32,6 +33,7 @@ from edgetrust.statement import (
     Subject,
     encode_statement,
     open_signed_statement,
+    parse_statement,
     register_predicate_type,
 )
 
@@ -350,6 +352,17 @@ def read_grant(data: bytes | Envelope) -> Grant:
     return Grant.from_predicate(signed.statement.predicate)
 
 
+@functools.lru_cache(maxsize=4096)
+def _read_grant_once(envelope: Envelope) -> Grant:
+    """`read_grant`, remembered per exact envelope (payload and signatures, compared as bytes).
+
+    A grant's signature and fields are a property of its bytes alone, so a verifier that sees
+    the same grant on every job checks it once. Revocation, time and use are not cached:
+    `verify_chain` checks them on every call.
+    """
+    return read_grant(envelope)
+
+
 # -- revocation -----------------------------------------------------------------------------------
 
 
@@ -450,6 +463,11 @@ class RevocationView:
             raise InvalidInputError(f"view has read {self.size} entries, not {start}")
         for raw in entries:
             try:
+                # A structural look first: only revocations pay for a signature check.
+                if parse_statement(parse_envelope(raw).payload).predicate_type != (
+                    REVOCATION_PREDICATE_TYPE
+                ):
+                    continue
                 rev = read_revocation(raw)
             except Exception:  # other entry types and damaged entries are not revocations
                 continue
@@ -533,7 +551,7 @@ def verify_chain(
     envelopes = tuple(e if isinstance(e, Envelope) else parse_envelope(e) for e in chain)
     # 1. signatures and fields
     try:
-        grants = tuple(read_grant(e) for e in envelopes)
+        grants = tuple(_read_grant_once(e) for e in envelopes)
     except VerificationError as exc:
         raise GrantError(exc.message, step="1 signature") from exc
     digests = tuple(grant_digest(e) for e in envelopes)

@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from edgetrust.data.grant import GrantError
 from edgetrust.data.jobs import MAX_JOB_BYTES, DataOwner
@@ -42,14 +42,14 @@ def data_router(owner: DataOwner | Callable[[], DataOwner]) -> APIRouter:
         "/v1/jobs",
         responses={**ERROR_RESPONSES, 403: {"description": "The grants refuse this job."}},
     )
-    async def post_job(request: Request) -> JSONResponse:
+    async def post_job(request: Request) -> Response:
         """Run a signed job under its grant chain; answer result, usage record, receipt."""
         body = await read_body(request, MAX_JOB_BYTES)
         try:
-            answer = await run_in_threadpool(get().run_job, body)
+            answer = await run_in_threadpool(get().run_job_json, body)
         except GrantError as exc:
             return error_response(403, type(exc).__name__, exc.diagnostics())
-        return JSONResponse(answer)
+        return Response(answer, media_type="application/json")
 
     @router.get("/v1/usage")
     async def get_usage(dataset: str | None = None) -> JSONResponse:

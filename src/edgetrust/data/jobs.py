@@ -1,12 +1,10 @@
-"""Compute-to-data: signed job requests, the owner's job runner, and usage records.
+"""Compute-to-data: the owner's job runner.
 
-A job is a DSSE in-toto statement (`https://edgetrust.dev/job/v1`) signed by the requester:
-the dataset, the action (``stats``, ``infer`` or ``train``), the algorithm (a statistic name,
-or the digest of an ONNX model), parameters, the digest of the grant it is run under and a nonce.
-The job's id is the digest of its signed bytes; sending the same job again is a replay and gets
-the stored answer, not a second use. `DataOwner.run_job` runs one in numbered steps and answers
-with the result only, a usage record (`https://edgetrust.dev/usage/v1`, signed by the owner and
-logged) and, for ``infer``, the fixed-point inference receipt, so the requester can dispute it.
+`DataOwner.run_job` runs one signed job request (`edgetrust.data.records`: the job and usage
+record formats) in numbered steps and answers with the result only, a usage record (signed
+by the owner and logged) and, for ``infer``, the fixed-point inference receipt, so the
+requester can dispute it. A job sent again is a replay and gets the stored answer, not a
+second use.
 
 Guards against an algorithm that copies its inputs out: ``stats`` results are DP-noised and
 refuse groups smaller than k; an ``infer`` job's outputs must have the shapes the model card
@@ -16,16 +14,14 @@ cannot stop (a model allowed by the grant that memorizes) is said in docs/data.m
 
 from __future__ import annotations
 
-import base64
-import binascii
+import json
 import math
 import os
 import secrets
 import signal
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,304 +29,57 @@ import numpy as np
 
 from edgetrust.data.dataset import DatasetCard
 from edgetrust.data.grant import (
-    ACTIONS,
     GrantError,
     RevocationView,
     VerifiedChain,
     grant_digest,
-    parse_chain,
-    read_revocation,
     revoke,
     verify_chain,
 )
 from edgetrust.data.ledger import BudgetExhaustedError, JobLedger
+from edgetrust.data.records import (
+    JOB_PREDICATE_TYPE,
+    MAX_JOB_BYTES,
+    USAGE_PREDICATE_TYPE,
+    Job,
+    JobRequest,
+    UsageRecord,
+    canonical_result,
+    make_job,
+    parse_job_request,
+    read_usage,
+    revocations_in,
+    usage_from_entries,
+)
 from edgetrust.data.stats import StatsQuery, run_stats
 from edgetrust.data.store import DataStore
 from edgetrust.data.train import TrainQuery, run_train
-from edgetrust.dsse import Envelope, envelope_from_dict, parse_envelope, sign_envelope
-from edgetrust.encoding import canonical_json, digest_bytes, digest_hex, parse_digest, parse_json
+from edgetrust.dsse import Envelope, parse_envelope, sign_envelope
+from edgetrust.encoding import canonical_json, digest_bytes, digest_hex, parse_digest
 from edgetrust.errors import InvalidInputError, NotFoundError, ResourceLimitError, UnsupportedError
 from edgetrust.home import resolve_home
-from edgetrust.identity import Identity, Keystore, public_bytes_from_did
-from edgetrust.statement import (
-    IN_TOTO_PAYLOAD_TYPE,
-    Statement,
-    Subject,
-    encode_statement,
-    open_signed_statement,
-    register_predicate_type,
-)
+from edgetrust.identity import Identity, Keystore
+from edgetrust.statement import IN_TOTO_PAYLOAD_TYPE, Subject, encode_statement
 
 __all__ = [
+    "FAULT_ENV",
     "JOB_PREDICATE_TYPE",
     "MAX_JOB_BYTES",
     "USAGE_PREDICATE_TYPE",
     "DataOwner",
     "Job",
+    "JobRequest",
     "UsageRecord",
     "make_job",
     "parse_job_request",
     "read_usage",
+    "revocations_in",
     "usage_from_entries",
 ]
 
-JOB_PREDICATE_TYPE = "https://edgetrust.dev/job/v1"
-USAGE_PREDICATE_TYPE = "https://edgetrust.dev/usage/v1"
-MAX_JOB_BYTES = 16 * 2**20
-"""Largest job request (with its grants and an optional model upload), 16 MiB."""
 _PAGE = 4096
 FAULT_ENV = "EDGETRUST_DATA_FAULT"
 """Test hook: ``after-run`` or ``after-record`` makes the runner SIGKILL itself there."""
-
-
-@dataclass(frozen=True)
-class Job:
-    """What a requester asks an owner to run."""
-
-    requester: str
-    dataset: str
-    action: str
-    algorithm: str
-    """A statistic name for ``stats``; the model digest for ``infer`` and ``train``."""
-    params: Mapping[str, Any]
-    grant: str
-    """Digest of the leaf grant of the chain the job runs under."""
-    nonce: str
-    time: int
-
-    def to_predicate(self) -> dict[str, Any]:
-        """The `https://edgetrust.dev/job/v1` predicate."""
-        return {
-            "requester": self.requester,
-            "dataset": self.dataset,
-            "action": self.action,
-            "algorithm": self.algorithm,
-            "params": dict(self.params),
-            "grant": self.grant,
-            "nonce": self.nonce,
-            "time": self.time,
-        }
-
-    @classmethod
-    def from_predicate(cls, pred: Mapping[str, Any]) -> Job:
-        """Parse a job predicate."""
-        keys = {"requester", "dataset", "action", "algorithm", "params", "grant", "nonce", "time"}
-        if set(pred) != keys:
-            raise InvalidInputError(f"a job has exactly {sorted(keys)}")
-        public_bytes_from_did(pred["requester"])
-        parse_digest(pred["dataset"])
-        parse_digest(pred["grant"])
-        if pred["action"] not in ACTIONS:
-            raise InvalidInputError(f"job action must be one of {ACTIONS}")
-        alg = pred["algorithm"]
-        if not isinstance(alg, str) or not 0 < len(alg) <= 80:
-            raise InvalidInputError("job algorithm must be a name or digest")
-        if not isinstance(pred["params"], dict):
-            raise InvalidInputError("job params must be an object")
-        if not isinstance(pred["nonce"], str) or not 0 < len(pred["nonce"]) <= 64:
-            raise InvalidInputError("job nonce must be 1-64 characters")
-        t = pred["time"]
-        if not isinstance(t, int) or isinstance(t, bool) or t < 0:
-            raise InvalidInputError("job time must be a non-negative integer")
-        return cls(
-            pred["requester"],
-            pred["dataset"],
-            pred["action"],
-            alg,
-            pred["params"],
-            pred["grant"],
-            pred["nonce"],
-            t,
-        )
-
-
-def _validate_job(statement: Statement, signer: str) -> None:
-    job = Job.from_predicate(statement.predicate)
-    if signer != job.requester:
-        raise InvalidInputError("a job must be signed by its requester")
-
-
-@dataclass(frozen=True)
-class UsageRecord:
-    """One use of a dataset, as the owner logs it."""
-
-    job: str
-    """The job's id (digest of its signed statement)."""
-    dataset: str
-    grant: str
-    """The leaf grant the job ran under."""
-    chain: tuple[str, ...]
-    """Every grant of the chain, root first: the use counts against each."""
-    requester: str
-    action: str
-    algorithm: str
-    epsilon: float
-    """Differential-privacy ε this use spent (0 for ``infer``)."""
-    result: str
-    """Digest of the canonical JSON result released."""
-    receipt: str | None
-    """Digest of the inference receipt envelope, for ``infer``."""
-    time: int
-
-    def to_predicate(self) -> dict[str, Any]:
-        """The `https://edgetrust.dev/usage/v1` predicate."""
-        return {
-            "job": self.job,
-            "dataset": self.dataset,
-            "grant": self.grant,
-            "chain": list(self.chain),
-            "requester": self.requester,
-            "action": self.action,
-            "algorithm": self.algorithm,
-            "epsilon": self.epsilon,
-            "result": self.result,
-            "receipt": self.receipt,
-            "time": self.time,
-        }
-
-    @classmethod
-    def from_predicate(cls, pred: Mapping[str, Any]) -> UsageRecord:
-        """Parse a usage predicate."""
-        try:
-            for k in ("job", "dataset", "grant", "result"):
-                parse_digest(pred[k])
-            chain = pred["chain"]
-            if not isinstance(chain, list) or not chain:
-                raise InvalidInputError("usage chain must be a non-empty list")
-            for d in chain:
-                parse_digest(d)
-            if pred["receipt"] is not None:
-                parse_digest(pred["receipt"])
-            public_bytes_from_did(pred["requester"])
-            eps = pred["epsilon"]
-            if not isinstance(eps, int | float) or isinstance(eps, bool) or eps < 0:
-                raise InvalidInputError("usage epsilon must be a non-negative number")
-            return cls(
-                pred["job"],
-                pred["dataset"],
-                pred["grant"],
-                tuple(chain),
-                pred["requester"],
-                str(pred["action"]),
-                str(pred["algorithm"]),
-                float(eps),
-                pred["result"],
-                pred["receipt"],
-                int(pred["time"]),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InvalidInputError(f"malformed usage record: {exc}") from exc
-
-
-def _validate_usage(statement: Statement, signer: str) -> None:
-    UsageRecord.from_predicate(statement.predicate)
-
-
-register_predicate_type(JOB_PREDICATE_TYPE, _validate_job)
-register_predicate_type(USAGE_PREDICATE_TYPE, _validate_usage)
-
-
-def read_usage(data: bytes | Envelope) -> tuple[UsageRecord, str]:
-    """Open a signed usage record: the record and the owner DID that signed it."""
-    signed = open_signed_statement(data)
-    if signed.statement.predicate_type != USAGE_PREDICATE_TYPE:
-        raise InvalidInputError(f"not a usage record: {signed.statement.predicate_type:.80}")
-    return UsageRecord.from_predicate(signed.statement.predicate), signed.signer
-
-
-def usage_from_entries(
-    entries: Sequence[bytes], *, start: int = 0
-) -> list[tuple[int, UsageRecord, str]]:
-    """Every usage record among log entries: (index, record, signer), in log order."""
-    out = []
-    for i, raw in enumerate(entries, start):
-        try:
-            rec, signer = read_usage(raw)
-        except Exception:  # other entry types are not usage records
-            continue
-        out.append((i, rec, signer))
-    return out
-
-
-def make_job(
-    requester: Identity,
-    chain: Sequence[Envelope],
-    *,
-    action: str,
-    algorithm: str,
-    params: Mapping[str, Any] | None = None,
-    model: bytes | None = None,
-    nonce: str | None = None,
-) -> dict[str, Any]:
-    """A signed job request body for ``POST /v1/jobs`` under the grant `chain` (root first)."""
-    if not chain:
-        raise InvalidInputError("a job needs a grant chain")
-    from edgetrust.data.grant import read_grant
-
-    leaf = read_grant(chain[-1])
-    job = Job(
-        requester.did,
-        leaf.sub,
-        action,
-        algorithm,
-        dict(params or {}),
-        grant_digest(chain[-1]),
-        nonce or secrets.token_hex(12),
-        int(time.time()),
-    )
-    payload = encode_statement(
-        [Subject("dataset", digest_hex(job.dataset))], JOB_PREDICATE_TYPE, job.to_predicate()
-    )
-    body: dict[str, Any] = {
-        "job": sign_envelope(payload, IN_TOTO_PAYLOAD_TYPE, requester).to_dict(),
-        "grants": [e.to_dict() for e in chain],
-    }
-    if model is not None:
-        body["model"] = base64.b64encode(model).decode("ascii")
-    return body
-
-
-@dataclass(frozen=True)
-class JobRequest:
-    """A parsed, signature-checked job request."""
-
-    envelope: Envelope
-    job: Job
-    job_id: str
-    chain: tuple[Envelope, ...]
-    model: bytes | None
-
-
-def parse_job_request(
-    data: bytes | Mapping[str, Any], *, max_bytes: int = MAX_JOB_BYTES
-) -> JobRequest:
-    """Parse an untrusted ``POST /v1/jobs`` body and check the job's signature."""
-    obj = (
-        data
-        if isinstance(data, Mapping)
-        else parse_json(data, what="job request", max_bytes=max_bytes)
-    )
-    if not isinstance(obj, Mapping) or not {"job", "grants"} <= set(obj) <= {
-        "job",
-        "grants",
-        "model",
-    }:
-        raise InvalidInputError("a job request is {job, grants[, model]}")
-    env = envelope_from_dict(obj["job"])
-    signed = open_signed_statement(env)
-    if signed.statement.predicate_type != JOB_PREDICATE_TYPE:
-        raise InvalidInputError(f"not a job: {signed.statement.predicate_type:.80}")
-    job = Job.from_predicate(signed.statement.predicate)
-    chain = parse_chain(obj["grants"])
-    model = None
-    if obj.get("model") is not None:
-        if not isinstance(obj["model"], str):
-            raise InvalidInputError("job model must be base64 text")
-        try:
-            model = base64.b64decode(obj["model"], validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise InvalidInputError("job model is not valid base64") from exc
-    return JobRequest(env, job, digest_bytes(env.payload), chain, model)
 
 
 def _fault(point: str) -> None:
@@ -409,6 +158,13 @@ class DataOwner:
     def run_job(self, data: bytes | Mapping[str, Any]) -> dict[str, Any]:
         """Check and run one job; return the answer (result, usage record, receipt).
 
+        See `run_job_json` for the steps and errors.
+        """
+        return self._run_job(data)[0]
+
+    def run_job_json(self, data: bytes | Mapping[str, Any]) -> bytes:
+        """`run_job`, answered as the JSON text the ledger stored (serialized once, not twice).
+
         Steps: (1) the request parses and the job is signed by its requester; (2) a job already
         answered is answered again from the ledger (a replay spends nothing); (3) the dataset
         is this owner's; (4) the grant chain authorizes the requester, action and algorithm
@@ -422,6 +178,10 @@ class DataOwner:
             InvalidInputError: a malformed job or parameters, a group below k.
             ResourceLimitError: the output is over its bound.
         """
+        answer, text = self._run_job(data)
+        return (text if text is not None else json.dumps(answer, sort_keys=True)).encode()
+
+    def _run_job(self, data: bytes | Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
         # 1. parse, signature
         req = parse_job_request(data)
         job = req.job
@@ -430,7 +190,7 @@ class DataOwner:
         if done is not None and done.state != "reserved" and done.response is not None:
             if done.state == "recorded" and done.usage is not None:
                 self.ledger.logged(req.job_id, self.log.append(done.usage))
-            return done.response
+            return done.response, None
         # 3. our dataset
         try:
             card = self._card(job.dataset)
@@ -485,7 +245,7 @@ class DataOwner:
             else:
                 result, receipt = self._infer(card, job, req.model)
             _fault("after-run")
-            result_digest = digest_bytes(canonical_json(result))
+            result_digest = digest_bytes(canonical_result(result))
             usage = self._usage(req.job_id, job, chain, epsilon, result_digest, receipt, created)
             response = {
                 "job": req.job_id,
@@ -494,7 +254,8 @@ class DataOwner:
                 "receipt": receipt,
             }
             # 7. record
-            self.ledger.record(req.job_id, response, usage.to_json())
+            text = json.dumps(response, sort_keys=True)
+            self.ledger.record(req.job_id, response, usage.to_json(), text=text)
         except BaseException:
             self.ledger.release(req.job_id)
             raise
@@ -503,7 +264,7 @@ class DataOwner:
         index = self.log.append(usage.to_json())
         self.ledger.logged(req.job_id, index)
         # 9. release
-        return response
+        return response, text
 
     def _usage(
         self,
@@ -627,27 +388,33 @@ class DataOwner:
             self._observe_locked()
 
     def _observe_locked(self) -> None:
+        from edgetrust.data.grant import REVOCATION_PREDICATE_TYPE
         from edgetrust.statement import parse_statement
 
         start, size = self.revocations.size, self.log.size()
-        new: list[bytes] = []
+        revocations: list[bytes] = []
         for page in range(start, size, _PAGE):
-            new += self.log.entries(page, min(_PAGE, size - page))
-        self.revocations.observe(start, new, size=size)
-        for raw in new:
-            try:  # cheap structural look first; only train usage records pay a verification
-                st = parse_statement(parse_envelope(raw).payload)
-                if st.predicate_type != USAGE_PREDICATE_TYPE or st.predicate["action"] != "train":
+            for raw in self.log.entries(page, min(_PAGE, size - page)):
+                try:  # one structural look per entry; only candidates pay a verification
+                    st = parse_statement(parse_envelope(raw).payload)
+                    if st.predicate_type == REVOCATION_PREDICATE_TYPE:
+                        revocations.append(raw)
+                        continue
+                    if st.predicate_type != USAGE_PREDICATE_TYPE or (
+                        st.predicate["action"] != "train"
+                    ):
+                        continue
+                    rec, signer = read_usage(raw)
+                except Exception:  # other entries, damaged entries
                     continue
-                rec, signer = read_usage(raw)
-            except Exception:  # other entries, damaged entries
-                continue
-            if signer != rec.requester or rec.job in self._external_jobs:
-                continue
-            self._external_jobs.add(rec.job)
-            for d in rec.chain:
-                n, e = self._external.get(d, (0, 0.0))
-                self._external[d] = (n + 1, e + rec.epsilon)
+                if signer != rec.requester or rec.job in self._external_jobs:
+                    continue
+                self._external_jobs.add(rec.job)
+                for d in rec.chain:
+                    n, e = self._external.get(d, (0, 0.0))
+                    self._external[d] = (n + 1, e + rec.epsilon)
+        # The view reads the revocations among entries start..size (the rest are not).
+        self.revocations.observe(start, revocations, size=size)
 
     def _card(self, digest: str) -> DatasetCard:
         """A dataset's card, read and signature-checked once per owner lifetime (immutable)."""
@@ -697,14 +464,3 @@ def _train_epsilon(query: TrainQuery, chain: VerifiedChain) -> float:
                 budget=cap,
             )
     return 0.0
-
-
-def revocations_in(entries: Sequence[bytes]) -> list[str]:
-    """Digests of the grants revoked among `entries` (any signer)."""
-    out = []
-    for raw in entries:
-        try:
-            out.append(read_revocation(raw).grant)
-        except Exception:  # not a revocation
-            continue
-    return out

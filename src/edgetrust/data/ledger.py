@@ -204,9 +204,14 @@ class JobLedger:
             lambda db: db.execute("DELETE FROM jobs WHERE job = ? AND state = 'reserved'", (job,))
         )
 
-    def record(self, job: str, response: dict[str, Any], usage: bytes) -> None:
-        """Store a job's answer and its signed usage record together."""
-        text = json.dumps(response, sort_keys=True)
+    def record(
+        self, job: str, response: dict[str, Any], usage: bytes, *, text: str | None = None
+    ) -> None:
+        """Store a job's answer and its signed usage record together.
+
+        `text`: the answer already serialized (``json.dumps(response, sort_keys=True)``).
+        """
+        text = json.dumps(response, sort_keys=True) if text is None else text
         self._tx(
             lambda db: db.execute(
                 "UPDATE jobs SET state = 'recorded', response = ?, usage = ? "

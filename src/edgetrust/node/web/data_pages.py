@@ -27,7 +27,7 @@ def owner_data(ctx: WebContext, owner: str) -> dict[str, Any]:
     """Datasets, grants, revocations and usage of `owner`, newest first, each verified."""
     from edgetrust.data.dataset import read_dataset_card
     from edgetrust.data.grant import read_grant, read_revocation
-    from edgetrust.data.jobs import read_usage
+    from edgetrust.data.records import read_usage
     from edgetrust.dsse import parse_envelope, verify_envelope
 
     index, indexed, _ = ctx.synced_index()
