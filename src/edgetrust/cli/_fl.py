@@ -71,7 +71,28 @@ def simulate(
     dp_noise: Annotated[
         float, typer.Option("--dp-noise", help="DP noise multiplier z (0: no DP).")
     ] = 0.0,
-    clip: Annotated[float, typer.Option(help="L2 clip C of each client update.")] = 1.0,
+    dp_level: Annotated[
+        str,
+        typer.Option(
+            "--dp-level",
+            help="DP guarantee: user (DP-FedAvg, one device's data) or sample (DP-SGD on "
+            "each device, one example).",
+        ),
+    ] = "user",
+    dp_epsilon: Annotated[
+        float | None,
+        typer.Option(
+            "--dp-epsilon",
+            help="Target ε: sets --dp-noise to the least z whose ε after all rounds is within "
+            "it, and --epsilon-max to it.",
+        ),
+    ] = None,
+    clip: Annotated[
+        float,
+        typer.Option(
+            help="L2 clip C of each client update (sample level: of each example's gradient)."
+        ),
+    ] = 1.0,
     epsilon_max: Annotated[
         float | None, typer.Option("--epsilon-max", help="Privacy budget: no round may exceed it.")
     ] = None,
@@ -130,6 +151,7 @@ def simulate(
     from rich.table import Table
 
     from edgetrust.collab.dp import DPConfig
+    from edgetrust.collab.local import calibrate_noise, check_session
     from edgetrust.collab.local import simulate as run_simulation
     from edgetrust.collab.optim import ServerOptimizer
     from edgetrust.collab.session import RoundSummary, SessionSpec
@@ -143,7 +165,13 @@ def simulate(
         byzantine=byzantine,
         threshold=threshold,
         neighbours=neighbours,
-        dp=DPConfig(clip=clip, noise_multiplier=dp_noise, delta=delta, epsilon_max=epsilon_max),
+        dp=DPConfig(
+            clip=clip,
+            noise_multiplier=dp_noise,
+            delta=delta,
+            epsilon_max=epsilon_max,
+            level=dp_level,
+        ),
         local_epochs=local_epochs,
         lr=lr,
         batch_size=batch_size,
@@ -152,6 +180,17 @@ def simulate(
         server_optimizer=optimizer,
         server_lr=server_lr,
         seed=seed,
+    )
+    if dp_epsilon is not None:
+        spec = calibrate_noise(spec, num_clients=clients, non_iid_alpha=non_iid, epsilon=dp_epsilon)
+        dp_noise = spec.dp.noise_multiplier
+    # Refuse bad settings before the progress display starts: one line on stderr.
+    spec = check_session(
+        spec,
+        num_clients=clients,
+        dropout=dropout,
+        non_iid_alpha=non_iid,
+        stop_at_budget=not strict_budget,
     )
     progress = Progress(
         TextColumn("[bold]round {task.completed}/{task.total}"),

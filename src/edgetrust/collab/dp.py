@@ -279,8 +279,11 @@ def noise_for_epsilon(
             lo = mid
         else:
             hi = mid
-    z = float(f"{hi:.3g}")
-    return z if eps(z) <= epsilon else float(f"{hi * 1.001:.3g}")
+    unit = 10.0 ** (math.floor(math.log10(hi)) - 2)
+    z = math.ceil(hi / unit) * unit
+    while eps(float(f"{z:.3g}")) > epsilon:
+        z += unit
+    return float(f"{z:.3g}")
 
 
 class PrivacyAccountant:

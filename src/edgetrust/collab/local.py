@@ -37,7 +37,7 @@ from edgetrust.collab.training import dirichlet_partition
 from edgetrust.errors import InvalidInputError, VerificationError
 from edgetrust.identity import Identity
 
-__all__ = ["SessionResult", "run_secagg_round", "simulate"]
+__all__ = ["SessionResult", "calibrate_noise", "check_session", "run_secagg_round", "simulate"]
 
 M = TypeVar(
     "M",
@@ -149,6 +149,35 @@ def _with_example_rate(spec: SessionSpec, sizes: list[int]) -> SessionSpec:
     return dataclasses.replace(spec, dp=dp)
 
 
+def _client_sizes(spec: SessionSpec, num_clients: int, non_iid_alpha: float) -> list[int]:
+    from edgetrust.zoo import load_digits_split
+
+    y_tr = load_digits_split(seed=spec.seed)[2]
+    parts = dirichlet_partition(y_tr, num_clients=num_clients, alpha=non_iid_alpha, seed=spec.seed)
+    return [len(p) for p in parts]
+
+
+def calibrate_noise(
+    spec: SessionSpec, *, num_clients: int, non_iid_alpha: float = 0.5, epsilon: float
+) -> SessionSpec:
+    """`spec` with the least noise multiplier whose ε after all its rounds is within `epsilon`.
+
+    `epsilon_max` becomes `epsilon`; sample-level, the rate is the one `simulate` will use.
+    """
+    dp = dataclasses.replace(spec.dp, noise_multiplier=1.0, epsilon_max=epsilon)
+    probe = _with_example_rate(
+        dataclasses.replace(spec, dp=dp), _client_sizes(spec, num_clients, non_iid_alpha)
+    )
+    z = noise_for_epsilon(
+        epsilon,
+        rounds=spec.rounds,
+        sampling_rate=probe.dp.accounting_rate,
+        delta=dp.delta,
+        steps_per_round=probe.dp_steps_per_round,
+    )
+    return dataclasses.replace(probe, dp=dataclasses.replace(probe.dp, noise_multiplier=z))
+
+
 def _check_budget(spec: SessionSpec, stop_at_budget: bool) -> None:
     """Refuse a noise multiplier too small for `epsilon_max`, naming the z that would do."""
     dp = spec.dp
@@ -194,6 +223,35 @@ def _check_abort_risk(spec: SessionSpec, n: int, dropout: float) -> None:
     )
 
 
+def check_session(
+    spec: SessionSpec,
+    *,
+    num_clients: int,
+    dropout: float = 0.0,
+    non_iid_alpha: float = 0.5,
+    stop_at_budget: bool = False,
+) -> SessionSpec:
+    """Every refusal of `simulate`, before anything runs; returns the spec it will run.
+
+    (Sample-level DP gets its `example_rate` filled in.) Raises as `simulate` does.
+    """
+    if not 2 <= num_clients <= 10_000:
+        raise InvalidInputError("`num_clients` must be in 2..10000")
+    if not 0 <= dropout < 1:
+        raise InvalidInputError("`dropout` must be in [0, 1)")
+    spec = _with_example_rate(spec, _client_sizes(spec, num_clients, non_iid_alpha))
+    _check_budget(spec, stop_at_budget)
+    threshold = spec.threshold_for(num_clients)
+    drops_per_round = int(dropout * num_clients)
+    if num_clients - drops_per_round < threshold:
+        raise InvalidInputError(
+            f"with dropout {dropout}, {num_clients - drops_per_round} clients remain, below "
+            f"the threshold {threshold}: lower `dropout` or `threshold`"
+        )
+    _check_abort_risk(spec, num_clients, dropout)
+    return spec
+
+
 def simulate(
     spec: SessionSpec,
     *,
@@ -230,25 +288,19 @@ def simulate(
     from edgetrust.log import Log
     from edgetrust.zoo import load_digits_split
 
-    if not 2 <= num_clients <= 10_000:
-        raise InvalidInputError("`num_clients` must be in 2..10000")
-    if not 0 <= dropout < 1:
-        raise InvalidInputError("`dropout` must be in [0, 1)")
+    spec = check_session(
+        spec,
+        num_clients=num_clients,
+        dropout=dropout,
+        non_iid_alpha=non_iid_alpha,
+        stop_at_budget=stop_at_budget,
+    )
     x_tr, x_te, y_tr, y_te = load_digits_split(seed=spec.seed)
     parts = dirichlet_partition(y_tr, num_clients=num_clients, alpha=non_iid_alpha, seed=spec.seed)
-    spec = _with_example_rate(spec, [len(p) for p in parts])
-    _check_budget(spec, stop_at_budget)
     dp = spec.dp
     accountant = PrivacyAccountant(dp, steps_per_round=spec.dp_steps_per_round)
     fits = accountant.max_rounds(spec.rounds) if dp.enabled else spec.rounds
-    threshold = spec.threshold_for(num_clients)
     drops_per_round = int(dropout * num_clients)
-    if num_clients - drops_per_round < threshold:
-        raise InvalidInputError(
-            f"with dropout {dropout}, {num_clients - drops_per_round} clients remain, below "
-            f"the threshold {threshold}: lower `dropout` or `threshold`"
-        )
-    _check_abort_risk(spec, num_clients, dropout)
     own_log = log is None
     log = Log.open(home) if own_log else log
     try:
