@@ -309,3 +309,32 @@ def test_abort_bound() -> None:
     assert abort_bound(1000, k, default_threshold(k), 0.1) <= 1e-6
     assert abort_bound(1000, k - 2, default_threshold(k - 2), 0.1) > 1e-6
     assert min_neighbours(20, 0.3) is None
+
+
+def test_distributed_dp_sgd_session(tmp_path: Path) -> None:
+    """Each client adds its share z·C/√min_survivors; one step a round; audited as such."""
+    log = ListLog()
+    dp = DPConfig(clip=0.3, noise_multiplier=3.0, level="sample", distributed=True)
+    spec = SessionSpec(rounds=3, dp=dp, lr=1.0, batch_size=8, server_lr=0.05)
+    assert spec.dp_steps_per_round == 1
+    result = simulate(spec, num_clients=6, dropout=0.34, home=tmp_path, log=log)
+    report = audit_log(log, home=tmp_path, require_artifacts=True)
+    assert len(report.rounds) == 3 and all(r.model_recomputed for r in report.rounds)
+    from edgetrust.collab.rounds import ROUND_CONFIG_PREDICATE_TYPE
+
+    cfg = next(
+        parse_statement(parse_envelope(e).payload).predicate
+        for e in log.entries
+        if parse_statement(parse_envelope(e).payload).predicate_type == ROUND_CONFIG_PREDICATE_TYPE
+    )
+    assert cfg["dp"]["distributed"] is True and cfg["dp"]["stepsPerRound"] == 1
+    m = cfg["secagg"]["minSurvivors"]
+    assert cfg["dp"]["clientNoiseStd"] == pytest.approx(3.0 * 0.3 / np.sqrt(m))
+    q = cfg["dp"]["exampleRate"]
+    assert result.rounds[-1].epsilon == pytest.approx(
+        epsilon_after(3, noise_multiplier=3.0, sampling_rate=q)
+    )
+    with pytest.raises(InvalidInputError, match="`secagg`"):
+        SessionSpec(secagg=False, dp=dp)
+    with pytest.raises(InvalidInputError, match="`distributed`"):
+        DPConfig(clip=1.0, noise_multiplier=1.0, distributed=True)

@@ -100,6 +100,12 @@ class DPConfig:
     level: str = "user"
     """Which guarantee: "user" (DP-FedAvg, one client's data) or "sample" (DP-SGD on each
     device, one example). For "sample", `clip` bounds each example's gradient."""
+    distributed: bool = False
+    """Sample-level only: each client adds just its share z·C/√min_survivors of every step's
+    noise, and runs one DP-SGD step per round (distributed DP-SGD). The sum secure
+    aggregation reveals then carries the full z·C: centralized DP-SGD's accuracy, but the
+    guarantee rests on secure aggregation and on `min_survivors` honest clients, not on each
+    device alone."""
     example_rate: float | None = None
     """Sample-level: q, the Poisson probability that an example is in a local step's batch;
     None lets the driver derive it as batch_size / (mean examples per client)."""
@@ -117,6 +123,8 @@ class DPConfig:
             raise InvalidInputError("`sampling_rate` must be at most 1")
         if self.level not in LEVELS:
             raise InvalidInputError(f"`level` must be one of {', '.join(LEVELS)}")
+        if self.distributed and self.level != "sample":
+            raise InvalidInputError("`distributed` is for sample-level DP (user-level always is)")
         if self.example_rate is not None:
             if self.level != "sample":
                 raise InvalidInputError("`example_rate` is for sample-level DP only")

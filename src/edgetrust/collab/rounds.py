@@ -138,6 +138,9 @@ class RoundConfig:
     local DP-SGD steps every client runs (sample-level)."""
     example_rate: float | None = None
     """Sample-level: the Poisson probability q that an example is in a local step's batch."""
+    distributed: bool = False
+    """Sample-level: clients add only their share of each step's noise (one step a round,
+    secure aggregation required), as user-level DP always does."""
     server_optimizer: ServerOptimizer = field(default_factory=ServerOptimizer)
     """How the coordinator turns the mean update into the next model (see `collab.optim`)."""
     prox_mu: float = 0.0
@@ -177,6 +180,10 @@ class RoundConfig:
             raise InvalidInputError("round config: exampleRate must be in (0, 1]")
         if not sample and self.steps_per_round != 1:
             raise InvalidInputError("round config: user-level DP has one step per round")
+        if self.distributed and (not sample or not self.secagg or self.steps_per_round != 1):
+            raise InvalidInputError(
+                "round config: distributed DP-SGD is sample-level, one step, with secagg"
+            )
 
     @property
     def accounting_rate(self) -> float:
@@ -218,6 +225,7 @@ class RoundConfig:
                 "guarantee": self.guarantee,
                 "stepsPerRound": self.steps_per_round,
                 "exampleRate": self.example_rate,
+                "distributed": self.distributed,
             },
             "aggregator": self.aggregator,
             "training": {
@@ -271,6 +279,7 @@ class RoundConfig:
             guarantee=_req(dp, "guarantee", str, w) if "guarantee" in dp else "user-level",
             steps_per_round=_req(dp, "stepsPerRound", int, w) if "stepsPerRound" in dp else 1,
             example_rate=None if example_rate is None else _num(dp, "exampleRate", w),
+            distributed=_req(dp, "distributed", bool, w) if "distributed" in dp else False,
             aggregator=_req(p, "aggregator", str, w),
             server_lr=_num(tr, "serverLr", w),
             server_optimizer=ServerOptimizer.from_predicate(tr.get("serverOptimizer")),
@@ -799,6 +808,7 @@ def _dp_terms(cfg: RoundConfig) -> tuple[Any, ...]:
         cfg.accounting_rate,
         cfg.steps_per_round,
         cfg.delta,
+        cfg.distributed,
     )
 
 
@@ -813,7 +823,7 @@ def _check_privacy_terms(
         )
     # The noise each client adds: z·C per local step (sample-level), or its share
     # z·C/√min_survivors of the noise on the sum (user-level).
-    if cfg.guarantee == "sample-level":
+    if cfg.guarantee == "sample-level" and not cfg.distributed:
         want_std = cfg.noise_multiplier * cfg.clip
     else:
         want_std = cfg.noise_multiplier * cfg.clip / math.sqrt(cfg.min_survivors)

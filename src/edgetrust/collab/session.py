@@ -132,6 +132,11 @@ class SessionSpec:
             )
         if self.local_epochs < 1 or self.batch_size < 1:
             raise InvalidInputError("`local_epochs` and `batch_size` must be at least 1")
+        if self.dp.distributed and not self.secagg:
+            raise InvalidInputError(
+                "`distributed` sample-level DP splits the noise across clients, which protects "
+                "only the sum: turn on `secagg`"
+            )
 
     @property
     def sample_level(self) -> bool:
@@ -145,7 +150,7 @@ class SessionSpec:
         1 for user-level DP; for sample-level the local DP-SGD steps, ⌈local_epochs / q⌉,
         so each client sees its data `local_epochs` times in expectation.
         """
-        if not self.sample_level:
+        if not self.sample_level or self.dp.distributed:
             return 1
         return max(1, math.ceil(self.local_epochs / self.dp.accounting_rate - 1e-9))
 
@@ -270,7 +275,7 @@ class Coordinator:
             raise InvalidInputError("a round needs at least 2 participants")
         threshold = spec.threshold_for(n)
         steps = spec.dp_steps_per_round
-        if spec.sample_level:
+        if spec.sample_level and not dp.distributed:
             # DP-SGD: each device adds z·C to every step's gradient sum itself.
             noise = dp.noise_multiplier * dp.clip
             # A step moves a coordinate by about lr·C (the clipped mean) plus its noise; the
@@ -283,6 +288,8 @@ class Coordinator:
             # Updates are clipped to norm C, so each coordinate is within ±C before noise;
             # the noise reaches past C + 6σ with probability ~2e-9 per coordinate.
             bound = dp.clip + 6 * noise
+            if spec.sample_level:  # distributed DP-SGD: one step, its share of the noise
+                bound = spec.lr * (2 * dp.clip + 6 * noise / spec.batch_size)
         config = RoundConfig(
             session=self.session,
             round=self.round + 1,
@@ -305,6 +312,7 @@ class Coordinator:
             guarantee=dp.guarantee if spec.sample_level else "user-level",
             steps_per_round=steps,
             example_rate=dp.accounting_rate if spec.sample_level else None,
+            distributed=spec.sample_level and dp.distributed,
             aggregator="secagg-sum" if spec.secagg else spec.aggregator,
             server_lr=spec.effective_server_lr,
             server_optimizer=spec.server_optimizer,
