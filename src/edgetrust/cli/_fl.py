@@ -79,6 +79,14 @@ def simulate(
             "each device, one example).",
         ),
     ] = "user",
+    dp_distributed: Annotated[
+        bool,
+        typer.Option(
+            "--dp-distributed",
+            help="With --dp-level sample: each device adds only its share of the noise and "
+            "takes one DP-SGD step a round; needs --secagg (docs/fl.md).",
+        ),
+    ] = False,
     dp_epsilon: Annotated[
         float | None,
         typer.Option(
@@ -171,6 +179,7 @@ def simulate(
             delta=delta,
             epsilon_max=epsilon_max,
             level=dp_level,
+            distributed=dp_distributed,
         ),
         local_epochs=local_epochs,
         lr=lr,
@@ -242,6 +251,8 @@ def simulate(
         "session": result.session,
         "rounds": rows,
         "stoppedEarly": result.stopped_early,
+        "guarantee": spec.dp.guarantee if spec.dp.enabled else None,
+        "noiseMultiplier": spec.dp.noise_multiplier,
         "plot": str(plot) if plot else None,
     }
 
@@ -259,6 +270,11 @@ def simulate(
                 f"{r['seconds']:.2f}",
             )
         out.print(table)
+        if spec.dp.enabled:
+            out.print(
+                f"{spec.dp.guarantee} DP, z = {spec.dp.noise_multiplier:g}, δ = {spec.dp.delta:g}"
+                + (" (distributed DP-SGD)" if spec.dp.distributed else "")
+            )
         if result.stopped_early:
             out.print(f"[yellow]stopped:[/] {result.stopped_early}")
         if plot:
@@ -305,6 +321,7 @@ def audit(
             "survivors": r.survivors,
             "dropped": r.dropped,
             "epsilon": r.epsilon,
+            "guarantee": r.guarantee,
             "accuracy": r.accuracy,
             "modelRecomputed": r.model_recomputed,
             "consent": None
@@ -344,7 +361,9 @@ def audit(
                 str(r.round),
                 f"{r.input_model[7:15]} → {r.output_model[7:15]}",
                 f"{r.survivors}/{r.survivors + r.dropped}",
-                "∞" if r.epsilon is None else f"{r.epsilon:.3f}",
+                "∞"
+                if r.epsilon is None
+                else f"{r.epsilon:.3f} {(r.guarantee or '').split('-')[0]}",
                 "[green]recomputed ✓[/]" if r.model_recomputed else "not checked (no artifacts)",
                 f"[green]{len(consented[(r.session, r.round)].grants)} grants ✓[/]"
                 if (r.session, r.round) in consented

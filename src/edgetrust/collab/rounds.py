@@ -584,6 +584,8 @@ class RoundAudit:
     model_recomputed: bool
     """The new model was recomputed from the input model and the aggregate, bit for bit."""
     accuracy: float | None = None
+    guarantee: str | None = None
+    """The DP guarantee the round gave ("user-level" or "sample-level"), None without DP."""
 
 
 @dataclass(frozen=True)
@@ -794,6 +796,7 @@ def audit_log(
                 rec.epsilon,
                 recomputed,
                 rec.accuracy,
+                cfg.guarantee if cfg.noise_multiplier > 0 else None,
             )
         )
         last[rec.session] = (rec, sha, signer)
