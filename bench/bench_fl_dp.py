@@ -33,6 +33,7 @@ from edgetrust.collab.session import SessionSpec
 from edgetrust.collab.training import MLP, accuracy, train_centralized
 from edgetrust.zoo import load_digits_split
 
+ROOT = Path(__file__).resolve().parent.parent
 CLIENTS, ALPHA, DROPOUT = 20, 0.5, 0.3
 TARGETS = {8.0: 0.90, 1.0: 0.75}
 REPEATS = 3
@@ -84,6 +85,7 @@ def run() -> str:
     ]
     verdicts = []
     best: dict[float, tuple[float, str]] = {}
+    curves: dict[tuple[str, float], list[float]] = {}
     for eps in TARGETS:
         for label, spec in _setups().items():
             tuned = calibrate_noise(spec, num_clients=CLIENTS, non_iid_alpha=ALPHA, epsilon=eps)
@@ -102,6 +104,7 @@ def run() -> str:
                     seconds += (time.perf_counter() - start) / REPEATS
                 last = res.rounds[-1]
                 accs.append(last.accuracy or 0.0)
+            curves[(label, eps)] = [r.accuracy or 0.0 for r in res.rounds]
             acc = sum(accs) / len(accs)
             rows.append(
                 [
@@ -123,6 +126,7 @@ def run() -> str:
             f"Target ε = {eps:g} (δ = 1e-5): ≥ {share:.0%} of centralized: "
             f"{100 * acc / central:.1f}% on average ({label}), {ok}."
         )
+    path = _plot(curves, central)
     text = table(
         [
             "setup",
@@ -145,8 +149,39 @@ def run() -> str:
             f"the held-out test set. Load average at start: {os.getloadavg()[0]:.1f}.",
             text,
             *verdicts,
+            f"![accuracy by round under DP]({path.relative_to(ROOT).as_posix()})",
         ]
     )
+
+
+def _plot(curves: dict[tuple[str, float], list[float]], central: float) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(dict.fromkeys(label for label, _ in curves))
+    colors = {label: f"C{i}" for i, label in enumerate(labels)}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), dpi=120, sharey=True)
+    for ax, eps in zip(axes, TARGETS, strict=True):
+        for (label, e), accs in curves.items():
+            if e == eps:
+                xs = range(1, len(accs) + 1)
+                ax.plot(xs, [100 * a for a in accs], lw=1.5, color=colors[label], label=label)
+        ax.axhline(100 * central, color="k", ls="--", lw=1, label="centralized (no DP)")
+        ax.axhline(100 * TARGETS[eps] * central, color="grey", ls=":", lw=1, label="target")
+        ax.set_xscale("log")
+        ax.set_xlabel("round (log scale)")
+        ax.set_title(f"ε = {eps:g}, δ = 1e-5, {CLIENTS} clients, {DROPOUT:.0%} dropout")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test accuracy (%)")
+    axes[0].set_ylim(0, 100)
+    axes[0].legend(loc="upper left", fontsize=7)
+    fig.tight_layout()
+    path = ROOT / "docs" / "fl_dp_plot.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
 
 
 if __name__ == "__main__":
