@@ -176,7 +176,7 @@ def _plot(curves: dict[tuple[str, float], list[float]], central: float) -> Path:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test accuracy (%)")
     axes[0].set_ylim(0, 100)
-    axes[0].legend(loc="upper left", fontsize=7)
+    axes[1].legend(loc="upper left", fontsize=7)
     fig.tight_layout()
     path = ROOT / "docs" / "fl_dp_plot.png"
     fig.savefig(path)
