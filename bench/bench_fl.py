@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from bench._util import table
+from edgetrust.collab.abort import abort_bound, default_threshold
 from edgetrust.collab.dp import DPConfig, epsilon_after
 from edgetrust.collab.local import run_secagg_round, simulate
 from edgetrust.collab.secagg import (
@@ -66,17 +67,8 @@ def _secagg_round(
 
 
 def _abort_risk(n: int, k: int, dropout: float) -> float:
-    """Bound on the chance that some neighbourhood keeps fewer than t responders.
-
-    t = ⌊(k+1)/2⌋ + 1; each of a client's k neighbours survives independently with
-    probability 1 - dropout. A dropped client's secret has only its neighbours to answer for
-    it (the worse case); union bound over the n secrets to reconstruct.
-    """
-    from scipy.stats import binom
-
-    t = (k + 1) // 2 + 1
-    per_secret = binom.cdf(t - 1, k, 1 - dropout)
-    return float(min(1.0, n * per_secret))
+    """Union bound on the chance that some neighbourhood keeps fewer than t responders."""
+    return abort_bound(n, k, default_threshold(k), dropout)
 
 
 def _risk(p: float) -> str:

@@ -96,3 +96,53 @@ def test_bad_input_exits_2(
 def test_audit_empty_log(capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["fl", "audit"]) == 0
     assert "no federated rounds" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--server-optimizer", "adamw"], "`server_optimizer`"),
+        (["--server-momentum", "1.5"], "`server_momentum`"),
+        (["--server-optimizer", "fedadam", "--server-momentum", "0.5"], "`server_momentum`"),
+        (["--server-lr", "0"], "`server_lr`"),
+        (["--dp-level", "group", "--dp-noise", "1"], "`level`"),
+        (["--dp-level", "sample", "--dp-noise", "1", "--batch-size", "500"], "`batch_size` 500"),
+        (["--dp-noise", "0.3", "--epsilon-max", "1"], "`noise_multiplier` 0.3 is too small"),
+        (["--neighbours", "4", "--dropout", "0.3"], "`neighbours` 4 is too few"),
+    ],
+)
+def test_bad_settings_refused_before_anything_is_logged(
+    args: list[str], needle: str, capsys: pytest.CaptureFixture[str], edgetrust_home: Path
+) -> None:
+    assert run(["fl", "simulate", "--clients", "20", "--rounds", "2", *args]) == 2
+    err = capsys.readouterr().err
+    assert needle in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (edgetrust_home / "log").exists()
+
+
+def test_sample_level_dp_epsilon_then_audit(
+    capsys: pytest.CaptureFixture[str], edgetrust_home: Path
+) -> None:
+    args = ["--dp-level", "sample", "--dp-epsilon", "6", "--clip", "0.3", "--lr", "1"]
+    assert (
+        run(
+            [
+                "fl",
+                "simulate",
+                "--clients",
+                "5",
+                "--rounds",
+                "2",
+                "--local-epochs",
+                "1",
+                "--json",
+                *args,
+            ]
+        )
+        == 0
+    )
+    data = json.loads(capsys.readouterr().out)
+    assert len(data["rounds"]) == 2 and data["stoppedEarly"] is None
+    assert 0 < data["rounds"][-1]["epsilon"] <= 6.0
+    assert run(["fl", "audit", "--require-artifacts", "--json"]) == 0

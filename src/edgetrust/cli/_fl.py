@@ -71,7 +71,36 @@ def simulate(
     dp_noise: Annotated[
         float, typer.Option("--dp-noise", help="DP noise multiplier z (0: no DP).")
     ] = 0.0,
-    clip: Annotated[float, typer.Option(help="L2 clip C of each client update.")] = 1.0,
+    dp_level: Annotated[
+        str,
+        typer.Option(
+            "--dp-level",
+            help="DP guarantee: user (DP-FedAvg, one device's data) or sample (DP-SGD on "
+            "each device, one example).",
+        ),
+    ] = "user",
+    dp_distributed: Annotated[
+        bool,
+        typer.Option(
+            "--dp-distributed",
+            help="With --dp-level sample: each device adds only its share of the noise and "
+            "takes one DP-SGD step a round; needs --secagg (docs/fl.md).",
+        ),
+    ] = False,
+    dp_epsilon: Annotated[
+        float | None,
+        typer.Option(
+            "--dp-epsilon",
+            help="Target ε: sets --dp-noise to the least z whose ε after all rounds is within "
+            "it, and --epsilon-max to it.",
+        ),
+    ] = None,
+    clip: Annotated[
+        float,
+        typer.Option(
+            help="L2 clip C of each client update (sample level: of each example's gradient)."
+        ),
+    ] = 1.0,
     epsilon_max: Annotated[
         float | None, typer.Option("--epsilon-max", help="Privacy budget: no round may exceed it.")
     ] = None,
@@ -130,6 +159,7 @@ def simulate(
     from rich.table import Table
 
     from edgetrust.collab.dp import DPConfig
+    from edgetrust.collab.local import calibrate_noise, check_session
     from edgetrust.collab.local import simulate as run_simulation
     from edgetrust.collab.optim import ServerOptimizer
     from edgetrust.collab.session import RoundSummary, SessionSpec
@@ -143,7 +173,14 @@ def simulate(
         byzantine=byzantine,
         threshold=threshold,
         neighbours=neighbours,
-        dp=DPConfig(clip=clip, noise_multiplier=dp_noise, delta=delta, epsilon_max=epsilon_max),
+        dp=DPConfig(
+            clip=clip,
+            noise_multiplier=dp_noise,
+            delta=delta,
+            epsilon_max=epsilon_max,
+            level=dp_level,
+            distributed=dp_distributed,
+        ),
         local_epochs=local_epochs,
         lr=lr,
         batch_size=batch_size,
@@ -152,6 +189,17 @@ def simulate(
         server_optimizer=optimizer,
         server_lr=server_lr,
         seed=seed,
+    )
+    if dp_epsilon is not None:
+        spec = calibrate_noise(spec, num_clients=clients, non_iid_alpha=non_iid, epsilon=dp_epsilon)
+        dp_noise = spec.dp.noise_multiplier
+    # Refuse bad settings before the progress display starts: one line on stderr.
+    spec = check_session(
+        spec,
+        num_clients=clients,
+        dropout=dropout,
+        non_iid_alpha=non_iid,
+        stop_at_budget=not strict_budget,
     )
     progress = Progress(
         TextColumn("[bold]round {task.completed}/{task.total}"),
@@ -203,6 +251,8 @@ def simulate(
         "session": result.session,
         "rounds": rows,
         "stoppedEarly": result.stopped_early,
+        "guarantee": spec.dp.guarantee if spec.dp.enabled else None,
+        "noiseMultiplier": spec.dp.noise_multiplier,
         "plot": str(plot) if plot else None,
     }
 
@@ -220,6 +270,11 @@ def simulate(
                 f"{r['seconds']:.2f}",
             )
         out.print(table)
+        if spec.dp.enabled:
+            out.print(
+                f"{spec.dp.guarantee} DP, z = {spec.dp.noise_multiplier:g}, δ = {spec.dp.delta:g}"
+                + (" (distributed DP-SGD)" if spec.dp.distributed else "")
+            )
         if result.stopped_early:
             out.print(f"[yellow]stopped:[/] {result.stopped_early}")
         if plot:
@@ -266,6 +321,7 @@ def audit(
             "survivors": r.survivors,
             "dropped": r.dropped,
             "epsilon": r.epsilon,
+            "guarantee": r.guarantee,
             "accuracy": r.accuracy,
             "modelRecomputed": r.model_recomputed,
             "consent": None
@@ -305,7 +361,9 @@ def audit(
                 str(r.round),
                 f"{r.input_model[7:15]} → {r.output_model[7:15]}",
                 f"{r.survivors}/{r.survivors + r.dropped}",
-                "∞" if r.epsilon is None else f"{r.epsilon:.3f}",
+                "∞"
+                if r.epsilon is None
+                else f"{r.epsilon:.3f} {(r.guarantee or '').split('-')[0]}",
                 "[green]recomputed ✓[/]" if r.model_recomputed else "not checked (no artifacts)",
                 f"[green]{len(consented[(r.session, r.round)].grants)} grants ✓[/]"
                 if (r.session, r.round) in consented

@@ -7,6 +7,7 @@ federated sessions (`simulate`) for the CLI, the demo, the tests and the benchma
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import time
@@ -17,7 +18,8 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from edgetrust.collab.dp import PrivacyAccountant, PrivacyBudgetExceededError
+from edgetrust.collab.abort import ABORT_BOUND, abort_bound, min_neighbours
+from edgetrust.collab.dp import PrivacyAccountant, PrivacyBudgetExceededError, noise_for_epsilon
 from edgetrust.collab.messages import (
     AdvertiseKeys,
     ConsistencyRequest,
@@ -35,7 +37,7 @@ from edgetrust.collab.training import dirichlet_partition
 from edgetrust.errors import InvalidInputError, VerificationError
 from edgetrust.identity import Identity
 
-__all__ = ["SessionResult", "run_secagg_round", "simulate"]
+__all__ = ["SessionResult", "calibrate_noise", "check_session", "run_secagg_round", "simulate"]
 
 M = TypeVar(
     "M",
@@ -132,6 +134,124 @@ def _plain_round(
     return out
 
 
+def _with_example_rate(spec: SessionSpec, sizes: list[int]) -> SessionSpec:
+    """Fix sample-level DP's Poisson rate q = batch_size / mean client size, if unset."""
+    if not spec.sample_level or spec.dp.example_rate is not None:
+        return spec
+    mean = sum(sizes) / len(sizes)
+    if spec.batch_size > mean:
+        raise InvalidInputError(
+            f"`batch_size` {spec.batch_size} is larger than a client's data for sample-level "
+            f"DP: clients hold {mean:.0f} examples on average (the smallest {min(sizes)}), "
+            f"so lower `batch_size` to at most {int(mean)}"
+        )
+    dp = dataclasses.replace(spec.dp, example_rate=spec.batch_size / mean)
+    return dataclasses.replace(spec, dp=dp)
+
+
+def _client_sizes(spec: SessionSpec, num_clients: int, non_iid_alpha: float) -> list[int]:
+    from edgetrust.zoo import load_digits_split
+
+    y_tr = load_digits_split(seed=spec.seed)[2]
+    parts = dirichlet_partition(y_tr, num_clients=num_clients, alpha=non_iid_alpha, seed=spec.seed)
+    return [len(p) for p in parts]
+
+
+def calibrate_noise(
+    spec: SessionSpec, *, num_clients: int, non_iid_alpha: float = 0.5, epsilon: float
+) -> SessionSpec:
+    """`spec` with the least noise multiplier whose ε after all its rounds is within `epsilon`.
+
+    `epsilon_max` becomes `epsilon`; sample-level, the rate is the one `simulate` will use.
+    """
+    dp = dataclasses.replace(spec.dp, noise_multiplier=1.0, epsilon_max=epsilon)
+    probe = _with_example_rate(
+        dataclasses.replace(spec, dp=dp), _client_sizes(spec, num_clients, non_iid_alpha)
+    )
+    z = noise_for_epsilon(
+        epsilon,
+        rounds=spec.rounds,
+        sampling_rate=probe.dp.accounting_rate,
+        delta=dp.delta,
+        steps_per_round=probe.dp_steps_per_round,
+    )
+    return dataclasses.replace(probe, dp=dataclasses.replace(probe.dp, noise_multiplier=z))
+
+
+def _check_budget(spec: SessionSpec, stop_at_budget: bool) -> None:
+    """Refuse a noise multiplier too small for `epsilon_max`, naming the z that would do."""
+    dp = spec.dp
+    if not dp.enabled or dp.epsilon_max is None:
+        return
+    steps = spec.dp_steps_per_round
+    accountant = PrivacyAccountant(dp, steps_per_round=steps)
+    fits = accountant.max_rounds(spec.rounds)
+    if fits >= spec.rounds or (fits > 0 and stop_at_budget):
+        return
+    want = 1 if fits == 0 else spec.rounds
+    need = noise_for_epsilon(
+        dp.epsilon_max,
+        rounds=want,
+        sampling_rate=dp.accounting_rate,
+        delta=dp.delta,
+        steps_per_round=steps,
+    )
+    eps = accountant.epsilon(want)
+    what = "even one round" if fits == 0 else f"{spec.rounds} rounds ({fits} fit)"
+    raise PrivacyBudgetExceededError(
+        f"`noise_multiplier` {dp.noise_multiplier} is too small for epsilon_max="
+        f"{dp.epsilon_max} (δ={dp.delta}, {dp.guarantee}): {what} would reach ε {eps:.2f}; "
+        f"it needs at least {need:g}. Nothing was run",
+        limit=dp.epsilon_max,
+        epsilon=eps,
+    )
+
+
+def _check_abort_risk(spec: SessionSpec, n: int, dropout: float) -> None:
+    """Refuse SecAgg+ neighbourhoods whose abort risk at this dropout exceeds 1e-6."""
+    k = spec.neighbours
+    if not spec.secagg or k is None or k >= n - 1 or dropout == 0:
+        return
+    risk = abort_bound(n, k, spec.threshold_for(n), dropout)
+    if risk <= ABORT_BOUND:
+        return
+    best = min_neighbours(n, dropout)
+    fix = "use the complete graph" if best is None else f"use at least {best}"
+    raise InvalidInputError(
+        f"`neighbours` {k} is too few for {dropout:.0%} dropout among {n} clients: a round "
+        f"aborts with probability up to {risk:.2g} (bound {ABORT_BOUND:g}); {fix}"
+    )
+
+
+def check_session(
+    spec: SessionSpec,
+    *,
+    num_clients: int,
+    dropout: float = 0.0,
+    non_iid_alpha: float = 0.5,
+    stop_at_budget: bool = False,
+) -> SessionSpec:
+    """Every refusal of `simulate`, before anything runs; returns the spec it will run.
+
+    (Sample-level DP gets its `example_rate` filled in.) Raises as `simulate` does.
+    """
+    if not 2 <= num_clients <= 10_000:
+        raise InvalidInputError("`num_clients` must be in 2..10000")
+    if not 0 <= dropout < 1:
+        raise InvalidInputError("`dropout` must be in [0, 1)")
+    spec = _with_example_rate(spec, _client_sizes(spec, num_clients, non_iid_alpha))
+    _check_budget(spec, stop_at_budget)
+    threshold = spec.threshold_for(num_clients)
+    drops_per_round = int(dropout * num_clients)
+    if num_clients - drops_per_round < threshold:
+        raise InvalidInputError(
+            f"with dropout {dropout}, {num_clients - drops_per_round} clients remain, below "
+            f"the threshold {threshold}: lower `dropout` or `threshold`"
+        )
+    _check_abort_risk(spec, num_clients, dropout)
+    return spec
+
+
 def simulate(
     spec: SessionSpec,
     *,
@@ -150,44 +270,40 @@ def simulate(
     round config, the model cards and the round records go to `log` (default: the embedded
     log in `home`).
 
+    Sample-level DP without an `example_rate` gets q = batch_size / (mean examples per
+    client), so a client of average size draws `batch_size` examples a step in expectation.
+
+    Every refusal below happens before anything is logged, and names the parameter.
+
     Raises:
-        PrivacyBudgetExceededError: the session's rounds would exceed `epsilon_max`, and
-            `stop_at_budget` is off: checked before anything runs or is logged. With
-            `stop_at_budget`, the session stops before the first round over the budget.
+        PrivacyBudgetExceededError: the noise multiplier is too small for `epsilon_max`: not
+            even one round fits, or the session's rounds would exceed it and
+            `stop_at_budget` is off. With `stop_at_budget`, the session stops before the
+            first round over the budget.
+        InvalidInputError: a sample-level DP batch larger than the clients' data, SecAgg+
+            `neighbours` too few for an abort risk ≤ 1e-6 at this dropout, too few clients
+            left for the threshold, or any other invalid setting.
     """
     from edgetrust.identity import Keystore
     from edgetrust.log import Log
     from edgetrust.zoo import load_digits_split
 
-    if not 2 <= num_clients <= 10_000:
-        raise InvalidInputError("`num_clients` must be in 2..10000")
-    if not 0 <= dropout < 1:
-        raise InvalidInputError("`dropout` must be in [0, 1)")
+    spec = check_session(
+        spec,
+        num_clients=num_clients,
+        dropout=dropout,
+        non_iid_alpha=non_iid_alpha,
+        stop_at_budget=stop_at_budget,
+    )
+    x_tr, x_te, y_tr, y_te = load_digits_split(seed=spec.seed)
+    parts = dirichlet_partition(y_tr, num_clients=num_clients, alpha=non_iid_alpha, seed=spec.seed)
     dp = spec.dp
-    accountant = PrivacyAccountant(dp)
+    accountant = PrivacyAccountant(dp, steps_per_round=spec.dp_steps_per_round)
     fits = accountant.max_rounds(spec.rounds) if dp.enabled else spec.rounds
-    if fits < spec.rounds and not stop_at_budget:
-        eps = accountant.epsilon(spec.rounds)
-        raise PrivacyBudgetExceededError(
-            f"{spec.rounds} rounds would bring ε to {eps:.2f}, over epsilon_max="
-            f"{dp.epsilon_max} (δ={dp.delta}); {fits} fit. Nothing was run",
-            limit=dp.epsilon_max or 0.0,
-            epsilon=eps,
-        )
-    threshold = spec.threshold_for(num_clients)
     drops_per_round = int(dropout * num_clients)
-    if num_clients - drops_per_round < threshold:
-        raise InvalidInputError(
-            f"with dropout {dropout}, {num_clients - drops_per_round} clients remain, below "
-            f"the threshold {threshold}: lower `dropout` or `threshold`"
-        )
     own_log = log is None
     log = Log.open(home) if own_log else log
     try:
-        x_tr, x_te, y_tr, y_te = load_digits_split(seed=spec.seed)
-        parts = dirichlet_partition(
-            y_tr, num_clients=num_clients, alpha=non_iid_alpha, seed=spec.seed
-        )
         coordinator_id = Keystore(home).load_or_create("fl-coordinator")
         coordinator = Coordinator(
             spec=spec, identity=coordinator_id, log=log, home=home, eval_data=(x_te, y_te)

@@ -74,6 +74,7 @@ ROUND_PREDICATE_TYPE = "https://edgetrust.dev/fl-round/v1"
 
 _SESSION_HEX = 32
 _AGGREGATORS = ("secagg-sum", "mean", "median", "trimmed-mean", "krum")
+GUARANTEES = ("user-level", "sample-level")
 
 
 def _req(obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...], what: str) -> Any:
@@ -129,6 +130,17 @@ class RoundConfig:
     sampling_rate: float
     aggregator: str
     server_lr: float
+    guarantee: str = "user-level"
+    """Which DP guarantee the noise gives: "user-level" (DP-FedAvg) or "sample-level"
+    (DP-SGD on each device); absent in configs from before sample-level DP: user-level."""
+    steps_per_round: int = 1
+    """Subsampled Gaussian steps per round the accountant composes: 1 (user-level) or the
+    local DP-SGD steps every client runs (sample-level)."""
+    example_rate: float | None = None
+    """Sample-level: the Poisson probability q that an example is in a local step's batch."""
+    distributed: bool = False
+    """Sample-level: clients add only their share of each step's noise (one step a round,
+    secure aggregation required), as user-level DP always does."""
     server_optimizer: ServerOptimizer = field(default_factory=ServerOptimizer)
     """How the coordinator turns the mean update into the next model (see `collab.optim`)."""
     prox_mu: float = 0.0
@@ -157,6 +169,26 @@ class RoundConfig:
             raise InvalidInputError(f"round config: unknown lrSchedule {self.lr_schedule!r}")
         if not self.prox_mu >= 0:
             raise InvalidInputError("round config: proxMu must be non-negative")
+        if self.guarantee not in GUARANTEES:
+            raise InvalidInputError(f"round config: unknown DP guarantee {self.guarantee!r}")
+        if self.steps_per_round < 1:
+            raise InvalidInputError("round config: stepsPerRound must be at least 1")
+        sample = self.guarantee == "sample-level"
+        if sample != (self.example_rate is not None):
+            raise InvalidInputError("round config: exampleRate goes with sample-level DP only")
+        if self.example_rate is not None and not 0 < self.example_rate <= 1:
+            raise InvalidInputError("round config: exampleRate must be in (0, 1]")
+        if not sample and self.steps_per_round != 1:
+            raise InvalidInputError("round config: user-level DP has one step per round")
+        if self.distributed and (not sample or not self.secagg or self.steps_per_round != 1):
+            raise InvalidInputError(
+                "round config: distributed DP-SGD is sample-level, one step, with secagg"
+            )
+
+    @property
+    def accounting_rate(self) -> float:
+        """The sampling rate the accountant composes: clients (user) or examples (sample)."""
+        return self.sampling_rate if self.example_rate is None else self.example_rate
 
     @property
     def quantizer(self) -> Quantizer:
@@ -190,6 +222,10 @@ class RoundConfig:
                 "delta": self.delta,
                 "epsilonMax": self.epsilon_max,
                 "samplingRate": self.sampling_rate,
+                "guarantee": self.guarantee,
+                "stepsPerRound": self.steps_per_round,
+                "exampleRate": self.example_rate,
+                "distributed": self.distributed,
             },
             "aggregator": self.aggregator,
             "training": {
@@ -220,6 +256,7 @@ class RoundConfig:
         ):
             raise InvalidInputError(f"{w}: neighbours must be an integer or null")
         eps_max = dp.get("epsilonMax")
+        example_rate = dp.get("exampleRate")
         return cls(
             session=_req(p, "session", str, w),
             round=_req(p, "round", int, w),
@@ -239,6 +276,10 @@ class RoundConfig:
             delta=_num(dp, "delta", w),
             epsilon_max=None if eps_max is None else _num(dp, "epsilonMax", w),
             sampling_rate=_num(dp, "samplingRate", w),
+            guarantee=_req(dp, "guarantee", str, w) if "guarantee" in dp else "user-level",
+            steps_per_round=_req(dp, "stepsPerRound", int, w) if "stepsPerRound" in dp else 1,
+            example_rate=None if example_rate is None else _num(dp, "exampleRate", w),
+            distributed=_req(dp, "distributed", bool, w) if "distributed" in dp else False,
             aggregator=_req(p, "aggregator", str, w),
             server_lr=_num(tr, "serverLr", w),
             server_optimizer=ServerOptimizer.from_predicate(tr.get("serverOptimizer")),
@@ -307,6 +348,8 @@ class RoundRecord:
     epsilon_rdp: float | None
     delta: float | None = None
     """δ of the (ε, δ) pair (None: no DP)."""
+    guarantee: str | None = None
+    """"user-level" or "sample-level": whose data ε protects (None: no DP)."""
     accuracy: float | None = None
     consent: Mapping[str, Any] | None = None
     """The participants' data grants (`edgetrust.data.consent`), None for a round without."""
@@ -340,6 +383,7 @@ class RoundRecord:
             "optimizerState": self.optimizer_state,
             "privacy": {
                 "accountant": "dp-accounting PLD",
+                "guarantee": self.guarantee,
                 "roundEpsilon": self.round_epsilon,
                 "epsilon": self.epsilon,
                 "epsilonRdp": self.epsilon_rdp,
@@ -398,6 +442,7 @@ class RoundRecord:
             epsilon=opt(priv, "epsilon"),
             epsilon_rdp=opt(priv, "epsilonRdp"),
             delta=opt(priv, "delta"),
+            guarantee=None if priv.get("guarantee") is None else _req(priv, "guarantee", str, w),
             accuracy=opt(metrics, "accuracy"),
             # Parsed in full by `edgetrust.data.consent`, which owns the format.
             consent=_req(p, "consent", dict, w) if "consent" in p else None,
@@ -408,6 +453,8 @@ class RoundRecord:
             parse_digest(record.optimizer_state)
         if record.aggregate_encoding not in ("uint32-sum", "float64-update"):
             raise InvalidInputError(f"{w}: unknown aggregate encoding")
+        if record.guarantee is not None and record.guarantee not in GUARANTEES:
+            raise InvalidInputError(f"{w}: unknown DP guarantee {record.guarantee!r}")
         return record
 
 
@@ -537,6 +584,8 @@ class RoundAudit:
     model_recomputed: bool
     """The new model was recomputed from the input model and the aggregate, bit for bit."""
     accuracy: float | None = None
+    guarantee: str | None = None
+    """The DP guarantee the round gave ("user-level" or "sample-level"), None without DP."""
 
 
 @dataclass(frozen=True)
@@ -583,8 +632,10 @@ def audit_log(
       2. the record points at its config (digest and index) and the session's previous record;
       3. the input model is the previous round's output model;
       4. survivors are participants, dropouts the rest; each survivor's commitment is signed;
-      5. ε recomputed with dp-accounting for this many rounds matches the record and stays
-         within `epsilon_max`;
+      5. the record states the config's guarantee (user- or sample-level), the noise clients
+         were told to add is what the accountant assumes, the DP parameters did not change
+         mid-session, and ε recomputed with dp-accounting for this many rounds (times the
+         local DP-SGD steps, sample-level) matches the record and stays within `epsilon_max`;
       6. the new model card was logged and names the output model;
       7. with the artifacts (the input model and the aggregate, in `home`): the output model
          is exactly the input model plus the aggregate update (skipped when missing, unless
@@ -691,11 +742,14 @@ def audit_log(
                 ) from exc
         # 5 privacy budget
         if cfg.noise_multiplier > 0:
+            prev_cfg = None if previous is None else configs[previous[0].config][1]
+            _check_privacy_terms(rec, cfg, prev_cfg, step)
             want = epsilon_after(
                 rec.round,
                 noise_multiplier=cfg.noise_multiplier,
-                sampling_rate=cfg.sampling_rate,
+                sampling_rate=cfg.accounting_rate,
                 delta=cfg.delta,
+                steps_per_round=cfg.steps_per_round,
             )
             if rec.epsilon is None or not math.isclose(rec.epsilon, want, rel_tol=1e-6):
                 raise VerificationError(
@@ -742,10 +796,51 @@ def audit_log(
                 rec.epsilon,
                 recomputed,
                 rec.accuracy,
+                cfg.guarantee if cfg.noise_multiplier > 0 else None,
             )
         )
         last[rec.session] = (rec, sha, signer)
     return AuditReport(size, tuple(audits))
+
+
+def _dp_terms(cfg: RoundConfig) -> tuple[Any, ...]:
+    return (
+        cfg.guarantee,
+        cfg.noise_multiplier,
+        cfg.clip,
+        cfg.accounting_rate,
+        cfg.steps_per_round,
+        cfg.delta,
+        cfg.distributed,
+    )
+
+
+def _check_privacy_terms(
+    rec: RoundRecord, cfg: RoundConfig, prev_cfg: RoundConfig | None, step: str
+) -> None:
+    """Step 5's checks before ε: the guarantee stated, the noise ordered, no mid-session change."""
+    if (rec.guarantee or "user-level") != cfg.guarantee:
+        raise VerificationError(
+            f"{step}: record states {rec.guarantee} DP, the config {cfg.guarantee}",
+            step="5 privacy",
+        )
+    # The noise each client adds: z·C per local step (sample-level), or its share
+    # z·C/√min_survivors of the noise on the sum (user-level).
+    if cfg.guarantee == "sample-level" and not cfg.distributed:
+        want_std = cfg.noise_multiplier * cfg.clip
+    else:
+        want_std = cfg.noise_multiplier * cfg.clip / math.sqrt(cfg.min_survivors)
+    if not cfg.client_noise_std >= want_std * (1 - 1e-9):
+        raise VerificationError(
+            f"{step}: clients were told to add noise σ={cfg.client_noise_std}, below the "
+            f"{want_std:.6g} the accountant assumes",
+            step="5 privacy",
+        )
+    if prev_cfg is not None and _dp_terms(prev_cfg) != _dp_terms(cfg):
+        raise VerificationError(
+            f"{step}: DP parameters changed mid-session, so ε does not compose as recorded",
+            step="5 privacy",
+        )
 
 
 def _recompute(

@@ -52,6 +52,7 @@ from edgetrust.collab.training import (
     flatten,
     mlp_weights_from_onnx,
     train_local,
+    train_local_dp,
 )
 from edgetrust.dsse import Envelope, parse_envelope
 from edgetrust.encoding import digest_bytes
@@ -131,6 +132,27 @@ class SessionSpec:
             )
         if self.local_epochs < 1 or self.batch_size < 1:
             raise InvalidInputError("`local_epochs` and `batch_size` must be at least 1")
+        if self.dp.distributed and not self.secagg:
+            raise InvalidInputError(
+                "`distributed` sample-level DP splits the noise across clients, which protects "
+                "only the sum: turn on `secagg`"
+            )
+
+    @property
+    def sample_level(self) -> bool:
+        """Whether clients run DP-SGD (sample-level DP with noise), not DP-FedAvg."""
+        return self.dp.enabled and self.dp.level == "sample"
+
+    @property
+    def dp_steps_per_round(self) -> int:
+        """Subsampled Gaussian steps per round the accountant composes.
+
+        1 for user-level DP; for sample-level the local DP-SGD steps, ⌈local_epochs / q⌉,
+        so each client sees its data `local_epochs` times in expectation.
+        """
+        if not self.sample_level or self.dp.distributed:
+            return 1
+        return max(1, math.ceil(self.local_epochs / self.dp.accounting_rate - 1e-9))
 
     @property
     def effective_server_lr(self) -> float:
@@ -220,7 +242,7 @@ class Coordinator:
         self.artifacts = ArtifactStore(home)
         self.session = session or secrets.token_hex(16)
         self.model = MLP((DIGITS_FEATURES, *spec.hidden, 10))
-        self.accountant = PrivacyAccountant(spec.dp)
+        self.accountant = PrivacyAccountant(spec.dp, steps_per_round=spec.dp_steps_per_round)
         self.eval_data = eval_data
         self.consent = consent
         """Admits participants under their grants (`edgetrust.data.consent`); None: no check."""
@@ -252,9 +274,22 @@ class Coordinator:
         if n < 2:
             raise InvalidInputError("a round needs at least 2 participants")
         threshold = spec.threshold_for(n)
-        noise = client_noise_std(
-            clip=dp.clip, noise_multiplier=dp.noise_multiplier, min_survivors=threshold
-        )
+        steps = spec.dp_steps_per_round
+        if spec.sample_level and not dp.distributed:
+            # DP-SGD: each device adds z·C to every step's gradient sum itself.
+            noise = dp.noise_multiplier * dp.clip
+            # A step moves a coordinate by about lr·C (the clipped mean) plus its noise; the
+            # quantizer clips beyond this bound, which is post-processing and costs no privacy.
+            bound = spec.lr * (2 * steps * dp.clip + 6 * math.sqrt(steps) * noise / spec.batch_size)
+        else:
+            noise = client_noise_std(
+                clip=dp.clip, noise_multiplier=dp.noise_multiplier, min_survivors=threshold
+            )
+            # Updates are clipped to norm C, so each coordinate is within ±C before noise;
+            # the noise reaches past C + 6σ with probability ~2e-9 per coordinate.
+            bound = dp.clip + 6 * noise
+            if spec.sample_level:  # distributed DP-SGD: one step, its share of the noise
+                bound = spec.lr * (2 * dp.clip + 6 * noise / spec.batch_size)
         config = RoundConfig(
             session=self.session,
             round=self.round + 1,
@@ -267,15 +302,17 @@ class Coordinator:
             min_survivors=threshold,
             modulus_bits=spec.modulus_bits,
             neighbours=spec.neighbours,
-            # Updates are clipped to norm C, so each coordinate is within ±C before noise; the
-            # noise reaches past C + 6σ with probability ~2e-9 per coordinate.
-            quant_bound=dp.clip + 6 * noise,
+            quant_bound=bound,
             clip=dp.clip,
             noise_multiplier=dp.noise_multiplier,
             client_noise_std=noise,
             delta=dp.delta,
             epsilon_max=dp.epsilon_max,
             sampling_rate=dp.sampling_rate,
+            guarantee=dp.guarantee if spec.sample_level else "user-level",
+            steps_per_round=steps,
+            example_rate=dp.accounting_rate if spec.sample_level else None,
+            distributed=spec.sample_level and dp.distributed,
             aggregator="secagg-sum" if spec.secagg else spec.aggregator,
             server_lr=spec.effective_server_lr,
             server_optimizer=spec.server_optimizer,
@@ -358,8 +395,9 @@ class Coordinator:
             eps_rdp = epsilon_after_rdp(
                 cfg.round,
                 noise_multiplier=cfg.noise_multiplier,
-                sampling_rate=cfg.sampling_rate,
+                sampling_rate=cfg.accounting_rate,
                 delta=cfg.delta,
+                steps_per_round=cfg.steps_per_round,
             )
         else:
             self.accountant.rounds_done += 1
@@ -385,6 +423,7 @@ class Coordinator:
             epsilon=eps,
             epsilon_rdp=eps_rdp,
             delta=cfg.delta if spec.dp.enabled else None,
+            guarantee=cfg.guarantee if spec.dp.enabled else None,
             accuracy=acc,
             consent=None if plan.consent is None else plan.consent.to_predicate(),
         )
@@ -466,6 +505,27 @@ class ClientWorker:
         weights, biases = mlp_weights_from_onnx(model_bytes)
         start = _params(weights, biases)
         model = MLP((start[0].shape[0], *(w.shape[1] for w in weights)))
+        # Noise, sampling and rounding draw from fresh OS entropy, never from `seed`: a
+        # coordinator that could predict a client's noise could subtract it.
+        rng = np.random.default_rng()
+        if config.guarantee == "sample-level" and config.example_rate is not None:
+            trained = train_local_dp(
+                model,
+                start,
+                self.x,
+                self.y,
+                steps=config.steps_per_round,
+                sampling_rate=config.example_rate,
+                clip=config.clip,
+                noise_multiplier=config.client_noise_std / config.clip,
+                expected_batch=config.batch_size,
+                lr=config.lr,
+                rng=rng,
+                prox_mu=config.prox_mu,
+                schedule=config.lr_schedule,
+            )
+            # Already private: every step was; the update needs no clipping or more noise.
+            return config.quantizer.quantize(flatten(trained) - flatten(start), rng)
         trained = train_local(
             model,
             start,
@@ -479,8 +539,5 @@ class ClientWorker:
             schedule=config.lr_schedule,
         )
         update, _ = clip_update(flatten(trained) - flatten(start), config.clip)
-        # Noise and rounding draw from fresh OS entropy, never from `seed`: a coordinator that
-        # could predict a client's noise could subtract it.
-        rng = np.random.default_rng()
         noisy = add_client_noise(update, std=config.client_noise_std, rng=rng)
         return config.quantizer.quantize(noisy, rng)

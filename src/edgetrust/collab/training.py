@@ -26,6 +26,7 @@ __all__ = [
     "mlp_weights_from_onnx",
     "train_centralized",
     "train_local",
+    "train_local_dp",
     "unflatten",
 ]
 
@@ -188,6 +189,96 @@ def train_local(
             prox_mu=prox_mu,
             lr_at=lr_at if schedule == "cosine" else None,
         )
+    return out
+
+
+def _forward(model: MLP, params: Sequence[F64], xb: F64) -> tuple[list[F64], F64]:
+    """Activations of every layer and the softmax probabilities."""
+    acts = [xb]
+    for i in range(0, len(params), 2):
+        z = acts[-1] @ params[i] + params[i + 1]
+        acts.append(np.maximum(z, 0.0) if i + 2 < len(params) else z)
+    z = acts[-1] - acts[-1].max(axis=1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=1, keepdims=True)
+    return acts, p
+
+
+def _clipped_gradient_sum(
+    model: MLP, params: Sequence[F64], xb: F64, yb: npt.NDArray[np.int64], clip: float
+) -> Params:
+    """Σ over the batch of each example's gradient, each scaled to L2 norm at most `clip`.
+
+    A dense layer's per-example gradient is the outer product ``a_i g_iᵀ`` of its input and
+    its output gradient, so its squared norm is ``‖a_i‖²·‖g_i‖²`` (bias: ``‖g_i‖²``) and the
+    per-example norms come without materialising per-example gradients (Goodfellow 2015).
+    """
+    acts, p = _forward(model, params, xb)
+    grads = [p - np.eye(model.sizes[-1])[yb]]  # output gradients, last layer first
+    for i in range(len(params) - 2, 0, -2):
+        grads.append((grads[-1] @ params[i].T) * (acts[i // 2] > 0))
+    grads.reverse()
+    sq = np.zeros(xb.shape[0])
+    for layer, g in enumerate(grads):
+        gg = np.einsum("ij,ij->i", g, g)
+        sq += gg * (np.einsum("ij,ij->i", acts[layer], acts[layer]) + 1.0)
+    scale = np.minimum(1.0, clip / np.maximum(np.sqrt(sq), 1e-12))
+    out: Params = []
+    for layer, g in enumerate(grads):
+        gs = g * scale[:, None]
+        out += [acts[layer].T @ gs, gs.sum(axis=0)]
+    return out
+
+
+def train_local_dp(
+    model: MLP,
+    params: Sequence[F64],
+    x: npt.ArrayLike,
+    y: npt.ArrayLike,
+    *,
+    steps: int,
+    sampling_rate: float,
+    clip: float,
+    noise_multiplier: float,
+    expected_batch: float,
+    lr: float = 0.1,
+    rng: np.random.Generator,
+    prox_mu: float = 0.0,
+    schedule: str = "constant",
+) -> Params:
+    """DP-SGD (Abadi et al. 2016) on this client's data: the sample-level DP mechanism.
+
+    Each of `steps` steps draws a Poisson sample (every example independently with
+    probability `sampling_rate`), clips each example's gradient to L2 norm `clip`, adds
+    Gaussian noise of standard deviation ``noise_multiplier·clip`` to their sum and divides
+    by `expected_batch` (a constant, so the division is post-processing). One example's
+    presence then changes each step by a subsampled Gaussian mechanism, which is exactly
+    what `collab.dp` accounts for. `rng` drives sampling and noise; it must be secret from
+    the coordinator (a device passes fresh OS entropy). FedProx's term depends on no data
+    and is added after the noise.
+    """
+    if steps < 0 or not 0 < sampling_rate <= 1 or not clip > 0 or not lr > 0:
+        raise InvalidInputError(
+            "`steps` ≥ 0, `sampling_rate` in (0, 1], `clip` > 0 and `lr` > 0 are required"
+        )
+    if not noise_multiplier >= 0 or not expected_batch > 0 or schedule not in SCHEDULES:
+        raise InvalidInputError(
+            f"`noise_multiplier` ≥ 0, `expected_batch` > 0, `schedule` in {SCHEDULES} required"
+        )
+    xs = np.asarray(x, dtype=np.float64)
+    ys = np.asarray(y, dtype=np.int64)
+    out = [np.asarray(p, dtype=np.float64).copy() for p in params]
+    anchor = [p.copy() for p in out] if prox_mu > 0 else None
+    std = noise_multiplier * clip
+    for t in range(steps):
+        step = lr if schedule == "constant" else lr * 0.5 * (1.0 + math.cos(math.pi * t / steps))
+        mask = rng.random(xs.shape[0]) < sampling_rate
+        grads = _clipped_gradient_sum(model, out, xs[mask], ys[mask], clip)
+        for i, g in enumerate(grads):
+            noisy = (g + rng.normal(0.0, std, size=g.shape)) / expected_batch
+            if anchor is not None:
+                noisy = noisy + prox_mu * (out[i] - anchor[i])
+            out[i] -= step * noisy
     return out
 
 
