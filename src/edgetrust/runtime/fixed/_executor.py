@@ -176,6 +176,21 @@ def _model_bytes(model: onnx.ModelProto | bytes) -> tuple[onnx.ModelProto, bytes
     return model, model.SerializeToString()
 
 
+def _describe_attrs(node: onnx.NodeProto) -> str:
+    """A node's attributes as ``name=value`` (long values cut), or "none"."""
+    parts = []
+    for a in node.attribute:
+        try:
+            v = onnx.helper.get_attribute_value(a)
+        except Exception:  # an attribute onnx itself cannot decode
+            v = "?"
+        if isinstance(v, bytes):
+            v = v.decode("utf-8", "replace")
+        text = repr(v) if not isinstance(v, onnx.TensorProto | onnx.GraphProto) else type(v).__name__
+        parts.append(f"{a.name}={text[:40]}")
+    return ", ".join(parts) if parts else "none"
+
+
 def _opset(model: onnx.ModelProto) -> int:
     for imp in model.opset_import:
         if imp.domain in ("", "ai.onnx"):
@@ -363,7 +378,8 @@ class FixedExecutor:
             cls = OPS.get(node.op_type)
             if cls is None:
                 raise UnsupportedError(
-                    f"op {node.op_type} (node {label}) is not supported by the fixed-point "
+                    f"op {node.op_type} (node {label}, opset {self.settings.opset}, "
+                    f"attributes: {_describe_attrs(node)}) is not supported by the fixed-point "
                     f"executor; supported: {', '.join(sorted(OPS))}"
                 )
             infos: list[TensorInfo | None] = []
