@@ -42,9 +42,7 @@ def test_light_model_runs_reverifies_and_convicts_a_lie(name: str) -> None:
     assert float(np.max(np.abs(y - _ort(model, x)))) <= SOFTMAX_BOUND
 
     # re-verification: the model bytes and the plan (from the receipt) give the same bits
-    verifier = FixedExecutor(
-        model, precision="int8", plan=QuantPlan.from_json(ex.plan.to_json())
-    )
+    verifier = FixedExecutor(model, precision="int8", plan=QuantPlan.from_json(ex.plan.to_json()))
     out2, again = verifier.run_traced(x)
     assert again.root == honest.root
     assert all(out2[k].tobytes() == out[k].tobytes() for k in out)

@@ -186,7 +186,9 @@ def _describe_attrs(node: onnx.NodeProto) -> str:
             v = "?"
         if isinstance(v, bytes):
             v = v.decode("utf-8", "replace")
-        text = repr(v) if not isinstance(v, onnx.TensorProto | onnx.GraphProto) else type(v).__name__
+        text = (
+            repr(v) if not isinstance(v, onnx.TensorProto | onnx.GraphProto) else type(v).__name__
+        )
         parts.append(f"{a.name}={text[:40]}")
     return ", ".join(parts) if parts else "none"
 
@@ -378,9 +380,9 @@ class FixedExecutor:
             cls = OPS.get(node.op_type)
             if cls is None:
                 raise UnsupportedError(
-                    f"op {node.op_type} (node {label}, opset {self.settings.opset}, "
-                    f"attributes: {_describe_attrs(node)}) is not supported by the fixed-point "
-                    f"executor; supported: {', '.join(sorted(OPS))}"
+                    f"op {node.op_type} (node {label}) is not supported by the fixed-point "
+                    f"executor (seen: opset {self.settings.opset}, attributes: "
+                    f"{_describe_attrs(node)}); supported: {', '.join(sorted(OPS))}"
                 )
             infos: list[TensorInfo | None] = []
             for name in node.input:

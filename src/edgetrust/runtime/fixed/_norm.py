@@ -378,7 +378,7 @@ class LRN(Op):
     def _power(self, total: I64) -> I64:
         d = apply_rescale(total << self.pre, self.k_rs) + self.b_fp
         r = isqrt_vec(isqrt_vec(d) * self.half)
-        p1 = round_div(np.int64(1 << _LRN_Q) * self.half, np.maximum(r, 1))
+        p1 = round_div(np.full(r.shape, (1 << _LRN_Q) * self.half, np.int64), np.maximum(r, 1))
         p = p1
         for _ in range(self.power - 1):
             p = round_shift(p * p1, _LRN_Q)
