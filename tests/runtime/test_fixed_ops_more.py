@@ -226,3 +226,96 @@ def test_cli_refuses_with_exit_2_and_logs_nothing(
     new = {p for p in edgetrust_home.rglob("*") if p.is_file()} - before
     assert all(p.parent.name in ("models", "openings") for p in new), new
     assert not any(p.suffix == ".json" and p.parent.name == "openings" for p in new), new
+
+
+# -- element-wise extras -----------------------------------------------------------------------
+
+
+def _int_reference(
+    op_type: str, qs: list[list[int]], ex: FixedExecutor, attrs: dict[str, Any]
+) -> list[int]:
+    """The integer definitions of _extra.py, element by element in Python ints."""
+    qmax = ex.qmax
+    s = [ex.infos[f"x{i}"].scale for i in range(len(qs))]
+    out = []
+    for vals in zip(*qs, strict=True):
+        q = vals[0]
+        if op_type == "Neg":
+            out.append(-q)
+        elif op_type == "Abs":
+            out.append(abs(q))
+        elif op_type in ("LeakyRelu", "PRelu"):
+            alpha = attrs.get("alpha", 0.01) if op_type == "LeakyRelu" else 0.25
+            a = ref.rha(Fraction(float(np.float32(alpha))) * 2**30)  # as the model stores it
+            out.append(q if q >= 0 else ref.sat(ref.rha(Fraction(q * a, 2**30)), qmax))
+        elif op_type in ("Max", "Min"):
+            op: Any = ex.ops[0]
+            moved = [
+                ref.rescale(v, int(rs.mult.reshape(-1)[0]), rs.shift)
+                for v, rs in zip(vals, op.rescales, strict=True)
+            ]
+            out.append(max(moved) if op_type == "Max" else min(moved))
+        elif op_type == "HardSigmoid":
+            op = ex.ops[0]
+            r = ref.rescale(q, int(op.rs.mult.reshape(-1)[0]), op.rs.shift)
+            out.append(
+                min(
+                    qmax,
+                    max(0, r + ref.rha(Fraction(float(np.float32(attrs.get("beta", 0.5)))) * qmax)),
+                )
+            )
+        elif op_type == "HardSwish":
+            op = ex.ops[0]
+            h = min(
+                2**15, max(0, ref.rescale(q, int(op.rs.mult.reshape(-1)[0]), op.rs.shift) + 2**14)
+            )
+            out.append(ref.rha(Fraction(q * h, 2**15)))
+    assert s  # scales are used through the ops' multipliers
+    return out
+
+
+@pytest.mark.parametrize("precision", ["int8", "int16"])
+@pytest.mark.parametrize(
+    ("op_type", "n_inputs", "attrs"),
+    [
+        ("Neg", 1, {}),
+        ("Abs", 1, {}),
+        ("LeakyRelu", 1, {"alpha": 0.1}),
+        ("LeakyRelu", 1, {}),
+        ("PRelu", 1, {}),
+        ("Max", 2, {}),
+        ("Min", 3, {}),
+        ("HardSigmoid", 1, {"alpha": 0.3, "beta": 0.4}),
+        ("HardSigmoid", 1, {}),
+        ("HardSwish", 1, {}),
+    ],
+)
+def test_elementwise_extras(
+    precision: str, op_type: str, n_inputs: int, attrs: dict[str, Any]
+) -> None:
+    shape = (2, 3, 4)
+    consts = {1: np.full((3, 1), 0.25, np.float32)} if op_type == "PRelu" else None
+    model = graphs.single_op(op_type, [shape] * n_inputs, consts=consts, **attrs)
+    rng = np.random.default_rng(5)
+    x = {
+        f"x{i}": (rng.standard_normal(shape) * (i + 2)).astype(np.float32) for i in range(n_inputs)
+    }
+    ex = FixedExecutor(model.SerializeToString(), precision=precision, calibration=[x])  # type: ignore[arg-type]
+    ints = ex.run_integers(x)
+    qs = [v.reshape(-1).astype(np.int64).tolist() for v in ints[:n_inputs]]
+    assert ints[n_inputs].reshape(-1).tolist() == _int_reference(op_type, qs, ex, attrs)
+    _check_elements(ex, x)
+    got, fl = ex.run(x)["y"], _float_ref(model, x)
+    # input quantization (half a step of the largest input scale) plus one output step
+    step = max(float(ex.infos[f"x{i}"].scale or 0) for i in range(n_inputs))
+    out_step = 1.0 / ex.qmax if op_type == "HardSigmoid" else step
+    assert float(np.max(np.abs(got - fl))) <= step + out_step
+
+
+def test_prelu_needs_a_constant_broadcastable_slope() -> None:
+    model = graphs.single_op("PRelu", [(2, 3), (2, 3)])
+    with pytest.raises(UnsupportedError, match=r"PRelu node .*slope must be a constant"):
+        FixedExecutor(model.SerializeToString())
+    bad = graphs.single_op("PRelu", [(2, 3)], consts={1: np.ones((4,), np.float32)})
+    with pytest.raises(UnsupportedError, match=r"PRelu node .*does not broadcast"):
+        FixedExecutor(bad.SerializeToString())
