@@ -319,3 +319,82 @@ def test_prelu_needs_a_constant_broadcastable_slope() -> None:
     bad = graphs.single_op("PRelu", [(2, 3)], consts={1: np.ones((4,), np.float32)})
     with pytest.raises(UnsupportedError, match=r"PRelu node .*does not broadcast"):
         FixedExecutor(bad.SerializeToString())
+
+
+# -- Pad, Expand, Tile -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("precision", ["int8", "int16"])
+@pytest.mark.parametrize(
+    ("op_type", "consts", "attrs", "opset"),
+    [
+        ("Pad", {1: np.array([0, 1, 2, 0, 2, 1], np.int64)}, {}, 13),
+        (
+            "Pad",
+            {1: np.array([1, 0, 2, 1, 1, 3], np.int64), 2: np.array(0.7, np.float32)},
+            {},
+            13,
+        ),
+        ("Pad", {1: np.array([0, 1, 2, 0, 1, 3], np.int64)}, {"mode": "edge"}, 13),
+        ("Pad", {1: np.array([0, 1, 2, 0, 2, 3], np.int64)}, {"mode": "reflect"}, 13),
+        ("Pad", {1: np.array([0, 2, 3, 0, 1, 5], np.int64)}, {"mode": "wrap"}, 19),
+        ("Pad", {}, {"pads": [0, 1, 1, 0, 1, 1], "value": -0.5}, 9),
+        ("Expand", {1: np.array([2, 1, 3, 4], np.int64)}, {}, 13),
+        ("Tile", {1: np.array([2, 1, 3], np.int64)}, {}, 13),
+    ],
+)
+def test_movement_ops_are_exact_copies(
+    precision: str, op_type: str, consts: dict[int, np.ndarray], attrs: dict[str, Any], opset: int
+) -> None:
+    shape = (2, 3, 4)
+    model = graphs.single_op(op_type, [shape], consts=consts, opset=opset, **attrs)
+    x = {"x0": np.random.default_rng(7).standard_normal(shape).astype(np.float32)}
+    ex = FixedExecutor(model.SerializeToString(), precision=precision, calibration=[x])  # type: ignore[arg-type]
+    ints = ex.run_integers(x)
+    q = ints[0].astype(np.int64)
+    out = _check_elements(ex, x)
+    op: Any = ex.ops[0]
+    if op_type == "Pad":  # pure-integer reference: index mapping per axis
+        w = op.widths(3, {1: consts[1].tolist()} if 1 in consts else {})
+        mode = op.mode
+        want = np.empty(out.shape, np.int64)
+        for idx in np.ndindex(*out.shape):
+            src = []
+            for i, d, (b, _) in zip(idx, q.shape, w, strict=True):
+                j = i - b
+                if mode == "edge":
+                    j = min(max(j, 0), d - 1)
+                elif mode == "wrap":
+                    j %= d
+                elif mode == "reflect":
+                    while not 0 <= j < d:
+                        j = -j if j < 0 else 2 * (d - 1) - j
+                src.append(j)
+            inside = all(0 <= j < d for j, d in zip(src, q.shape, strict=True))
+            want[idx] = q[tuple(src)] if inside else op.fill
+        assert out.tolist() == want.tolist()
+        value = float(consts[2]) if 2 in consts else float(attrs.get("value", 0.0))
+        assert op.fill == ref.sat(
+            ref.rha(Fraction(float(np.float32(value))) / Fraction(ex.infos["x0"].scale)), ex.qmax
+        )
+    elif op_type == "Expand":
+        assert out.tolist() == np.broadcast_to(q, (2, 2, 3, 4)).tolist()
+    else:
+        assert out.tolist() == np.tile(q, (2, 1, 3)).tolist()
+    got = ex.run(x)["y"]
+    if opset < 19 or op_type != "Pad":
+        fl = _float_ref(model, x)
+        assert got.shape == fl.shape
+        step = float(ex.infos["x0"].scale or 0)
+        assert float(np.max(np.abs(got - fl))) <= step  # half a step of input + pad value
+
+
+def test_pad_refuses_what_it_does_not_define() -> None:
+    pads = {1: np.array([0, -1, 0, 0], np.int64)}
+    with pytest.raises(UnsupportedError, match=r"Pad node .*negative pads"):
+        FixedExecutor(graphs.single_op("Pad", [(2, 3)], consts=pads).SerializeToString())
+    with pytest.raises(UnsupportedError, match=r"Pad node .*mode=symmetric"):
+        graph = graphs.single_op(
+            "Pad", [(2, 3)], consts={1: np.zeros(4, np.int64)}, mode="symmetric"
+        )
+        FixedExecutor(graph.SerializeToString())

@@ -18,6 +18,7 @@ from edgetrust.runtime.fixed import (  # noqa: F401  (importing registers the op
     _elementwise,
     _extra,
     _linear,
+    _movement,
     _norm,
     _pool,
     _shape,
