@@ -398,3 +398,75 @@ def test_pad_refuses_what_it_does_not_define() -> None:
             "Pad", [(2, 3)], consts={1: np.zeros(4, np.int64)}, mode="symmetric"
         )
         FixedExecutor(graph.SerializeToString())
+
+
+# -- reductions --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("precision", ["int8", "int16"])
+@pytest.mark.parametrize(
+    ("op_type", "attrs", "consts", "opset"),
+    [
+        ("ReduceMean", {"axes": [1], "keepdims": 1}, {}, 13),
+        ("ReduceMean", {"axes": [0, 2], "keepdims": 0}, {}, 13),
+        ("ReduceMean", {}, {1: np.array([-1], np.int64)}, 18),
+        ("ReduceMax", {"axes": [2]}, {}, 13),
+        ("ReduceMin", {"axes": [1, 2], "keepdims": 0}, {}, 13),
+        ("ReduceMin", {}, {}, 13),
+        ("ReduceSum", {}, {1: np.array([1, 2], np.int64)}, 13),
+        ("ReduceSum", {"keepdims": 0}, {1: np.array([0], np.int64)}, 13),
+        ("ArgMax", {"axis": 1}, {}, 13),
+        ("ArgMax", {"axis": -1, "keepdims": 0, "select_last_index": 1}, {}, 13),
+        ("ArgMin", {"axis": 0}, {}, 13),
+    ],
+)
+def test_reductions(
+    precision: str, op_type: str, attrs: dict[str, Any], consts: dict[int, np.ndarray], opset: int
+) -> None:
+    shape = (3, 4, 5)
+    model = graphs.single_op(op_type, [shape], consts=consts, opset=opset, **attrs)
+    x = {"x0": np.random.default_rng(9).standard_normal(shape).astype(np.float32)}
+    ex = FixedExecutor(model.SerializeToString(), precision=precision, calibration=[x])  # type: ignore[arg-type]
+    ints = ex.run_integers(x)
+    q = ints[0].astype(np.int64)
+    out = _check_elements(ex, x)
+    op: Any = ex.ops[0]
+    keep = bool(attrs.get("keepdims", 1))
+    if op_type.startswith("Arg"):
+        axis = attrs["axis"] % 3
+        want_list = []
+        rows = np.moveaxis(q, axis, -1).reshape(-1, shape[axis]).tolist()
+        for row in rows:
+            best = max(row) if op_type == "ArgMax" else min(row)
+            hits = [i for i, v in enumerate(row) if v == best]
+            want_list.append(hits[-1] if attrs.get("select_last_index") else hits[0])
+        assert out.reshape(-1).tolist() == want_list
+        assert np.array_equal(out.reshape(-1), np.asarray(_float_ref(model, x)).reshape(-1)) or (
+            precision == "int8"  # quantization may tie two nearly equal floats
+        )
+        return
+    axes = op.axes(3)
+    moved = np.moveaxis(q, axes, range(len(axes))).reshape(
+        int(np.prod([shape[a] for a in axes])), -1
+    )
+    cols = moved.T.tolist()
+    if op_type == "ReduceMean":
+        want_list = [ref.rdiv(sum(c), len(c)) for c in cols]
+    elif op_type == "ReduceMax":
+        want_list = [max(c) for c in cols]
+    elif op_type == "ReduceMin":
+        want_list = [min(c) for c in cols]
+    else:
+        p = op.params()
+        want_list = [
+            ref.sat(ref.rescale(sum(c), int(p["mult"][0]), int(p["shift"][0])), ex.qmax)
+            for c in cols
+        ]
+    assert out.reshape(-1).tolist() == want_list
+    fl = _float_ref(model, x)
+    got = ex.run(x)["y"]
+    assert got.shape == fl.shape and (keep or got.ndim < 3)
+    s_in = float(ex.infos["x0"].scale or 0)
+    n = len(cols[0])
+    bound = s_in * (n if op_type == "ReduceSum" else 1) + float(ex.infos["y"].scale or 0)
+    assert float(np.max(np.abs(got - fl))) <= bound

@@ -21,6 +21,7 @@ from edgetrust.runtime.fixed import (  # noqa: F401  (importing registers the op
     _movement,
     _norm,
     _pool,
+    _reduce,
     _shape,
 )
 from edgetrust.runtime.fixed._arith import I64, quantize, scale_for
