@@ -470,3 +470,78 @@ def test_reductions(
     n = len(cols[0])
     bound = s_in * (n if op_type == "ReduceSum" else 1) + float(ex.infos["y"].scale or 0)
     assert float(np.max(np.abs(got - fl))) <= bound
+
+
+# -- comparisons and Where ---------------------------------------------------------------------
+
+
+def _cmp_where_model(cmp: str) -> onnx.ModelProto:
+    nodes = [
+        helper.make_node(cmp, ["x0", "x1"], ["c"], name="cmp"),
+        helper.make_node("Where", ["c", "x0", "x1"], ["y"], name="where"),
+        helper.make_node("Cast", ["c"], ["ci"], name="cast", to=TensorProto.INT64),
+    ]
+    vi = helper.make_tensor_value_info
+    g = helper.make_graph(
+        nodes,
+        "cmp-where",
+        [vi("x0", TensorProto.FLOAT, [3, 4]), vi("x1", TensorProto.FLOAT, [4])],
+        [vi("y", TensorProto.FLOAT, [3, 4]), vi("ci", TensorProto.INT64, [3, 4])],
+    )
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 16)])
+
+
+@pytest.mark.parametrize("precision", ["int8", "int16"])
+@pytest.mark.parametrize("cmp", ["Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual"])
+def test_comparisons_and_where(precision: str, cmp: str) -> None:
+    model = _cmp_where_model(cmp)
+    rng = np.random.default_rng(11)
+    a = rng.standard_normal((3, 4)).astype(np.float32)
+    b = (rng.standard_normal(4) * 3).astype(np.float32)
+    a[0, :2] = b[:2]  # float ties: decided on the integers (q_a · W_a against q_b · W_b)
+    x = {"x0": a, "x1": b}
+    ex = FixedExecutor(model.SerializeToString(), precision=precision, calibration=[x])  # type: ignore[arg-type]
+    ints = ex.run_integers(x)
+    qa, qb = ints[0].astype(np.int64), ints[1].astype(np.int64)
+    op: Any = ex.ops[0]
+    wa, wb = op.w
+    sa, sb = ex.infos["x0"].scale, ex.infos["x1"].scale
+    assert (sa, sb) != (None, None)
+    smax = max(float(sa or 0), float(sb or 0))
+    assert [wa, wb] == [ref.rha(Fraction(s) / (Fraction(smax) / 2**30)) for s in (sa, sb)]
+    fn = {"Equal": "__eq__", "Less": "__lt__", "Greater": "__gt__"}
+    fn.update({"LessOrEqual": "__le__", "GreaterOrEqual": "__ge__"})
+    want_c = [
+        [int(getattr(int(qa[i, j]) * wa, fn[cmp])(int(qb[j]) * wb)) for j in range(4)]
+        for i in range(3)
+    ]
+    assert ints[2].tolist() == want_c
+    w_op: Any = ex.ops[1]
+    moved = [
+        [ref.rescale(int(v), int(rs.mult.reshape(-1)[0]), rs.shift) for v in row]
+        for row, rs in ((qa.reshape(-1), w_op.rescales[0]), (np.tile(qb, 3), w_op.rescales[1]))
+    ]
+    want_y = [moved[0][k] if want_c[k // 4][k % 4] else moved[1][k] for k in range(12)]
+    assert ints[3].reshape(-1).tolist() == want_y
+    for i in range(3):
+        _check_elements(ex, x, i)
+    # float agreement wherever the two values are more than a quantization step apart
+    fl = ReferenceEvaluator(model).run(None, x)
+    got = ex.run(x)
+    clear = np.abs(a - b[None, :]) > 2 * smax
+    assert np.array_equal(got["ci"][clear], fl[1][clear])
+    assert float(np.max(np.abs(got["y"] - fl[0]))) <= smax
+
+
+def test_where_and_comparisons_refuse_mixed_kinds() -> None:
+    vi = helper.make_tensor_value_info
+    nodes = [helper.make_node("Where", ["x0", "x1", "x1"], ["y"], name="w")]
+    g = helper.make_graph(
+        nodes,
+        "w",
+        [vi("x0", TensorProto.FLOAT, [2]), vi("x1", TensorProto.FLOAT, [2])],
+        [vi("y", TensorProto.FLOAT, [2])],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 16)])
+    with pytest.raises(UnsupportedError, match=r"Where node w: the condition must be"):
+        FixedExecutor(m.SerializeToString())

@@ -1,4 +1,5 @@
-"""More element-wise ops: Neg, Abs, LeakyRelu, PRelu, Max, Min, HardSigmoid, HardSwish.
+"""More element-wise ops: Neg, Abs, LeakyRelu, PRelu, Max, Min, HardSigmoid, HardSwish, the
+comparisons (Equal, Less, Greater, LessOrEqual, GreaterOrEqual) and Where.
 
 Integer definitions (q = input integers at scale s, R(x, r) = round_half_away(x · r) by an
 integer multiplier, sat = saturation to [-qmax, qmax]):
@@ -13,6 +14,9 @@ integer multiplier, sat = saturation to [-qmax, qmax]):
   scale 1/qmax.
 * HardSwish: ``h = clip(R(q, s · 2**15 / 6) + 2**14, 0, 2**15)`` (hardsigmoid in Q15), then
   ``round_shift(q · h, 15)`` at the input's scale (|x · h(x)| ≤ |x|, so nothing saturates).
+* Comparisons: 0/1 integers; real inputs compared as ``q_a · W_a`` vs ``q_b · W_b`` with
+  ``W_k = round(s_k / s_w)``, ``s_w = max(s_a, s_b) / 2**30``; integers exactly.
+* Where: ``cond ≠ 0 ? x : y`` with real branches brought to the larger scale as in Max.
 """
 
 from __future__ import annotations
@@ -213,3 +217,79 @@ class HardSwish(_SameScale):
         q = xs[0]
         h = np.clip(apply_rescale(q, self.rs) + (1 << 14), 0, 1 << 15)
         return round_shift(q * h, 15)
+
+
+_CMP = {
+    "Equal": np.equal,
+    "Less": np.less,
+    "Greater": np.greater,
+    "LessOrEqual": np.less_equal,
+    "GreaterOrEqual": np.greater_equal,
+}
+
+
+@register
+class Compare(_Broadcasting):
+    """Equal, Less, Greater, LessOrEqual, GreaterOrEqual: 0/1 integers.
+
+    Real inputs are compared as ``q_a · W_a`` against ``q_b · W_b`` with ``W_k = round(s_k /
+    s_w)``, ``s_w = max(s_a, s_b) / 2**30`` (exact int64; with equal scales, q against q).
+    """
+
+    op_types = tuple(_CMP)
+
+    def setup(self) -> None:
+        kinds = {self.info(0).kind, self.info(1).kind}
+        if len(kinds) > 1:
+            raise self.fail("compares an integer with a real tensor (add a Cast)")
+        self.real = kinds == {"q"}
+        if self.real:
+            sa, sb = (float(self.info(k).scale or 1.0) for k in (0, 1))
+            sw = max(sa, sb) / (1 << 30)
+            self.w = [int(round_float(np.array(s / sw))) for s in (sa, sb)]
+
+    def out_kind(self) -> Kind:
+        """Integers (booleans as 0/1)."""
+        return "i"
+
+    def combine(self, xs: list[I64]) -> I64:
+        """The comparison."""
+        a, b = xs
+        if self.real:
+            a, b = a * self.w[0], b * self.w[1]
+        return _CMP[self.node.op_type](a, b).astype(np.int64)
+
+
+@register
+class Where(_Broadcasting):
+    """cond ? x : y, with x and y at the larger of their scales (as Max)."""
+
+    op_types = ("Where",)
+
+    def setup(self) -> None:
+        if self.info(0).kind != "i":
+            raise self.fail("the condition must be a boolean (integer) tensor")
+        kinds = {self.info(1).kind, self.info(2).kind}
+        if len(kinds) > 1:
+            raise self.fail("mixes integer and real branches (add a Cast)")
+        self.real = kinds == {"q"}
+        if self.real:
+            scales = [float(self.info(k).scale or 1.0) for k in (1, 2)]
+            self.smax = max(scales)
+            self.rescales = [self.make_rescale(s / self.smax) for s in scales]
+
+    def out_kind(self) -> Kind:
+        """The branches' kind."""
+        return "q" if self.real else "i"
+
+    def scale_policy(self) -> ScalePolicy:
+        """The larger branch scale."""
+        return self.smax if self.real else None
+
+    def combine(self, xs: list[I64]) -> I64:
+        """np.where on the rescaled branches."""
+        c, x, y = xs
+        if self.real:
+            x, y = (apply_rescale(v, rs) for v, rs in zip((x, y), self.rescales, strict=True))
+        out: I64 = np.where(c != 0, x, y)
+        return out
