@@ -545,3 +545,72 @@ def test_where_and_comparisons_refuse_mixed_kinds() -> None:
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 16)])
     with pytest.raises(UnsupportedError, match=r"Where node w: the condition must be"):
         FixedExecutor(m.SerializeToString())
+
+
+# -- Resize / Upsample (nearest) ---------------------------------------------------------------
+
+_EMPTY = np.array([], np.float32)
+
+
+@pytest.mark.parametrize(
+    ("op_type", "consts", "attrs", "opset"),
+    [
+        ("Resize", {1: _EMPTY, 2: np.array([1, 1, 2, 2], np.float32)}, {}, 13),
+        (
+            "Resize",
+            {1: _EMPTY, 2: np.array([1, 1, 1.5, 0.6], np.float32)},
+            {"coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"},
+            13,
+        ),
+        (
+            "Resize",
+            {1: _EMPTY, 2: _EMPTY, 3: np.array([1, 2, 7, 3], np.int64)},
+            {
+                "coordinate_transformation_mode": "align_corners",
+                "nearest_mode": "round_prefer_ceil",
+            },
+            13,
+        ),
+        (
+            "Resize",
+            {1: _EMPTY, 2: np.array([1, 1, 3, 1.75], np.float32)},
+            {"coordinate_transformation_mode": "pytorch_half_pixel", "nearest_mode": "ceil"},
+            19,
+        ),
+        (
+            "Resize",
+            {1: _EMPTY, 2: np.array([1, 1, 2.5, 2], np.float32)},
+            {"coordinate_transformation_mode": "tf_half_pixel_for_nn"},
+            13,
+        ),
+        ("Upsample", {1: np.array([1, 1, 2, 3], np.float32)}, {"mode": "nearest"}, 9),
+    ],
+)
+def test_resize_nearest_copies_the_elements_float_picks(
+    op_type: str, consts: dict[int, np.ndarray], attrs: dict[str, Any], opset: int
+) -> None:
+    shape = (1, 2, 4, 5)
+    model = graphs.single_op(op_type, [shape], consts=consts, opset=opset, **attrs)
+    x = {"x0": np.random.default_rng(13).standard_normal(shape).astype(np.float32)}
+    ex = FixedExecutor(model.SerializeToString(), precision="int8", calibration=[x])
+    _check_elements(ex, x)
+    # nearest resizing only copies: on the dequantized input, the float reference picks the
+    # very same elements, so the outputs agree exactly
+    s = float(ex.infos["x0"].scale or 0)
+    deq = {"x0": (ex.run_integers(x)[0].astype(np.float64) * s).astype(np.float32)}
+    got = ex.run(x)["y"]
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    refs = [sess.run(None, deq)[0]]
+    if attrs.get("coordinate_transformation_mode") != "tf_half_pixel_for_nn":
+        refs.append(_float_ref(model, deq))  # onnx.reference lacks this (deprecated) mode
+    for want in refs:
+        assert got.shape == want.shape
+        assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("mode", ["cubic", "linear"])
+def test_resize_modes_outside_the_definition_are_refused(mode: str) -> None:
+    consts = {1: _EMPTY, 2: np.array([1, 1, 2, 2], np.float32)}
+    model = graphs.single_op("Resize", [(1, 1, 2, 2)], consts=consts, opset=13, mode=mode)
+    with pytest.raises(UnsupportedError, match=rf"Resize node .*mode={mode} is not supported"):
+        FixedExecutor(model.SerializeToString())
