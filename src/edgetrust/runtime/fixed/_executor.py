@@ -16,9 +16,12 @@ from edgetrust.encoding import canonical_json, digest_bytes, digest_tensor, pars
 from edgetrust.errors import InvalidInputError, ResourceLimitError, UnsupportedError
 from edgetrust.runtime.fixed import (  # noqa: F401  (importing registers the ops)
     _elementwise,
+    _extra,
     _linear,
+    _movement,
     _norm,
     _pool,
+    _reduce,
     _shape,
 )
 from edgetrust.runtime.fixed._arith import I64, quantize, scale_for
@@ -174,6 +177,23 @@ def _model_bytes(model: onnx.ModelProto | bytes) -> tuple[onnx.ModelProto, bytes
     if not isinstance(model, onnx.ModelProto):
         raise InvalidInputError("model must be an onnx.ModelProto or ONNX bytes")
     return model, model.SerializeToString()
+
+
+def _describe_attrs(node: onnx.NodeProto) -> str:
+    """A node's attributes as ``name=value`` (long values cut), or "none"."""
+    parts = []
+    for a in node.attribute:
+        try:
+            v = onnx.helper.get_attribute_value(a)
+        except Exception:  # an attribute onnx itself cannot decode
+            v = "?"
+        if isinstance(v, bytes):
+            v = v.decode("utf-8", "replace")
+        text = (
+            repr(v) if not isinstance(v, onnx.TensorProto | onnx.GraphProto) else type(v).__name__
+        )
+        parts.append(f"{a.name}={text[:40]}")
+    return ", ".join(parts) if parts else "none"
 
 
 def _opset(model: onnx.ModelProto) -> int:
@@ -364,7 +384,8 @@ class FixedExecutor:
             if cls is None:
                 raise UnsupportedError(
                     f"op {node.op_type} (node {label}) is not supported by the fixed-point "
-                    f"executor; supported: {', '.join(sorted(OPS))}"
+                    f"executor (seen: opset {self.settings.opset}, attributes: "
+                    f"{_describe_attrs(node)}); supported: {', '.join(sorted(OPS))}"
                 )
             infos: list[TensorInfo | None] = []
             for name in node.input:

@@ -1,4 +1,5 @@
-"""Softmax and LayerNormalization: integer definitions over one row at a time.
+"""Softmax, LayerNormalization, LpNormalization and LRN: integer definitions over one row (or
+channel window) at a time.
 
 Softmax (along `axis`): ``d = max(row) - q``; ``u = R(d, s · 2**16)`` (Q16); ``E = e**-u`` in
 Q30 (`_nonlinear.exp_neg_q30`; the row maximum gives exactly 2**30); ``S = Σ E``;
@@ -284,3 +285,135 @@ class LpNormalization(Op):
         idx = unravel(flat, out_shape)
         row = src.read_input(0, _row_indices(out_shape, axis, idx))
         return int(self._rows(row[None, :])[0, idx[axis]])
+
+
+def isqrt_vec(v: I64) -> I64:
+    """floor(√v) for int64 0 ≤ v < 2**62, exactly: a float64 estimate, then corrected.
+
+    The estimate (IEEE √, correctly rounded) is within one of the answer; two correction steps
+    make it exact, so the result is the integer square root on every machine.
+    """
+    r = np.sqrt(v.astype(np.float64)).astype(np.int64)
+    r = np.minimum(r, np.int64((1 << 31) - 1))
+    for _ in range(2):
+        r = np.where(r * r > v, r - 1, r)
+        r = np.where((r + 1) * (r + 1) <= v, r + 1, r)
+    return r
+
+
+_LRN_Q = 30  # D**-β in Q30
+
+
+@register
+class LRN(Op):
+    """Local response normalization across channels, for β a multiple of 1/4.
+
+    ``S = Σ q²`` over the window of `size` channels (exact); ``D = R(S, α s² 2**F / size) +
+    round(bias · 2**F)`` (D in Q_F, F even and chosen at plan time so D < 2**60);
+    ``r = isqrt(isqrt(D) · 2**(F/2))`` (= D**(1/4) in Q(F/2)); ``P = round_div(2**(30+F/2), r)``
+    (D**(-1/4) in Q30), raised to the 4β-th power in Q30 with a round_shift after each product;
+    ``out = sat(R(q · P, s / (2**30 · s_out)))`` with a calibrated s_out.
+    """
+
+    op_types = ("LRN",)
+
+    def setup(self) -> None:
+        info = self.info(0)
+        if info.kind != "q":
+            raise self.fail("input must be a real tensor")
+        if "size" not in self.attrs:
+            raise self.fail("attribute size is required")
+        self.size = int(self.attrs["size"])
+        if self.size < 1 or self.size % 2 == 0:
+            raise self.fail(f"size={self.size} is not supported (the window must be odd)")
+        self.alpha = float(self.attrs.get("alpha", 1e-4))
+        self.beta = float(self.attrs.get("beta", 0.75))
+        self.bias = float(self.attrs.get("bias", 1.0))
+        quarters = self.beta * 4
+        if quarters != int(quarters) or not 1 <= quarters <= 8:
+            raise self.fail(f"beta={self.beta:g} is not supported (only k/4 for k = 1..8)")
+        self.power = int(quarters)
+        if not (self.bias >= 1.0 / 16) or not (self.alpha >= 0) or not np.isfinite(self.alpha):
+            raise self.fail(f"bias={self.bias:g}, alpha={self.alpha:g} not supported (bias ≥ 1/16)")
+        s = info.scale
+        assert s is not None
+        self.s = s
+        k = self.alpha / self.size * s * s
+        d_max = self.bias + k * float(self.size) * float(self.qmax) ** 2
+        f = 60
+        while f > 8 and d_max * 2.0**f >= 2.0**60:
+            f -= 2
+        if d_max * 2.0**f >= 2.0**60:
+            raise self.fail("the window's squared sum is too large for the input scale")
+        self.f = f
+        ratio = k * 2.0**f
+        # S · ratio < 2**60: pre-shift S left so the multiplier's ratio stays ≤ 2**20
+        self.pre = max(0, int(np.frexp(ratio)[1]) - 20) if ratio > 0 else 0
+        self.k_rs = self.make_rescale(ratio / 2.0**self.pre)
+        self.b_fp = int(round_float(np.array(self.bias * 2.0**f)))
+        self.half = 1 << (f // 2)
+
+    def make_params(self) -> dict[str, I64]:
+        """mult/shift of the output requantization."""
+        assert self.out_scale is not None
+        return self.make_rescale(self.s / (2.0**_LRN_Q * self.out_scale)).params()
+
+    def _window(self, c: int, channels: int) -> tuple[int, int]:
+        lo = max(0, c - (self.size - 1) // 2)
+        hi = min(channels - 1, c + self.size // 2)
+        return lo, hi
+
+    def _wide(self, x: I64) -> I64:
+        """q · P, channels on axis 1."""
+        if x.ndim < 3:
+            raise InvalidInputError(f"LRN node {self.label}: input rank must be ≥ 3")
+        sq = x * x
+        channels = x.shape[1]
+        csum = np.cumsum(np.concatenate([np.zeros_like(sq[:, :1]), sq], axis=1), axis=1)
+        lo = np.array([self._window(c, channels)[0] for c in range(channels)])
+        hi = np.array([self._window(c, channels)[1] for c in range(channels)]) + 1
+        total = np.take(csum, hi, axis=1) - np.take(csum, lo, axis=1)
+        return x * self._power(total)
+
+    def _power(self, total: I64) -> I64:
+        d = apply_rescale(total << self.pre, self.k_rs) + self.b_fp
+        r = isqrt_vec(isqrt_vec(d) * self.half)
+        p1 = round_div(np.full(r.shape, (1 << _LRN_Q) * self.half, np.int64), np.maximum(r, 1))
+        p = p1
+        for _ in range(self.power - 1):
+            p = round_shift(p * p1, _LRN_Q)
+        return p
+
+    def calib_max(self, xs: Sequence[I64 | None]) -> float:
+        """max |q · P| · s / 2**30."""
+        w = self._wide(self.x(xs, 0))
+        return float(np.max(np.abs(w), initial=0)) * self.s / 2.0**_LRN_Q
+
+    def _finish(self, wide: I64, rs: Rescale) -> I64:
+        return saturate(apply_rescale(wide, rs), self.qmax)
+
+    def run(self, xs: Sequence[I64 | None]) -> I64:
+        """The whole tensor."""
+        p = self.params()
+        return self._finish(self._wide(self.x(xs, 0)), Rescale.from_params(p["mult"], p["shift"]))
+
+    def out_shape(self, src: ElementSource) -> tuple[int, ...]:
+        """Same as the input."""
+        return src.input_shape(0)
+
+    def element(self, flat: int, out_shape: tuple[int, ...], src: ElementSource) -> int:
+        """Read the channel window through the element; compute."""
+        if len(out_shape) < 3:
+            raise InvalidInputError(f"LRN node {self.label}: input rank must be ≥ 3")
+        idx = unravel(flat, out_shape)
+        c = idx[1]
+        lo, hi = self._window(c, out_shape[1])
+        plane = int(np.prod(out_shape[2:], dtype=np.int64))
+        base = flat - c * plane
+        vals = src.read_input(0, base + np.arange(lo, hi + 1, dtype=np.int64) * plane)
+        total = np.array([int(np.sum(vals * vals))], np.int64)
+        x = vals[c - lo : c - lo + 1]
+        rs = Rescale.from_params(
+            src.read_param("mult", np.array([0])), src.read_param("shift", np.array([0]))
+        )
+        return int(self._finish(x * self._power(total), rs)[0])

@@ -1,5 +1,5 @@
 """Data movement and constants: Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Identity,
-Concat, Gather, Shape, Constant, ConstantOfShape.
+Dropout (inference: the identity), Concat, Gather, Shape, Constant, ConstantOfShape.
 
 Movement ops copy integers and keep the input's kind and scale. Concat of real inputs with
 different scales requantizes each to the largest of them (a ratio ≤ 1, so nothing saturates).
@@ -160,6 +160,30 @@ class Identity(_Movement):
     """Unchanged."""
 
     op_types = ("Identity",)
+
+    def target(self, shape: tuple[int, ...], ints: dict[int, list[int]]) -> tuple[int, ...]:
+        """Same shape."""
+        return shape
+
+
+@register
+class Dropout(_Movement):
+    """Inference-mode Dropout: the identity (ratio and seed are ignored, as ONNX defines it).
+
+    The optional mask output (all true at inference) is accepted when nothing reads it; a
+    model that reads it, or asks for training mode, is refused naming the node.
+    """
+
+    op_types = ("Dropout",)
+
+    def setup(self) -> None:
+        if int(self.attrs.get("is_test", 1)) == 0 and self.settings.opset < 7:
+            raise self.fail("is_test=0 (training mode) is not supported")
+        if self.has_input(2):
+            if not self.is_const(2):
+                raise self.fail("training_mode must be a constant (false) at inference")
+            if bool(np.any(np.asarray(self.info(2).const))):
+                raise self.fail("training_mode=true is not supported (inference only)")
 
     def target(self, shape: tuple[int, ...], ints: dict[int, list[int]]) -> tuple[int, ...]:
         """Same shape."""
