@@ -38,6 +38,7 @@ from edgetrust.capture.http import capture_router
 from edgetrust.dsse import Envelope, envelope_from_dict
 from edgetrust.encoding import parse_json
 from edgetrust.errors import Error, InvalidInputError, NotFoundError
+from edgetrust.human.http import human_router
 from edgetrust.log.client import TILE_HEIGHT, TILE_WIDTH, parse_tile_path
 from edgetrust.log.merkle import complete_subtrees, fold_subtrees, inclusion_proof_ranges
 from edgetrust.log.publish import TilePublisher
@@ -768,6 +769,7 @@ def create_app(
 
     add_web(app, lambda: node().log, anchor=getattr(on_append, "__self__", None))
     app.include_router(capture_router(lambda: node().log))
+    app.include_router(human_router(lambda: node().log))
     if cfg.traces:
         _add_trace_routes(app, cfg)
     return app
