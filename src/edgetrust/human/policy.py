@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 from edgetrust.errors import Error, InvalidInputError, VerificationError
 from edgetrust.human.aggregate import dawid_skene
@@ -38,6 +39,7 @@ __all__ = [
     "DEFAULT_RP_ID",
     "HumanAttested",
     "HumanRecord",
+    "ReviewerStats",
     "TaskResult",
     "human_policy_from_log",
     "parse_human_option",
@@ -61,6 +63,18 @@ class TaskResult:
     reviewers: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class ReviewerStats:
+    """A reviewer's record, derived from the log."""
+
+    did: str
+    reviews: int
+    agreement: float
+    """Share of their verdicts that match the aggregate answer."""
+    reliability: float
+    """Dawid–Skene estimate of P(correct) (a float)."""
+
+
 @dataclass
 class HumanRecord:
     """Tasks and verified verdicts replayed from log entries."""
@@ -76,41 +90,95 @@ class HumanRecord:
         """Replay log entries; entries of other types are skipped."""
         rec = cls(ReviewerRegistry(rp_id=rp_id, origin=origin))
         for entry in entries:
-            try:
-                signed = open_signed_statement(entry)
-            except Error:
-                continue
-            ptype = signed.statement.predicate_type
-            try:
-                if ptype == REVIEWER_PREDICATE_TYPE:
-                    rec.registry.add(passkey_from_statement(signed.statement))
-                elif ptype == TASK_PREDICATE_TYPE:
-                    task = task_from_statement(signed.statement)
-                    rec.tasks.setdefault(task.digest, task)
-                elif ptype == REVIEW_PREDICATE_TYPE:
-                    digest = signed.statement.subjects[0].sha256
-                    if digest not in rec.tasks:
-                        raise VerificationError("review of a task not in the log")
-                    v = verify_verdict(signed, rec.tasks[digest], rec.registry)
-                    rec.verdicts.setdefault(v.task, {}).setdefault(v.reviewer, v)
-            except Error as exc:
-                rec.refused.append(exc.diagnostics())
+            rec.apply(entry)
         return rec
 
-    def results(self) -> dict[str, TaskResult]:
-        """Dawid–Skene per group of tasks sharing one answer set; keyed by task digest."""
+    def apply(self, entry: bytes) -> str | None:
+        """Replay one log entry; its predicate type if it was a human one, else None.
+
+        A review that does not verify is kept out and named in `refused` (never raised).
+        """
+        try:
+            signed = open_signed_statement(entry)
+        except Error:
+            return None
+        ptype = signed.statement.predicate_type
+        try:
+            if ptype == REVIEWER_PREDICATE_TYPE:
+                self.registry.add(passkey_from_statement(signed.statement))
+            elif ptype == TASK_PREDICATE_TYPE:
+                task = task_from_statement(signed.statement)
+                self.tasks.setdefault(task.digest, task)
+            elif ptype == REVIEW_PREDICATE_TYPE:
+                digest = signed.statement.subjects[0].sha256
+                if digest not in self.tasks:
+                    raise VerificationError("review of a task not in the log")
+                v = verify_verdict(signed, self.tasks[digest], self.registry)
+                self.add_verdict(v)
+            else:
+                return None
+        except Error as exc:
+            self.refused.append(exc.diagnostics())
+        return ptype
+
+    def add_verdict(self, verdict: Verdict) -> bool:
+        """Count `verdict` unless its reviewer already judged the task (the first one counts)."""
+        group = self.verdicts.setdefault(verdict.task, {})
+        if verdict.reviewer in group:
+            return False
+        group[verdict.reviewer] = verdict
+        return True
+
+    def _groups(self) -> dict[tuple[str, ...], list[str]]:
         groups: dict[tuple[str, ...], list[str]] = {}
         for digest, task in self.tasks.items():
             if self.verdicts.get(digest):
                 groups.setdefault(task.answers, []).append(digest)
+        return groups
+
+    def reputation(self) -> dict[str, ReviewerStats]:
+        """Per reviewer, derived from the replayed log: reviews, agreement, DS reliability.
+
+        Reliability is Dawid–Skene's estimated probability of a correct answer, averaged over
+        the answer-set groups the reviewer worked in, weighted by their reviews in each.
+        """
+        acc: dict[str, list[float]] = {}
+        results = self.results()
+        for answers, digests in self._groups().items():
+            labels, reviewers = self._matrix(answers, digests)
+            rel = dawid_skene(labels, len(answers)).reliability
+            for j, r in enumerate(reviewers):
+                n = int((labels[:, j] >= 0).sum())
+                agree = sum(
+                    1
+                    for d in digests
+                    if r in self.verdicts[d] and self.verdicts[d][r].answer == results[d].answer
+                )
+                a = acc.setdefault(r, [0.0, 0.0, 0.0])
+                a[0] += n
+                a[1] += agree
+                a[2] += float(rel[j]) * n
+        return {
+            r: ReviewerStats(r, int(n), agree / max(n, 1), rel / max(n, 1))
+            for r, (n, agree, rel) in sorted(acc.items())
+        }
+
+    def _matrix(
+        self, answers: tuple[str, ...], digests: list[str]
+    ) -> tuple[npt.NDArray[np.int64], list[str]]:
+        reviewers = sorted({r for d in digests for r in self.verdicts[d]})
+        col = {r: i for i, r in enumerate(reviewers)}
+        labels = np.full((len(digests), len(reviewers)), -1, dtype=np.int64)
+        for i, d in enumerate(digests):
+            for r, v in self.verdicts[d].items():
+                labels[i, col[r]] = answers.index(v.answer)
+        return labels, reviewers
+
+    def results(self) -> dict[str, TaskResult]:
+        """Dawid–Skene per group of tasks sharing one answer set; keyed by task digest."""
         out: dict[str, TaskResult] = {}
-        for answers, digests in groups.items():
-            reviewers = sorted({r for d in digests for r in self.verdicts[d]})
-            col = {r: i for i, r in enumerate(reviewers)}
-            labels = np.full((len(digests), len(reviewers)), -1, dtype=np.int64)
-            for i, d in enumerate(digests):
-                for r, v in self.verdicts[d].items():
-                    labels[i, col[r]] = answers.index(v.answer)
+        for answers, digests in self._groups().items():
+            labels, _ = self._matrix(answers, digests)
             agg = dawid_skene(labels, len(answers))
             for i, d in enumerate(digests):
                 k = int(agg.answers[i])

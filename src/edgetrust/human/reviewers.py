@@ -284,6 +284,12 @@ class ReviewerRegistry:
                 sign_count, self._counters.get(passkey.credential_id, 0)
             )
 
+    def remove(self, credential_id: bytes) -> None:
+        """Forget a passkey (e.g. one whose binding statement was never logged)."""
+        with self._lock:
+            self._passkeys.pop(credential_id, None)
+            self._counters.pop(credential_id, None)
+
     def passkeys(self, did: str) -> tuple[Passkey, ...]:
         """The passkeys bound to `did`."""
         return tuple(p for p in self._passkeys.values() if p.did == did)

@@ -120,6 +120,9 @@ def _mount(
     app.include_router(log_router(node, cfg))
     add_web(app, lambda: node().log, anchor=getattr(on_append, "__self__", None))
     app.include_router(capture_router(lambda: node().log))
+    from edgetrust.human.http import human_router
+
+    app.include_router(human_router(lambda: node().log))
     if cfg.traces:
         from edgetrust.node.routes_traces import trace_router
 
