@@ -151,10 +151,7 @@ class HumanService:
                     "residentKey": "preferred",
                     "userVerification": "required",
                 },
-                "excludeCredentials": [
-                    {"type": "public-key", "id": b64url(p.credential_id)}
-                    for p in self.record.registry.passkeys(did)
-                ],
+                "excludeCredentials": self._descriptors(did),
             },
         }
 
@@ -218,16 +215,20 @@ class HumanService:
         challenge = self.record.registry.start_login(did)
         return {"did": did, "publicKey": self._request_options(did, challenge)}
 
+    def _descriptors(self, did: str) -> list[dict[str, str]]:
+        """The DID's passkeys as WebAuthn credential descriptors (to exclude or allow)."""
+        return [
+            {"type": "public-key", "id": b64url(p.credential_id)}
+            for p in self.record.registry.passkeys(did)
+        ]
+
     def _request_options(self, did: str, challenge: bytes) -> dict[str, Any]:
         return {
             "challenge": b64url(challenge),
             "rpId": self.rp_id,
             "timeout": _TIMEOUT_MS,
             "userVerification": "required",
-            "allowCredentials": [
-                {"type": "public-key", "id": b64url(p.credential_id)}
-                for p in self.record.registry.passkeys(did)
-            ],
+            "allowCredentials": self._descriptors(did),
         }
 
     def login_verify(self, log: Log, body: bytes) -> dict[str, Any]:
