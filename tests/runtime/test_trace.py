@@ -231,6 +231,7 @@ def test_v2_chunks_are_fixed_size_and_zero_padded() -> None:
     with pytest.raises(VerificationError, match="bytes"):
         short.verify(leaf)
 
+
 def test_weight_commitments_cover_every_param(digits_int8: FixedExecutor) -> None:
     w = digits_int8.weight_commitments()
     assert w is digits_int8.weight_commitments()  # computed once
@@ -245,3 +246,48 @@ def test_weight_commitments_cover_every_param(digits_int8: FixedExecutor) -> Non
     assert proof.verify(w.root, w.size, 5) == int(wq.reshape(-1)[5])
     assert TensorCommitment.of(wq.astype(np.int8), LAYOUT_V2).root == leaf.root
     assert len(w.leaf_bytes[i]) == 160 and w.leaf_bytes[i][128:129] == b"w"
+
+
+_NEWER_OPS: list[tuple[str, list[list[int]], dict[int, np.ndarray], dict[str, Any]]] = [
+    ("LRN", [[1, 4, 3, 3]], {}, {"size": 3}),
+    ("HardSwish", [[2, 5]], {}, {}),
+    ("HardSigmoid", [[2, 5]], {}, {}),
+    ("LeakyRelu", [[2, 5]], {}, {"alpha": 0.1}),
+    ("PRelu", [[2, 5]], {1: np.full(5, 0.2, np.float32)}, {}),
+    ("MaxPool", [[1, 2, 4, 4]], {}, {"kernel_shape": [2, 2], "strides": [2, 2]}),
+    ("AveragePool", [[1, 2, 4, 4]], {}, {"kernel_shape": [2, 2]}),
+    ("GlobalMaxPool", [[1, 2, 4, 4]], {}, {}),
+    ("ReduceMax", [[2, 3, 4]], {1: np.array([1], np.int64)}, {"keepdims": 0}),
+    ("ReduceMin", [[2, 3, 4]], {1: np.array([2], np.int64)}, {}),
+    ("Abs", [[3, 4]], {}, {}),
+    ("Neg", [[3, 4]], {}, {}),
+    ("Max", [[3, 4], [3, 4]], {}, {}),
+    ("Where", [[3, 4], [3, 4]], {0: np.array([True, False, True, False])}, {}),
+    ("Tile", [[2, 3]], {1: np.array([2, 1], np.int64)}, {}),
+    ("Pad", [[2, 3]], {1: np.array([0, 1, 0, 1], np.int64)}, {}),
+    ("LpNormalization", [[2, 6]], {}, {"axis": -1, "p": 2}),
+]
+
+
+@pytest.mark.parametrize("case", _NEWER_OPS, ids=[c[0] for c in _NEWER_OPS])
+def test_newer_ops_commit_in_layout_v2(
+    case: tuple[str, list[list[int]], dict[int, np.ndarray], dict[str, Any]],
+) -> None:
+    """Ops added after layout v2 trace through the same commitment: fixed-size v2 leaves."""
+    from tests.runtime import graphs
+
+    op, shapes, consts, attrs = case
+    model = graphs.single_op(op, shapes, consts=consts, **attrs).SerializeToString()
+    rng = np.random.default_rng(0)
+    x = {f"x{i}": rng.standard_normal(s).astype(np.float32) for i, s in enumerate(shapes)}
+    ex = FixedExecutor(model, precision="int8", calibration=[x])
+    _, trace = ex.run_traced(x)
+    assert trace.layout is LAYOUT_V2 and ex.descriptor()["settings"]["trace"] == LAYOUT_V2.type
+    assert trace.leaf_bytes == [_naive_v2_leaf(v) for v in trace.values]
+    assert all(len(p) == 160 for p in ex.weight_commitments().leaf_bytes)
+    for k in range(trace.size):
+        for element in {0, trace.values[k].size - 1}:
+            proof = trace.prove(k, element)
+            assert proof.verify(trace.root, trace.size, element) == int(
+                trace.values[k].reshape(-1)[element]
+            )
