@@ -5,6 +5,9 @@ tests/assets/runtime/golden/ (written once by make_golden.py there). Nothing her
 calibrates: those are float steps whose results may differ with the BLAS kernel, and the golden
 roots must pin only the exact integer run. `python -m tests.runtime.golden` prints the roots as
 JSON, so a test can compute them under other BLAS and thread settings in a subprocess.
+
+Each case has a root per trace layout: ``<case>`` in layout v1 (executor version 1, roots
+unchanged since they were first written) and ``<case>@trace-v2`` in layout v2.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edgetrust.runtime.fixed import FixedExecutor, QuantPlan
+from edgetrust.runtime.trace import LAYOUT_V1, LAYOUT_V2
 
 GOLDEN_DIR = Path(__file__).resolve().parents[1] / "assets" / "runtime" / "golden"
 GOLDEN_ROOTS = GOLDEN_DIR.parent / "fixed_golden.json"
@@ -30,8 +34,14 @@ def compute_roots() -> dict[str, str]:
         with np.load(GOLDEN_DIR / f"{model_name}-input.npz") as data:
             inputs = {k: data[k] for k in data.files}
         plan = QuantPlan.from_json(plan_path.read_bytes())
-        ex = FixedExecutor(model, precision=precision, plan=plan)  # type: ignore[arg-type]
-        roots[case] = ex.run_traced(inputs)[1].root.hex()
+        for suffix, layout in (("", LAYOUT_V1), ("@trace-v2", LAYOUT_V2)):
+            ex = FixedExecutor(
+                model,
+                precision=precision,  # type: ignore[arg-type]
+                plan=plan,
+                trace_layout=layout,
+            )
+            roots[case + suffix] = ex.run_traced(inputs)[1].root.hex()
     return roots
 
 

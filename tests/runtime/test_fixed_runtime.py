@@ -83,7 +83,11 @@ def test_runtime_plans_once_and_describes_itself(
 ) -> None:
     card = ModelCard.from_onnx_bytes(digits["onnx"])
     rt = FixedRuntime()
-    assert rt.descriptor() == {"name": "fixed", "version": "1", "settings": {}}
+    assert rt.descriptor() == {
+        "name": "fixed",
+        "version": "2",
+        "settings": {"trace": "https://edgetrust.dev/trace/v2"},
+    }
     out = rt.run(card, digits["onnx"], {"input": digits["x_test"][:2]})
     assert out["probabilities"].shape == (2, 10)
     desc = rt.descriptor()
@@ -98,6 +102,29 @@ def test_runtime_plans_once_and_describes_itself(
     assert getattr(verifier, "last_trace_root") == rt.last_trace_root  # noqa: B009
     with pytest.raises(InvalidInputError, match="another model"):
         verifier.run(ModelCard.from_onnx_bytes(_other_model()), _other_model(), {})
+
+
+def test_a_version_1_receipt_still_re_executes_in_trace_layout_v1(
+    digits: dict[str, Any], edgetrust_home: Path
+) -> None:
+    from edgetrust.runtime.trace import LAYOUT_V1, LAYOUT_V2
+
+    card = ModelCard.from_onnx_bytes(digits["onnx"])
+    x = {"input": digits["x_test"][:2]}
+    old = FixedRuntime(home=edgetrust_home, trace_layout=LAYOUT_V1)
+    old.run(card, digits["onnx"], x)
+    desc = old.descriptor()
+    assert desc["version"] == "1" and "trace" not in desc["settings"]  # as v1 receipts read
+    verifier = make_executor("fixed", desc["settings"])
+    verifier.run(card, digits["onnx"], x)
+    assert getattr(verifier, "last_trace_root") == old.last_trace_root  # noqa: B009
+    assert getattr(verifier, "trace_layout") is LAYOUT_V1  # noqa: B009
+    new = FixedRuntime(home=edgetrust_home)
+    new.run(card, digits["onnx"], x)
+    assert new.descriptor()["settings"]["trace"] == LAYOUT_V2.type
+    assert new.last_trace_root != old.last_trace_root
+    with pytest.raises(InvalidInputError, match="trace layout"):
+        make_executor("fixed", {**desc["settings"], "trace": "https://edgetrust.dev/trace/v9"})
 
 
 def _other_model() -> bytes:

@@ -1,18 +1,30 @@
 """Per-node trace commitments of a fixed-point run, and element-level weight commitments.
 
 Two levels of RFC 9162 Merkle trees (edgetrust.log.merkle), so one element is proven with two
-audit paths:
+audit paths. Two layouts (`TraceLayout`) exist; receipts name theirs in the executor settings
+(``"trace"``; absent means v1, which every receipt before executor version 2 used):
 
-* **tensor commitment** - the root of a tree whose leaves are the tensor's canonical bytes
+* **v2** (`LAYOUT_V2`, the default, what an EVM contract checks cheaply): fixed-size binary
+  leaves. A tensor's canonical bytes are its elements in C order, **big-endian** two's
+  complement in the storage dtype, cut into chunks of exactly 256 bytes (the last one padded
+  with zeros, which the referee checks). An entry leaf is 96 bytes: a header word (byte 0 the
+  layout tag 0x02, byte 1 the item size 1/2/4/8, byte 2 the rank <= 7, byte 3 zero, bytes
+  4..31 seven big-endian uint32 dims, unused ones zero), the element count as a uint256, the
+  tensor root; a weight param leaf appends the node index (uint256) and the param name (ASCII,
+  zero-padded to 32 bytes). Every word is what `abi.encode` gives, and hashing is SHA-256 as
+  the EVM precompile has it with RFC 9162's 0x00/0x01 prefixes.
+* **v1** (`LAYOUT_V1`), kept so old receipts still verify. **tensor commitment** - the root of a tree whose leaves are the tensor's canonical bytes
   (elements in C order, little-endian, in the storage dtype: int8/int16 for real tensors,
   int64 for integer ones; weights in the narrowest of int8/16/32/64 that holds them) cut into
   chunks of `CHUNK_BYTES` (the last one shorter). Element j is in chunk j·itemsize // 1024.
   A 1 KiB chunk keeps the number of Python-level hash calls low (24 MB hash in ~50 ms, measured
   against ~200 ms with 128-byte chunks) while an opening stays ~1 KiB plus the path.
-* **entry leaf** - ``canonical_json({"dtype", "shape", "root"})``: binds shape and dtype to the
-  tensor commitment. The trace root is the tree over entry leaves in trace order (graph inputs,
-  then each node's first output in node order); the weights root is the tree over param
-  leaves ``{"node", "param", "dtype", "shape", "root"}`` in (node index, param name) order.
+  **entry leaf** - ``canonical_json({"dtype", "shape", "root"})``: binds shape and dtype to the
+  tensor commitment; a param leaf adds ``"node"`` and ``"param"``.
+
+In both, the trace root is the tree over entry leaves in trace order (graph inputs, then each
+node's first output in node order); the weights root is the tree over param leaves in (node
+index, param name) order.
 
 Hashing cost: MiniLM-L6 at sequence 128 has a few million traced elements; see docs/fixed.md
 and the benchmark for measured figures.
@@ -22,14 +34,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from edgetrust.encoding import canonical_json, parse_json
-from edgetrust.errors import InvalidInputError, VerificationError
+from edgetrust.errors import Error, InvalidInputError, UnsupportedError, VerificationError
 from edgetrust.log.merkle import EMPTY_ROOT, leaf_hash, root_from_inclusion_proof
 
 if TYPE_CHECKING:
@@ -37,6 +49,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHUNK_BYTES",
+    "LAYOUT_V1",
+    "LAYOUT_V2",
     "ChunkOpening",
     "ElementProof",
     "EntryLeaf",
@@ -44,28 +58,130 @@ __all__ = [
     "MerkleLevels",
     "TensorCommitment",
     "Trace",
+    "TraceLayout",
     "WeightCommitments",
     "element_from_chunk",
     "entry_leaf_data",
+    "layout_named",
     "parse_entry_leaf",
     "read_chunk_elements",
     "split",
 ]
 
 CHUNK_BYTES = 1024
-"""Bytes of canonical element data per leaf of a tensor commitment."""
+"""Bytes of canonical element data per leaf of a v1 tensor commitment."""
 
 _DTYPES = ("int8", "int16", "int32", "int64")
 _MAX_DIMS = 16
+_V2_TAG = 0x02
+_V2_MAX_DIMS = 7
+_V2_ENTRY_BYTES = 96
+_V2_PARAM_BYTES = 160
 _sha256 = hashlib.sha256
 
 
-def _chunk_hashes(data: bytes) -> list[bytes]:
-    mv = memoryview(data)
-    sha = _sha256
-    return [
-        sha(b"\x00" + mv[i : i + CHUNK_BYTES]).digest() for i in range(0, len(data), CHUNK_BYTES)
-    ]
+@dataclass(frozen=True)
+class TraceLayout:
+    """How tensors and entries are laid out as Merkle leaves (see the module docstring)."""
+
+    version: int
+    """1 or 2."""
+    chunk_bytes: int
+    """Bytes of element data per leaf of a tensor commitment."""
+    byteorder: str = field(repr=False)
+    """numpy byte order of the elements: "<" (v1) or ">" (v2)."""
+    padded: bool = field(repr=False)
+    """Whether the last chunk is zero-padded to `chunk_bytes` (fixed-size leaves)."""
+
+    @property
+    def type(self) -> str:
+        """The type string a receipt's executor settings name it by."""
+        return f"https://edgetrust.dev/trace/v{self.version}"
+
+    def encode(self, values: npt.NDArray[Any]) -> bytes:
+        """A tensor's canonical bytes in this layout (padded, for v2)."""
+        arr = np.ascontiguousarray(values)
+        data = arr.astype(arr.dtype.newbyteorder(self.byteorder), copy=False).tobytes()
+        if self.padded and len(data) % self.chunk_bytes:
+            data += bytes(self.chunk_bytes - len(data) % self.chunk_bytes)
+        return data
+
+    def chunk_hashes(self, data: bytes) -> list[bytes]:
+        """RFC 9162 leaf hashes of the chunks of canonical bytes `data`."""
+        mv = memoryview(data)
+        sha, step = _sha256, self.chunk_bytes
+        return [sha(b"\x00" + mv[i : i + step]).digest() for i in range(0, len(data), step)]
+
+    def chunk_length(self, nbytes: int, index: int) -> int:
+        """Byte length of chunk `index` of a tensor of `nbytes` unpadded bytes."""
+        if self.padded:
+            return self.chunk_bytes
+        return min(self.chunk_bytes, nbytes - index * self.chunk_bytes)
+
+    def read(self, chunk: bytes, dtype: str, first: int, count: int) -> npt.NDArray[np.int64]:
+        """Elements [first, first + count) of a chunk's bytes, as int64."""
+        dt = np.dtype(dtype).newbyteorder(self.byteorder)
+        usable = len(chunk) - len(chunk) % dt.itemsize
+        arr = np.frombuffer(chunk[:usable], dtype=dt)
+        if first < 0 or first + count > arr.size:
+            raise VerificationError(
+                "chunk is too short for the elements it should hold", step="chunk"
+            )
+        return arr[first : first + count].astype(np.int64)
+
+    def entry_leaf(
+        self,
+        dtype: str,
+        shape: Sequence[int],
+        root: bytes,
+        extra: Mapping[str, Any] | None = None,
+    ) -> bytes:
+        """The entry leaf binding dtype, shape and root (and a param's node and name)."""
+        if self.version == 1:
+            return _v1_entry_leaf(dtype, shape, root, extra)
+        return _v2_entry_leaf(dtype, shape, root, extra)
+
+
+LAYOUT_V1 = TraceLayout(1, CHUNK_BYTES, "<", padded=False)
+"""The JSON-leaf layout of executor version 1 receipts."""
+LAYOUT_V2 = TraceLayout(2, 256, ">", padded=True)
+"""The fixed-size binary layout an EVM contract checks (executor version 2)."""
+_LAYOUTS = {LAYOUT_V1.type: LAYOUT_V1, LAYOUT_V2.type: LAYOUT_V2}
+
+
+def layout_named(name: Any) -> TraceLayout:
+    """The layout a receipt's settings name (``None``: v1, what receipts before v2 used)."""
+    if name is None:
+        return LAYOUT_V1
+    layout = _LAYOUTS.get(name) if isinstance(name, str) else None
+    if layout is None:
+        raise InvalidInputError(f"unknown trace layout {name!r}")
+    return layout
+
+
+def _v2_header(dtype: str, shape: Sequence[int]) -> bytes:
+    if len(shape) > _V2_MAX_DIMS:
+        raise UnsupportedError(f"trace layout v2 holds tensors of rank <= {_V2_MAX_DIMS}")
+    if not all(0 <= int(d) < 2**32 for d in shape):
+        raise UnsupportedError("trace layout v2 holds dimensions below 2**32")
+    dims = b"".join(int(d).to_bytes(4, "big") for d in shape)
+    dims += bytes(4 * (_V2_MAX_DIMS - len(shape)))
+    return bytes([_V2_TAG, np.dtype(dtype).itemsize, len(shape), 0]) + dims
+
+
+def _v2_entry_leaf(
+    dtype: str, shape: Sequence[int], root: bytes, extra: Mapping[str, Any] | None
+) -> bytes:
+    count = int(np.prod(shape, dtype=np.int64)) if len(shape) else 1
+    out = _v2_header(dtype, shape) + count.to_bytes(32, "big") + bytes(root)
+    if not extra:
+        return out
+    if set(extra) != {"node", "param"}:
+        raise InvalidInputError("a v2 param leaf holds exactly a node index and a param name")
+    name = str(extra["param"]).encode("ascii")
+    if not 0 < len(name) <= 32 or b"\x00" in name:
+        raise InvalidInputError("a v2 param name is 1-32 ASCII characters")
+    return out + int(extra["node"]).to_bytes(32, "big") + name.ljust(32, b"\x00")
 
 
 class MerkleLevels:
@@ -140,17 +256,17 @@ class TensorCommitment:
     shape: tuple[int, ...]
     levels: MerkleLevels
 
+    layout: TraceLayout = LAYOUT_V1
+
     @staticmethod
-    def of(values: npt.NDArray[Any]) -> TensorCommitment:
-        """Commit to `values` (an int8/16/32/64 array)."""
+    def of(values: npt.NDArray[Any], layout: TraceLayout = LAYOUT_V1) -> TensorCommitment:
+        """Commit to `values` (an int8/16/32/64 array) in `layout`."""
         arr = np.ascontiguousarray(values)
         name = arr.dtype.name
         if name not in _DTYPES:
             raise InvalidInputError(f"cannot commit to dtype {name}")
-        data = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
-        return TensorCommitment(
-            name, tuple(int(d) for d in arr.shape), MerkleLevels(_chunk_hashes(data))
-        )
+        levels = MerkleLevels(layout.chunk_hashes(layout.encode(arr)))
+        return TensorCommitment(name, tuple(int(d) for d in arr.shape), levels, layout)
 
     @property
     def root(self) -> bytes:
@@ -159,13 +275,19 @@ class TensorCommitment:
 
     def leaf_data(self, extra: Mapping[str, Any] | None = None) -> bytes:
         """The entry leaf binding dtype, shape and root."""
-        return entry_leaf_data(self.dtype, self.shape, self.root, extra)
+        return self.layout.entry_leaf(self.dtype, self.shape, self.root, extra)
 
 
 def entry_leaf_data(
     dtype: str, shape: Sequence[int], root: bytes, extra: Mapping[str, Any] | None = None
 ) -> bytes:
-    """``canonical_json({"dtype", "shape", "root": hex, **extra})``."""
+    """The v1 entry leaf ``canonical_json({"dtype", "shape", "root": hex, **extra})``."""
+    return _v1_entry_leaf(dtype, shape, root, extra)
+
+
+def _v1_entry_leaf(
+    dtype: str, shape: Sequence[int], root: bytes, extra: Mapping[str, Any] | None
+) -> bytes:
     obj: dict[str, Any] = {"dtype": dtype, "shape": list(shape), "root": root.hex()}
     if extra:
         obj.update(extra)
@@ -180,6 +302,7 @@ class EntryLeaf:
     shape: tuple[int, ...]
     root: bytes
     extra: Mapping[str, Any]
+    layout: TraceLayout = LAYOUT_V1
 
     @property
     def size(self) -> int:
@@ -192,13 +315,34 @@ class EntryLeaf:
         return int(np.dtype(self.dtype).itemsize)
 
     @property
+    def per_chunk(self) -> int:
+        """Elements per chunk of the tensor commitment."""
+        return self.layout.chunk_bytes // self.itemsize
+
+    @property
     def chunks(self) -> int:
         """Number of leaves of the tensor commitment."""
-        return -(-self.size * self.itemsize // CHUNK_BYTES)
+        return -(-self.size * self.itemsize // self.layout.chunk_bytes)
+
+    def chunk_length(self, index: int) -> int:
+        """Byte length chunk `index` must have."""
+        return self.layout.chunk_length(self.size * self.itemsize, index)
+
+    def read(self, chunk: bytes, first: int, count: int) -> npt.NDArray[np.int64]:
+        """Elements [first, first + count) of one of this tensor's chunks."""
+        return self.layout.read(chunk, self.dtype, first, count)
+
+    def check_padding(self, index: int, chunk: bytes) -> None:
+        """A v2 chunk's bytes past the tensor's end must be zero (the canonical padding)."""
+        used = self.size * self.itemsize - index * self.layout.chunk_bytes
+        if self.layout.padded and 0 <= used < len(chunk) and any(chunk[used:]):
+            raise VerificationError(f"chunk {index} has non-zero padding", step="chunk")
 
 
 def parse_entry_leaf(data: bytes) -> EntryLeaf:
-    """Parse an entry leaf (untrusted bytes), checking every field."""
+    """Parse an entry leaf (untrusted bytes) of either layout, checking every field."""
+    if data[:1] == bytes([_V2_TAG]):
+        return _parse_v2_leaf(bytes(data))
     obj = parse_json(data, what="trace entry", max_bytes=4096)
     if not isinstance(obj, dict):
         raise InvalidInputError("trace entry must be a JSON object")
@@ -226,13 +370,40 @@ def parse_entry_leaf(data: bytes) -> EntryLeaf:
     return leaf
 
 
+def _parse_v2_leaf(data: bytes) -> EntryLeaf:
+    if len(data) not in (_V2_ENTRY_BYTES, _V2_PARAM_BYTES):
+        raise InvalidInputError(
+            f"a v2 trace entry is {_V2_ENTRY_BYTES} or {_V2_PARAM_BYTES} bytes, not {len(data)}"
+        )
+    itemsize, ndim = data[1], data[2]
+    dtype = {1: "int8", 2: "int16", 4: "int32", 8: "int64"}.get(itemsize)
+    if dtype is None:
+        raise InvalidInputError("v2 trace entry item size must be 1, 2, 4 or 8")
+    if ndim > _V2_MAX_DIMS:
+        raise InvalidInputError(f"v2 trace entry rank must be at most {_V2_MAX_DIMS}")
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    extra: dict[str, Any] = {}
+    if len(data) == _V2_PARAM_BYTES:
+        name = data[128:160].rstrip(b"\x00")
+        if not name or b"\x00" in name or not name.isascii():
+            raise InvalidInputError("v2 param name must be 1-32 ASCII characters")
+        extra = {"node": int.from_bytes(data[96:128], "big"), "param": name.decode()}
+    leaf = EntryLeaf(dtype, shape, data[64:96], extra, LAYOUT_V2)
+    if leaf.size > 2**40:
+        raise InvalidInputError("trace entry is too large")
+    # Canonical form: re-encoding gives the same bytes (reserved byte, unused dims, count).
+    try:
+        again = _v2_entry_leaf(dtype, shape, leaf.root, extra or None)
+    except Error as exc:
+        raise InvalidInputError(f"v2 trace entry is malformed: {exc.message}") from exc
+    if again != data:
+        raise InvalidInputError("v2 trace entry is not in canonical form")
+    return leaf
+
+
 def read_chunk_elements(chunk: bytes, dtype: str, first: int, count: int) -> npt.NDArray[np.int64]:
-    """Elements [first, first + count) of a chunk's bytes, as int64."""
-    dt = np.dtype(dtype).newbyteorder("<")
-    arr = np.frombuffer(chunk, dtype=dt)
-    if first < 0 or first + count > arr.size:
-        raise VerificationError("chunk is too short for the elements it should hold", step="chunk")
-    return arr[first : first + count].astype(np.int64)
+    """Elements [first, first + count) of a v1 chunk's bytes, as int64."""
+    return LAYOUT_V1.read(chunk, dtype, first, count)
 
 
 @dataclass(frozen=True)
@@ -247,8 +418,7 @@ class ChunkOpening:
         """Check the chunk against the tensor root; its length against dtype and shape."""
         if not 0 <= self.index < leaf.chunks:
             raise VerificationError(f"chunk {self.index} is outside the tensor", step="chunk")
-        total = leaf.size * leaf.itemsize
-        want = min(CHUNK_BYTES, total - self.index * CHUNK_BYTES)
+        want = leaf.chunk_length(self.index)
         if len(self.data) != want:
             raise VerificationError(
                 f"chunk {self.index} has {len(self.data)} bytes, want {want}", step="chunk"
@@ -260,6 +430,7 @@ class ChunkOpening:
             raise VerificationError(
                 f"chunk {self.index} does not match its tensor commitment", step="chunk"
             )
+        leaf.check_padding(self.index, self.data)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (hex)."""
@@ -284,12 +455,13 @@ class LeafOpening:
         return parse_entry_leaf(self.data)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON form (hex)."""
-        return {
-            "index": self.index,
-            "data": self.data.decode(),
-            "path": [p.hex() for p in self.path],
-        }
+        """JSON form: a v1 leaf as its JSON text, a binary v2 leaf as ``data_hex``."""
+        data: dict[str, str] = (
+            {"data_hex": self.data.hex()}
+            if self.data[:1] == bytes([_V2_TAG])
+            else {"data": self.data.decode()}
+        )
+        return {"index": self.index, **data, "path": [p.hex() for p in self.path]}
 
 
 @dataclass(frozen=True)
@@ -320,17 +492,20 @@ def element_from_chunk(leaf: EntryLeaf, chunk: ChunkOpening, element: int) -> in
         raise VerificationError(
             f"element {element} is outside a tensor of {leaf.size}", step="chunk"
         )
-    per = CHUNK_BYTES // leaf.itemsize
+    per = leaf.per_chunk
     if element // per != chunk.index:
         raise VerificationError(f"element {element} is not in chunk {chunk.index}", step="chunk")
     chunk.verify(leaf)
-    return int(read_chunk_elements(chunk.data, leaf.dtype, element % per, 1)[0])
+    return int(leaf.read(chunk.data, element % per, 1)[0])
 
 
 class _Committed:
     """Shared: a tree of entry leaves over tensor commitments."""
 
-    def __init__(self, tensors: list[npt.NDArray[Any]], leaves: list[bytes]) -> None:
+    def __init__(
+        self, tensors: list[npt.NDArray[Any]], leaves: list[bytes], layout: TraceLayout
+    ) -> None:
+        self.layout = layout
         self.values = tensors
         self.leaf_bytes = leaves
         self.tree = MerkleLevels([leaf_hash(d) for d in leaves])
@@ -354,7 +529,7 @@ class _Committed:
     def commitment(self, k: int) -> TensorCommitment:
         """The tensor commitment of entry k (recomputed on demand, cached)."""
         if k not in self._commitments:
-            self._commitments[k] = TensorCommitment.of(self.values[k])
+            self._commitments[k] = TensorCommitment.of(self.values[k], self.layout)
         return self._commitments[k]
 
     def open_leaf(self, k: int) -> LeafOpening:
@@ -363,16 +538,18 @@ class _Committed:
 
     def prove(self, k: int, element: int) -> ElementProof:
         """Proof of element `element` (C-order) of entry k: two audit paths."""
-        per = CHUNK_BYTES // np.dtype(self.values[k].dtype).itemsize
-        return ElementProof(self.open_leaf(k), self.open_chunk(k, element // per))
+        return ElementProof(self.open_leaf(k), self.open_chunk(k, element // self.per_chunk(k)))
+
+    def per_chunk(self, k: int) -> int:
+        """Elements per chunk of entry k's tensor commitment."""
+        return self.layout.chunk_bytes // np.dtype(self.values[k].dtype).itemsize
 
     def open_chunk(self, k: int, chunk: int) -> ChunkOpening:
         """Chunk `chunk` of entry k's tensor, with its audit path."""
         c = self.commitment(k)
         flat = np.ascontiguousarray(self.values[k]).reshape(-1)
-        per = CHUNK_BYTES // flat.dtype.itemsize
-        part = flat[chunk * per : (chunk + 1) * per]
-        data = part.astype(part.dtype.newbyteorder("<"), copy=False).tobytes()
+        per = self.per_chunk(k)
+        data = self.layout.encode(flat[chunk * per : (chunk + 1) * per])
         return ChunkOpening(chunk, data, tuple(c.levels.path(chunk)))
 
 
@@ -383,18 +560,23 @@ class Trace(_Committed):
     output in node order; the trace root commits to all of them.
     """
 
-    def __init__(self, entries: Sequence[Entry], values: list[npt.NDArray[Any]]) -> None:
+    def __init__(
+        self,
+        entries: Sequence[Entry],
+        values: list[npt.NDArray[Any]],
+        layout: TraceLayout = LAYOUT_V2,
+    ) -> None:
         if len(entries) != len(values):
             raise InvalidInputError("a trace needs one value per entry")
         self.entries = list(entries)
-        commitments = [TensorCommitment.of(v) for v in values]
-        super().__init__(values, [c.leaf_data() for c in commitments])
+        commitments = [TensorCommitment.of(v, layout) for v in values]
+        super().__init__(values, [c.leaf_data() for c in commitments], layout)
         self._commitments = dict(enumerate(commitments))
 
     @staticmethod
     def from_executor(ex: FixedExecutor, values: list[npt.NDArray[Any]]) -> Trace:
-        """The trace of a run of `ex` (values in the executor's storage dtypes)."""
-        return Trace(ex.entries, values)
+        """The trace of a run of `ex` (values in its storage dtypes, in its trace layout)."""
+        return Trace(ex.entries, values, ex.trace_layout)
 
     def entry_index(self, label: str | int) -> int:
         """Index of an entry by label (``input:x``, a node name, ``#<node index>``) or index."""
@@ -427,14 +609,19 @@ class WeightCommitments(_Committed):
     the game: it is in the receipt's executor settings), so it never needs the model's weights.
     """
 
-    def __init__(self, keys: list[tuple[int, str]], values: list[npt.NDArray[Any]]) -> None:
+    def __init__(
+        self,
+        keys: list[tuple[int, str]],
+        values: list[npt.NDArray[Any]],
+        layout: TraceLayout = LAYOUT_V2,
+    ) -> None:
         self.keys = keys
-        commitments = [TensorCommitment.of(v) for v in values]
+        commitments = [TensorCommitment.of(v, layout) for v in values]
         leaves = [
             c.leaf_data({"node": node, "param": name})
             for (node, name), c in zip(keys, commitments, strict=True)
         ]
-        super().__init__(values, leaves)
+        super().__init__(values, leaves, layout)
         self._commitments = dict(enumerate(commitments))
         self.index = {key: i for i, key in enumerate(keys)}
 
@@ -447,4 +634,4 @@ class WeightCommitments(_Committed):
             for name, value in sorted(op.params().items()):
                 keys.append((i, name))
                 values.append(_narrow(np.asarray(value, np.int64)))
-        return WeightCommitments(keys, values)
+        return WeightCommitments(keys, values, ex.trace_layout)

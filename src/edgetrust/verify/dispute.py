@@ -49,13 +49,15 @@ from edgetrust.log.merkle import leaf_hash, node_hash
 from edgetrust.runtime.fixed import FixedExecutor, Op, QuantPlan
 from edgetrust.runtime.trace import (
     CHUNK_BYTES,
+    LAYOUT_V2,
     ChunkOpening,
     EntryLeaf,
     LeafOpening,
     Trace,
+    TraceLayout,
     WeightCommitments,
+    layout_named,
     parse_entry_leaf,
-    read_chunk_elements,
     split,
 )
 from edgetrust.statement import (
@@ -113,14 +115,19 @@ class Claim:
     trace_root: bytes
     weights_root: bytes
     weights_size: int
+    layout: TraceLayout = LAYOUT_V2
+    """The trace layout the receipt names (its executor settings' ``"trace"``)."""
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON form."""
-        return {
+        """JSON form (the layout only when it is not v1, so v1 verdicts read as before)."""
+        out: dict[str, Any] = {
             "trace_root": self.trace_root.hex(),
             "weights_root": self.weights_root.hex(),
             "weights_size": self.weights_size,
         }
+        if self.layout.version != 1:
+            out["trace"] = self.layout.type
+        return out
 
 
 # -- messages ---------------------------------------------------------------------------------
@@ -296,10 +303,14 @@ def _leaf_opening(v: Any, what: str) -> LeafOpening:
     if not isinstance(v, Mapping):
         raise InvalidInputError(f"{what} must be an object")
     data = v.get("data")
-    if not isinstance(data, str) or len(data) > 4096:
+    if "data_hex" in v:  # a binary (layout v2) leaf
+        raw = _hex(v.get("data_hex"), f"{what} data_hex", max_size=4096)
+    elif isinstance(data, str) and len(data) <= 4096:
+        raw = data.encode()
+    else:
         raise InvalidInputError(f"{what} data must be a short JSON text")
     return LeafOpening(
-        _int(v.get("index"), f"{what} index"), data.encode(), _path(v.get("path"), f"{what} path")
+        _int(v.get("index"), f"{what} index"), raw, _path(v.get("path"), f"{what} path")
     )
 
 
@@ -508,12 +519,20 @@ class _OpeningSource:
             if op is None or op.index != entry:
                 raise _DecidedError("device", f"opening lacks entry {entry}")
             try:
-                self._leaves[entry] = op.verify(self.game.claim.trace_root, self.game.size)
+                leaf = op.verify(self.game.claim.trace_root, self.game.size)
             except Error as exc:
                 raise _DecidedError(
                     "device", f"bad audit path for entry {entry}: {exc.message}"
                 ) from exc
+            self._check_layout(leaf, f"entry {entry}")
+            self._leaves[entry] = leaf
         return self._leaves[entry]
+
+    def _check_layout(self, leaf: EntryLeaf, what: str) -> None:
+        if leaf.layout != self.game.claim.layout:
+            raise _DecidedError(
+                "device", f"{what} is not in trace layout v{self.game.claim.layout.version}"
+            )
 
     def param_leaf(self, name: str) -> EntryLeaf:
         if name not in self._params:
@@ -526,6 +545,7 @@ class _OpeningSource:
                 raise _DecidedError(
                     "device", f"bad audit path for weight {name!r}: {exc.message}"
                 ) from exc
+            self._check_layout(leaf, f"weight {name!r}")
             if leaf.extra != {"node": self.node_index, "param": name}:
                 raise _DecidedError(
                     "device", f"opened weight is not {name!r} of node {self.node_index}"
@@ -543,7 +563,7 @@ class _OpeningSource:
         idx = np.asarray(flat, np.int64)
         if idx.size and (idx.min() < 0 or idx.max() >= leaf.size):
             raise _DecidedError("challenger", "the element read lies outside the committed tensor")
-        per = CHUNK_BYTES // leaf.itemsize
+        per = leaf.per_chunk
         out = np.empty(idx.shape, np.int64)
         flat_idx = idx.reshape(-1)
         flat_out = out.reshape(-1)
@@ -559,9 +579,7 @@ class _OpeningSource:
                         "device", f"bad audit path for chunk {c} of {key!r}: {exc.message}"
                     ) from exc
                 self._checked.add((key, c))
-            values = read_chunk_elements(
-                opening.data, leaf.dtype, 0, len(opening.data) // leaf.itemsize
-            )
+            values = leaf.read(opening.data, 0, len(opening.data) // leaf.itemsize)
             sel = (flat_idx // per) == c
             flat_out[sel] = values[flat_idx[sel] - c * per]
         self.reads += int(idx.size)
@@ -709,7 +727,7 @@ class DeviceResponder:
         entries = {e: self.trace.open_leaf(e) for e in src.shapes | set(src.entry_reads)}
         chunks: dict[tuple[int, int], ChunkOpening] = {}
         for e, idx in src.entry_reads.items():
-            per = CHUNK_BYTES // self.trace.values[e].dtype.itemsize
+            per = self.trace.per_chunk(e)
             for c in sorted({i // per for i in idx}):
                 chunks[(e, c)] = self.trace.open_chunk(e, c)
         params: dict[str, LeafOpening] = {}
@@ -717,14 +735,14 @@ class DeviceResponder:
         for name in src.param_shapes | set(src.param_reads):
             w = self.weights.index[(node, name)]
             params[name] = self.weights.open_leaf(w)
-            per = CHUNK_BYTES // self.weights.values[w].dtype.itemsize
+            per = self.weights.per_chunk(w)
             for c in sorted({i // per for i in src.param_reads.get(name, set())}):
                 pchunks[(name, c)] = self.weights.open_chunk(w, c)
         return OpenAnswer(entries, chunks, params, pchunks)
 
     def _with_disputed_chunk(self, ans: OpenAnswer, entry: int, element: int) -> OpenAnswer:
         """Add the chunk holding the disputed element (needed when it was never revealed)."""
-        per = CHUNK_BYTES // self.trace.values[entry].dtype.itemsize
+        per = self.trace.per_chunk(entry)
         chunks = dict(ans.entry_chunks)
         chunks.setdefault((entry, element // per), self.trace.open_chunk(entry, element // per))
         return OpenAnswer(ans.entries, chunks, ans.params, ans.param_chunks)
@@ -776,13 +794,10 @@ class HonestChallenger:
         if game.phase == "chunk":
             assert game.entry is not None and game.chunk_data is not None and game.leaf is not None
             own_chunk = self.trace.open_chunk(game.entry, game.lo).data
-            per = CHUNK_BYTES // game.leaf.itemsize
-            theirs = read_chunk_elements(
-                game.chunk_data, game.leaf.dtype, 0, len(game.chunk_data) // game.leaf.itemsize
-            )
-            ours = read_chunk_elements(
-                own_chunk, game.leaf.dtype, 0, len(own_chunk) // game.leaf.itemsize
-            )
+            per = game.leaf.per_chunk
+            count = min(per, game.leaf.size - game.lo * per)
+            theirs = game.leaf.read(game.chunk_data, 0, count)
+            ours = game.leaf.read(own_chunk, 0, count)
             diff = np.nonzero(theirs != ours)[0]
             j = int(diff[0]) if diff.size else 0
             return DisputeElement(game.lo * per + j, int(ours[j]))
@@ -947,8 +962,7 @@ class DisputeGame:
     def _chunk_size(self, i: int) -> int:
         """Expected byte length of chunk i of the disputed entry."""
         assert self.leaf is not None
-        total = self.leaf.size * self.leaf.itemsize
-        return min(CHUNK_BYTES, total - i * CHUNK_BYTES)
+        return self.leaf.chunk_length(i)
 
     def _take_split(self, ans: Answer) -> None:
         if not isinstance(ans, SplitAnswer):
@@ -969,21 +983,39 @@ class DisputeGame:
                     "device", f"leaf {lo} was not revealed or does not match its hash"
                 )
             if self.phase == "trace":
-                try:
-                    parse_entry_leaf(data)
-                except InvalidInputError as exc:
-                    raise _DecidedError(
-                        "device", f"entry {lo} is malformed: {exc.message}"
-                    ) from exc
-            elif len(data) != self._chunk_size(lo):
-                raise _DecidedError("device", f"chunk {lo} has the wrong length")
+                self._parse_leaf(lo, data)
+            else:
+                self._check_chunk(lo, data)
 
     def _take_chunk(self, ans: Answer) -> None:
         if not isinstance(ans, ChunkAnswer):
             raise _DecidedError("device", "answer is not a chunk")
         if len(ans.data) != self._chunk_size(self.lo) or leaf_hash(ans.data) != self.current:
             raise _DecidedError("device", "chunk does not match the committed element root")
+        self._check_chunk(self.lo, ans.data)
         self.chunk_data = ans.data
+
+    def _parse_leaf(self, index: int, data: bytes) -> EntryLeaf:
+        """An entry leaf the device revealed: well formed, in the receipt's layout."""
+        try:
+            leaf = parse_entry_leaf(data)
+        except InvalidInputError as exc:
+            raise _DecidedError("device", f"entry {index} is malformed: {exc.message}") from exc
+        if leaf.layout != self.claim.layout:
+            raise _DecidedError(
+                "device", f"entry {index} is not in trace layout v{self.claim.layout.version}"
+            )
+        return leaf
+
+    def _check_chunk(self, index: int, data: bytes) -> None:
+        """A chunk the device revealed: its length, and zero padding (v2) past the tensor."""
+        assert self.leaf is not None
+        if len(data) != self._chunk_size(index):
+            raise _DecidedError("device", f"chunk {index} has the wrong length")
+        try:
+            self.leaf.check_padding(index, data)
+        except VerificationError as exc:
+            raise _DecidedError("device", exc.message) from exc
 
     # -- challenger moves -----------------------------------------------------------------------
 
@@ -1022,7 +1054,7 @@ class DisputeGame:
                 assert data is not None  # checked in _take_split
                 if self.phase == "trace":
                     self.entry, self.leaf_data = self.lo, data
-                    self.leaf = parse_entry_leaf(data)
+                    self.leaf = self._parse_leaf(self.lo, data)
                     self.phase = "entry"
                 else:
                     self.phase, self.chunk_data = "chunk", data
@@ -1056,7 +1088,7 @@ class DisputeGame:
 
     def _choose_element(self, mv: DisputeElement) -> None:
         assert self.leaf is not None
-        per = CHUNK_BYTES // self.leaf.itemsize
+        per = self.leaf.per_chunk
         if not self.lo * per <= mv.element < min(self.leaf.size, (self.lo + 1) * per):
             raise _DecidedError("challenger", f"element {mv.element} is not in chunk {self.lo}")
         self.element = mv.element
@@ -1071,7 +1103,7 @@ class DisputeGame:
 
     def _device_value(self, ans: OpenAnswer) -> int:
         assert self.leaf is not None and self.element is not None and self.entry is not None
-        per = CHUNK_BYTES // self.leaf.itemsize
+        per = self.leaf.per_chunk
         if self.chunk_data is None:
             # A one-element entry: the opening carries its only chunk.
             opening = ans.entry_chunks.get((self.entry, 0))
@@ -1084,7 +1116,7 @@ class DisputeGame:
                     "device", f"bad audit path for the disputed element: {exc.message}"
                 ) from exc
             self.chunk_data = opening.data
-        return int(read_chunk_elements(self.chunk_data, self.leaf.dtype, self.element % per, 1)[0])
+        return int(self.leaf.read(self.chunk_data, self.element % per, 1)[0])
 
     def _judge_element(self, ans: Answer) -> None:
         assert self.entry is not None and self.element is not None and self.leaf is not None
@@ -1347,7 +1379,8 @@ def _receipt_claim(receipt: Any) -> tuple[QuantPlan, Claim]:
             "the receipt's executor settings lack plan, weights_root or weights_size"
         )
     plan = QuantPlan.from_json(canonical_json(plan_obj))
-    return plan, Claim(parse_digest(root), parse_digest(w_root), w_size)
+    layout = layout_named(settings.get("trace"))
+    return plan, Claim(parse_digest(root), parse_digest(w_root), w_size, layout)
 
 
 def challenge_receipt(
@@ -1389,7 +1422,9 @@ def challenge_receipt(
     if opening.commitment != receipt.input_commitment:
         raise VerificationError("the opening is for another receipt", step="4 opening")
     opening.verify(inputs)
-    executor = FixedExecutor(model, precision=plan.precision, plan=plan)
+    executor = FixedExecutor(
+        model, precision=plan.precision, plan=plan, trace_layout=claim.layout
+    )
     # 5. The weights root.
     weights = executor.weight_commitments()
     if (weights.root, weights.size) != (claim.weights_root, claim.weights_size):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -34,11 +34,16 @@ from edgetrust.runtime.fixed._base import (
     node_label,
 )
 
+if TYPE_CHECKING:
+    from edgetrust.runtime.trace import TraceLayout
+
 Precision = Literal["int8", "int16"]
 
 EXECUTOR_NAME = "fixed"
-EXECUTOR_VERSION = "1"
-"""Bumped whenever any op's integer definition changes: traces of different versions differ."""
+EXECUTOR_VERSION = "2"
+"""Bumped whenever any op's integer definition or the trace layout changes: traces of
+different versions differ. Version 2 = version 1's arithmetic, trace layout v2
+(`edgetrust.runtime.trace.LAYOUT_V2`); a version 1 receipt is re-executed in layout v1."""
 
 QMAX: Mapping[str, int] = MappingProxyType({"int8": 127, "int16": 32767})
 STORAGE: Mapping[str, Any] = MappingProxyType({"int8": np.int8, "int16": np.int16})
@@ -220,6 +225,9 @@ class FixedExecutor:
         plan: a plan made earlier (e.g. by the device); then no calibration runs, and the plan
             must be for this model and precision.
         max_elements: refuse any single tensor with more elements than this.
+        trace_layout: the layout of traces and weight commitments
+            (`edgetrust.runtime.trace.LAYOUT_V2` by default; `LAYOUT_V1` re-executes an
+            executor version 1 receipt).
 
     Raises:
         UnsupportedError: an op (named with its node) or a feature the executor lacks.
@@ -227,7 +235,6 @@ class FixedExecutor:
     """
 
     name = EXECUTOR_NAME
-    version = EXECUTOR_VERSION
 
     def __init__(
         self,
@@ -237,7 +244,11 @@ class FixedExecutor:
         calibration: Sequence[Mapping[str, npt.ArrayLike]] | None = None,
         plan: QuantPlan | None = None,
         max_elements: int = 1 << 28,
+        trace_layout: TraceLayout | None = None,
     ) -> None:
+        from edgetrust.runtime.trace import LAYOUT_V2
+
+        self.trace_layout = LAYOUT_V2 if trace_layout is None else trace_layout
         if precision not in QMAX:
             raise InvalidInputError(f"precision must be 'int8' or 'int16', got {precision!r}")
         if max_elements < 1:
@@ -647,6 +658,11 @@ class FixedExecutor:
             self._weights = WeightCommitments.from_executor(self)
         return self._weights
 
+    @property
+    def version(self) -> str:
+        """The executor version of this executor's trace layout ("1" or "2")."""
+        return str(self.trace_layout.version)
+
     def descriptor(self) -> dict[str, Any]:
         """``{"name", "version", "settings"}`` for a receipt's ``executor`` field."""
         return {
@@ -657,8 +673,10 @@ class FixedExecutor:
                 "plan": self.plan.digest,
                 "calibration": self.plan.calibration_digest,
                 "weights_root": self.weight_commitments().root_digest,
+                **_layout_setting(self.trace_layout),
             },
         }
+
 
     def op_for(self, node: str | int) -> Op:
         """The op of a node named by name or by index in the graph's node list."""
@@ -680,3 +698,8 @@ class FixedExecutor:
             if text.isdigit():
                 return self.node_index(int(text))
         raise InvalidInputError(f"no node {node!r} in the graph")
+
+
+def _layout_setting(layout: TraceLayout) -> dict[str, str]:
+    """The ``"trace"`` executor setting: absent for v1, so v1 descriptors stay as they were."""
+    return {} if layout.version == 1 else {"trace": layout.type}

@@ -22,6 +22,7 @@ import numpy.typing as npt
 from edgetrust.encoding import digest_hex
 from edgetrust.errors import InvalidInputError, NotFoundError, UnsupportedError
 from edgetrust.home import resolve_home
+from edgetrust.runtime.trace import LAYOUT_V1, LAYOUT_V2, TraceLayout, layout_named
 from edgetrust.runtime.fixed._executor import (
     EXECUTOR_NAME,
     EXECUTOR_VERSION,
@@ -249,6 +250,7 @@ class FixedRuntime:
         keep_traces: bool = True,
         trace_window: float = DEFAULT_TRACE_WINDOW,
         fault: Fault | None = None,
+        trace_layout: TraceLayout | None = None,
     ) -> None:
         if precision is not None and precision not in QMAX:
             raise InvalidInputError(f"precision must be int8 or int16, got {precision!r}")
@@ -260,6 +262,7 @@ class FixedRuntime:
         self.plans = PlanStore(home)
         self.traces = TraceStore(home, window=trace_window) if keep_traces else None
         self.fault = fault
+        self.trace_layout = LAYOUT_V2 if trace_layout is None else trace_layout
         self._executors: dict[str, FixedExecutor] = {}
         self._last: FixedExecutor | None = None
         self.last_trace_root: str | None = None
@@ -268,8 +271,8 @@ class FixedRuntime:
 
     @property
     def version(self) -> str:
-        """Version of the integer definitions."""
-        return EXECUTOR_VERSION
+        """Version of the integer definitions and trace layout ("1" for a v1 receipt)."""
+        return EXECUTOR_VERSION if self.trace_layout is LAYOUT_V2 else "1"
 
     @staticmethod
     def from_settings(
@@ -284,15 +287,25 @@ class FixedRuntime:
         precision = settings.get("precision")
         if precision is not None and precision not in QMAX:
             raise InvalidInputError(f"executor precision {precision!r} is unknown")
+        # A receipt without a "trace" setting predates layout v2 (executor version 1); a device
+        # (its own home, no receipt) commits in the current layout unless told otherwise.
+        name = settings.get("trace")
+        layout = LAYOUT_V2 if name is None and home is not None else layout_named(name)
         plan_obj = settings.get("plan")
         if plan_obj is None:
             if home is None:
                 raise UnsupportedError("a fixed receipt without its plan cannot be re-executed")
-            return FixedRuntime(precision=precision, home=home)
+            return FixedRuntime(precision=precision, home=home, trace_layout=layout)
         if not isinstance(plan_obj, dict):
             raise InvalidInputError("executor settings plan must be an object")
         plan = QuantPlan.from_json(json.dumps(plan_obj))
-        return FixedRuntime(precision=precision, plan=plan, home=home, keep_traces=home is not None)
+        return FixedRuntime(
+            precision=precision,
+            plan=plan,
+            home=home,
+            keep_traces=home is not None,
+            trace_layout=layout,
+        )
 
     def executor_for(self, model_digest: str, model_bytes: bytes) -> FixedExecutor:
         """The fixed executor of a model (planned once, cached)."""
@@ -303,15 +316,20 @@ class FixedRuntime:
             if self.fixed_plan.model_digest != model_digest:
                 raise InvalidInputError("the receipt's plan is for another model")
             ex = FixedExecutor(
-                model_bytes, precision=self.fixed_plan.precision, plan=self.fixed_plan
+                model_bytes,
+                precision=self.fixed_plan.precision,
+                plan=self.fixed_plan,
+                trace_layout=self.trace_layout,
             )
         else:
             precision = self.precision or self.plans.preferred(model_digest)
             plan = self.plans.get(model_digest, precision)
             if plan is not None:
-                ex = FixedExecutor(model_bytes, precision=precision, plan=plan)
+                ex = FixedExecutor(
+                    model_bytes, precision=precision, plan=plan, trace_layout=self.trace_layout
+                )
             else:
-                ex = FixedExecutor(model_bytes, precision=precision)
+                ex = FixedExecutor(model_bytes, precision=precision, trace_layout=self.trace_layout)
                 self.plans.put(ex.plan)
         self._executors[model_digest] = ex
         return ex
@@ -346,6 +364,8 @@ class FixedRuntime:
             settings["plan"] = self._last.plan.to_dict()
             settings["weights_root"] = w.root_digest
             settings["weights_size"] = w.size
+        if self.trace_layout is not LAYOUT_V1:
+            settings["trace"] = self.trace_layout.type
         return {"name": self.name, "version": self.version, "settings": settings}
 
 
