@@ -98,7 +98,7 @@ def test_bad_input_is_one_line_and_exit_2(
         (("human", "reputation", "did:key:zNope", *url), "did"),
     ]
     for args, word in cases:
-        code, body, err = cli(capsys, home, *args)
+        code, _, err = cli(capsys, home, *args)
         assert code == 2, (args, err)
         assert word in err.lower() and len(err.strip().splitlines()) == 1, err
         assert "Traceback" not in err
@@ -109,6 +109,34 @@ def test_bad_input_is_one_line_and_exit_2(
     # review without registering first
     code, _, err = cli(capsys, tmp_path / "nobody", "human", "review", task, "yes", *url)
     assert code == 2 and "register" in err
+
+
+def test_vouch_and_publish(
+    tmp_path: Path, live_node: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    homes = _people(tmp_path, live_node, capsys, 3)
+    url = ("--node", live_node.url)
+    dids = [cli(capsys, h, "init")[1]["did"] for h in homes]
+    for h in homes[1:]:
+        code, body, err = cli(capsys, h, "human", "vouch", dids[0], *url)
+        assert code == 0, err
+    assert body["vouchers"] == 2
+    code, body, _ = cli(capsys, homes[1], "human", "vouch", dids[0], *url)  # again: not twice
+    assert code == 0 and body["duplicate"] is True and body["vouchers"] == 2
+    code, _, err = cli(capsys, homes[0], "human", "vouch", dids[0], *url)
+    assert code == 2 and "themselves" in err
+    code, _, err = cli(capsys, tmp_path / "stranger", "human", "vouch", dids[0], *url)
+    assert code == 2 and "not a registered reviewer" in err
+    code, rows, _ = cli(capsys, homes[0], "human", "reputation", dids[0], *url)
+    assert rows[0]["vouchers"] == 2
+    task = _task(capsys, homes[0], live_node, "12" * 32)
+    for h in homes:
+        assert cli(capsys, h, "human", "review", task, "no", *url)[0] == 0
+    code, body, err = cli(capsys, homes[1], "human", "aggregate", task, "--publish", *url)
+    assert code == 0, err
+    assert body["answer"] == "no" and len(body["inputs"]) == 3 and body["signer"] == dids[1]
+    code, _, err = cli(capsys, homes[1], "human", "aggregate", "--publish", *url)
+    assert code == 2 and "needs a task" in err.lower()
 
 
 def test_node_down_is_one_line_no_traceback(tmp_path: Path) -> None:

@@ -213,9 +213,7 @@ def aggregate(
     if publish:
         if task is None:
             raise InvalidInputError("--publish needs a TASK digest")
-        from edgetrust.human.published import publish_aggregate
-
-        row = publish_aggregate(client, task)
+        row = client.publish_aggregate(task)
         emit(
             json_out,
             row,

@@ -142,21 +142,30 @@ class HumanClient:
 
         return self._post("/vouches", sign_vouch(self.identity, did).to_dict())
 
+    def publish_aggregate(self, task: str) -> dict[str, Any]:
+        """Sign the node's aggregate statement for `task` and log it (the node re-runs it)."""
+        st = self._post("/aggregates/statement", {"task": task})
+        return self._post("/aggregates", self._sign(st.get("payload")))
+
     # -- reads -------------------------------------------------------------------------------
 
     def tasks(self, *, mine: bool = False) -> list[dict[str, Any]]:
+        """Every logged task (with this reviewer's own answer as `mine` when asked)."""
         params = {"reviewer": self.identity.did} if mine else None
         return list(self._get("/tasks", params)["tasks"])
 
     def aggregate(self, task: str | None = None) -> list[dict[str, Any]]:
+        """Dawid–Skene rows for one task or all."""
         if task is not None:
             return [self._get(f"/tasks/{task.removeprefix('sha256:')}/aggregate")]
         return list(self._get("/aggregate")["results"])
 
     def reputation(self, did: str | None = None) -> list[dict[str, Any]]:
+        """Reviewer rows (reviews, agreement, reliability, vouchers) for one DID or all."""
         if did is not None:
             return [self._get(f"/reviewers/{did}")]
         return list(self._get("/reviewers")["reviewers"])
 
     def close(self) -> None:
+        """Close the HTTP transport."""
         self._http.close()
