@@ -79,3 +79,30 @@ def test_malformed_vouch_is_400(env: tuple[TestClient, Log]) -> None:
     c, _ = env
     _err(c.post("/v1/human/vouches", content=b"{not json"), 400, "json")
     _err(c.post("/v1/human/vouches", json={"payload": "x"}), 400, "")
+
+
+def test_human_attested_with_min_vouches(env: tuple[TestClient, Log]) -> None:
+    from types import SimpleNamespace
+    from typing import Any
+
+    from edgetrust.errors import VerificationError
+    from edgetrust.human.policy import HumanAttested
+
+    from .test_http import add_task, review
+
+    c, log = env
+    people = [register(c) for _ in range(3)]
+    task = add_task(c, subject="cd" * 32)
+    for p, a in people:
+        _ok(review(c, p, a, task, "correct"))
+    receipt: Any = SimpleNamespace(output_digest="sha256:" + "cd" * 32)
+    rec = _replay(log)
+    HumanAttested(rec, min_reviewers=3, min_posterior=0.5).verify(receipt)
+    with pytest.raises(VerificationError, match="0 reviewers vouched by 1"):
+        HumanAttested(rec, min_reviewers=1, min_posterior=0.5, min_vouches=1).verify(receipt)
+    a, b = people[0][0], people[1][0]
+    _ok(c.post("/v1/human/vouches", json=sign_vouch(b, a.did).to_dict()))
+    rec = _replay(log)
+    HumanAttested(rec, min_reviewers=1, min_posterior=0.5, min_vouches=1).verify(receipt)
+    with pytest.raises(VerificationError, match="1 reviewers vouched by 1"):
+        HumanAttested(rec, min_reviewers=2, min_posterior=0.5, min_vouches=1).verify(receipt)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from rich.console import Console
 
@@ -29,7 +29,7 @@ def human_step(console: Console, result: Any, log: Any, subject: str) -> None:
 
     with TestClient(create_app(log, settings=NodeSettings(rate=0))) as http:
         people = [
-            HumanClient("http://testserver", Identity.generate(n), http=http)
+            HumanClient("http://testserver", Identity.generate(n), http=cast("Any", http))
             for n in ("dana", "eli", "femi")
         ]
         for p in people:

@@ -215,7 +215,9 @@ class HumanAttested:
     """Accept a receipt that `min_reviewers` reviewers judged `answer` with posterior ≥ p.
 
     `answer` defaults to each task's first allowed answer (by convention the affirmative one,
-    e.g. ``"correct"``). The task's subject must be the receipt's output digest.
+    e.g. ``"correct"``). The task's subject must be the receipt's output digest. With
+    `min_vouches` = v > 0, only reviewers whom at least v distinct registered reviewers vouched
+    for count towards `min_reviewers` (the posterior is still over every verdict).
     """
 
     def __init__(
@@ -225,7 +227,11 @@ class HumanAttested:
         min_reviewers: int,
         min_posterior: float,
         answer: str | None = None,
+        min_vouches: int = 0,
     ) -> None:
+        if min_vouches < 0:
+            raise ValueError("`min_vouches` must be at least 0")
+        self.min_vouches = min_vouches
         if min_reviewers < 1:
             raise ValueError("`min_reviewers` must be at least 1")
         if not 0.0 < min_posterior <= 1.0:
@@ -242,8 +248,10 @@ class HumanAttested:
         reasons = []
         for r in mine:
             want = self.answer or r.task.answers[0]
-            if len(r.reviewers) < self.k:
-                reasons.append(f"{len(r.reviewers)} reviewers < {self.k}")
+            counted = [d for d in r.reviewers if self.record.vouched(d, self.min_vouches)]
+            if len(counted) < self.k:
+                vouched = f" vouched by {self.min_vouches}+" if self.min_vouches else ""
+                reasons.append(f"{len(counted)} reviewers{vouched} < {self.k}")
             elif r.answer != want:
                 reasons.append(f"reviewers judged {r.answer!r}, not {want!r}")
             elif r.posterior < self.p:
