@@ -13,6 +13,7 @@ from dp_accounting.pld import pld_privacy_accountant
 from dp_accounting.rdp import rdp_privacy_accountant
 
 from edgetrust.collab.abort import abort_bound, default_threshold, min_neighbours
+from edgetrust.collab.audit import audit_log
 from edgetrust.collab.dp import (
     DPConfig,
     PrivacyAccountant,
@@ -23,7 +24,7 @@ from edgetrust.collab.dp import (
 )
 from edgetrust.collab.local import calibrate_noise, check_session, simulate
 from edgetrust.collab.optim import ServerOptimizer
-from edgetrust.collab.rounds import ROUND_PREDICATE_TYPE, RoundRecord, audit_log, sign_round_record
+from edgetrust.collab.rounds import ROUND_PREDICATE_TYPE, RoundRecord, sign_round_record
 from edgetrust.collab.session import SessionSpec
 from edgetrust.collab.training import MLP, flatten, train_local, train_local_dp
 from edgetrust.dsse import parse_envelope

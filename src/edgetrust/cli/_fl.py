@@ -303,7 +303,7 @@ def audit(
     """
     from rich.table import Table
 
-    from edgetrust.collab.rounds import audit_log
+    from edgetrust.collab.audit import audit_log
     from edgetrust.data.consent import audit_consent
     from edgetrust.log import Log
 
