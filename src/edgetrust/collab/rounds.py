@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from edgetrust.collab.abort import check_neighbours
 from edgetrust.collab.messages import MaskedInput, verify_commitment
 from edgetrust.collab.optim import ServerOptimizer
 from edgetrust.collab.quantize import Quantizer
@@ -141,6 +142,12 @@ class RoundConfig:
     """FedProx μ of the clients' local objective (0: plain local SGD)."""
     lr_schedule: str = "constant"
     """Local learning-rate schedule over a round's steps: "constant" or "cosine"."""
+    expected_dropout: float | None = None
+    """The per-client dropout rate the secure aggregation graph was sized for (None: not
+    stated, as in configs from before the abort bound was recorded)."""
+    abort_bound: float | None = None
+    """The union bound on this round's abort probability at `expected_dropout` (see
+    `collab.abort`); a SecAgg+ neighbourhood must keep it within `ABORT_BOUND`."""
     local_epochs: int
     lr: float
     batch_size: int
@@ -178,6 +185,28 @@ class RoundConfig:
             raise InvalidInputError(
                 "round config: distributed DP-SGD is sample-level, one step, with secagg"
             )
+        self._check_abort_bound()
+
+    def _check_abort_bound(self) -> None:
+        """The stated abort bound is the one its graph gives, and SecAgg+ keeps it ≤ 1e-6."""
+        if (self.expected_dropout is None) != (self.abort_bound is None):
+            raise InvalidInputError(
+                "round config: expectedDropout and abortBound go together (both or neither)"
+            )
+        if self.expected_dropout is None or self.abort_bound is None:
+            return
+        if not self.secagg:
+            raise InvalidInputError("round config: an abort bound needs secure aggregation")
+        if not 0 <= self.expected_dropout < 1:
+            raise InvalidInputError("round config: expectedDropout must be in [0, 1)")
+        n = len(self.participants)
+        bound = check_neighbours(n, self.neighbours, self.threshold, self.expected_dropout)
+        if not math.isclose(bound, self.abort_bound, rel_tol=1e-9, abs_tol=1e-300):
+            raise InvalidInputError(
+                f"round config: abortBound {self.abort_bound:.3g} is not the bound its graph "
+                f"gives ({bound:.3g} for {n} clients, neighbours {self.neighbours}, threshold "
+                f"{self.threshold}, dropout {self.expected_dropout:g})"
+            )
 
     @property
     def accounting_rate(self) -> float:
@@ -208,6 +237,11 @@ class RoundConfig:
                 "modulusBits": self.modulus_bits,
                 "neighbours": self.neighbours,
                 "quantizationBound": self.quant_bound,
+                **(
+                    {}
+                    if self.expected_dropout is None
+                    else {"expectedDropout": self.expected_dropout, "abortBound": self.abort_bound}
+                ),
             },
             "dp": {
                 "clip": self.clip,
@@ -279,6 +313,8 @@ class RoundConfig:
             server_optimizer=ServerOptimizer.from_predicate(tr.get("serverOptimizer")),
             prox_mu=_num(tr, "proxMu", w) if "proxMu" in tr else 0.0,
             lr_schedule=_req(tr, "lrSchedule", str, w) if "lrSchedule" in tr else "constant",
+            expected_dropout=_num(sa, "expectedDropout", w) if "expectedDropout" in sa else None,
+            abort_bound=_num(sa, "abortBound", w) if "abortBound" in sa else None,
             local_epochs=_req(tr, "localEpochs", int, w),
             lr=_num(tr, "lr", w),
             batch_size=_req(tr, "batchSize", int, w),
