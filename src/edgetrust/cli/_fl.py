@@ -163,6 +163,13 @@ def simulate(
         float, typer.Option(help="Server momentum μ (fedavg only; FedAvgM).")
     ] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed for data split, init and dropouts.")] = 0,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            help="Worker processes running the simulated clients' secure aggregation work "
+            "(default: one per core, at most 4; 1: all in this process). The result is the same."
+        ),
+    ] = None,
     strict_budget: Annotated[
         bool,
         typer.Option(help="Refuse the whole run up front if its rounds would exceed the budget."),
@@ -220,12 +227,14 @@ def simulate(
         spec = calibrate_noise(spec, num_clients=clients, non_iid_alpha=non_iid, epsilon=dp_epsilon)
         dp_noise = spec.dp.noise_multiplier
     # Refuse bad settings before the progress display starts: one line on stderr.
+    workers = processes if processes is not None else max(1, min(4, os.cpu_count() or 1))
     spec = check_session(
         spec,
         num_clients=clients,
         dropout=dropout,
         non_iid_alpha=non_iid,
         stop_at_budget=not strict_budget,
+        processes=workers,
     )
     progress = Progress(
         TextColumn("[bold]round {task.completed}/{task.total}"),
@@ -256,7 +265,9 @@ def simulate(
             home=home,
             stop_at_budget=not strict_budget,
             on_round=on_round,
+            processes=workers,
         )
+    timings = list(result.timings) + [None] * (len(result.rounds) - len(result.timings))
     rows = [
         {
             "round": s.round,
@@ -268,8 +279,10 @@ def simulate(
             "model": s.model,
             "recordIndex": s.record_index,
             "seconds": round(s.seconds, 3),
+            "serverSeconds": None if t is None else round(t.server, 3),
+            "slowestClientSeconds": None if t is None else round(t.slowest_client, 3),
         }
-        for s in result.rounds
+        for s, t in zip(result.rounds, timings, strict=True)
     ]
     if plot is not None and rows:
         _plot(rows, plot, f"{clients} clients, secagg={'on' if secagg else 'off'}, z={dp_noise}")
@@ -284,22 +297,40 @@ def simulate(
 
     def human() -> None:
         table = Table(title=f"federated session {result.session[:12]}")
-        for col in ("round", "accuracy", "survivors", "dropped", "ε (cumulative)", "s"):
+        cols = ["round", "accuracy", "survivors", "dropped", "ε (cumulative)", "s"]
+        if secagg:
+            cols += ["server s", "1 client s"]
+        for col in cols:
             table.add_column(col, justify="right")
         for r in rows:
-            table.add_row(
+            cells = [
                 str(r["round"]),
                 f"{100 * (r['accuracy'] or 0):.1f}%",
                 str(r["survivors"]),
                 str(r["dropped"]),
-                "∞ (no DP)" if r["epsilon"] is None else f"{r['epsilon']:.3f}",
+                "∞" if r["epsilon"] is None else f"{r['epsilon']:.3f}",
                 f"{r['seconds']:.2f}",
-            )
+            ]
+            if secagg:
+                cells += [
+                    "–" if r["serverSeconds"] is None else f"{r['serverSeconds']:.2f}",
+                    "–"
+                    if r["slowestClientSeconds"] is None
+                    else f"{r['slowestClientSeconds']:.3f}",
+                ]
+            table.add_row(*cells)
         out.print(table)
         if spec.dp.enabled:
             out.print(
                 f"{spec.dp.guarantee} DP, z = {spec.dp.noise_multiplier:g}, δ = {spec.dp.delta:g}"
                 + (" (distributed DP-SGD)" if spec.dp.distributed else "")
+            )
+        else:
+            out.print("no differential privacy (ε ∞): add --dp-epsilon for a guarantee")
+        if secagg and rows:
+            out.print(
+                "server s: the coordinator's own secure aggregation work; 1 client s: the "
+                "slowest single client's, what a device pays"
             )
         if result.stopped_early:
             out.print(f"[yellow]stopped:[/] {result.stopped_early}")
