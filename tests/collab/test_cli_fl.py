@@ -110,6 +110,7 @@ def test_audit_empty_log(capsys: pytest.CaptureFixture[str]) -> None:
         (["--dp-noise", "0.3", "--epsilon-max", "1"], "`noise_multiplier` 0.3 is too small"),
         (["--neighbours", "4", "--dropout", "0.3"], "`neighbours` 4 is too few"),
         (["--processes", "0"], "`processes` must be in 1..64"),
+        (["--dataset", "mnist"], "unknown data set 'mnist'"),
     ],
 )
 def test_bad_settings_refused_before_anything_is_logged(

@@ -163,6 +163,13 @@ def simulate(
         float, typer.Option(help="Server momentum μ (fedavg only; FedAvgM).")
     ] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed for data split, init and dropouts.")] = 0,
+    dataset: Annotated[
+        str,
+        typer.Option(
+            help="What the clients hold: digits, digits-shifted (5× the images, for cohorts "
+            "up to 1,000) or breast-cancer. All ship with scikit-learn."
+        ),
+    ] = "digits",
     processes: Annotated[
         int | None,
         typer.Option(
@@ -180,7 +187,7 @@ def simulate(
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Run private federated training of the digits MLP among simulated devices.
+    """Run private federated training of an MLP among simulated devices (digits by default).
 
     Each round the coordinator logs the round config, clients train on their own non-IID
     data, clip, add their share of DP noise, quantize and mask their update; the coordinator
@@ -222,6 +229,8 @@ def simulate(
         server_optimizer=optimizer,
         server_lr=server_lr,
         seed=seed,
+        dataset=dataset,
+        model_name=f"{dataset}-fl",
     )
     if dp_epsilon is not None:
         spec = calibrate_noise(spec, num_clients=clients, non_iid_alpha=non_iid, epsilon=dp_epsilon)

@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edgetrust.collab.abort import check_neighbours
+from edgetrust.collab.datasets import load_dataset
 from edgetrust.collab.dp import PrivacyAccountant, PrivacyBudgetExceededError, noise_for_epsilon
 from edgetrust.collab.messages import (
     AdvertiseKeys,
@@ -216,9 +217,7 @@ def _with_example_rate(spec: SessionSpec, sizes: list[int]) -> SessionSpec:
 
 
 def _client_sizes(spec: SessionSpec, num_clients: int, non_iid_alpha: float) -> list[int]:
-    from edgetrust.zoo import load_digits_split
-
-    y_tr = load_digits_split(seed=spec.seed)[2]
+    y_tr = load_dataset(spec.dataset, seed=spec.seed).y_train
     parts = dirichlet_partition(y_tr, num_clients=num_clients, alpha=non_iid_alpha, seed=spec.seed)
     return [len(p) for p in parts]
 
@@ -322,7 +321,7 @@ def simulate(
     wire: bool = False,
     processes: int = 1,
 ) -> SessionResult:
-    """Federated training of the digits MLP among `num_clients` simulated clients.
+    """Federated training of an MLP on `spec.dataset` among `num_clients` simulated clients.
 
     Each round ⌊dropout·n⌋ clients, chosen at random, drop at a random protocol stage. The
     round config, the model cards and the round records go to `log` (default: the embedded
@@ -348,7 +347,6 @@ def simulate(
     """
     from edgetrust.identity import Keystore
     from edgetrust.log import Log
-    from edgetrust.zoo import load_digits_split
 
     spec = check_session(
         spec,
@@ -358,7 +356,8 @@ def simulate(
         stop_at_budget=stop_at_budget,
         processes=processes,
     )
-    x_tr, x_te, y_tr, y_te = load_digits_split(seed=spec.seed)
+    data = load_dataset(spec.dataset, seed=spec.seed)
+    x_tr, x_te, y_tr, y_te = data.x_train, data.x_test, data.y_train, data.y_test
     parts = dirichlet_partition(y_tr, num_clients=num_clients, alpha=non_iid_alpha, seed=spec.seed)
     dp = spec.dp
     accountant = PrivacyAccountant(dp, steps_per_round=spec.dp_steps_per_round)

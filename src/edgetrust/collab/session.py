@@ -23,6 +23,7 @@ import numpy.typing as npt
 
 from edgetrust.collab import robust
 from edgetrust.collab.abort import check_neighbours
+from edgetrust.collab.datasets import dataset_shape
 from edgetrust.collab.dp import (
     DPConfig,
     PrivacyAccountant,
@@ -104,10 +105,13 @@ class SessionSpec:
     hidden: tuple[int, ...] = (32,)
     seed: int = 0
     model_name: str = "digits-fl"
+    dataset: str = "digits"
+    """What the clients hold: "digits", "digits-shifted" or "breast-cancer" (`collab.datasets`)."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.rounds <= 10_000:
             raise InvalidInputError("`rounds` must be in 1..10000")
+        dataset_shape(self.dataset)
         if self.aggregator not in AGGREGATORS:
             raise InvalidInputError(f"`aggregator` must be one of {', '.join(AGGREGATORS)}")
         if self.secagg and self.aggregator != "mean":
@@ -242,7 +246,7 @@ class Coordinator:
         consent: Any = None,
     ) -> None:
         from edgetrust.models import ModelRegistry
-        from edgetrust.zoo import DIGITS_FEATURES, mlp_to_onnx
+        from edgetrust.zoo import mlp_to_onnx
 
         self.spec = spec
         self.identity = identity
@@ -250,7 +254,8 @@ class Coordinator:
         self.registry = ModelRegistry(home)
         self.artifacts = ArtifactStore(home)
         self.session = session or secrets.token_hex(16)
-        self.model = MLP((DIGITS_FEATURES, *spec.hidden, 10))
+        features, classes = dataset_shape(spec.dataset)
+        self.model = MLP((features, *spec.hidden, classes))
         self.accountant = PrivacyAccountant(spec.dp, steps_per_round=spec.dp_steps_per_round)
         self.eval_data = eval_data
         self.consent = consent
