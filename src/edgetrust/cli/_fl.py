@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -108,6 +109,23 @@ def simulate(
             "takes one DP-SGD step a round; needs --secagg (docs/fl.md).",
         ),
     ] = False,
+    adaptive_clip: Annotated[
+        float | None,
+        typer.Option(
+            "--adaptive-clip",
+            help="User-level DP: move --clip each round towards this quantile of the update "
+            "norms (e.g. 0.5; Andrew et al. 2021). The clipped count costs privacy, paid for "
+            "in the accountant's ε.",
+        ),
+    ] = None,
+    count_noise: Annotated[
+        float | None,
+        typer.Option(
+            help="With --adaptive-clip: σ of the noise on the clipped count; must exceed z/2 "
+            "(default: clients / 20 as the paper suggests, but at least z, which costs 15% "
+            "more update noise)."
+        ),
+    ] = None,
     dp_epsilon: Annotated[
         float | None,
         typer.Option(
@@ -197,6 +215,7 @@ def simulate(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
+    from edgetrust.collab.adaptive import AdaptiveClip
     from edgetrust.collab.dp import DPConfig
     from edgetrust.collab.local import calibrate_noise, check_session
     from edgetrust.collab.local import simulate as run_simulation
@@ -235,6 +254,12 @@ def simulate(
     if dp_epsilon is not None:
         spec = calibrate_noise(spec, num_clients=clients, non_iid_alpha=non_iid, epsilon=dp_epsilon)
         dp_noise = spec.dp.noise_multiplier
+    if adaptive_clip is not None:  # after calibration: the default count noise follows z
+        rule = AdaptiveClip(
+            count_noise=count_noise if count_noise is not None else max(clients / 20, dp_noise),
+            target_quantile=adaptive_clip,
+        )
+        spec = dataclasses.replace(spec, dp=dataclasses.replace(spec.dp, adaptive=rule))
     # Refuse bad settings before the progress display starts: one line on stderr.
     workers = processes if processes is not None else max(1, min(4, os.cpu_count() or 1))
     spec = check_session(

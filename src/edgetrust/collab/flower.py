@@ -352,7 +352,7 @@ def _secagg_config(envelope: bytes, worker: ClientWorker, model: bytes) -> SecAg
         round_id=round_id,
         participants=config.participants,
         threshold=config.threshold,
-        vector_length=length,
+        vector_length=length + config.extra_coordinates,
         modulus_bits=config.modulus_bits,
         neighbours=config.neighbours,
         min_survivors=config.min_survivors,
