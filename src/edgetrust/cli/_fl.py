@@ -429,6 +429,7 @@ def audit(
         "logSize": report.log_size,
         "sessions": list(report.sessions),
         "rounds": rows,
+        "abandoned": [{"session": s, "round": r, "configIndex": i} for s, r, i in report.abandoned],
     }
 
     def human() -> None:
@@ -462,6 +463,12 @@ def audit(
             )
         out.print(table)
         out.print("[green]✓[/] chain, lineage, commitments and privacy budget verified")
+        for sess, number, index in report.abandoned:
+            out.print(
+                f"– round {number} of session {sess[:8]}: config logged at {index}, no record "
+                "(a device refused it or secure aggregation aborted; the next round took its "
+                "number)"
+            )
         if consented:
             out.print(
                 f"[green]✓[/] {len(consented)} round(s) under consent: every participant held a "

@@ -57,6 +57,9 @@ class AuditReport:
 
     log_size: int
     rounds: tuple[RoundAudit, ...] = field(default_factory=tuple)
+    abandoned: tuple[tuple[str, int, int], ...] = ()
+    """Round configs no record completed, as (session, round, log index): rounds a device
+    refused or secure aggregation aborted after the config was logged."""
 
     @property
     def sessions(self) -> tuple[str, ...]:
@@ -115,6 +118,7 @@ def audit_log(
     cards: dict[str, tuple[int, str]] = {}
     last: dict[str, tuple[RoundRecord, str, str]] = {}  # session -> (record, sha, signer)
     audits: list[RoundAudit] = []
+    completed: set[str] = set()
     for index in range(size):
         raw = log.entry(index)
         try:
@@ -263,7 +267,13 @@ def audit_log(
             )
         )
         last[rec.session] = (rec, sha, signer)
-    return AuditReport(size, tuple(audits))
+        completed.add(rec.config)
+    abandoned = tuple(
+        (cfg.session, cfg.round, index)
+        for sha, (index, cfg, _) in configs.items()
+        if sha not in completed
+    )
+    return AuditReport(size, tuple(audits), abandoned)
 
 
 def _dp_terms(cfg: RoundConfig) -> tuple[Any, ...]:

@@ -369,6 +369,23 @@ class Coordinator:
         self.round += 1
         return RoundPlan(config, envelope, index, round_id, self.model_bytes, secagg, admission)
 
+    def abandon_round(self, plan: RoundPlan) -> None:
+        """Give up a planned round that will not complete, so the next plan reuses its number.
+
+        For a round a participant refused after its config was logged (its own consent
+        check) or that secure aggregation aborted: the config stays in the log with no record,
+        and the audit lists it as abandoned. Nothing was spent: ε is accounted when a round
+        completes.
+
+        Raises:
+            InvalidInputError: `plan` is not this session's latest planned round.
+        """
+        if plan.config.session != self.session or plan.config.round != self.round:
+            raise InvalidInputError("only the latest planned round can be abandoned")
+        if self.previous_record != plan.config.previous_record:
+            raise InvalidInputError("this round has already completed")
+        self.round -= 1
+
     def complete_round(
         self,
         plan: RoundPlan,
