@@ -107,6 +107,8 @@ class WebContext:
     """The node's home (model registry, FL artifacts), when it has one on disk."""
     anchor: Any = None
     """The node's `AutoAnchor` (``node serve --anchor-every``), if it anchors on a chain."""
+    witnesses: Any = field(default=None, repr=False)
+    """The witness cosignatures shown on the log page (`witnesses.WitnessBook`, made lazily)."""
     _index: ExplorerIndex | None = field(default=None, repr=False)
 
     def log(self) -> Log:
