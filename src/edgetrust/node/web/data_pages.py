@@ -14,8 +14,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from edgetrust.errors import Error, InvalidInputError
-from edgetrust.node.web._page import WebContext, error_page, render, str_param
+from edgetrust.errors import Error, InvalidInputError, NotFoundError
+from edgetrust.node.web._page import WebContext, check_did, error_page, render, str_param
 from edgetrust.node.web.charts import bar_chart
 
 __all__ = ["owner_data", "router"]
@@ -79,7 +79,11 @@ def router(ctx: WebContext) -> APIRouter:
             if owner and not owner.startswith("did:"):
                 raise InvalidInputError("owner must be a DID (did:key:...)")
             if owner:
+                check_did(owner, "owner DID")
                 found = owner_data(ctx, owner)
+                kinds = ("datasets", "grants", "revocations", "usage")
+                if not any(found[k] for k in kinds) and not found["bad"]:
+                    raise NotFoundError(f"no dataset, grant or usage record of {owner} in this log")
                 owners: list[tuple[str, int]] = []
             else:
                 found = {}

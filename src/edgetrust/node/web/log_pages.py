@@ -23,7 +23,14 @@ from edgetrust.log.checkpoint import (
     parse_note,
 )
 from edgetrust.log.service import Log
-from edgetrust.node.web._page import WebContext, error_page, int_param, render, str_param
+from edgetrust.node.web._page import (
+    WebContext,
+    check_did,
+    error_page,
+    int_param,
+    render,
+    str_param,
+)
 from edgetrust.node.web.charts import line_chart, proof_path
 from edgetrust.node.web.describe import check_entry, describe_entry
 from edgetrust.node.web.index import parse_digest_query
@@ -207,10 +214,13 @@ def router(ctx: WebContext) -> APIRouter:
             if q:
                 index, indexed, size = ctx.synced_index()
                 limit_before = indexed if before is None else min(before, indexed)
+                if q.lower().startswith("sha256:") and not parse_digest_query(q):
+                    raise InvalidInputError("malformed digest: sha256: and 64 hex digits")
                 if parse_digest_query(q):
                     what = "digest"
                     rows = index.by_digest(q, before=limit_before, limit=PAGE_SIZE)
                 elif q.startswith("did:"):
+                    check_did(q)
                     what = "DID"
                     rows = index.by_did(q, before=limit_before, limit=PAGE_SIZE)
                 else:
@@ -222,6 +232,8 @@ def router(ctx: WebContext) -> APIRouter:
                 indexed = size = 0
         except Error as exc:
             return error_page(request, exc)
+        # Nothing in the whole log names it: a 404 page (still the search page, with its box).
+        missing = bool(q) and not rows and before is None and indexed >= size
         return render(
             request,
             "search.html",
@@ -234,6 +246,7 @@ def router(ctx: WebContext) -> APIRouter:
                 "size": size,
                 "older": rows[-1].index if len(rows) == PAGE_SIZE else None,
             },
+            status=404 if missing else 200,
         )
 
     return r
