@@ -89,8 +89,11 @@ def _fl_round(data: bytes, owner: str, found: dict[str, set[object]]) -> None:
 
 
 def attribution(usage: list[tuple[int, Any]], fl_rounds: dict[str, set[object]]) -> dict[str, Any]:
-    """Who the owner's data is attributed to: each requester's share of the logged uses
-    (and of the ε spent), and the federated rounds that trained on it, per session."""
+    """What the owner's data is attributed to, from the log.
+
+    Each requester's share of the logged uses (and of the ε spent), and the federated rounds
+    that trained on it (configs naming the owner as a participant), per session.
+    """
     uses: dict[str, int] = defaultdict(int)
     eps: dict[str, float] = defaultdict(float)
     for _, rec in usage:
