@@ -79,8 +79,10 @@ def test_register_review_aggregate_reputation(
     # the counter persisted: a second login still verifies (counter moved forward on disk)
     assert json.loads(auth_file.read_text())["signCount"] >= 2
     # rich output renders without error
-    assert run(["human", "tasks", "--home", str(homes[0]), "--node", live_node.url]) == 0
-    assert task[:10] in capsys.readouterr().out
+    for args in (["tasks", "--mine"], ["aggregate"], ["reputation"], ["login"]):
+        assert run(["human", *args, "--home", str(homes[0]), "--node", live_node.url]) == 0
+    text = capsys.readouterr().out
+    assert task[:10] in text and "verified" in text
 
 
 def test_bad_input_is_one_line_and_exit_2(
