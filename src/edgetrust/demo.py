@@ -465,6 +465,13 @@ def _run(console: Console, root: Path) -> DemoResult:
     _step(console, "12. Human-origin data: an EEG stream signed at the sensor, logged, checked")
     capture_step(console, result, root, log)
 
+    _step(
+        console, "13. Human review: reviewers with passkeys judge a receipt; the verdict is logged"
+    )
+    from edgetrust.human.demo import human_step
+
+    human_step(console, result, log, read_receipt(bundles[0][1]).output_digest)
+
     result.log_size = log.size()
     for device in devices.values():
         device.close()

@@ -15,6 +15,7 @@ from edgetrust.cli import (
     _data,  # noqa: F401  (data add, grant, serve, request, usage, value, …)
     _dispute,  # noqa: F401  (model import, challenge)
     _fl,  # noqa: F401  (fl simulate, audit, serve, join)
+    _human,  # noqa: F401  (human register, login, task add, tasks, review, aggregate, …)
     _log,  # noqa: F401  (log, node, witness)
     _publish,  # noqa: F401  (log publish)
     _zk,  # noqa: F401  (zk setup, prove, verify, show, export)

@@ -97,15 +97,27 @@ def dawid_skene(
 ) -> Aggregate:
     """Dawid–Skene EM: a confusion matrix per reviewer, initialised from majority vote."""
     arr = _check(labels, n_classes, gold)
-    x = _onehot(arr, n_classes)  # [t, r, k]
+    n_tasks, n_rev = arr.shape
+    # The observed answers only (a crowd is sparse): task t, reviewer r answered a.
+    t_idx, r_idx = np.nonzero(arr >= 0)
+    a_idx = arr[t_idx, r_idx]
+    cell = r_idx * n_classes + a_idx  # column of conf.reshape(n_rev * k) per true class
     post = majority_vote(arr, n_classes, gold=gold).posterior
     for _ in range(max_iter):
         # M-step: class priors and confusion[r, true, answered], Laplace-smoothed.
         prior = post.mean(axis=0) + _EPS
-        conf = np.einsum("tc,trk->rck", post, x) + 0.01
+        counts = np.zeros((n_classes, n_rev * n_classes))
+        for c in range(n_classes):
+            counts[c] = np.bincount(cell, weights=post[t_idx, c], minlength=n_rev * n_classes)
+        conf = counts.reshape(n_classes, n_rev, n_classes).transpose(1, 0, 2) + 0.01
         conf /= conf.sum(axis=2, keepdims=True)
         # E-step in log space: log p(true=c) + sum_r log conf[r, c, answer_r].
-        log_post = np.log(prior)[None, :] + np.einsum("trk,rck->tc", x, np.log(conf))
+        log_conf = np.log(conf)
+        log_post = np.tile(np.log(prior), (n_tasks, 1))
+        for c in range(n_classes):
+            log_post[:, c] += np.bincount(
+                t_idx, weights=log_conf[r_idx, c, a_idx], minlength=n_tasks
+            )
         log_post -= log_post.max(axis=1, keepdims=True)
         new = np.exp(log_post)
         new /= new.sum(axis=1, keepdims=True)

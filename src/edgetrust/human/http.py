@@ -28,6 +28,13 @@ from edgetrust.dsse import Envelope, envelope_from_dict
 from edgetrust.encoding import parse_json
 from edgetrust.errors import ConflictError, InvalidInputError, NotFoundError, VerificationError
 from edgetrust.human.policy import DEFAULT_ORIGIN, DEFAULT_RP_ID, HumanRecord
+from edgetrust.human.published import (
+    AGGREGATE_PREDICATE_TYPE,
+    aggregate_payload,
+    log_prefix,
+    published_from_statement,
+    verify_aggregate,
+)
 from edgetrust.human.reviewers import (
     CHALLENGE_TTL,
     REVIEWER_PREDICATE_TYPE,
@@ -44,6 +51,7 @@ from edgetrust.human.tasks import (
     verdict_from_statement,
     verify_verdict,
 )
+from edgetrust.human.vouch import VOUCH_PREDICATE_TYPE, vouch_from_statement
 from edgetrust.identity import public_bytes_from_did
 from edgetrust.log.service import Log
 from edgetrust.statement import IN_TOTO_PAYLOAD_TYPE, Subject, encode_statement
@@ -339,6 +347,64 @@ class HumanService:
             self.record.add_verdict(verdict)
         return {"index": index, "task": task.digest, "answer": verdict.answer}
 
+    # -- vouches and published aggregates ----------------------------------------------------
+
+    def add_vouch(self, log: Log, body: bytes) -> dict[str, Any]:
+        """Log a vouch by a registered reviewer for a registered newcomer (not themselves)."""
+        env = _envelope(_obj(body, "vouch"))
+        signed = _open(env)
+        if signed.statement.predicate_type != VOUCH_PREDICATE_TYPE:
+            raise InvalidInputError("not a human-vouch statement")
+        voucher, newcomer = vouch_from_statement(signed.statement)
+        data = env.to_json()
+        self.sync(log)
+        with self._lock:
+            for did, role in ((voucher, "voucher"), (newcomer, "newcomer")):
+                if not self.record.registry.is_reviewer(did):
+                    raise VerificationError(f"{role} {did:.60} is not a registered reviewer")
+            index, dup = self._log(log, data)
+            if not dup:
+                self.record.vouches.setdefault(newcomer, set()).add(voucher)
+            count = len(self.record.vouches.get(newcomer, ()))
+        return {"index": index, "duplicate": dup, "did": newcomer, "vouchers": count}
+
+    def aggregate_statement(self, log: Log, body: bytes) -> dict[str, Any]:
+        """The aggregate statement for `task` at the log's current size, ready to sign."""
+        digest = _obj(body, "aggregate request").get("task")
+        if not isinstance(digest, str) or len(digest) > 80:
+            raise InvalidInputError("`task` must be a task digest")
+        payload = aggregate_payload(
+            log, digest.removeprefix("sha256:"), rp_id=self.rp_id, origin=self.origin
+        )
+        return {
+            "payloadType": IN_TOTO_PAYLOAD_TYPE,
+            "payload": base64.b64encode(payload).decode(),
+            "next": "sign it with your DID, then POST /v1/human/aggregates",
+        }
+
+    def publish_aggregate(self, log: Log, body: bytes) -> dict[str, Any]:
+        """Re-run a signed aggregate from the log; log it if every field matches."""
+        env = _envelope(_obj(body, "aggregate statement"))
+        signed = _open(env)
+        if signed.statement.predicate_type != AGGREGATE_PREDICATE_TYPE:
+            raise InvalidInputError("not a human-aggregate statement")
+        claim = published_from_statement(signed.statement)
+        if claim.log_size > log.size():
+            raise InvalidInputError("aggregate logSize is beyond the log")
+        verify_aggregate(signed, log_prefix(log, claim.log_size))
+        with self._lock:
+            index, dup = self._log(log, env.to_json())
+        return {
+            "index": index,
+            "duplicate": dup,
+            "task": claim.task,
+            "answer": claim.result,
+            "posterior": claim.confidence,
+            "inputs": list(claim.inputs),
+            "logSize": claim.log_size,
+            "signer": signed.signer,
+        }
+
     # -- reading -----------------------------------------------------------------------------
 
     def tasks(self, log: Log, reviewer: str | None) -> dict[str, Any]:
@@ -391,12 +457,14 @@ class HumanService:
         with self._lock:
             stats = self.record.reputation()
             registered = did is None or self.record.registry.is_reviewer(did)
+            vouches = {k: len(v) for k, v in self.record.vouches.items()}
         rows = [
             {
                 "did": s.did,
                 "reviews": s.reviews,
                 "agreement": s.agreement,
                 "reliability": s.reliability,
+                "vouchers": vouches.get(s.did, 0),
             }
             for s in stats.values()
             if did is None or s.did == did
@@ -407,7 +475,13 @@ class HumanService:
             return (
                 rows[0]
                 if rows
-                else {"did": did, "reviews": 0, "agreement": None, "reliability": None}
+                else {
+                    "did": did,
+                    "reviews": 0,
+                    "agreement": None,
+                    "reliability": None,
+                    "vouchers": vouches.get(did, 0),
+                }
             )
         return {"reviewers": rows}
 
@@ -465,6 +539,9 @@ def human_router(
     post("/review/options", service.review_options)
     post("/review/statement", service.review_statement)
     post("/verdicts", service.submit_verdict)
+    post("/vouches", service.add_vouch)
+    post("/aggregates/statement", service.aggregate_statement)
+    post("/aggregates", service.publish_aggregate)
 
     @router.get("/tasks")
     async def list_tasks(reviewer: str | None = None) -> JSONResponse:

@@ -30,6 +30,7 @@ from edgetrust.human.tasks import (
     task_from_statement,
     verify_verdict,
 )
+from edgetrust.human.vouch import VOUCH_PREDICATE_TYPE, vouch_from_statement
 from edgetrust.log.service import Log
 from edgetrust.receipts import Receipt
 from edgetrust.statement import open_signed_statement
@@ -84,19 +85,30 @@ class HumanRecord:
     verdicts: dict[str, dict[str, Verdict]] = field(default_factory=dict)
     refused: list[str] = field(default_factory=list)
     """One line per review entry that did not verify (kept out of the aggregate)."""
+    vouches: dict[str, set[str]] = field(default_factory=dict)
+    """Newcomer DID -> the distinct registered reviewers who vouched for them."""
+    indices: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Task digest -> reviewer -> log index of the counted verdict (when replayed with indices)."""
 
     @classmethod
-    def from_entries(cls, entries: Iterable[bytes], *, rp_id: str, origin: str) -> HumanRecord:
-        """Replay log entries; entries of other types are skipped."""
+    def from_entries(
+        cls, entries: Iterable[bytes], *, rp_id: str, origin: str, start: int = 0
+    ) -> HumanRecord:
+        """Replay log entries (the first at log index `start`); other types are skipped."""
         rec = cls(ReviewerRegistry(rp_id=rp_id, origin=origin))
-        for entry in entries:
-            rec.apply(entry)
+        for i, entry in enumerate(entries, start):
+            rec.apply(entry, i)
         return rec
 
-    def apply(self, entry: bytes) -> str | None:
+    def vouched(self, did: str, k: int) -> bool:
+        """Whether at least `k` distinct registered reviewers vouched for `did`."""
+        return len(self.vouches.get(did, ())) >= k
+
+    def apply(self, entry: bytes, index: int | None = None) -> str | None:
         """Replay one log entry; its predicate type if it was a human one, else None.
 
-        A review that does not verify is kept out and named in `refused` (never raised).
+        A review or vouch that does not verify is kept out and named in `refused` (never
+        raised). `index` is the entry's log index, kept for counted verdicts.
         """
         try:
             signed = open_signed_statement(entry)
@@ -114,7 +126,15 @@ class HumanRecord:
                 if digest not in self.tasks:
                     raise VerificationError("review of a task not in the log")
                 v = verify_verdict(signed, self.tasks[digest], self.registry)
-                self.add_verdict(v)
+                if self.add_verdict(v) and index is not None:
+                    self.indices.setdefault(v.task, {})[v.reviewer] = index
+            elif ptype == VOUCH_PREDICATE_TYPE:
+                voucher, newcomer = vouch_from_statement(signed.statement)
+                if not self.registry.is_reviewer(voucher):
+                    raise VerificationError(f"voucher {voucher:.60} is not a registered reviewer")
+                if not self.registry.is_reviewer(newcomer):
+                    raise VerificationError(f"{newcomer:.60} must register before being vouched")
+                self.vouches.setdefault(newcomer, set()).add(voucher)
             else:
                 return None
         except Error as exc:
@@ -195,7 +215,9 @@ class HumanAttested:
     """Accept a receipt that `min_reviewers` reviewers judged `answer` with posterior ≥ p.
 
     `answer` defaults to each task's first allowed answer (by convention the affirmative one,
-    e.g. ``"correct"``). The task's subject must be the receipt's output digest.
+    e.g. ``"correct"``). The task's subject must be the receipt's output digest. With
+    `min_vouches` = v > 0, only reviewers whom at least v distinct registered reviewers vouched
+    for count towards `min_reviewers` (the posterior is still over every verdict).
     """
 
     def __init__(
@@ -205,7 +227,11 @@ class HumanAttested:
         min_reviewers: int,
         min_posterior: float,
         answer: str | None = None,
+        min_vouches: int = 0,
     ) -> None:
+        if min_vouches < 0:
+            raise ValueError("`min_vouches` must be at least 0")
+        self.min_vouches = min_vouches
         if min_reviewers < 1:
             raise ValueError("`min_reviewers` must be at least 1")
         if not 0.0 < min_posterior <= 1.0:
@@ -222,8 +248,10 @@ class HumanAttested:
         reasons = []
         for r in mine:
             want = self.answer or r.task.answers[0]
-            if len(r.reviewers) < self.k:
-                reasons.append(f"{len(r.reviewers)} reviewers < {self.k}")
+            counted = [d for d in r.reviewers if self.record.vouched(d, self.min_vouches)]
+            if len(counted) < self.k:
+                vouched = f" vouched by {self.min_vouches}+" if self.min_vouches else ""
+                reasons.append(f"{len(counted)} reviewers{vouched} < {self.k}")
             elif r.answer != want:
                 reasons.append(f"reviewers judged {r.answer!r}, not {want!r}")
             elif r.posterior < self.p:
