@@ -171,6 +171,17 @@ def apply_rescale(x: I64, rs: Rescale, *, channel_axis: int | None = None) -> I6
         shape[channel_axis] = mult.size
         mult = mult.reshape(shape)
     shift = rs.shift
+    if shift >= 31 and x.ndim and x.size and x.dtype == np.int64:
+        # One fused pass when |x|·mult + 2**(shift-1) < 2**63: for x < 0,
+        # (x·m + 2**(s-1) - 1) >> s = -floor((|x|·m + 2**(s-1)) / 2**s) (write |x|·m + 2**(s-1)
+        # = q·2**s + r, 0 ≤ r < 2**s: the left side is floor(-q + (2**s - 1 - r) / 2**s) = -q).
+        xmax = max(int(x.max()), -int(x.min()))
+        if xmax * int(rs.mult.max()) + (1 << (shift - 1)) < (1 << 63):
+            p: I64 = x * mult
+            p += np.int64(1 << (shift - 1))
+            p += x >> 63  # -1 where x < 0
+            p >>= shift
+            return p
     a = np.abs(x)
     if shift < 31:
         left = 31 - shift

@@ -1,0 +1,84 @@
+"""The executor's fast paths give the bits of the plain arithmetic they replace.
+
+Table lookup for element-wise ops (`_lut`) against each op's own `combine`; batched grouped
+and depthwise convolution against the per-group loop. No timing here (see bench/).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+
+from edgetrust.runtime.fixed import FixedExecutor
+from edgetrust.runtime.fixed._elementwise import _Broadcasting
+from tests.runtime.graphs import OPSET, Builder
+
+
+def _elementwise_model() -> bytes:
+    b = Builder(seed=3)
+    c = 8
+    x = "input"
+    bn = b.op(
+        "BatchNormalization",
+        [
+            x,
+            b.const(b.rng.uniform(0.5, 1.5, c).astype(np.float32)),
+            b.const((b.rng.standard_normal(c) * 0.1).astype(np.float32)),
+            b.const((b.rng.standard_normal(c) * 0.1).astype(np.float32)),
+            b.const(b.rng.uniform(0.5, 1.5, c).astype(np.float32)),
+        ],
+    )
+    mul = b.op("Mul", [bn, b.const(b.rng.uniform(0.5, 1.5, (c, 1, 1)).astype(np.float32))])
+    add = b.op("Add", [mul, b.const((b.rng.standard_normal((c, 1, 1)) * 0.1).astype(np.float32))])
+    res = b.op("Add", [add, x])
+    sub = b.op("Sub", [res, bn])
+    sig = b.op("Sigmoid", [sub])
+    out = b.op("Mul", [sig, b.const(np.array(1.5, np.float32))], name="out")
+    graph = helper.make_graph(
+        b.nodes,
+        "lut",
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, c, 48, 48])],
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)],
+        b.inits,
+    )
+    return helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)]
+    ).SerializeToString()
+
+
+@pytest.mark.parametrize("precision", ["int8", "int16"])
+def test_table_lookup_matches_combine(precision: str) -> None:
+    model = _elementwise_model()
+    rng = np.random.default_rng(7)
+    calib = {"input": rng.standard_normal((1, 8, 48, 48)).astype(np.float32)}
+    ex = FixedExecutor(model, precision=precision, calibration=[calib])  # type: ignore[arg-type]
+    x = {"input": (rng.standard_normal((1, 8, 48, 48)) * 1.3).astype(np.float32)}
+    ints = ex.run_integers(x)
+    env = {e.tensor: v.astype(np.int64) for e, v in zip(ex.entries, ints, strict=True)}
+    used = 0
+    for node, op in zip(ex.nodes, ex.ops, strict=True):
+        xs = [env.get(n) for n in node.input]
+        if isinstance(op, _Broadcasting):
+            vals = [op.x(xs, k) for k in op.present()]
+            want = op.combine(vals)
+            assert np.array_equal(op.run(xs), want), node.name
+            used += bool(op.__dict__.get("_lut_cache"))
+    # int8: every element-wise op here is tabulated; int16: only those without per-channel
+    # constants (Sigmoid, the scalar Mul): the others' tables would dwarf the tensors.
+    assert used == (7 if precision == "int8" else 2)
+    again = FixedExecutor(model, precision=precision, plan=ex.plan)  # type: ignore[arg-type]
+    _, t1 = ex.run_traced(x)
+    _, t2 = again.run_traced(x)
+    assert t1.root == t2.root
+
+
+def test_table_lookup_falls_back_outside_the_range() -> None:
+    """Integers beyond ±qmax (never produced by the executor) take the plain path."""
+    model = _elementwise_model()
+    calib = {"input": np.random.default_rng(1).standard_normal((1, 8, 48, 48)).astype(np.float32)}
+    ex = FixedExecutor(model, precision="int8", calibration=[calib])
+    op = ex.ops[0]
+    big = np.full((1, 8, 48, 48), 200, np.int64)
+    big[0, :, 0, 0] = -300
+    assert np.array_equal(op.run([big]), op.combine([big]))
