@@ -55,6 +55,27 @@ def _plot(rounds: list[dict[str, Any]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def _neighbours_option(value: str | None, clients: int, dropout: float) -> int | None:
+    """--neighbours: None (complete graph), a degree, or 'auto' (the least within 1e-6)."""
+    from edgetrust.collab.abort import min_neighbours
+
+    if value is None:
+        return None
+    if value.strip().lower() == "auto":
+        if not 0 <= dropout < 1 or clients < 2:
+            return None  # check_session names the bad setting
+        return min_neighbours(clients, dropout)  # None: only the complete graph is enough
+    try:
+        degree = int(value)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r} is neither a number nor 'auto'", param_hint="--neighbours"
+        ) from None
+    if degree < 1:
+        raise typer.BadParameter("must be at least 1", param_hint="--neighbours")
+    return degree
+
+
 @fl.command()
 def simulate(
     clients: Annotated[int, typer.Option(help="Number of simulated devices.")] = 20,
@@ -116,7 +137,11 @@ def simulate(
         int | None, typer.Option(help="Shamir threshold (default ⌊n/2⌋+1).")
     ] = None,
     neighbours: Annotated[
-        int | None, typer.Option(help="SecAgg+ neighbours per client (default: all).")
+        str | None,
+        typer.Option(
+            help="SecAgg+ neighbours per client: a number, or 'auto' for the fewest whose "
+            "abort risk at --dropout is within 1e-6 (default: all, the complete graph)."
+        ),
     ] = None,
     local_epochs: Annotated[int, typer.Option(help="Local epochs per round.")] = 5,
     lr: Annotated[float, typer.Option(help="Local SGD learning rate.")] = 0.3,
@@ -166,13 +191,14 @@ def simulate(
 
     set_json_mode(json_out)
     optimizer = ServerOptimizer(name=server_optimizer, momentum=server_momentum)
+    degree = _neighbours_option(neighbours, clients, dropout)
     spec = SessionSpec(
         rounds=rounds,
         secagg=secagg,
         aggregator=aggregator,
         byzantine=byzantine,
         threshold=threshold,
-        neighbours=neighbours,
+        neighbours=degree,
         dp=DPConfig(
             clip=clip,
             noise_multiplier=dp_noise,
@@ -303,7 +329,7 @@ def audit(
     """
     from rich.table import Table
 
-    from edgetrust.collab.rounds import audit_log
+    from edgetrust.collab.audit import audit_log
     from edgetrust.data.consent import audit_consent
     from edgetrust.log import Log
 

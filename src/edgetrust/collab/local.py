@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from edgetrust.collab.abort import ABORT_BOUND, abort_bound, min_neighbours
+from edgetrust.collab.abort import check_neighbours
 from edgetrust.collab.dp import PrivacyAccountant, PrivacyBudgetExceededError, noise_for_epsilon
 from edgetrust.collab.messages import (
     AdvertiseKeys,
@@ -207,22 +207,6 @@ def _check_budget(spec: SessionSpec, stop_at_budget: bool) -> None:
     )
 
 
-def _check_abort_risk(spec: SessionSpec, n: int, dropout: float) -> None:
-    """Refuse SecAgg+ neighbourhoods whose abort risk at this dropout exceeds 1e-6."""
-    k = spec.neighbours
-    if not spec.secagg or k is None or k >= n - 1 or dropout == 0:
-        return
-    risk = abort_bound(n, k, spec.threshold_for(n), dropout)
-    if risk <= ABORT_BOUND:
-        return
-    best = min_neighbours(n, dropout)
-    fix = "use the complete graph" if best is None else f"use at least {best}"
-    raise InvalidInputError(
-        f"`neighbours` {k} is too few for {dropout:.0%} dropout among {n} clients: a round "
-        f"aborts with probability up to {risk:.2g} (bound {ABORT_BOUND:g}); {fix}"
-    )
-
-
 def check_session(
     spec: SessionSpec,
     *,
@@ -248,7 +232,11 @@ def check_session(
             f"with dropout {dropout}, {num_clients - drops_per_round} clients remain, below "
             f"the threshold {threshold}: lower `dropout` or `threshold`"
         )
-    _check_abort_risk(spec, num_clients, dropout)
+    if spec.secagg and spec.expected_dropout is None:
+        # The round configs state the abort risk at the dropout being simulated.
+        spec = dataclasses.replace(spec, expected_dropout=dropout)
+    if spec.secagg and spec.expected_dropout is not None:
+        check_neighbours(num_clients, spec.neighbours, threshold, spec.expected_dropout)
     return spec
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edgetrust.collab import robust
+from edgetrust.collab.abort import check_neighbours
 from edgetrust.collab.dp import (
     DPConfig,
     PrivacyAccountant,
@@ -80,6 +81,10 @@ class SessionSpec:
     """Shamir threshold; default ⌊n/2⌋ + 1 (the least the consistency check allows)."""
     neighbours: int | None = None
     """SecAgg+ degree; None for the complete graph."""
+    expected_dropout: float | None = None
+    """The per-client dropout rate secure aggregation should survive: each round config
+    states it with the abort bound of its graph, and a SecAgg+ degree whose bound exceeds
+    1e-6 is refused before the round is logged (see `collab.abort`)."""
     modulus_bits: int = 32
     dp: DPConfig = field(default_factory=lambda: DPConfig(clip=1.0, noise_multiplier=0.0))
     server_optimizer: ServerOptimizer = field(
@@ -111,6 +116,10 @@ class SessionSpec:
             )
         if self.byzantine < 0:
             raise InvalidInputError("`byzantine` must be non-negative")
+        if self.expected_dropout is not None and not (
+            isinstance(self.expected_dropout, int | float) and 0 <= self.expected_dropout < 1
+        ):
+            raise InvalidInputError("`expected_dropout` must be in [0, 1)")
         for name in ("server_lr", "lr", "prox_mu"):
             value = getattr(self, name)
             if value is None and name == "server_lr":
@@ -275,6 +284,8 @@ class Coordinator:
             raise InvalidInputError("a round needs at least 2 participants")
         threshold = spec.threshold_for(n)
         steps = spec.dp_steps_per_round
+        # The abort bound is stated (and checked by RoundConfig) only with secure aggregation.
+        dropout = spec.expected_dropout if spec.secagg else None
         if spec.sample_level and not dp.distributed:
             # DP-SGD: each device adds z·C to every step's gradient sum itself.
             noise = dp.noise_multiplier * dp.clip
@@ -318,6 +329,10 @@ class Coordinator:
             server_optimizer=spec.server_optimizer,
             prox_mu=spec.prox_mu,
             lr_schedule=spec.lr_schedule,
+            expected_dropout=dropout,
+            abort_bound=None
+            if dropout is None
+            else check_neighbours(n, spec.neighbours, threshold, float(dropout)),
             local_epochs=spec.local_epochs,
             lr=spec.lr,
             batch_size=spec.batch_size,
