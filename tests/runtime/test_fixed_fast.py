@@ -82,3 +82,32 @@ def test_table_lookup_falls_back_outside_the_range() -> None:
     big = np.full((1, 8, 48, 48), 200, np.int64)
     big[0, :, 0, 0] = -300
     assert np.array_equal(op.run([big]), op.combine([big]))
+
+
+@pytest.mark.parametrize(
+    ("cin", "cout", "group", "attrs"),
+    [
+        (6, 6, 6, {"pads": [1, 1, 1, 1]}),  # depthwise
+        (6, 12, 3, {"strides": [2, 2], "pads": [0, 1, 1, 0]}),  # shufflenet-style
+        (260, 4, 2, {"pads": [1, 1, 1, 1]}),  # 130 · 9 taps > 1040: two chunks per group
+    ],
+)
+def test_batched_grouped_conv_matches_the_element_view(
+    cin: int, cout: int, group: int, attrs: dict[str, object]
+) -> None:
+    """All groups in one batched matmul: every element equals the referee's own dot product."""
+    from tests.runtime import graphs
+    from tests.runtime.conftest import FullSource, node_io
+
+    rng = np.random.default_rng(group)
+    w = (rng.standard_normal((cout, cin // group, 3, 3)) * 0.3).astype(np.float32)
+    model = graphs.single_op(
+        "Conv", [(2, cin, 7, 7)], consts={1: w}, group=group, **attrs
+    ).SerializeToString()
+    x = {"x0": rng.standard_normal((2, cin, 7, 7)).astype(np.float32)}
+    ex = FixedExecutor(model, precision="int8", calibration=[x])
+    ins, out = node_io(ex, ex.run_integers(x), 0)
+    src = FullSource(ex.ops[0], ins)
+    flat = out.reshape(-1)
+    for j in range(flat.size):
+        assert ex.ops[0].element(j, out.shape, src) == int(flat[j])
