@@ -16,6 +16,7 @@ from edgetrust.encoding import canonical_json, digest_bytes, digest_tensor, pars
 from edgetrust.errors import InvalidInputError, ResourceLimitError, UnsupportedError
 from edgetrust.runtime.fixed import (  # noqa: F401  (importing registers the ops)
     _elementwise,
+    _exact,
     _extra,
     _linear,
     _movement,
