@@ -18,6 +18,7 @@ from edgetrust.runtime.fixed import (  # noqa: F401  (importing registers the op
     _elementwise,
     _exact,
     _extra,
+    _groupnorm,
     _linear,
     _movement,
     _norm,
