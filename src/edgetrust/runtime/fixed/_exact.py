@@ -70,11 +70,16 @@ class _Table(_Broadcasting):
         return "q"
 
     @property
-    def s_in(self) -> Fraction:
-        """The input scale, exactly."""
+    def s_float(self) -> float:
+        """The input scale."""
         s = self.info(0).scale
         assert s is not None
-        return Fraction(s)
+        return s
+
+    @property
+    def s_in(self) -> Fraction:
+        """The input scale, exactly."""
+        return Fraction(self.s_float)
 
     def real(self, q: int) -> Fraction | Decimal:
         """The exact (or 50-digit) real output for input integer q."""
@@ -154,7 +159,7 @@ class Sqrt(_Table):
             return Decimal(0)
         with localcontext() as ctx:
             ctx.prec = _PREC
-            return (Decimal(q) * Decimal(self.info(0).scale)).sqrt()
+            return (Decimal(q) * Decimal(self.s_float)).sqrt()
 
     def entry(self, q: int) -> int:
         """(isqrt(floor(4·q·s / s_out²)) + 1) // 2, saturated."""
@@ -184,7 +189,7 @@ class Elu(_Table):
         """q · s, or α(e**(q·s) - 1)."""
         with localcontext() as ctx:
             ctx.prec = _PREC
-            x = Decimal(q) * Decimal(self.info(0).scale)
+            x = Decimal(q) * Decimal(self.s_float)
             return x if q >= 0 else Decimal(self.alpha) * (x.exp() - 1)
 
     def entry(self, q: int) -> int:
@@ -236,7 +241,7 @@ class Gelu(_Table):
         """The Gelu of q · s in 50 digits."""
         with localcontext() as ctx:
             ctx.prec = _PREC + 10
-            x = Decimal(q) * Decimal(self.info(0).scale)
+            x = Decimal(q) * Decimal(self.s_float)
             if abs(x) > 8:  # erfc(8/√2) < 1e-14 · 2**-30: the series would cancel badly
                 inner = Decimal(1 if x > 0 else -1)
             elif self.approx == "none":

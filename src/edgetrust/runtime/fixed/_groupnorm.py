@@ -25,7 +25,7 @@ from edgetrust.runtime.fixed._norm import LayerNormalization
 class ChannelNorm(LayerNormalization):
     """InstanceNormalization (G = C) and GroupNormalization (num_groups)."""
 
-    op_types = ("InstanceNormalization", "GroupNormalization")
+    op_types = ("InstanceNormalization", "GroupNormalization")  # type: ignore[assignment]
 
     def setup(self) -> None:
         info = self.info(0)
@@ -94,7 +94,8 @@ class ChannelNorm(LayerNormalization):
         p = self.params()
         rs = Rescale.from_params(p["mult"], p["shift"])
         wide = self._wide(x, p["g"].reshape(-1), p["b"].reshape(-1))
-        return self._finish(wide, np.int64(1), np.int64(0), rs).reshape(x.shape)
+        one, zero = np.ones(1, np.int64), np.zeros(1, np.int64)
+        return self._finish(wide, one, zero, rs).reshape(x.shape)
 
     def out_shape(self, src: ElementSource) -> tuple[int, ...]:
         """Same as the input."""
