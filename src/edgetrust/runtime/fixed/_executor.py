@@ -15,6 +15,7 @@ from onnx import TensorProto, numpy_helper
 from edgetrust.encoding import canonical_json, digest_bytes, digest_tensor, parse_json
 from edgetrust.errors import InvalidInputError, ResourceLimitError, UnsupportedError
 from edgetrust.runtime.fixed import (  # noqa: F401  (importing registers the ops)
+    _convt,
     _elementwise,
     _exact,
     _extra,
