@@ -24,6 +24,7 @@ from edgetrust.runtime.fixed import (  # noqa: F401  (importing registers the op
     _movement,
     _norm,
     _pool,
+    _qdq,
     _reduce,
     _shape,
 )
@@ -382,7 +383,8 @@ class FixedExecutor:
                 c = value.astype(np.float64)
                 self.infos[name] = TensorInfo(name, "q", const_scale(c, qmax), c)
             elif value.dtype.kind in "iu":
-                self.infos[name] = TensorInfo(name, "i", None, value.astype(np.int64))
+                ints = value.astype(np.int64)
+                self.infos[name] = TensorInfo(name, "i", None, ints, value.dtype.name)
             elif value.dtype.kind == "b":
                 self.infos[name] = TensorInfo(name, "i", None, value.astype(np.int64))
             else:
