@@ -111,3 +111,23 @@ def test_batched_grouped_conv_matches_the_element_view(
     flat = out.reshape(-1)
     for j in range(flat.size):
         assert ex.ops[0].element(j, out.shape, src) == int(flat[j])
+
+
+def test_in_place_round_float_matches_the_where_form() -> None:
+    """round_float's in-place form equals t + where(|frac| ≥ ½, sign, 0), signed zeros too."""
+    from edgetrust.runtime.fixed._arith import round_float
+
+    rng = np.random.default_rng(0)
+    special = [0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 0.49999999999999994, -0.49999999999999994]
+    special += [-0.3, 0.0, -0.0, np.inf, -np.inf, np.nan, 1e300, -1e300, 4503599627370495.5]
+    with np.errstate(invalid="ignore"):
+        for arr in (
+            np.array(special),
+            rng.standard_normal(10_000) * 100,
+            rng.integers(-1000, 1000, 10_000) / 2.0,
+        ):
+            t = np.trunc(arr)
+            want = t + np.where(np.abs(arr - t) >= 0.5, np.sign(arr), 0.0)
+            got = round_float(arr)
+            assert np.array_equal(got, want, equal_nan=True)
+            assert np.array_equal(np.signbit(got), np.signbit(want))

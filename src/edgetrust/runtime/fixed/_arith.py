@@ -60,9 +60,15 @@ def round_div(x: I64, d: I64 | int) -> I64:
 
 def round_float(x: F64) -> F64:
     """Round float64 values half away from zero, exactly (no x + 0.5 double rounding)."""
-    t = np.trunc(x)
-    frac = x - t  # exact: Sterbenz lemma, |frac| < 1 and t, x share the exponent range
-    out: F64 = t + np.where(np.abs(frac) >= 0.5, np.sign(x), 0.0)
+    out: F64 = np.trunc(x)
+    frac = x - out  # exact: Sterbenz lemma, |frac| < 1 and t, x share the exponent range
+    if out.ndim == 0 or out.dtype != np.float64:
+        return out + np.where(np.abs(frac) >= 0.5, np.sign(x), 0.0)
+    # frac has the sign of x: add ±1 where |frac| ≥ 1/2 (in place), then +0.0 so that -0.0
+    # becomes +0.0 as t + 0.0 did.
+    out += frac >= 0.5
+    out -= frac <= -0.5
+    out += 0.0
     return out
 
 
