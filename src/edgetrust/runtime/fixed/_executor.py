@@ -20,6 +20,7 @@ from edgetrust.runtime.fixed import (  # noqa: F401  (importing registers the op
     _exact,
     _extra,
     _groupnorm,
+    _integer,
     _linear,
     _movement,
     _norm,
