@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from edgetrust.data.dataset import digest_table
 from edgetrust.data.grant import grant_digest, issue_grant, revoke
 from edgetrust.data.recheck import ConsentedWorker, DeviceConsent
 from edgetrust.dsse import Envelope
+from edgetrust.errors import InvalidInputError
 from edgetrust.identity import Identity
 from edgetrust.log import Log
 from edgetrust.log.checkpoint import NoteSigner
@@ -206,6 +208,30 @@ def test_simulate_consented_refuses_the_revoked_device_and_goes_on(
     assert refused.by == ("coordinator" if gate else "device")
     assert after.refused is None and after.participants == 2
     assert result.audited == (2 if gate else 0)
+    # the FL audit passes either way; a round the device refused after its config was logged
+    # is listed as abandoned, and the next round took its number
+    from edgetrust.collab.audit import audit_log
+    from edgetrust.log import Log
+
+    with Log.open(tmp_path) as log:
+        report = audit_log(log, home=tmp_path, require_artifacts=True)
+    assert [r.round for r in report.rounds] == [1, 2]
+    if gate:
+        assert report.abandoned == ()
+    else:
+        ((session, number, _),) = report.abandoned
+        assert session == result.session and number == 2
+
+
+def test_only_the_latest_planned_round_can_be_abandoned(devices: Devices) -> None:
+    plan = devices.coordinator.plan_round(sorted(devices.workers))
+    other = dataclasses.replace(
+        plan, config=dataclasses.replace(plan.config, round=plan.config.round + 1)
+    )
+    with pytest.raises(InvalidInputError, match="latest planned round"):
+        devices.coordinator.abandon_round(other)
+    devices.coordinator.abandon_round(plan)
+    assert devices.coordinator.plan_round(sorted(devices.workers)).config.round == plan.config.round
 
 
 @pytest.mark.parametrize(

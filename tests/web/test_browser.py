@@ -77,6 +77,8 @@ def _pages(world: World) -> dict[str, str]:
         "data-owners": "/data",
         "data": f"/data?owner={world.owner_did}",
         "search": f"/search?q={world.model_digest}",
+        "review": "/review",
+        "witnesses": "/witnesses",
     }
 
 

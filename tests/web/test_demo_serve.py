@@ -6,6 +6,7 @@ tests); `uvicorn.run` is replaced by a client that opens the pages of the app it
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -56,3 +57,48 @@ def test_demo_without_serve_prints_the_way_to_its_pages(
     monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("must not serve"))
     assert run(["demo"]) == 0
     assert "edgetrust demo --serve" in capsys.readouterr().out
+
+
+def _demo_with_companions(console: Any = None, *, home: Path | None = None) -> DemoResult:
+    """The demo's three logs, small: main (a card), federation (one FL round), data-log."""
+    import numpy as np
+
+    from edgetrust.collab import SessionSpec, simulate
+    from edgetrust.data.jobs import DataOwner
+
+    result = _small_demo(console, home=home)
+    assert home is not None
+    simulate(SessionSpec(rounds=1, local_epochs=1), num_clients=3, home=home / "federation")
+    with Log.open(home / "data-log") as data_log:
+        owner = DataOwner(home / "data-ana", identity="ana", log=data_log)
+        src = home / "ana.npz"
+        np.savez(src, x=np.zeros((30, 4)), label=np.arange(30) % 3)
+        owner.add_dataset(src, licence="CC-BY-4.0", name="ana-digits")
+        result.failures = []
+        seen_owner.append(owner.identity.did)
+        owner.close()
+    return result
+
+
+seen_owner: list[str] = []
+
+
+def test_demo_serve_shows_fl_and_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, Any] = {}
+
+    def fake_run(app: Any, **kw: Any) -> None:
+        with TestClient(app) as client:
+            rounds = client.get("/rounds").text
+            found = re.search(r'href="/rounds/([^"]+)"', rounds)
+            assert found, rounds[-1500:]
+            seen["session"] = client.get(f"/rounds/{found.group(1)}").text
+            seen["data"] = client.get("/data").text
+            seen["log"] = client.get("/").text
+
+    monkeypatch.setattr("edgetrust.demo.run_demo", _demo_with_companions)
+    monkeypatch.setattr(uvicorn, "run", fake_run)
+    assert run(["demo", "--serve", "--port", "18998"]) == 0
+    audit = seen["session"][seen["session"].index('id="audit"') :][:1500]
+    assert "pass:" in audit and "round 1 yes" in audit, audit
+    assert seen_owner[-1] in seen["data"]
+    assert "demo-model1" in seen["log"]

@@ -711,9 +711,11 @@ def _serve_demo(home: Path, port: int, url: str, failures: list[str]) -> None:
 
     from edgetrust.node.app import create_app
     from edgetrust.node.settings import NodeSettings
+    from edgetrust.node.web.demo_logs import fold_demo_logs
 
     if failures:
         err.print(f"demo checks came out wrong: {', '.join(failures)}; serving anyway")
+    home = fold_demo_logs(home)  # one log with its FL and data logs too, for every page
     err.print(f"the demo's log: {url} (Ctrl-C to stop)")
     uvicorn.run(
         create_app(settings=NodeSettings(home=home, rate=0)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -108,6 +109,23 @@ def simulate(
             "takes one DP-SGD step a round; needs --secagg (docs/fl.md).",
         ),
     ] = False,
+    adaptive_clip: Annotated[
+        float | None,
+        typer.Option(
+            "--adaptive-clip",
+            help="User-level DP: move --clip each round towards this quantile of the update "
+            "norms (e.g. 0.5; Andrew et al. 2021). The clipped count costs privacy, paid for "
+            "in the accountant's ε.",
+        ),
+    ] = None,
+    count_noise: Annotated[
+        float | None,
+        typer.Option(
+            help="With --adaptive-clip: σ of the noise on the clipped count; must exceed z/2 "
+            "(default: clients / 20 as the paper suggests, but at least z, which costs 15% "
+            "more update noise)."
+        ),
+    ] = None,
     dp_epsilon: Annotated[
         float | None,
         typer.Option(
@@ -163,6 +181,20 @@ def simulate(
         float, typer.Option(help="Server momentum μ (fedavg only; FedAvgM).")
     ] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed for data split, init and dropouts.")] = 0,
+    dataset: Annotated[
+        str,
+        typer.Option(
+            help="What the clients hold: digits, digits-shifted (5× the images, for cohorts "
+            "up to 1,000) or breast-cancer. All ship with scikit-learn."
+        ),
+    ] = "digits",
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            help="Worker processes running the simulated clients' secure aggregation work "
+            "(default: one per core, at most 4; 1: all in this process). The result is the same."
+        ),
+    ] = None,
     strict_budget: Annotated[
         bool,
         typer.Option(help="Refuse the whole run up front if its rounds would exceed the budget."),
@@ -173,7 +205,7 @@ def simulate(
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Run private federated training of the digits MLP among simulated devices.
+    """Run private federated training of an MLP among simulated devices (digits by default).
 
     Each round the coordinator logs the round config, clients train on their own non-IID
     data, clip, add their share of DP noise, quantize and mask their update; the coordinator
@@ -183,6 +215,7 @@ def simulate(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
+    from edgetrust.collab.adaptive import AdaptiveClip
     from edgetrust.collab.dp import DPConfig
     from edgetrust.collab.local import calibrate_noise, check_session
     from edgetrust.collab.local import simulate as run_simulation
@@ -215,17 +248,27 @@ def simulate(
         server_optimizer=optimizer,
         server_lr=server_lr,
         seed=seed,
+        dataset=dataset,
+        model_name=f"{dataset}-fl",
     )
     if dp_epsilon is not None:
         spec = calibrate_noise(spec, num_clients=clients, non_iid_alpha=non_iid, epsilon=dp_epsilon)
         dp_noise = spec.dp.noise_multiplier
+    if adaptive_clip is not None:  # after calibration: the default count noise follows z
+        rule = AdaptiveClip(
+            count_noise=count_noise if count_noise is not None else max(clients / 20, dp_noise),
+            target_quantile=adaptive_clip,
+        )
+        spec = dataclasses.replace(spec, dp=dataclasses.replace(spec.dp, adaptive=rule))
     # Refuse bad settings before the progress display starts: one line on stderr.
+    workers = processes if processes is not None else max(1, min(4, os.cpu_count() or 1))
     spec = check_session(
         spec,
         num_clients=clients,
         dropout=dropout,
         non_iid_alpha=non_iid,
         stop_at_budget=not strict_budget,
+        processes=workers,
     )
     progress = Progress(
         TextColumn("[bold]round {task.completed}/{task.total}"),
@@ -256,7 +299,9 @@ def simulate(
             home=home,
             stop_at_budget=not strict_budget,
             on_round=on_round,
+            processes=workers,
         )
+    timings = list(result.timings) + [None] * (len(result.rounds) - len(result.timings))
     rows = [
         {
             "round": s.round,
@@ -268,8 +313,10 @@ def simulate(
             "model": s.model,
             "recordIndex": s.record_index,
             "seconds": round(s.seconds, 3),
+            "serverSeconds": None if t is None else round(t.server, 3),
+            "slowestClientSeconds": None if t is None else round(t.slowest_client, 3),
         }
-        for s in result.rounds
+        for s, t in zip(result.rounds, timings, strict=True)
     ]
     if plot is not None and rows:
         _plot(rows, plot, f"{clients} clients, secagg={'on' if secagg else 'off'}, z={dp_noise}")
@@ -284,22 +331,40 @@ def simulate(
 
     def human() -> None:
         table = Table(title=f"federated session {result.session[:12]}")
-        for col in ("round", "accuracy", "survivors", "dropped", "ε (cumulative)", "s"):
+        cols = ["round", "accuracy", "survivors", "dropped", "ε (cumulative)", "s"]
+        if secagg:
+            cols += ["server s", "1 client s"]
+        for col in cols:
             table.add_column(col, justify="right")
         for r in rows:
-            table.add_row(
+            cells = [
                 str(r["round"]),
                 f"{100 * (r['accuracy'] or 0):.1f}%",
                 str(r["survivors"]),
                 str(r["dropped"]),
-                "∞ (no DP)" if r["epsilon"] is None else f"{r['epsilon']:.3f}",
+                "∞" if r["epsilon"] is None else f"{r['epsilon']:.3f}",
                 f"{r['seconds']:.2f}",
-            )
+            ]
+            if secagg:
+                cells += [
+                    "–" if r["serverSeconds"] is None else f"{r['serverSeconds']:.2f}",
+                    "–"
+                    if r["slowestClientSeconds"] is None
+                    else f"{r['slowestClientSeconds']:.3f}",
+                ]
+            table.add_row(*cells)
         out.print(table)
         if spec.dp.enabled:
             out.print(
                 f"{spec.dp.guarantee} DP, z = {spec.dp.noise_multiplier:g}, δ = {spec.dp.delta:g}"
                 + (" (distributed DP-SGD)" if spec.dp.distributed else "")
+            )
+        else:
+            out.print("no differential privacy (ε ∞): add --dp-epsilon for a guarantee")
+        if secagg and rows:
+            out.print(
+                "server s: the coordinator's own secure aggregation work; 1 client s: the "
+                "slowest single client's, what a device pays"
             )
         if result.stopped_early:
             out.print(f"[yellow]stopped:[/] {result.stopped_early}")
@@ -364,6 +429,7 @@ def audit(
         "logSize": report.log_size,
         "sessions": list(report.sessions),
         "rounds": rows,
+        "abandoned": [{"session": s, "round": r, "configIndex": i} for s, r, i in report.abandoned],
     }
 
     def human() -> None:
@@ -397,6 +463,12 @@ def audit(
             )
         out.print(table)
         out.print("[green]✓[/] chain, lineage, commitments and privacy budget verified")
+        for sess, number, index in report.abandoned:
+            out.print(
+                f"– round {number} of session {sess[:8]}: config logged at {index}, no record "
+                "(a device refused it or secure aggregation aborted; the next round took its "
+                "number)"
+            )
         if consented:
             out.print(
                 f"[green]✓[/] {len(consented)} round(s) under consent: every participant held a "

@@ -23,7 +23,7 @@ from edgetrust.collab.rounds import (
     RoundConfig,
     RoundRecord,
     apply_update,
-    mean_update,
+    round_update,
 )
 from edgetrust.dsse import Envelope, parse_envelope
 from edgetrust.encoding import canonical_tensor_bytes, digest_bytes
@@ -57,6 +57,9 @@ class AuditReport:
 
     log_size: int
     rounds: tuple[RoundAudit, ...] = field(default_factory=tuple)
+    abandoned: tuple[tuple[str, int, int], ...] = ()
+    """Round configs no record completed, as (session, round, log index): rounds a device
+    refused or secure aggregation aborted after the config was logged."""
 
     @property
     def sessions(self) -> tuple[str, ...]:
@@ -115,6 +118,7 @@ def audit_log(
     cards: dict[str, tuple[int, str]] = {}
     last: dict[str, tuple[RoundRecord, str, str]] = {}  # session -> (record, sha, signer)
     audits: list[RoundAudit] = []
+    completed: set[str] = set()
     for index in range(size):
         raw = log.entry(index)
         try:
@@ -205,8 +209,8 @@ def audit_log(
                 ) from exc
         # 5 privacy budget
         if cfg.noise_multiplier > 0:
-            prev_cfg = None if previous is None else configs[previous[0].config][1]
-            _check_privacy_terms(rec, cfg, prev_cfg, step)
+            prev = None if previous is None else (previous[0], configs[previous[0].config][1])
+            _check_privacy_terms(rec, cfg, prev, step)
             want = epsilon_after(
                 rec.round,
                 noise_multiplier=cfg.noise_multiplier,
@@ -263,14 +267,21 @@ def audit_log(
             )
         )
         last[rec.session] = (rec, sha, signer)
-    return AuditReport(size, tuple(audits))
+        completed.add(rec.config)
+    abandoned = tuple(
+        (cfg.session, cfg.round, index)
+        for sha, (index, cfg, _) in configs.items()
+        if sha not in completed
+    )
+    return AuditReport(size, tuple(audits), abandoned)
 
 
 def _dp_terms(cfg: RoundConfig) -> tuple[Any, ...]:
+    # With adaptive clipping the clip moves every round (checked on its own, step 5).
     return (
         cfg.guarantee,
         cfg.noise_multiplier,
-        cfg.clip,
+        cfg.clip if cfg.adaptive is None else cfg.adaptive,
         cfg.accounting_rate,
         cfg.steps_per_round,
         cfg.delta,
@@ -279,9 +290,15 @@ def _dp_terms(cfg: RoundConfig) -> tuple[Any, ...]:
 
 
 def _check_privacy_terms(
-    rec: RoundRecord, cfg: RoundConfig, prev_cfg: RoundConfig | None, step: str
+    rec: RoundRecord,
+    cfg: RoundConfig,
+    prev: tuple[RoundRecord, RoundConfig] | None,
+    step: str,
 ) -> None:
-    """Step 5's checks before ε: the guarantee stated, the noise ordered, no mid-session change."""
+    """Step 5's checks before ε: the guarantee stated, the noise ordered, no mid-session change.
+
+    With adaptive clipping, also: each round's clip follows from the previous round's count.
+    """
     if (rec.guarantee or "user-level") != cfg.guarantee:
         raise VerificationError(
             f"{step}: record states {rec.guarantee} DP, the config {cfg.guarantee}",
@@ -292,18 +309,37 @@ def _check_privacy_terms(
     if cfg.guarantee == "sample-level" and not cfg.distributed:
         want_std = cfg.noise_multiplier * cfg.clip
     else:
-        want_std = cfg.noise_multiplier * cfg.clip / math.sqrt(cfg.min_survivors)
+        z = cfg.noise_multiplier
+        if cfg.adaptive is not None:
+            z = cfg.adaptive.update_noise_multiplier(z)
+        want_std = z * cfg.clip / math.sqrt(cfg.min_survivors)
     if not cfg.client_noise_std >= want_std * (1 - 1e-9):
         raise VerificationError(
             f"{step}: clients were told to add noise σ={cfg.client_noise_std}, below the "
             f"{want_std:.6g} the accountant assumes",
             step="5 privacy",
         )
-    if prev_cfg is not None and _dp_terms(prev_cfg) != _dp_terms(cfg):
+    if (cfg.adaptive is None) != (rec.clipped_fraction is None):
+        raise VerificationError(
+            f"{step}: the clipped fraction is recorded only with adaptive clipping",
+            step="5 privacy",
+        )
+    if prev is None:
+        return
+    prev_rec, prev_cfg = prev
+    if _dp_terms(prev_cfg) != _dp_terms(cfg):
         raise VerificationError(
             f"{step}: DP parameters changed mid-session, so ε does not compose as recorded",
             step="5 privacy",
         )
+    if cfg.adaptive is not None and prev_rec.clipped_fraction is not None:
+        want_clip = cfg.adaptive.next_clip(prev_cfg.clip, prev_rec.clipped_fraction)
+        if not math.isclose(cfg.clip, want_clip, rel_tol=1e-12):
+            raise VerificationError(
+                f"{step}: clip {cfg.clip:.6g} does not follow from round {prev_rec.round}'s "
+                f"count (adaptive clipping gives {want_clip:.6g})",
+                step="5 privacy",
+            )
 
 
 def _recompute(
@@ -329,7 +365,13 @@ def _recompute(
             raise VerificationError(f"{step}: {exc}", step="7 model") from exc
         return False
     weights, biases = mlp_weights_from_onnx(old)
-    update = mean_update(cfg, aggregate, rec.aggregate_encoding, len(rec.survivors))
+    update, fraction = round_update(cfg, aggregate, rec.aggregate_encoding, len(rec.survivors))
+    if fraction != rec.clipped_fraction:
+        raise VerificationError(
+            f"{step}: the aggregate's clipped count gives {fraction}, not the recorded "
+            f"{rec.clipped_fraction}",
+            step="7 model",
+        )
     direction, new_state = cfg.server_optimizer.step(update, state)
     if new_state is not None and digest_bytes(canonical_tensor_bytes(new_state)) != (
         rec.optimizer_state

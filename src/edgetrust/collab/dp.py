@@ -46,6 +46,7 @@ from functools import lru_cache
 import numpy as np
 import numpy.typing as npt
 
+from edgetrust.collab.adaptive import AdaptiveClip
 from edgetrust.errors import InvalidInputError, ResourceLimitError
 
 __all__ = [
@@ -109,6 +110,9 @@ class DPConfig:
     example_rate: float | None = None
     """Sample-level: q, the Poisson probability that an example is in a local step's batch;
     None lets the driver derive it as batch_size / (mean examples per client)."""
+    adaptive: AdaptiveClip | None = None
+    """User-level only: move `clip` each round towards a quantile of the update norms
+    (Andrew et al. 2021, `collab.adaptive`); `clip` is then the first round's."""
 
     def __post_init__(self) -> None:
         _positive(self.clip, "clip")
@@ -131,6 +135,10 @@ class DPConfig:
             _positive(self.example_rate, "example_rate")
             if self.example_rate > 1:
                 raise InvalidInputError("`example_rate` must be at most 1")
+        if self.adaptive is not None:
+            if self.level != "user":
+                raise InvalidInputError("`adaptive` clipping is for user-level DP-FedAvg only")
+            self.adaptive.update_noise_multiplier(self.noise_multiplier)
 
     @property
     def guarantee(self) -> str:

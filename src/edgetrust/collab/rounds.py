@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edgetrust.collab.abort import check_neighbours
+from edgetrust.collab.adaptive import AdaptiveClip, split_count
 from edgetrust.collab.messages import MaskedInput, verify_commitment
 from edgetrust.collab.optim import ServerOptimizer
 from edgetrust.collab.quantize import Quantizer
@@ -60,6 +61,7 @@ __all__ = [
     "apply_update",
     "envelope_sha256",
     "mean_update",
+    "round_update",
     "sign_round_config",
     "sign_round_record",
 ]
@@ -148,6 +150,9 @@ class RoundConfig:
     abort_bound: float | None = None
     """The union bound on this round's abort probability at `expected_dropout` (see
     `collab.abort`); a SecAgg+ neighbourhood must keep it within `ABORT_BOUND`."""
+    adaptive: AdaptiveClip | None = None
+    """Adaptive clipping (`collab.adaptive`): clients append their noisy clipped bit to the
+    update, and `clip` is this round's, set from the previous round's count."""
     local_epochs: int
     lr: float
     batch_size: int
@@ -186,6 +191,10 @@ class RoundConfig:
                 "round config: distributed DP-SGD is sample-level, one step, with secagg"
             )
         self._check_abort_bound()
+        if self.adaptive is not None:
+            if self.guarantee != "user-level":
+                raise InvalidInputError("round config: adaptiveClip is for user-level DP only")
+            self.adaptive.update_noise_multiplier(self.noise_multiplier)
 
     def _check_abort_bound(self) -> None:
         """The stated abort bound is the one its graph gives, and SecAgg+ keeps it ≤ 1e-6."""
@@ -207,6 +216,11 @@ class RoundConfig:
                 f"gives ({bound:.3g} for {n} clients, neighbours {self.neighbours}, threshold "
                 f"{self.threshold}, dropout {self.expected_dropout:g})"
             )
+
+    @property
+    def extra_coordinates(self) -> int:
+        """Extra coordinates clients append to the model update (1 for adaptive clipping)."""
+        return 0 if self.adaptive is None else 1
 
     @property
     def accounting_rate(self) -> float:
@@ -254,6 +268,7 @@ class RoundConfig:
                 "stepsPerRound": self.steps_per_round,
                 "exampleRate": self.example_rate,
                 "distributed": self.distributed,
+                **({} if self.adaptive is None else {"adaptiveClip": self.adaptive.to_predicate()}),
             },
             "aggregator": self.aggregator,
             "training": {
@@ -315,6 +330,9 @@ class RoundConfig:
             lr_schedule=_req(tr, "lrSchedule", str, w) if "lrSchedule" in tr else "constant",
             expected_dropout=_num(sa, "expectedDropout", w) if "expectedDropout" in sa else None,
             abort_bound=_num(sa, "abortBound", w) if "abortBound" in sa else None,
+            adaptive=AdaptiveClip.from_predicate(dp["adaptiveClip"])
+            if "adaptiveClip" in dp
+            else None,
             local_epochs=_req(tr, "localEpochs", int, w),
             lr=_num(tr, "lr", w),
             batch_size=_req(tr, "batchSize", int, w),
@@ -383,6 +401,9 @@ class RoundRecord:
     accuracy: float | None = None
     consent: Mapping[str, Any] | None = None
     """The participants' data grants (`edgetrust.data.consent`), None for a round without."""
+    clipped_fraction: float | None = None
+    """Adaptive clipping: the noisy fraction of updates within the clip, read from the
+    aggregate, from which the next round's clip follows (None: fixed clip)."""
 
     def to_predicate(self) -> dict[str, Any]:
         """JSON form of the predicate."""
@@ -418,6 +439,11 @@ class RoundRecord:
                 "epsilon": self.epsilon,
                 "epsilonRdp": self.epsilon_rdp,
                 "delta": self.delta,
+                **(
+                    {}
+                    if self.clipped_fraction is None
+                    else {"clippedFraction": self.clipped_fraction}
+                ),
             },
             "metrics": {"accuracy": self.accuracy},
         }
@@ -474,6 +500,7 @@ class RoundRecord:
             delta=opt(priv, "delta"),
             guarantee=None if priv.get("guarantee") is None else _req(priv, "guarantee", str, w),
             accuracy=opt(metrics, "accuracy"),
+            clipped_fraction=opt(priv, "clippedFraction"),
             # Parsed in full by `edgetrust.data.consent`, which owns the format.
             consent=_req(p, "consent", dict, w) if "consent" in p else None,
         )
@@ -598,3 +625,16 @@ def mean_update(
     if aggregate.dtype != np.float64:
         raise VerificationError("plain aggregate is not a float64 vector", step="aggregate")
     return np.asarray(aggregate, dtype=np.float64)
+
+
+def round_update(
+    config: RoundConfig, aggregate: npt.NDArray[Any], encoding: str, count: int
+) -> tuple[npt.NDArray[np.float64], float | None]:
+    """The update a round applies, and its noisy unclipped fraction (adaptive clipping).
+
+    The fraction is None for a round with a fixed clip.
+    """
+    mean = mean_update(config, aggregate, encoding, count)
+    if config.adaptive is None:
+        return mean, None
+    return split_count(mean)

@@ -23,6 +23,7 @@ import numpy.typing as npt
 
 from edgetrust.collab import robust
 from edgetrust.collab.abort import check_neighbours
+from edgetrust.collab.datasets import dataset_shape
 from edgetrust.collab.dp import (
     DPConfig,
     PrivacyAccountant,
@@ -41,7 +42,7 @@ from edgetrust.collab.rounds import (
     RoundRecord,
     apply_update,
     envelope_sha256,
-    mean_update,
+    round_update,
     sign_round_config,
     sign_round_record,
 )
@@ -104,10 +105,13 @@ class SessionSpec:
     hidden: tuple[int, ...] = (32,)
     seed: int = 0
     model_name: str = "digits-fl"
+    dataset: str = "digits"
+    """What the clients hold: "digits", "digits-shifted" or "breast-cancer" (`collab.datasets`)."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.rounds <= 10_000:
             raise InvalidInputError("`rounds` must be in 1..10000")
+        dataset_shape(self.dataset)
         if self.aggregator not in AGGREGATORS:
             raise InvalidInputError(f"`aggregator` must be one of {', '.join(AGGREGATORS)}")
         if self.secagg and self.aggregator != "mean":
@@ -242,7 +246,7 @@ class Coordinator:
         consent: Any = None,
     ) -> None:
         from edgetrust.models import ModelRegistry
-        from edgetrust.zoo import DIGITS_FEATURES, mlp_to_onnx
+        from edgetrust.zoo import mlp_to_onnx
 
         self.spec = spec
         self.identity = identity
@@ -250,7 +254,8 @@ class Coordinator:
         self.registry = ModelRegistry(home)
         self.artifacts = ArtifactStore(home)
         self.session = session or secrets.token_hex(16)
-        self.model = MLP((DIGITS_FEATURES, *spec.hidden, 10))
+        features, classes = dataset_shape(spec.dataset)
+        self.model = MLP((features, *spec.hidden, classes))
         self.accountant = PrivacyAccountant(spec.dp, steps_per_round=spec.dp_steps_per_round)
         self.eval_data = eval_data
         self.consent = consent
@@ -266,6 +271,8 @@ class Coordinator:
         )
         self.log.append(envelope.to_json())
         self.model_digest = card.digest
+        self.clip = spec.dp.clip
+        """The next round's clip: fixed, or moved by adaptive clipping after each round."""
         self.base_model = card.digest
         """The session's first model: what a ``train`` grant names."""
 
@@ -293,12 +300,16 @@ class Coordinator:
             # quantizer clips beyond this bound, which is post-processing and costs no privacy.
             bound = spec.lr * (2 * steps * dp.clip + 6 * math.sqrt(steps) * noise / spec.batch_size)
         else:
-            noise = client_noise_std(
-                clip=dp.clip, noise_multiplier=dp.noise_multiplier, min_survivors=threshold
-            )
+            adaptive = dp.adaptive if dp.enabled else None
+            z = dp.noise_multiplier
+            if adaptive is not None:  # the count is paid for with a little more update noise
+                z = adaptive.update_noise_multiplier(z)
+            noise = client_noise_std(clip=self.clip, noise_multiplier=z, min_survivors=threshold)
             # Updates are clipped to norm C, so each coordinate is within ±C before noise;
             # the noise reaches past C + 6σ with probability ~2e-9 per coordinate.
-            bound = dp.clip + 6 * noise
+            bound = self.clip + 6 * noise
+            if adaptive is not None:  # the clipped bit, ±½, plus its share of σ_b
+                bound = max(bound, 0.5 + 6 * adaptive.count_noise / math.sqrt(threshold))
             if spec.sample_level:  # distributed DP-SGD: one step, its share of the noise
                 bound = spec.lr * (2 * dp.clip + 6 * noise / spec.batch_size)
         config = RoundConfig(
@@ -314,7 +325,7 @@ class Coordinator:
             modulus_bits=spec.modulus_bits,
             neighbours=spec.neighbours,
             quant_bound=bound,
-            clip=dp.clip,
+            clip=self.clip,
             noise_multiplier=dp.noise_multiplier,
             client_noise_std=noise,
             delta=dp.delta,
@@ -329,6 +340,7 @@ class Coordinator:
             server_optimizer=spec.server_optimizer,
             prox_mu=spec.prox_mu,
             lr_schedule=spec.lr_schedule,
+            adaptive=dp.adaptive if dp.enabled and not spec.sample_level else None,
             expected_dropout=dropout,
             abort_bound=None
             if dropout is None
@@ -349,13 +361,30 @@ class Coordinator:
                 round_id=round_id,
                 participants=parts,
                 threshold=threshold,
-                vector_length=self.model.num_params,
+                vector_length=self.model.num_params + config.extra_coordinates,
                 modulus_bits=spec.modulus_bits,
                 neighbours=spec.neighbours,
                 min_survivors=threshold,
             )
         self.round += 1
         return RoundPlan(config, envelope, index, round_id, self.model_bytes, secagg, admission)
+
+    def abandon_round(self, plan: RoundPlan) -> None:
+        """Give up a planned round that will not complete, so the next plan reuses its number.
+
+        For a round a participant refused after its config was logged (its own consent
+        check) or that secure aggregation aborted: the config stays in the log with no record,
+        and the audit lists it as abandoned. Nothing was spent: ε is accounted when a round
+        completes.
+
+        Raises:
+            InvalidInputError: `plan` is not this session's latest planned round.
+        """
+        if plan.config.session != self.session or plan.config.round != self.round:
+            raise InvalidInputError("only the latest planned round can be abandoned")
+        if self.previous_record != plan.config.previous_record:
+            raise InvalidInputError("this round has already completed")
+        self.round -= 1
 
     def complete_round(
         self,
@@ -390,7 +419,7 @@ class Coordinator:
             aggregate = self._robust(vectors)
             encoding = "float64-update"
         aggregate_digest = self.artifacts.put(aggregate)
-        update = mean_update(cfg, aggregate, encoding, len(survivors))
+        update, fraction = round_update(cfg, aggregate, encoding, len(survivors))
         direction, new_state = cfg.server_optimizer.step(update, self.optimizer_state)
         state_digest = None if new_state is None else self.artifacts.put(new_state)
         weights, biases = mlp_weights_from_onnx(self.model_bytes)
@@ -441,6 +470,7 @@ class Coordinator:
             guarantee=cfg.guarantee if spec.dp.enabled else None,
             accuracy=acc,
             consent=None if plan.consent is None else plan.consent.to_predicate(),
+            clipped_fraction=fraction,
         )
         record_env = sign_round_record(record, cfg.model_name, self.identity)
         record_index = self.log.append(record_env.to_json())
@@ -449,6 +479,8 @@ class Coordinator:
         self.previous_record = envelope_sha256(record_env)
         self.model_bytes, self.model_digest = new_bytes, card.digest
         self.optimizer_state = new_state
+        if cfg.adaptive is not None and fraction is not None:
+            self.clip = cfg.adaptive.next_clip(cfg.clip, fraction)
         return RoundSummary(
             cfg.round,
             len(survivors),
@@ -553,6 +585,11 @@ class ClientWorker:
             prox_mu=config.prox_mu,
             schedule=config.lr_schedule,
         )
-        update, _ = clip_update(flatten(trained) - flatten(start), config.clip)
+        update, norm = clip_update(flatten(trained) - flatten(start), config.clip)
         noisy = add_client_noise(update, std=config.client_noise_std, rng=rng)
+        if config.adaptive is not None:
+            # Adaptive clipping: this client's bit, [norm ≤ C] − ½, with its share of σ_b.
+            share = config.adaptive.count_noise / math.sqrt(config.min_survivors)
+            bit = (1.0 if norm <= config.clip else 0.0) - 0.5
+            noisy = np.append(noisy, bit + rng.normal(0.0, share))
         return config.quantizer.quantize(noisy, rng)

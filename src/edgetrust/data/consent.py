@@ -558,11 +558,17 @@ def run_round(coordinator: Any, workers: Mapping[str, Any], *, seed: int = 0) ->
     started = time.perf_counter()
     plan = coordinator.plan_round(sorted(workers))
     vectors = {}
-    for k, (did, worker) in enumerate(sorted(workers.items())):
-        config, _ = worker.open_config(plan.envelope.to_json())
-        vectors[did] = worker.compute_update(
-            config, plan.model_bytes, seed=seed * 1009 + plan.config.round * 31 + k
-        )
+    try:
+        for k, (did, worker) in enumerate(sorted(workers.items())):
+            config, _ = worker.open_config(plan.envelope.to_json())
+            vectors[did] = worker.compute_update(
+                config, plan.model_bytes, seed=seed * 1009 + plan.config.round * 31 + k
+            )
+    except Error:
+        # A device refused (its own consent check): the round's config stays logged without
+        # a record, and the next round takes its number.
+        coordinator.abandon_round(plan)
+        raise
     if plan.secagg is not None:
         server = SecAggServer(config=plan.secagg)
         clients = {

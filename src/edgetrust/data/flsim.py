@@ -130,13 +130,13 @@ def simulate_consented(
                 revoked.append(first)
             if len(workers) < 2:
                 raise InvalidInputError("fewer than 2 consenting devices are left")
-            n, planned = len(workers), coord.round
+            n, size = len(workers), log.size()
             try:
                 rec = run_round(coord, workers, seed=r)
                 outcomes.append(RoundOutcome(r, n, rec.record_index, None, None, None, None))
             except ConsentError as exc:
-                # the gate refuses before the round is planned; a device only after it
-                by = "device" if coord.round > planned else "coordinator"
+                # the gate refuses before the round's config is logged; a device only after it
+                by = "device" if log.size() > size else "coordinator"
                 outcomes.append(
                     RoundOutcome(r, n, None, exc.participant, by, exc.step, exc.message)
                 )

@@ -122,7 +122,9 @@ def _mount(
     app.include_router(capture_router(lambda: node().log))
     from edgetrust.human.http import human_router
 
-    app.include_router(human_router(lambda: node().log))
+    human = human_router(lambda: node().log)
+    app.state.human = human.service  # type: ignore[attr-defined]  # the review page reads it
+    app.include_router(human)
     if cfg.traces:
         from edgetrust.node.routes_traces import trace_router
 

@@ -14,12 +14,12 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from edgetrust.log.service import Log
-from edgetrust.node.web import data_pages, disputes, log_pages, receipt, rounds
+from edgetrust.node.web import data_pages, disputes, log_pages, receipt, review, rounds, witnesses
 from edgetrust.node.web._page import WebContext
 
 __all__ = ["PAGES", "add_web"]
 
-PAGES = [log_pages, receipt, rounds, disputes, data_pages]
+PAGES = [log_pages, receipt, rounds, disputes, data_pages, review, witnesses]
 """Page modules, each with ``router(ctx) -> APIRouter``."""
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "CsrfError",
     "WebContext",
     "check_csrf",
+    "check_did",
     "error_page",
     "int_param",
     "render",
@@ -45,7 +46,7 @@ __all__ = [
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
 """The Content-Security-Policy of every page (no inline script or style anywhere)."""
 CSRF_COOKIE = "et_csrf"
@@ -107,6 +108,8 @@ class WebContext:
     """The node's home (model registry, FL artifacts), when it has one on disk."""
     anchor: Any = None
     """The node's `AutoAnchor` (``node serve --anchor-every``), if it anchors on a chain."""
+    witnesses: Any = field(default=None, repr=False)
+    """The witness cosignatures shown on the log page (`witnesses.WitnessBook`, made lazily)."""
     _index: ExplorerIndex | None = field(default=None, repr=False)
 
     def log(self) -> Log:
@@ -222,6 +225,29 @@ def str_param(request: Request, name: str, default: str = "") -> str:
     if re.search(r"[\x00-\x1f\x7f]", value):
         raise InvalidInputError(f"query parameter {name!r} has control characters")
     return value.strip()
+
+
+_DID = re.compile(r"did:[a-z0-9]{1,20}:[A-Za-z0-9._:%-]{1,180}")
+
+
+def check_did(value: str, what: str = "DID") -> str:
+    """`value` when it is a well-formed DID (a ``did:key`` must name an Ed25519 key).
+
+    Raises:
+        InvalidInputError: malformed.
+    """
+    if not _DID.fullmatch(value):
+        raise InvalidInputError(
+            f"malformed {what}: a DID is did:<method>:<id> (e.g. did:key:z6Mk…)"
+        )
+    if value.startswith("did:key:"):
+        from edgetrust.identity import public_bytes_from_did
+
+        try:
+            public_bytes_from_did(value)
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"malformed {what}: {exc.message}") from exc
+    return value
 
 
 def int_param(

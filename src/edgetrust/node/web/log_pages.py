@@ -23,10 +23,18 @@ from edgetrust.log.checkpoint import (
     parse_note,
 )
 from edgetrust.log.service import Log
-from edgetrust.node.web._page import WebContext, error_page, int_param, render, str_param
+from edgetrust.node.web._page import (
+    WebContext,
+    check_did,
+    error_page,
+    int_param,
+    render,
+    str_param,
+)
 from edgetrust.node.web.charts import line_chart, proof_path
 from edgetrust.node.web.describe import check_entry, describe_entry
 from edgetrust.node.web.index import parse_digest_query
+from edgetrust.node.web.witnesses import book
 
 __all__ = ["NoteLine", "note_lines", "router"]
 
@@ -46,12 +54,15 @@ class NoteLine:
     status: str
     """``"pass"``, ``"fail"`` or ``"skip"`` (a witness this node has no key for)."""
     detail: str
+    key: str = ""
+    """The verifier key (note vkey) the line was checked with, when this node knows it."""
 
 
 def note_lines(note: bytes, log_vkey: str, witness_vkeys: tuple[str, ...] = ()) -> list[NoteLine]:
     """Every signature line of `note`, each checked against the key it claims when known."""
     parsed = parse_note(note)
-    verifiers = [NoteVerifier.from_vkey(k) for k in (log_vkey, *witness_vkeys)]
+    keys = (log_vkey, *witness_vkeys)
+    verifiers = [NoteVerifier.from_vkey(k) for k in keys]
     out = []
     for sig in parsed.signatures:
         role = "witness" if len(sig.signature) == 72 else "log"
@@ -62,6 +73,7 @@ def note_lines(note: bytes, log_vkey: str, witness_vkeys: tuple[str, ...] = ()) 
             except Error as exc:
                 detail = exc.message
         known = [v for v in verifiers if v.matches(sig)]
+        key = next((k for k, v in zip(keys, verifiers, strict=True) if v.matches(sig)), "")
         if not known:
             status, detail = "skip", (detail + "; " if detail else "") + "no key for it here"
         else:
@@ -70,7 +82,7 @@ def note_lines(note: bytes, log_vkey: str, witness_vkeys: tuple[str, ...] = ()) 
                 status = "pass"
             except Error as exc:
                 status, detail = "fail", exc.message
-        out.append(NoteLine(sig.name, sig.key_id.hex(), role, status, detail))
+        out.append(NoteLine(sig.name, sig.key_id.hex(), role, status, detail, key))
     return out
 
 
@@ -108,6 +120,7 @@ def router(ctx: WebContext) -> APIRouter:
     @r.get("/", response_class=HTMLResponse)
     def overview(request: Request) -> HTMLResponse:
         log = ctx.log()
+        witnesses = book(ctx)
         note = log.checkpoint()
         cp = parse_note(note)
         checkpoint = parse_checkpoint_body(cp.text)
@@ -124,7 +137,8 @@ def router(ctx: WebContext) -> APIRouter:
                 "title": "Log",
                 "checkpoint": checkpoint,
                 "note": note.decode("utf-8", "replace"),
-                "lines": note_lines(note, log.verifier_key),
+                "lines": note_lines(note, log.verifier_key, witnesses.vkeys()),
+                "cosignatures": witnesses.listing(),
                 "vkey": log.verifier_key,
                 "chart": chart,
                 "last_sizes": last_sizes,
@@ -200,10 +214,13 @@ def router(ctx: WebContext) -> APIRouter:
             if q:
                 index, indexed, size = ctx.synced_index()
                 limit_before = indexed if before is None else min(before, indexed)
+                if q.lower().startswith("sha256:") and not parse_digest_query(q):
+                    raise InvalidInputError("malformed digest: sha256: and 64 hex digits")
                 if parse_digest_query(q):
                     what = "digest"
                     rows = index.by_digest(q, before=limit_before, limit=PAGE_SIZE)
                 elif q.startswith("did:"):
+                    check_did(q)
                     what = "DID"
                     rows = index.by_did(q, before=limit_before, limit=PAGE_SIZE)
                 else:
@@ -215,6 +232,8 @@ def router(ctx: WebContext) -> APIRouter:
                 indexed = size = 0
         except Error as exc:
             return error_page(request, exc)
+        # Nothing in the whole log names it: a 404 page (still the search page, with its box).
+        missing = bool(q) and not rows and before is None and indexed >= size
         return render(
             request,
             "search.html",
@@ -227,6 +246,7 @@ def router(ctx: WebContext) -> APIRouter:
                 "size": size,
                 "older": rows[-1].index if len(rows) == PAGE_SIZE else None,
             },
+            status=404 if missing else 200,
         )
 
     return r

@@ -65,7 +65,11 @@ def router(ctx: WebContext) -> APIRouter:
 
             home = ctx.node_home()
             if home is None:
-                result = {"status": "skip", "reason": "this node has no home to read models"}
+                result = {
+                    "status": "skip",
+                    "reason": "this node has no home to read models",
+                    "rounds": [],
+                }
             else:
                 report = audit_log(log, home=home, session=session)
                 result = {
@@ -75,7 +79,7 @@ def router(ctx: WebContext) -> APIRouter:
                     "rounds": report.rounds,
                 }
         except Error as exc:
-            result = {"status": "fail", "reason": exc.diagnostics()}
+            result = {"status": "fail", "reason": exc.diagnostics(), "rounds": []}
         if len(audits) >= 64:
             audits.clear()
         audits[key] = result
