@@ -243,19 +243,31 @@ class Device:
         device's lifetime would only re-read and re-hash the same bytes. Files named by path
         are read each time, since they can change on disk.
         """
+        card, data, store = self._resolve_model(ref)
+        return (store() if store is not None else card), data
+
+    def _resolve_model(self, ref: str) -> tuple[ModelCard, bytes, Callable[[], ModelCard] | None]:
+        """`model` without side effects.
+
+        The card, the bytes, and for a file the function that keeps its content-addressed copy
+        (call it once the model has run).
+        """
         cached = self._models.get(ref)
         if cached is not None:
-            return cached
+            return cached[0], cached[1], None
         card, data = self.registry.resolve(ref)
         if Path(ref).is_file():
             # Keep a content-addressed copy of what this device ran, so that its receipts can
             # be re-verified, revealed and challenged later even if the file moves or changes.
-            card, _ = self.registry.add_bytes(
-                data, publisher=self.identity, name=card.name, version=card.version
-            )
-        else:
-            self._models[ref] = (card, data)
-        return card, data
+            def store() -> ModelCard:
+                kept, _ = self.registry.add_bytes(
+                    data, publisher=self.identity, name=card.name, version=card.version
+                )
+                return kept
+
+            return card, data, store
+        self._models[ref] = (card, data)
+        return card, data, None
 
     def infer(
         self,
@@ -270,22 +282,27 @@ class Device:
     ) -> InferenceResult:
         """Run `model` (path, name or digest) on `inputs`, sign a receipt, log it.
 
-        The input commitment is computed, and its salt kept, in a second thread while the
-        model runs (hashlib, file writes and onnxruntime all release the GIL), so on a
-        multi-core device committing to a large input adds almost nothing to the inference
-        time; if the inference fails, the salt is dropped again.
+        The input commitment is computed in a second thread while the model runs (hashlib
+        and onnxruntime both release the GIL), so on a multi-core device committing to a large
+        input adds almost nothing to the inference time. Nothing is written to the home until
+        the model has run: a model the executor refuses leaves the home as it was. Then the
+        model file's copy and the salt are kept, before the receipt is issued and logged.
         """
-        card, model_bytes = self.model(model)
+        card, model_bytes, store = self._resolve_model(model)
         checked = validate_inputs(
             card, inputs, allow_nonfinite=allow_nonfinite, max_bytes=self.max_input_bytes
         )
         ex = self.executor(executor)
-        # The commitment is hashed, and its salt written, while the model runs.
-        pending = _HASHER.submit(self.openings.commit, checked)
+        # The commitment is hashed while the model runs.
+        pending = _HASHER.submit(new_opening, checked)
         try:
             outputs = ex.run(card, model_bytes, checked)
+            if store is not None:
+                card = store()
+            opening = pending.result()
+            self.openings.keep(opening)
             envelope, _ = issue_receipt(
-                opening=pending.result(),
+                opening=opening,
                 issuer=self.identity,
                 card=card,
                 inputs=checked,

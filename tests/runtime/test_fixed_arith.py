@@ -177,3 +177,26 @@ def test_tables_match_the_python_integer_reference(u: int) -> None:
     assert int(nl.tanh_q30(arr)[0]) == ref.tanh_q30(u)
     m, k = nl.exp_q30_parts(arr)
     assert (int(m[0]), int(k[0])) == ref.exp_parts(u)
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(st.integers(-(2**33), 2**33), min_size=1, max_size=8),
+    st.floats(min_value=2.0**-40, max_value=0.999, allow_nan=False),
+)
+def test_apply_rescale_fused_path_is_exact(xs: list[int], ratio: float) -> None:
+    """Accumulator-sized inputs take the one-pass path (|x|·mult < 2**63); same bits."""
+    rs = make_rescale(ratio)
+    got = apply_rescale(np.array(xs, np.int64), rs).tolist()
+    mult = int(rs.mult[0])
+    assert got == [ref.rescale(x, mult, rs.shift) for x in xs]
+
+
+def test_apply_rescale_fused_path_edges() -> None:
+    """Ties, negatives, zero multipliers and the path boundary, per channel."""
+    rs = Rescale(np.array([0, 1 << 30, (1 << 31) - 1, 1 << 31], np.int64), 31)
+    vals = [0, 1, -1, 2, -2, 3, -3, (1 << 31) - 1, -(1 << 31) + 1, 1 << 31, -(1 << 31)]
+    x = np.array([[v] * 4 for v in vals], np.int64)
+    got = apply_rescale(x, rs, channel_axis=1)
+    for i, j in np.ndindex(x.shape):
+        assert got[i, j] == ref.rescale(int(x[i, j]), int(rs.mult[j]), 31)

@@ -608,7 +608,7 @@ def test_resize_nearest_copies_the_elements_float_picks(
         assert np.array_equal(got, want)
 
 
-@pytest.mark.parametrize("mode", ["cubic", "linear"])
+@pytest.mark.parametrize("mode", ["cubic"])  # linear: test_fixed_resize_linear.py
 def test_resize_modes_outside_the_definition_are_refused(mode: str) -> None:
     consts = {1: _EMPTY, 2: np.array([1, 1, 2, 2], np.float32)}
     model = graphs.single_op("Resize", [(1, 1, 2, 2)], consts=consts, opset=13, mode=mode)

@@ -748,6 +748,11 @@ class DeviceResponder:
         return OpenAnswer(ans.entries, chunks, ans.params, ans.param_chunks)
 
 
+def committed_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape a trace commits for a tensor of `shape`: (1,) for a 0-d tensor."""
+    return shape if shape else (1,)
+
+
 def _check_split(lo: int, hi: int, size: int, what: str) -> None:
     """A split query names a subtree of at least two leaves of a tree of `size` leaves."""
     if not (0 <= lo and lo + 2 <= hi <= size):
@@ -1202,6 +1207,9 @@ class DisputeGame:
                     "device", f"the committed input shapes are invalid: {exc}"
                 ) from exc
             self.referee_reads = src.reads
+        # A 0-d tensor is committed as shape (1,) (`TensorCommitment` stores numpy's 1-d
+        # contiguous form of it), so the honest header of a scalar entry says [1].
+        shape = committed_shape(shape)
         if (dtype, shape) != (self.leaf.dtype, self.leaf.shape):
             raise _DecidedError(
                 "device",

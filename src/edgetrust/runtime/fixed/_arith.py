@@ -60,9 +60,15 @@ def round_div(x: I64, d: I64 | int) -> I64:
 
 def round_float(x: F64) -> F64:
     """Round float64 values half away from zero, exactly (no x + 0.5 double rounding)."""
-    t = np.trunc(x)
-    frac = x - t  # exact: Sterbenz lemma, |frac| < 1 and t, x share the exponent range
-    out: F64 = t + np.where(np.abs(frac) >= 0.5, np.sign(x), 0.0)
+    out: F64 = np.trunc(x)
+    frac = x - out  # exact: Sterbenz lemma, |frac| < 1 and t, x share the exponent range
+    if out.ndim == 0 or out.dtype != np.float64:
+        return out + np.where(np.abs(frac) >= 0.5, np.sign(x), 0.0)
+    # frac has the sign of x: add ±1 where |frac| ≥ 1/2 (in place), then +0.0 so that -0.0
+    # becomes +0.0 as t + 0.0 did.
+    out += frac >= 0.5
+    out -= frac <= -0.5
+    out += 0.0
     return out
 
 
@@ -171,6 +177,17 @@ def apply_rescale(x: I64, rs: Rescale, *, channel_axis: int | None = None) -> I6
         shape[channel_axis] = mult.size
         mult = mult.reshape(shape)
     shift = rs.shift
+    if shift >= 31 and x.ndim and x.size and x.dtype == np.int64:
+        # One fused pass when |x|·mult + 2**(shift-1) < 2**63: for x < 0,
+        # (x·m + 2**(s-1) - 1) >> s = -floor((|x|·m + 2**(s-1)) / 2**s) (write |x|·m + 2**(s-1)
+        # = q·2**s + r, 0 ≤ r < 2**s: the left side is floor(-q + (2**s - 1 - r) / 2**s) = -q).
+        xmax = max(int(x.max()), -int(x.min()))
+        if xmax * int(rs.mult.max()) + (1 << (shift - 1)) < (1 << 63):
+            p: I64 = x * mult
+            p += np.int64(1 << (shift - 1))
+            p += x >> 63  # -1 where x < 0
+            p >>= shift
+            return p
     a = np.abs(x)
     if shift < 31:
         left = 31 - shift

@@ -49,6 +49,8 @@ class TensorInfo:
     """Real value of one integer step, for "q" tensors."""
     const: npt.NDArray[Any] | None = None
     """The float64 (for "q") or int64 (for "i") value when known from the model alone."""
+    dtype: str | None = None
+    """The initializer's own numpy dtype name (zero points: uint8 or int8), when one."""
 
 
 class ElementSource(Protocol):

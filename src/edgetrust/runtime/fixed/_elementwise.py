@@ -49,6 +49,7 @@ from edgetrust.runtime.fixed._base import (
     register,
     unravel,
 )
+from edgetrust.runtime.fixed._lut import const_pattern, lut_run
 
 
 class _Broadcasting(Op):
@@ -68,10 +69,34 @@ class _Broadcasting(Op):
         """The integer definition on broadcast-compatible arrays."""
         raise NotImplementedError
 
+    lut = False
+    """Whether `run` may evaluate `combine` by table (`_lut`): element-wise, real output."""
+
+    def lut_pattern(self, vals: list[I64], ndim: int) -> tuple[int, ...] | None:
+        """Shape (rank `ndim`) along which the op's constants vary: the constant inputs'."""
+        present = self.present()
+        return const_pattern(
+            [vals[i].shape for i, k in enumerate(present) if self.is_const(k)], ndim
+        )
+
+    def set_out_scale(self, scale: float | None) -> None:
+        """Fix the output scale (and forget any table built for another)."""
+        self.__dict__.pop("_lut_cache", None)
+        super().set_out_scale(scale)
+
     def run(self, xs: Sequence[I64 | None]) -> I64:
-        """Broadcast and combine."""
+        """Broadcast and combine (by table when `lut` applies: the same integers)."""
         vals = [self.x(xs, k) for k in self.present()]
         broadcast_shapes([v.shape for v in vals], lambda: f"node {self.label}")
+        if self.lut and self.out_kind() == "q":
+            present = self.present()
+            var = [i for i, k in enumerate(present) if not self.is_const(k)]
+            if var and all(self.info(present[i]).kind == "q" for i in var):
+                cache = self.__dict__.setdefault("_lut_cache", {})
+                pattern = self.lut_pattern(vals, vals[var[0]].ndim)
+                out = lut_run(cache, vals, var, pattern, self.qmax, self.combine)
+                if out is not None:
+                    return out
         return self.combine(vals)
 
     def element(self, flat: int, out_shape: tuple[int, ...], src: ElementSource) -> int:
@@ -86,6 +111,8 @@ class _Broadcasting(Op):
 
 class _Rescaled(_Broadcasting):
     """Element-wise ops on real inputs whose wide result is requantized to a calibrated scale."""
+
+    lut = True
 
     def wide_scale(self) -> float:
         """Real value of one step of the wide (pre-requantization) integer."""
@@ -417,7 +444,14 @@ class BatchNormalization(_Rescaled):
 
     def set_out_scale(self, scale: float | None) -> None:
         """Requantization goes through params (it depends on the constants)."""
+        self.__dict__.pop("_lut_cache", None)
         self.out_scale = scale
+
+    def lut_pattern(self, vals: list[I64], ndim: int) -> tuple[int, ...] | None:
+        """A_c and B_c vary along the channel axis (1)."""
+        if ndim < 2:
+            return None
+        return (1, self.channels) + (1,) * (ndim - 2)
 
     def make_params(self) -> dict[str, I64]:
         """a, b (per channel), mult, shift."""
@@ -467,6 +501,8 @@ class BatchNormalization(_Rescaled):
 
 class _Unary(_Broadcasting):
     """Nonlinear functions of one real input, through Q16 arguments."""
+
+    lut = True
 
     def setup(self) -> None:
         info = self.info(0)

@@ -15,12 +15,17 @@ from onnx import TensorProto, numpy_helper
 from edgetrust.encoding import canonical_json, digest_bytes, digest_tensor, parse_json
 from edgetrust.errors import InvalidInputError, ResourceLimitError, UnsupportedError
 from edgetrust.runtime.fixed import (  # noqa: F401  (importing registers the ops)
+    _convt,
     _elementwise,
+    _exact,
     _extra,
+    _groupnorm,
+    _integer,
     _linear,
     _movement,
     _norm,
     _pool,
+    _qdq,
     _reduce,
     _shape,
 )
@@ -379,7 +384,8 @@ class FixedExecutor:
                 c = value.astype(np.float64)
                 self.infos[name] = TensorInfo(name, "q", const_scale(c, qmax), c)
             elif value.dtype.kind in "iu":
-                self.infos[name] = TensorInfo(name, "i", None, value.astype(np.int64))
+                ints = value.astype(np.int64)
+                self.infos[name] = TensorInfo(name, "i", None, ints, value.dtype.name)
             elif value.dtype.kind == "b":
                 self.infos[name] = TensorInfo(name, "i", None, value.astype(np.int64))
             else:

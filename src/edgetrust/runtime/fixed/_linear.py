@@ -403,7 +403,6 @@ class Conv(_Dense):
         oh, ow, pt, pl, pb, pr = self.geometry(h, w_)
         wts = self.weights()
         dtype, kmax = matmul_chunk(self.qmax, self.qmax)
-        ocg = self.oc // self.group
         sh, sw = self.strides
         dh, dw = self.dilations
         if dtype is None:  # pragma: no cover - only for precisions wider than int16
@@ -417,41 +416,41 @@ class Conv(_Dense):
         n_chunks = -(-self.cg // cmax)
         cstep = -(-self.cg // n_chunks)
         m = n * oh * ow
-        out = np.empty((self.oc, m), np.int64)
-        for g in range(self.group):
-            acc: I64 | None = None
-            for c0 in range(0, self.cg, cstep):
-                c1 = min(self.cg, c0 + cstep)
-                xg = xp[:, g * self.cg + c0 : g * self.cg + c1]
-                # im2col as (channels · taps, N · OH · OW): one strided copy per tap.
-                cols = np.empty((c1 - c0, self.kh, self.kw, n, oh, ow), dtype)
-                for i in range(self.kh):
-                    for j in range(self.kw):
-                        y0, x0 = i * dh, j * dw
-                        tap = xg[
-                            :, :, y0 : y0 + (oh - 1) * sh + 1 : sh, x0 : x0 + (ow - 1) * sw + 1 : sw
-                        ]
-                        cols[:, i, j] = tap.transpose(1, 0, 2, 3)
-                wc = self._conv_weights(g, c0, c1, dtype)
-                # Exact: each dot product has (c1 - c0)·taps ≤ kmax terms (see matmul_chunk).
-                part = (wc @ cols.reshape(-1, m)).astype(np.int64)
-                acc = part if acc is None else acc + part
-            assert acc is not None
-            acc += wts["b"][g * ocg : (g + 1) * ocg, None]
-            out[g * ocg : (g + 1) * ocg] = acc
+        g_n, cg = self.group, self.cg
+        acc: I64 | None = None
+        for c0 in range(0, cg, cstep):
+            c1 = min(cg, c0 + cstep)
+            # Channels [c0, c1) of every group at once: xg is (N, G, c1 - c0, H', W').
+            xg = xp.reshape(n, g_n, cg, *xp.shape[2:])[:, :, c0:c1]
+            # im2col as (G, channels · taps, N · OH · OW): one strided copy per tap.
+            cols = np.empty((g_n, c1 - c0, self.kh, self.kw, n, oh, ow), dtype)
+            for i in range(self.kh):
+                for j in range(self.kw):
+                    y0, x0 = i * dh, j * dw
+                    tap = xg[
+                        ..., y0 : y0 + (oh - 1) * sh + 1 : sh, x0 : x0 + (ow - 1) * sw + 1 : sw
+                    ]
+                    cols[:, :, i, j] = tap.transpose(1, 2, 0, 3, 4)
+            wc = self._conv_weights(c0, c1, dtype)
+            # Exact: each dot product has (c1 - c0)·taps ≤ kmax terms (see matmul_chunk).
+            part = np.matmul(wc, cols.reshape(g_n, -1, m)).astype(np.int64)
+            acc = part if acc is None else acc + part
+        assert acc is not None
+        out = acc.reshape(self.oc, m)
+        out += wts["b"][:, None]
         res = out.reshape(self.oc, n, oh, ow)
         return res[None, :, 0] if n == 1 else np.ascontiguousarray(res.transpose(1, 0, 2, 3))
 
-    def _conv_weights(self, g: int, c0: int, c1: int, dtype: Any) -> npt.NDArray[Any]:
-        """Weights of group g, channels [c0, c1), as (OCg, channels · taps) floats (cached)."""
-        cache: dict[tuple[int, int, int], npt.NDArray[Any]] = self.__dict__.setdefault(
-            "_wcache", {}
-        )
-        key = (g, c0, c1)
+    def _conv_weights(self, c0: int, c1: int, dtype: Any) -> npt.NDArray[Any]:
+        """Channels [c0, c1) of every group as (G, OCg, channels · taps) floats (cached)."""
+        cache: dict[tuple[int, int], npt.NDArray[Any]] = self.__dict__.setdefault("_wcache", {})
+        key = (c0, c1)
         if key not in cache:
             ocg = self.oc // self.group
-            wg = self.weights()["w"][g * ocg : (g + 1) * ocg].reshape(ocg, self.cg, -1)
-            cache[key] = np.ascontiguousarray(wg[:, c0:c1].reshape(ocg, -1), dtype=dtype)
+            wg = self.weights()["w"].reshape(self.group, ocg, self.cg, -1)
+            cache[key] = np.ascontiguousarray(
+                wg[:, :, c0:c1].reshape(self.group, ocg, -1), dtype=dtype
+            )
         return cache[key]
 
     def channel_axis(self, ndim: int) -> int:

@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edgetrust.errors import InvalidInputError
-from edgetrust.runtime.fixed._arith import I64, quantize
+from edgetrust.runtime.fixed._arith import I64, quantize, round_shift
 from edgetrust.runtime.fixed._base import (
     ElementSource,
     broadcast_index,
@@ -230,11 +230,19 @@ class Resize(_Movement):
     """
 
     op_types = ("Resize", "Upsample")
+    modes: tuple[str, ...] = ("nearest",)
+
+    def __new__(cls, node: Any, *args: Any, **kwargs: Any) -> Resize:
+        """Linear (and bilinear) modes are `ResizeLinear`."""
+        modes = [a.s for a in node.attribute if a.name == "mode"]
+        if cls is Resize and modes and modes[0] in (b"linear", b"bilinear"):
+            return super().__new__(ResizeLinear)
+        return super().__new__(cls)
 
     def setup(self) -> None:
         mode = _text(self.attrs.get("mode"), "nearest")
-        if mode != "nearest":
-            raise self.fail(f"mode={mode} is not supported (only nearest)")
+        if mode not in self.modes:
+            raise self.fail(f"mode={mode} is not supported (only nearest and linear)")
         self.coord = _text(self.attrs.get("coordinate_transformation_mode"), "half_pixel")
         if self.node.op_type == "Upsample" or self.settings.opset < 11:
             self.coord = "asymmetric"
@@ -339,3 +347,118 @@ class Resize(_Movement):
             for i, n, m, r in zip(unravel(flat, out_shape), in_shape, out, scales, strict=True)
         ]
         return ravel(idx, in_shape)
+
+
+_LIN_F = 16  # interpolation weights in Q16
+_LIN_MAX_AXES = 2
+
+
+class ResizeLinear(Resize):
+    """Resize / Upsample in linear mode, over at most two interpolated axes.
+
+    Per axis (input size n, output size m, scale r): the source coordinate v = T(x) in exact
+    rationals (`coordinate_transformation_mode`: half_pixel, pytorch_half_pixel, align_corners,
+    asymmetric), clamped to [0, n - 1]; i0 = floor(v), i1 = min(i0 + 1, n - 1),
+    W1 = round(2**16 · (v - i0)), W0 = 2**16 - W1. An axis where every output index maps to
+    the same input index with weight 2**16 is not interpolated. With d ≤ 2 interpolated axes,
+    ``out = round_shift(Σ Π W · q, 16 · d)`` over the 2**d corners, exact int64, at the input's
+    scale (a convex combination: nothing saturates).
+    """
+
+    modes = ("linear", "bilinear")
+    movement = False
+
+    def setup(self) -> None:
+        super().setup()
+        if self.info(0).kind != "q":
+            raise self.fail("linear mode needs a real tensor")
+        if self.coord == "tf_half_pixel_for_nn":
+            raise self.fail("tf_half_pixel_for_nn is for nearest mode")
+
+    def _coord(self, x: int, n: int, m: int, r: Fraction) -> Fraction:
+        c = self.coord
+        if c == "half_pixel":
+            v = (x + Fraction(1, 2)) / r - Fraction(1, 2)
+        elif c == "pytorch_half_pixel":
+            v = (x + Fraction(1, 2)) / r - Fraction(1, 2) if m > 1 else Fraction(0)
+        elif c == "align_corners":
+            v = Fraction(x * (n - 1), m - 1) if m > 1 else Fraction(0)
+        else:
+            v = x / r
+        return min(max(v, Fraction(0)), Fraction(n - 1))
+
+    def axis_weights(self, shape: tuple[int, ...]) -> list[tuple[int, I64, I64, I64] | None]:
+        """Per axis: None (not interpolated) or (axis, i0, i1, W1) over the output indices."""
+        out, scales = self._plan(shape)
+        res: list[tuple[int, I64, I64, I64] | None] = []
+        for axis, (n, m, r) in enumerate(zip(shape, out, scales, strict=True)):
+            i0, i1, w1 = [], [], []
+            for x in range(m):
+                v = self._coord(x, n, m, r)
+                fl = v.numerator // v.denominator
+                w = (v - fl) * (1 << _LIN_F)
+                i0.append(fl)
+                i1.append(min(fl + 1, n - 1))
+                w1.append(int(w.numerator * 2 + w.denominator) // (2 * w.denominator))
+            if m == n and i0 == list(range(n)) and not any(w1):
+                res.append(None)
+            else:
+                res.append(
+                    (axis, np.array(i0, np.int64), np.array(i1, np.int64), np.array(w1, np.int64))
+                )
+        if sum(a is not None for a in res) > _LIN_MAX_AXES:
+            raise self.fail(f"linear interpolation over more than {_LIN_MAX_AXES} axes")
+        return res
+
+    def scale_policy(self) -> Any:
+        """The input's scale."""
+        return self.info(0).scale
+
+    def run(self, xs: Any) -> I64:
+        """Interpolate axis by axis in exact int64, round once."""
+        a = self.x(xs, 0)
+        shape = tuple(a.shape)
+        self.target(shape, {})
+        d = 0
+        for spec in self.axis_weights(shape):
+            if spec is None:
+                continue
+            axis, i0, i1, w1 = spec
+            bshape = [1] * a.ndim
+            bshape[axis] = -1
+            w1b = w1.reshape(bshape)
+            a = ((1 << _LIN_F) - w1b) * np.take(a, i0, axis=axis) + w1b * np.take(a, i1, axis=axis)
+            d += 1
+        return np.ascontiguousarray(round_shift(a, _LIN_F * d)) if d else a.copy()
+
+    def calib_max(self, xs: Any) -> float:  # pragma: no cover - the scale is the input's
+        """Not calibrated."""
+        return 0.0
+
+    def out_shape(self, src: ElementSource) -> tuple[int, ...]:
+        """The resized shape."""
+        return self.target(self.in_shape(src, 0), {})
+
+    def element(self, flat: int, out_shape: tuple[int, ...], src: ElementSource) -> int:
+        """Read the 2**d corners."""
+        in_shape = self.in_shape(src, 0)
+        idx = unravel(flat, out_shape)
+        base = list(idx)
+        corners: list[tuple[list[int], int]] = [([], 1)]
+        d = 0
+        specs = self.axis_weights(in_shape)
+        for axis, spec in enumerate(specs):
+            if spec is None:
+                corners = [([*c, idx[axis]], w) for c, w in corners]
+                continue
+            _, i0, i1, w1 = spec
+            x = base[axis]
+            wa, wb = (1 << _LIN_F) - int(w1[x]), int(w1[x])
+            corners = [([*c, int(i0[x])], w * wa) for c, w in corners] + [
+                ([*c, int(i1[x])], w * wb) for c, w in corners
+            ]
+            d += 1
+        flats = np.array([ravel(c, in_shape) for c, _ in corners], np.int64)
+        vals = self.read(src, 0, flats)
+        total = sum(int(v) * w for v, (_, w) in zip(vals.tolist(), corners, strict=True))
+        return int(round_shift(np.array([total], np.int64), _LIN_F * d)[0])

@@ -9,6 +9,7 @@ Pooling keeps the input's scale. Max is exact. Averages are ``round_div(Σ windo
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -104,6 +105,21 @@ class _Windowed(_Pool):
         win = win[:, :, : (oh - 1) * sh + 1 : sh, : (ow - 1) * sw + 1 : sw, ::dh, ::dw]
         return win, oh, ow, pt, pl, pb, pr
 
+    def _tap_fold(self, x: I64, fill: int, fold: Any) -> I64:
+        """fold(acc, tap) over the window's taps, one strided slice each (order-free folds:
+        max and exact integer sums), in place on a fresh accumulator."""
+        win = self._windows(x, fill)[0]
+        acc: I64 | None = None
+        for i in range(self.kh):
+            for j in range(self.kw):
+                tap = win[..., i, j]
+                if acc is None:
+                    acc = np.array(tap, dtype=np.int64)
+                else:
+                    fold(acc, tap, out=acc)
+        assert acc is not None
+        return acc
+
     def out_shape(self, src: ElementSource) -> tuple[int, ...]:
         """(N, C, OH, OW)."""
         shape = src.input_shape(0)
@@ -134,9 +150,7 @@ class MaxPool(_Windowed):
 
     def run(self, xs: Sequence[I64 | None]) -> I64:
         """Max over each window."""
-        win = self._windows(self.x(xs, 0), _NEG)[0]
-        out: I64 = win.max(axis=(-2, -1))
-        return out
+        return self._tap_fold(self.x(xs, 0), _NEG, np.maximum)
 
     def element(self, flat: int, out_shape: tuple[int, ...], src: ElementSource) -> int:
         """Max of the window's in-range elements."""
@@ -172,8 +186,7 @@ class AveragePool(_Windowed):
     def run(self, xs: Sequence[I64 | None]) -> I64:
         """Window sums divided by per-position counts."""
         x = self.x(xs, 0)
-        win = self._windows(x, 0)[0]
-        total = win.sum(axis=(-2, -1))
+        total = self._tap_fold(x, 0, np.add)
         return round_div(total, self.counts(x.shape[2], x.shape[3]))
 
     def element(self, flat: int, out_shape: tuple[int, ...], src: ElementSource) -> int:

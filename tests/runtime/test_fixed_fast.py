@@ -1,0 +1,133 @@
+"""The executor's fast paths give the bits of the plain arithmetic they replace.
+
+Table lookup for element-wise ops (`_lut`) against each op's own `combine`; batched grouped
+and depthwise convolution against the per-group loop. No timing here (see bench/).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+
+from edgetrust.runtime.fixed import FixedExecutor
+from edgetrust.runtime.fixed._elementwise import _Broadcasting
+from tests.runtime.graphs import OPSET, Builder
+
+
+def _elementwise_model() -> bytes:
+    b = Builder(seed=3)
+    c = 8
+    x = "input"
+    bn = b.op(
+        "BatchNormalization",
+        [
+            x,
+            b.const(b.rng.uniform(0.5, 1.5, c).astype(np.float32)),
+            b.const((b.rng.standard_normal(c) * 0.1).astype(np.float32)),
+            b.const((b.rng.standard_normal(c) * 0.1).astype(np.float32)),
+            b.const(b.rng.uniform(0.5, 1.5, c).astype(np.float32)),
+        ],
+    )
+    mul = b.op("Mul", [bn, b.const(b.rng.uniform(0.5, 1.5, (c, 1, 1)).astype(np.float32))])
+    add = b.op("Add", [mul, b.const((b.rng.standard_normal((c, 1, 1)) * 0.1).astype(np.float32))])
+    res = b.op("Add", [add, x])
+    sub = b.op("Sub", [res, bn])
+    sig = b.op("Sigmoid", [sub])
+    out = b.op("Mul", [sig, b.const(np.array(1.5, np.float32))], name="out")
+    graph = helper.make_graph(
+        b.nodes,
+        "lut",
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, c, 48, 48])],
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)],
+        b.inits,
+    )
+    return helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)]
+    ).SerializeToString()
+
+
+@pytest.mark.parametrize("precision", ["int8", "int16"])
+def test_table_lookup_matches_combine(precision: str) -> None:
+    model = _elementwise_model()
+    rng = np.random.default_rng(7)
+    calib = {"input": rng.standard_normal((1, 8, 48, 48)).astype(np.float32)}
+    ex = FixedExecutor(model, precision=precision, calibration=[calib])  # type: ignore[arg-type]
+    x = {"input": (rng.standard_normal((1, 8, 48, 48)) * 1.3).astype(np.float32)}
+    ints = ex.run_integers(x)
+    env = {e.tensor: v.astype(np.int64) for e, v in zip(ex.entries, ints, strict=True)}
+    used = 0
+    for node, op in zip(ex.nodes, ex.ops, strict=True):
+        xs = [env.get(n) for n in node.input]
+        if isinstance(op, _Broadcasting):
+            vals = [op.x(xs, k) for k in op.present()]
+            want = op.combine(vals)
+            assert np.array_equal(op.run(xs), want), node.name
+            used += bool(op.__dict__.get("_lut_cache"))
+    # int8: every element-wise op here is tabulated; int16: only those without per-channel
+    # constants (Sigmoid, the scalar Mul): the others' tables would dwarf the tensors.
+    assert used == (7 if precision == "int8" else 2)
+    again = FixedExecutor(model, precision=precision, plan=ex.plan)  # type: ignore[arg-type]
+    _, t1 = ex.run_traced(x)
+    _, t2 = again.run_traced(x)
+    assert t1.root == t2.root
+
+
+def test_table_lookup_falls_back_outside_the_range() -> None:
+    """Integers beyond ±qmax (never produced by the executor) take the plain path."""
+    model = _elementwise_model()
+    calib = {"input": np.random.default_rng(1).standard_normal((1, 8, 48, 48)).astype(np.float32)}
+    ex = FixedExecutor(model, precision="int8", calibration=[calib])
+    op = ex.ops[0]
+    big = np.full((1, 8, 48, 48), 200, np.int64)
+    big[0, :, 0, 0] = -300
+    assert np.array_equal(op.run([big]), op.combine([big]))
+
+
+@pytest.mark.parametrize(
+    ("cin", "cout", "group", "attrs"),
+    [
+        (6, 6, 6, {"pads": [1, 1, 1, 1]}),  # depthwise
+        (6, 12, 3, {"strides": [2, 2], "pads": [0, 1, 1, 0]}),  # shufflenet-style
+        (260, 4, 2, {"pads": [1, 1, 1, 1]}),  # 130 · 9 taps > 1040: two chunks per group
+    ],
+)
+def test_batched_grouped_conv_matches_the_element_view(
+    cin: int, cout: int, group: int, attrs: dict[str, object]
+) -> None:
+    """All groups in one batched matmul: every element equals the referee's own dot product."""
+    from tests.runtime import graphs
+    from tests.runtime.conftest import FullSource, node_io
+
+    rng = np.random.default_rng(group)
+    w = (rng.standard_normal((cout, cin // group, 3, 3)) * 0.3).astype(np.float32)
+    model = graphs.single_op(
+        "Conv", [(2, cin, 7, 7)], consts={1: w}, group=group, **attrs
+    ).SerializeToString()
+    x = {"x0": rng.standard_normal((2, cin, 7, 7)).astype(np.float32)}
+    ex = FixedExecutor(model, precision="int8", calibration=[x])
+    ins, out = node_io(ex, ex.run_integers(x), 0)
+    src = FullSource(ex.ops[0], ins)
+    flat = out.reshape(-1)
+    for j in range(flat.size):
+        assert ex.ops[0].element(j, out.shape, src) == int(flat[j])
+
+
+def test_in_place_round_float_matches_the_where_form() -> None:
+    """round_float's in-place form equals t + where(|frac| ≥ ½, sign, 0), signed zeros too."""
+    from edgetrust.runtime.fixed._arith import round_float
+
+    rng = np.random.default_rng(0)
+    special = [0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 0.49999999999999994, -0.49999999999999994]
+    special += [-0.3, 0.0, -0.0, np.inf, -np.inf, np.nan, 1e300, -1e300, 4503599627370495.5]
+    with np.errstate(invalid="ignore"):
+        for arr in (
+            np.array(special),
+            rng.standard_normal(10_000) * 100,
+            rng.integers(-1000, 1000, 10_000) / 2.0,
+        ):
+            t = np.trunc(arr)
+            want = t + np.where(np.abs(arr - t) >= 0.5, np.sign(arr), 0.0)
+            got = round_float(arr)
+            assert np.array_equal(got, want, equal_nan=True)
+            assert np.array_equal(np.signbit(got), np.signbit(want))
