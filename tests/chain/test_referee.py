@@ -13,9 +13,9 @@ from edgetrust.chain._digits import digits_executor
 from edgetrust.chain.referee import (
     ChallengerSide,
     DeviceSide,
+    ReceiptClaim,
     Referee,
     RefereeParams,
-    ReceiptClaim,
     op_table,
     play_dispute,
 )

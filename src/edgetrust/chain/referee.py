@@ -148,8 +148,11 @@ class ReceiptClaim:
 
 
 def op_table(executor: FixedExecutor, weights: WeightCommitments | None = None) -> list[bytes]:
-    """One abi-encoded record per trace entry: (kind, node, input entry, qmax, leaf indices of
-    w, b, mult, shift) for a Gemm with constant weights, zeros otherwise (inputs, other ops)."""
+    """The op table: one abi-encoded record per trace entry.
+
+    (kind, node, input entry, qmax, weight-leaf indices of w, b, mult, shift) for a Gemm with
+    constant weights; zeros otherwise (graph inputs, ops the contract does not recompute).
+    """
     from edgetrust.runtime.fixed._linear import Gemm
 
     weights = weights or executor.weight_commitments()

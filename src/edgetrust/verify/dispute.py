@@ -1422,9 +1422,7 @@ def challenge_receipt(
     if opening.commitment != receipt.input_commitment:
         raise VerificationError("the opening is for another receipt", step="4 opening")
     opening.verify(inputs)
-    executor = FixedExecutor(
-        model, precision=plan.precision, plan=plan, trace_layout=claim.layout
-    )
+    executor = FixedExecutor(model, precision=plan.precision, plan=plan, trace_layout=claim.layout)
     # 5. The weights root.
     weights = executor.weight_commitments()
     if (weights.root, weights.size) != (claim.weights_root, claim.weights_size):

@@ -677,7 +677,6 @@ class FixedExecutor:
             },
         }
 
-
     def op_for(self, node: str | int) -> Op:
         """The op of a node named by name or by index in the graph's node list."""
         return self.ops[self.node_index(node)]
