@@ -1,5 +1,7 @@
-"""The demo's receipt-to-slash path (step 10): carol's lying receipt loses her bond on chain,
-and a mistaken challenger of bob's honest receipt loses its challenge bond.
+"""The demo's receipt-to-slash path (step 10).
+
+Carol's lying receipt loses her bond on chain, and a mistaken challenger of bob's honest receipt
+loses its challenge bond.
 
 Everything is real: the demo's log is anchored on an in-process chain, both devices register
 their did:key with a bond and co-sign their receipts at receipt time, the challenger re-executes

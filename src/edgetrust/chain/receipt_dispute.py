@@ -21,8 +21,8 @@ from edgetrust.chain.referee import (
     ChallengerSide,
     DeviceSide,
     DisputeOutcome,
-    Referee,
     ReceiptClaim,
+    Referee,
     play_dispute,
 )
 from edgetrust.chain.rpc import checksum_address

@@ -161,7 +161,7 @@ def op_table(executor: FixedExecutor, weights: WeightCommitments | None = None) 
         i = entry.node_index
         rec = [0] * 8
         op = executor.ops[i] if i is not None else None
-        if isinstance(op, Gemm) and op.b_const and not op.trans_a:
+        if i is not None and isinstance(op, Gemm) and op.b_const and not op.trans_a:
             src = executor.entry_of_tensor(executor.nodes[i].input[0])
             keys = [(i, n) for n in ("w", "b", "mult", "shift")]
             if src is not None and all(k in weights.index for k in keys):
