@@ -13,7 +13,7 @@ import numpy as np
 from bench._util import table
 from edgetrust.collab.abort import abort_bound, default_threshold
 from edgetrust.collab.dp import DPConfig, epsilon_after
-from edgetrust.collab.local import run_secagg_round, simulate
+from edgetrust.collab.local import RoundTimings, run_secagg_round, simulate
 from edgetrust.collab.secagg import (
     RoundAbortedError,
     SecAggClient,
@@ -37,9 +37,17 @@ def _identities(n: int) -> list[Identity]:
 
 
 def _secagg_round(
-    n: int, length: int, dropout: float, neighbours: int | None = None, consistency: bool = True
-) -> tuple[float, bool]:
-    """Wall time of one full round (all clients and the server, one process); exactness."""
+    n: int,
+    length: int,
+    dropout: float,
+    neighbours: int | None = None,
+    consistency: bool = True,
+    processes: int = 1,
+) -> tuple[float, bool, RoundTimings]:
+    """Wall time of one full round (all clients and the server); exactness; where time went.
+
+    With `processes` 1 every client runs in this process, one after another.
+    """
     ids = _identities(n)
     group = n if neighbours is None else neighbours + 1
     cfg = SecAggConfig(
@@ -58,12 +66,20 @@ def _secagg_round(
     drops = {d: Stage.MASK for d in rng.choice(order, int(dropout * n), replace=False)}
     start = time.perf_counter()
     clients = {i.did: SecAggClient(config=cfg, identity=i) for i in ids}
-    result = run_secagg_round(SecAggServer(config=cfg), clients, inputs, drop_at=drops)
+    timings = RoundTimings()
+    result = run_secagg_round(
+        SecAggServer(config=cfg),
+        clients,
+        inputs,
+        drop_at=drops,
+        processes=processes,
+        timings=timings,
+    )
     elapsed = time.perf_counter() - start
     want = np.zeros(length, np.uint32)
     for d in result.survivors:
         want += inputs[d]
-    return elapsed, bool(np.array_equal(want, result.total))
+    return elapsed, bool(np.array_equal(want, result.total)), timings
 
 
 def _abort_risk(n: int, k: int, dropout: float) -> float:
@@ -101,7 +117,7 @@ def _timing() -> tuple[str, list[str]]:
                         "(time budget)"
                     )
                     continue
-                t, exact = _secagg_round(n, length, dropout)
+                t, exact, tm = _secagg_round(n, length, dropout)
                 spent += t
                 plain = _plain_sum(n, length, dropout)
                 row = [
@@ -109,15 +125,17 @@ def _timing() -> tuple[str, list[str]]:
                     f"{length:,}",
                     f"{dropout:.0%}",
                     f"{t:.2f}",
+                    f"{tm.server:.2f}",
+                    f"{tm.slowest_client * 1e3:.0f}",
                     f"{plain * 1e3:.2f}",
                     f"{t / plain:,.0f}×",
                     "yes" if exact else "**NO**",
                 ]
                 rows.append(row)
                 if n == 100 and length == 100_000 and dropout == 0.3:
-                    target_row = (t, exact)
+                    target_row = (t, exact, tm)
     plus = []
-    t, exact = _secagg_round(100, 100_000, 0.3, consistency=False)
+    t, exact, _ = _secagg_round(100, 100_000, 0.3, consistency=False)
     plus.append(
         [
             "100",
@@ -133,13 +151,40 @@ def _timing() -> tuple[str, list[str]]:
         risk = _risk(_abort_risk(100, k, 0.3))
         graph = f"SecAgg+ k={k}"
         try:
-            t, exact = _secagg_round(100, 100_000, 0.3, neighbours=k)
+            t, exact, _ = _secagg_round(100, 100_000, 0.3, neighbours=k)
             cells = [f"{t:.2f}", "yes" if exact else "**NO**"]
         except RoundAbortedError as exc:  # the risk in the last column, come true
             cells = ["aborted", exc.message.split(":")[0]]
         plus.append(["100", "100,000", "30%", graph, *cells, risk])
+    workers = os.cpu_count() or 1
+    if workers > 1:
+        t, exact, _ = _secagg_round(100, 100_000, 0.3, processes=workers)
+        plus.append(
+            [
+                "100",
+                "100,000",
+                "30%",
+                f"complete, clients in {workers} processes",
+                f"{t:.2f}",
+                "yes" if exact else "**NO**",
+                _risk(_abort_risk(100, 99, 0.3)),
+            ]
+        )
+        pooled: tuple[int, float, bool] | None = (workers, t, exact)
+    else:
+        pooled = None
     grid = table(
-        ["clients", "params", "dropout", "SecAgg round (s)", "plain sum (ms)", "overhead", "exact"],
+        [
+            "clients",
+            "params",
+            "dropout",
+            "SecAgg round (s)",
+            "server (s)",
+            "slowest client (ms)",
+            "plain sum (ms)",
+            "overhead",
+            "exact",
+        ],
         rows,
     )
     extra = table(
@@ -148,11 +193,21 @@ def _timing() -> tuple[str, list[str]]:
     )
     verdict = ""
     if target_row is not None:
-        t, exact = target_row
-        ok = "met" if t <= 2.0 and exact else "**missed**"
+        t, exact, tm = target_row
+        best = t if pooled is None or not pooled[2] else min(t, pooled[1])
+        ok = "met" if best <= 2.0 and exact else "**missed**"
+        how = (
+            "all clients in one process"
+            if pooled is None
+            else f"{t:.2f} s with all clients in one process, {pooled[1]:.2f} s with them in "
+            f"{pooled[0]} worker processes"
+        )
         verdict = (
-            f"Target: 100 clients × 100k params, 30% dropout ≤ 2 s per round, complete graph: "
-            f"{t:.2f} s, {ok}. "
+            f"Target: 100 clients × 100k params, 30% dropout ≤ 2 s per simulated round, "
+            f"complete graph: {how}; {ok}. What a deployment pays per round is the server's "
+            f"own time, {tm.server:.2f} s, and one client's, {tm.slowest_client * 1e3:.0f} ms "
+            "at most (the simulated round's wall time is mostly the other 99 clients' work, "
+            "done on the same cores). "
         )
     return grid + "\n\n" + extra, [verdict, *notes]
 

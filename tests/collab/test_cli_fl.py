@@ -69,7 +69,7 @@ def test_simulate_human_output(capsys: pytest.CaptureFixture[str]) -> None:
         == 0
     )
     out = capsys.readouterr().out
-    assert "federated session" in out and "∞ (no DP)" in out
+    assert "federated session" in out and "no differential privacy (ε ∞)" in out
 
 
 @pytest.mark.parametrize(
@@ -109,6 +109,8 @@ def test_audit_empty_log(capsys: pytest.CaptureFixture[str]) -> None:
         (["--dp-level", "sample", "--dp-noise", "1", "--batch-size", "500"], "`batch_size` 500"),
         (["--dp-noise", "0.3", "--epsilon-max", "1"], "`noise_multiplier` 0.3 is too small"),
         (["--neighbours", "4", "--dropout", "0.3"], "`neighbours` 4 is too few"),
+        (["--processes", "0"], "`processes` must be in 1..64"),
+        (["--dataset", "mnist"], "unknown data set 'mnist'"),
     ],
 )
 def test_bad_settings_refused_before_anything_is_logged(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from edgetrust.collab.rounds import audit_log
+from edgetrust.collab.audit import audit_log
 from edgetrust.log import Log
 
 BIN = Path(sys.executable).parent

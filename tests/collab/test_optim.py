@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgetrust.collab.audit import audit_log
 from edgetrust.collab.local import simulate
 from edgetrust.collab.optim import ServerOptimizer, default_server_lr
-from edgetrust.collab.rounds import ROUND_PREDICATE_TYPE, ArtifactStore, audit_log
+from edgetrust.collab.rounds import ROUND_PREDICATE_TYPE, ArtifactStore
 from edgetrust.collab.session import SessionSpec
 from edgetrust.collab.training import MLP, flatten, train_local
 from edgetrust.errors import InvalidInputError, VerificationError

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgetrust.collab.audit import audit_log
 from edgetrust.collab.dp import DPConfig, PrivacyBudgetExceededError, epsilon_after
 from edgetrust.collab.local import simulate
 from edgetrust.collab.rounds import (
@@ -14,7 +15,6 @@ from edgetrust.collab.rounds import (
     ArtifactStore,
     RoundConfig,
     RoundRecord,
-    audit_log,
     sign_round_record,
 )
 from edgetrust.collab.session import SessionSpec

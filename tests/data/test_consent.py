@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from edgetrust.collab.audit import audit_log
 from edgetrust.collab.dp import DPConfig, PrivacyAccountant
-from edgetrust.collab.rounds import RoundRecord, audit_log
+from edgetrust.collab.rounds import RoundRecord
 from edgetrust.collab.session import ClientWorker, Coordinator, SessionSpec
 from edgetrust.data.consent import (
     Admission,

@@ -55,6 +55,27 @@ def _plot(rounds: list[dict[str, Any]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def _neighbours_option(value: str | None, clients: int, dropout: float) -> int | None:
+    """--neighbours: None (complete graph), a degree, or 'auto' (the least within 1e-6)."""
+    from edgetrust.collab.abort import min_neighbours
+
+    if value is None:
+        return None
+    if value.strip().lower() == "auto":
+        if not 0 <= dropout < 1 or clients < 2:
+            return None  # check_session names the bad setting
+        return min_neighbours(clients, dropout)  # None: only the complete graph is enough
+    try:
+        degree = int(value)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r} is neither a number nor 'auto'", param_hint="--neighbours"
+        ) from None
+    if degree < 1:
+        raise typer.BadParameter("must be at least 1", param_hint="--neighbours")
+    return degree
+
+
 @fl.command()
 def simulate(
     clients: Annotated[int, typer.Option(help="Number of simulated devices.")] = 20,
@@ -116,7 +137,11 @@ def simulate(
         int | None, typer.Option(help="Shamir threshold (default ⌊n/2⌋+1).")
     ] = None,
     neighbours: Annotated[
-        int | None, typer.Option(help="SecAgg+ neighbours per client (default: all).")
+        str | None,
+        typer.Option(
+            help="SecAgg+ neighbours per client: a number, or 'auto' for the fewest whose "
+            "abort risk at --dropout is within 1e-6 (default: all, the complete graph)."
+        ),
     ] = None,
     local_epochs: Annotated[int, typer.Option(help="Local epochs per round.")] = 5,
     lr: Annotated[float, typer.Option(help="Local SGD learning rate.")] = 0.3,
@@ -138,6 +163,20 @@ def simulate(
         float, typer.Option(help="Server momentum μ (fedavg only; FedAvgM).")
     ] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed for data split, init and dropouts.")] = 0,
+    dataset: Annotated[
+        str,
+        typer.Option(
+            help="What the clients hold: digits, digits-shifted (5× the images, for cohorts "
+            "up to 1,000) or breast-cancer. All ship with scikit-learn."
+        ),
+    ] = "digits",
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            help="Worker processes running the simulated clients' secure aggregation work "
+            "(default: one per core, at most 4; 1: all in this process). The result is the same."
+        ),
+    ] = None,
     strict_budget: Annotated[
         bool,
         typer.Option(help="Refuse the whole run up front if its rounds would exceed the budget."),
@@ -148,7 +187,7 @@ def simulate(
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Run private federated training of the digits MLP among simulated devices.
+    """Run private federated training of an MLP among simulated devices (digits by default).
 
     Each round the coordinator logs the round config, clients train on their own non-IID
     data, clip, add their share of DP noise, quantize and mask their update; the coordinator
@@ -166,13 +205,14 @@ def simulate(
 
     set_json_mode(json_out)
     optimizer = ServerOptimizer(name=server_optimizer, momentum=server_momentum)
+    degree = _neighbours_option(neighbours, clients, dropout)
     spec = SessionSpec(
         rounds=rounds,
         secagg=secagg,
         aggregator=aggregator,
         byzantine=byzantine,
         threshold=threshold,
-        neighbours=neighbours,
+        neighbours=degree,
         dp=DPConfig(
             clip=clip,
             noise_multiplier=dp_noise,
@@ -189,17 +229,21 @@ def simulate(
         server_optimizer=optimizer,
         server_lr=server_lr,
         seed=seed,
+        dataset=dataset,
+        model_name=f"{dataset}-fl",
     )
     if dp_epsilon is not None:
         spec = calibrate_noise(spec, num_clients=clients, non_iid_alpha=non_iid, epsilon=dp_epsilon)
         dp_noise = spec.dp.noise_multiplier
     # Refuse bad settings before the progress display starts: one line on stderr.
+    workers = processes if processes is not None else max(1, min(4, os.cpu_count() or 1))
     spec = check_session(
         spec,
         num_clients=clients,
         dropout=dropout,
         non_iid_alpha=non_iid,
         stop_at_budget=not strict_budget,
+        processes=workers,
     )
     progress = Progress(
         TextColumn("[bold]round {task.completed}/{task.total}"),
@@ -230,7 +274,9 @@ def simulate(
             home=home,
             stop_at_budget=not strict_budget,
             on_round=on_round,
+            processes=workers,
         )
+    timings = list(result.timings) + [None] * (len(result.rounds) - len(result.timings))
     rows = [
         {
             "round": s.round,
@@ -242,8 +288,10 @@ def simulate(
             "model": s.model,
             "recordIndex": s.record_index,
             "seconds": round(s.seconds, 3),
+            "serverSeconds": None if t is None else round(t.server, 3),
+            "slowestClientSeconds": None if t is None else round(t.slowest_client, 3),
         }
-        for s in result.rounds
+        for s, t in zip(result.rounds, timings, strict=True)
     ]
     if plot is not None and rows:
         _plot(rows, plot, f"{clients} clients, secagg={'on' if secagg else 'off'}, z={dp_noise}")
@@ -258,22 +306,40 @@ def simulate(
 
     def human() -> None:
         table = Table(title=f"federated session {result.session[:12]}")
-        for col in ("round", "accuracy", "survivors", "dropped", "ε (cumulative)", "s"):
+        cols = ["round", "accuracy", "survivors", "dropped", "ε (cumulative)", "s"]
+        if secagg:
+            cols += ["server s", "1 client s"]
+        for col in cols:
             table.add_column(col, justify="right")
         for r in rows:
-            table.add_row(
+            cells = [
                 str(r["round"]),
                 f"{100 * (r['accuracy'] or 0):.1f}%",
                 str(r["survivors"]),
                 str(r["dropped"]),
-                "∞ (no DP)" if r["epsilon"] is None else f"{r['epsilon']:.3f}",
+                "∞" if r["epsilon"] is None else f"{r['epsilon']:.3f}",
                 f"{r['seconds']:.2f}",
-            )
+            ]
+            if secagg:
+                cells += [
+                    "–" if r["serverSeconds"] is None else f"{r['serverSeconds']:.2f}",
+                    "–"
+                    if r["slowestClientSeconds"] is None
+                    else f"{r['slowestClientSeconds']:.3f}",
+                ]
+            table.add_row(*cells)
         out.print(table)
         if spec.dp.enabled:
             out.print(
                 f"{spec.dp.guarantee} DP, z = {spec.dp.noise_multiplier:g}, δ = {spec.dp.delta:g}"
                 + (" (distributed DP-SGD)" if spec.dp.distributed else "")
+            )
+        else:
+            out.print("no differential privacy (ε ∞): add --dp-epsilon for a guarantee")
+        if secagg and rows:
+            out.print(
+                "server s: the coordinator's own secure aggregation work; 1 client s: the "
+                "slowest single client's, what a device pays"
             )
         if result.stopped_early:
             out.print(f"[yellow]stopped:[/] {result.stopped_early}")
@@ -303,7 +369,7 @@ def audit(
     """
     from rich.table import Table
 
-    from edgetrust.collab.rounds import audit_log
+    from edgetrust.collab.audit import audit_log
     from edgetrust.data.consent import audit_consent
     from edgetrust.log import Log
 

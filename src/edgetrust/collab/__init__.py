@@ -1,12 +1,13 @@
 """Private collaboration between local models: federated learning that the log can audit.
 
 Secure aggregation (`secagg`, `messages`, `shamir`, `quantize`), differential privacy with
-an accountant (`dp`), robust aggregation (`robust`), round records and their audit
-(`rounds`), the coordinator and client roles (`session`), local training (`training`), and
-two drivers: `local` (in-process) and `flower` (Flower 1.42 deployments; import it
+an accountant (`dp`), robust aggregation (`robust`), round records (`rounds`) and their
+audit (`audit`), the coordinator and client roles (`session`), local training (`training`),
+and two drivers: `local` (in-process) and `flower` (Flower 1.42 deployments; import it
 explicitly, it needs the `fl` extra). See docs/fl.md.
 """
 
+from edgetrust.collab.audit import AuditReport, audit_log
 from edgetrust.collab.dp import (
     DPConfig,
     PrivacyAccountant,
@@ -19,10 +20,8 @@ from edgetrust.collab.quantize import Quantizer
 from edgetrust.collab.rounds import (
     ROUND_CONFIG_PREDICATE_TYPE,
     ROUND_PREDICATE_TYPE,
-    AuditReport,
     RoundConfig,
     RoundRecord,
-    audit_log,
 )
 from edgetrust.collab.secagg import (
     RoundAbortedError,

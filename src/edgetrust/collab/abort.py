@@ -20,7 +20,13 @@ import math
 
 from edgetrust.errors import InvalidInputError
 
-__all__ = ["ABORT_BOUND", "abort_bound", "default_threshold", "min_neighbours"]
+__all__ = [
+    "ABORT_BOUND",
+    "abort_bound",
+    "check_neighbours",
+    "default_threshold",
+    "min_neighbours",
+]
 
 ABORT_BOUND = 1e-6
 """The abort probability a session may risk per round before it is refused."""
@@ -54,3 +60,25 @@ def min_neighbours(n: int, dropout: float, bound: float = ABORT_BOUND) -> int | 
         if abort_bound(n, k, default_threshold(k), dropout) <= bound:
             return k
     return None
+
+
+def check_neighbours(n: int, neighbours: int | None, threshold: int, dropout: float) -> float:
+    """The abort bound of a round's graph; raises if a SecAgg+ degree cannot keep it ≤ 1e-6.
+
+    The complete graph (`neighbours` None or ≥ n - 1) is never refused here: its rounds abort
+    only if fewer than `threshold` clients survive, which the drivers check on their own.
+
+    Raises:
+        InvalidInputError: `neighbours` too few for `dropout` (the message names the least
+            degree that is enough, or says to use the complete graph).
+    """
+    k = n - 1 if neighbours is None else min(neighbours, n - 1)
+    bound = abort_bound(n, k, threshold, dropout)
+    if k < n - 1 and bound > ABORT_BOUND:
+        best = min_neighbours(n, dropout)
+        fix = "use the complete graph" if best is None else f"use at least {best}"
+        raise InvalidInputError(
+            f"`neighbours` {k} is too few for {dropout:.0%} dropout among {n} clients: a round "
+            f"aborts with probability up to {bound:.2g} (bound {ABORT_BOUND:g}); {fix}"
+        )
+    return bound

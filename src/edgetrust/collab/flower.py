@@ -64,6 +64,7 @@ APP_CONFIG_DEFAULTS: dict[str, Any] = {
     "threshold": 0,
     "stage-timeout": 60.0,
     "wait-nodes": 60.0,
+    "dataset": "digits",
 }
 """Run config keys of the app (override with ``flwr run --run-config``); 0 means unset."""
 
@@ -158,14 +159,16 @@ def _spec(cfg: Mapping[str, Any]) -> SessionSpec:
         ),
         local_epochs=int(cfg["local-epochs"]),
         seed=int(cfg["seed"]),
+        dataset=str(cfg["dataset"]),
+        model_name=f"{cfg['dataset']}-fl",
     )
 
 
 def run_server(grid: Grid, run_config: Mapping[str, Any]) -> list[RoundSummary]:
     """The ServerApp's body: discover nodes, then run the configured rounds."""
+    from edgetrust.collab.datasets import load_dataset
     from edgetrust.identity import Keystore
     from edgetrust.log import Log
-    from edgetrust.zoo import load_digits_split
 
     cfg = {**APP_CONFIG_DEFAULTS, **run_config}
     home = cfg["home"] or None
@@ -180,7 +183,8 @@ def run_server(grid: Grid, run_config: Mapping[str, Any]) -> list[RoundSummary]:
     hello = _exchange(grid, {n: _record(stage="hello") for n in nodes}, timeout)
     did_of = {n: str(p["did"]) for n, p in hello.items()}
     node_of = {d: n for n, d in did_of.items()}
-    _, x_te, _, y_te = load_digits_split(seed=spec.seed)
+    test = load_dataset(spec.dataset, seed=spec.seed)
+    x_te, y_te = test.x_test, test.y_test
     summaries = []
     with Log.open(home) as log:
         coordinator = Coordinator(
@@ -324,13 +328,14 @@ def _handle(message: Message, context: Context) -> Message:
 
 
 def _partition(context: Context) -> tuple[Any, Any]:
+    from edgetrust.collab.datasets import load_dataset
     from edgetrust.collab.training import dirichlet_partition
-    from edgetrust.zoo import load_digits_split
 
     cfg = {**APP_CONFIG_DEFAULTS, **context.run_config}
     part = int(context.node_config.get("partition-id", 0))
     parts = int(context.node_config.get("num-partitions", 1))
-    x_tr, _, y_tr, _ = load_digits_split(seed=int(cfg["seed"]))
+    data = load_dataset(str(cfg["dataset"]), seed=int(cfg["seed"]))
+    x_tr, y_tr = data.x_train, data.y_train
     idx = dirichlet_partition(
         y_tr, num_clients=parts, alpha=float(cfg["non-iid"]), seed=int(cfg["seed"])
     )[part]

@@ -12,13 +12,14 @@ import hashlib
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-from edgetrust.collab.abort import ABORT_BOUND, abort_bound, min_neighbours
+from edgetrust.collab.abort import check_neighbours
+from edgetrust.collab.datasets import load_dataset
 from edgetrust.collab.dp import PrivacyAccountant, PrivacyBudgetExceededError, noise_for_epsilon
 from edgetrust.collab.messages import (
     AdvertiseKeys,
@@ -31,13 +32,21 @@ from edgetrust.collab.messages import (
     UnmaskRequest,
     UnmaskResponse,
 )
+from edgetrust.collab.pool import ClientPool, run_client_stage
 from edgetrust.collab.secagg import SecAggClient, SecAggResult, SecAggServer, Stage
 from edgetrust.collab.session import ClientWorker, Coordinator, RoundPlan, RoundSummary, SessionSpec
 from edgetrust.collab.training import dirichlet_partition
 from edgetrust.errors import InvalidInputError, VerificationError
 from edgetrust.identity import Identity
 
-__all__ = ["SessionResult", "calibrate_noise", "check_session", "run_secagg_round", "simulate"]
+__all__ = [
+    "RoundTimings",
+    "SessionResult",
+    "calibrate_noise",
+    "check_session",
+    "run_secagg_round",
+    "simulate",
+]
 
 M = TypeVar(
     "M",
@@ -58,6 +67,25 @@ def _carry(msg: M, wire: bool) -> M:
     return type(msg).from_bytes(msg.to_bytes()) if wire else msg
 
 
+@dataclass
+class RoundTimings:
+    """Where a simulated secure aggregation round spent its time.
+
+    `server` is the server's own work (checking and routing messages, unmasking); each entry
+    of `clients` is one client's work over the round, which is what a device pays. `wall` is
+    the round's elapsed time in the simulator, with the clients sharing its cores.
+    """
+
+    server: float = 0.0
+    clients: dict[str, float] = field(default_factory=dict)
+    wall: float = 0.0
+
+    @property
+    def slowest_client(self) -> float:
+        """The largest single client's time, in seconds (0 without clients)."""
+        return max(self.clients.values(), default=0.0)
+
+
 def run_secagg_round(
     server: SecAggServer,
     clients: Mapping[str, SecAggClient],
@@ -65,45 +93,82 @@ def run_secagg_round(
     *,
     drop_at: Mapping[str, Stage] | None = None,
     wire: bool = False,
+    processes: int = 1,
+    timings: RoundTimings | None = None,
 ) -> SecAggResult:
     """Run one secure aggregation round among `clients`; return the server's result.
 
     A client listed in `drop_at` goes silent from that stage on (it sends neither that stage's
-    message nor any later one), as a device that lost its connection would.
+    message nor any later one), as a device that lost its connection would. With `processes`
+    above 1 the clients run in that many forked worker processes (`collab.pool`), their
+    messages always in their wire encoding; the result is the same. `timings`, if given, is
+    filled with the server's time and each client's.
 
     Raises:
         RoundAbortedError: too few clients remained at some stage.
     """
     drops = dict(drop_at or {})
+    clock = timings if timings is not None else RoundTimings()
+    began = time.perf_counter()
 
     def alive(did: str, stage: Stage) -> bool:
         return did not in drops or drops[did] > stage
 
-    live = [d for d in sorted(clients) if alive(d, Stage.ADVERTISE)]
-    for d in live:
-        server.receive_advertise(_carry(clients[d].advertise_keys(), wire))
-    directory = _carry(server.close_advertise(), wire)
-    live = [d for d in live if alive(d, Stage.SHARE)]
-    for d in live:
-        server.receive_shares(_carry(clients[d].share_keys(directory), wire))
-    inboxes = server.close_shares()
-    live = [d for d in live if d in inboxes and alive(d, Stage.MASK)]
-    for d in live:
-        forwarded = _carry(inboxes[d], wire)
-        server.receive_masked_input(_carry(clients[d].masked_input(forwarded, inputs[d]), wire))
-    request = server.close_masked_input()
-    live = [d for d in live if alive(d, Stage.CONSISTENCY)]
-    if isinstance(request, ConsistencyRequest):
-        request = _carry(request, wire)
-        for d in live:
-            server.receive_consistency(_carry(clients[d].consistency(request), wire))
-        unmask = _carry(server.close_consistency(), wire)
-    else:
-        unmask = _carry(request, wire)
-    live = [d for d in live if alive(d, Stage.UNMASK)]
-    for d in live:
-        server.receive_unmask(_carry(clients[d].unmask(unmask), wire))
-    return server.finish()
+    def served(fn: Callable[..., Any], *args: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            clock.server += time.perf_counter() - start
+
+    pool = ClientPool(clients, inputs, processes) if processes > 1 else None
+
+    def stage(kind: Stage, dids: list[str], requests: Any = None) -> dict[str, Any]:
+        if pool is not None:
+            replies, secs = pool.stage(kind, dids, requests)
+            for d, t in secs.items():
+                clock.clients[d] = clock.clients.get(d, 0.0) + t
+            return replies
+        out = {}
+        for d in dids:
+            req = requests.get(d) if isinstance(requests, Mapping) else requests
+            start = time.perf_counter()
+            msg = run_client_stage(
+                clients[d], kind, None if req is None else _carry(req, wire), inputs.get(d)
+            )
+            clock.clients[d] = clock.clients.get(d, 0.0) + time.perf_counter() - start
+            out[d] = _carry(msg, wire)
+        return out
+
+    try:
+        live = [d for d in sorted(clients) if alive(d, Stage.ADVERTISE)]
+        for msg in stage(Stage.ADVERTISE, live).values():
+            served(server.receive_advertise, msg)
+        directory = served(server.close_advertise)
+        live = [d for d in live if alive(d, Stage.SHARE)]
+        for msg in stage(Stage.SHARE, live, directory).values():
+            served(server.receive_shares, msg)
+        inboxes = served(server.close_shares)
+        live = [d for d in live if d in inboxes and alive(d, Stage.MASK)]
+        for msg in stage(Stage.MASK, live, inboxes).values():
+            served(server.receive_masked_input, msg)
+        request = served(server.close_masked_input)
+        live = [d for d in live if alive(d, Stage.CONSISTENCY)]
+        if isinstance(request, ConsistencyRequest):
+            for msg in stage(Stage.CONSISTENCY, live, request).values():
+                served(server.receive_consistency, msg)
+            unmask = served(server.close_consistency)
+        else:
+            unmask = request
+        live = [d for d in live if alive(d, Stage.UNMASK)]
+        for msg in stage(Stage.UNMASK, live, unmask).values():
+            served(server.receive_unmask, msg)
+        result: SecAggResult = served(server.finish)
+        return result
+    finally:
+        if pool is not None:
+            pool.close()
+        clock.wall += time.perf_counter() - began
 
 
 @dataclass(frozen=True)
@@ -115,6 +180,8 @@ class SessionResult:
     stopped_early: str | None
     """Why the session ended before its last round (the privacy budget), or None."""
     centralized_accuracy: float | None = None
+    timings: tuple[RoundTimings, ...] = ()
+    """Per secure aggregation round: the server's time and each client's (see RoundTimings)."""
 
 
 def _plain_round(
@@ -150,9 +217,7 @@ def _with_example_rate(spec: SessionSpec, sizes: list[int]) -> SessionSpec:
 
 
 def _client_sizes(spec: SessionSpec, num_clients: int, non_iid_alpha: float) -> list[int]:
-    from edgetrust.zoo import load_digits_split
-
-    y_tr = load_digits_split(seed=spec.seed)[2]
+    y_tr = load_dataset(spec.dataset, seed=spec.seed).y_train
     parts = dirichlet_partition(y_tr, num_clients=num_clients, alpha=non_iid_alpha, seed=spec.seed)
     return [len(p) for p in parts]
 
@@ -207,22 +272,6 @@ def _check_budget(spec: SessionSpec, stop_at_budget: bool) -> None:
     )
 
 
-def _check_abort_risk(spec: SessionSpec, n: int, dropout: float) -> None:
-    """Refuse SecAgg+ neighbourhoods whose abort risk at this dropout exceeds 1e-6."""
-    k = spec.neighbours
-    if not spec.secagg or k is None or k >= n - 1 or dropout == 0:
-        return
-    risk = abort_bound(n, k, spec.threshold_for(n), dropout)
-    if risk <= ABORT_BOUND:
-        return
-    best = min_neighbours(n, dropout)
-    fix = "use the complete graph" if best is None else f"use at least {best}"
-    raise InvalidInputError(
-        f"`neighbours` {k} is too few for {dropout:.0%} dropout among {n} clients: a round "
-        f"aborts with probability up to {risk:.2g} (bound {ABORT_BOUND:g}); {fix}"
-    )
-
-
 def check_session(
     spec: SessionSpec,
     *,
@@ -230,6 +279,7 @@ def check_session(
     dropout: float = 0.0,
     non_iid_alpha: float = 0.5,
     stop_at_budget: bool = False,
+    processes: int = 1,
 ) -> SessionSpec:
     """Every refusal of `simulate`, before anything runs; returns the spec it will run.
 
@@ -239,6 +289,8 @@ def check_session(
         raise InvalidInputError("`num_clients` must be in 2..10000")
     if not 0 <= dropout < 1:
         raise InvalidInputError("`dropout` must be in [0, 1)")
+    if not 1 <= processes <= 64:
+        raise InvalidInputError("`processes` must be in 1..64")
     spec = _with_example_rate(spec, _client_sizes(spec, num_clients, non_iid_alpha))
     _check_budget(spec, stop_at_budget)
     threshold = spec.threshold_for(num_clients)
@@ -248,7 +300,11 @@ def check_session(
             f"with dropout {dropout}, {num_clients - drops_per_round} clients remain, below "
             f"the threshold {threshold}: lower `dropout` or `threshold`"
         )
-    _check_abort_risk(spec, num_clients, dropout)
+    if spec.secagg and spec.expected_dropout is None:
+        # The round configs state the abort risk at the dropout being simulated.
+        spec = dataclasses.replace(spec, expected_dropout=dropout)
+    if spec.secagg and spec.expected_dropout is not None:
+        check_neighbours(num_clients, spec.neighbours, threshold, spec.expected_dropout)
     return spec
 
 
@@ -263,8 +319,9 @@ def simulate(
     stop_at_budget: bool = False,
     on_round: Callable[[RoundSummary], None] | None = None,
     wire: bool = False,
+    processes: int = 1,
 ) -> SessionResult:
-    """Federated training of the digits MLP among `num_clients` simulated clients.
+    """Federated training of an MLP on `spec.dataset` among `num_clients` simulated clients.
 
     Each round ⌊dropout·n⌋ clients, chosen at random, drop at a random protocol stage. The
     round config, the model cards and the round records go to `log` (default: the embedded
@@ -272,6 +329,10 @@ def simulate(
 
     Sample-level DP without an `example_rate` gets q = batch_size / (mean examples per
     client), so a client of average size draws `batch_size` examples a step in expectation.
+
+    With `processes` above 1, each secure aggregation round runs the clients in that many
+    worker processes (same result; `SessionResult.timings` has the server's and each client's
+    time either way).
 
     Every refusal below happens before anything is logged, and names the parameter.
 
@@ -286,7 +347,6 @@ def simulate(
     """
     from edgetrust.identity import Keystore
     from edgetrust.log import Log
-    from edgetrust.zoo import load_digits_split
 
     spec = check_session(
         spec,
@@ -294,8 +354,10 @@ def simulate(
         dropout=dropout,
         non_iid_alpha=non_iid_alpha,
         stop_at_budget=stop_at_budget,
+        processes=processes,
     )
-    x_tr, x_te, y_tr, y_te = load_digits_split(seed=spec.seed)
+    data = load_dataset(spec.dataset, seed=spec.seed)
+    x_tr, x_te, y_tr, y_te = data.x_train, data.x_test, data.y_train, data.y_test
     parts = dirichlet_partition(y_tr, num_clients=num_clients, alpha=non_iid_alpha, seed=spec.seed)
     dp = spec.dp
     accountant = PrivacyAccountant(dp, steps_per_round=spec.dp_steps_per_round)
@@ -318,6 +380,7 @@ def simulate(
             )
         rng = np.random.default_rng(spec.seed)
         summaries: list[RoundSummary] = []
+        timings: list[RoundTimings] = []
         stopped = None
         for r in range(spec.rounds):
             if r >= fits:
@@ -344,7 +407,17 @@ def simulate(
                     d: SecAggClient(config=plan.secagg, identity=w.identity)
                     for d, w in workers.items()
                 }
-                result = run_secagg_round(server, clients, vectors, drop_at=drops, wire=wire)
+                timing = RoundTimings()
+                result = run_secagg_round(
+                    server,
+                    clients,
+                    vectors,
+                    drop_at=drops,
+                    wire=wire,
+                    processes=processes,
+                    timings=timing,
+                )
+                timings.append(timing)
                 summary = coordinator.complete_round(
                     plan, inputs=result.commitments, total=result.total, started=started
                 )
@@ -354,7 +427,7 @@ def simulate(
             summaries.append(summary)
             if on_round is not None:
                 on_round(summary)
-        return SessionResult(coordinator.session, tuple(summaries), stopped)
+        return SessionResult(coordinator.session, tuple(summaries), stopped, timings=tuple(timings))
     finally:
         if own_log:
             log.close()

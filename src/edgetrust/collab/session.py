@@ -22,6 +22,8 @@ import numpy as np
 import numpy.typing as npt
 
 from edgetrust.collab import robust
+from edgetrust.collab.abort import check_neighbours
+from edgetrust.collab.datasets import dataset_shape
 from edgetrust.collab.dp import (
     DPConfig,
     PrivacyAccountant,
@@ -80,6 +82,10 @@ class SessionSpec:
     """Shamir threshold; default ⌊n/2⌋ + 1 (the least the consistency check allows)."""
     neighbours: int | None = None
     """SecAgg+ degree; None for the complete graph."""
+    expected_dropout: float | None = None
+    """The per-client dropout rate secure aggregation should survive: each round config
+    states it with the abort bound of its graph, and a SecAgg+ degree whose bound exceeds
+    1e-6 is refused before the round is logged (see `collab.abort`)."""
     modulus_bits: int = 32
     dp: DPConfig = field(default_factory=lambda: DPConfig(clip=1.0, noise_multiplier=0.0))
     server_optimizer: ServerOptimizer = field(
@@ -99,10 +105,13 @@ class SessionSpec:
     hidden: tuple[int, ...] = (32,)
     seed: int = 0
     model_name: str = "digits-fl"
+    dataset: str = "digits"
+    """What the clients hold: "digits", "digits-shifted" or "breast-cancer" (`collab.datasets`)."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.rounds <= 10_000:
             raise InvalidInputError("`rounds` must be in 1..10000")
+        dataset_shape(self.dataset)
         if self.aggregator not in AGGREGATORS:
             raise InvalidInputError(f"`aggregator` must be one of {', '.join(AGGREGATORS)}")
         if self.secagg and self.aggregator != "mean":
@@ -111,6 +120,10 @@ class SessionSpec:
             )
         if self.byzantine < 0:
             raise InvalidInputError("`byzantine` must be non-negative")
+        if self.expected_dropout is not None and not (
+            isinstance(self.expected_dropout, int | float) and 0 <= self.expected_dropout < 1
+        ):
+            raise InvalidInputError("`expected_dropout` must be in [0, 1)")
         for name in ("server_lr", "lr", "prox_mu"):
             value = getattr(self, name)
             if value is None and name == "server_lr":
@@ -233,7 +246,7 @@ class Coordinator:
         consent: Any = None,
     ) -> None:
         from edgetrust.models import ModelRegistry
-        from edgetrust.zoo import DIGITS_FEATURES, mlp_to_onnx
+        from edgetrust.zoo import mlp_to_onnx
 
         self.spec = spec
         self.identity = identity
@@ -241,7 +254,8 @@ class Coordinator:
         self.registry = ModelRegistry(home)
         self.artifacts = ArtifactStore(home)
         self.session = session or secrets.token_hex(16)
-        self.model = MLP((DIGITS_FEATURES, *spec.hidden, 10))
+        features, classes = dataset_shape(spec.dataset)
+        self.model = MLP((features, *spec.hidden, classes))
         self.accountant = PrivacyAccountant(spec.dp, steps_per_round=spec.dp_steps_per_round)
         self.eval_data = eval_data
         self.consent = consent
@@ -275,6 +289,8 @@ class Coordinator:
             raise InvalidInputError("a round needs at least 2 participants")
         threshold = spec.threshold_for(n)
         steps = spec.dp_steps_per_round
+        # The abort bound is stated (and checked by RoundConfig) only with secure aggregation.
+        dropout = spec.expected_dropout if spec.secagg else None
         if spec.sample_level and not dp.distributed:
             # DP-SGD: each device adds z·C to every step's gradient sum itself.
             noise = dp.noise_multiplier * dp.clip
@@ -318,6 +334,10 @@ class Coordinator:
             server_optimizer=spec.server_optimizer,
             prox_mu=spec.prox_mu,
             lr_schedule=spec.lr_schedule,
+            expected_dropout=dropout,
+            abort_bound=None
+            if dropout is None
+            else check_neighbours(n, spec.neighbours, threshold, float(dropout)),
             local_epochs=spec.local_epochs,
             lr=spec.lr,
             batch_size=spec.batch_size,

@@ -3,7 +3,7 @@
 Each device in a federated session is the owner of the data it trains on. It consents by
 issuing a grant (`edgetrust.data.grant`) to the coordinator: action ``train``, algorithms
 naming the digest of the session's first model (``Coordinator.base_model``; later rounds
-descend from it, which `collab.rounds.audit_log` checks), and optional use and ε caps.
+descend from it, which `collab.audit.audit_log` checks), and optional use and ε caps.
 
 `TrainConsent` is the coordinator's gate (``Coordinator(consent=...)``): before a round's
 config is logged it verifies every participant's chain (issued by that participant, for this

@@ -13,10 +13,11 @@ audit paths. Two layouts (`TraceLayout`) exist; receipts name theirs in the exec
   tensor root; a weight param leaf appends the node index (uint256) and the param name (ASCII,
   zero-padded to 32 bytes). Every word is what `abi.encode` gives, and hashing is SHA-256 as
   the EVM precompile has it with RFC 9162's 0x00/0x01 prefixes.
-* **v1** (`LAYOUT_V1`), kept so old receipts still verify. **tensor commitment** - the root of a tree whose leaves are the tensor's canonical bytes
-  (elements in C order, little-endian, in the storage dtype: int8/int16 for real tensors,
-  int64 for integer ones; weights in the narrowest of int8/16/32/64 that holds them) cut into
-  chunks of `CHUNK_BYTES` (the last one shorter). Element j is in chunk j·itemsize // 1024.
+* **v1** (`LAYOUT_V1`), kept so old receipts still verify. **tensor commitment** - the root of a
+  tree whose leaves are the tensor's canonical bytes (elements in C order, little-endian, in the
+  storage dtype: int8/int16 for real tensors, int64 for integer ones; weights in the narrowest
+  of int8/16/32/64 that holds them) cut into chunks of `CHUNK_BYTES` (the last one shorter).
+  Element j is in chunk j·itemsize // 1024.
   A 1 KiB chunk keeps the number of Python-level hash calls low (24 MB hash in ~50 ms, measured
   against ~200 ms with 128-byte chunks) while an opening stays ~1 KiB plus the path.
   **entry leaf** - ``canonical_json({"dtype", "shape", "root"})``: binds shape and dtype to the
@@ -35,7 +36,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -88,7 +89,7 @@ class TraceLayout:
     """1 or 2."""
     chunk_bytes: int
     """Bytes of element data per leaf of a tensor commitment."""
-    byteorder: str = field(repr=False)
+    byteorder: Literal["<", ">"] = field(repr=False)
     """numpy byte order of the elements: "<" (v1) or ">" (v2)."""
     padded: bool = field(repr=False)
     """Whether the last chunk is zero-padded to `chunk_bytes` (fixed-size leaves)."""

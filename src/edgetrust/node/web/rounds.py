@@ -61,7 +61,7 @@ def router(ctx: WebContext) -> APIRouter:
             return audits[key]
         result: dict[str, Any]
         try:
-            from edgetrust.collab.rounds import audit_log
+            from edgetrust.collab.audit import audit_log
 
             home = ctx.node_home()
             if home is None:

@@ -22,7 +22,6 @@ import numpy.typing as npt
 from edgetrust.encoding import digest_hex
 from edgetrust.errors import InvalidInputError, NotFoundError, UnsupportedError
 from edgetrust.home import resolve_home
-from edgetrust.runtime.trace import LAYOUT_V1, LAYOUT_V2, TraceLayout, layout_named
 from edgetrust.runtime.fixed._executor import (
     EXECUTOR_NAME,
     EXECUTOR_VERSION,
@@ -32,6 +31,7 @@ from edgetrust.runtime.fixed._executor import (
     Precision,
     QuantPlan,
 )
+from edgetrust.runtime.trace import LAYOUT_V1, LAYOUT_V2, TraceLayout, layout_named
 
 DEFAULT_TRACE_WINDOW = 7 * 24 * 3600.0
 """Traces are kept this many seconds by default (the dispute window)."""
