@@ -125,18 +125,6 @@ def _zk_receipt_row() -> tuple[list[str], str]:
     return row, note
 
 
-EIP712_CHECK = """
-# pragma version 0.4.3
-@view
-@external
-def check(envelope: bytes32, trace_root: bytes32, v: uint8, r: bytes32, s: bytes32) -> address:
-    th: bytes32 = keccak256("Receipt(bytes32 envelope,bytes32 traceRoot,uint256 traceSize,bytes32 weightsRoot,uint256 weightsSize,bytes32 opsRoot)")
-    sh: bytes32 = keccak256(abi_encode(th, envelope, trace_root, convert(6, uint256), trace_root, convert(8, uint256), trace_root))
-    dom: bytes32 = keccak256(abi_encode(keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"), keccak256("edgetrust"), keccak256("1"), chain.id, self))
-    return ecrecover(keccak256(concat(b"\\x19\\x01", dom, sh)), convert(v, uint256), convert(r, uint256), convert(s, uint256))
-"""
-
-
 def _receipt_dispute_rows(chain, acct) -> tuple[list[list[str]], list[str]]:  # type: ignore[no-untyped-def]
     """The receipt-to-slash path on real receipts, and Ed25519-in-EVM vs an EIP-712 check."""
     import tempfile
@@ -200,9 +188,8 @@ def _receipt_dispute_rows(chain, acct) -> tuple[list[list[str]], list[str]]:  # 
         ]
     )
     # Signature check: Ed25519 in EVM code vs the EIP-712 co-signature the referee uses.
-    from pathlib import Path as _P
-
-    ed = _deploy_source(chain, acct, (_P(__file__).parent / "ed25519_verify.vy").read_text())
+    here = Path(__file__).parent
+    ed = _deploy_source(chain, acct, (here / "ed25519_verify.vy").read_text())
     ident = Identity.generate("bench-device")
     short = b"\x00" * 32
     ed_short = ed.functions.verify(ident.public_bytes, ident.sign(short), short).estimate_gas()
@@ -210,7 +197,7 @@ def _receipt_dispute_rows(chain, acct) -> tuple[list[list[str]], list[str]]:  # 
         ident.public_bytes, ident.sign(message), message
     ).estimate_gas()
     assert ed.functions.verify(ident.public_bytes, ident.sign(message), message).call()
-    chk = _deploy_source(chain, acct, EIP712_CHECK)
+    chk = _deploy_source(chain, acct, (here / "eip712_check.vy").read_text())
     eip = chk.functions.check(b"\x01" * 32, b"\x02" * 32, 27, b"\x03" * 32, b"\x04" * 32)
     eip_gas = eip.estimate_gas()
     rows.append(["Ed25519 verify in EVM code, 32-byte message", f"{ed_short:,}", "-", "-"])
