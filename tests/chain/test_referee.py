@@ -130,6 +130,28 @@ def test_registration_binds_did_to_account_and_bond(setup: Setup) -> None:
     assert setup.referee.account_of(setup.identity.public_bytes) == setup.device.address
 
 
+def test_registration_is_logged(setup: Setup) -> None:
+    from edgetrust.dsse import parse_envelope
+    from edgetrust.encoding import parse_json
+
+    class Log:
+        def __init__(self) -> None:
+            self.entries: list[bytes] = []
+
+        def append(self, entry: bytes) -> int:
+            self.entries.append(entry)
+            return len(self.entries) - 1
+
+    log = Log()
+    s = setup
+    assert s.referee.log_registration(s.identity, s.device.address, log) == 0
+    env = parse_envelope(log.entries[0])
+    body = parse_json(env.payload, what="binding")
+    assert body["did"] == s.identity.did and body["account"] == s.device.address
+    with pytest.raises(VerificationError, match="another did:key"):
+        s.referee.log_registration(Identity.generate("x"), s.device.address, log)
+
+
 def test_registration_reverts(setup: Setup) -> None:
     s = setup
     with pytest.raises(RevertError, match="AlreadyRegistered"):

@@ -74,7 +74,10 @@ def run_receipt_disputes(
     for name, (device, bundle) in (("bob", honest), ("carol", lying)):
         acct = dev_keys[name]
         tx = referee.register_device(acct, device.identity, bond=BOND)
-        out.rows.append((f"{name} registers did:key + 1 ETH bond", tx.gas_used, "registered"))
+        index = referee.log_registration(device.identity, acct.address, log)
+        out.rows.append(
+            (f"{name} registers did:key + 1 ETH bond", tx.gas_used, f"logged at {index}")
+        )
         cosigs[name] = cosign_bundle(referee, acct, bundle, model)
     tx = anchor.anchor(operator, origin=latest.origin, size=latest.size, root=latest.root)
     out.rows.append((f"anchor the demo log at size {latest.size}", tx.gas_used, "anchored"))

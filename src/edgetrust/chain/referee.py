@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEVICE_BINDING_CONTEXT",
+    "DEVICE_BINDING_PAYLOAD_TYPE",
+    "DEVICE_BINDING_TYPE",
     "KIND_DENSE",
     "REVERTS",
     "ChallengerSide",
@@ -62,6 +64,8 @@ __all__ = [
 ]
 
 DEVICE_BINDING_CONTEXT = b"edgetrust.dev/device-binding/v1\n"
+DEVICE_BINDING_TYPE = "https://edgetrust.dev/device-binding/v1"
+DEVICE_BINDING_PAYLOAD_TYPE = "application/vnd.edgetrust.device-binding+json"
 KIND_DENSE = 1
 CHUNK = LAYOUT_V2.chunk_bytes
 _OP_TYPES = ["uint256"] * 8
@@ -289,6 +293,39 @@ class Referee:
                 "the device key did not sign its binding to the account", step="registration"
             ) from exc
         return reg
+
+    def binding_entry(self, identity: Identity, account: str) -> bytes:
+        """The registration as a log entry: a DSSE envelope signed by the device's did:key.
+
+        Its payload names the chain, the referee, the account and the did, so that a log's
+        readers see the binding without reading the chain (`log_registration` appends it).
+        """
+        from edgetrust.dsse import sign_envelope
+        from edgetrust.encoding import canonical_json
+
+        payload = canonical_json(
+            {
+                "type": DEVICE_BINDING_TYPE,
+                "chainId": self.chain.chain_id,
+                "referee": self.address,
+                "account": checksum_address(account),
+                "did": identity.did,
+            }
+        )
+        return sign_envelope(payload, DEVICE_BINDING_PAYLOAD_TYPE, identity).to_json()
+
+    def log_registration(self, identity: Identity, account: str, log: Any) -> int:
+        """Append the registration of `identity` to `account` to `log`; returns its index.
+
+        Raises:
+            VerificationError: the chain does not hold this registration.
+        """
+        reg = self.verify_registration(account)
+        if reg.did != identity.did:
+            raise VerificationError(
+                "the account is registered to another did:key", step="registration"
+            )
+        return int(log.append(self.binding_entry(identity, account)))
 
     def bond_of(self, account: str) -> int:
         """The bond (wei) `account` holds."""
