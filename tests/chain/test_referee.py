@@ -10,15 +10,8 @@ from eth_account.signers.local import LocalAccount
 
 from edgetrust.chain import Chain, RevertError
 from edgetrust.chain._digits import digits_executor
-from edgetrust.chain.referee import (
-    ChallengerSide,
-    DeviceSide,
-    ReceiptClaim,
-    Referee,
-    RefereeParams,
-    op_table,
-    play_dispute,
-)
+from edgetrust.chain.referee import ReceiptClaim, Referee, RefereeParams, op_table
+from edgetrust.chain.referee_play import ChallengerSide, DeviceSide, play_dispute
 from edgetrust.dsse import sign_envelope
 from edgetrust.encoding import canonical_json
 from edgetrust.errors import VerificationError
@@ -46,7 +39,9 @@ def _traces() -> tuple[Trace, Trace]:
 class Setup:
     """LogAnchor with a log, a Referee, a registered device, one logged receipt per trace."""
 
-    def __init__(self, chain: Chain) -> None:
+    def __init__(
+        self, chain: Chain, ex: Any = None, traces: tuple[Trace, Trace] | None = None
+    ) -> None:
         self.d = Deployed(chain)
         self.chain = chain
         self.referee, self.deploy_tx = Referee.deploy(
@@ -59,8 +54,8 @@ class Setup:
         self.challenger: LocalAccount = funded(chain)
         self.identity = Identity.generate("device")
         self.register_tx = self.referee.register_device(self.device, self.identity, bond=BOND)
-        self.ex = digits_executor()
-        self.honest, self.lying = _traces()
+        self.ex = ex or digits_executor()
+        self.honest, self.lying = traces or _traces()
         self.envelopes = [self._envelope(t, i) for i, t in enumerate((self.honest, self.lying))]
         leaves = [leaf_hash(b"other entry %d" % i) for i in range(5)]
         leaves += [leaf_hash(e) for e in self.envelopes]
@@ -352,3 +347,37 @@ def test_final_step_reverts_on_bad_openings(setup: Setup) -> None:
             s.referee.final_step(s.challenger, did, claim, args)
     out, _ = s.referee.final_step(s.challenger, did, claim, good)
     assert out.convicted
+
+
+@cache
+def _cnn() -> tuple[Any, Trace, Trace]:
+    import numpy as np
+
+    from edgetrust.runtime.fixed import FixedExecutor
+    from edgetrust.zoo import small_cnn
+
+    ex = FixedExecutor(small_cnn(size=8).SerializeToString())
+    x = {ex.input_names[0]: np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype("f4")}
+    _, honest = ex.run_traced(x)
+    _, lying = ex.run_traced(x, fault=Fault(0, 259, 1))
+    return ex, honest, lying
+
+
+def test_conv_element_convicts_a_lying_device(eth_tester_chain: Chain) -> None:
+    ex, honest, lying = _cnn()
+    kinds = [int.from_bytes(r[:32], "big") for r in op_table(ex)]
+    assert 2 in kinds
+    s = Setup(eth_tester_chain, ex, (honest, lying))
+    out = _play(s, 1, s.honest)
+    assert out.convicted and out.reason == "recomputed"
+    assert out.gas["final"] <= 600_000
+    assert s.referee.bond_of(s.device.address) == 0
+    # And a false challenge of the honest CNN receipt costs the challenger.
+    s2 = Setup(connect_fresh(), ex, (honest, lying))
+    assert not _play(s2, 0, s2.lying).convicted
+
+
+def connect_fresh() -> Chain:
+    from edgetrust.chain import connect
+
+    return connect(None)

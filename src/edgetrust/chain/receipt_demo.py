@@ -18,7 +18,8 @@ from eth_account import Account
 
 from edgetrust.chain.anchor import AnchorParams, LogAnchor
 from edgetrust.chain.receipt_dispute import cosign_bundle, dispute_receipt
-from edgetrust.chain.referee import DeviceSide, DisputeOutcome, Referee, RefereeParams
+from edgetrust.chain.referee import DisputeOutcome, Referee, RefereeParams
+from edgetrust.chain.referee_play import DeviceSide
 from edgetrust.chain.rpc import Chain, connect
 
 __all__ = ["ReceiptDisputes", "run_receipt_disputes"]

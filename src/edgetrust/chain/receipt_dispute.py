@@ -17,14 +17,8 @@ from typing import TYPE_CHECKING, Any
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
-from edgetrust.chain.referee import (
-    ChallengerSide,
-    DeviceSide,
-    DisputeOutcome,
-    ReceiptClaim,
-    Referee,
-    play_dispute,
-)
+from edgetrust.chain.referee import DisputeOutcome, ReceiptClaim, Referee
+from edgetrust.chain.referee_play import ChallengerSide, DeviceSide, play_dispute
 from edgetrust.chain.rpc import checksum_address
 from edgetrust.encoding import canonical_json, parse_digest, parse_json
 from edgetrust.errors import InvalidInputError, NotFoundError, UnsupportedError, VerificationError

@@ -18,13 +18,13 @@ The sequence, each move before its deadline:
 5. `final_step`: the challenger opens the dense node's input row and weights; the contract
    recomputes one element. `claim_timeout` settles a silent party.
 
-`play_dispute` runs the whole sequence between a `DeviceSide` and a `ChallengerSide`.
+`edgetrust.chain.referee_play.play_dispute` runs the whole sequence between a `DeviceSide` and
+a `ChallengerSide`.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -35,12 +35,11 @@ from web3 import Web3
 
 from edgetrust.chain.anchor import TxResult
 from edgetrust.chain.artifacts import load_artifact
-from edgetrust.chain.dispute import range_proof
 from edgetrust.chain.rpc import Chain, checksum_address
 from edgetrust.errors import InvalidInputError, NotFoundError, UnsupportedError, VerificationError
 from edgetrust.identity import Identity, did_from_public_bytes, verify_signature
 from edgetrust.log.merkle import leaf_hash
-from edgetrust.runtime.trace import LAYOUT_V2, MerkleLevels, Trace, WeightCommitments
+from edgetrust.runtime.trace import LAYOUT_V2, MerkleLevels, WeightCommitments
 
 if TYPE_CHECKING:
     from edgetrust.runtime.fixed import FixedExecutor
@@ -49,26 +48,26 @@ __all__ = [
     "DEVICE_BINDING_CONTEXT",
     "DEVICE_BINDING_PAYLOAD_TYPE",
     "DEVICE_BINDING_TYPE",
+    "KIND_CONV",
     "KIND_DENSE",
     "REVERTS",
-    "ChallengerSide",
     "DeviceRegistration",
-    "DeviceSide",
     "DisputeOutcome",
     "Referee",
     "RefereeParams",
     "ReceiptClaim",
     "device_binding_message",
     "op_table",
-    "play_dispute",
 ]
 
 DEVICE_BINDING_CONTEXT = b"edgetrust.dev/device-binding/v1\n"
 DEVICE_BINDING_TYPE = "https://edgetrust.dev/device-binding/v1"
 DEVICE_BINDING_PAYLOAD_TYPE = "application/vnd.edgetrust.device-binding+json"
 KIND_DENSE = 1
+KIND_CONV = 2
 CHUNK = LAYOUT_V2.chunk_bytes
 _OP_TYPES = ["uint256"] * 8
+_CONV_TYPES = ["uint256"] * 19
 _PHASES = {
     1: "device reveals entries",
     2: "challenger names an entry",
@@ -101,7 +100,12 @@ REVERTS = {
     "ChunkNotInTensor": "the chunk is not in the entry's tensor",
     "BadPadding": "the chunk's padding is not zero",
     "OpNotInTable": "the op record is not in the op table",
-    "UnsupportedOp": "the on-chain referee recomputes dense nodes (Gemm) only",
+    "UnsupportedOp": "the on-chain referee recomputes Gemm and Conv elements only",
+    "WrongRecompute": "the Conv recompute answered for another claim, entry or element",
+    "ChunkMismatch": "the output chunk is not the one the device revealed",
+    "LeafMismatch": "the output leaf is not the one the device revealed",
+    "ElementNotInChunk": "the element is not in the revealed chunk",
+    "DisputeOpen": "a dispute against this device is open",
     "ParamNotInWeights": "a weight leaf is not under the weights root",
     "InputsDoNotOpen": "the input row does not open under its tensor root",
     "ParamDoesNotOpen": "a weight does not open under its tensor root",
@@ -155,22 +159,31 @@ def op_table(executor: FixedExecutor, weights: WeightCommitments | None = None) 
     """The op table: one abi-encoded record per trace entry.
 
     (kind, node, input entry, qmax, weight-leaf indices of w, b, mult, shift) for a Gemm with
-    constant weights; zeros otherwise (graph inputs, ops the contract does not recompute).
+    constant weights (kind 1); the same followed by (KH, KW, strides, dilations, pads top, left,
+    group, pads bottom, right) for a Conv with explicit padding (kind 2); zeros otherwise (graph
+    inputs, ops the contract does not recompute). All of it follows from the model and plan.
     """
-    from edgetrust.runtime.fixed._linear import Gemm
+    from edgetrust.runtime.fixed._linear import Conv, Gemm
 
     weights = weights or executor.weight_commitments()
     out = []
     for entry in executor.entries:
         i = entry.node_index
-        rec = [0] * 8
+        rec: list[int] = [0] * 8
+        types = _OP_TYPES
         op = executor.ops[i] if i is not None else None
-        if i is not None and isinstance(op, Gemm) and op.b_const and not op.trans_a:
+        if i is not None and op is not None:
             src = executor.entry_of_tensor(executor.nodes[i].input[0])
             keys = [(i, n) for n in ("w", "b", "mult", "shift")]
-            if src is not None and all(k in weights.index for k in keys):
-                rec = [KIND_DENSE, i, src, op.qmax, *(weights.index[k] for k in keys)]
-        out.append(abi_encode(_OP_TYPES, rec))
+            known = src is not None and all(k in weights.index for k in keys)
+            head = [i, src or 0, op.qmax, *(weights.index.get(k, 0) for k in keys)]
+            if known and isinstance(op, Gemm) and op.b_const and not op.trans_a:
+                rec = [KIND_DENSE, *head]
+            elif known and isinstance(op, Conv) and op.auto_pad in ("NOTSET", "VALID"):
+                pt, pl, pb, pr = op.pads_attr if op.auto_pad == "NOTSET" else (0, 0, 0, 0)
+                geo = [op.kh, op.kw, *op.strides, *op.dilations, pt, pl, op.group, pb, pr]
+                rec, types = [KIND_CONV, *head, *geo], _CONV_TYPES
+        out.append(abi_encode(types, rec))
     return out
 
 
@@ -232,12 +245,15 @@ class Referee:
     ) -> tuple[Referee, TxResult]:
         """Deploy a `Referee` reading anchored roots from the `LogAnchor` at `anchor`."""
         p = params or RefereeParams()
+        conv = load_artifact("ConvReferee")
+        conv_address, _ = chain.deploy(account, conv.abi, conv.bytecode, name="ConvReferee")
         art = load_artifact("Referee")
         address, receipt = chain.deploy(
             account,
             art.abi,
             art.bytecode,
             checksum_address(anchor),
+            conv_address,
             p.min_bond,
             p.challenge_bond,
             p.response_window,
@@ -474,6 +490,24 @@ class Referee:
         receipt = self._tx(challenger, fn, "final step")
         return self._outcome(receipt), TxResult.of(receipt)
 
+    def final_step_conv(
+        self,
+        challenger: LocalAccount,
+        dispute_id: int,
+        claim: ReceiptClaim,
+        head: tuple[bytes, bytes, int],
+        call: bytes,
+    ) -> tuple[DisputeOutcome, TxResult]:
+        """Challenger: a Conv element; `call` is `ConvReferee.recompute` calldata."""
+        fn = self.contract.functions.final_step_conv(dispute_id, claim.args(), *head, call)
+        receipt = self._tx(challenger, fn, "final step")
+        return self._outcome(receipt), TxResult.of(receipt)
+
+    def conv_referee(self) -> Any:
+        """The `ConvReferee` contract this referee calls."""
+        address = self._view("CONV_REFEREE")
+        return self.chain.w3.eth.contract(address=address, abi=load_artifact("ConvReferee").abi)
+
     def claim_timeout(self, account: LocalAccount, dispute_id: int) -> DisputeOutcome:
         """Settle a dispute whose current mover let the deadline pass."""
         receipt = self._tx(account, self.contract.functions.claim_timeout(dispute_id), "timeout")
@@ -497,202 +531,3 @@ class Referee:
         if int(d[4]) == 0:
             raise NotFoundError(f"no dispute {dispute_id} on {self.address}")
         return _PHASES.get(int(d[4]), "unknown")
-
-
-class DeviceSide:
-    """The device's answers, from its stored trace."""
-
-    def __init__(self, trace: Trace) -> None:
-        if trace.layout != LAYOUT_V2:
-            raise UnsupportedError("the on-chain referee checks trace layout v2 only")
-        self.trace = trace
-
-    def entry_hashes(self) -> list[bytes]:
-        """Every entry-leaf hash (level 0 of the trace tree)."""
-        return list(self.trace.tree.levels[0])
-
-    def entry(self, k: int) -> tuple[bytes, list[bytes], list[bytes]]:
-        """Entry k's leaf, its audit path, its chunk hashes."""
-        op = self.trace.open_leaf(k)
-        return op.data, list(op.path), list(self.trace.commitment(k).levels.levels[0])
-
-    def chunk(self, k: int, c: int) -> tuple[bytes, bytes, list[bytes]]:
-        """Entry k's leaf, chunk c and the chunk's audit path."""
-        op = self.trace.open_chunk(k, c)
-        return self.trace.leaf_bytes[k], op.data, list(op.path)
-
-
-class ChallengerSide:
-    """The challenger's moves, from its own re-execution (`trace`) of the receipt's model."""
-
-    def __init__(self, executor: FixedExecutor, trace: Trace) -> None:
-        self.ex = executor
-        self.trace = trace
-        self.weights = executor.weight_commitments()
-        self.ops = op_table(executor, self.weights)
-        self.ops_tree = MerkleLevels([leaf_hash(r) for r in self.ops])
-        self.device_tree: MerkleLevels | None = None
-
-    def pick_entry(self, hashes: list[bytes]) -> int:
-        """The first entry whose leaf differs from this re-execution's."""
-        mine = self.trace.tree.levels[0]
-        self.device_tree = MerkleLevels(hashes)
-        for k, (a, b) in enumerate(zip(hashes, mine, strict=True)):
-            if a != b:
-                return k
-        raise InvalidInputError("the device's trace equals this re-execution: nothing to dispute")
-
-    def pick_chunk(self, k: int, leaf: bytes, chunk_hashes: list[bytes]) -> int:
-        """The first chunk of entry k that differs from this re-execution's."""
-        mine = self.trace.commitment(k).levels.levels[0]
-        if self.trace.leaf_bytes[k] != leaf and len(mine) != len(chunk_hashes):
-            return 0
-        for c, (a, b) in enumerate(zip(chunk_hashes, mine, strict=False)):
-            if a != b:
-                return c
-        return 0
-
-    def pick_element(self, k: int, leaf: bytes, c: int, data: bytes) -> int:
-        """The first element of chunk c (as revealed) that differs from this re-execution's."""
-        isz = self.trace.values[k].dtype.itemsize
-        per = CHUNK // isz
-        flat = self.trace.values[k].reshape(-1)
-        count = int.from_bytes(leaf[32:64], "big")
-        for j in range(c * per, min((c + 1) * per, count)):
-            off = (j - c * per) * isz
-            if int.from_bytes(data[off : off + isz], "big", signed=True) != int(flat[j]):
-                return j
-        return c * per
-
-    def final_args(self, k: int, leaf: bytes, data: bytes, element: int) -> list[Any]:
-        """The final step's arguments for `element` of entry k (device's leaf and chunk)."""
-        rec = self.ops[k]
-        fields = [int.from_bytes(rec[32 * i : 32 * i + 32], "big") for i in range(8)]
-        if fields[0] != KIND_DENSE:
-            raise UnsupportedError(
-                f"entry {k} ({self.ex.entries[k].label}) is not a Gemm the contract recomputes"
-            )
-        _, _, src, _, wi, bi, mi, si = fields
-        a_vals = self.trace.values[src]
-        m_rows, kk = a_vals.shape
-        n_out = self.weights.values[wi].shape[0]
-        row, col = divmod(element, n_out) if element < m_rows * n_out else (0, 0)
-
-        def run(c: Any, lo: int, count: int) -> tuple[bytes, list[bytes]]:
-            isz = c.values_itemsize
-            c0, c1 = lo * isz // CHUNK, ((lo + count) * isz - 1) // CHUNK + 1
-            chunks = b"".join(c.open(j) for j in range(c0, c1))
-            return chunks, range_proof(c.levels, c0, c1 - c0)
-
-        def leaf_of(w: Any, i: int) -> tuple[bytes, list[bytes]]:
-            op = w.open_leaf(i)
-            return op.data, list(op.path)
-
-        def one(i: int) -> tuple[tuple[bytes, list[bytes]], tuple[bytes, list[bytes]]]:
-            n = self.weights.values[i].size
-            return leaf_of(self.weights, i), run(_Tensor(self.weights, i), col if n > 1 else 0, 1)
-
-        # The input's leaf is this re-execution's (they agree); its audit path runs through the
-        # device's tree (the revealed entry hashes).
-        a_leaf = self.trace.leaf_bytes[src]
-        a_path = (self.device_tree or self.trace.tree).path(src)
-        b_l, b_r = one(bi)
-        m_l, m_r = one(mi)
-        s_l, s_r = one(si)
-        return [
-            leaf,
-            data,
-            element,
-            tuple(fields),
-            self.ops_tree.path(k),
-            (a_leaf, a_path),
-            run(_Tensor(self.trace, src), row * kk, kk),
-            leaf_of(self.weights, wi),
-            run(_Tensor(self.weights, wi), col * kk, kk),
-            b_l,
-            b_r,
-            m_l,
-            m_r,
-            s_l,
-            s_r,
-        ]
-
-
-@dataclass
-class _Tensor:
-    """Chunks and levels of entry i of a trace or weight commitments."""
-
-    owner: Any
-    i: int
-
-    @property
-    def values_itemsize(self) -> int:
-        return int(self.owner.values[self.i].dtype.itemsize)
-
-    @property
-    def levels(self) -> list[list[bytes]]:
-        return list(self.owner.commitment(self.i).levels.levels)
-
-    def open(self, c: int) -> bytes:
-        return bytes(self.owner.open_chunk(self.i, c).data)
-
-
-def play_dispute(
-    referee: Referee,
-    *,
-    device: LocalAccount,
-    device_side: DeviceSide | None,
-    challenger: LocalAccount,
-    challenger_side: ChallengerSide,
-    open_args: dict[str, Any],
-    claim: ReceiptClaim,
-    on_move: Callable[[str, int], None] | None = None,
-) -> DisputeOutcome:
-    """Open a dispute and play every move; a silent device (`device_side` None) times out.
-
-    The challenger reads the device's reveals from the contract's events, as a stranger would.
-    """
-    gas: dict[str, int] = {}
-
-    def note(what: str, tx: TxResult) -> None:
-        gas[what] = tx.gas_used
-        if on_move is not None:
-            on_move(what, tx.gas_used)
-
-    dispute_id, tx = referee.open_dispute(challenger, claim=claim, **open_args)
-    note("open", tx)
-    if device_side is None:
-        referee.chain.advance_time(referee_window(referee) + 1)
-        out = referee.claim_timeout(challenger, dispute_id)
-        out.gas.update(gas)
-        return out
-    tx = referee.reveal_entries(device, dispute_id, claim, device_side.entry_hashes())
-    note("reveal entries", tx)
-    hashes = [bytes(h) for h in _logged(referee, tx, "EntriesRevealed")["hashes"]]
-    k = challenger_side.pick_entry(hashes)
-    note("name entry", referee.name_entry(challenger, dispute_id, claim, k))
-    tx = referee.reveal_entry(device, dispute_id, claim, device_side.entry(k))
-    note("reveal entry", tx)
-    ev = _logged(referee, tx, "EntryRevealed")
-    leaf, chunk_hashes = bytes(ev["leaf"]), [bytes(h) for h in ev["chunk_hashes"]]
-    c = challenger_side.pick_chunk(k, leaf, chunk_hashes)
-    note("name chunk", referee.name_chunk(challenger, dispute_id, claim, c))
-    tx = referee.reveal_chunk(device, dispute_id, claim, device_side.chunk(k, c))
-    note("reveal chunk", tx)
-    data = bytes(_logged(referee, tx, "ChunkRevealed")["data"])
-    element = challenger_side.pick_element(k, leaf, c, data)
-    args = challenger_side.final_args(k, leaf, data, element)
-    out, tx = referee.final_step(challenger, dispute_id, claim, args)
-    note("final", tx)
-    out.gas = gas
-    return out
-
-
-def referee_window(referee: Referee) -> int:
-    """The referee's response window (seconds)."""
-    return int(referee._view("RESPONSE_WINDOW"))
-
-
-def _logged(referee: Referee, tx: TxResult, name: str) -> Any:
-    receipt = referee.chain.w3.eth.get_transaction_receipt(tx.tx_hash)  # type: ignore[arg-type]
-    return referee._event(receipt, name)

@@ -78,7 +78,8 @@ def dispute(
     from edgetrust.chain.accounts import EvmKeystore
     from edgetrust.chain.anchor import LogAnchor
     from edgetrust.chain.receipt_dispute import Cosignature, dispute_receipt, receipt_claim
-    from edgetrust.chain.referee import REVERTS, DeviceSide, Referee
+    from edgetrust.chain.referee import REVERTS, Referee
+    from edgetrust.chain.referee_play import DeviceSide
     from edgetrust.chain.rpc import RevertError
     from edgetrust.runtime.fixed import TraceStore
 

@@ -41,6 +41,9 @@ MAX_K: constant(uint256) = 256
 MAX_RUN_CHUNKS: constant(uint256) = 9
 MAX_RUN: constant(uint256) = CHUNK * MAX_RUN_CHUNKS
 KIND_DENSE: constant(uint256) = 1
+KIND_CONV: constant(uint256) = 2
+# A Conv element opens one run of its input per (input channel, kernel row) inside the image.
+MAX_CONV_CALL: constant(uint256) = 40000
 # Phases: odd = the device's turn, even = the challenger's.
 P_ENTRIES: constant(uint256) = 1
 P_NAME_ENTRY: constant(uint256) = 2
@@ -114,6 +117,8 @@ struct Parsed:
     rank: uint256
     d0: uint256
     d1: uint256
+    d2: uint256
+    d3: uint256
     count: uint256
     root: bytes32
 
@@ -171,21 +176,26 @@ disputed: public(HashMap[bytes32, bool])
 dispute_count: public(uint256)
 
 ANCHOR: public(immutable(address))
+CONV_REFEREE: public(immutable(address))
 MIN_BOND: public(immutable(uint256))
 CHALLENGE_BOND: public(immutable(uint256))
 RESPONSE_WINDOW: public(immutable(uint256))
 
 
 @deploy
-def __init__(anchor: address, min_bond: uint256, challenge_bond: uint256, response_window: uint256):
+def __init__(
+    anchor: address, conv_referee: address, min_bond: uint256, challenge_bond: uint256, response_window: uint256
+):
     """
     @param anchor The LogAnchor whose anchored roots receipts must be under.
+    @param conv_referee The ConvReferee that recomputes Conv elements.
     @param min_bond Smallest device bond (wei).
     @param challenge_bond Bond (wei) a challenger posts; the device receives it if cleared.
     @param response_window Seconds each move has before the mover loses by timeout.
     """
     assert response_window > 0, "BadWindow"
     ANCHOR = anchor
+    CONV_REFEREE = conv_referee
     MIN_BOND = min_bond
     CHALLENGE_BOND = challenge_bond
     RESPONSE_WINDOW = response_window
@@ -347,6 +357,8 @@ def _parse(leaf: Bytes[160]) -> Parsed:
         rank=(w0 >> 232) & 255,
         d0=(w0 >> 192) & 4294967295,
         d1=(w0 >> 160) & 4294967295,
+        d2=(w0 >> 128) & 4294967295,
+        d3=(w0 >> 96) & 4294967295,
         count=convert(extract32(leaf, 32), uint256),
         root=extract32(leaf, 64),
     )
@@ -726,6 +738,50 @@ def _settle(
     else:
         send(d.device, d.bond)
     return convicted
+
+
+@internal
+def _open_output(dispute_id: uint256, claim: Claim, out_leaf: Bytes[96], out_chunk: Bytes[CHUNK], element: uint256) -> (Dispute, Parsed, int256):
+    d: Dispute = self._move(dispute_id, P_FINAL, claim)
+    assert sha256(concat(b"\x00", out_leaf)) == d.entry_leaf, "LeafMismatch"
+    assert sha256(concat(b"\x00", out_chunk)) == d.chunk_hash, "ChunkMismatch"
+    y: Parsed = self._parse(out_leaf)
+    assert element < y.count and element * y.itemsize // CHUNK == d.chunk, "ElementNotInChunk"
+    return d, y, self._elem1(out_chunk, (element * y.itemsize) % CHUNK, y.itemsize)
+
+
+@external
+def final_step_conv(
+    dispute_id: uint256,
+    claim: Claim,
+    out_leaf: Bytes[96],
+    out_chunk: Bytes[CHUNK],
+    element: uint256,
+    call: Bytes[MAX_CONV_CALL],
+) -> bool:
+    """
+    @notice Challenger: the final step of a Conv node. `call` is the calldata of
+            `ConvReferee.recompute` (a stateless contract, kept apart for the EIP-170 code size
+            limit), which checks every opening against the claim's roots; this contract checks
+            that it answered for this dispute's claim, entry, leaf and element.
+    @return True if the device is convicted.
+    """
+    d: Dispute = empty(Dispute)
+    y: Parsed = empty(Parsed)
+    claimed: int256 = 0
+    d, y, claimed = self._open_output(dispute_id, claim, out_leaf, out_chunk, element)
+    out: Bytes[192] = raw_call(CONV_REFEREE, call, max_outsize=192, is_static_call=True)
+    c_hash: bytes32 = empty(bytes32)
+    entry: uint256 = 0
+    leaf_hash: bytes32 = empty(bytes32)
+    el: uint256 = 0
+    shape_ok: bool = False
+    recomputed: int256 = 0
+    c_hash, entry, leaf_hash, el, shape_ok, recomputed = abi_decode(out, (bytes32, uint256, bytes32, uint256, bool, int256))
+    assert c_hash == d.claim_hash and entry == d.entry and leaf_hash == d.entry_leaf and el == element, "WrongRecompute"
+    if not shape_ok:
+        return self._settle(dispute_id, d, True, claimed, 0, "shape")
+    return self._settle(dispute_id, d, recomputed != claimed, claimed, recomputed, "recomputed")
 
 
 @external
