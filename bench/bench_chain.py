@@ -125,6 +125,75 @@ def _zk_receipt_row() -> tuple[list[str], str]:
     return row, note
 
 
+def _conv_rows() -> list[list[str]]:
+    """The Conv final step on the receipt's layout: the small test CNN's two 3×3 convolutions."""
+    import numpy as np
+
+    from edgetrust.chain.anchor import AnchorParams
+    from edgetrust.chain.referee import ReceiptClaim, Referee, RefereeParams
+    from edgetrust.chain.referee_play import ChallengerSide, DeviceSide, play_dispute
+    from edgetrust.dsse import sign_envelope
+    from edgetrust.log.merkle import inclusion_proof, root_from_leaves
+    from edgetrust.runtime.fixed import Fault, FixedExecutor
+    from edgetrust.zoo import small_cnn
+
+    ex = FixedExecutor(small_cnn(size=8).SerializeToString())
+    x = {ex.input_names[0]: np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype("f4")}
+    _, honest = ex.run_traced(x)
+    rows = []
+    for node, label in ((0, "3→8 channels, 9 input runs"), (3, "8→8 channels, 24 input runs")):
+        _, lying = ex.run_traced(x, fault=Fault(node, 259, 1))
+        chain = connect(None)
+        op, dev, ch = (Account.create() for _ in range(3))
+        for a in (op, dev, ch):
+            chain.fund(a.address, 10**20)
+        anchor, _ = LogAnchor.deploy(chain, op, AnchorParams(response_window=3600))
+        log_key = Identity.generate("log")
+        origin = "bench.example/log"
+        anchor.register_log(
+            op,
+            origin=origin,
+            bond=10**18,
+            log_identity=log_key,
+            note_key=note_verifier_key(origin, log_key),
+        )
+        referee, _ = Referee.deploy(chain, op, anchor.address, RefereeParams())
+        ident = Identity.generate("device")
+        referee.register_device(dev, ident, bond=10**18)
+        env = sign_envelope(lying.root, "application/octet-stream", ident).to_json()
+        leaves = [leaf_hash(env)]
+        anchor.anchor(op, origin=origin, size=1, root=root_from_leaves(leaves))
+        claim = ReceiptClaim.of(ex, lying.root)
+        out = play_dispute(
+            referee,
+            device=dev,
+            device_side=DeviceSide(lying),
+            challenger=ch,
+            challenger_side=ChallengerSide(ex, honest),
+            open_args={
+                "device": dev.address,
+                "envelope": env,
+                "log_id": anchor.log_id(origin),
+                "tree_size": 1,
+                "index": 0,
+                "proof": inclusion_proof(0, leaves),
+                "cosignature": referee.cosign(dev, env, claim),
+            },
+            claim=claim,
+        )
+        assert out.convicted
+        gas = out.gas["final"]
+        rows.append(
+            [
+                f"receipt dispute, final step: small CNN Conv 3×3 {label}",
+                f"{gas:,}",
+                "-",
+                "≤ 600,000 " + ("met" if gas <= 600_000 else "**MISSED**"),
+            ]
+        )
+    return rows
+
+
 def _receipt_dispute_rows(chain, acct) -> tuple[list[list[str]], list[str]]:  # type: ignore[no-untyped-def]
     """The receipt-to-slash path on real receipts, and Ed25519-in-EVM vs an EIP-712 check."""
     import tempfile
@@ -187,6 +256,7 @@ def _receipt_dispute_rows(chain, acct) -> tuple[list[list[str]], list[str]]:  # 
             "≤ 1,500,000 " + ("met" if total <= 1_500_000 else "**MISSED**"),
         ]
     )
+    rows.extend(_conv_rows())
     # Signature check: Ed25519 in EVM code vs the EIP-712 co-signature the referee uses.
     here = Path(__file__).parent
     ed = _deploy_source(chain, acct, (here / "ed25519_verify.vy").read_text())
