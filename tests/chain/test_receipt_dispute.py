@@ -70,3 +70,53 @@ def test_cosignature_parse_rejects_malformed() -> None:
     ):
         with pytest.raises(InvalidInputError):
             Cosignature.parse(bad)
+
+
+def test_dispute_prechecks_fail_before_any_transaction(world: Any) -> None:
+    from dataclasses import replace
+
+    from eth_account import Account
+
+    from edgetrust.chain.anchor import AnchorParams, LogAnchor
+    from edgetrust.chain.receipt_dispute import cosign_bundle, dispute_receipt
+    from edgetrust.chain.referee import Referee
+    from edgetrust.errors import NotFoundError, VerificationError
+
+    root, log, model, x, honest, lying = world
+    chain = connect(None)
+    op, dev, ch = (Account.create() for _ in range(3))
+    for a in (op, dev, ch):
+        chain.fund(a.address, 10**20)
+    anchor, _ = LogAnchor.deploy(chain, op, AnchorParams())
+    referee, _ = Referee.deploy(chain, op, anchor.address)
+    carol, bundle = lying
+    referee.register_device(dev, carol.identity, bond=10**18)
+    cosig = cosign_bundle(referee, dev, bundle, model)
+    latest = log.latest()
+    anchor.register_log(
+        op,
+        origin=latest.origin,
+        bond=10**18,
+        log_identity=Keystore(Path(root) / "log").load(LOG_KEY_NAME),
+        note_key=log.verifier_key,
+    )
+    kw = {"model": model, "inputs": x, "opening": carol.reveal(bundle), "log": log}
+    with pytest.raises(NotFoundError, match="anchor a checkpoint first"):
+        dispute_receipt(referee, anchor, ch, bundle, cosig, **kw)
+    anchor.anchor(op, origin=latest.origin, size=latest.size, root=latest.root)
+    with pytest.raises(InvalidInputError, match="another receipt"):
+        dispute_receipt(referee, anchor, ch, honest[1], cosig, **kw)
+    with pytest.raises(VerificationError, match="co-signed claim"):
+        bad = replace(cosig, claim=replace(cosig.claim, trace_size=1))
+        dispute_receipt(referee, anchor, ch, bundle, bad, **kw)
+    with pytest.raises(NotFoundError, match="not registered"):
+        dispute_receipt(referee, anchor, ch, bundle, replace(cosig, account=ch.address), **kw)
+    bob, bob_bundle = honest
+    referee.register_device(ch, bob.identity, bond=10**18)
+    bob_cosig = cosign_bundle(referee, ch, bob_bundle, model)
+    with pytest.raises(InvalidInputError, match="nothing to dispute"):
+        dispute_receipt(
+            referee, anchor, dev, bob_bundle, bob_cosig, **{**kw, "opening": bob.reveal(bob_bundle)}
+        )
+    with pytest.raises(InvalidInputError, match="not the receipt's model"):
+        dispute_receipt(referee, anchor, ch, bundle, cosig, **{**kw, "model": model + b"x"})
