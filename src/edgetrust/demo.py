@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rich.console import Console
@@ -98,7 +99,7 @@ def _fixed_step(
     model_bytes: bytes,
     x_test: np.ndarray,
     log: Log,
-) -> None:
+) -> tuple[Any, Any, dict[str, Any]]:
     """Receipts from the bit-exact executor; carol lies about one hidden number and loses."""
     from edgetrust.runtime.fixed import Fault, FixedRuntime
     from edgetrust.verify.dispute import challenge_receipt
@@ -152,6 +153,7 @@ def _fixed_step(
             f"referee recomputed one element ({verdict.referee_macs} multiply-adds); verdict "
             f"logged at index {found.log_index}"
         )
+    return (bob, honest.bundle), (carol, lying.bundle), x
 
 
 def _zk_step(
@@ -242,6 +244,50 @@ def _fl_step(console: Console, result: DemoResult, root: Path) -> None:
         result.expect(
             "federated round log: lineage, commitments, ε, models recomputed", True, audit
         )
+
+
+def _receipt_slash_step(
+    console: Console,
+    result: DemoResult,
+    root: Path,
+    log: Log,
+    model: bytes,
+    fixed: tuple[Any, Any, dict[str, Any]],
+) -> None:
+    """Step 10, continued: carol's lying receipt from step 7 loses her bond on chain."""
+    from edgetrust.chain.receipt_demo import run_receipt_disputes
+    from edgetrust.identity import Keystore
+    from edgetrust.log.service import LOG_KEY_NAME
+
+    honest, lying, x = fixed
+    console.print("from receipt to slash: carol's receipt of step 7, disputed on chain")
+    got = run_receipt_disputes(
+        log=log,
+        log_identity=Keystore(root / "log").load(LOG_KEY_NAME),
+        model=model,
+        inputs=x,
+        honest=honest,
+        lying=lying,
+    )
+    for what, gas, outcome in got.rows:
+        g = f"{gas:>9,}" if gas is not None else "        -"
+        console.print(f"  {what:45s} {g}  {outcome}")
+    slashed = got.carol is not None and got.carol.convicted and got.carol_bond_after == 0
+    result.rows.append(
+        ("carol's receipt disputed on chain", "bond slashed", "bond slashed" if slashed else "kept")
+    )
+    if not slashed:
+        result.failures.append("carol's receipt disputed on chain")
+    cleared = got.false_challenge is not None and not got.false_challenge.convicted
+    result.rows.append(
+        (
+            "false challenge of bob's receipt",
+            "challenger pays",
+            "challenger pays" if cleared and got.challenger_lost > 0 else "not charged",
+        )
+    )
+    if not cleared:
+        result.failures.append("false challenge of bob's receipt")
 
 
 def _chain_step(console: Console, result: DemoResult, root: Path, log: Log, bundle: Bundle) -> None:
@@ -448,7 +494,7 @@ def _run(console: Console, root: Path) -> DemoResult:
     )
 
     _step(console, "7. Exact re-execution, and a lying device convicted by a fraud proof")
-    _fixed_step(console, result, root, devices, model_bytes, x_test, log)
+    fixed = _fixed_step(console, result, root, devices, model_bytes, x_test, log)
 
     _step(console, "8. Zero knowledge: a receipt that proves the inference, input kept private")
     _zk_step(console, result, devices["alice"], log, x_test)
@@ -458,6 +504,7 @@ def _run(console: Console, root: Path) -> DemoResult:
 
     _step(console, "10. Settlement on an EVM chain (in-process): anchor the log, convict on chain")
     _chain_step(console, result, root, log, bundles[0][1])
+    _receipt_slash_step(console, result, root, log, model_bytes, fixed)
 
     _step(console, "11. Data stays home: consent grants, jobs on the data, revocation, value")
     data_step(console, result, root)

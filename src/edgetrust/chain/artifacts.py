@@ -33,7 +33,7 @@ BUILD_DIR = Path(__file__).parent / "build"
 VYPER_VERSION = "0.4.3"
 # Cancun is supported by every mainstream EVM chain and client in 2025; Prague is not yet.
 EVM_VERSION = "cancun"
-VYPER_CONTRACTS = ("DisputeGame", "LogAnchor")
+VYPER_CONTRACTS = ("ConvReferee", "DisputeGame", "LogAnchor", "Referee")
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from edgetrust.cli import (
     _human,  # noqa: F401  (human register, login, task add, tasks, review, aggregate, …)
     _log,  # noqa: F401  (log, node, witness)
     _publish,  # noqa: F401  (log publish)
+    _referee,  # noqa: F401  (chain dispute, deploy-referee, register-device, cosign)
     _zk,  # noqa: F401  (zk setup, prove, verify, show, export)
 )
 from edgetrust.cli._app import app, main, run
