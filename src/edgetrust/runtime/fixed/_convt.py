@@ -40,16 +40,7 @@ class ConvTranspose(_Dense):
     op_types = ("ConvTranspose",)
 
     def setup(self) -> None:
-        if self.info(0).kind != "q":
-            raise self.fail("input X must be a real tensor")
-        if not self.is_const(1):
-            raise self.fail("weights W must be constant")
-        if self.has_input(2) and not self.is_const(2):
-            raise self.fail("a non-constant bias B is not supported")
-        wshape = np.asarray(self.info(1).const).shape
-        if len(wshape) != 4:
-            raise self.fail("only 2-D ConvTranspose (4-D weights) is supported")
-        self.cin, self.ocg, self.kh, self.kw = (int(d) for d in wshape)
+        self.cin, self.ocg, self.kh, self.kw = self._conv_weight_shape("ConvTranspose")
         self.group = int(self.attrs.get("group", 1))
         if self.group < 1 or self.cin % self.group:
             raise self.fail(f"group={self.group} does not divide {self.cin} input channels")

@@ -52,6 +52,20 @@ class _Dense(Op):
         """Channel weights and bias before the output scale is known (for calibration)."""
         raise NotImplementedError
 
+    def _conv_weight_shape(self, what: str) -> tuple[int, int, int, int]:
+        """Check a 2-D (transposed) convolution's inputs; the shape of its constant weights."""
+        if self.info(0).kind != "q":
+            raise self.fail("input X must be a real tensor")
+        if not self.is_const(1):
+            raise self.fail("weights W must be constant")
+        if self.has_input(2) and not self.is_const(2):
+            raise self.fail("a non-constant bias B is not supported")
+        wshape = np.asarray(self.info(1).const).shape
+        if len(wshape) != 4:
+            raise self.fail(f"only 2-D {what} (4-D weights) is supported")
+        a, b, c, d = (int(n) for n in wshape)
+        return a, b, c, d
+
     def _wide_scales(self) -> F64:
         return np.asarray(self.weights()["acc_scales"], np.float64)
 
@@ -323,16 +337,7 @@ class Conv(_Dense):
     op_types = ("Conv",)
 
     def setup(self) -> None:
-        if self.info(0).kind != "q":
-            raise self.fail("input X must be a real tensor")
-        if not self.is_const(1):
-            raise self.fail("weights W must be constant")
-        if self.has_input(2) and not self.is_const(2):
-            raise self.fail("a non-constant bias B is not supported")
-        wshape = np.asarray(self.info(1).const).shape
-        if len(wshape) != 4:
-            raise self.fail("only 2-D convolution (4-D weights) is supported")
-        self.oc, self.cg, self.kh, self.kw = (int(d) for d in wshape)
+        self.oc, self.cg, self.kh, self.kw = self._conv_weight_shape("convolution")
         self.group = int(self.attrs.get("group", 1))
         if self.group < 1 or self.oc % self.group:
             raise self.fail(f"group={self.group} does not divide {self.oc} output channels")
