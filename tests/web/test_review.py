@@ -121,7 +121,10 @@ def test_review_full_flow(page: tuple[object, object, str, list[str]], server: S
     assert "Question " + XSS in pg.inner_text("main")  # type: ignore[attr-defined]
     first = pg.locator("article.task", has_text="classified correctly")  # type: ignore[attr-defined]
     assert "AI output" in first.inner_text() and "class " in first.inner_text()
-    assert first.locator("button").is_disabled()  # answering needs a signed-in reviewer
+    # No answer control outside a passkey session.
+    assert first.locator("form.answer").count() == 0 and "Sign in with your passkey" in (
+        first.inner_text()
+    )
     pg.click("#register")  # type: ignore[attr-defined]
     _status(pg, "Registered (log entry")
     pg.click("#login")  # type: ignore[attr-defined]
@@ -134,6 +137,7 @@ def test_review_full_flow(page: tuple[object, object, str, list[str]], server: S
         "request",
         lambda r: sent.append(r.post_data_buffer) if r.url.endswith("/v1/human/verdicts") else None,
     )
+    first.locator("form.answer").wait_for()
     first.locator("input[value=no]").check()
     first.locator("button").click()
     first.locator(".mine", has_text="Verdict logged at entry").wait_for()

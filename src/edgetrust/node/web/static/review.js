@@ -102,7 +102,9 @@
   // -- talking to the node ----------------------------------------------------------------
   function post(path, body) {
     return fetch(path, { method: "POST", headers: { "content-type": "application/json" },
-      body: JSON.stringify(body), credentials: "omit" }).then(function (resp) {
+      body: JSON.stringify(body),
+      // The passkey session lives in a cookie; the /v1/human JSON API takes none.
+      credentials: path.indexOf("/review/") === 0 ? "same-origin" : "omit" }).then(function (resp) {
       return resp.json().catch(function () { return {}; }).then(function (obj) {
         if (!resp.ok) {
           var err = new Error(obj.message || ("the node answered " + resp.status));
@@ -155,26 +157,31 @@
   }
   function clearProblem() { $("problem").hidden = true; $("problem").textContent = ""; }
   function busy(on) {
-    ["register", "login"].forEach(function (id) { $(id).disabled = on; });
+    ["register", "login", "logout"].forEach(function (id) { if ($(id)) { $(id).disabled = on; } });
   }
 
-  function signedIn() {
-    state.signedIn = true;
-    say("Signed in as this DID (passkey verified by the node).");
-    return fetch("/v1/human/tasks?reviewer=" + encodeURIComponent(state.did))
-      .then(function (resp) { return resp.json(); })
-      .then(function (obj) {
-        var mine = {};
-        (obj.tasks || []).forEach(function (t) { mine[t.digest] = t.mine; });
-        document.querySelectorAll("form.answer").forEach(function (form) {
-          var answered = mine[form.dataset.task];
-          form.querySelector("button").disabled = false;
-          if (answered) {
-            form.querySelector(".mine").textContent = "You answered: " + answered;
-          }
-        });
-      });
+  function logout() {
+    clearProblem(); busy(true);
+    return post("/review/logout", { csrf: csrf() })
+      .then(function () { location.reload(); })
+      .catch(function (err) { problem(err); busy(false); });
   }
+
+  // The server opened a passkey session for the DID in data-session; answer only when it is
+  // this browser's reviewer key (another key's session cannot sign verdicts here).
+  function resumeSession() {
+    var session = $("reviewer").dataset.session;
+    if (!session) { return; }
+    if (session !== state.did) {
+      problem(new Error("This passkey session is for another DID than this browser's " +
+        "reviewer key; sign out and sign in again."));
+      return;
+    }
+    state.signedIn = true;
+    document.querySelectorAll("form.answer button").forEach(function (b) { b.disabled = false; });
+  }
+
+  function csrf() { return $("csrf").value; }
 
   function register() {
     clearProblem(); busy(true); say("Registering a passkey…");
@@ -197,9 +204,10 @@
     return post("/v1/human/login/options", { did: state.did })
       .then(function (opts) { return navigator.credentials.get(requestOptions(opts.publicKey)); })
       .then(function (cred) {
-        return post("/v1/human/login/verify", { did: state.did, credential: credentialJSON(cred) });
+        return post("/review/session",
+          { did: state.did, credential: credentialJSON(cred), csrf: csrf() });
       })
-      .then(signedIn)
+      .then(function () { say("Signed in; loading your queue…"); location.reload(); })
       .catch(function (err) { say("Not signed in."); problem(err); })
       .finally(function () { busy(false); });
   }
@@ -255,9 +263,11 @@
       .then(function (did) {
         state.did = did;
         $("did").textContent = did;
-        $("register").addEventListener("click", register);
-        $("login").addEventListener("click", login);
+        if ($("register")) { $("register").addEventListener("click", register); }
+        if ($("login")) { $("login").addEventListener("click", login); }
+        if ($("logout")) { $("logout").addEventListener("click", logout); }
         busy(false);
+        resumeSession();
       })
       .catch(function (err) {
         problem(new Error("This browser cannot make a reviewer key (Ed25519 WebCrypto, " +
