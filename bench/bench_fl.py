@@ -241,19 +241,16 @@ def _accuracy() -> tuple[str, list[str], dict[str, list[float]], dict[str, list[
     ]
     with tempfile.TemporaryDirectory() as home:
         start = time.perf_counter()
-        res = simulate(
-            SessionSpec(rounds=30, secagg=True, local_epochs=3),
-            num_clients=20,
-            dropout=0.3,
-            home=home,
-        )
+        # `fl simulate`'s defaults (FedYogi, 5 local epochs), the convergence targets' setting
+        res = simulate(SessionSpec(rounds=30, secagg=True), num_clients=20, dropout=0.3, home=home)
         fed = res.rounds[-1].accuracy or 0.0
+        at = {r: res.rounds[r - 1].accuracy or 0.0 for r in (5, 20)}
         rows.append(
             [
-                "FedAvg + SecAgg, 20 clients, α=0.5, 30% dropout, 30 rounds",
+                "FedAvg + SecAgg, 20 clients, α=0.5, 30% dropout, 30 rounds (defaults)",
                 "∞ (no DP)",
                 "—",
-                f"{100 * fed:.1f}%",
+                f"{100 * fed:.1f}% (round 5: {100 * at[5]:.1f}%, round 20: {100 * at[20]:.1f}%)",
                 f"{100 * fed / central:.1f}%",
                 f"{time.perf_counter() - start:.1f}",
             ]
@@ -292,8 +289,10 @@ def _accuracy() -> tuple[str, list[str], dict[str, list[float]], dict[str, list[
             ]
         )
     verdict = (
-        f"Target: accuracy without DP ≥ 95% of centralized: {100 * fed / central:.1f}%, "
-        f"{'met' if fed >= 0.95 * central else '**missed**'}."
+        f"Targets without DP: ≥ 90% of centralized within 5 rounds: "
+        f"{100 * at[5] / central:.1f}%, {'met' if at[5] >= 0.9 * central else '**missed**'}; "
+        f"≥ 97% within 20: {100 * at[20] / central:.1f}%, "
+        f"{'met' if at[20] >= 0.97 * central else '**missed**'}."
     )
     text = table(["setup", "ε (δ=1e-5)", "z", "test accuracy", "of centralized", "s"], rows)
     curves["centralized"] = [central]
