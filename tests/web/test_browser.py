@@ -104,7 +104,15 @@ def test_every_page_in_chromium(server: Server, browser: object, world: World) -
 def test_keyboard_reaches_every_control(server: Server, browser: object, world: World) -> None:
     problems: list[str] = []
     page = _page(browser, problems)
-    for url in ("/", "/receipt", f"/data?owner={world.owner_did}", f"/rounds/{world.session}"):
+    for url in (
+        "/",
+        "/receipt",
+        f"/data?owner={world.owner_did}",
+        f"/rounds/{world.session}",
+        "/review",
+        "/witnesses",
+        "/disputes",
+    ):
         page.goto(server.url + url)
         want = page.evaluate(
             "Array.from(document.querySelectorAll('a[href], input:not([type=hidden]), button, "
