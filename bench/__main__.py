@@ -60,6 +60,7 @@ def main(argv: list[str]) -> int:
     argv = [a for a in argv if a != "--update"]
     names = argv or sorted(p.stem for p in (ROOT / "bench").glob("bench_*.py"))
     sections: dict[str, str] = {}
+    load = os.getloadavg()[0]
     for name in names:
         mod = importlib.import_module(f"bench.{name}")
         print(f"== {name}", flush=True)
@@ -74,15 +75,19 @@ def main(argv: list[str]) -> int:
         f"Machine: {_machine()}.\n\n"
         "Each section measures edgetrust beside the baseline its issue names, in the same "
         "run. Shared machines are noisy: read ratios, not single figures. A section refreshed "
-        "alone (`python -m bench --update NAME`) carries its own date.\n"
+        "alone (`python -m bench --update NAME`) carries its own date and machine.\n"
     )
     path = ROOT / "BENCHMARKS.md"
     if argv and not update:
         print("(partial run: BENCHMARKS.md not rewritten; --update rewrites these sections)")
         return 0
     if update and path.exists():
-        _, old = _split(path.read_text())
-        stamp = f"_(refreshed alone on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC)_\n\n"
+        # The header describes the last full run: keep it; the refreshed sections say their own.
+        header, old = _split(path.read_text())
+        stamp = (
+            f"_(refreshed alone on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {_machine()}; "
+            f"load average {load:.1f} at the start)_\n\n"
+        )
         old.update({name: stamp + body for name, body in sections.items()})
         sections = old
     path.write_text(_join(header, sections))

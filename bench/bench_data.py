@@ -238,17 +238,25 @@ def _jobs() -> list[list[str]]:
 def _knn() -> tuple[list[list[str]], str]:
     rows = []
     xtr, xte, ytr, yte = load_digits_split(test_fraction=1297 / 1797)
+    # Which labels are flipped changes how many KNN-Shapley finds (the anchor is one draw):
+    # report the first draw's time and the detection over ten draws.
+    found = []
+    draws = []
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        noisy = ytr.copy()
+        flipped = rng.choice(500, 50, replace=False)
+        noisy[flipped] = (noisy[flipped] + rng.integers(1, 10, 50)) % 10
+        draws.append(noisy)
+        v = knn_shapley(xtr, noisy, xte, yte, k=5)
+        found.append(len(set(np.argsort(v)[:50].tolist()) & set(flipped.tolist())) / 50)
+    t = median_of(lambda: knn_shapley(xtr, draws[0], xte, yte, k=5), repeat=3)
     rng = np.random.default_rng(0)
-    ytr = ytr.copy()
-    flipped = rng.choice(500, 50, replace=False)
-    ytr[flipped] = (ytr[flipped] + rng.integers(1, 10, 50)) % 10
-    t = median_of(lambda: knn_shapley(xtr, ytr, xte, yte, k=5), repeat=3)
-    v = knn_shapley(xtr, ytr, xte, yte, k=5)
-    found = len(set(np.argsort(v)[:50].tolist()) & set(flipped.tolist())) / 50
     anchor = (
         f"500 train / 1,297 test digits, 10% labels flipped: {t:.3f} s (anchor: pydvl 1.25 s, "
-        f"ratio {t / 1.25:.2f}×), {100 * found:.0f}% of flipped labels in the lowest-valued 10% "
-        "(anchor: 98%)."
+        f"ratio {t / 1.25:.2f}×); flipped labels in the lowest-valued 10%: "
+        f"{100 * np.mean(found):.1f}% on average over 10 draws of the flipped labels "
+        f"({100 * min(found):.0f}–{100 * max(found):.0f}%; anchor: 98%, one draw)."
     )
     for n in (500, 2000, 5000, 20_000):
         x = rng.normal(size=(n, 64)).astype(np.float64)
