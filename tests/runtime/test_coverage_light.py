@@ -79,8 +79,13 @@ def test_light_model_runs_reverifies_and_convicts_a_lie(name: str) -> None:
 QDQ_BOUND = 0.02
 
 
-def test_int8_quantize_static_cnn_runs_reverifies_and_convicts_a_lie(tmp_path: Path) -> None:
-    """A pre-quantized (QDQ, int8) CNN from onnxruntime's quantize_static, run at int16."""
+def quantize_static_cnn(tmp_path: Path, fmt: str) -> bytes:
+    """resnet_style (32×32, width 8) quantized by onnxruntime's quantize_static, int8.
+
+    ``fmt`` "QDQ": QuantizeLinear/DequantizeLinear pairs around float ops. "QOperator": every
+    Conv becomes a QLinearConv on uint8 activations (per-channel int8 weights, int32 bias);
+    the ops onnxruntime would turn into com.microsoft contrib ops stay float.
+    """
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -99,17 +104,57 @@ def test_int8_quantize_static_cnn_runs_reverifies_and_convicts_a_lie(tmp_path: P
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.it, None)
 
-    src, dst = tmp_path / "float.onnx", tmp_path / "int8.onnx"
+    src, dst = tmp_path / "float.onnx", tmp_path / f"{fmt}.onnx"
     onnx.save(graphs.resnet_style(size=32, width=8), str(src))
-    quantize_static(
-        str(src),
-        str(dst),
-        _Reader(),
-        quant_format=QuantFormat.QDQ,
-        activation_type=QuantType.QInt8,
-        weight_type=QuantType.QInt8,
-    )
-    model = dst.read_bytes()
+    if fmt == "QDQ":
+        quantize_static(
+            str(src),
+            str(dst),
+            _Reader(),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+        )
+    else:
+        quantize_static(
+            str(src),
+            str(dst),
+            _Reader(),
+            quant_format=QuantFormat.QOperator,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["Conv", "MatMul"],
+            per_channel=True,
+        )
+    return dst.read_bytes()
+
+
+def test_int8_quantize_static_cnn_runs_reverifies_and_convicts_a_lie(tmp_path: Path) -> None:
+    """A pre-quantized (QDQ, int8) CNN from onnxruntime's quantize_static, run at int16."""
+    import onnx
+
+    from tests.runtime.conftest import cnn_input
+
+    model = quantize_static_cnn(tmp_path, "QDQ")
     ops = {n.op_type for n in onnx.load_from_string(model).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     _runs_reverifies_and_convicts(model, cnn_input(9), "int16", QDQ_BOUND, 5)
+
+
+# QLinearConv runs at the model's own scales; it differs from onnxruntime's by at most one uint8
+# step per layer where a product lies on a rounding tie (half away vs half even), which nine
+# layers and the float BatchNorm/Add between them carry to the softmax as a few 1/32767 steps
+# plus a few model-scale steps (measured 0.0008).
+QOPERATOR_BOUND = 0.01
+
+
+def test_int8_qoperator_cnn_runs_reverifies_and_convicts_a_lie(tmp_path: Path) -> None:
+    """QOperator format: QLinearConv with the model's uint8 activations and int8 weights."""
+    import onnx
+
+    from tests.runtime.conftest import cnn_input
+
+    model = quantize_static_cnn(tmp_path, "QOperator")
+    ops = [n.op_type for n in onnx.load_from_string(model).graph.node]
+    assert ops.count("QLinearConv") == 9
+    _runs_reverifies_and_convicts(model, cnn_input(9), "int16", QOPERATOR_BOUND, 11)

@@ -26,6 +26,7 @@ from edgetrust.runtime.fixed import (  # noqa: F401  (importing registers the op
     _norm,
     _pool,
     _qdq,
+    _qlinear,
     _reduce,
     _shape,
 )
