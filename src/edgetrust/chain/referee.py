@@ -179,7 +179,7 @@ def op_table(executor: FixedExecutor, weights: WeightCommitments | None = None) 
             head = [i, src or 0, op.qmax, *(weights.index.get(k, 0) for k in keys)]
             if known and isinstance(op, Gemm) and op.b_const and not op.trans_a:
                 rec = [KIND_DENSE, *head]
-            elif known and isinstance(op, Conv) and op.auto_pad in ("NOTSET", "VALID"):
+            elif known and type(op) is Conv and op.auto_pad in ("NOTSET", "VALID"):
                 pt, pl, pb, pr = op.pads_attr if op.auto_pad == "NOTSET" else (0, 0, 0, 0)
                 geo = [op.kh, op.kw, *op.strides, *op.dilations, pt, pl, op.group, pb, pr]
                 rec, types = [KIND_CONV, *head, *geo], _CONV_TYPES
