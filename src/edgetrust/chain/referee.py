@@ -172,7 +172,7 @@ def op_table(executor: FixedExecutor, weights: WeightCommitments | None = None) 
         rec: list[int] = [0] * 8
         types = _OP_TYPES
         op = executor.ops[i] if i is not None else None
-        if i is not None and op is not None:
+        if i is not None and op is not None and entry.output == 0:
             src = executor.entry_of_tensor(executor.nodes[i].input[0])
             keys = [(i, n) for n in ("w", "b", "mult", "shift")]
             known = src is not None and all(k in weights.index for k in keys)
