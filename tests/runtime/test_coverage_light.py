@@ -79,8 +79,13 @@ def test_light_model_runs_reverifies_and_convicts_a_lie(name: str) -> None:
 QDQ_BOUND = 0.02
 
 
-def test_int8_quantize_static_cnn_runs_reverifies_and_convicts_a_lie(tmp_path: Path) -> None:
-    """A pre-quantized (QDQ, int8) CNN from onnxruntime's quantize_static, run at int16."""
+def quantize_static_cnn(tmp_path: Path, fmt: str) -> bytes:
+    """resnet_style (32×32, width 8) quantized by onnxruntime's quantize_static, int8.
+
+    ``fmt`` "QDQ": QuantizeLinear/DequantizeLinear pairs around float ops. "QOperator": every
+    Conv becomes a QLinearConv on uint8 activations (per-channel int8 weights, int32 bias);
+    the ops onnxruntime would turn into com.microsoft contrib ops stay float.
+    """
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -99,17 +104,87 @@ def test_int8_quantize_static_cnn_runs_reverifies_and_convicts_a_lie(tmp_path: P
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.it, None)
 
-    src, dst = tmp_path / "float.onnx", tmp_path / "int8.onnx"
+    src, dst = tmp_path / "float.onnx", tmp_path / f"{fmt}.onnx"
     onnx.save(graphs.resnet_style(size=32, width=8), str(src))
-    quantize_static(
-        str(src),
-        str(dst),
-        _Reader(),
-        quant_format=QuantFormat.QDQ,
-        activation_type=QuantType.QInt8,
-        weight_type=QuantType.QInt8,
-    )
-    model = dst.read_bytes()
+    if fmt == "QDQ":
+        quantize_static(
+            str(src),
+            str(dst),
+            _Reader(),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+        )
+    else:
+        quantize_static(
+            str(src),
+            str(dst),
+            _Reader(),
+            quant_format=QuantFormat.QOperator,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["Conv", "MatMul"],
+            per_channel=True,
+        )
+    return dst.read_bytes()
+
+
+def test_int8_quantize_static_cnn_runs_reverifies_and_convicts_a_lie(tmp_path: Path) -> None:
+    """A pre-quantized (QDQ, int8) CNN from onnxruntime's quantize_static, run at int16."""
+    import onnx
+
+    from tests.runtime.conftest import cnn_input
+
+    model = quantize_static_cnn(tmp_path, "QDQ")
     ops = {n.op_type for n in onnx.load_from_string(model).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     _runs_reverifies_and_convicts(model, cnn_input(9), "int16", QDQ_BOUND, 5)
+
+
+# QLinearConv runs at the model's own scales; it differs from onnxruntime's by at most one uint8
+# step per layer where a product lies on a rounding tie (half away vs half even), which nine
+# layers and the float BatchNorm/Add between them carry to the softmax as a few 1/32767 steps
+# plus a few model-scale steps (measured 0.0008).
+QOPERATOR_BOUND = 0.01
+
+
+def test_int8_qoperator_cnn_runs_reverifies_and_convicts_a_lie(tmp_path: Path) -> None:
+    """QOperator format: QLinearConv with the model's uint8 activations and int8 weights."""
+    import onnx
+
+    from tests.runtime.conftest import cnn_input
+
+    model = quantize_static_cnn(tmp_path, "QOperator")
+    ops = [n.op_type for n in onnx.load_from_string(model).graph.node]
+    assert ops.count("QLinearConv") == 9
+    _runs_reverifies_and_convicts(model, cnn_input(9), "int16", QOPERATOR_BOUND, 11)
+
+
+# MiniLM-L6 at int16: the unit-norm embedding tracks onnxruntime within 1e-3 per component
+# (measured 8.7e-4; test_bert.py bounds the cosine, this the largest component difference).
+MINILM_BOUND = 5e-3
+
+
+@pytest.mark.slow
+def test_minilm_int16_runs_reverifies_and_convicts_a_lie() -> None:
+    """MiniLM-L6 (the packaged checkpoint, imported without torch) at int16."""
+    from edgetrust.runtime import bert
+
+    model, tok = bert.import_bert()
+    x = bert.encode_texts(tok, ["A man is eating food.", "The lamp is on."])
+    ex = FixedExecutor(model, precision="int16", calibration=bert.calibration_inputs(tok))
+    out, honest = ex.run_traced(x)
+    (y,) = out.values()
+    assert float(np.max(np.abs(y - _ort(model, x)))) <= MINILM_BOUND
+    verifier = FixedExecutor(model, precision="int16", plan=QuantPlan.from_json(ex.plan.to_json()))
+    out2, again = verifier.run_traced(x)
+    assert again.root == honest.root
+    assert all(out2[k].tobytes() == out[k].tobytes() for k in out)
+    entry = ex.entry_index(len(ex.nodes) // 2)
+    fault = Fault(len(ex.nodes) // 2, 3, 7)
+    _, lying = ex.run_traced(x, fault=fault)
+    w = verifier.weight_commitments()
+    game = DisputeGame(verifier, Claim(lying.root, w.root, w.size), inputs=x)
+    verdict = play(game, DeviceResponder(ex, lying), HonestChallenger(again))
+    assert verdict.device_convicted, verdict
+    assert (verdict.entry, verdict.element) == (entry, 3)

@@ -172,14 +172,14 @@ def op_table(executor: FixedExecutor, weights: WeightCommitments | None = None) 
         rec: list[int] = [0] * 8
         types = _OP_TYPES
         op = executor.ops[i] if i is not None else None
-        if i is not None and op is not None:
+        if i is not None and op is not None and entry.output == 0:
             src = executor.entry_of_tensor(executor.nodes[i].input[0])
             keys = [(i, n) for n in ("w", "b", "mult", "shift")]
             known = src is not None and all(k in weights.index for k in keys)
             head = [i, src or 0, op.qmax, *(weights.index.get(k, 0) for k in keys)]
             if known and isinstance(op, Gemm) and op.b_const and not op.trans_a:
                 rec = [KIND_DENSE, *head]
-            elif known and isinstance(op, Conv) and op.auto_pad in ("NOTSET", "VALID"):
+            elif known and type(op) is Conv and op.auto_pad in ("NOTSET", "VALID"):
                 pt, pl, pb, pr = op.pads_attr if op.auto_pad == "NOTSET" else (0, 0, 0, 0)
                 geo = [op.kh, op.kw, *op.strides, *op.dilations, pt, pl, op.group, pb, pr]
                 rec, types = [KIND_CONV, *head, *geo], _CONV_TYPES

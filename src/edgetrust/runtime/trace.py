@@ -24,8 +24,8 @@ audit paths. Two layouts (`TraceLayout`) exist; receipts name theirs in the exec
   tensor commitment; a param leaf adds ``"node"`` and ``"param"``.
 
 In both, the trace root is the tree over entry leaves in trace order (graph inputs, then each
-node's first output in node order); the weights root is the tree over param leaves in (node
-index, param name) order.
+node's first output followed by any later output something reads, in node order); the weights
+root is the tree over param leaves in (node index, param name) order.
 
 Hashing cost: MiniLM-L6 at sequence 128 has a few million traced elements; see docs/fixed.md
 and the benchmark for measured figures.

@@ -717,13 +717,13 @@ class DeviceResponder:
         n_in = len(ex.input_names)
         if entry < n_in:
             return OpenAnswer()
-        node = entry - n_in
+        node, output = _node_output(ex, entry)
         op = ex.ops[node]
         src = _RecordingSource(ex, self.trace, node)
         if element is None:
-            op.out_shape(src)
+            op.out_shape_of(output, src)
         else:
-            op.element(element, tuple(self.trace.values[entry].shape), src)
+            op.element_of(output, element, tuple(self.trace.values[entry].shape), src)
         entries = {e: self.trace.open_leaf(e) for e in src.shapes | set(src.entry_reads)}
         chunks: dict[tuple[int, int], ChunkOpening] = {}
         for e, idx in src.entry_reads.items():
@@ -1135,11 +1135,11 @@ class DisputeGame:
             expected = self._input_element(self.entry, self.element)
             self.referee_reads = 1
         else:
-            node = self.entry - n_in
+            node, output = _node_output(ex, self.entry)
             src = _OpeningSource(self, node, ans)
             op = ex.ops[node]
             try:
-                expected = op.element(self.element, self.leaf.shape, src)
+                expected = op.element_of(output, self.element, self.leaf.shape, src)
             except _DecidedError:
                 raise
             except Error as exc:
@@ -1192,10 +1192,10 @@ class DisputeGame:
                 )
             shape = tuple(np.asarray(self.inputs[name]).shape)
         else:
-            node = self.entry - n_in
+            node, output = _node_output(ex, self.entry)
             src = _OpeningSource(self, node, ans)
             try:
-                shape = ex.ops[node].out_shape(src)
+                shape = ex.ops[node].out_shape_of(output, src)
             except _DecidedError:
                 raise
             except Error as exc:
@@ -1315,16 +1315,22 @@ def log_verdict(envelope: Envelope, log: Any) -> int:
     return index
 
 
+def _node_output(ex: FixedExecutor, entry: int) -> tuple[int, int]:
+    """(node index, output index) of a node's trace entry."""
+    e = ex.entries[entry]
+    assert e.node_index is not None
+    return e.node_index, e.output
+
+
 # -- challenging a receipt ------------------------------------------------------------------
 
 
 def estimate_macs(executor: FixedExecutor, trace: Trace) -> int:
     """Multiply-adds of a full run (dense ops: output elements × K): what the referee avoids."""
     total = 0
-    n_in = len(executor.input_names)
     for i, op in enumerate(executor.ops):
         t = op.node.op_type
-        out = trace.values[n_in + i]
+        out = trace.values[executor.entry_index(i)]
         if t == "Conv":
             k = int(getattr(op, "cg", 0) * getattr(op, "kh", 0) * getattr(op, "kw", 0))
         elif t in ("Gemm", "MatMul"):

@@ -220,6 +220,29 @@ class Op:
         """Output element at C-order index `flat`, reading only what it depends on."""
         raise NotImplementedError
 
+    # -- more than one output ---------------------------------------------------------------
+
+    def output_count(self) -> int:
+        """How many outputs the op computes (and the trace can commit); they all share the
+        first output's kind and scale."""
+        return 1
+
+    def run_outputs(self, xs: Sequence[I64 | None]) -> list[I64]:
+        """Every output, in order (only called when a later output is read)."""
+        return [self.run(xs)]
+
+    def out_shape_of(self, k: int, src: ElementSource) -> tuple[int, ...]:
+        """Shape of output `k`."""
+        if k != 0:
+            raise self.fail(f"output {k} is not computed")
+        return self.out_shape(src)
+
+    def element_of(self, k: int, flat: int, out_shape: tuple[int, ...], src: ElementSource) -> int:
+        """Element `flat` of output `k`."""
+        if k != 0:
+            raise self.fail(f"output {k} is not computed")
+        return self.element(flat, out_shape, src)
+
     # -- element helpers --------------------------------------------------------------------
 
     def in_shape(self, src: ElementSource, k: int) -> tuple[int, ...]:

@@ -26,8 +26,10 @@ from edgetrust.runtime.fixed import (  # noqa: F401  (importing registers the op
     _norm,
     _pool,
     _qdq,
+    _qlinear,
     _reduce,
     _shape,
+    _split,
 )
 from edgetrust.runtime.fixed._arith import I64, quantize, scale_for
 from edgetrust.runtime.fixed._base import (
@@ -136,6 +138,9 @@ class Entry:
     node_index: int | None
     """Index in the graph's node list, None for inputs."""
     kind: Literal["q", "i"]
+    output: int = 0
+    """Which of the node's outputs (a later one is traced only when something reads it; its
+    label is ``<node label>/<output>``)."""
 
 
 @dataclass(frozen=True)
@@ -152,6 +157,8 @@ class Fault:
     element: int
     """C-order index in that entry's output."""
     delta: int
+    output: int = 0
+    """Which output of the node (multi-output nodes such as Split)."""
 
     @staticmethod
     def parse(spec: str) -> Fault:
@@ -308,6 +315,8 @@ class FixedExecutor:
             Entry(f"input:{n}", n, None, self.input_kind(n)) for n in self.input_names
         ]
         self.ops: list[Op] = []
+        self.traced_outputs: list[list[int]] = []
+        """Per node, the outputs after the first that the trace commits (something reads them)."""
         self.infos: dict[str, TensorInfo] = {}
         scales: dict[str, float] = {}
         if plan is not None:
@@ -419,11 +428,16 @@ class FixedExecutor:
             if not outs or node.output[0] == "":
                 raise UnsupportedError(f"node {label} has no first output")
             op = cls(node, index, infos, self.settings)
-            for extra in node.output[1:]:
-                if extra and (extra in last_use or extra in self.output_names):
-                    raise UnsupportedError(
-                        f"{node.op_type} node {label}: only the first output is supported"
-                    )
+            traced = [
+                k
+                for k, extra in enumerate(node.output)
+                if k > 0 and extra and (extra in last_use or extra in self.output_names)
+            ]
+            if traced and traced[-1] >= op.output_count():
+                raise UnsupportedError(
+                    f"{node.op_type} node {label}: only the first output is supported"
+                )
+            self.traced_outputs.append(traced)
             out_name = node.output[0]
             states: list[tuple[float, Any]] = []
             kind = op.out_kind()
@@ -455,9 +469,19 @@ class FixedExecutor:
                     scales.setdefault(info.name, info.scale or 1.0)
             self.ops.append(op)
             self.entries.append(Entry(label, out_name, index, kind))
+            for k in traced:
+                name = node.output[k]
+                self.infos[name] = TensorInfo(name, kind, scale)
+                self.entries.append(Entry(f"{label}/{k}", name, index, kind, k))
             for j, env in enumerate(envs):
                 xs = [env.get(n) if n else None for n in node.input]
-                value = op.run_calibrated(xs, states[j][1]) if states else op.run(xs)
+                if traced:
+                    values = op.run_outputs(xs)
+                    for k in traced:
+                        env[node.output[k]] = self._checked(op, values[k])
+                    value = values[0]
+                else:
+                    value = op.run_calibrated(xs, states[j][1]) if states else op.run(xs)
                 env[out_name] = self._checked(op, value)
                 for name in list(env):
                     if last_use.get(name, -1) <= index and name not in self.output_names:
@@ -552,14 +576,21 @@ class FixedExecutor:
             self._entry_map = {e.tensor: i for i, e in enumerate(self.entries)}
         return self._entry_map.get(tensor)
 
-    def entry_index(self, node: str | int) -> int:
-        """Trace entry of a node (name, ``#<index>``, index) or of ``input:<name>``."""
+    def entry_index(self, node: str | int, output: int = 0) -> int:
+        """Trace entry of a node's output (name, ``#<index>``, index) or of ``input:<name>``."""
         if isinstance(node, str) and node.startswith("input:"):
             name = node[len("input:") :]
             if name not in self.input_names:
                 raise InvalidInputError(f"model has no input {name!r}")
             return self.input_names.index(name)
-        return len(self.input_names) + self.node_index(node)
+        if "_entry_of_output" not in self.__dict__:
+            self._entry_of_output = {
+                (e.node_index, e.output): i for i, e in enumerate(self.entries)
+            }
+        index = self.node_index(node)
+        if (index, output) not in self._entry_of_output:
+            raise InvalidInputError(f"output {output} of node {node!r} is not traced")
+        return self._entry_of_output[(index, output)]
 
     def _apply_fault(self, fault: Fault, kind: str, value: I64) -> I64:
         if not 0 <= fault.element < value.size:
@@ -580,21 +611,31 @@ class FixedExecutor:
         self, inputs: Mapping[str, npt.ArrayLike], *, keep: bool, fault: Fault | None = None
     ) -> tuple[dict[str, I64], list[I64]]:
         env: dict[str, I64] = dict(self.quantize_inputs(inputs))
-        target = self.entry_index(fault.node) if fault is not None else -1
+        target = self.entry_index(fault.node, fault.output) if fault is not None else -1
         if fault is not None and target < len(self.input_names):
             name = self.input_names[target]
             env[name] = self._apply_fault(fault, self.input_kind(name), env[name])
         kept: list[I64] = [env[n] for n in self.input_names] if keep else []
         last_use = self._last_use_cache()
+        entry = len(self.input_names)
         for index, (node, op) in enumerate(zip(self.nodes, self.ops, strict=True)):
             xs = [env.get(n) if n else None for n in node.input]
-            out = self._checked(op, op.run(xs))
-            if fault is not None and index + len(self.input_names) == target:
-                out = self._apply_fault(fault, op.out_kind(), out)
-            env[node.output[0]] = out
-            if keep:
-                kept.append(out)
+            traced = self.traced_outputs[index]
+            if traced:
+                values = op.run_outputs(xs)
+                outs = [(0, values[0]), *((k, values[k]) for k in traced)]
             else:
+                outs = [(0, op.run(xs))]
+            for k, value in outs:
+                out = self._checked(op, value)
+                if entry == target:
+                    assert fault is not None
+                    out = self._apply_fault(fault, op.out_kind(), out)
+                env[node.output[k]] = out
+                entry += 1
+                if keep:
+                    kept.append(out)
+            if not keep:
                 for name in node.input:
                     if name and last_use.get(name, -1) <= index and name not in self.output_names:
                         env.pop(name, None)

@@ -10,7 +10,7 @@ max|B| could reach 2**62 is refused). The executor multiplies in float BLAS chun
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -24,20 +24,25 @@ class MatMulInteger(Op):
     """(A - a_zp) @ (B - b_zp), exact."""
 
     op_types = ("MatMulInteger",)
+    A: ClassVar[int] = 0
+    """Input index of A (B, a_zero_point, b_zero_point follow: QLinearMatMul moves them)."""
+    B: ClassVar[int] = 1
+    AZ: ClassVar[int] = 2
+    BZ: ClassVar[int] = 3
 
     def setup(self) -> None:
-        for k in (0, 1):
+        for k in (self.A, self.B):
             if self.info(k).kind != "i":
                 raise self.fail(f"input {k} must be an integer tensor")
-        for k in (2, 3):
+        for k in (self.AZ, self.BZ):
             if self.has_input(k) and not self.is_const(k):
                 raise self.fail("zero points must be constants")
-        self.a_zp = self._zp(2)
+        self.a_zp = self._zp(self.AZ)
         if self.a_zp.size != 1:
             raise self.fail("a_zero_point must be one value (per-row is not supported)")
-        self.b_zp = self._zp(3)
-        self.b_const = self.is_const(1)
-        if self.b_const and np.asarray(self.info(1).const).ndim != 2:
+        self.b_zp = self._zp(self.BZ)
+        self.b_const = self.is_const(self.B)
+        if self.b_const and np.asarray(self.info(self.B).const).ndim != 2:
             raise self.fail("a constant B must be 2-D")
 
     def _zp(self, k: int) -> I64:
@@ -57,35 +62,40 @@ class MatMulInteger(Op):
         """B - b_zp when B is constant (the committed weights)."""
         if not self.b_const:
             return {}
-        return {"w": self._shift_b(np.asarray(self.info(1).const, np.int64))}
+        return {"w": self._shift_b(np.asarray(self.info(self.B).const, np.int64))}
 
     def _shift_b(self, b: I64) -> I64:
         if b.ndim != 2:
-            raise InvalidInputError(f"MatMulInteger node {self.label}: B must be 2-D")
+            raise InvalidInputError(f"{self.node.op_type} node {self.label}: B must be 2-D")
         if self.b_zp.size not in (1, b.shape[1]):
             raise self.fail(f"b_zero_point has {self.b_zp.size} values for {b.shape[1]} columns")
         out: I64 = b - self.b_zp.reshape(1, -1)
         return out
 
     def _operands(self, xs: Sequence[I64 | None]) -> tuple[I64, I64]:
-        a = xs[0]
+        a = xs[self.A]
         if a is None:
-            raise self.fail("input 0 is missing")
+            raise self.fail(f"input {self.A} is missing")
         if self.b_const:
             b = self.params()["w"]
         else:
-            raw = xs[1]
+            raw = xs[self.B]
             if raw is None:
-                raise self.fail("input 1 is missing")
+                raise self.fail(f"input {self.B} is missing")
             b = self._shift_b(np.asarray(raw, np.int64))
         if a.ndim < 2 or a.shape[-1] != b.shape[0]:
             raise InvalidInputError(
-                f"MatMulInteger node {self.label}: shapes {a.shape} and {b.shape} do not multiply"
+                f"{self.node.op_type} node {self.label}: shapes {a.shape} and {b.shape} "
+                "do not multiply"
             )
         return np.asarray(a, np.int64) - int(self.a_zp[0]), b
 
     def run(self, xs: Sequence[I64 | None]) -> I64:
         """Exact product through float chunks."""
+        return self.product(xs)
+
+    def product(self, xs: Sequence[I64 | None]) -> I64:
+        """(A - a_zp) @ (B - b_zp)."""
         a, b = self._operands(xs)
         amax = int(np.max(np.abs(a), initial=0))
         bmax = int(np.max(np.abs(b), initial=0))
@@ -93,27 +103,31 @@ class MatMulInteger(Op):
 
     def out_shape(self, src: ElementSource) -> tuple[int, ...]:
         """A's shape with the last dimension N."""
-        a = src.input_shape(0)
-        b = src.param_shape("w") if self.b_const else src.input_shape(1)
+        a = src.input_shape(self.A)
+        b = src.param_shape("w") if self.b_const else src.input_shape(self.B)
         if len(a) < 2 or len(b) != 2 or a[-1] != b[0]:
             raise InvalidInputError(
-                f"MatMulInteger node {self.label}: shapes {a} and {b} do not multiply"
+                f"{self.node.op_type} node {self.label}: shapes {a} and {b} do not multiply"
             )
         return (*a[:-1], b[1])
 
     def element(self, flat: int, out_shape: tuple[int, ...], src: ElementSource) -> int:
         """One row of A times one column of B, in Python integers."""
+        return self.dot(flat, out_shape, src)
+
+    def dot(self, flat: int, out_shape: tuple[int, ...], src: ElementSource) -> int:
+        """(A - a_zp) row · (B - b_zp) column for output element `flat`."""
         idx = unravel(flat, out_shape)
         n = idx[-1]
-        k = src.input_shape(0)[-1]
+        k = src.input_shape(self.A)[-1]
         row_start = (flat // out_shape[-1]) * k
-        a = src.read_input(0, row_start + np.arange(k, dtype=np.int64))
+        a = src.read_input(self.A, row_start + np.arange(k, dtype=np.int64))
         if self.b_const:
             ncols = src.param_shape("w")[1]
             b = src.read_param("w", np.arange(k, dtype=np.int64) * ncols + n)
         else:
-            ncols = src.input_shape(1)[1]
-            raw = src.read_input(1, np.arange(k, dtype=np.int64) * ncols + n)
+            ncols = src.input_shape(self.B)[1]
+            raw = src.read_input(self.B, np.arange(k, dtype=np.int64) * ncols + n)
             zp = int(self.b_zp[n if self.b_zp.size > 1 else 0])
             b = raw - zp
         za = int(self.a_zp[0])

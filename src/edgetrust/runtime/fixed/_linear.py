@@ -338,6 +338,10 @@ class Conv(_Dense):
 
     def setup(self) -> None:
         self.oc, self.cg, self.kh, self.kw = self._conv_weight_shape("convolution")
+        self.conv_attrs()
+
+    def conv_attrs(self) -> None:
+        """Group, kernel, strides, dilations and padding, checked against the weights."""
         self.group = int(self.attrs.get("group", 1))
         if self.group < 1 or self.oc % self.group:
             raise self.fail(f"group={self.group} does not divide {self.oc} output channels")
@@ -402,12 +406,18 @@ class Conv(_Dense):
             )
 
     def _acc(self, xs: Sequence[I64 | None]) -> I64:
-        x = self.x(xs, 0)
+        wts = self.weights()
+        return self.conv_sum(self.x(xs, 0), wts["b"], self.qmax, self.qmax)
+
+    def conv_sum(self, x: I64, bias: I64 | None, xmax: int, wmax: int) -> I64:
+        """Σ x · w (+ bias) per output element, exactly; |x| ≤ xmax, |w| ≤ wmax.
+
+        Padding contributes zeros (for zero-point-shifted integers: the zero point).
+        """
         self._check_x(x.shape)
         n, _, h, w_ = x.shape
         oh, ow, pt, pl, pb, pr = self.geometry(h, w_)
-        wts = self.weights()
-        dtype, kmax = matmul_chunk(self.qmax, self.qmax)
+        dtype, kmax = matmul_chunk(xmax, wmax)
         sh, sw = self.strides
         dh, dw = self.dilations
         if dtype is None:  # pragma: no cover - only for precisions wider than int16
@@ -442,7 +452,8 @@ class Conv(_Dense):
             acc = part if acc is None else acc + part
         assert acc is not None
         out = acc.reshape(self.oc, m)
-        out += wts["b"][:, None]
+        if bias is not None:
+            out += bias[:, None]
         res = out.reshape(self.oc, n, oh, ow)
         return res[None, :, 0] if n == 1 else np.ascontiguousarray(res.transpose(1, 0, 2, 3))
 
@@ -471,6 +482,13 @@ class Conv(_Dense):
 
     def element(self, flat: int, out_shape: tuple[int, ...], src: ElementSource) -> int:
         """One receptive field (Cg·KH·KW taps) times one weight row."""
+        oc = unravel(flat, out_shape)[1]
+        return _rescale_one(self.field_sum(flat, out_shape, src, 0), oc, src, self.qmax)
+
+    def field_sum(
+        self, flat: int, out_shape: tuple[int, ...], src: ElementSource, x_zp: int
+    ) -> int:
+        """Σ (x - x_zp) · w over one receptive field (padding: 0), plus param b if present."""
         n, oc, oy, ox = unravel(flat, out_shape)
         xshape = src.input_shape(0)
         _, c_in, h, w_ = xshape
@@ -485,6 +503,12 @@ class Conv(_Dense):
         k = self.cg * self.kh * self.kw
         wrow = src.read_param("w", oc * k + np.arange(k))
         xv = np.zeros(k, np.int64)
-        xv[valid] = src.read_input(0, flat_x[valid])
-        acc = int(np.dot(xv, wrow)) + int(src.read_param("b", np.array([oc]))[0])
-        return _rescale_one(acc, oc, src, self.qmax)
+        xv[valid] = src.read_input(0, flat_x[valid]) - x_zp
+        acc = int(np.dot(xv, wrow))
+        if self.has_bias_param():
+            acc += int(src.read_param("b", np.array([oc]))[0])
+        return acc
+
+    def has_bias_param(self) -> bool:
+        """Whether param "b" exists (always for Conv)."""
+        return True
