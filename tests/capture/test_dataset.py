@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgetrust.capture.dataset import describe_captures, verify_capture_provenance
@@ -55,3 +56,43 @@ def test_tampered_capture_is_not_a_dataset(tmp_path: Path) -> None:
         describe_captures(tmp_path, name="x", owner=Identity.generate().did)
     with pytest.raises(NotFoundError):
         describe_captures(tmp_path / "a.bdf.capture.json", name="x", owner="did:key:z")
+
+
+def test_data_add_takes_a_directory_of_captures(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`edgetrust data add DIR`: the stored dataset is the signed frames, its card cites them."""
+    import json
+
+    from edgetrust.cli import run
+    from edgetrust.data.store import DataStore
+    from edgetrust.identity import Keystore
+
+    home = tmp_path / "home"
+    Keystore(str(home)).create("default")
+    dev = CaptureDevice(Identity.generate(), numpy_sensor(4))
+    d = tmp_path / "eeg"
+    d.mkdir()
+    roots = []
+    for i in range(2):
+        s = record(dev, [eeg_like(1.0 + i, 4, seed=i)], seal_every=2)
+        save_recording(s, d / f"s{i}.bdf")
+        roots.append("sha256:" + s.root.hex())
+    assert run(["data", "add", str(d), "--home", str(home), "--json"]) == 0
+    card = json.loads(capsys.readouterr().out)
+    assert card["name"] == "eeg" and card["provenance"] == roots and card["count"] == 750
+    assert [c["root"] for c in card["extra"]["captures"]] == roots
+    store = DataStore(home)
+    table = store.table(card["digest"])  # stored, re-read and re-digested
+    assert table["x"].shape == (750, 4) and list(np.unique(table["capture"])) == [0, 1]
+    # provenance comes from the captures, never from the command line
+    code = run(["data", "add", str(d), "--provenance", "sha256:" + "0" * 64, "--home", str(home)])
+    assert code == 2 and "provenance" in capsys.readouterr().err
+    # an altered capture is refused: one line, exit 2, nothing stored
+    raw = bytearray((d / "s1.bdf").read_bytes())
+    raw[-3] ^= 0xFF
+    (d / "s1.bdf").write_bytes(bytes(raw))
+    code = run(["data", "add", str(d), "--name", "eeg2", "--home", str(home)])
+    err = capsys.readouterr().err
+    assert code in (1, 2) and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert [c.name for c in store.cards()] == ["eeg"]

@@ -12,7 +12,8 @@ import edgetrust.cli._chain  # noqa: F401  (chain account, deploy, anchor, watch
 from edgetrust.cli import (
     _capture,  # noqa: F401  (capture record, verify, show)
     _core,  # noqa: F401  (init, model, infer, reveal, verify, demo)
-    _data,  # noqa: F401  (data add, grant, serve, request, usage, value, …)
+    _data,  # noqa: F401  (data add, grant, serve, request, usage, …)
+    _data_value,  # noqa: F401  (data value, simulate)
     _dispute,  # noqa: F401  (model import, challenge)
     _fl,  # noqa: F401  (fl simulate, audit)
     _flower,  # noqa: F401  (fl serve, join)

@@ -143,8 +143,17 @@ class DataOwner:
     # -- datasets, grants, revocations ---------------------------------------------------------
 
     def add_dataset(self, path: str | os.PathLike[str], **kw: Any) -> tuple[DatasetCard, int]:
-        """Store a dataset file, sign its card and log it; returns the card and log index."""
-        card, env = self.store.add_file(path, owner=self.identity, **kw)
+        """Store a dataset, sign its card and log it; returns the card and log index.
+
+        `path` is a file (``.npy``, ``.npz``, ``.csv``, ``.jsonl``) or a directory of signed
+        EDF/BDF captures (`DataStore.add_captures`: the card cites their roots).
+        """
+        if Path(path).is_dir():
+            if kw.pop("provenance", ()):
+                raise InvalidInputError("a directory of captures takes its provenance from them")
+            card, env = self.store.add_captures(path, owner=self.identity, **kw)
+        else:
+            card, env = self.store.add_file(path, owner=self.identity, **kw)
         return card, self.log.append(env.to_json())
 
     def revoke(self, grant: Envelope, *, reason: str = "") -> int:
