@@ -346,9 +346,17 @@ def vouch(
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Co-sign a newcomer as a registered reviewer; a policy can ask for k distinct vouchers."""
+    """Co-sign a newcomer as a registered reviewer; a policy can ask for k distinct vouchers.
+
+    Your passkey approves the vouch (a WebAuthn assertion over its digest), as for verdicts.
+    Example: `edgetrust human vouch did:key:z6Mk...`
+    """
     set_json_mode(json_out)
-    result = _client(node, home, identity, need_auth=False).vouch(did)
+    client = _client(node, home, identity)
+    try:
+        result = client.vouch(did)
+    finally:
+        _save(client, home, identity)  # the counter moved even if the node refused
     emit(
         json_out,
         result,

@@ -159,10 +159,17 @@ class HumanClient:
         return self._post("/verdicts", self._sign(st.get("payload")))
 
     def vouch(self, did: str) -> dict[str, Any]:
-        """Co-sign `did` as a newcomer (this DID must be a registered reviewer)."""
+        """Co-sign `did` as a newcomer (this DID must be a registered reviewer).
+
+        The passkey asserts over the vouch digest, then the DID signs the statement.
+        """
         from edgetrust.human.vouch import sign_vouch
 
-        return self._post("/vouches", sign_vouch(self.identity, did).to_dict())
+        if did == self.identity.did:
+            raise InvalidInputError("a reviewer cannot vouch for themselves")
+        opts = self._post("/vouch/options", {"voucher": self.identity.did, "newcomer": did})
+        assertion = self._auth().get(self._challenge(opts))
+        return self._post("/vouches", sign_vouch(self.identity, did, assertion).to_dict())
 
     def publish_aggregate(self, task: str) -> dict[str, Any]:
         """Sign the node's aggregate statement for `task` and log it (the node re-runs it)."""

@@ -52,7 +52,12 @@ from edgetrust.human.tasks import (
     verdict_from_statement,
     verify_verdict,
 )
-from edgetrust.human.vouch import VOUCH_PREDICATE_TYPE, vouch_from_statement
+from edgetrust.human.vouch import (
+    VOUCH_PREDICATE_TYPE,
+    verify_vouch,
+    vouch_digest,
+    vouch_from_statement,
+)
 from edgetrust.identity import public_bytes_from_did
 from edgetrust.log.service import Log
 from edgetrust.statement import IN_TOTO_PAYLOAD_TYPE, Subject, encode_statement
@@ -376,24 +381,44 @@ class HumanService:
 
     # -- vouches and published aggregates ----------------------------------------------------
 
+    def vouch_options(self, log: Log, body: bytes) -> dict[str, Any]:
+        """The get() options whose challenge is the vouch digest of `voucher` for `newcomer`."""
+        obj = _obj(body, "vouch options request")
+        voucher, newcomer = _did(obj, "voucher"), _did(obj, "newcomer")
+        if voucher == newcomer:
+            raise InvalidInputError("a reviewer cannot vouch for themselves")
+        self.sync(log)
+        for did, role in ((voucher, "voucher"), (newcomer, "newcomer")):
+            if not self.record.registry.is_reviewer(did):
+                raise NotFoundError(f"{role} {did:.60} is not a registered reviewer")
+        challenge = vouch_digest(voucher, newcomer)
+        return {
+            "voucher": voucher,
+            "newcomer": newcomer,
+            "publicKey": self._request_options(voucher, challenge),
+        }
+
     def add_vouch(self, log: Log, body: bytes) -> dict[str, Any]:
-        """Log a vouch by a registered reviewer for a registered newcomer (not themselves)."""
+        """Log a vouch by a registered reviewer for a registered newcomer (not themselves).
+
+        Its passkey assertion is verified over the vouch digest first.
+        """
         env = _envelope(_obj(body, "vouch"))
         signed = _open(env)
         if signed.statement.predicate_type != VOUCH_PREDICATE_TYPE:
             raise InvalidInputError("not a human-vouch statement")
-        voucher, newcomer = vouch_from_statement(signed.statement)
         data = env.to_json()
         self.sync(log)
         with self._lock:
-            for did, role in ((voucher, "voucher"), (newcomer, "newcomer")):
-                if not self.record.registry.is_reviewer(did):
-                    raise VerificationError(f"{role} {did:.60} is not a registered reviewer")
-            index, dup = self._log(log, data)
-            if not dup:
-                self.record.vouches.setdefault(newcomer, set()).add(voucher)
-            count = len(self.record.vouches.get(newcomer, ()))
-        return {"index": index, "duplicate": dup, "did": newcomer, "vouchers": count}
+            existing = log.index_of(data)
+            if existing is None:
+                vouch = verify_vouch(signed, self.record.registry)
+                index, dup = self._log(log, data)
+                self.record.vouches.setdefault(vouch.newcomer, set()).add(vouch.voucher)
+            else:
+                vouch, index, dup = vouch_from_statement(signed.statement), existing, True
+            count = len(self.record.vouches.get(vouch.newcomer, ()))
+        return {"index": index, "duplicate": dup, "did": vouch.newcomer, "vouchers": count}
 
     def aggregate_statement(self, log: Log, body: bytes) -> dict[str, Any]:
         """The aggregate statement for `task` at the log's current size, ready to sign."""
@@ -571,6 +596,7 @@ def human_router(
     post("/review/statement", service.review_statement)
     post("/verdicts", service.submit_verdict)
     post("/gold", service.reveal_gold)
+    post("/vouch/options", service.vouch_options)
     post("/vouches", service.add_vouch)
     post("/aggregates/statement", service.aggregate_statement)
     post("/aggregates", service.publish_aggregate)

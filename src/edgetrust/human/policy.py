@@ -38,7 +38,7 @@ from edgetrust.human.tasks import (
     task_from_statement,
     verify_verdict,
 )
-from edgetrust.human.vouch import VOUCH_PREDICATE_TYPE, vouch_from_statement
+from edgetrust.human.vouch import VOUCH_PREDICATE_TYPE, verify_vouch
 from edgetrust.log.service import Log
 from edgetrust.receipts import Receipt
 from edgetrust.statement import open_signed_statement
@@ -151,12 +151,8 @@ class HumanRecord:
             elif ptype == GOLD_PREDICATE_TYPE:
                 self.reveal(reveal_from_statement(signed.statement), signed.signer)
             elif ptype == VOUCH_PREDICATE_TYPE:
-                voucher, newcomer = vouch_from_statement(signed.statement)
-                if not self.registry.is_reviewer(voucher):
-                    raise VerificationError(f"voucher {voucher:.60} is not a registered reviewer")
-                if not self.registry.is_reviewer(newcomer):
-                    raise VerificationError(f"{newcomer:.60} must register before being vouched")
-                self.vouches.setdefault(newcomer, set()).add(voucher)
+                vouch = verify_vouch(signed, self.registry)
+                self.vouches.setdefault(vouch.newcomer, set()).add(vouch.voucher)
             else:
                 return None
         except Error as exc:
