@@ -315,18 +315,24 @@ class HumanAttested:
         raise VerificationError("human review insufficient: " + "; ".join(reasons), step=_STEP)
 
 
-def parse_human_option(text: str) -> tuple[int, float]:
-    """Parse ``K,P`` (``3,0.9``) into (min_reviewers, min_posterior)."""
-    if len(text) > 32:
-        raise InvalidInputError("--human must be K,P (e.g. 3,0.9); this one is too long")
+def parse_human_option(text: str) -> tuple[int, float, int]:
+    """Parse ``K,P`` or ``K,P,V`` (``3,0.9,2``) into (min_reviewers, min_posterior, min_vouches).
+
+    V (default 0): only reviewers vouched for by at least V distinct registered reviewers count
+    towards K, as `HumanAttested(min_vouches=V)`.
+    """
+    usage = "--human must be K,P or K,P,V (e.g. 3,0.9 or 3,0.9,2)"
+    if len(text) > 40:
+        raise InvalidInputError(f"{usage}; this one is too long")
     parts = text.split(",")
     try:
         k, p = int(parts[0]), float(parts[1])
+        v = int(parts[2]) if len(parts) > 2 else 0
     except (ValueError, IndexError) as exc:
-        raise InvalidInputError(f"--human must be K,P (e.g. 3,0.9), got {text!r:.40}") from exc
-    if len(parts) != 2 or k < 1 or not 0.0 < p <= 1.0:
-        raise InvalidInputError("--human K,P needs K >= 1 and 0 < P <= 1")
-    return k, p
+        raise InvalidInputError(f"{usage}, got {text!r:.40}") from exc
+    if len(parts) > 3 or k < 1 or not 0.0 < p <= 1.0 or v < 0:
+        raise InvalidInputError("--human K,P[,V] needs K >= 1, 0 < P <= 1 and V >= 0")
+    return k, p, v
 
 
 def human_policy_from_log(
@@ -336,12 +342,13 @@ def human_policy_from_log(
     rp_id: str = DEFAULT_RP_ID,
     origin: str = DEFAULT_ORIGIN,
 ) -> HumanAttested:
-    """`HumanAttested` from a ``K,P`` option, with evidence replayed from the local log."""
-    k, p = parse_human_option(text)
+    """`HumanAttested` from a ``K,P[,V]`` option, with evidence replayed from the local log."""
+    k, p, v = parse_human_option(text)
     with Log.open(home) as log:
         entries = log.entries(0, log.size()) if log.size() else []
     return HumanAttested(
         HumanRecord.from_entries(entries, rp_id=rp_id, origin=origin),
         min_reviewers=k,
         min_posterior=p,
+        min_vouches=v,
     )
