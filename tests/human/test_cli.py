@@ -124,11 +124,12 @@ def test_vouch_and_publish(
         assert code == 0, err
     assert body["vouchers"] == 2
     code, body, _ = cli(capsys, homes[1], "human", "vouch", dids[0], *url)  # again: not twice
-    assert code == 0 and body["duplicate"] is True and body["vouchers"] == 2
+    # a fresh assertion makes new bytes (logged), but the voucher is counted once
+    assert code == 0 and body["duplicate"] is False and body["vouchers"] == 2
     code, _, err = cli(capsys, homes[0], "human", "vouch", dids[0], *url)
     assert code == 2 and "themselves" in err
     code, _, err = cli(capsys, tmp_path / "stranger", "human", "vouch", dids[0], *url)
-    assert code == 2 and "not a registered reviewer" in err
+    assert code == 2 and "run 'edgetrust human register' first" in err
     code, rows, _ = cli(capsys, homes[0], "human", "reputation", dids[0], *url)
     assert rows[0]["vouchers"] == 2
     task = _task(capsys, homes[0], live_node, "12" * 32)

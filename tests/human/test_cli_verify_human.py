@@ -1,4 +1,4 @@
-"""`edgetrust verify --human K,P`: evidence read from the local log; bad K,P is exit 2."""
+"""`edgetrust verify --human K,P[,V]`: evidence read from the local log; bad K,P is exit 2."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 from edgetrust.cli import run
 from edgetrust.human.reviewers import ReviewerRegistry, sign_reviewer_statement
 from edgetrust.human.tasks import Verdict, make_task, review_digest, sign_review, sign_task
+from edgetrust.human.vouch import sign_vouch, vouch_digest
 from edgetrust.identity import Identity
 from edgetrust.log.service import Log
 from edgetrust.receipts import parse_bundle, read_receipt
@@ -37,6 +38,7 @@ def test_verify_human(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     reg = ReviewerRegistry(rp_id="edgetrust.local", origin="https://edgetrust.local")
     task = make_task(receipt.output_digest.removeprefix("sha256:"), "ok?", ["correct", "wrong"])
     entries = [sign_task(Identity.generate(), task).to_json()]
+    people = []
     for _ in range(3):
         me, auth = Identity.generate(), SoftAuthenticator()
         pk = reg.finish_registration(me.did, auth.create(reg.start_registration(me.did)))
@@ -44,11 +46,25 @@ def test_verify_human(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
         verdict = Verdict(task.digest, "correct", 1.0, me.did, assertion)
         entries[:0] = [sign_reviewer_statement(me, pk).to_json()]
         entries.append(sign_review(me, verdict).to_json())
+        people.append((me, auth))
     with Log.open() as log:
         log.append_many(entries)
     assert _code(capsys, "verify", str(bundle), "--human", "3,0.9") == 0
     assert _code(capsys, "verify", str(bundle), "--human", "4,0.9") == 1
-    for bad in ("x", "3", "3,", "0,0.5", "3,2", "3,0.5,1", ",", "9" * 400 + ",0.5"):
+    assert _code(capsys, "verify", str(bundle), "--human", "3,0.9,1") == 1  # nobody vouched
+    vouches = []
+    for me, auth in people:  # each vouches for the two others
+        for other, _ in people:
+            if other.did != me.did:
+                assertion = auth.get(vouch_digest(me.did, other.did))
+                vouches.append(sign_vouch(me, other.did, assertion).to_json())
+    with Log.open() as log:
+        log.append_many(vouches)
+    assert _code(capsys, "verify", str(bundle), "--human", "3,0.9,2") == 0
+    assert _code(capsys, "verify", str(bundle), "--human", "3,0.9,3") == 1
+    assert _code(capsys, "verify", str(bundle), "--human", "2,0.9,0") == 0
+    bad_inputs = ("x", "3", "3,", "0,0.5", "3,2", "3,0.5,-1", "3,0.5,x", "3,0.5,1,2", ",")
+    for bad in (*bad_inputs, "9" * 400 + ",0.5"):
         code = run(["verify", str(bundle), "--human", bad, "--json"])
         out = capsys.readouterr().out
         assert code == 2, bad

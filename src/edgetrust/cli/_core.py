@@ -533,8 +533,9 @@ def verify(
         str | None,
         typer.Option(
             "--human",
-            help="K,P: require K reviewers judging the output correct with posterior >= P, "
-            "from the local log (e.g. --human 3,0.9).",
+            help="K,P[,V]: require K reviewers judging the output correct with posterior >= P, "
+            "from the local log (e.g. --human 3,0.9); with V, only reviewers vouched for by V "
+            "distinct registered reviewers count towards K (e.g. --human 3,0.9,2).",
         ),
     ] = None,
     item: Annotated[

@@ -118,6 +118,14 @@ def task_add(
     answer: Annotated[
         list[str], typer.Option("--answer", "-a", help="An allowed answer (repeat, 2 or more).")
     ],
+    gold: Annotated[
+        str | None,
+        typer.Option(
+            "--gold",
+            help="Make it a gold task with this known answer: only a salted commitment is "
+            "logged; the answer stays in $EDGETRUST_HOME/human/gold/ until 'task reveal'.",
+        ),
+    ] = None,
     node: NodeOpt = "http://127.0.0.1:8080",
     identity: IdentityOpt = "default",
     home: HomeOpt = None,
@@ -125,14 +133,76 @@ def task_add(
 ) -> None:
     """Sign and log a review task.
 
-    Example: `edgetrust human task add SHA256 -q "Is the label right?" -a yes -a no`
+    Example: `edgetrust human task add SHA256 -q "Is the label right?" -a yes -a no --gold yes`
     """
     set_json_mode(json_out)
-    result = _client(node, home, identity, need_auth=False).add_task(subject, question, answer)
+    client = _client(node, home, identity, need_auth=False)
+    result = client.add_task(subject, question, answer, gold=gold)
+    secret = result.pop("goldSecret", None)
+    if secret is not None:
+        _save_secret(_gold_path(home, result["digest"]), secret)
     emit(
         json_out,
         result,
-        lambda: out.print(f"task {result['digest']} logged at {result['index']}"),
+        lambda: out.print(
+            f"task {result['digest']} logged at {result['index']}"
+            + (" (gold: answer committed, reveal it with 'task reveal')" if secret else "")
+        ),
+    )
+
+
+def _gold_path(home: str | None, task: str) -> Path:
+    from edgetrust.home import resolve_home
+
+    if len(task) != 64 or not set(task) <= set("0123456789abcdef"):
+        raise InvalidInputError("TASK must be a task digest (64 lower-case hex)")
+    return resolve_home(home) / "human" / "gold" / f"{task}.json"
+
+
+def _save_secret(path: Path, secret: dict[str, str]) -> None:
+    import json
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(secret, f)
+
+
+@task_app.command("reveal")
+def task_reveal(
+    task: Annotated[str, typer.Argument(help="The gold task's digest.")],
+    node: NodeOpt = "http://127.0.0.1:8080",
+    identity: IdentityOpt = "default",
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Reveal a gold task's answer (kept since 'task add --gold'); from then on it anchors
+    Dawid–Skene and scores reviewers, and later verdicts on it no longer count.
+
+    Example: `edgetrust human task reveal TASK`
+    """
+    import json
+
+    set_json_mode(json_out)
+    path = _gold_path(home, task.removeprefix("sha256:"))
+    try:
+        secret = json.loads(path.read_text())
+        answer, salt = secret["answer"], secret["salt"]
+    except FileNotFoundError:
+        raise InvalidInputError(
+            f"no gold answer kept for task {task[:16]} (was it added here with --gold?)"
+        ) from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidInputError(f"the gold answer file {path} is damaged") from exc
+    result = _client(node, home, identity, need_auth=False).reveal(task, answer, salt)
+    emit(
+        json_out,
+        result,
+        lambda: out.print(
+            f"gold answer {result['answer']!r} of {result['task']} revealed, logged at "
+            f"{result['index']} ({result['verdicts']} verdicts scored against it)"
+        ),
     )
 
 
@@ -276,9 +346,17 @@ def vouch(
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Co-sign a newcomer as a registered reviewer; a policy can ask for k distinct vouchers."""
+    """Co-sign a newcomer as a registered reviewer; a policy can ask for k distinct vouchers.
+
+    Your passkey approves the vouch (a WebAuthn assertion over its digest), as for verdicts.
+    Example: `edgetrust human vouch did:key:z6Mk...`
+    """
     set_json_mode(json_out)
-    result = _client(node, home, identity, need_auth=False).vouch(did)
+    client = _client(node, home, identity)
+    try:
+        result = client.vouch(did)
+    finally:
+        _save(client, home, identity)  # the counter moved even if the node refused
     emit(
         json_out,
         result,

@@ -116,10 +116,32 @@ class HumanClient:
         credential = self._auth().get(self._challenge(opts))
         return self._post("/login/verify", {"did": did, "credential": credential})
 
-    def add_task(self, subject: str, question: str, answers: Sequence[str]) -> dict[str, Any]:
-        """Sign and log a review task on `subject` (a sha256 hex digest)."""
-        task = make_task(subject.removeprefix("sha256:"), question, list(answers))
-        return self._post("/tasks", sign_task(self.identity, task).to_dict())
+    def add_task(
+        self, subject: str, question: str, answers: Sequence[str], *, gold: str | None = None
+    ) -> dict[str, Any]:
+        """Sign and log a review task on `subject` (a sha256 hex digest).
+
+        With `gold` (one of `answers`), only a salted commitment to it is logged; the answer
+        comes back as ``goldSecret: {answer, salt}``, never sent: keep it for `reveal`.
+        """
+        from edgetrust.human.gold import gold_commitment, new_salt
+
+        secret = None
+        if gold is not None:
+            if gold not in answers:
+                raise InvalidInputError(f"gold answer {gold!r:.40} is not one of {list(answers)}")
+            secret = {"answer": gold, "salt": new_salt()}
+        commitment = gold_commitment(**secret) if secret else None
+        task = make_task(subject.removeprefix("sha256:"), question, list(answers), gold=commitment)
+        answer = self._post("/tasks", sign_task(self.identity, task).to_dict())
+        return {**answer, "goldSecret": secret} if secret else answer
+
+    def reveal(self, task: str, answer: str, salt: str) -> dict[str, Any]:
+        """Log the reveal of a gold task's answer (this DID must be the task's author)."""
+        from edgetrust.human.gold import sign_reveal
+
+        env = sign_reveal(self.identity, task.removeprefix("sha256:"), answer, salt)
+        return self._post("/gold", env.to_dict())
 
     def review(self, task: str, answer: str, confidence: float = 1.0) -> dict[str, Any]:
         """Answer `task`: assertion over the statement digest, then the DID's signature."""
@@ -137,10 +159,17 @@ class HumanClient:
         return self._post("/verdicts", self._sign(st.get("payload")))
 
     def vouch(self, did: str) -> dict[str, Any]:
-        """Co-sign `did` as a newcomer (this DID must be a registered reviewer)."""
+        """Co-sign `did` as a newcomer (this DID must be a registered reviewer).
+
+        The passkey asserts over the vouch digest, then the DID signs the statement.
+        """
         from edgetrust.human.vouch import sign_vouch
 
-        return self._post("/vouches", sign_vouch(self.identity, did).to_dict())
+        if did == self.identity.did:
+            raise InvalidInputError("a reviewer cannot vouch for themselves")
+        opts = self._post("/vouch/options", {"voucher": self.identity.did, "newcomer": did})
+        assertion = self._auth().get(self._challenge(opts))
+        return self._post("/vouches", sign_vouch(self.identity, did, assertion).to_dict())
 
     def publish_aggregate(self, task: str) -> dict[str, Any]:
         """Sign the node's aggregate statement for `task` and log it (the node re-runs it)."""

@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse
 from edgetrust.dsse import Envelope, envelope_from_dict
 from edgetrust.encoding import parse_json
 from edgetrust.errors import ConflictError, InvalidInputError, NotFoundError, VerificationError
+from edgetrust.human.gold import GOLD_PREDICATE_TYPE, GoldError, reveal_from_statement
 from edgetrust.human.policy import DEFAULT_ORIGIN, DEFAULT_RP_ID, HumanRecord
 from edgetrust.human.published import (
     AGGREGATE_PREDICATE_TYPE,
@@ -51,7 +52,12 @@ from edgetrust.human.tasks import (
     verdict_from_statement,
     verify_verdict,
 )
-from edgetrust.human.vouch import VOUCH_PREDICATE_TYPE, vouch_from_statement
+from edgetrust.human.vouch import (
+    VOUCH_PREDICATE_TYPE,
+    verify_vouch,
+    vouch_digest,
+    vouch_from_statement,
+)
 from edgetrust.identity import public_bytes_from_did
 from edgetrust.log.service import Log
 from edgetrust.statement import IN_TOTO_PAYLOAD_TYPE, Subject, encode_statement
@@ -262,8 +268,7 @@ class HumanService:
             data = env.to_json()
             new = task.digest not in self.record.tasks
             index, dup = self._log(log, data)
-            if new:
-                self.record.tasks[task.digest] = task
+            if self.record.add_task(task, signed.signer):
                 self._task_index[task.digest] = index
         return {"index": index, "duplicate": dup or not new, **_task_json(task, task.digest)}
 
@@ -342,31 +347,78 @@ class HumanService:
                     f"{verdict.reviewer:.60} already judged task {task.digest[:12]} "
                     f"({first.answer!r}); the first verdict counts"
                 )
+            if task.digest in self.record.gold:
+                raise GoldError(
+                    f"task {task.digest[:12]} is a gold task whose answer is already revealed; "
+                    "verdicts on it no longer count"
+                )
             verify_verdict(signed, task, self.record.registry)
             index, _ = self._log(log, data)
             self.record.add_verdict(verdict)
         return {"index": index, "task": task.digest, "answer": verdict.answer}
 
+    def reveal_gold(self, log: Log, body: bytes) -> dict[str, Any]:
+        """Log a gold reveal that opens its task's commitment (signed by the task's author)."""
+        env = _envelope(_obj(body, "gold reveal"))
+        signed = _open(env)
+        if signed.statement.predicate_type != GOLD_PREDICATE_TYPE:
+            raise InvalidInputError("not a human-gold reveal statement")
+        reveal = reveal_from_statement(signed.statement)
+        data = env.to_json()
+        self.sync(log)
+        with self._lock:
+            self._task(reveal.task)
+            new = self.record.reveal(reveal, signed.signer)
+            index, dup = self._log(log, data)
+            counted = len(self.record.verdicts.get(reveal.task, {}))
+        return {
+            "index": index,
+            "duplicate": dup or not new,
+            "task": reveal.task,
+            "answer": reveal.answer,
+            "verdicts": counted,
+        }
+
     # -- vouches and published aggregates ----------------------------------------------------
 
+    def vouch_options(self, log: Log, body: bytes) -> dict[str, Any]:
+        """The get() options whose challenge is the vouch digest of `voucher` for `newcomer`."""
+        obj = _obj(body, "vouch options request")
+        voucher, newcomer = _did(obj, "voucher"), _did(obj, "newcomer")
+        if voucher == newcomer:
+            raise InvalidInputError("a reviewer cannot vouch for themselves")
+        self.sync(log)
+        for did, role in ((voucher, "voucher"), (newcomer, "newcomer")):
+            if not self.record.registry.is_reviewer(did):
+                raise NotFoundError(f"{role} {did:.60} is not a registered reviewer")
+        challenge = vouch_digest(voucher, newcomer)
+        return {
+            "voucher": voucher,
+            "newcomer": newcomer,
+            "publicKey": self._request_options(voucher, challenge),
+        }
+
     def add_vouch(self, log: Log, body: bytes) -> dict[str, Any]:
-        """Log a vouch by a registered reviewer for a registered newcomer (not themselves)."""
+        """Log a vouch by a registered reviewer for a registered newcomer (not themselves).
+
+        Its passkey assertion is verified over the vouch digest first.
+        """
         env = _envelope(_obj(body, "vouch"))
         signed = _open(env)
         if signed.statement.predicate_type != VOUCH_PREDICATE_TYPE:
             raise InvalidInputError("not a human-vouch statement")
-        voucher, newcomer = vouch_from_statement(signed.statement)
         data = env.to_json()
         self.sync(log)
         with self._lock:
-            for did, role in ((voucher, "voucher"), (newcomer, "newcomer")):
-                if not self.record.registry.is_reviewer(did):
-                    raise VerificationError(f"{role} {did:.60} is not a registered reviewer")
-            index, dup = self._log(log, data)
-            if not dup:
-                self.record.vouches.setdefault(newcomer, set()).add(voucher)
-            count = len(self.record.vouches.get(newcomer, ()))
-        return {"index": index, "duplicate": dup, "did": newcomer, "vouchers": count}
+            existing = log.index_of(data)
+            if existing is None:
+                vouch = verify_vouch(signed, self.record.registry)
+                index, dup = self._log(log, data)
+                self.record.vouches.setdefault(vouch.newcomer, set()).add(vouch.voucher)
+            else:
+                vouch, index, dup = vouch_from_statement(signed.statement), existing, True
+            count = len(self.record.vouches.get(vouch.newcomer, ()))
+        return {"index": index, "duplicate": dup, "did": vouch.newcomer, "vouchers": count}
 
     def aggregate_statement(self, log: Log, body: bytes) -> dict[str, Any]:
         """The aggregate statement for `task` at the log's current size, ready to sign."""
@@ -418,6 +470,8 @@ class HumanService:
                     **_task_json(task, digest),
                     "index": self._task_index.get(digest),
                     "verdicts": len(votes),
+                    "gold": task.gold is not None,
+                    "revealed": self.record.gold.get(digest),
                 }
                 if reviewer is not None:
                     mine = votes.get(reviewer)
@@ -465,6 +519,8 @@ class HumanService:
                 "agreement": s.agreement,
                 "reliability": s.reliability,
                 "vouchers": vouches.get(s.did, 0),
+                "goldReviews": s.gold_reviews,
+                "goldAccuracy": s.gold_accuracy,
             }
             for s in stats.values()
             if did is None or s.did == did
@@ -539,6 +595,8 @@ def human_router(
     post("/review/options", service.review_options)
     post("/review/statement", service.review_statement)
     post("/verdicts", service.submit_verdict)
+    post("/gold", service.reveal_gold)
+    post("/vouch/options", service.vouch_options)
     post("/vouches", service.add_vouch)
     post("/aggregates/statement", service.aggregate_statement)
     post("/aggregates", service.publish_aggregate)

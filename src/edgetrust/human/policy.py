@@ -1,9 +1,10 @@
 """`HumanAttested`: a verification policy that a receipt was confirmed by enough reviewers.
 
 The evidence is read from the log, never from a side table: `HumanRecord.from_entries` replays
-reviewer, task and review statements in log order, verifying each verdict's passkey assertion
-(so counters are checked in the order everyone sees), keeps the first verdict per reviewer and
-task, and aggregates each group of tasks with the same answers by Dawid–Skene.
+reviewer, task, review, gold-reveal and vouch statements in log order, verifying each verdict's
+passkey assertion (so counters are checked in the order everyone sees), keeps the first verdict
+per reviewer and task, and aggregates each group of tasks with the same answers by Dawid–Skene,
+with revealed gold tasks clamped to their answer (a commitment alone anchors nothing).
 """
 
 from __future__ import annotations
@@ -17,6 +18,13 @@ import numpy.typing as npt
 
 from edgetrust.errors import Error, InvalidInputError, VerificationError
 from edgetrust.human.aggregate import dawid_skene
+from edgetrust.human.gold import (
+    GOLD_PREDICATE_TYPE,
+    GoldError,
+    GoldReveal,
+    check_reveal,
+    reveal_from_statement,
+)
 from edgetrust.human.reviewers import (
     REVIEWER_PREDICATE_TYPE,
     ReviewerRegistry,
@@ -30,7 +38,7 @@ from edgetrust.human.tasks import (
     task_from_statement,
     verify_verdict,
 )
-from edgetrust.human.vouch import VOUCH_PREDICATE_TYPE, vouch_from_statement
+from edgetrust.human.vouch import VOUCH_PREDICATE_TYPE, verify_vouch
 from edgetrust.log.service import Log
 from edgetrust.receipts import Receipt
 from edgetrust.statement import open_signed_statement
@@ -73,7 +81,11 @@ class ReviewerStats:
     agreement: float
     """Share of their verdicts that match the aggregate answer."""
     reliability: float
-    """Dawid–Skene estimate of P(correct) (a float)."""
+    """Dawid–Skene estimate of P(correct) (a float), anchored by revealed gold tasks."""
+    gold_reviews: int = 0
+    """Verdicts on gold tasks whose answer has been revealed."""
+    gold_accuracy: float | None = None
+    """Share of those that match the revealed answer (None without any)."""
 
 
 @dataclass
@@ -89,6 +101,10 @@ class HumanRecord:
     """Newcomer DID -> the distinct registered reviewers who vouched for them."""
     indices: dict[str, dict[str, int]] = field(default_factory=dict)
     """Task digest -> reviewer -> log index of the counted verdict (when replayed with indices)."""
+    authors: dict[str, str] = field(default_factory=dict)
+    """Task digest -> the DID that signed the (first) task statement."""
+    gold: dict[str, str] = field(default_factory=dict)
+    """Gold task digest -> its answer, once a reveal matching the commitment is logged."""
 
     @classmethod
     def from_entries(
@@ -119,27 +135,63 @@ class HumanRecord:
             if ptype == REVIEWER_PREDICATE_TYPE:
                 self.registry.add(passkey_from_statement(signed.statement))
             elif ptype == TASK_PREDICATE_TYPE:
-                task = task_from_statement(signed.statement)
-                self.tasks.setdefault(task.digest, task)
+                self.add_task(task_from_statement(signed.statement), signed.signer)
             elif ptype == REVIEW_PREDICATE_TYPE:
                 digest = signed.statement.subjects[0].sha256
                 if digest not in self.tasks:
                     raise VerificationError("review of a task not in the log")
+                if digest in self.gold:
+                    raise GoldError(
+                        f"verdict on gold task {digest[:12]} logged after its answer was "
+                        "revealed; not counted"
+                    )
                 v = verify_verdict(signed, self.tasks[digest], self.registry)
                 if self.add_verdict(v) and index is not None:
                     self.indices.setdefault(v.task, {})[v.reviewer] = index
+            elif ptype == GOLD_PREDICATE_TYPE:
+                self.reveal(reveal_from_statement(signed.statement), signed.signer)
             elif ptype == VOUCH_PREDICATE_TYPE:
-                voucher, newcomer = vouch_from_statement(signed.statement)
-                if not self.registry.is_reviewer(voucher):
-                    raise VerificationError(f"voucher {voucher:.60} is not a registered reviewer")
-                if not self.registry.is_reviewer(newcomer):
-                    raise VerificationError(f"{newcomer:.60} must register before being vouched")
-                self.vouches.setdefault(newcomer, set()).add(voucher)
+                vouch = verify_vouch(signed, self.registry)
+                self.vouches.setdefault(vouch.newcomer, set()).add(vouch.voucher)
             else:
                 return None
         except Error as exc:
             self.refused.append(exc.diagnostics())
         return ptype
+
+    def add_task(self, task: Task, author: str) -> bool:
+        """Know `task` (signed by `author`); False if it was already known."""
+        if task.digest in self.tasks:
+            return False
+        self.tasks[task.digest] = task
+        self.authors[task.digest] = author
+        return True
+
+    def reveal(self, reveal: GoldReveal, signer: str) -> bool:
+        """Accept a gold reveal that opens its task's commitment; False if already revealed.
+
+        Raises:
+            VerificationError: the task is not in the log.
+            GoldError: the reveal does not open the commitment (see `gold.check_reveal`).
+        """
+        task = self.tasks.get(reveal.task)
+        if task is None:
+            raise VerificationError(f"gold reveal of task {reveal.task[:12]} not in the log")
+        check_reveal(
+            reveal,
+            signer,
+            commitment=task.gold,
+            author=self.authors[reveal.task],
+            answers=task.answers,
+        )
+        if reveal.task in self.gold:
+            return False
+        self.gold[reveal.task] = reveal.answer
+        return True
+
+    def _gold(self, answers: tuple[str, ...], digests: list[str]) -> dict[int, int]:
+        """Row index -> class index of the revealed gold tasks among `digests`."""
+        return {i: answers.index(self.gold[d]) for i, d in enumerate(digests) if d in self.gold}
 
     def add_verdict(self, verdict: Verdict) -> bool:
         """Count `verdict` unless its reviewer already judged the task (the first one counts)."""
@@ -166,21 +218,23 @@ class HumanRecord:
         results = self.results()
         for answers, digests in self._groups().items():
             labels, reviewers = self._matrix(answers, digests)
-            rel = dawid_skene(labels, len(answers)).reliability
+            rel = dawid_skene(labels, len(answers), gold=self._gold(answers, digests)).reliability
             for j, r in enumerate(reviewers):
                 n = int((labels[:, j] >= 0).sum())
-                agree = sum(
-                    1
-                    for d in digests
-                    if r in self.verdicts[d] and self.verdicts[d][r].answer == results[d].answer
-                )
-                a = acc.setdefault(r, [0.0, 0.0, 0.0])
+                mine = [self.verdicts[d][r] for d in digests if r in self.verdicts[d]]
+                agree = sum(1 for v in mine if v.answer == results[v.task].answer)
+                on_gold = [v.answer == self.gold[v.task] for v in mine if v.task in self.gold]
+                a = acc.setdefault(r, [0.0, 0.0, 0.0, 0.0, 0.0])
                 a[0] += n
                 a[1] += agree
                 a[2] += float(rel[j]) * n
+                a[3] += len(on_gold)
+                a[4] += sum(on_gold)
         return {
-            r: ReviewerStats(r, int(n), agree / max(n, 1), rel / max(n, 1))
-            for r, (n, agree, rel) in sorted(acc.items())
+            r: ReviewerStats(
+                r, int(n), agree / max(n, 1), rel / max(n, 1), int(ng), hit / ng if ng else None
+            )
+            for r, (n, agree, rel, ng, hit) in sorted(acc.items())
         }
 
     def _matrix(
@@ -199,7 +253,7 @@ class HumanRecord:
         out: dict[str, TaskResult] = {}
         for answers, digests in self._groups().items():
             labels, _ = self._matrix(answers, digests)
-            agg = dawid_skene(labels, len(answers))
+            agg = dawid_skene(labels, len(answers), gold=self._gold(answers, digests))
             for i, d in enumerate(digests):
                 k = int(agg.answers[i])
                 out[d] = TaskResult(
@@ -261,18 +315,24 @@ class HumanAttested:
         raise VerificationError("human review insufficient: " + "; ".join(reasons), step=_STEP)
 
 
-def parse_human_option(text: str) -> tuple[int, float]:
-    """Parse ``K,P`` (``3,0.9``) into (min_reviewers, min_posterior)."""
-    if len(text) > 32:
-        raise InvalidInputError("--human must be K,P (e.g. 3,0.9); this one is too long")
+def parse_human_option(text: str) -> tuple[int, float, int]:
+    """Parse ``K,P`` or ``K,P,V`` (``3,0.9,2``) into (min_reviewers, min_posterior, min_vouches).
+
+    V (default 0): only reviewers vouched for by at least V distinct registered reviewers count
+    towards K, as `HumanAttested(min_vouches=V)`.
+    """
+    usage = "--human must be K,P or K,P,V (e.g. 3,0.9 or 3,0.9,2)"
+    if len(text) > 40:
+        raise InvalidInputError(f"{usage}; this one is too long")
     parts = text.split(",")
     try:
         k, p = int(parts[0]), float(parts[1])
+        v = int(parts[2]) if len(parts) > 2 else 0
     except (ValueError, IndexError) as exc:
-        raise InvalidInputError(f"--human must be K,P (e.g. 3,0.9), got {text!r:.40}") from exc
-    if len(parts) != 2 or k < 1 or not 0.0 < p <= 1.0:
-        raise InvalidInputError("--human K,P needs K >= 1 and 0 < P <= 1")
-    return k, p
+        raise InvalidInputError(f"{usage}, got {text!r:.40}") from exc
+    if len(parts) > 3 or k < 1 or not 0.0 < p <= 1.0 or v < 0:
+        raise InvalidInputError("--human K,P[,V] needs K >= 1, 0 < P <= 1 and V >= 0")
+    return k, p, v
 
 
 def human_policy_from_log(
@@ -282,12 +342,13 @@ def human_policy_from_log(
     rp_id: str = DEFAULT_RP_ID,
     origin: str = DEFAULT_ORIGIN,
 ) -> HumanAttested:
-    """`HumanAttested` from a ``K,P`` option, with evidence replayed from the local log."""
-    k, p = parse_human_option(text)
+    """`HumanAttested` from a ``K,P[,V]`` option, with evidence replayed from the local log."""
+    k, p, v = parse_human_option(text)
     with Log.open(home) as log:
         entries = log.entries(0, log.size()) if log.size() else []
     return HumanAttested(
         HumanRecord.from_entries(entries, rp_id=rp_id, origin=origin),
         min_reviewers=k,
         min_posterior=p,
+        min_vouches=v,
     )

@@ -60,6 +60,8 @@ class Task:
     question: str
     answers: tuple[str, ...]
     """The allowed answers, in order; aggregation indexes classes by this order."""
+    gold: str | None = None
+    """For a gold task: the commitment to its known answer (`edgetrust.human.gold`)."""
 
     @property
     def digest(self) -> str:
@@ -68,7 +70,9 @@ class Task:
 
     def payload(self) -> bytes:
         """The canonical in-toto statement bytes of this task."""
-        predicate = {"question": self.question, "answers": list(self.answers)}
+        predicate: dict[str, Any] = {"question": self.question, "answers": list(self.answers)}
+        if self.gold is not None:
+            predicate["gold"] = self.gold
         return encode_statement([Subject("subject", self.subject)], TASK_PREDICATE_TYPE, predicate)
 
 
@@ -84,13 +88,17 @@ def _hex64(value: object, what: str) -> str:
     return value
 
 
-def make_task(subject: str, question: str, answers: Sequence[str]) -> Task:
-    """A checked `Task`."""
+def make_task(
+    subject: str, question: str, answers: Sequence[str], *, gold: str | None = None
+) -> Task:
+    """A checked `Task`; `gold` is a gold answer's commitment (`gold.gold_commitment`)."""
     _hex64(subject, "task subject")
     _text(question, "task question")
     if not 2 <= len(answers) <= _MAX_ANSWERS or len(set(answers)) != len(answers):
         raise InvalidInputError(f"a task needs 2-{_MAX_ANSWERS} distinct answers")
-    return Task(subject, question, tuple(_text(a, "answer") for a in answers))
+    if gold is not None:
+        _hex64(gold, "gold commitment")
+    return Task(subject, question, tuple(_text(a, "answer") for a in answers), gold)
 
 
 def sign_task(author: Identity, task: Task) -> Envelope:
@@ -101,9 +109,12 @@ def sign_task(author: Identity, task: Task) -> Envelope:
 def task_from_statement(statement: Statement) -> Task:
     """Read a `Task` from a task statement."""
     p = statement.predicate
-    if set(p) != {"question", "answers"} or not isinstance(p["answers"], list):
-        raise InvalidInputError("task predicate needs exactly question and answers (a list)")
-    return make_task(statement.subjects[0].sha256, p["question"], p["answers"])
+    keys = set(p) - {"gold"}
+    if keys != {"question", "answers"} or not isinstance(p["answers"], list):
+        raise InvalidInputError(
+            "task predicate needs question and answers (a list), and optionally gold"
+        )
+    return make_task(statement.subjects[0].sha256, p["question"], p["answers"], gold=p.get("gold"))
 
 
 def _validate_task(statement: Statement, signer: str) -> None:

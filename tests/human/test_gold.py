@@ -1,0 +1,199 @@
+"""Gold tasks: a salted commitment logged with the task, a reveal later, only then the anchor."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from edgetrust.dsse import sign_envelope
+from edgetrust.errors import InvalidInputError
+from edgetrust.human.gold import gold_commitment, new_salt, sign_reveal
+from edgetrust.human.policy import HumanRecord
+from edgetrust.human.reviewers import ReviewerRegistry, sign_reviewer_statement
+from edgetrust.human.tasks import Verdict, make_task, review_digest, sign_review, sign_task
+from edgetrust.identity import Identity
+from edgetrust.log.service import Log
+from edgetrust.statement import IN_TOTO_PAYLOAD_TYPE
+
+from .authenticator import SoftAuthenticator
+from .test_http import ORIGIN, RP, _err, _ok, env, register, review
+
+__all__ = ["env"]
+
+ANSWERS = ["correct", "wrong"]
+
+
+def _crowd(n_tasks: int, gold_rows: list[int]) -> dict[str, Any]:
+    """3 reviewers: two always answer the opposite of the truth, one always right.
+
+    Without gold, the wrong pair is the majority and Dawid–Skene follows them; the truth is
+    "correct" on even tasks and "wrong" on odd ones.
+    """
+    reg = ReviewerRegistry(rp_id=RP, origin=ORIGIN)
+    author = Identity.generate()
+    entries: list[bytes] = []
+    people = []
+    for _ in range(3):
+        me, auth = Identity.generate(), SoftAuthenticator()
+        pk = reg.finish_registration(me.did, auth.create(reg.start_registration(me.did)))
+        entries.append(sign_reviewer_statement(me, pk).to_json())
+        people.append((me, auth))
+    tasks, reveals = [], []
+    for t in range(n_tasks):
+        truth = ANSWERS[t % 2]
+        gold = None
+        if t in gold_rows:
+            salt = new_salt()
+            gold = gold_commitment(truth, salt)
+        task = make_task(f"{t:064x}", "Right digit?", ANSWERS, gold=gold)
+        entries.append(sign_task(author, task).to_json())
+        tasks.append(task)
+        if gold is not None:
+            reveals.append(sign_reveal(author, task.digest, truth, salt).to_json())
+        for j, (me, auth) in enumerate(people):
+            answer = truth if j == 0 else ANSWERS[1 - t % 2]
+            assertion = auth.get(review_digest(task.digest, answer, 1.0, me.did))
+            verdict = Verdict(task.digest, answer, 1.0, me.did, assertion)
+            entries.append(sign_review(me, verdict).to_json())
+    return {"entries": entries, "reveals": reveals, "tasks": tasks, "people": people, "a": author}
+
+
+def _replay(entries: list[bytes]) -> HumanRecord:
+    return HumanRecord.from_entries(entries, rp_id=RP, origin=ORIGIN)
+
+
+def test_committed_answer_is_not_in_the_log_before_the_reveal() -> None:
+    scene = _crowd(4, [0])
+    task = scene["tasks"][0]
+    payload = json.loads(task.payload())
+    assert set(payload["predicate"]) == {"question", "answers", "gold"}
+    assert payload["predicate"]["gold"] not in {gold_commitment(a, "00" * 32) for a in ANSWERS}
+    rec = _replay(scene["entries"])
+    assert rec.refused == [] and rec.gold == {}
+
+
+def test_reveal_anchors_ds_and_scores_reviewers() -> None:
+    scene = _crowd(12, [0, 1, 2, 3])
+    tasks, (good, _) = scene["tasks"], scene["people"][0]
+    before = _replay(scene["entries"])
+    # the wrong pair is the majority: without the anchor DS agrees with them
+    assert all(before.results()[t.digest].answer != ANSWERS[i % 2] for i, t in enumerate(tasks))
+    after = _replay(scene["entries"] + scene["reveals"])
+    assert after.refused == [] and len(after.gold) == 4
+    results = after.results()
+    assert all(results[t.digest].answer == ANSWERS[i % 2] for i, t in enumerate(tasks))
+    assert results[tasks[0].digest].posterior == pytest.approx(1.0)
+    rep = after.reputation()
+    assert rep[good.did].gold_reviews == 4 and rep[good.did].gold_accuracy == 1.0
+    assert rep[good.did].reliability > 0.9
+    bad = [s for d, s in rep.items() if d != good.did]
+    assert all(s.gold_accuracy == 0.0 and s.reliability < 0.1 for s in bad)
+
+
+def test_bad_reveals_are_refused_on_replay() -> None:
+    scene = _crowd(2, [0])
+    author, task = scene["a"], scene["tasks"][0]
+    wrong_salt = sign_reveal(author, task.digest, "correct", new_salt()).to_json()
+    wrong_answer = sign_reveal(author, task.digest, "wrong", "00" * 32).to_json()
+    not_author = sign_reveal(Identity.generate(), task.digest, "correct", "00" * 32).to_json()
+    not_gold = sign_reveal(author, scene["tasks"][1].digest, "wrong", "00" * 32).to_json()
+    unknown = sign_reveal(author, "ef" * 32, "wrong", "00" * 32).to_json()
+    rec = _replay(scene["entries"] + [wrong_salt, wrong_answer, not_author, not_gold, unknown])
+    assert rec.gold == {} and len(rec.refused) == 5
+    text = " | ".join(rec.refused)
+    for word in ("does not match", "author", "not a gold task", "not in the log"):
+        assert word in text
+
+
+def test_verdict_after_the_reveal_does_not_count() -> None:
+    scene = _crowd(2, [0])
+    task = scene["tasks"][0]
+    late, auth = Identity.generate(), SoftAuthenticator()
+    reg = ReviewerRegistry(rp_id=RP, origin=ORIGIN)
+    pk = reg.finish_registration(late.did, auth.create(reg.start_registration(late.did)))
+    assertion = auth.get(review_digest(task.digest, "correct", 1.0, late.did))
+    vote = sign_review(late, Verdict(task.digest, "correct", 1.0, late.did, assertion)).to_json()
+    entries = [sign_reviewer_statement(late, pk).to_json(), *scene["entries"]]
+    rec = _replay([*entries, *scene["reveals"], vote])
+    assert late.did not in rec.verdicts[task.digest]
+    assert "after its answer was revealed" in rec.refused[0]
+
+
+def test_bad_commitments_and_reveals_are_typed() -> None:
+    with pytest.raises(InvalidInputError, match="gold commitment"):
+        make_task("ab" * 32, "q?", ANSWERS, gold="not hex")
+    with pytest.raises(InvalidInputError, match="salt"):
+        gold_commitment("correct", "short")
+    with pytest.raises(InvalidInputError, match="salt"):
+        sign_reveal(Identity.generate(), "ab" * 32, "correct", "zz")
+
+
+def test_http_reveal_and_refusals(env: tuple[TestClient, Log]) -> None:
+    c, log = env
+    people = [register(c) for _ in range(3)]
+    author = Identity.generate()
+    salt = new_salt()
+    task = make_task("cd" * 32, "Right?", ANSWERS, gold=gold_commitment("wrong", salt))
+    listed = _ok(c.post("/v1/human/tasks", json=sign_task(author, task).to_dict()))
+    assert listed["digest"] == task.digest
+    row = _ok(c.get("/v1/human/tasks"))["tasks"][0]
+    assert row["gold"] is True and row["revealed"] is None
+    for me, auth in people:
+        _ok(review(c, me, auth, task.digest, "wrong"))
+    forged = sign_reveal(author, task.digest, "correct", salt).to_dict()
+    _err(c.post("/v1/human/gold", json=forged), 400, "does not match")
+    other = sign_reveal(Identity.generate(), task.digest, "wrong", salt).to_dict()
+    _err(c.post("/v1/human/gold", json=other), 400, "author")
+    _err(c.post("/v1/human/gold", json=sign_reveal(author, "ee" * 32, "wrong", salt).to_dict()),
+         404, "no task")  # fmt: skip
+    _err(c.post("/v1/human/gold", content=b"{nope"), 400, "json")
+    not_reveal = sign_envelope(task.payload(), IN_TOTO_PAYLOAD_TYPE, author).to_dict()
+    _err(c.post("/v1/human/gold", json=not_reveal), 400, "not a human-gold")
+    body = _ok(
+        c.post("/v1/human/gold", json=sign_reveal(author, task.digest, "wrong", salt).to_dict())
+    )
+    assert body["answer"] == "wrong" and body["verdicts"] == 3 and body["duplicate"] is False
+    assert _ok(c.get("/v1/human/tasks"))["tasks"][0]["revealed"] == "wrong"
+    late, auth = register(c)
+    _err(review(c, late, auth, task.digest, "wrong"), 400, "already revealed")
+    rep = _ok(c.get(f"/v1/human/reviewers/{people[0][0].did}"))
+    assert rep["goldReviews"] == 1 and rep["goldAccuracy"] == 1.0
+    rec = HumanRecord.from_entries(log.entries(0, log.size()), rp_id=RP, origin=ORIGIN)
+    assert rec.refused == [] and rec.gold == {task.digest: "wrong"}
+
+
+def test_cli_gold_add_and_reveal(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.node.conftest import start_server
+
+    from .test_cli import _people, cli
+
+    server = start_server(["node", "serve", "--rate", "0"], tmp_path / "node")
+    try:
+        url = ("--node", server.url)
+        homes = _people(tmp_path, server, capsys, 2)
+        args = ("human", "task", "add", "34" * 32, "-q", "Right?", "-a", "yes", "-a", "no")
+        code, _, err = cli(capsys, homes[0], *args, "--gold", "maybe", *url)
+        assert code == 2 and "not one of" in err and "\n" not in err.strip()
+        code, body, err = cli(capsys, homes[0], *args, "--gold", "no", *url)
+        assert code == 0, err
+        task = body["digest"]
+        assert "goldSecret" not in body
+        secret = homes[0] / "human" / "gold" / f"{task}.json"
+        assert secret.stat().st_mode & 0o777 == 0o600
+        for h in homes:
+            assert cli(capsys, h, "human", "review", task, "no", *url)[0] == 0
+        code, _, err = cli(capsys, homes[1], "human", "task", "reveal", task, *url)
+        assert code == 2 and "no gold answer kept" in err
+        code, _, err = cli(capsys, homes[0], "human", "task", "reveal", "xyz", *url)
+        assert code == 2 and "64 lower-case hex" in err
+        code, body, err = cli(capsys, homes[0], "human", "task", "reveal", task, *url)
+        assert code == 0, err
+        assert body["answer"] == "no" and body["verdicts"] == 2
+        code, rows, _ = cli(capsys, homes[1], "human", "reputation", *url)
+        assert {r["goldReviews"] for r in rows} == {1}
+    finally:
+        server.stop()
