@@ -17,7 +17,7 @@ from types import MappingProxyType
 from typing import Any
 
 from edgetrust.dsse import MAX_ENVELOPE_BYTES, Envelope, pae, parse_envelope, verify_envelope
-from edgetrust.encoding import canonical_json, parse_json
+from edgetrust.encoding import canonical_json, parse_canonical_json
 from edgetrust.errors import InvalidInputError, UnsupportedError, VerificationError
 
 __all__ = [
@@ -96,8 +96,16 @@ def _hex64(value: object) -> bool:
 
 
 def parse_statement(payload: bytes) -> Statement:
-    """Parse and structurally check an in-toto Statement v1 (not the predicate's content)."""
-    obj = parse_json(payload, what="statement")
+    """Parse and structurally check an in-toto Statement v1 (not the predicate's content).
+
+    The payload must be exactly its own RFC 8785 form: duplicate keys, whitespace or any other
+    serialization are refused, since two JSON parsers could read two claims from such bytes.
+
+    Raises:
+        ProfileError: the payload is JSON but not canonical (rule ``JCS_RULE``).
+        InvalidInputError / UnsupportedError: not a well-formed Statement v1.
+    """
+    obj = parse_canonical_json(payload, what="statement")
     if not isinstance(obj, dict):
         raise InvalidInputError("statement must be a JSON object")
     if obj.get("_type") != STATEMENT_TYPE:
