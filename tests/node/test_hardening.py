@@ -14,6 +14,8 @@ from edgetrust.encoding import JCS_RULE, canonical_json
 from edgetrust.errors import ProfileError
 from edgetrust.identity import Identity
 from edgetrust.log.service import Log
+from edgetrust.node.app import create_app
+from edgetrust.node.settings import NodeSettings
 from edgetrust.statement import IN_TOTO_PAYLOAD_TYPE, parse_statement
 from tests.node.conftest import card_envelope
 
@@ -53,3 +55,53 @@ def test_node_refuses_non_canonical_payload_with_400(
     assert JCS_RULE in resp.json()["message"]
     assert "\n" not in resp.json()["message"]
     assert log.size() == 0
+
+
+def _with_signatures(env: bytes, sigs: list[dict[str, str]]) -> bytes:
+    obj = json.loads(env)
+    return json.dumps({**obj, "signatures": sigs}).encode()
+
+
+def test_signature_list_variants_map_to_one_entry(
+    node: TestClient, log: Log, publisher: Identity
+) -> None:
+    env = card_envelope(publisher, 1)
+    sig = json.loads(env)["signatures"][0]
+    first = node.post("/v1/entries", content=env)
+    assert first.status_code == 200
+    others = [Identity.generate() for _ in range(3)]
+    payload = base64.b64decode(json.loads(env)["payload"])
+    cosigs = [json.loads(sign_envelope(payload, IN_TOTO_PAYLOAD_TYPE, o).to_json()) for o in others]
+    extra = [c["signatures"][0] for c in cosigs]
+    variants = [
+        _with_signatures(env, [sig, extra[0]]),
+        _with_signatures(env, [sig, extra[1], extra[0]]),
+        _with_signatures(env, [sig, extra[0], extra[1]]),
+        _with_signatures(env, [sig, extra[2]]),
+        env,
+    ]
+    for v in variants:
+        resp = node.post("/v1/entries", content=v)
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["index"] == first.json()["index"]
+    assert log.size() == 1
+    resp = node.post("/v1/entries", content=_with_signatures(env, [sig, sig]))
+    assert resp.status_code == 400
+    assert "one signature per key id" in resp.json()["message"]
+    assert log.size() == 1
+
+
+def test_replays_are_charged_to_the_replayer_not_the_issuer(log: Log, publisher: Identity) -> None:
+    app = create_app(log, settings=NodeSettings(rate=0.001, burst=3))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        env = card_envelope(publisher, 0)
+        assert client.post("/v1/entries", content=env).status_code == 200
+        statuses = [client.post("/v1/entries", content=env).status_code for _ in range(10)]
+        assert statuses[:3] == [200, 200, 200]
+        assert set(statuses[3:]) == {429}
+        # the issuer's own budget is untouched by the replays: two more new entries pass
+        for i in (1, 2):
+            assert (
+                client.post("/v1/entries", content=card_envelope(publisher, i)).status_code == 200
+            )
+    assert log.size() == 3
