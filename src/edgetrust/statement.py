@@ -19,6 +19,7 @@ from typing import Any
 from edgetrust.dsse import MAX_ENVELOPE_BYTES, Envelope, pae, parse_envelope, verify_envelope
 from edgetrust.encoding import canonical_json, parse_canonical_json
 from edgetrust.errors import InvalidInputError, UnsupportedError, VerificationError
+from edgetrust.profiles import check_text
 
 __all__ = [
     "IN_TOTO_PAYLOAD_TYPE",
@@ -120,7 +121,7 @@ def parse_statement(payload: bytes) -> Statement:
             raise InvalidInputError("each statement subject needs a string name")
         if not isinstance(digest, dict) or not _hex64(digest.get("sha256")):
             raise InvalidInputError("each statement subject needs a sha256 digest (64 hex)")
-        subjects.append(Subject(raw["name"], digest["sha256"]))
+        subjects.append(Subject(check_text(raw["name"], "subject name"), digest["sha256"]))
     ptype = obj.get("predicateType")
     if not isinstance(ptype, str):
         raise InvalidInputError("statement predicateType must be a string")

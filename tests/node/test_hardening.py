@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -14,8 +15,10 @@ from edgetrust.encoding import JCS_RULE, canonical_json
 from edgetrust.errors import ProfileError
 from edgetrust.identity import Identity
 from edgetrust.log.service import Log
+from edgetrust.models import ModelCard
 from edgetrust.node.app import create_app
 from edgetrust.node.settings import NodeSettings
+from edgetrust.profiles import TEXT_RULE, TIME_RULE, check_text, check_time
 from edgetrust.statement import IN_TOTO_PAYLOAD_TYPE, parse_statement
 from tests.node.conftest import card_envelope
 
@@ -105,3 +108,46 @@ def test_replays_are_charged_to_the_replayer_not_the_issuer(log: Log, publisher:
                 client.post("/v1/entries", content=card_envelope(publisher, i)).status_code == 200
             )
     assert log.size() == 3
+
+
+@pytest.mark.parametrize(
+    "issued_at",
+    [
+        "9999-12-31T23:59:59+23:59",
+        "0001-01-01T00:00:00-23:59",
+        "2026-01-01T00:00:00.123456789Z",
+        "2026-01-01T00:00:00+00:00",
+        "2999-01-01T00:00:00Z",
+    ],
+)
+def test_time_profile_refuses_the_issue_times(issued_at: str) -> None:
+    with pytest.raises(ProfileError) as err:
+        check_time(issued_at, "issuedAt")
+    assert err.value.rule == TIME_RULE
+
+
+def test_time_profile_accepts_utc_microseconds_and_the_skew() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert check_time("2026-01-01T00:04:59.999999Z", "t", now=now).microsecond == 999999
+    with pytest.raises(ProfileError):
+        check_time("2026-01-01T00:05:01Z", "t", now=now)
+
+
+@pytest.mark.parametrize("name", ["m\x00", "safe\u202egpj.exe", "cafe\u0301", "a\u2066b"])
+def test_node_refuses_names_outside_the_text_profile(
+    node: TestClient, log: Log, publisher: Identity, name: str
+) -> None:
+    card = ModelCard(
+        digest="sha256:" + "ab" * 32,
+        name=name,
+        version="1",
+        size=1,
+        opset=17,
+        inputs=(),
+        outputs=(),
+    )
+    resp = node.post("/v1/entries", content=card.sign(publisher).to_json())
+    assert resp.status_code == 400
+    assert TEXT_RULE in resp.json()["message"]
+    assert log.size() == 0
+    assert check_text("café", "name") == "café"
