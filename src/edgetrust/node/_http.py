@@ -29,7 +29,6 @@ from edgetrust.errors import (
     VerificationError,
 )
 
-
 _logger = logging.getLogger("edgetrust.node")
 _disconnects = 0
 _disconnects_lock = threading.Lock()
