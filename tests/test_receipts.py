@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgetrust.dsse import Envelope, sign_envelope
+from edgetrust.encoding import canonical_json
 from edgetrust.errors import Error, InvalidInputError, VerificationError
 from edgetrust.identity import Identity
 from edgetrust.models import ModelCard
@@ -78,7 +79,7 @@ def test_statement_is_in_toto_v1() -> None:
 
 
 def _resign(payload: dict[str, object], signer: Identity = DEVICE) -> Bundle:
-    data = json.dumps(payload).encode()
+    data = canonical_json(payload)
     return Bundle(sign_envelope(data, "application/vnd.in-toto+json", signer))
 
 

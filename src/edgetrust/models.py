@@ -26,6 +26,7 @@ from edgetrust.errors import InvalidInputError, NotFoundError, ResourceLimitErro
 from edgetrust.files import read_limited
 from edgetrust.home import resolve_home
 from edgetrust.identity import Identity
+from edgetrust.profiles import check_text
 from edgetrust.statement import (
     IN_TOTO_PAYLOAD_TYPE,
     Statement,
@@ -218,6 +219,8 @@ class ModelCard:
 
 def _validate_model_statement(statement: Statement, signer: str) -> None:
     card = ModelCard.from_predicate(statement.predicate)
+    for what, text in (("name", card.name), ("version", card.version), ("producer", card.producer)):
+        check_text(text, f"model card {what}")
     if statement.subjects[0].sha256 != digest_hex(card.digest):
         raise InvalidInputError("model card subject digest differs from its predicate digest")
 

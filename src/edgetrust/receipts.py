@@ -43,6 +43,7 @@ from edgetrust.errors import Error, InvalidInputError, VerificationError
 from edgetrust.identity import Identity
 from edgetrust.log import merkle
 from edgetrust.models import ModelCard
+from edgetrust.profiles import check_text, check_time
 from edgetrust.runtime.onnx import Tensors
 from edgetrust.statement import (
     IN_TOTO_PAYLOAD_TYPE,
@@ -441,14 +442,7 @@ def _check_common(
         raise InvalidInputError(f"receipt predicate has unknown field {unknown[0]!r}")
     if pred["issuer"] != signer:
         raise VerificationError("receipt issuer is not the envelope's signer", step="1 signature")
-    if not isinstance(pred["issuedAt"], str):
-        raise InvalidInputError("receipt issuedAt must be an RFC 3339 string")
-    try:
-        issued = datetime.fromisoformat(pred["issuedAt"])
-    except ValueError as exc:
-        raise InvalidInputError("receipt issuedAt is not an RFC 3339 time") from exc
-    if issued.tzinfo is None or "T" not in pred["issuedAt"]:
-        raise InvalidInputError("receipt issuedAt must be an RFC 3339 date-time with an offset")
+    check_time(pred["issuedAt"], "receipt issuedAt")
     model = pred["model"]
     if not isinstance(model, dict):
         raise InvalidInputError("receipt model must be an object")
@@ -456,6 +450,7 @@ def _check_common(
     executor = pred["executor"]
     if not isinstance(executor, dict) or not isinstance(executor.get("name"), str):
         raise InvalidInputError("receipt executor must be an object with a name")
+    check_text(executor["name"], "receipt executor name")
     if not isinstance(executor.get("settings", {}), dict):
         raise InvalidInputError("receipt executor settings must be an object")
 

@@ -17,8 +17,9 @@ from types import MappingProxyType
 from typing import Any
 
 from edgetrust.dsse import MAX_ENVELOPE_BYTES, Envelope, pae, parse_envelope, verify_envelope
-from edgetrust.encoding import canonical_json, parse_json
+from edgetrust.encoding import canonical_json, parse_canonical_json
 from edgetrust.errors import InvalidInputError, UnsupportedError, VerificationError
+from edgetrust.profiles import check_text
 
 __all__ = [
     "IN_TOTO_PAYLOAD_TYPE",
@@ -96,8 +97,16 @@ def _hex64(value: object) -> bool:
 
 
 def parse_statement(payload: bytes) -> Statement:
-    """Parse and structurally check an in-toto Statement v1 (not the predicate's content)."""
-    obj = parse_json(payload, what="statement")
+    """Parse and structurally check an in-toto Statement v1 (not the predicate's content).
+
+    The payload must be exactly its own RFC 8785 form: duplicate keys, whitespace or any other
+    serialization are refused, since two JSON parsers could read two claims from such bytes.
+
+    Raises:
+        ProfileError: the payload is JSON but not canonical (rule ``JCS_RULE``).
+        InvalidInputError / UnsupportedError: not a well-formed Statement v1.
+    """
+    obj = parse_canonical_json(payload, what="statement")
     if not isinstance(obj, dict):
         raise InvalidInputError("statement must be a JSON object")
     if obj.get("_type") != STATEMENT_TYPE:
@@ -112,7 +121,7 @@ def parse_statement(payload: bytes) -> Statement:
             raise InvalidInputError("each statement subject needs a string name")
         if not isinstance(digest, dict) or not _hex64(digest.get("sha256")):
             raise InvalidInputError("each statement subject needs a sha256 digest (64 hex)")
-        subjects.append(Subject(raw["name"], digest["sha256"]))
+        subjects.append(Subject(check_text(raw["name"], "subject name"), digest["sha256"]))
     ptype = obj.get("predicateType")
     if not isinstance(ptype, str):
         raise InvalidInputError("statement predicateType must be a string")

@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from edgetrust.dsse import sign_envelope
+from edgetrust.encoding import canonical_json
 from edgetrust.errors import VerificationError
 from edgetrust.human.published import log_prefix, verify_aggregate
 from edgetrust.identity import Identity
@@ -68,9 +69,7 @@ def test_tampered_aggregate_is_refused(
     task = _setup(c)
     statement = json.loads(_publish_payload(c, task))
     statement["predicate"][field] = value
-    forged = sign_envelope(
-        json.dumps(statement).encode(), IN_TOTO_PAYLOAD_TYPE, Identity.generate()
-    )
+    forged = sign_envelope(canonical_json(statement), IN_TOTO_PAYLOAD_TYPE, Identity.generate())
     _err(c.post("/v1/human/aggregates", json=forged.to_dict()), 400, "")
     with pytest.raises(VerificationError) as info:
         verify_aggregate(open_signed_statement(forged.to_json()), log_prefix(log, log.size()))

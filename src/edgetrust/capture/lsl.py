@@ -31,6 +31,7 @@ from edgetrust.dsse import Envelope, envelope_from_dict
 from edgetrust.encoding import parse_json
 from edgetrust.errors import InvalidInputError, NotFoundError
 from edgetrust.identity import Identity
+from edgetrust.statement import parse_statement
 
 __all__ = ["LOCAL_LSL_CONFIG", "LslCaptureInlet", "LslCaptureOutlet", "LslSource", "use_local_lsl"]
 
@@ -173,7 +174,7 @@ class LslCaptureInlet:
                     queued.append(envelope_from_dict(msg["seal"]))
                 elif isinstance(msg, dict) and set(msg) == {"root"}:
                     root = envelope_from_dict(msg["root"])
-                    total = int(parse_json(root.payload)["predicate"]["samples"])
+                    total = int(parse_statement(root.payload).predicate["samples"])
                 else:
                     raise InvalidInputError("LSL seal stream carries an unknown message")
             if total is not None and buf.shape[0] and self._received + buf.shape[0] >= total:

@@ -397,11 +397,11 @@ def _seal_payload(
 
 def parse_seal(envelope: Envelope) -> Seal:
     """Read a seal envelope's payload (structure only; `verify_seal` checks the signature)."""
-    from edgetrust.encoding import parse_json
+    from edgetrust.encoding import parse_canonical_json
 
     if envelope.payload_type != SEAL_PAYLOAD_TYPE:
         raise InvalidInputError(f"not a capture seal: payloadType {envelope.payload_type!r:.60}")
-    obj = parse_json(envelope.payload, what="seal", max_bytes=1 << 20)
+    obj = parse_canonical_json(envelope.payload, what="seal", max_bytes=1 << 20)
     keys = {"stream", "header", "seq", "first", "digests", "head"}
     if not isinstance(obj, dict) or set(obj) != keys:
         raise InvalidInputError(f"a seal needs exactly {sorted(keys)}")

@@ -20,6 +20,7 @@ def human_step(console: Console, result: Any, log: Any, subject: str) -> None:
     from fastapi.testclient import TestClient
 
     from edgetrust.dsse import sign_envelope
+    from edgetrust.encoding import canonical_json
     from edgetrust.human.client import HumanClient
     from edgetrust.human.published import log_prefix, verify_aggregate
     from edgetrust.identity import Identity
@@ -54,9 +55,7 @@ def human_step(console: Console, result: Any, log: Any, subject: str) -> None:
     )
     statement = json.loads(_payload(entry))
     statement["predicate"]["result"] = "wrong"
-    forged = sign_envelope(
-        json.dumps(statement).encode(), IN_TOTO_PAYLOAD_TYPE, Identity.generate()
-    )
+    forged = sign_envelope(canonical_json(statement), IN_TOTO_PAYLOAD_TYPE, Identity.generate())
     result.expect(
         "human: an aggregate whose result was changed",
         False,

@@ -7,6 +7,8 @@ traceback or a 5xx.
 
 from __future__ import annotations
 
+import logging
+import threading
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -14,6 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 
 from edgetrust.errors import (
     ConflictError,
@@ -24,6 +28,15 @@ from edgetrust.errors import (
     UnsupportedError,
     VerificationError,
 )
+
+_logger = logging.getLogger("edgetrust.node")
+_disconnects = 0
+_disconnects_lock = threading.Lock()
+
+
+def client_disconnects() -> int:
+    """How many requests ended because their client went away mid-body (this process)."""
+    return _disconnects
 
 
 class ErrorBody(BaseModel):
@@ -105,7 +118,16 @@ def install_error_handlers(app: FastAPI) -> None:
         # Not the client's fault, so not a 4xx; but still the JSON shape, never a traceback.
         return error_response(500, "InternalError", "the node failed to handle this request")
 
+    async def on_disconnect(request: Request, exc: Exception) -> Response:
+        # The client aborted its upload: nobody is left to answer, and it is not a bug.
+        global _disconnects
+        with _disconnects_lock:
+            _disconnects += 1
+        _logger.debug("client disconnected during %s %s", request.method, request.url.path)
+        return Response(status_code=499)
+
     app.add_exception_handler(Exception, on_bug)
+    app.add_exception_handler(ClientDisconnect, on_disconnect)
     app.add_exception_handler(Error, on_error)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)

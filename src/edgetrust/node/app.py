@@ -29,6 +29,7 @@ from edgetrust.node.metrics import metrics_router
 from edgetrust.node.routes_log import log_router
 from edgetrust.node.settings import NodeSettings
 from edgetrust.node.web import add_web
+from edgetrust.profiles import set_future_skew
 
 __all__ = ["create_app"]
 
@@ -49,6 +50,7 @@ def create_app(
     at startup and closes it at shutdown.
     """
     cfg = settings or NodeSettings()
+    set_future_skew(cfg.future_skew)
     holder: dict[str, NodeCore] = {}
 
     @asynccontextmanager

@@ -7,6 +7,7 @@ canonical form of the envelope and the entry-size limit, and fans a batch out to
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -16,14 +17,16 @@ from dataclasses import dataclass
 # these modules registers receipts, batch receipts and model cards.
 import edgetrust.models
 import edgetrust.receipts  # noqa: F401
-from edgetrust.dsse import Envelope, envelope_from_dict
-from edgetrust.errors import Error, InvalidInputError
+from edgetrust.dsse import Envelope, Signature, envelope_from_dict, pae
+from edgetrust.errors import Error, InvalidInputError, ProfileError
 from edgetrust.statement import open_signed_statement
 
 __all__ = [
     "BatchEntryError",
+    "ONE_SIGNATURE_RULE",
     "PreparedEntry",
     "canonical_envelope_bytes",
+    "canonical_signatures",
     "prepare_entries",
     "prepare_entry",
 ]
@@ -37,6 +40,35 @@ class PreparedEntry:
     """The entry as it will be logged: the canonical (RFC 8785) JSON of the envelope."""
     signer: str
     """The verified DID of the envelope's first signer (rate limits are charged to it)."""
+    issuer_only: bytes = b""
+    """The canonical envelope with the issuer's signature alone (a variant's likely original)."""
+    payload_key: bytes = b""
+    """sha256 over the signed message and the issuer's key id: the same for every variant."""
+
+
+ONE_SIGNATURE_RULE = "one signature per key id, the issuer's first"
+"""The rule named by `ProfileError` when an envelope's signature list is not canonical."""
+
+
+def canonical_signatures(envelope: Envelope) -> Envelope:
+    """The envelope in its one logged form: the issuer's signature first, co-signers by key id.
+
+    The issuer is the first signer (the one the predicate's validator checked). A key id may
+    sign once: the same signature listed twice would otherwise make a second entry.
+
+    Raises:
+        ProfileError: a key id signs twice.
+    """
+    seen: set[str] = set()
+    for s in envelope.signatures:
+        if s.keyid in seen:
+            raise ProfileError(
+                f"envelope is signed twice by {s.keyid:.80}", rule=ONE_SIGNATURE_RULE
+            )
+        seen.add(s.keyid)
+    first, *rest = envelope.signatures
+    ordered: tuple[Signature, ...] = (first, *sorted(rest, key=lambda s: s.keyid))
+    return Envelope(envelope.payload, envelope.payload_type, ordered)
 
 
 def canonical_envelope_bytes(envelope: Envelope) -> bytes:
@@ -62,18 +94,37 @@ def prepare_entry(envelope: Envelope | bytes, *, max_entry: int) -> PreparedEntr
 
     Steps: (1) it parses as a DSSE envelope, every signature verifies, its statement is of a
     registered predicate type and passes that type's validator (`open_signed_statement`);
-    (2) its canonical form fits in a tlog-tiles entry (`max_entry` bytes).
+    (2) no key id signs twice, and the logged form lists the issuer's signature first and
+    co-signatures by key id (`canonical_signatures`); (3) its canonical form fits in a
+    tlog-tiles entry (`max_entry` bytes).
+
+    Co-signatures are kept, not dropped: a capture stream is co-signed by its wearer and a
+    verifier asks for that signature in the log. Variants of a signature list are told apart
+    from new entries by `PreparedEntry.payload_key` (the node answers them with the entry
+    already logged).
 
     Raises:
+        ProfileError: the payload is not canonical JSON, or a key id signs twice.
         InvalidInputError, VerificationError, UnsupportedError: the envelope is refused.
     """
     signed = open_signed_statement(envelope, max_bytes=max(max_entry * 2, 1024))
-    data = canonical_envelope_bytes(signed.envelope)
+    canonical = canonical_signatures(signed.envelope)
+    data = canonical_envelope_bytes(canonical)
     if len(data) > max_entry:
         raise InvalidInputError(
             f"entry is {len(data)} bytes canonically, over the {max_entry}-byte entry limit"
         )
-    return PreparedEntry(data, signed.signer)
+    issuer = canonical.signatures[0]
+    issuer_only = (
+        data
+        if len(canonical.signatures) == 1
+        else canonical_envelope_bytes(
+            Envelope(canonical.payload, canonical.payload_type, (issuer,))
+        )
+    )
+    key = hashlib.sha256(pae(canonical.payload_type, canonical.payload))
+    key.update(b"\x00" + issuer.keyid.encode("utf-8"))
+    return PreparedEntry(data, signed.signer, issuer_only, key.digest())
 
 
 def _prepare_dict(obj: object, max_entry: int) -> PreparedEntry:
@@ -82,7 +133,7 @@ def _prepare_dict(obj: object, max_entry: int) -> PreparedEntry:
 
 def _prepare_chunk(
     items: Sequence[object], offset: int, max_entry: int
-) -> list[tuple[bytes, str]] | tuple[int, str, str]:
+) -> list[tuple[bytes, str, bytes, bytes]] | tuple[int, str, str]:
     """Prepare a chunk of a batch, in a worker process or not.
 
     Returns plain tuples, which pickle cheaply, or the first refused entry by its position in
@@ -94,7 +145,7 @@ def _prepare_chunk(
             p = _prepare_dict(obj, max_entry)
         except Error as exc:
             return offset + i, type(exc).__name__, exc.diagnostics()
-        out.append((p.data, p.signer))
+        out.append((p.data, p.signer, p.issuer_only, p.payload_key))
     return out
 
 
@@ -129,7 +180,7 @@ def prepare_entries(
         result = _prepare_chunk(items, 0, max_entry)
         if isinstance(result, tuple):
             raise BatchEntryError(*result)
-        return [PreparedEntry(d, s) for d, s in result]
+        return [PreparedEntry(*r) for r in result]
     step = -(-len(items) // max(workers, 1))
     futures = [
         pool.submit(_prepare_chunk, items[i : i + step], i, max_entry)
@@ -140,5 +191,5 @@ def prepare_entries(
         result = fut.result()
         if isinstance(result, tuple):
             raise BatchEntryError(*result)
-        prepared.extend(PreparedEntry(d, s) for d, s in result)
+        prepared.extend(PreparedEntry(*r) for r in result)
     return prepared

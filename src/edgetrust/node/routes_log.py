@@ -38,6 +38,11 @@ __all__ = ["log_router"]
 _IMMUTABLE = "public, max-age=31536000, immutable"
 
 
+def _client(request: Request) -> str:
+    """The rate-limit identity of a request's sender: its client address."""
+    return "client:" + (request.client.host if request.client else "unknown")
+
+
 def log_router(node: Callable[[], NodeCore], cfg: NodeSettings) -> APIRouter:
     """The log's routes, for the node state that `node()` returns (set at startup)."""
     router = APIRouter()
@@ -113,8 +118,15 @@ def log_router(node: Callable[[], NodeCore], cfg: NodeSettings) -> APIRouter:
         except Error:
             n.metrics.rejected.inc()
             raise
+        existing = n.existing(prepared)
+        if existing is not None:
+            # A replay (or a signature-list variant) of a logged entry: answered with that
+            # entry, charged to whoever sent it, never to the issuer whose budget it would burn.
+            n.limiter.take({_client(request): 1})
+            return JSONResponse(await n.submit(existing))
         n.limiter.take({prepared.signer: 1})
         answer = await n.submit(prepared.data)
+        n.remember(prepared, answer["index"])
         return JSONResponse(answer)
 
     @router.post(
@@ -163,11 +175,16 @@ def log_router(node: Callable[[], NodeCore], cfg: NodeSettings) -> APIRouter:
             n.metrics.rejected.inc()
             raise
         counts: dict[str, int] = {}
+        datas = []
         for p in prepared:
-            counts[p.signer] = counts.get(p.signer, 0) + 1
+            existing = n.existing(p)
+            charged = _client(request) if existing is not None else p.signer
+            counts[charged] = counts.get(charged, 0) + 1
+            datas.append(p.data if existing is None else existing)
         n.limiter.take(counts)
-        datas = [p.data for p in prepared]
         answer = await anyio.to_thread.run_sync(n.append_batch, datas, proofs)
+        for p, item in zip(prepared, answer.get("entries", ()), strict=False):
+            n.remember(p, item["index"])
         return JSONResponse(answer)
 
     @router.get(

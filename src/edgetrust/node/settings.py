@@ -41,6 +41,8 @@ class NodeSettings:
     worth, at least 1). A batch is charged whole, so it must fit in the bucket."""
     batch_size: int = 256
     """Entries per store transaction (sequencing batch)."""
+    future_skew: float = 300.0
+    """Seconds an entry's time (a receipt's issuedAt) may lie ahead of the node's clock."""
     max_delay: float = 0.0
     """Longest an entry waits for its batch to fill before it is committed anyway, seconds.
     0 (the node's default, unlike Tessera's 250 ms) is group commit: whatever queued while the
@@ -84,6 +86,8 @@ class NodeSettings:
             raise InvalidInputError("`rate` must be a finite number >= 0 (0 disables)")
         if self.burst is not None and self.burst < 1:
             raise InvalidInputError("`burst` must be at least 1")
+        if not (math.isfinite(self.future_skew) and self.future_skew >= 0):
+            raise InvalidInputError("`future_skew` must be a finite number of seconds >= 0")
         if not 1 <= self.batch_size <= 65536:
             raise InvalidInputError("`batch_size` must be 1..65536")
         if not (math.isfinite(self.max_delay) and 0 <= self.max_delay <= 60):
