@@ -137,10 +137,14 @@ def task_add(
     """
     set_json_mode(json_out)
     client = _client(node, home, identity, need_auth=False)
-    result = client.add_task(subject, question, answer, gold=gold)
+    result = client.add_task(
+        subject,
+        question,
+        answer,
+        gold=gold,
+        keep=lambda digest, secret: _save_secret(_gold_path(home, digest), secret),
+    )
     secret = result.pop("goldSecret", None)
-    if secret is not None:
-        _save_secret(_gold_path(home, result["digest"]), secret)
     emit(
         json_out,
         result,

@@ -10,7 +10,8 @@ message; an unreachable node is an `InvalidInputError`.
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+import hmac
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
@@ -97,6 +98,13 @@ class HumanClient:
             raise NodeError("the node's options have no publicKey")
         return b64url_decode(public.get("challenge"), "challenge")
 
+    @classmethod
+    def _expect_challenge(cls, options: dict[str, Any], digest: bytes) -> None:
+        if not hmac.compare_digest(cls._challenge(options), digest):
+            raise NodeError(
+                "the node asked the passkey to sign something other than this statement"
+            )
+
     # -- ceremonies --------------------------------------------------------------------------
 
     def register(self) -> dict[str, Any]:
@@ -117,12 +125,20 @@ class HumanClient:
         return self._post("/login/verify", {"did": did, "credential": credential})
 
     def add_task(
-        self, subject: str, question: str, answers: Sequence[str], *, gold: str | None = None
+        self,
+        subject: str,
+        question: str,
+        answers: Sequence[str],
+        *,
+        gold: str | None = None,
+        keep: Callable[[str, dict[str, str]], None] | None = None,
     ) -> dict[str, Any]:
         """Sign and log a review task on `subject` (a sha256 hex digest).
 
         With `gold` (one of `answers`), only a salted commitment to it is logged; the answer
         comes back as ``goldSecret: {answer, salt}``, never sent: keep it for `reveal`.
+        `keep(task_digest, secret)` is called before the task is sent, so a secret that
+        cannot be stored never leaves a logged gold task that nobody can reveal.
         """
         from edgetrust.human.gold import gold_commitment, new_salt
 
@@ -133,6 +149,8 @@ class HumanClient:
             secret = {"answer": gold, "salt": new_salt()}
         commitment = gold_commitment(**secret) if secret else None
         task = make_task(subject.removeprefix("sha256:"), question, list(answers), gold=commitment)
+        if secret and keep is not None:
+            keep(task.digest, secret)
         answer = self._post("/tasks", sign_task(self.identity, task).to_dict())
         return {**answer, "goldSecret": secret} if secret else answer
 
@@ -147,16 +165,23 @@ class HumanClient:
         """Answer `task`: assertion over the statement digest, then the DID's signature."""
         if not 0.0 <= confidence <= 1.0:
             raise InvalidInputError("confidence must be between 0 and 1")
+        task_hex = task.removeprefix("sha256:")
         req = {
-            "task": task.removeprefix("sha256:"),
+            "task": task_hex,
             "answer": answer,
             "confidence": confidence,
             "reviewer": self.identity.did,
         }
+        from edgetrust.human.tasks import Verdict, review_digest, sign_review
+
         opts = self._post("/review/options", req)
-        assertion = self._auth().get(self._challenge(opts))
-        st = self._post("/review/statement", {**req, "assertion": assertion})
-        return self._post("/verdicts", self._sign(st.get("payload")))
+        # The passkey signs only the digest of what this reviewer means, computed here: a node
+        # that sent another challenge would otherwise get an assertion over anything.
+        digest = review_digest(task_hex, answer, confidence, self.identity.did)
+        self._expect_challenge(opts, digest)
+        assertion = self._auth().get(digest)
+        verdict = Verdict(task_hex, answer, confidence, self.identity.did, assertion)
+        return self._post("/verdicts", sign_review(self.identity, verdict).to_dict())
 
     def vouch(self, did: str) -> dict[str, Any]:
         """Co-sign `did` as a newcomer (this DID must be a registered reviewer).
@@ -167,8 +192,12 @@ class HumanClient:
 
         if did == self.identity.did:
             raise InvalidInputError("a reviewer cannot vouch for themselves")
+        from edgetrust.human.vouch import vouch_digest
+
         opts = self._post("/vouch/options", {"voucher": self.identity.did, "newcomer": did})
-        assertion = self._auth().get(self._challenge(opts))
+        digest = vouch_digest(self.identity.did, did)
+        self._expect_challenge(opts, digest)
+        assertion = self._auth().get(digest)
         return self._post("/vouches", sign_vouch(self.identity, did, assertion).to_dict())
 
     def publish_aggregate(self, task: str) -> dict[str, Any]:

@@ -10,7 +10,7 @@ with revealed gold tasks clamped to their answer (a commitment alone anchors not
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -189,9 +189,22 @@ class HumanRecord:
         self.gold[reveal.task] = reveal.answer
         return True
 
-    def _gold(self, answers: tuple[str, ...], digests: list[str]) -> dict[int, int]:
-        """Row index -> class index of the revealed gold tasks among `digests`."""
-        return {i: answers.index(self.gold[d]) for i, d in enumerate(digests) if d in self.gold}
+    def _gold(
+        self,
+        answers: tuple[str, ...],
+        digests: list[str],
+        trusted: frozenset[str] | None = None,
+    ) -> dict[int, int]:
+        """Row index -> class index of the revealed gold tasks among `digests`.
+
+        With `trusted`, only gold tasks authored by one of those DIDs anchor anything: a gold
+        answer is its author's word, and anyone may author tasks.
+        """
+        return {
+            i: answers.index(self.gold[d])
+            for i, d in enumerate(digests)
+            if d in self.gold and (trusted is None or self.authors.get(d) in trusted)
+        }
 
     def add_verdict(self, verdict: Verdict) -> bool:
         """Count `verdict` unless its reviewer already judged the task (the first one counts)."""
@@ -201,10 +214,12 @@ class HumanRecord:
         group[verdict.reviewer] = verdict
         return True
 
-    def _groups(self) -> dict[tuple[str, ...], list[str]]:
+    def _groups(
+        self, only: Callable[[str], bool] | None = None
+    ) -> dict[tuple[str, ...], list[str]]:
         groups: dict[tuple[str, ...], list[str]] = {}
         for digest, task in self.tasks.items():
-            if self.verdicts.get(digest):
+            if any(only is None or only(r) for r in self.verdicts.get(digest, {})):
                 groups.setdefault(task.answers, []).append(digest)
         return groups
 
@@ -238,29 +253,44 @@ class HumanRecord:
         }
 
     def _matrix(
-        self, answers: tuple[str, ...], digests: list[str]
+        self,
+        answers: tuple[str, ...],
+        digests: list[str],
+        only: Callable[[str], bool] | None = None,
     ) -> tuple[npt.NDArray[np.int64], list[str]]:
-        reviewers = sorted({r for d in digests for r in self.verdicts[d]})
+        reviewers = sorted(
+            {r for d in digests for r in self.verdicts[d] if only is None or only(r)}
+        )
         col = {r: i for i, r in enumerate(reviewers)}
         labels = np.full((len(digests), len(reviewers)), -1, dtype=np.int64)
         for i, d in enumerate(digests):
             for r, v in self.verdicts[d].items():
-                labels[i, col[r]] = answers.index(v.answer)
+                if r in col:
+                    labels[i, col[r]] = answers.index(v.answer)
         return labels, reviewers
 
-    def results(self) -> dict[str, TaskResult]:
-        """Dawid–Skene per group of tasks sharing one answer set; keyed by task digest."""
+    def results(
+        self,
+        *,
+        gold_authors: frozenset[str] | None = None,
+        only: Callable[[str], bool] | None = None,
+    ) -> dict[str, TaskResult]:
+        """Dawid–Skene per group of tasks sharing one answer set; keyed by task digest.
+
+        `gold_authors`: only revealed gold tasks by these DIDs anchor the EM (None: every
+        author's). `only`: count only the verdicts of reviewers it accepts (e.g. vouched ones).
+        """
         out: dict[str, TaskResult] = {}
-        for answers, digests in self._groups().items():
-            labels, _ = self._matrix(answers, digests)
-            agg = dawid_skene(labels, len(answers), gold=self._gold(answers, digests))
+        for answers, digests in self._groups(only).items():
+            labels, reviewers = self._matrix(answers, digests, only)
+            agg = dawid_skene(labels, len(answers), gold=self._gold(answers, digests, gold_authors))
             for i, d in enumerate(digests):
                 k = int(agg.answers[i])
                 out[d] = TaskResult(
                     self.tasks[d],
                     answers[k],
                     float(agg.posterior[i, k]),
-                    tuple(sorted(self.verdicts[d])),
+                    tuple(r for j, r in enumerate(reviewers) if labels[i, j] >= 0),
                 )
         return out
 
@@ -269,9 +299,16 @@ class HumanAttested:
     """Accept a receipt that `min_reviewers` reviewers judged `answer` with posterior ≥ p.
 
     `answer` defaults to each task's first allowed answer (by convention the affirmative one,
-    e.g. ``"correct"``). The task's subject must be the receipt's output digest. With
-    `min_vouches` = v > 0, only reviewers whom at least v distinct registered reviewers vouched
-    for count towards `min_reviewers` (the posterior is still over every verdict).
+    e.g. ``"correct"``). The task's subject must be the receipt's output digest, and it must
+    not be a gold task (a gold answer is its author's word, not a review).
+
+    With `min_vouches` = v > 0, only the verdicts of reviewers whom at least v distinct
+    registered reviewers vouched for are aggregated and counted: unvouched accounts neither
+    count towards `min_reviewers` nor move the answer or posterior.
+
+    Gold tasks anchor the aggregation only when their author is in `gold_authors` (default:
+    nobody), because anyone can author a gold task and reveal a wrong answer to make honest
+    reviewers look inverted.
     """
 
     def __init__(
@@ -282,6 +319,7 @@ class HumanAttested:
         min_posterior: float,
         answer: str | None = None,
         min_vouches: int = 0,
+        gold_authors: Iterable[str] = (),
     ) -> None:
         if min_vouches < 0:
             raise ValueError("`min_vouches` must be at least 0")
@@ -291,20 +329,31 @@ class HumanAttested:
         if not 0.0 < min_posterior <= 1.0:
             raise ValueError("`min_posterior` must be in (0, 1]")
         self.record, self.k, self.p, self.answer = record, min_reviewers, min_posterior, answer
-        self._results = record.results()
+        only = (lambda d: record.vouched(d, min_vouches)) if min_vouches else None
+        self._results = record.results(gold_authors=frozenset(gold_authors), only=only)
 
     def verify(self, receipt: Receipt) -> None:
         """Accept when one task on this receipt's output meets the bar."""
         subject = receipt.output_digest.removeprefix("sha256:")
-        mine = [r for r in self._results.values() if r.task.subject == subject]
+        mine = [
+            r for r in self._results.values() if r.task.subject == subject and r.task.gold is None
+        ]
+        vouched = f" vouched by {self.min_vouches}+" if self.min_vouches else ""
         if not mine:
+            reviewed = any(
+                t.subject == subject and t.gold is None and self.record.verdicts.get(d)
+                for d, t in self.record.tasks.items()
+            )
+            if reviewed and self.min_vouches:  # only unvouched reviewers answered
+                raise VerificationError(
+                    f"human review insufficient: 0 reviewers{vouched} < {self.k}", step=_STEP
+                )
             raise VerificationError("no human review of this receipt in the log", step=_STEP)
         reasons = []
         for r in mine:
             want = self.answer or r.task.answers[0]
-            counted = [d for d in r.reviewers if self.record.vouched(d, self.min_vouches)]
+            counted = r.reviewers  # with min_vouches, only vouched reviewers were aggregated
             if len(counted) < self.k:
-                vouched = f" vouched by {self.min_vouches}+" if self.min_vouches else ""
                 reasons.append(f"{len(counted)} reviewers{vouched} < {self.k}")
             elif r.answer != want:
                 reasons.append(f"reviewers judged {r.answer!r}, not {want!r}")
