@@ -188,6 +188,24 @@ def test_convinteger_equals_onnxruntime_exactly() -> None:
     assert np.array_equal(_check_elements(ex, x), got)
 
 
+@pytest.mark.parametrize(("xtype", "lo", "hi"), [(np.int8, -128, 128), (np.uint8, 0, 256)])
+def test_convinteger_without_zero_points_takes_either_input_type(
+    xtype: type, lo: int, hi: int
+) -> None:
+    """x_zero_point absent: int8 and uint8 inputs both run, equal to onnxruntime."""
+    rng = np.random.default_rng(11)
+    w = rng.integers(-128, 128, (4, 2, 3, 3)).astype(np.int8)
+    node = helper.make_node("ConvInteger", ["x", "w"], ["y"], "ci")
+    elem = TensorProto.INT8 if xtype is np.int8 else TensorProto.UINT8
+    inputs = [helper.make_tensor_value_info("x", elem, [1, 2, 5, 5])]
+    model = _model(node, inputs, TensorProto.INT32, [numpy_helper.from_array(w, "w")])
+    x = {"x": rng.integers(lo, hi, (1, 2, 5, 5)).astype(xtype)}
+    ex = FixedExecutor(model, precision="int8", calibration=[x])
+    got = ex.run(x)["y"]
+    assert np.array_equal(got, _ort(model, x).astype(np.int64))
+    assert np.array_equal(_check_elements(ex, x), got)
+
+
 def _with_init(model: bytes, name: str, value: np.ndarray) -> bytes:
     import onnx
 

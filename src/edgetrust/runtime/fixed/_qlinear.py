@@ -54,10 +54,21 @@ class _Quantized(Op):
             raise self.fail(f"{what} (input {k}) must be a constant")
         return np.asarray(self.info(k).const, np.int64).reshape(-1)
 
-    def zp_range(self, k: int, what: str) -> tuple[int, int]:
-        """[lo, hi] of the zero point's type: uint8 (also when absent) or int8."""
+    def zp_range(self, k: int, what: str, data: int | None = None) -> tuple[int, int]:
+        """[lo, hi] of the zero point's type: uint8 or int8.
+
+        An absent zero point (0) leaves the type to its `data` input: ConvInteger's x may be
+        uint8 or int8 with no x_zero_point. The plan knows a graph input's values are integers,
+        not which of the two types, so both ranges are allowed ([-128, 255]; the overflow
+        bound uses it too). Without `data`, uint8.
+        """
         if not self.has_input(k):
-            return _RANGES["uint8"]
+            dtype = self.info(data).dtype if data is not None else None
+            if dtype in _RANGES:
+                return _RANGES[dtype]
+            return (
+                (_RANGES["int8"][0], _RANGES["uint8"][1]) if data is not None else _RANGES["uint8"]
+            )
         dtype = self.info(k).dtype or ""
         if dtype not in _RANGES:
             raise self.fail(f"{what} must be uint8 or int8, got {dtype or 'a computed tensor'}")
@@ -106,7 +117,7 @@ class _IntConv(_Quantized, Conv):
         self.x_zp = self.const_zp(self.X_ZP, "x_zero_point")
         if self.x_zp.size != 1:
             raise self.fail("x_zero_point must be one value")
-        self.x_lo, self.x_hi = self.zp_range(self.X_ZP, "x_zero_point")
+        self.x_lo, self.x_hi = self.zp_range(self.X_ZP, "x_zero_point", data=0)
         self.w_zp = self.const_zp(self.W_ZP, "w_zero_point")
         if self.w_zp.size not in (1, self.oc):
             raise self.fail(f"w_zero_point has {self.w_zp.size} values for {self.oc} channels")
