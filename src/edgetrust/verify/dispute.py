@@ -1243,9 +1243,13 @@ class DisputeGame:
         )
 
 
+_CONV_OPS = ("Conv", "ConvInteger", "QLinearConv")
+_MATMUL_OPS = ("Gemm", "MatMul", "MatMulInteger", "QLinearMatMul")
+
+
 def _macs(op: Op, src: _OpeningSource) -> int:
     """Multiply-adds of one recomputed element: its dot product for dense ops, else 0."""
-    if op.node.op_type in ("Gemm", "MatMul", "Conv"):
+    if op.node.op_type in _CONV_OPS + _MATMUL_OPS:
         return src.first_input_reads
     return 0
 
@@ -1331,9 +1335,9 @@ def estimate_macs(executor: FixedExecutor, trace: Trace) -> int:
     for i, op in enumerate(executor.ops):
         t = op.node.op_type
         out = trace.values[executor.entry_index(i)]
-        if t == "Conv":
+        if t in _CONV_OPS:
             k = int(getattr(op, "cg", 0) * getattr(op, "kh", 0) * getattr(op, "kw", 0))
-        elif t in ("Gemm", "MatMul"):
+        elif t in _MATMUL_OPS:
             a = executor.entry_of_tensor(op.node.input[0])
             shape = trace.values[a].shape if a is not None else ()
             k = (
