@@ -27,6 +27,7 @@ from edgetrust.runtime.fixed import (  # noqa: F401  (importing registers the op
     _pool,
     _qdq,
     _qlinear,
+    _recurrent,
     _reduce,
     _shape,
     _split,
