@@ -1,4 +1,7 @@
-"""LSTM, unrolled over the sequence, in integers (see docs/fixed.md, "LSTM").
+"""LSTM and GRU, unrolled over the sequence, in integers (docs/fixed.md, "LSTM and GRU").
+
+GRU follows the same scheme (gates z, r, h; both linear_before_reset); its definition is
+in `GRU.compute` and docs/fixed.md.
 
 Supported: one forward direction, layout 0, default activations (sigmoid, tanh, tanh), no
 clip, input_forget 0, no peepholes, no sequence_lens; W, R and B constant. Outputs Y and Y_h
@@ -20,9 +23,10 @@ Integer definition (H hidden units, gate order i, o, f, c as in ONNX):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+import numpy.typing as npt
 
 from edgetrust.runtime.fixed import _nonlinear as nl
 from edgetrust.runtime.fixed._arith import (
@@ -48,13 +52,20 @@ _MAX_STEPS = 4096
 _DEFAULT_ACTS = ("Sigmoid", "Tanh", "Tanh")
 
 
+def _q16(values: npt.NDArray[np.float64]) -> I64:
+    """rha(values · 2**16) as int64 (exact: float64 scaling by a power of two)."""
+    return round_float(np.ldexp(values, _FRAC)).astype(np.int64)
+
+
 def _acts(value: Any) -> tuple[str, ...]:
     return tuple(v.decode() if isinstance(v, bytes) else str(v) for v in value)
 
 
-@register
-class LSTM(Op):
-    op_types = ("LSTM",)
+class _Recurrent(Op):
+    """What LSTM and GRU share: checks, per-row weights, the gate sums, the traced outputs."""
+
+    gates: ClassVar[int] = 4
+    default_acts: ClassVar[tuple[str, ...]] = _DEFAULT_ACTS
 
     def setup(self) -> None:
         a = self.attrs
@@ -62,12 +73,14 @@ class LSTM(Op):
             raise self.fail(f"direction {a['direction']!r} (only forward is supported)")
         if "clip" in a:
             raise self.fail("clip is not supported")
-        if "activations" in a and _acts(a["activations"]) != _DEFAULT_ACTS:
+        if "activations" in a and _acts(a["activations"]) != self.default_acts:
             raise self.fail(f"activations {list(_acts(a['activations']))} (only the defaults)")
         if "activation_alpha" in a or "activation_beta" in a:
             raise self.fail("activation_alpha/beta are not supported")
         if int(a.get("input_forget", 0)) != 0:
             raise self.fail("input_forget=1 is not supported")
+        if int(a.get("linear_before_reset", 0)) not in (0, 1):
+            raise self.fail("linear_before_reset must be 0 or 1")
         if int(a.get("layout", 0)) != 0:
             raise self.fail("layout=1 is not supported")
         if self.has_input(4):
@@ -85,8 +98,9 @@ class LSTM(Op):
         if w.ndim != 3 or w.shape[0] != 1 or r.ndim != 3 or r.shape[0] != 1:
             raise self.fail("W and R must have one direction")
         self.hidden = r.shape[2]
-        if w.shape[1] != 4 * self.hidden or r.shape[1] != 4 * self.hidden:
-            raise self.fail("W and R must have 4·hidden_size rows")
+        rows = self.gates * self.hidden
+        if w.shape[1] != rows or r.shape[1] != rows:
+            raise self.fail(f"W and R must have {self.gates}·hidden_size rows")
         if "hidden_size" in a and int(a["hidden_size"]) != self.hidden:
             raise self.fail("hidden_size does not match R")
         if self.has_input(3) and (not self.is_const(3) or self.info(3).kind != "q"):
@@ -114,17 +128,19 @@ class LSTM(Op):
         sr = np.where(sr > 0, sr, 1.0)
         wq = quantize(w, sw[:, None], self.qmax)
         rq = quantize(r, sr[:, None], self.qmax)
-        b = np.zeros(8 * self.hidden)
+        rows = self.gates * self.hidden
+        b = np.zeros(2 * rows)
         if self.has_input(3):
             b = np.asarray(self.info(3).const, np.float64).reshape(-1)
-        bsum = b[: 4 * self.hidden] + b[4 * self.hidden :]
-        b16 = round_float(np.ldexp(bsum, _FRAC)).astype(np.int64)
+        if b.size != 2 * rows:
+            raise self.fail(f"B must have {2 * rows} elements")
+        bias = self.bias_params(b[:rows], b[rows:])
         sx = self.info(0).scale
         assert sx is not None
         sh = 2.0**-self.bits
         rx = self.make_rescale(sx * sw * 2.0**_FRAC)
         rh = self.make_rescale(sh * sr * 2.0**_FRAC)
-        out = {"w": wq, "r": rq, "b16": b16}
+        out = {"w": wq, "r": rq, **bias}
         out.update({f"x_{k}": v for k, v in rx.params().items()})
         out.update({f"h_{k}": v for k, v in rh.params().items()})
         for k, name in ((5, "h0"), (6, "c0")):
@@ -137,42 +153,37 @@ class LSTM(Op):
                     out[f"in{k}"] = const_param(self.info(k), self.qmax)
         return out
 
-    def _rescale(self, x: I64, prefix: str, axis: int | None) -> I64:
+    def _rescale(self, x: I64, prefix: str, axis: int | None, rows: slice | None = None) -> I64:
         p = self.params()
-        return apply_rescale(
-            x, Rescale.from_params(p[f"{prefix}_mult"], p[f"{prefix}_shift"]), channel_axis=axis
-        )
+        mult = p[f"{prefix}_mult"]
+        if rows is not None:
+            mult = mult[rows]
+        return apply_rescale(x, Rescale.from_params(mult, p[f"{prefix}_shift"]), channel_axis=axis)
+
+    def bias_params(
+        self, wb: npt.NDArray[np.float64], rb: npt.NDArray[np.float64]
+    ) -> dict[str, I64]:
+        """The bias params (Q16) from Wb and Rb."""
+        return {"b16": _q16(wb + rb)}
 
     def compute(self, x: I64, h0: I64 | None, c0: I64 | None) -> tuple[I64, I64]:
         """Y [T, 1, B, H] and Y_h [1, B, H] from X [T, B, I] (all integers)."""
+        raise NotImplementedError
+
+    def initial(self, x: I64, h0: I64 | None) -> I64:
+        """The initial h at the scale 2**-b."""
+        batch = x.shape[1]
+        if h0 is None:
+            return np.zeros((batch, self.hidden), np.int64)
+        h = h0.reshape(batch, self.hidden).astype(np.int64)
+        return saturate(self._rescale(h, "h0", None), self.qmax)
+
+    def gate_sums(self, xt: I64, h: I64) -> tuple[I64, I64]:
+        """The input and recurrent gate sums for one step, each rescaled to Q16."""
         p = self.params()
-        hn = self.hidden
-        t_len, batch = x.shape[0], x.shape[1]
-        h = np.zeros((batch, hn), np.int64)
-        c = np.zeros((batch, hn), np.int64)
-        if h0 is not None:
-            h = saturate(
-                self._rescale(h0.reshape(batch, hn).astype(np.int64), "h0", None), self.qmax
-            )
-        if c0 is not None:
-            c = self._rescale(c0.reshape(batch, hn).astype(np.int64), "c0", None)
-        if t_len > _MAX_STEPS or (c.size and int(np.abs(c).max()) > _MAX_STEPS << _FRAC):
-            # |c| grows by at most 1 per step: this keeps f·c (Q30·Q16) below 2**60
-            raise self.fail(f"sequence length and |initial_c| must be at most {_MAX_STEPS}")
-        ys = []
-        for t in range(t_len):
-            gx = self._rescale(x[t].astype(np.int64) @ p["w"].T, "x", 1)
-            gh = self._rescale(h @ p["r"].T, "h", 1)
-            g = gx + gh + p["b16"]
-            gi, go, gf, gc = (g[:, k * hn : (k + 1) * hn] for k in range(4))
-            i, o, f = nl.sigmoid_q30(gi), nl.sigmoid_q30(go), nl.sigmoid_q30(gf)
-            ct = round_shift(nl.tanh_q30(gc), 30 - _FRAC)
-            c = round_shift(f * c + i * ct, 30)
-            hq30 = round_shift(o * nl.tanh_q30(c), 30)
-            h = saturate(round_shift(hq30, 30 - self.bits), self.qmax)
-            ys.append(h)
-        y = np.stack(ys)[:, None, :, :] if ys else np.zeros((0, 1, batch, hn), np.int64)
-        return y, h[None, :, :]
+        return self._rescale(xt.astype(np.int64) @ p["w"].T, "x", 1), self._rescale(
+            h @ p["r"].T, "h", 1
+        )
 
     def _inputs(self, xs: Sequence[I64 | None]) -> tuple[I64, I64 | None, I64 | None]:
         h0 = self.x(xs, 5) if self.has_input(5) else None
@@ -213,3 +224,74 @@ class LSTM(Op):
         if k not in (0, 1):
             raise self.fail(f"output {k} (Y_c) is not computed")
         return int(self._full(src)[k].reshape(-1)[flat])
+
+
+def _stack(ys: list[I64], batch: int, hn: int) -> I64:
+    return np.stack(ys)[:, None, :, :] if ys else np.zeros((0, 1, batch, hn), np.int64)
+
+
+@register
+class LSTM(_Recurrent):
+    op_types = ("LSTM",)
+
+    def compute(self, x: I64, h0: I64 | None, c0: I64 | None) -> tuple[I64, I64]:
+        p = self.params()
+        hn = self.hidden
+        t_len, batch = x.shape[0], x.shape[1]
+        h = self.initial(x, h0)
+        c = np.zeros((batch, hn), np.int64)
+        if c0 is not None:
+            c = self._rescale(c0.reshape(batch, hn).astype(np.int64), "c0", None)
+        if t_len > _MAX_STEPS or (c.size and int(np.abs(c).max()) > _MAX_STEPS << _FRAC):
+            # |c| grows by at most 1 per step: this keeps f·c (Q30·Q16) below 2**60
+            raise self.fail(f"sequence length and |initial_c| must be at most {_MAX_STEPS}")
+        ys = []
+        for t in range(t_len):
+            gx, gh = self.gate_sums(x[t], h)
+            g = gx + gh + p["b16"]
+            gi, go, gf, gc = (g[:, k * hn : (k + 1) * hn] for k in range(4))
+            i, o, f = nl.sigmoid_q30(gi), nl.sigmoid_q30(go), nl.sigmoid_q30(gf)
+            ct = round_shift(nl.tanh_q30(gc), 30 - _FRAC)
+            c = round_shift(f * c + i * ct, 30)
+            hq30 = round_shift(o * nl.tanh_q30(c), 30)
+            h = saturate(round_shift(hq30, 30 - self.bits), self.qmax)
+            ys.append(h)
+        return _stack(ys, batch, hn), h[None, :, :]
+
+
+@register
+class GRU(_Recurrent):
+    op_types = ("GRU",)
+    gates = 3
+    default_acts = ("Sigmoid", "Tanh")
+
+    def bias_params(
+        self, wb: npt.NDArray[np.float64], rb: npt.NDArray[np.float64]
+    ) -> dict[str, I64]:
+        # z, r: one Q16 bias (Wb + Rb); the candidate keeps Wbh and Rbh apart (Rbh sits inside
+        # the reset product when linear_before_reset = 1)
+        return {"b16": _q16(wb + rb), "wb16": _q16(wb), "rb16": _q16(rb)}
+
+    def compute(self, x: I64, h0: I64 | None, c0: I64 | None) -> tuple[I64, I64]:
+        p = self.params()
+        hn = self.hidden
+        t_len, batch = x.shape[0], x.shape[1]
+        lbr = int(self.attrs.get("linear_before_reset", 0)) == 1
+        h = self.initial(x, h0)
+        one = np.int64(nl.ONE_Q30)
+        ys: list[I64] = []
+        for t in range(t_len):
+            gx, gh = self.gate_sums(x[t], h)
+            zr = gx[:, : 2 * hn] + gh[:, : 2 * hn] + p["b16"][: 2 * hn]
+            z, r = nl.sigmoid_q30(zr[:, :hn]), nl.sigmoid_q30(zr[:, hn:])
+            if lbr:
+                rec = gh[:, 2 * hn :] + p["rb16"][2 * hn :]
+                cand = gx[:, 2 * hn :] + p["wb16"][2 * hn :] + round_shift(r * rec, 30)
+            else:
+                rh = saturate(round_shift(r * h, 30), self.qmax)  # r ⊙ h at the scale 2**-b
+                rec = self._rescale(rh @ p["r"][2 * hn :].T, "h", 1, rows=slice(2 * hn, None))
+                cand = gx[:, 2 * hn :] + rec + p["wb16"][2 * hn :] + p["rb16"][2 * hn :]
+            ht = round_shift(nl.tanh_q30(cand), 30 - self.bits)  # at 2**-b
+            h = saturate(round_shift((one - z) * ht + z * h, 30), self.qmax)
+            ys.append(h)
+        return _stack(ys, batch, hn), h[None, :, :]
