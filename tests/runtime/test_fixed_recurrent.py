@@ -329,3 +329,34 @@ def test_unsupported_gru_features_name_the_node(attrs: dict[str, Any], what: str
         FixedExecutor(_gru(**attrs), precision="int8", calibration=[X])
     msg = str(exc.value)
     assert "\n" not in msg and "gru" in msg and what in msg, msg
+
+
+def test_a_computed_initial_state_is_read_like_any_activation() -> None:
+    """initial_h / initial_c as graph inputs (not constants): rescaled from their own scales."""
+    node = helper.make_node(
+        "LSTM", ["X", "W", "R", "B", "", "h0", "c0"], ["Y", "Yh"], "lstm", hidden_size=H
+    )
+    graph = helper.make_graph(
+        [node],
+        "lstm",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [S, B, IN])]
+        + [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, B, H]) for n in ("h0", "c0")],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("Y", "Yh")],
+        [numpy_helper.from_array(a, n) for a, n in ((W, "W"), (R, "R"), (BIAS, "B"))],
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    m.ir_version = 8
+    model = m.SerializeToString()
+    feeds = {**X, "h0": H0, "c0": C0}
+    ex = FixedExecutor(model, precision="int16", calibration=[feeds])
+    ints = ex.run_integers(feeds)
+    k = ex.entry_index("lstm")
+    ins, _ = node_io(ex, ints, 0)
+    src = FullSource(ex.ops[0], ins)
+    out = ints[k]
+    for j in range(0, out.size, 3):
+        assert ex.ops[0].element_of(0, j, out.shape, src) == int(out.reshape(-1)[j])
+    got = ex.run(feeds)
+    y, yh = ReferenceEvaluator(model).run(None, feeds)[:2]
+    assert float(np.max(np.abs(got["Y"] - y))) <= 2**-12
+    assert float(np.max(np.abs(got["Yh"] - yh))) <= 2**-12
