@@ -16,14 +16,10 @@ from edgetrust.runtime.fixed._base import ElementSource, Op, TensorInfo, node_la
 from edgetrust.runtime.fixed._executor import (
     EXECUTOR_NAME,
     EXECUTOR_VERSION,
-    QMAX,
-    Entry,
     Fault,
     FixedExecutor,
-    Precision,
-    QuantPlan,
-    calibration_digest,
 )
+from edgetrust.runtime.fixed._plan import QMAX, Entry, Precision, QuantPlan, calibration_digest
 from edgetrust.runtime.fixed._runtime import FixedRuntime, PlanStore, TraceStore, register
 
 SUPPORTED_OPS: tuple[str, ...] = tuple(sorted(_OPS))

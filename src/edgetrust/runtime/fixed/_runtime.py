@@ -22,15 +22,8 @@ import numpy.typing as npt
 from edgetrust.encoding import digest_hex
 from edgetrust.errors import InvalidInputError, NotFoundError, UnsupportedError
 from edgetrust.home import resolve_home
-from edgetrust.runtime.fixed._executor import (
-    EXECUTOR_NAME,
-    EXECUTOR_VERSION,
-    QMAX,
-    Fault,
-    FixedExecutor,
-    Precision,
-    QuantPlan,
-)
+from edgetrust.runtime.fixed._executor import EXECUTOR_NAME, EXECUTOR_VERSION, Fault, FixedExecutor
+from edgetrust.runtime.fixed._plan import QMAX, Precision, QuantPlan
 from edgetrust.runtime.trace import LAYOUT_V1, LAYOUT_V2, TraceLayout, layout_named
 
 DEFAULT_TRACE_WINDOW = 7 * 24 * 3600.0
