@@ -517,7 +517,13 @@ def _run(console: Console, root: Path) -> DemoResult:
     )
     from edgetrust.human.demo import human_step
 
-    human_step(console, result, log, read_receipt(bundles[0][1]).output_digest)
+    human_step(
+        console,
+        result,
+        log,
+        read_receipt(bundles[0][1]).output_digest,
+        disputed=read_receipt(bundles[1][1]).output_digest,
+    )
 
     result.log_size = log.size()
     for device in devices.values():

@@ -10,12 +10,17 @@ from rich.console import Console
 __all__ = ["human_step"]
 
 
-def human_step(console: Console, result: Any, log: Any, subject: str) -> None:
+def human_step(
+    console: Console, result: Any, log: Any, subject: str, disputed: str | None = None
+) -> None:
     """Three reviewers (software authenticators) judge the receipt `subject` over the node's API.
 
     Registration, verdicts (WebAuthn assertion + DID signature), one vouch, the Dawid–Skene
     aggregate signed and logged, then replayed from the log by a verifier; a tampered copy of the
-    aggregate is rejected. `result` is the demo's `DemoResult`, `log` its transparency log.
+    aggregate is rejected. With `disputed` (another receipt's output digest), the reviewers
+    judge it wrong, and `HumanAttested` accepts the first receipt and refuses that one. Last, a
+    synthetic crowd with a third of its reviewers answering at random shows Dawid–Skene beating
+    majority vote. `result` is the demo's `DemoResult`, `log` its transparency log.
     """
     from fastapi.testclient import TestClient
 
@@ -42,6 +47,12 @@ def human_step(console: Console, result: Any, log: Any, subject: str) -> None:
         for p, answer in zip(people, ["correct", "correct", "wrong"], strict=True):
             p.review(task, answer, 0.9)
         published = people[0].publish_aggregate(task)
+        if disputed is not None:
+            other = people[1].add_task(
+                disputed.removeprefix("sha256:"), "Is this prediction right?", ["correct", "wrong"]
+            )["digest"]
+            for p in people:
+                p.review(other, "wrong", 0.9)
     console.print(
         f"3 reviewers registered soft passkeys (dana vouched for by {vouched}); task {task[:12]}… "
         f"judged {published['answer']!r} with posterior {published['posterior']:.3f} from "
@@ -53,6 +64,9 @@ def human_step(console: Console, result: Any, log: Any, subject: str) -> None:
         True,
         lambda: verify_aggregate(open_signed_statement(entry), log_prefix(log, log.size())),
     )
+    if disputed is not None:
+        _policy_checks(result, log, subject, disputed)
+    _crowd(console)
     statement = json.loads(_payload(entry))
     statement["predicate"]["result"] = "wrong"
     forged = sign_envelope(canonical_json(statement), IN_TOTO_PAYLOAD_TYPE, Identity.generate())
@@ -62,6 +76,50 @@ def human_step(console: Console, result: Any, log: Any, subject: str) -> None:
         lambda: verify_aggregate(
             open_signed_statement(forged.to_json()), log_prefix(log, log.size())
         ),
+    )
+
+
+def _policy_checks(result: Any, log: Any, subject: str, disputed: str) -> None:
+    """`HumanAttested(2 reviewers, posterior 0.5)` from the log: one receipt passes, one fails."""
+    from types import SimpleNamespace
+
+    from edgetrust.human.policy import DEFAULT_ORIGIN, DEFAULT_RP_ID, HumanAttested, HumanRecord
+
+    record = HumanRecord.from_entries(
+        log.entries(0, log.size()), rp_id=DEFAULT_RP_ID, origin=DEFAULT_ORIGIN
+    )
+    policy = HumanAttested(record, min_reviewers=2, min_posterior=0.5)
+    for digest, should_pass, what in (
+        (subject, True, "human: HumanAttested(2, 0.5) on the receipt the reviewers confirmed"),
+        (disputed, False, "human: HumanAttested(2, 0.5) on a receipt the reviewers disputed"),
+    ):
+        receipt: Any = SimpleNamespace(output_digest=digest)
+        result.expect(what, should_pass, lambda r=receipt: policy.verify(r))
+
+
+def _crowd(console: Console) -> None:
+    """Majority vote vs Dawid–Skene on a synthetic crowd: 600 tasks, 30 reviewers, 1/3 random."""
+    import numpy as np
+
+    from edgetrust.human.aggregate import dawid_skene, majority_vote
+
+    rng = np.random.default_rng(7)
+    tasks, reviewers, classes = 600, 30, 3
+    truth = rng.integers(0, classes, tasks)
+    skill = np.where(
+        np.arange(reviewers) < reviewers // 3, 1 / classes, rng.uniform(0.5, 0.95, reviewers)
+    )
+    labels = np.full((tasks, reviewers), -1, dtype=np.int64)
+    for j in range(reviewers):
+        seen = rng.random(tasks) < 0.15
+        right = rng.random(tasks) < skill[j]
+        guess = rng.integers(0, classes, tasks)
+        labels[seen, j] = np.where(right, truth, guess)[seen]
+    mv = float(np.mean(majority_vote(labels, classes).answers == truth))
+    ds = float(np.mean(dawid_skene(labels, classes).answers == truth))
+    console.print(
+        f"synthetic crowd (600 tasks, 30 reviewers, a third answering at random, each task seen "
+        f"by ~4.5): majority vote {mv:.1%} correct, Dawid–Skene {ds:.1%}"
     )
 
 
