@@ -28,6 +28,7 @@ from edgetrust.errors import ConflictError, InvalidInputError, NotFoundError, Ve
 from edgetrust.human.gold import GoldError
 from edgetrust.human.http_claims import MAX_HUMAN_BODY, ClaimHandlers, _did, _envelope, _obj
 from edgetrust.human.policy import DEFAULT_ORIGIN, DEFAULT_RP_ID, HumanRecord
+from edgetrust.human.published import stale_entries
 from edgetrust.human.reviewers import (
     CHALLENGE_TTL,
     REVIEWER_PREDICATE_TYPE,
@@ -89,7 +90,7 @@ class HumanService(ClaimHandlers):
                     if key in self._applied:
                         self._applied.discard(key)
                         continue
-                    if self.record.apply(entry) == TASK_PREDICATE_TYPE:
+                    if self.record.apply(entry, self._synced + offset) == TASK_PREDICATE_TYPE:
                         digest = task_from_statement(_open(entry).statement).digest
                         self._task_index.setdefault(digest, self._synced + offset)
                 self._synced += count
@@ -318,7 +319,8 @@ class HumanService(ClaimHandlers):
                 )
             verify_verdict(signed, task, self.record.registry)
             index, _ = self._log(log, data)
-            self.record.add_verdict(verdict)
+            if self.record.add_verdict(verdict):
+                self.record.indices.setdefault(task.digest, {})[verdict.reviewer] = index
         return {"index": index, "task": task.digest, "answer": verdict.answer}
 
     # -- reading -----------------------------------------------------------------------------
@@ -350,6 +352,7 @@ class HumanService(ClaimHandlers):
             if digest is not None:
                 self._task(digest)
             results = self.record.results()
+            published = {d: self._published(d) for d in self.record.published}
         rows = [
             {
                 "task": d,
@@ -357,6 +360,7 @@ class HumanService(ClaimHandlers):
                 "answer": r.answer,
                 "posterior": r.posterior,
                 "reviewers": list(r.reviewers),
+                "published": published.get(d),
             }
             for d, r in results.items()
             if digest is None or d == digest.removeprefix("sha256:")
@@ -366,6 +370,12 @@ class HumanService(ClaimHandlers):
                 raise NotFoundError("this task has no verdicts yet")
             return rows[0]
         return {"results": rows}
+
+    def _published(self, digest: str) -> dict[str, Any]:
+        """The task's latest published aggregate: where, at which logSize, and whether stale."""
+        index, size = self.record.published[digest]
+        later = stale_entries(self.record, digest, size)
+        return {"index": index, "logSize": size, "stale": bool(later), "later": list(later)}
 
     def reputation(self, log: Log, did: str | None) -> dict[str, Any]:
         """Per reviewer: reviews, agreement with the aggregate, DS reliability; from the log."""

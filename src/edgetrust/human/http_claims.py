@@ -98,6 +98,8 @@ class ClaimHandlers:
             self._task(reveal.task)
             new = self.record.reveal(reveal, signed.signer)
             index, dup = self._log(log, data)
+            if new:
+                self.record.reveals[reveal.task] = index
             counted = len(self.record.verdicts.get(reveal.task, {}))
         return {
             "index": index,
@@ -163,7 +165,10 @@ class ClaimHandlers:
         }
 
     def publish_aggregate(self, log: Log, body: bytes) -> dict[str, Any]:
-        """Re-run a signed aggregate from the log; log it if every field matches."""
+        """Re-run a signed aggregate from the log; log it if every field matches and it is current.
+
+        One that later verdicts or a gold reveal on its task have made stale is refused (400).
+        """
         env = _envelope(_obj(body, "aggregate statement"))
         signed = _open(env)
         if signed.statement.predicate_type != AGGREGATE_PREDICATE_TYPE:
@@ -171,9 +176,11 @@ class ClaimHandlers:
         claim = published_from_statement(signed.statement)
         if claim.log_size > log.size():
             raise InvalidInputError("aggregate logSize is beyond the log")
-        verify_aggregate(signed, log_prefix(log, claim.log_size))
+        verify_aggregate(signed, log_prefix(log, log.size()), current=True)
         with self._lock:
             index, dup = self._log(log, env.to_json())
+            if not dup:
+                self.record.published[claim.task] = (index, claim.log_size)
         return {
             "index": index,
             "duplicate": dup,
