@@ -138,6 +138,17 @@ def test_vouch_and_publish(
     code, body, err = cli(capsys, homes[1], "human", "aggregate", task, "--publish", *url)
     assert code == 0, err
     assert body["answer"] == "no" and len(body["inputs"]) == 3 and body["signer"] == dids[1]
+    at = body["index"]
+    shown = run(["human", "aggregate", task, *url, "--home", str(homes[0])])
+    assert shown == 0 and f"current at {at}" in capsys.readouterr().out
+    late = _people(tmp_path / "late", live_node, capsys, 1)[0]
+    code, body, err = cli(capsys, late, "human", "review", task, "yes", *url)
+    assert code == 0, err
+    code, rows, _ = cli(capsys, homes[0], "human", "aggregate", task, *url)
+    assert rows[0]["published"]["stale"] and rows[0]["published"]["later"] == [body["index"]]
+    assert run(["human", "aggregate", task, *url, "--home", str(homes[0])]) == 0
+    text = capsys.readouterr().out  # the table cell may wrap after "(later:"
+    assert f"stale at {at}" in text and f"{body['index']})" in text and "current" not in text
     code, _, err = cli(capsys, homes[1], "human", "aggregate", "--publish", *url)
     assert code == 2 and "needs a task" in err.lower()
 

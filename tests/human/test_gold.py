@@ -197,3 +197,20 @@ def test_cli_gold_add_and_reveal(tmp_path: Path, capsys: pytest.CaptureFixture[s
         assert {r["goldReviews"] for r in rows} == {1}
     finally:
         server.stop()
+
+
+def test_gold_reveal_after_a_published_aggregate_makes_it_stale() -> None:
+    from edgetrust.human.published import StaleAggregateError, compute_aggregate, verify_aggregate
+    from edgetrust.statement import open_signed_statement
+
+    scene = _crowd(2, [0])
+    entries, task = list(scene["entries"]), scene["tasks"][0]
+    claim = compute_aggregate(iter(entries), len(entries), task.digest, rp_id=RP, origin=ORIGIN)
+    published = sign_envelope(claim.payload(), IN_TOTO_PAYLOAD_TYPE, Identity.generate())
+    entries.append(published.to_json())
+    signed = open_signed_statement(published.to_json())
+    assert verify_aggregate(signed, entries, current=True) == claim
+    entries.append(scene["reveals"][0])
+    with pytest.raises(StaleAggregateError) as info:
+        verify_aggregate(signed, entries, current=True)
+    assert info.value.index == len(entries) - 2 and info.value.later == (len(entries) - 1,)

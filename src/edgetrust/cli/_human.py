@@ -302,12 +302,28 @@ def aggregate(
     def human() -> None:
         from rich.table import Table
 
-        t = Table("task", "answer", "posterior", "reviewers")
+        t = Table("task", "answer", "posterior", "reviewers", "published")
         for r in rows:
-            t.add_row(r["task"], r["answer"], f"{r['posterior']:.3f}", str(len(r["reviewers"])))
+            t.add_row(
+                r["task"],
+                r["answer"],
+                f"{r['posterior']:.3f}",
+                str(len(r["reviewers"])),
+                _published_cell(r.get("published")),
+            )
         out.print(t)
 
     emit(json_out, rows, human)
+
+
+def _published_cell(pub: dict[str, Any] | None) -> str:
+    """'-', 'current at N', or 'STALE at N (later: i, j)' for the task's published aggregate."""
+    if not pub:
+        return "-"
+    if not pub["stale"]:
+        return f"current at {pub['index']}"
+    later = ", ".join(map(str, pub["later"][:5])) + (", …" if len(pub["later"]) > 5 else "")
+    return f"stale at {pub['index']} (later: {later})"
 
 
 @human_app.command("reputation")

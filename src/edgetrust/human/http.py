@@ -24,18 +24,11 @@ from fastapi import APIRouter, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from edgetrust.dsse import Envelope, envelope_from_dict
-from edgetrust.encoding import parse_json
 from edgetrust.errors import ConflictError, InvalidInputError, NotFoundError, VerificationError
-from edgetrust.human.gold import GOLD_PREDICATE_TYPE, GoldError, reveal_from_statement
+from edgetrust.human.gold import GoldError
+from edgetrust.human.http_claims import MAX_HUMAN_BODY, ClaimHandlers, _did, _envelope, _obj
 from edgetrust.human.policy import DEFAULT_ORIGIN, DEFAULT_RP_ID, HumanRecord
-from edgetrust.human.published import (
-    AGGREGATE_PREDICATE_TYPE,
-    aggregate_payload,
-    log_prefix,
-    published_from_statement,
-    verify_aggregate,
-)
+from edgetrust.human.published import stale_entries
 from edgetrust.human.reviewers import (
     CHALLENGE_TTL,
     REVIEWER_PREDICATE_TYPE,
@@ -52,12 +45,6 @@ from edgetrust.human.tasks import (
     verdict_from_statement,
     verify_verdict,
 )
-from edgetrust.human.vouch import (
-    VOUCH_PREDICATE_TYPE,
-    verify_vouch,
-    vouch_digest,
-    vouch_from_statement,
-)
 from edgetrust.identity import public_bytes_from_did
 from edgetrust.log.service import Log
 from edgetrust.statement import IN_TOTO_PAYLOAD_TYPE, Subject, encode_statement
@@ -65,30 +52,8 @@ from edgetrust.statement import open_signed_statement as _open
 
 __all__ = ["MAX_HUMAN_BODY", "HumanService", "human_router"]
 
-MAX_HUMAN_BODY = 64 * 1024
-"""Every human request body is small (a WebAuthn response, one envelope); larger is a 413."""
 RP_ID_ENV, ORIGIN_ENV = "EDGETRUST_RP_ID", "EDGETRUST_RP_ORIGIN"
 _TIMEOUT_MS = int(CHALLENGE_TTL * 1000)
-
-
-def _obj(body: bytes, what: str) -> dict[str, Any]:
-    obj = parse_json(body, what=what, max_bytes=MAX_HUMAN_BODY)
-    if not isinstance(obj, dict):
-        raise InvalidInputError(f"{what} must be a JSON object")
-    return obj
-
-
-def _did(obj: dict[str, Any], key: str = "did") -> str:
-    did = obj.get(key)
-    if not isinstance(did, str) or len(did) > 200:
-        raise InvalidInputError(f"`{key}` must be a did:key string")
-    public_bytes_from_did(did)
-    return did
-
-
-def _envelope(obj: dict[str, Any]) -> Envelope:
-    env = obj.get("envelope", obj)
-    return envelope_from_dict(env)
 
 
 def _task_json(task: Task, digest: str) -> dict[str, Any]:
@@ -100,7 +65,7 @@ def _task_json(task: Task, digest: str) -> dict[str, Any]:
     }
 
 
-class HumanService:
+class HumanService(ClaimHandlers):
     """The relying party and the log's human record, behind the node's routes."""
 
     def __init__(self, *, rp_id: str, origin: str, rp_name: str = "edgetrust") -> None:
@@ -125,7 +90,7 @@ class HumanService:
                     if key in self._applied:
                         self._applied.discard(key)
                         continue
-                    if self.record.apply(entry) == TASK_PREDICATE_TYPE:
+                    if self.record.apply(entry, self._synced + offset) == TASK_PREDICATE_TYPE:
                         digest = task_from_statement(_open(entry).statement).digest
                         self._task_index.setdefault(digest, self._synced + offset)
                 self._synced += count
@@ -354,108 +319,9 @@ class HumanService:
                 )
             verify_verdict(signed, task, self.record.registry)
             index, _ = self._log(log, data)
-            self.record.add_verdict(verdict)
+            if self.record.add_verdict(verdict):
+                self.record.indices.setdefault(task.digest, {})[verdict.reviewer] = index
         return {"index": index, "task": task.digest, "answer": verdict.answer}
-
-    def reveal_gold(self, log: Log, body: bytes) -> dict[str, Any]:
-        """Log a gold reveal that opens its task's commitment (signed by the task's author)."""
-        env = _envelope(_obj(body, "gold reveal"))
-        signed = _open(env)
-        if signed.statement.predicate_type != GOLD_PREDICATE_TYPE:
-            raise InvalidInputError("not a human-gold reveal statement")
-        reveal = reveal_from_statement(signed.statement)
-        data = env.to_json()
-        self.sync(log)
-        with self._lock:
-            self._task(reveal.task)
-            new = self.record.reveal(reveal, signed.signer)
-            index, dup = self._log(log, data)
-            counted = len(self.record.verdicts.get(reveal.task, {}))
-        return {
-            "index": index,
-            "duplicate": dup or not new,
-            "task": reveal.task,
-            "answer": reveal.answer,
-            "verdicts": counted,
-        }
-
-    # -- vouches and published aggregates ----------------------------------------------------
-
-    def vouch_options(self, log: Log, body: bytes) -> dict[str, Any]:
-        """The get() options whose challenge is the vouch digest of `voucher` for `newcomer`."""
-        obj = _obj(body, "vouch options request")
-        voucher, newcomer = _did(obj, "voucher"), _did(obj, "newcomer")
-        if voucher == newcomer:
-            raise InvalidInputError("a reviewer cannot vouch for themselves")
-        self.sync(log)
-        for did, role in ((voucher, "voucher"), (newcomer, "newcomer")):
-            if not self.record.registry.is_reviewer(did):
-                raise NotFoundError(f"{role} {did:.60} is not a registered reviewer")
-        challenge = vouch_digest(voucher, newcomer)
-        return {
-            "voucher": voucher,
-            "newcomer": newcomer,
-            "publicKey": self._request_options(voucher, challenge),
-        }
-
-    def add_vouch(self, log: Log, body: bytes) -> dict[str, Any]:
-        """Log a vouch by a registered reviewer for a registered newcomer (not themselves).
-
-        Its passkey assertion is verified over the vouch digest first.
-        """
-        env = _envelope(_obj(body, "vouch"))
-        signed = _open(env)
-        if signed.statement.predicate_type != VOUCH_PREDICATE_TYPE:
-            raise InvalidInputError("not a human-vouch statement")
-        data = env.to_json()
-        self.sync(log)
-        with self._lock:
-            existing = log.index_of(data)
-            if existing is None:
-                vouch = verify_vouch(signed, self.record.registry)
-                index, dup = self._log(log, data)
-                self.record.vouches.setdefault(vouch.newcomer, set()).add(vouch.voucher)
-            else:
-                vouch, index, dup = vouch_from_statement(signed.statement), existing, True
-            count = len(self.record.vouches.get(vouch.newcomer, ()))
-        return {"index": index, "duplicate": dup, "did": vouch.newcomer, "vouchers": count}
-
-    def aggregate_statement(self, log: Log, body: bytes) -> dict[str, Any]:
-        """The aggregate statement for `task` at the log's current size, ready to sign."""
-        digest = _obj(body, "aggregate request").get("task")
-        if not isinstance(digest, str) or len(digest) > 80:
-            raise InvalidInputError("`task` must be a task digest")
-        payload = aggregate_payload(
-            log, digest.removeprefix("sha256:"), rp_id=self.rp_id, origin=self.origin
-        )
-        return {
-            "payloadType": IN_TOTO_PAYLOAD_TYPE,
-            "payload": base64.b64encode(payload).decode(),
-            "next": "sign it with your DID, then POST /v1/human/aggregates",
-        }
-
-    def publish_aggregate(self, log: Log, body: bytes) -> dict[str, Any]:
-        """Re-run a signed aggregate from the log; log it if every field matches."""
-        env = _envelope(_obj(body, "aggregate statement"))
-        signed = _open(env)
-        if signed.statement.predicate_type != AGGREGATE_PREDICATE_TYPE:
-            raise InvalidInputError("not a human-aggregate statement")
-        claim = published_from_statement(signed.statement)
-        if claim.log_size > log.size():
-            raise InvalidInputError("aggregate logSize is beyond the log")
-        verify_aggregate(signed, log_prefix(log, claim.log_size))
-        with self._lock:
-            index, dup = self._log(log, env.to_json())
-        return {
-            "index": index,
-            "duplicate": dup,
-            "task": claim.task,
-            "answer": claim.result,
-            "posterior": claim.confidence,
-            "inputs": list(claim.inputs),
-            "logSize": claim.log_size,
-            "signer": signed.signer,
-        }
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -486,6 +352,7 @@ class HumanService:
             if digest is not None:
                 self._task(digest)
             results = self.record.results()
+            published = {d: self._published(d) for d in self.record.published}
         rows = [
             {
                 "task": d,
@@ -493,6 +360,7 @@ class HumanService:
                 "answer": r.answer,
                 "posterior": r.posterior,
                 "reviewers": list(r.reviewers),
+                "published": published.get(d),
             }
             for d, r in results.items()
             if digest is None or d == digest.removeprefix("sha256:")
@@ -502,6 +370,12 @@ class HumanService:
                 raise NotFoundError("this task has no verdicts yet")
             return rows[0]
         return {"results": rows}
+
+    def _published(self, digest: str) -> dict[str, Any]:
+        """The task's latest published aggregate: where, at which logSize, and whether stale."""
+        index, size = self.record.published[digest]
+        later = stale_entries(self.record, digest, size)
+        return {"index": index, "logSize": size, "stale": bool(later), "later": list(later)}
 
     def reputation(self, log: Log, did: str | None) -> dict[str, Any]:
         """Per reviewer: reviews, agreement with the aggregate, DS reliability; from the log."""

@@ -44,6 +44,7 @@ from edgetrust.receipts import Receipt
 from edgetrust.statement import open_signed_statement
 
 __all__ = [
+    "AGGREGATE_PREDICATE_TYPE",
     "DEFAULT_ORIGIN",
     "DEFAULT_RP_ID",
     "HumanAttested",
@@ -54,6 +55,8 @@ __all__ = [
     "parse_human_option",
 ]
 
+AGGREGATE_PREDICATE_TYPE = "https://edgetrust.dev/human-aggregate/v1"
+"""A published aggregate (built and checked in `human.published`; the record notes where)."""
 DEFAULT_RP_ID = "edgetrust.local"
 """The RP ID the embedded node's review pages use unless configured otherwise."""
 DEFAULT_ORIGIN = "https://edgetrust.local"
@@ -105,6 +108,10 @@ class HumanRecord:
     """Task digest -> the DID that signed the (first) task statement."""
     gold: dict[str, str] = field(default_factory=dict)
     """Gold task digest -> its answer, once a reveal matching the commitment is logged."""
+    published: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Task digest -> (log index, logSize) of its latest published aggregate (not re-checked)."""
+    reveals: dict[str, int] = field(default_factory=dict)
+    """Gold task digest -> log index of its accepted reveal (when replayed with indices)."""
 
     @classmethod
     def from_entries(
@@ -149,10 +156,16 @@ class HumanRecord:
                 if self.add_verdict(v) and index is not None:
                     self.indices.setdefault(v.task, {})[v.reviewer] = index
             elif ptype == GOLD_PREDICATE_TYPE:
-                self.reveal(reveal_from_statement(signed.statement), signed.signer)
+                reveal = reveal_from_statement(signed.statement)
+                if self.reveal(reveal, signed.signer) and index is not None:
+                    self.reveals[reveal.task] = index
             elif ptype == VOUCH_PREDICATE_TYPE:
                 vouch = verify_vouch(signed, self.registry)
                 self.vouches.setdefault(vouch.newcomer, set()).add(vouch.voucher)
+            elif ptype == AGGREGATE_PREDICATE_TYPE:
+                size = signed.statement.predicate.get("logSize")
+                if index is not None and isinstance(size, int):
+                    self.published[signed.statement.subjects[0].sha256] = (index, size)
             else:
                 return None
         except Error as exc:

@@ -6,6 +6,11 @@ and says: at log size `logSize`, replaying the log with RP `rpId` / `origin` and
 Anyone holding the log re-runs exactly that (`verify_aggregate`): every field must match, the
 posterior to 1e-9. The signer (a node operator or any reviewer) vouches for nothing the log
 cannot re-derive; a tampered result, input list or log prefix is refused, naming the field.
+
+A published aggregate is fixed at its `logSize`; verdicts or a gold reveal on the same task
+logged after it make it stale. `verify_aggregate(..., current=True)` replays the whole log and
+refuses such an aggregate with `StaleAggregateError`, naming the aggregate's log index and the
+later entries' indices (`stale_entries` gives the indices alone).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from itertools import islice
 from typing import Any
 
 from edgetrust.errors import InvalidInputError, NotFoundError, VerificationError
-from edgetrust.human.policy import HumanRecord
+from edgetrust.human.policy import AGGREGATE_PREDICATE_TYPE, HumanRecord
 from edgetrust.statement import (
     SignedStatement,
     Statement,
@@ -29,13 +34,14 @@ __all__ = [
     "AGGREGATE_PREDICATE_TYPE",
     "METHOD",
     "PublishedAggregate",
+    "StaleAggregateError",
     "aggregate_payload",
     "log_prefix",
     "published_from_statement",
+    "stale_entries",
     "verify_aggregate",
 ]
 
-AGGREGATE_PREDICATE_TYPE = "https://edgetrust.dev/human-aggregate/v1"
 METHOD = "dawid-skene"
 _TOLERANCE = 1e-9
 _KEYS = {"method", "logSize", "inputs", "result", "confidence", "reviewers", "rpId", "origin"}
@@ -73,6 +79,33 @@ class PublishedAggregate:
         """Canonical statement bytes."""
         subject = Subject("task", self.task)
         return encode_statement([subject], AGGREGATE_PREDICATE_TYPE, self.predicate())
+
+
+class StaleAggregateError(VerificationError):
+    """A published aggregate that later verdicts or a gold reveal on its task have overtaken."""
+
+    def __init__(self, task: str, index: int | None, log_size: int, later: tuple[int, ...]):
+        at = f"at log index {index}" if index is not None else "(not in this log)"
+        shown = ", ".join(map(str, later[:10])) + (", …" if len(later) > 10 else "")
+        super().__init__(
+            f"aggregate {at} of task {task[:12]} is stale: it counted entries below logSize "
+            f"{log_size}, and log entries {shown} (verdicts or gold reveal on this task) "
+            "came later; publish a new one",
+            step="stale",
+        )
+        self.task, self.index, self.log_size, self.later = task, index, log_size, later
+
+
+def stale_entries(record: HumanRecord, task: str, log_size: int) -> tuple[int, ...]:
+    """Indices of counted verdicts and the gold reveal on the task at or after its logSize.
+
+    `record` is the whole log replayed from index 0 with indices; empty if the claim is current.
+    """
+    later = [i for i in record.indices.get(task, {}).values() if i >= log_size]
+    reveal = record.reveals.get(task)
+    if reveal is not None and reveal >= log_size:
+        later.append(reveal)
+    return tuple(sorted(later))
 
 
 def log_prefix(log: Any, size: int, chunk: int = 1024) -> Iterator[bytes]:
@@ -150,20 +183,35 @@ def published_from_statement(statement: Statement) -> PublishedAggregate:
     )
 
 
-def verify_aggregate(signed: SignedStatement, entries: Iterable[bytes]) -> PublishedAggregate:
+def verify_aggregate(
+    signed: SignedStatement,
+    entries: Iterable[bytes],
+    *,
+    current: bool = False,
+    index: int | None = None,
+) -> PublishedAggregate:
     """Re-run the aggregation from the log (`entries` from index 0) and check every field.
+
+    With `current`, `entries` must be the whole log: it is replayed to the end and an aggregate
+    whose task has counted verdicts or a gold reveal at or after its logSize is refused.
+    `index` is the aggregate's own log index, for the message; when None it is looked up
+    among `entries` (the exact envelope bytes).
 
     Raises:
         VerificationError: the method is unknown or a field differs from the replay (named).
+        StaleAggregateError: with `current`, later entries on the task (indices named).
         NotFoundError: the task or its verdicts are not in the log prefix.
+        InvalidInputError: not an aggregate statement, or a malformed predicate.
     """
     if signed.statement.predicate_type != AGGREGATE_PREDICATE_TYPE:
         raise InvalidInputError("not a human-aggregate statement")
     claim = published_from_statement(signed.statement)
     if claim.method != METHOD:
         raise VerificationError(f"unknown aggregation method {claim.method!r:.40}", step="method")
+    if current:
+        entries = list(entries)
     again = compute_aggregate(
-        entries, claim.log_size, claim.task, rp_id=claim.rp_id, origin=claim.origin
+        iter(entries), claim.log_size, claim.task, rp_id=claim.rp_id, origin=claim.origin
     )
     for name, mine, theirs in (
         ("inputs", again.inputs, claim.inputs),
@@ -179,6 +227,15 @@ def verify_aggregate(signed: SignedStatement, entries: Iterable[bytes]) -> Publi
             f"published confidence {claim.confidence:.6f} but the log gives {again.confidence:.6f}",
             step="confidence",
         )
+    if current:
+        whole = list(entries)
+        rec = HumanRecord.from_entries(whole, rp_id=claim.rp_id, origin=claim.origin)
+        later = stale_entries(rec, claim.task, claim.log_size)
+        if later:
+            if index is None:
+                own = signed.envelope.to_json()
+                index = next((i for i, e in enumerate(whole) if e == own), None)
+            raise StaleAggregateError(claim.task, index, claim.log_size, later)
     return claim
 
 
