@@ -247,3 +247,12 @@ def test_node_refuses_names_outside_the_text_profile(
     assert TEXT_RULE in resp.json()["message"]
     assert log.size() == 0
     assert check_text("café", "name") == "café"
+
+
+def test_one_batch_with_a_payload_twice_logs_it_once(node: TestClient, log: Log) -> None:
+    """Two first submissions of one payload are the same bytes: the store logs them once."""
+    env = json.loads(_capture_root(Identity.generate()))
+    resp = node.post("/v1/entries:batch", content=json.dumps({"entries": [env, dict(env)]}))
+    assert resp.status_code == 200, resp.text
+    assert len({e["index"] for e in resp.json()["entries"]}) == 1
+    assert log.size() == 1
