@@ -18,12 +18,15 @@ from typing import Any
 
 from edgetrust.dsse import MAX_ENVELOPE_BYTES, Envelope, pae, parse_envelope, verify_envelope
 from edgetrust.encoding import canonical_json, parse_canonical_json
-from edgetrust.errors import InvalidInputError, UnsupportedError, VerificationError
+from edgetrust.errors import InvalidInputError, ProfileError, UnsupportedError, VerificationError
 from edgetrust.profiles import check_text
 
 __all__ = [
     "IN_TOTO_PAYLOAD_TYPE",
+    "MAX_COSIGNERS",
     "STATEMENT_TYPE",
+    "COSIGNER_RULE",
+    "CosignerHook",
     "PredicateValidator",
     "SignedStatement",
     "Statement",
@@ -31,12 +34,16 @@ __all__ = [
     "VerifiedCache",
     "encode_statement",
     "known_predicate_types",
+    "named_cosigners",
     "open_signed_statement",
     "parse_statement",
     "register_predicate_type",
 ]
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+
+COSIGNER_RULE = "signed by the issuer and exactly the co-signers the statement names"
+"""The rule `ProfileError` names when a logged envelope's signers are not that set."""
 IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
 
 
@@ -61,14 +68,50 @@ class Statement:
 PredicateValidator = Callable[[Statement, str], None]
 """Checks a statement's predicate, given the DID that signed it; raises on a bad one."""
 
+CosignerHook = Callable[[Statement], frozenset[str]]
+"""The DIDs a (validated) statement names as its co-signers, besides its issuer."""
+
+MAX_COSIGNERS = 4
+"""A statement may name at most this many co-signers (so a log entry has at most 5 signers)."""
+
 _VALIDATORS: dict[str, PredicateValidator] = {}
+_COSIGNERS: dict[str, CosignerHook] = {}
 
 
-def register_predicate_type(uri: str, validator: PredicateValidator) -> None:
-    """Make `uri` a known predicate type, checked by `validator` when entries are opened."""
+def register_predicate_type(
+    uri: str, validator: PredicateValidator, *, cosigners: CosignerHook | None = None
+) -> None:
+    """Make `uri` a known predicate type, checked by `validator` when entries are opened.
+
+    `cosigners`, for a type whose statements are signed by more than their issuer (a capture
+    root by its wearer), names the DIDs the statement itself says co-sign it. The log takes
+    such a statement only with exactly those signatures (`edgetrust.node.entries`); a type
+    without the hook is logged with its issuer's signature alone.
+    """
     if not re.fullmatch(r"https://edgetrust\.dev/[a-z0-9/-]+/v[0-9]+", uri):
         raise ValueError(f"predicate type {uri!r} must be https://edgetrust.dev/<name>/v<N>")
     _VALIDATORS[uri] = validator
+    if cosigners is None:
+        _COSIGNERS.pop(uri, None)
+    else:
+        _COSIGNERS[uri] = cosigners
+
+
+def named_cosigners(statement: Statement, issuer: str) -> frozenset[str]:
+    """The co-signers `statement` names (its type's hook), without its `issuer`.
+
+    Call it on a statement its validator accepted. Empty for a type without a hook.
+
+    Raises:
+        ProfileError: the statement names more than `MAX_COSIGNERS` co-signers.
+    """
+    hook = _COSIGNERS.get(statement.predicate_type)
+    named = frozenset() if hook is None else hook(statement) - {issuer}
+    if len(named) > MAX_COSIGNERS:
+        raise ProfileError(
+            f"statement names {len(named)} co-signers, over {MAX_COSIGNERS}", rule=COSIGNER_RULE
+        )
+    return named
 
 
 def known_predicate_types() -> tuple[str, ...]:

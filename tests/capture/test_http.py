@@ -13,11 +13,12 @@ from edgetrust.capture.record import record
 from edgetrust.capture.sources import eeg_like, numpy_sensor
 from edgetrust.capture.stream import CaptureDevice
 from edgetrust.capture.verify import Manifest
-from edgetrust.dsse import sign_envelope
+from edgetrust.dsse import Envelope, sign_envelope
 from edgetrust.identity import Identity
 from edgetrust.log.service import Log
 from edgetrust.node.app import create_app
 from edgetrust.node.settings import NodeSettings
+from edgetrust.statement import COSIGNER_RULE
 
 
 @pytest.fixture
@@ -77,3 +78,16 @@ def test_bad_input_is_4xx(client: TestClient) -> None:
         assert "error" in r.json()
     assert client.get("/v1/captures/nothex").status_code == 400
     assert client.get("/v1/captures/" + "a" * 64).status_code == 404
+
+
+def test_an_extra_signer_on_a_root_is_refused_not_a_new_entry(client: TestClient) -> None:
+    wm = _manifest(wearer=Identity.generate())
+    root = wm.statement
+    assert client.post("/v1/captures", content=root.to_json()).status_code == 200
+    (intruder,) = sign_envelope(root.payload, root.payload_type, Identity.generate()).signatures
+    padded = Envelope(root.payload, root.payload_type, (*root.signatures, intruder))
+    r = client.post("/v1/captures", content=padded.to_json())
+    assert r.status_code == 400 and COSIGNER_RULE in r.json()["message"]
+    # the same root in another JSON form is the entry already logged
+    again = client.post("/v1/captures", content=json.dumps(json.loads(root.to_json()), indent=1))
+    assert again.status_code == 200 and again.json()["duplicate"] is True

@@ -26,7 +26,7 @@ from edgetrust.identity import Identity
 from edgetrust.models import ModelCard
 from edgetrust.node.entries import prepare_entry
 from edgetrust.profiles import TEXT_RULE, TIME_RULE
-from edgetrust.statement import IN_TOTO_PAYLOAD_TYPE
+from edgetrust.statement import COSIGNER_RULE, IN_TOTO_PAYLOAD_TYPE
 from tests.node.conftest import Server, card_envelope, start_server
 from tests.test_receipts import single
 
@@ -74,7 +74,8 @@ def test_every_attack_of_issue_17_is_refused_or_harmless(limited_node: Server) -
     dup = canonical_json(st_).replace(b'"predicate":', b'"predicate":' + other + b',"predicate":')
     _refused(_post(node, _signed(dup)), JCS_RULE)
     _refused(_post(node, _signed(json.dumps(st_, indent=1).encode())), JCS_RULE)
-    # 2. malleable envelopes: 7 variants from one signature make one entry
+    # 2. malleable envelopes: variants of one signature make one entry; a stranger's
+    # co-signature (the statement names none) is refused
     genuine = _signed(st_)
     first = _post(node, genuine)
     assert first.status_code == 200
@@ -87,9 +88,10 @@ def test_every_attack_of_issue_17_is_refused_or_harmless(limited_node: Server) -
         for i in (Identity.generate() for _ in range(2))
     ]
     extra = [s["signatures"][0] for s in strangers]
-    lists = [[sig, extra[0]], [sig, extra[1]], [sig, *extra], [sig, *extra[::-1]], [sig]]
-    for sigs in lists:
-        resp = _post(node, json.dumps({**env, "signatures": sigs}).encode())
+    for sigs in ([sig, extra[0]], [sig, extra[1]], [sig, *extra], [sig, *extra[::-1]]):
+        _refused(_post(node, json.dumps({**env, "signatures": sigs}).encode()), COSIGNER_RULE)
+    for body in (json.dumps({**env, "signatures": [sig]}), json.dumps(env, indent=2)):
+        resp = _post(node, body.encode())
         assert resp.status_code == 200 and resp.json()["index"] == first.json()["index"]
     _refused(_post(node, json.dumps({**env, "signatures": [sig, sig]}).encode()), "key id")
     assert _size(node) == 1

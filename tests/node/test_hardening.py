@@ -5,11 +5,16 @@ from __future__ import annotations
 import base64
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+import edgetrust.statement as registry
+from edgetrust.capture.record import record
+from edgetrust.capture.sources import eeg_like, numpy_sensor
+from edgetrust.capture.stream import CaptureDevice
 from edgetrust.dsse import sign_envelope
 from edgetrust.encoding import JCS_RULE, canonical_json
 from edgetrust.errors import ProfileError
@@ -19,7 +24,15 @@ from edgetrust.models import ModelCard
 from edgetrust.node.app import create_app
 from edgetrust.node.settings import NodeSettings
 from edgetrust.profiles import TEXT_RULE, TIME_RULE, check_text, check_time
-from edgetrust.statement import IN_TOTO_PAYLOAD_TYPE, parse_statement
+from edgetrust.statement import (
+    COSIGNER_RULE,
+    IN_TOTO_PAYLOAD_TYPE,
+    MAX_COSIGNERS,
+    Statement,
+    named_cosigners,
+    parse_statement,
+    register_predicate_type,
+)
 from tests.node.conftest import card_envelope
 
 
@@ -72,18 +85,8 @@ def test_signature_list_variants_map_to_one_entry(
     sig = json.loads(env)["signatures"][0]
     first = node.post("/v1/entries", content=env)
     assert first.status_code == 200
-    others = [Identity.generate() for _ in range(3)]
-    payload = base64.b64decode(json.loads(env)["payload"])
-    cosigs = [json.loads(sign_envelope(payload, IN_TOTO_PAYLOAD_TYPE, o).to_json()) for o in others]
-    extra = [c["signatures"][0] for c in cosigs]
-    variants = [
-        _with_signatures(env, [sig, extra[0]]),
-        _with_signatures(env, [sig, extra[1], extra[0]]),
-        _with_signatures(env, [sig, extra[0], extra[1]]),
-        _with_signatures(env, [sig, extra[2]]),
-        env,
-    ]
-    for v in variants:
+    # the same envelope in another JSON form is the same entry
+    for v in (json.dumps(json.loads(env), indent=2).encode(), _with_signatures(env, [sig]), env):
         resp = node.post("/v1/entries", content=v)
         assert resp.status_code == 200, resp.text
         assert resp.json()["index"] == first.json()["index"]
@@ -92,6 +95,99 @@ def test_signature_list_variants_map_to_one_entry(
     assert resp.status_code == 400
     assert "one signature per key id" in resp.json()["message"]
     assert log.size() == 1
+
+
+def test_an_attacker_added_co_signer_is_refused(
+    node: TestClient, log: Log, publisher: Identity
+) -> None:
+    """A model card names no co-signer: anyone's extra signature is refused, not a new entry."""
+    env = card_envelope(publisher, 1)
+    sig = json.loads(env)["signatures"][0]
+    assert node.post("/v1/entries", content=env).status_code == 200
+    payload = base64.b64decode(json.loads(env)["payload"])
+    attackers = [Identity.generate() for _ in range(2)]
+    extra = [
+        json.loads(sign_envelope(payload, IN_TOTO_PAYLOAD_TYPE, a).to_json()) for a in attackers
+    ]
+    for sigs in ([sig, extra[0]["signatures"][0]], [sig, *(e["signatures"][0] for e in extra)]):
+        resp = node.post("/v1/entries", content=_with_signatures(env, sigs))
+        assert resp.status_code == 400, resp.text
+        assert COSIGNER_RULE in resp.json()["message"]
+        assert "\n" not in resp.json()["message"]
+    resp = node.post("/v1/entries:batch", content=json.dumps({"entries": [json.loads(
+        _with_signatures(env, [sig, extra[1]["signatures"][0]]))]}))  # fmt: skip
+    assert resp.status_code == 400
+    assert log.size() == 1
+
+
+def _capture_root(wearer: Identity) -> bytes:
+    device = CaptureDevice(Identity.generate(), numpy_sensor(4))
+    session = record(device, [eeg_like(1.0, 4)], seal_every=2, wearer=wearer)
+    assert session.statement is not None
+    return session.statement.to_json()
+
+
+def test_capture_root_is_logged_with_exactly_its_named_wearer(node: TestClient, log: Log) -> None:
+    wearer, intruder = Identity.generate(), Identity.generate()
+    env = json.loads(_capture_root(wearer))
+    device_sig, wearer_sig = env["signatures"]
+    payload = base64.b64decode(env["payload"])
+    intruder_sig = json.loads(sign_envelope(payload, IN_TOTO_PAYLOAD_TYPE, intruder).to_json())[
+        "signatures"
+    ][0]
+    ok = node.post("/v1/entries", content=json.dumps(env))
+    assert ok.status_code == 200, ok.text
+    for sigs in ([device_sig], [device_sig, wearer_sig, intruder_sig], [device_sig, intruder_sig]):
+        resp = node.post("/v1/entries", content=json.dumps({**env, "signatures": sigs}))
+        assert resp.status_code == 400, resp.text
+        assert COSIGNER_RULE in resp.json()["message"]
+    assert log.size() == 1
+
+
+def test_variants_map_to_the_logged_entry_after_a_restart(tmp_path: Path) -> None:
+    """No node state is needed: a new app over the same store finds every accepted variant."""
+    wearer = Identity.generate()
+    env = json.loads(_capture_root(wearer))
+    device_sig, wearer_sig = env["signatures"]
+    home = tmp_path / "log"
+    with Log.open(home, max_delay=0.002) as log:
+        with TestClient(create_app(log, settings=NodeSettings(rate=0))) as client:
+            first = client.post("/v1/entries", content=json.dumps(env)).json()["index"]
+    with Log.open(home, max_delay=0.002) as log:
+        with TestClient(
+            create_app(log, settings=NodeSettings(rate=0)), raise_server_exceptions=False
+        ) as client:
+            again = client.post("/v1/entries", content=json.dumps(env, indent=1))
+            assert again.status_code == 200 and again.json()["index"] == first
+            batch = client.post("/v1/entries:batch", content=json.dumps({"entries": [env]}))
+            assert batch.status_code == 200 and batch.json()["entries"][0]["index"] == first
+            alone = client.post(
+                "/v1/entries", content=json.dumps({**env, "signatures": [device_sig]})
+            )
+            assert alone.status_code == 400 and COSIGNER_RULE in alone.json()["message"]
+            swapped = client.post(
+                "/v1/entries", content=json.dumps({**env, "signatures": [wearer_sig, device_sig]})
+            )
+            assert swapped.status_code == 400  # the device signs a capture root first
+        assert log.size() == 1
+
+
+def test_named_cosigners_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a registry of its own for the test type, so the global one is left as it was
+    monkeypatch.setattr(registry, "_VALIDATORS", dict(registry._VALIDATORS))
+    monkeypatch.setattr(registry, "_COSIGNERS", dict(registry._COSIGNERS))
+
+    def hook(statement: Statement) -> frozenset[str]:
+        return frozenset(Identity.generate().did for _ in range(MAX_COSIGNERS + 1))
+
+    uri = "https://edgetrust.dev/test-many-cosigners/v1"
+    register_predicate_type(uri, lambda st, signer: None, cosigners=hook)
+    st = Statement((), uri, {})
+    with pytest.raises(ProfileError) as err:
+        named_cosigners(st, "did:key:issuer")
+    assert err.value.rule == COSIGNER_RULE
+    register_predicate_type(uri, lambda st, signer: None)
+    assert named_cosigners(st, "did:key:issuer") == frozenset()
 
 
 def test_replays_are_charged_to_the_replayer_not_the_issuer(log: Log, publisher: Identity) -> None:
@@ -151,3 +247,12 @@ def test_node_refuses_names_outside_the_text_profile(
     assert TEXT_RULE in resp.json()["message"]
     assert log.size() == 0
     assert check_text("café", "name") == "café"
+
+
+def test_one_batch_with_a_payload_twice_logs_it_once(node: TestClient, log: Log) -> None:
+    """Two first submissions of one payload are the same bytes: the store logs them once."""
+    env = json.loads(_capture_root(Identity.generate()))
+    resp = node.post("/v1/entries:batch", content=json.dumps({"entries": [env, dict(env)]}))
+    assert resp.status_code == 200, resp.text
+    assert len({e["index"] for e in resp.json()["entries"]}) == 1
+    assert log.size() == 1

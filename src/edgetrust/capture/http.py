@@ -23,6 +23,7 @@ from edgetrust.capture.verify import MANIFEST_FORMAT, parse_manifest, verify_man
 from edgetrust.dsse import Envelope, envelope_from_dict
 from edgetrust.encoding import parse_json
 from edgetrust.errors import InvalidInputError, NotFoundError
+from edgetrust.log.client import MAX_BUNDLE_ENTRY_BYTES
 from edgetrust.log.service import Log
 from edgetrust.statement import open_signed_statement
 
@@ -65,7 +66,11 @@ def submit_capture(log: Log, body: bytes) -> dict[str, Any]:
             raise ForeignSignatureError(None, opened.signer, header.device)
         if header.wearer is not None and header.wearer not in statement.signers:
             raise ConsentError(f"wearer {header.wearer:.60} did not co-sign", chunk=None)
-    data = statement.to_json()
+    # The node's one logged form (issuer first, exactly the named wearer as co-signer), so a
+    # replay with another signature order or an extra signer is not a second entry.
+    from edgetrust.node.entries import prepare_entry
+
+    data = prepare_entry(statement, max_entry=MAX_BUNDLE_ENTRY_BYTES).data
     existing = log.index_of(data)
     index = existing if existing is not None else log.append(data)
     return {"index": index, "duplicate": existing is not None, **_summary(statement)}

@@ -14,6 +14,7 @@ from edgetrust.capture.verify import Manifest
 from edgetrust.dsse import Envelope
 from edgetrust.errors import InvalidInputError
 from edgetrust.identity import Identity
+from edgetrust.log.client import MAX_BUNDLE_ENTRY_BYTES
 from edgetrust.log.service import Log
 from edgetrust.statement import open_signed_statement
 
@@ -50,10 +51,14 @@ def record(
 
 def log_capture(log: Log, statement: Envelope) -> int:
     """Check a signed capture root (signature, predicate) and append it to the log."""
+    from edgetrust.node.entries import prepare_entry
+
     signed = open_signed_statement(statement)
     if signed.statement.predicate_type != CAPTURE_PREDICATE_TYPE:
         raise InvalidInputError("not a capture root statement")
-    return log.append(signed.envelope.to_json())
+    data = prepare_entry(signed.envelope, max_entry=MAX_BUNDLE_ENTRY_BYTES).data
+    existing = log.index_of(data)
+    return existing if existing is not None else log.append(data)
 
 
 def save_recording(session: CaptureSession, path: str | os.PathLike[str]) -> Path:

@@ -458,7 +458,14 @@ def _validate_capture(statement: Statement, signer: str) -> None:
         raise InvalidInputError("a capture root is signed first by its capture device")
 
 
-register_predicate_type(CAPTURE_PREDICATE_TYPE, _validate_capture)
+def _capture_cosigners(statement: Statement) -> frozenset[str]:
+    """The wearer the header names (consent to capture), who co-signs the root."""
+    header = statement.predicate.get("header")
+    wearer = header.get("wearer") if isinstance(header, Mapping) else None
+    return frozenset({wearer}) if isinstance(wearer, str) else frozenset()
+
+
+register_predicate_type(CAPTURE_PREDICATE_TYPE, _validate_capture, cosigners=_capture_cosigners)
 
 
 # -- the device ----------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ import base64
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -31,9 +30,6 @@ from edgetrust.node.settings import NodeSettings
 __all__ = ["NodeCore", "b64", "batch_inclusion_proofs"]
 
 _logger = logging.getLogger("edgetrust.node")
-
-_MAX_REMEMBERED = 1 << 20
-"""Payload keys of entries logged since start that `NodeCore.existing` remembers."""
 
 
 def batch_inclusion_proofs(
@@ -97,26 +93,14 @@ class NodeCore:
         self._latest_lock = threading.Lock()
         self.metrics = NodeMetrics(log)
         self.publisher: TilePublisher | None = None
-        self._by_payload: OrderedDict[bytes, int] = OrderedDict()
 
     def existing(self, entry: PreparedEntry) -> bytes | None:
-        """The logged bytes of `entry` or of a signature-list variant of it, if logged.
+        """The logged bytes of `entry` if it is logged (by this node or any sharing the store).
 
-        Looked up by the canonical form, by the issuer-only form, and (for variants with other
-        co-signers) by payload key among the entries this node logged since it started.
+        `prepare_entry` reduces every accepted form of a payload (any signature order, any
+        envelope JSON) to one canonical form, so a look-up of its bytes finds every variant.
         """
-        for data in (entry.data, entry.issuer_only):
-            if data and self.log.index_of(data) is not None:
-                return data
-        index = self._by_payload.get(entry.payload_key) if entry.payload_key else None
-        return None if index is None else self.log.entry(index)
-
-    def remember(self, entry: PreparedEntry, index: int) -> None:
-        """Note the index at which `entry` was logged, for `existing` (bounded, oldest out)."""
-        if entry.payload_key:
-            self._by_payload[entry.payload_key] = index
-            while len(self._by_payload) > _MAX_REMEMBERED:
-                self._by_payload.popitem(last=False)
+        return entry.data if self.log.index_of(entry.data) is not None else None
 
     def latest(self) -> tuple[bytes, int]:
         """The latest signed checkpoint note and its size (the log signs one if it grew)."""

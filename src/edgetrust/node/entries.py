@@ -7,7 +7,6 @@ canonical form of the envelope and the entry-size limit, and fans a batch out to
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -17,12 +16,13 @@ from dataclasses import dataclass
 # these modules registers receipts, batch receipts and model cards.
 import edgetrust.models
 import edgetrust.receipts  # noqa: F401
-from edgetrust.dsse import Envelope, Signature, envelope_from_dict, pae
+from edgetrust.dsse import Envelope, Signature, envelope_from_dict
 from edgetrust.errors import Error, InvalidInputError, ProfileError
-from edgetrust.statement import open_signed_statement
+from edgetrust.statement import COSIGNER_RULE, named_cosigners, open_signed_statement
 
 __all__ = [
     "BatchEntryError",
+    "COSIGNER_RULE",
     "ONE_SIGNATURE_RULE",
     "PreparedEntry",
     "canonical_envelope_bytes",
@@ -40,24 +40,25 @@ class PreparedEntry:
     """The entry as it will be logged: the canonical (RFC 8785) JSON of the envelope."""
     signer: str
     """The verified DID of the envelope's first signer (rate limits are charged to it)."""
-    issuer_only: bytes = b""
-    """The canonical envelope with the issuer's signature alone (a variant's likely original)."""
-    payload_key: bytes = b""
-    """sha256 over the signed message and the issuer's key id: the same for every variant."""
 
 
 ONE_SIGNATURE_RULE = "one signature per key id, the issuer's first"
-"""The rule named by `ProfileError` when an envelope's signature list is not canonical."""
+"""The rule named by `ProfileError` when a key id signs an envelope twice."""
 
 
-def canonical_signatures(envelope: Envelope) -> Envelope:
+def canonical_signatures(envelope: Envelope, cosigners: frozenset[str] = frozenset()) -> Envelope:
     """The envelope in its one logged form: the issuer's signature first, co-signers by key id.
 
-    The issuer is the first signer (the one the predicate's validator checked). A key id may
-    sign once: the same signature listed twice would otherwise make a second entry.
+    The issuer is the first signer (the one the predicate's validator checked). The other
+    signers must be exactly `cosigners`, the DIDs the statement names as its co-signers
+    (`edgetrust.statement.named_cosigners`): a signature by anyone else would let anyone make
+    a new entry of a logged statement by adding their own, and a named co-signer's missing
+    signature would let anyone make one by taking it away. So a payload has one logged form,
+    and a replay in any signature order is found by its bytes (`Log.index_of`), by any node.
 
     Raises:
-        ProfileError: a key id signs twice.
+        ProfileError: a key id signs twice (`ONE_SIGNATURE_RULE`), or the co-signers are not
+            those the statement names (`COSIGNER_RULE`).
     """
     seen: set[str] = set()
     for s in envelope.signatures:
@@ -67,6 +68,15 @@ def canonical_signatures(envelope: Envelope) -> Envelope:
             )
         seen.add(s.keyid)
     first, *rest = envelope.signatures
+    others = {s.keyid for s in rest}
+    if others != cosigners:
+        extra, missing = sorted(others - cosigners), sorted(cosigners - others)
+        what = (
+            f"signed by {extra[0]:.80}, not a co-signer the statement names"
+            if extra
+            else f"not signed by {missing[0]:.80}, a co-signer the statement names"
+        )
+        raise ProfileError(f"envelope is {what}", rule=COSIGNER_RULE)
     ordered: tuple[Signature, ...] = (first, *sorted(rest, key=lambda s: s.keyid))
     return Envelope(envelope.payload, envelope.payload_type, ordered)
 
@@ -94,37 +104,28 @@ def prepare_entry(envelope: Envelope | bytes, *, max_entry: int) -> PreparedEntr
 
     Steps: (1) it parses as a DSSE envelope, every signature verifies, its statement is of a
     registered predicate type and passes that type's validator (`open_signed_statement`);
-    (2) no key id signs twice, and the logged form lists the issuer's signature first and
-    co-signatures by key id (`canonical_signatures`); (3) its canonical form fits in a
-    tlog-tiles entry (`max_entry` bytes).
+    (2) no key id signs twice, the signers besides the issuer are exactly the co-signers the
+    statement names (a capture root's wearer; none for most types), and the logged form lists
+    the issuer's signature first and co-signatures by key id (`canonical_signatures`); (3) its
+    canonical form fits in a tlog-tiles entry (`max_entry` bytes).
 
-    Co-signatures are kept, not dropped: a capture stream is co-signed by its wearer and a
-    verifier asks for that signature in the log. Variants of a signature list are told apart
-    from new entries by `PreparedEntry.payload_key` (the node answers them with the entry
-    already logged).
+    Every accepted submission of one payload thus reduces to the same bytes: a replay or a
+    reordering of a logged entry is found by `Log.index_of`, in any node sharing the store.
 
     Raises:
-        ProfileError: the payload is not canonical JSON, or a key id signs twice.
+        ProfileError: the payload is not canonical JSON, a key id signs twice, or the
+            co-signers are not those the statement names.
         InvalidInputError, VerificationError, UnsupportedError: the envelope is refused.
     """
     signed = open_signed_statement(envelope, max_bytes=max(max_entry * 2, 1024))
-    canonical = canonical_signatures(signed.envelope)
+    cosigners = named_cosigners(signed.statement, signed.signer)
+    canonical = canonical_signatures(signed.envelope, cosigners)
     data = canonical_envelope_bytes(canonical)
     if len(data) > max_entry:
         raise InvalidInputError(
             f"entry is {len(data)} bytes canonically, over the {max_entry}-byte entry limit"
         )
-    issuer = canonical.signatures[0]
-    issuer_only = (
-        data
-        if len(canonical.signatures) == 1
-        else canonical_envelope_bytes(
-            Envelope(canonical.payload, canonical.payload_type, (issuer,))
-        )
-    )
-    key = hashlib.sha256(pae(canonical.payload_type, canonical.payload))
-    key.update(b"\x00" + issuer.keyid.encode("utf-8"))
-    return PreparedEntry(data, signed.signer, issuer_only, key.digest())
+    return PreparedEntry(data, signed.signer)
 
 
 def _prepare_dict(obj: object, max_entry: int) -> PreparedEntry:
@@ -133,7 +134,7 @@ def _prepare_dict(obj: object, max_entry: int) -> PreparedEntry:
 
 def _prepare_chunk(
     items: Sequence[object], offset: int, max_entry: int
-) -> list[tuple[bytes, str, bytes, bytes]] | tuple[int, str, str]:
+) -> list[tuple[bytes, str]] | tuple[int, str, str]:
     """Prepare a chunk of a batch, in a worker process or not.
 
     Returns plain tuples, which pickle cheaply, or the first refused entry by its position in
@@ -145,7 +146,7 @@ def _prepare_chunk(
             p = _prepare_dict(obj, max_entry)
         except Error as exc:
             return offset + i, type(exc).__name__, exc.diagnostics()
-        out.append((p.data, p.signer, p.issuer_only, p.payload_key))
+        out.append((p.data, p.signer))
     return out
 
 

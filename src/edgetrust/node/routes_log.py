@@ -120,14 +120,12 @@ def log_router(node: Callable[[], NodeCore], cfg: NodeSettings) -> APIRouter:
             raise
         existing = n.existing(prepared)
         if existing is not None:
-            # A replay (or a signature-list variant) of a logged entry: answered with that
+            # A replay (in any signature order or JSON form) of a logged entry: answered with that
             # entry, charged to whoever sent it, never to the issuer whose budget it would burn.
             n.limiter.take({_client(request): 1})
             return JSONResponse(await n.submit(existing))
         n.limiter.take({prepared.signer: 1})
-        answer = await n.submit(prepared.data)
-        n.remember(prepared, answer["index"])
-        return JSONResponse(answer)
+        return JSONResponse(await n.submit(prepared.data))
 
     @router.post(
         "/v1/entries:batch",
@@ -183,8 +181,6 @@ def log_router(node: Callable[[], NodeCore], cfg: NodeSettings) -> APIRouter:
             datas.append(p.data if existing is None else existing)
         n.limiter.take(counts)
         answer = await anyio.to_thread.run_sync(n.append_batch, datas, proofs)
-        for p, item in zip(prepared, answer.get("entries", ()), strict=False):
-            n.remember(p, item["index"])
         return JSONResponse(answer)
 
     @router.get(
