@@ -31,6 +31,7 @@ SQLite. A notification can be missed (a reconnect, a failover): rows still waiti
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -64,6 +65,10 @@ LEADER_RETRY = 0.25
 
 IDLE_WAIT = 0.1
 """Longest the sequencer sleeps on an empty queue between NOTIFYs (a missed one costs this)."""
+
+SEQUENCER_APPLICATION = "edgetrust-sequencer"
+"""``application_name`` prefix of a candidate's session (``…:<pid>``): ``pg_stat_activity``
+joined with ``pg_locks`` shows which node process is the sequencer."""
 
 POLL_AFTER = 0.25
 """Seconds after which a waiting node looks in the queue itself instead of trusting NOTIFY."""
@@ -326,7 +331,11 @@ class QueueSequencer:
             try:
                 conn = self._conn
                 if conn is None or conn.closed:
-                    conn = self._conn = psycopg.connect(self._url, autocommit=True)
+                    conn = self._conn = psycopg.connect(
+                        self._url,
+                        autocommit=True,
+                        application_name=f"{SEQUENCER_APPLICATION}:{os.getpid()}",
+                    )
                 if not self.leader and not self._acquire(conn):
                     self._stop.wait(LEADER_RETRY)
                     continue
