@@ -14,7 +14,6 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import psycopg
@@ -116,30 +115,3 @@ class PostgresServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def sequencer_pid(url: str) -> int | None:
-    """The process id of the node holding the sequencer lock of the log at `url`, or None."""
-    from edgetrust.log._pg_queue import SEQUENCER_APPLICATION, SEQUENCER_LOCK
-
-    with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT a.application_name FROM pg_locks AS l JOIN pg_stat_activity AS a"
-            " ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted"
-            " AND l.classid::bigint = %s AND l.objid::bigint = %s AND a.datname = current_database()",
-            (SEQUENCER_LOCK >> 32, SEQUENCER_LOCK & 0xFFFFFFFF),
-        ).fetchone()
-    if row is None or not str(row[0]).startswith(SEQUENCER_APPLICATION + ":"):
-        return None
-    return int(str(row[0]).split(":", 1)[1])
-
-
-def wait_for_sequencer(url: str, timeout: float = 30.0) -> int:
-    """`sequencer_pid`, once some node holds the lock."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pid = sequencer_pid(url)
-        if pid is not None:
-            return pid
-        time.sleep(0.02)
-    raise TimeoutError("no node became the sequencer")

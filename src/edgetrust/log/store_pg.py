@@ -2,11 +2,13 @@
 
 Same layout and semantics as the SQLite store (`edgetrust.log._store_core`): one row per
 entry holding its leaf hash and the complete subtrees it closes, de-duplication, group
-commit, an entry acknowledged only after the transaction that logs it commits. What
-PostgreSQL adds is several writers: each node queues its groups of entries in ``log_queue``
-and one sequencer, the holder of an advisory lock, drains every node's rows in one
-transaction per batch (`edgetrust.log._pg_queue` explains the write path, its durability and
-its failover). Reads come from a connection pool (psycopg_pool), on every node.
+commit, an entry acknowledged only after its batch commits. What PostgreSQL adds is several
+writers: every batch transaction first takes a transaction-level advisory lock
+(``pg_advisory_xact_lock``), so exactly one sequencer extends the tree at a time, and it
+re-reads the tree size under that lock, picking up the right edge another process left. The
+lock is released by the commit or by the death of the session (a SIGKILLed node holds nothing),
+and an uncommitted batch is rolled back, so the tree never forks and no acknowledged entry is
+lost. Reads come from a connection pool (psycopg_pool).
 """
 
 from __future__ import annotations
@@ -18,15 +20,7 @@ from typing import Any, Literal
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from edgetrust.errors import Error, InvalidInputError
-from edgetrust.log._pg_queue import (
-    SEQUENCER_LOCK,
-    Queued,
-    QueueSequencer,
-    QueueWaiter,
-    dedup_key,
-    first_line,
-)
+from edgetrust.errors import InvalidInputError
 from edgetrust.log._store_core import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_IDLE_FLUSH,
@@ -34,22 +28,23 @@ from edgetrust.log._store_core import (
     DEFAULT_MAX_ENTRY_BYTES,
     SequencedStore,
     StoreError,
-    _Request,
-    check_seconds,
+    build_frontier,
+    extend_tree,
+    frontier_coords,
     leaf_hashes,
+    pick_nodes,
 )
 from edgetrust.log.merkle import leaf_hash
 
 __all__ = [
-    "SCHEMA_LOCK",
     "SEQUENCER_LOCK",
     "PostgresCheckpointState",
     "PostgresLogStore",
     "check_postgres_url",
 ]
 
-SCHEMA_LOCK = SEQUENCER_LOCK + 1
-"""The ``pg_advisory_xact_lock`` key under which a node creates or checks the schema."""
+SEQUENCER_LOCK = 0x6564_6765_7472_7573  # "edgetrus": the advisory lock key of the sequencer
+"""The ``pg_advisory_xact_lock`` key every batch transaction holds while it extends the tree."""
 
 _URL_RE = re.compile(r"postgres(ql)?://[^\s]*")
 
@@ -62,10 +57,6 @@ CREATE TABLE IF NOT EXISTS log_entries (
     data  bytea  NOT NULL
 );
 CREATE INDEX IF NOT EXISTS log_entries_dk ON log_entries (dk);
-CREATE TABLE IF NOT EXISTS log_queue (     -- groups of entries waiting for the sequencer
-    id      bigserial PRIMARY KEY,
-    entries bytea[] NOT NULL
-);
 CREATE TABLE IF NOT EXISTS log_meta (      -- the log's origin (PostgresCheckpointState)
     key   text PRIMARY KEY,
     value text NOT NULL
@@ -77,8 +68,6 @@ CREATE TABLE IF NOT EXISTS log_checkpoints (  -- every checkpoint note any node 
 """
 
 _COLUMNS = {"data": "data", "leaf": "leaf"}  # the only column names interpolated into SQL
-
-_ENTRY_TYPES = {"idx": "bigint", "dk": "bigint", "leaf": "bytea", "nodes": "bytea", "data": "bytea"}
 
 
 def check_postgres_url(url: object) -> str:
@@ -92,11 +81,20 @@ def check_postgres_url(url: object) -> str:
     try:
         params = psycopg.conninfo.conninfo_to_dict(url)
     except psycopg.Error as exc:
-        raise InvalidInputError(f"bad PostgreSQL URL: {first_line(exc)}") from exc
+        raise InvalidInputError(f"bad PostgreSQL URL: {_first_line(exc)}") from exc
     for port in str(params.get("port", "5432")).split(","):
         if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
             raise InvalidInputError(f"bad PostgreSQL URL: port {port!r:.20} is not 1..65535")
     return url
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _dk(leaf: bytes) -> int:
+    return int.from_bytes(leaf[:8], "big", signed=True)
 
 
 class PostgresLogStore(SequencedStore):
@@ -107,12 +105,9 @@ class PostgresLogStore(SequencedStore):
             ``postgresql:///db?host=/run/postgresql``).
         pool_size: most pooled read connections.
         connect_timeout: seconds to wait for the server before `StoreError`.
-        ack_timeout: seconds an append waits for a sequencer before `StoreError`.
 
-    Durability is PostgreSQL's: an entry is acknowledged after the sequencer's drain
-    transaction that logs it commits, which with the default ``synchronous_commit=on`` is
-    flushed to the WAL on disk. Several stores (nodes) may open one database: any accepts
-    appends, one at a time sequences them, all serve reads.
+    Durability is PostgreSQL's: a batch is acknowledged after its COMMIT, which with the
+    default ``synchronous_commit=on`` is flushed to the WAL on disk.
     """
 
     def __init__(
@@ -125,7 +120,6 @@ class PostgresLogStore(SequencedStore):
         max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
         pool_size: int = 8,
         connect_timeout: float = 10.0,
-        ack_timeout: float = 30.0,
     ) -> None:
         super().__init__(
             batch_size=batch_size,
@@ -134,42 +128,46 @@ class PostgresLogStore(SequencedStore):
             max_entry_bytes=max_entry_bytes,
         )
         self.url = check_postgres_url(url)
-        check_seconds("ack_timeout", ack_timeout)
-        self.ack_timeout = float(ack_timeout)
         timeout = max(1, int(connect_timeout))
         try:
-            with psycopg.connect(url, autocommit=True, connect_timeout=timeout) as conn:
-                with conn.transaction():
-                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-                    conn.execute(_SCHEMA)
-                    _check_schema(conn)
-        except psycopg.OperationalError as exc:
-            raise StoreError(f"cannot reach PostgreSQL log store: {first_line(exc)}") from exc
+            self._writer = psycopg.connect(url, autocommit=True, connect_timeout=timeout)
         except psycopg.Error as exc:
-            raise StoreError(f"cannot open PostgreSQL log store: {first_line(exc)}") from exc
-        self._pool: ConnectionPool[Any] = ConnectionPool(
-            url,
-            min_size=1,
-            max_size=pool_size,
-            kwargs={"autocommit": True, "connect_timeout": timeout},
-            open=False,
-            name="edgetrust-log",
-        )
+            raise StoreError(f"cannot reach PostgreSQL log store: {_first_line(exc)}") from exc
         try:
+            with self._writer.transaction():
+                self._writer.execute("SELECT pg_advisory_xact_lock(%s)", (SEQUENCER_LOCK,))
+                self._writer.execute(_SCHEMA)
+            self._size = 0
+            self._frontier: list[bytes] = []
+            self._reload(self._db_size(self._writer))
+            self._pool: ConnectionPool[Any] = ConnectionPool(
+                url,
+                min_size=1,
+                max_size=pool_size,
+                kwargs={"autocommit": True, "connect_timeout": timeout},
+                open=False,
+                name="edgetrust-log",
+            )
             self._pool.open(wait=True, timeout=connect_timeout)
-            self._waiter = QueueWaiter(url, self._pool, ack_timeout=self.ack_timeout)
-        except Exception as exc:
-            self._pool.close()
-            raise StoreError(f"cannot open PostgreSQL log store: {first_line(exc)}") from exc
-        self._queue_sequencer = QueueSequencer(url, self._waiter.resolve)
-        self._start_sequencer("log-batcher:postgresql")
-
-    @property
-    def is_sequencer(self) -> bool:
-        """Whether this store holds the sequencer lock now (one store of a cluster does)."""
-        return self._queue_sequencer.leader
+        except psycopg.Error as exc:
+            self._writer.close()
+            raise StoreError(f"cannot open PostgreSQL log store: {_first_line(exc)}") from exc
+        except BaseException:
+            self._writer.close()
+            raise
+        self._start_sequencer("log-sequencer:postgresql")
 
     # -- database helpers -------------------------------------------------------------------
+
+    @staticmethod
+    def _db_size(conn: psycopg.Connection[Any]) -> int:
+        row = conn.execute("SELECT max(idx) FROM log_entries").fetchone()
+        return 0 if row is None or row[0] is None else int(row[0]) + 1
+
+    def _reload(self, size: int) -> None:
+        """Load the right edge of the tree of `size` (another writer extended it)."""
+        found = pick_nodes(frontier_coords(size), lambda rows: _rows(self._writer, rows))
+        self._frontier, self._size = build_frontier(size, found), size
 
     def _query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         self._check_open()
@@ -178,28 +176,51 @@ class PostgresLogStore(SequencedStore):
                 rows: list[tuple[Any, ...]] = conn.execute(sql, params).fetchall()
                 return rows
         except psycopg.Error as exc:
-            raise StoreError(f"log store read failed: {first_line(exc)}") from exc
+            raise StoreError(f"log store read failed: {_first_line(exc)}") from exc
         except Exception as exc:  # the pool's own errors (timeout, closed)
-            raise StoreError(f"log store read failed: {first_line(exc)}") from exc
+            raise StoreError(f"log store read failed: {_first_line(exc)}") from exc
 
     # -- writes -----------------------------------------------------------------------------
 
-    def _commit_batch(self, batch: list[_Request]) -> None:
-        """Queue the batch as one row; its callers are answered once a sequencer drained it.
-
-        Unlike the SQLite store this returns at once: the batcher gathers the next group while
-        this one waits, so a node keeps several rows in flight.
-        """
-        entries = [e for r in batch for e in r.entries]
-        queued = Queued(entries, leaf_hashes(entries), [(r.future, len(r.entries)) for r in batch])
+    def _write(self, entries: list[bytes]) -> list[int]:
+        """Commit `entries` as one transaction under the sequencer lock; return their indices."""
+        leaves = leaf_hashes(entries)
+        conn = self._writer
         try:
-            self._waiter.enqueue(queued)
-        except Error as exc:
-            queued.fail(exc)
-        except Exception as exc:
-            queued.fail(StoreError(f"log store write failed, nothing was logged: {exc}"))
-        else:
-            self.batches_committed += 1
+            with conn.transaction():
+                # One sequencer at a time, whichever process it runs in.
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (SEQUENCER_LOCK,))
+                size = self._db_size(conn)
+                if size != self._size:
+                    self._reload(size)
+                known = self._lookup(conn, leaves)
+                indices, size, frontier, rows = extend_tree(
+                    self._size, self._frontier, entries, leaves, known
+                )
+                if rows:
+                    with conn.cursor() as cur:
+                        cur.executemany(
+                            "INSERT INTO log_entries(idx, dk, leaf, nodes, data) "
+                            "VALUES (%s, %s, %s, %s, %s)",
+                            [(i, _dk(h), h, n, d) for i, h, n, d in rows],
+                        )
+        except psycopg.Error as exc:
+            self._size = -1  # unknown after a failure: reload before the next batch
+            raise StoreError(
+                f"log store write failed, nothing was logged: {_first_line(exc)}"
+            ) from exc
+        self._size, self._frontier = size, frontier
+        return indices
+
+    @staticmethod
+    def _lookup(conn: psycopg.Connection[Any], leaves: list[bytes]) -> dict[bytes, int]:
+        """Existing indices of any of `leaves`, by the dedup key, confirmed on the full hash."""
+        keys = list({_dk(h) for h in leaves})
+        rows = conn.execute(
+            "SELECT idx, leaf FROM log_entries WHERE dk = ANY(%s)", (keys,)
+        ).fetchall()
+        wanted = set(leaves)
+        return {bytes(leaf): int(idx) for idx, leaf in rows if bytes(leaf) in wanted}
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -229,7 +250,7 @@ class PostgresLogStore(SequencedStore):
         h = leaf_hash(self._check_entry(entry))
         rows = self._query(
             "SELECT idx FROM log_entries WHERE dk = %s AND leaf = %s ORDER BY idx LIMIT 1",
-            (dedup_key(h), h),
+            (_dk(h), h),
         )
         return int(rows[0][0]) if rows else None
 
@@ -240,11 +261,8 @@ class PostgresLogStore(SequencedStore):
     # -- lifecycle --------------------------------------------------------------------------
 
     def _release(self) -> None:
-        # Our queued rows first: the sequencer (ours or another node's) still drains them.
-        self._waiter.wait_idle(self.ack_timeout)
-        self._queue_sequencer.close()
-        self._waiter.close()
         self._pool.close()
+        self._writer.close()
 
     def __enter__(self) -> PostgresLogStore:
         return self
@@ -317,20 +335,16 @@ class PostgresCheckpointState:
             with self._store._pool.connection() as conn:
                 conn.execute(sql, params)
         except psycopg.Error as exc:
-            raise StoreError(f"log state write failed: {first_line(exc)}") from exc
+            raise StoreError(f"log state write failed: {_first_line(exc)}") from exc
         except Exception as exc:  # the pool's own errors (timeout, closed)
-            raise StoreError(f"log state write failed: {first_line(exc)}") from exc
+            raise StoreError(f"log state write failed: {_first_line(exc)}") from exc
 
     def close(self) -> None:
         """Nothing to release: the store owns the connections."""
 
 
-def _check_schema(conn: psycopg.Connection[Any]) -> None:
-    """Refuse a ``log_entries`` table that is not this store's (another program's table)."""
+def _rows(conn: psycopg.Connection[Any], indices: Sequence[int]) -> dict[int, tuple[bytes, bytes]]:
     rows = conn.execute(
-        "SELECT column_name, data_type FROM information_schema.columns "
-        "WHERE table_name = 'log_entries' AND table_schema = current_schema()"
+        "SELECT idx, leaf, nodes FROM log_entries WHERE idx = ANY(%s)", (list(indices),)
     ).fetchall()
-    columns = {str(name): str(kind) for name, kind in rows}
-    if columns != _ENTRY_TYPES:
-        raise StoreError("table log_entries in this database is not an edgetrust log")
+    return {int(i): (bytes(leaf), bytes(nodes)) for i, leaf, nodes in rows}

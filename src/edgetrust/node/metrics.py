@@ -54,12 +54,6 @@ class NodeMetrics:
             registry=self.registry,
         )
         age.set_function(lambda: time.monotonic() - self._checkpoint_seen)
-        sequencer = Gauge(
-            "edgetrust_log_sequencer",
-            "1 if this node sequences the log now (holds the PostgreSQL sequencer lock).",
-            registry=self.registry,
-        )
-        sequencer.set_function(lambda: float(getattr(log.store, "is_sequencer", True)))
         self.rejected = Counter(
             "edgetrust_log_rejected_submissions",
             "Submissions refused: the envelope failed verification or validation.",
