@@ -26,7 +26,13 @@ from fastapi.responses import JSONResponse
 
 from edgetrust.errors import ConflictError, InvalidInputError, NotFoundError, VerificationError
 from edgetrust.human.gold import GoldError
-from edgetrust.human.http_claims import MAX_HUMAN_BODY, ClaimHandlers, _did, _envelope, _obj
+from edgetrust.human.http_claims import (
+    MAX_HUMAN_BODY,
+    ClaimHandlers,
+    _did,
+    _obj,
+    _statement,
+)
 from edgetrust.human.policy import DEFAULT_ORIGIN, DEFAULT_RP_ID, HumanRecord
 from edgetrust.human.published import stale_entries
 from edgetrust.human.reviewers import (
@@ -159,10 +165,9 @@ class HumanService(ClaimHandlers):
 
     def add_reviewer(self, log: Log, body: bytes) -> dict[str, Any]:
         """Log a reviewer statement whose passkey passed a registration ceremony here."""
-        env = _envelope(_obj(body, "reviewer statement"))
-        signed = _open(env)
-        if signed.statement.predicate_type != REVIEWER_PREDICATE_TYPE:
-            raise InvalidInputError("not a human-reviewer statement")
+        env, signed = _statement(
+            body, "reviewer statement", REVIEWER_PREDICATE_TYPE, "human-reviewer"
+        )
         passkey = passkey_from_statement(signed.statement)
         data = env.to_json()
         self.sync(log)
@@ -223,10 +228,7 @@ class HumanService(ClaimHandlers):
 
     def add_task(self, log: Log, body: bytes) -> dict[str, Any]:
         """Log a signed task statement."""
-        env = _envelope(_obj(body, "task statement"))
-        signed = _open(env)
-        if signed.statement.predicate_type != TASK_PREDICATE_TYPE:
-            raise InvalidInputError("not a human-task statement")
+        env, signed = _statement(body, "task statement", TASK_PREDICATE_TYPE, "human-task")
         task = task_from_statement(signed.statement)
         self.sync(log)
         with self._lock:
@@ -295,10 +297,7 @@ class HumanService(ClaimHandlers):
 
     def submit_verdict(self, log: Log, body: bytes) -> dict[str, Any]:
         """Verify a signed review (DID signature + passkey assertion over its digest); log it."""
-        env = _envelope(_obj(body, "verdict"))
-        signed = _open(env)
-        if signed.statement.predicate_type != REVIEW_PREDICATE_TYPE:
-            raise InvalidInputError("not a human-review statement")
+        env, signed = _statement(body, "verdict", REVIEW_PREDICATE_TYPE, "human-review")
         verdict = verdict_from_statement(signed.statement)
         data = env.to_json()
         self.sync(log)

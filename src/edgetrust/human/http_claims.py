@@ -31,7 +31,7 @@ from edgetrust.human.vouch import (
 )
 from edgetrust.identity import public_bytes_from_did
 from edgetrust.log.service import Log
-from edgetrust.statement import IN_TOTO_PAYLOAD_TYPE
+from edgetrust.statement import IN_TOTO_PAYLOAD_TYPE, SignedStatement
 from edgetrust.statement import open_signed_statement as _open
 
 if TYPE_CHECKING:
@@ -64,6 +64,15 @@ def _envelope(obj: dict[str, Any]) -> Envelope:
     return envelope_from_dict(env)
 
 
+def _statement(body: bytes, what: str, ptype: str, name: str) -> tuple[Envelope, SignedStatement]:
+    """The request's envelope and its verified statement, refused unless of type `ptype`."""
+    env = _envelope(_obj(body, what))
+    signed = _open(env)
+    if signed.statement.predicate_type != ptype:
+        raise InvalidInputError(f"not a {name} statement")
+    return env, signed
+
+
 class ClaimHandlers:
     """Gold, vouch and aggregate handlers; mixed into `HumanService`, which provides the rest."""
 
@@ -87,10 +96,7 @@ class ClaimHandlers:
 
     def reveal_gold(self, log: Log, body: bytes) -> dict[str, Any]:
         """Log a gold reveal that opens its task's commitment (signed by the task's author)."""
-        env = _envelope(_obj(body, "gold reveal"))
-        signed = _open(env)
-        if signed.statement.predicate_type != GOLD_PREDICATE_TYPE:
-            raise InvalidInputError("not a human-gold reveal statement")
+        env, signed = _statement(body, "gold reveal", GOLD_PREDICATE_TYPE, "human-gold reveal")
         reveal = reveal_from_statement(signed.statement)
         data = env.to_json()
         self.sync(log)
@@ -133,10 +139,7 @@ class ClaimHandlers:
 
         Its passkey assertion is verified over the vouch digest first.
         """
-        env = _envelope(_obj(body, "vouch"))
-        signed = _open(env)
-        if signed.statement.predicate_type != VOUCH_PREDICATE_TYPE:
-            raise InvalidInputError("not a human-vouch statement")
+        env, signed = _statement(body, "vouch", VOUCH_PREDICATE_TYPE, "human-vouch")
         data = env.to_json()
         self.sync(log)
         with self._lock:
@@ -169,10 +172,9 @@ class ClaimHandlers:
 
         One that later verdicts or a gold reveal on its task have made stale is refused (400).
         """
-        env = _envelope(_obj(body, "aggregate statement"))
-        signed = _open(env)
-        if signed.statement.predicate_type != AGGREGATE_PREDICATE_TYPE:
-            raise InvalidInputError("not a human-aggregate statement")
+        env, signed = _statement(
+            body, "aggregate statement", AGGREGATE_PREDICATE_TYPE, "human-aggregate"
+        )
         claim = published_from_statement(signed.statement)
         if claim.log_size > log.size():
             raise InvalidInputError("aggregate logSize is beyond the log")
