@@ -114,6 +114,17 @@ def test_keyboard_reaches_every_control(server: Server, browser: object, world: 
         "/disputes",
     ):
         page.goto(server.url + url)
+        # The review page keeps its sign-in buttons disabled until the browser's reviewer key
+        # is loaded (IndexedDB + WebCrypto): count once they are, or a slow machine tabs past
+        # buttons that cannot take focus yet.
+        # (polled with evaluate: the pages' CSP forbids wait_for_function's string eval)
+        for _ in range(200):
+            if page.evaluate(
+                "Array.from(document.querySelectorAll('#register, #login, #logout'))"
+                ".every(b => !b.disabled)"
+            ):
+                break
+            page.wait_for_timeout(50)
         want = page.evaluate(
             "Array.from(document.querySelectorAll('a[href], input:not([type=hidden]), button, "
             "summary, select, textarea')).length"
