@@ -1,4 +1,8 @@
-"""Files a user names: the size limit is checked before a byte is read, errors are one line."""
+"""Files a user names, and the private files edgetrust writes.
+
+Reads check the size limit before a byte is read, with one-line errors; private writes are
+mode 0600 from the first byte and atomic.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from pathlib import Path
 
 from edgetrust.errors import InvalidInputError, NotFoundError, ResourceLimitError
 
-__all__ = ["checked_size", "read_limited"]
+__all__ = ["checked_size", "read_limited", "write_private"]
 
 
 def checked_size(path: str | os.PathLike[str], what: str, *, max_bytes: int) -> int:
@@ -41,3 +45,14 @@ def read_limited(path: str | os.PathLike[str], what: str, *, max_bytes: int) -> 
         return Path(path).read_bytes()
     except OSError as exc:
         raise InvalidInputError(f"cannot read {what} {path}: {exc.strerror}") from exc
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write `data` atomically with mode 0600 from the first byte (temp file, fsync, rename)."""
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

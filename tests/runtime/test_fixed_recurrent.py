@@ -32,10 +32,15 @@ def _model(initial: bool = False, inputs: list[str] | None = None, **attrs: Any)
     if initial:
         inits += [numpy_helper.from_array(H0, "h0"), numpy_helper.from_array(C0, "c0")]
     node = helper.make_node("LSTM", ins, ["Y", "Yh"], "lstm", hidden_size=H, **attrs)
+    return _wrap(node, inits)
+
+
+def _wrap(node: Any, inits: list[Any]) -> bytes:
+    """A model of `node` whose Y is an output and whose Y_h feeds a Relu (so both are read)."""
     relu = helper.make_node("Relu", ["Yh"], ["r"], "relu")
     graph = helper.make_graph(
         [node, relu],
-        "lstm",
+        node.name,
         [helper.make_tensor_value_info("X", TensorProto.FLOAT, [S, B, IN])],
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("Y", "r")],
         inits,
@@ -217,17 +222,7 @@ def _gru(lbr: int = 0, initial: bool = False, **attrs: Any) -> bytes:
     node = helper.make_node(
         "GRU", ins, ["Y", "Yh"], "gru", hidden_size=H, linear_before_reset=lbr, **attrs
     )
-    relu = helper.make_node("Relu", ["Yh"], ["r"], "relu")
-    graph = helper.make_graph(
-        [node, relu],
-        "gru",
-        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [S, B, IN])],
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("Y", "r")],
-        inits,
-    )
-    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
-    m.ir_version = 8
-    return m.SerializeToString()
+    return _wrap(node, inits)
 
 
 def _gru_reference(ex: FixedExecutor, x: list, h0: Any, lbr: int) -> list:

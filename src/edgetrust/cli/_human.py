@@ -165,12 +165,11 @@ def _gold_path(home: str | None, task: str) -> Path:
 
 def _save_secret(path: Path, secret: dict[str, str]) -> None:
     import json
-    import os
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(secret, f)
+    from edgetrust.files import write_private
+
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    write_private(path, json.dumps(secret).encode())
 
 
 @task_app.command("reveal")

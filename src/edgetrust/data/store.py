@@ -26,23 +26,13 @@ from edgetrust.data.dataset import (
 from edgetrust.dsse import Envelope, parse_envelope
 from edgetrust.encoding import digest_hex
 from edgetrust.errors import InvalidInputError, NotFoundError
+from edgetrust.files import write_private
 from edgetrust.home import resolve_home
 from edgetrust.identity import Identity
 
 __all__ = ["DataStore"]
 
 _PREFIX_RE = re.compile(r"^(sha256:)?[0-9a-f]{8,64}$")
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write `data` atomically with mode 0600 from the first byte."""
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 class DataStore:
