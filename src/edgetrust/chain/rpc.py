@@ -205,6 +205,12 @@ class Chain:
 
     def _send(self, account: LocalAccount, tx: Any, *, action: str, timeout: float) -> TxReceipt:
         """Sign `tx` locally, send it raw and wait until it is mined; a failed one reverts."""
+        if "gas" in tx:
+            # The estimate is the least gas that succeeded against the state it was run on; a
+            # block mined a moment later (another timestamp, a refund counted differently) can
+            # need a little more, and an out-of-gas revert says nothing. 20% headroom; unused
+            # gas is not charged, so gas_used and every measurement stay the same.
+            tx = {**tx, "gas": int(tx["gas"]) * 6 // 5 + 10_000}
         with _chain_errors(action, timeout):
             signed = account.sign_transaction(tx)
             tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
