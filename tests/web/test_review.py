@@ -141,7 +141,8 @@ def test_review_full_flow(page: tuple[object, object, str, list[str]], server: S
     first.locator("input[value=no]").check()
     first.locator("button").click()
     first.locator(".mine", has_text="Verdict logged at entry").wait_for()
-    assert "no (posterior" in first.locator(".result").inner_text()
+    # The page fetches the task's aggregate after the verdict is logged: wait for it.
+    first.locator(".result", has_text="no (posterior").wait_for()
     pg.screenshot(path=str(ARTIFACTS / "review.png"), full_page=True)  # type: ignore[attr-defined]
 
     # A reload shows the logged verdict and its aggregate, server-rendered.
