@@ -62,13 +62,16 @@ def check_time(value: object, what: str, *, now: datetime | None = None) -> date
     return when
 
 
-def check_text(value: object, what: str) -> str:
-    """Return `value` if it is text in the profile, or raise `ProfileError` naming `TEXT_RULE`."""
+def check_text(value: object, what: str, *, multiline: bool = False) -> str:
+    """Return `value` if it is text in the profile, or raise `ProfileError` naming `TEXT_RULE`.
+
+    `multiline` admits line feeds (and only them) for free text such as descriptions.
+    """
     if not isinstance(value, str):
         raise ProfileError(f"{what} must be a string", rule=TEXT_RULE)
     for ch in value:
         cat = unicodedata.category(ch)
-        if cat in ("Cc", "Cs") or ch in _BIDI:
+        if (cat in ("Cc", "Cs") and not (multiline and ch == "\n")) or ch in _BIDI:
             raise ProfileError(f"{what} contains the character U+{ord(ch):04X}", rule=TEXT_RULE)
     if not unicodedata.is_normalized("NFC", value):
         raise ProfileError(f"{what} is not in Unicode NFC", rule=TEXT_RULE)

@@ -22,7 +22,7 @@ from edgetrust.data.dataset import (
 )
 from edgetrust.data.store import DataStore
 from edgetrust.encoding import digest_bytes
-from edgetrust.errors import InvalidInputError, NotFoundError, ResourceLimitError
+from edgetrust.errors import InvalidInputError, NotFoundError, ProfileError, ResourceLimitError
 from edgetrust.identity import Identity
 
 OWNER = Identity.from_seed(bytes(range(32)), "owner")
@@ -166,6 +166,24 @@ def test_card_signs_and_reads_back() -> None:
     assert read_dataset_card(env.to_json()) == card
     with pytest.raises(InvalidInputError):
         card.sign(Identity.generate())  # only the owner signs its card
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("name", "payroll\u202egpj.csv"),  # bidi override: shows as another name
+        ("name", "two\nlines"),
+        ("licence", "CC-BY\x00-4.0"),
+        ("name", "cafe\u0301"),  # not NFC
+        ("description", "fine\nuntil\x1b[2J"),  # a terminal escape
+    ],
+)
+def test_card_text_outside_the_text_profile_is_refused(field: str, value: str) -> None:
+    args = {"name": "v", "licence": "CC-BY-4.0", "description": "line one\nline two"}
+    assert DatasetCard.describe(VECTOR, owner=OWNER.did, **args).description == "line one\nline two"
+    args[field] = value
+    with pytest.raises(ProfileError, match=f"dataset {field}"):
+        DatasetCard.describe(VECTOR, owner=OWNER.did, **args)
 
 
 def test_tampered_card_is_refused() -> None:

@@ -38,6 +38,7 @@ from edgetrust.encoding import (
 from edgetrust.errors import InvalidInputError
 from edgetrust.files import read_limited
 from edgetrust.identity import Identity, public_bytes_from_did
+from edgetrust.profiles import check_text
 from edgetrust.statement import (
     IN_TOTO_PAYLOAD_TYPE,
     Statement,
@@ -428,8 +429,10 @@ class DatasetCard:
             for label, text in (("name", name), ("licence", licence)):
                 if not isinstance(text, str) or not 0 < len(text) <= 256:
                     raise InvalidInputError(f"dataset {label} must be 1-256 characters")
+                check_text(text, f"dataset {label}")
             if not isinstance(description, str) or len(description) > 4096:
                 raise InvalidInputError("dataset description must be text of ≤ 4096 characters")
+            check_text(description, "dataset description", multiline=True)
             count = pred["count"]
             if not isinstance(count, int) or isinstance(count, bool) or count < 0:
                 raise InvalidInputError("dataset count must be a non-negative integer")
