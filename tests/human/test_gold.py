@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -11,13 +12,26 @@ from fastapi.testclient import TestClient
 
 from edgetrust.dsse import sign_envelope
 from edgetrust.errors import InvalidInputError
-from edgetrust.human.gold import gold_commitment, new_salt, sign_reveal
+from edgetrust.human.gold import decoy_commitment, gold_commitment, new_salt, sign_reveal
 from edgetrust.human.policy import HumanRecord
 from edgetrust.human.reviewers import ReviewerRegistry, sign_reviewer_statement
-from edgetrust.human.tasks import Verdict, make_task, review_digest, sign_review, sign_task
+from edgetrust.human.tasks import (
+    TASK_PREDICATE_TYPE,
+    Verdict,
+    make_task,
+    review_digest,
+    sign_review,
+    sign_task,
+    task_from_statement,
+)
 from edgetrust.identity import Identity
 from edgetrust.log.service import Log
-from edgetrust.statement import IN_TOTO_PAYLOAD_TYPE
+from edgetrust.statement import (
+    IN_TOTO_PAYLOAD_TYPE,
+    Subject,
+    encode_statement,
+    open_signed_statement,
+)
 
 from .authenticator import SoftAuthenticator
 from .test_http import ORIGIN, RP, _err, _ok, env, register, review
@@ -76,6 +90,49 @@ def test_committed_answer_is_not_in_the_log_before_the_reveal() -> None:
     assert rec.refused == [] and rec.gold == {}
 
 
+def _shape(value: Any) -> Any:
+    """The JSON structure with every string replaced by its length."""
+    if isinstance(value, dict):
+        return {k: _shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shape(v) for v in value]
+    return len(value) if isinstance(value, str) else type(value).__name__
+
+
+def test_gold_and_ordinary_tasks_look_alike_in_the_log() -> None:
+    scene = _crowd(2, [0])
+    gold, ordinary = scene["tasks"]
+    logged = [e for e in scene["entries"] if open_signed_statement(e).statement.predicate_type
+              == TASK_PREDICATE_TYPE]  # fmt: skip
+    assert len(logged) == 2
+    envelopes = [json.loads(e) for e in logged]
+    statements = [json.loads(base64.b64decode(e["payload"])) for e in envelopes]
+    # same field set, nesting and string lengths, in the statement and in the envelope
+    assert _shape(statements[0]) == _shape(statements[1])
+    assert _shape(envelopes[0]) == _shape(envelopes[1])
+    assert len(logged[0]) == len(logged[1])
+    keys = [set(s["predicate"]) for s in statements]
+    assert keys[0] == keys[1] == {"question", "answers", "gold"}
+    assert len(statements[0]["predicate"]["gold"]) == len(statements[1]["predicate"]["gold"]) == 64
+    assert gold.commitment is not None and ordinary.commitment is not None
+    # every ordinary task gets its own decoy: no shared value marks the non-gold ones
+    assert len({make_task("ab" * 32, "q?", ANSWERS).commitment for _ in range(8)}) == 8
+    assert len(decoy_commitment()) == 64
+
+
+def test_old_form_task_without_a_commitment_is_still_read() -> None:
+    author = Identity.generate()
+    predicate = {"question": "Right digit?", "answers": ANSWERS}
+    payload = encode_statement([Subject("subject", "12" * 32)], TASK_PREDICATE_TYPE, predicate)
+    entry = sign_envelope(payload, IN_TOTO_PAYLOAD_TYPE, author).to_json()
+    task = task_from_statement(open_signed_statement(entry).statement)
+    assert task.commitment is None and task.payload() == payload  # digest unchanged
+    reveal = sign_reveal(author, task.digest, "correct", new_salt()).to_json()
+    rec = _replay([entry, reveal])
+    assert task.digest in rec.tasks and rec.gold == {}
+    assert "not a gold task" in rec.refused[0]
+
+
 def test_reveal_anchors_ds_and_scores_reviewers() -> None:
     scene = _crowd(12, [0, 1, 2, 3])
     tasks, (good, _) = scene["tasks"], scene["people"][0]
@@ -105,8 +162,10 @@ def test_bad_reveals_are_refused_on_replay() -> None:
     rec = _replay(scene["entries"] + [wrong_salt, wrong_answer, not_author, not_gold, unknown])
     assert rec.gold == {} and len(rec.refused) == 5
     text = " | ".join(rec.refused)
-    for word in ("does not match", "author", "not a gold task", "not in the log"):
+    for word in ("does not match", "author", "not in the log"):
         assert word in text
+    # a task that is not gold carries a decoy: refused like a wrong salt, never "not gold"
+    assert rec.refused[3] == rec.refused[0].replace(task.digest[:12], scene["tasks"][1].digest[:12])
 
 
 def test_verdict_after_the_reveal_does_not_count() -> None:
@@ -141,7 +200,7 @@ def test_http_reveal_and_refusals(env: tuple[TestClient, Log]) -> None:
     listed = _ok(c.post("/v1/human/tasks", json=sign_task(author, task).to_dict()))
     assert listed["digest"] == task.digest
     row = _ok(c.get("/v1/human/tasks"))["tasks"][0]
-    assert row["gold"] is True and row["revealed"] is None
+    assert row["gold"] is False and row["revealed"] is None  # not known before the reveal
     for me, auth in people:
         _ok(review(c, me, auth, task.digest, "wrong"))
     forged = sign_reveal(author, task.digest, "correct", salt).to_dict()
@@ -157,7 +216,8 @@ def test_http_reveal_and_refusals(env: tuple[TestClient, Log]) -> None:
         c.post("/v1/human/gold", json=sign_reveal(author, task.digest, "wrong", salt).to_dict())
     )
     assert body["answer"] == "wrong" and body["verdicts"] == 3 and body["duplicate"] is False
-    assert _ok(c.get("/v1/human/tasks"))["tasks"][0]["revealed"] == "wrong"
+    row = _ok(c.get("/v1/human/tasks"))["tasks"][0]
+    assert row["gold"] is True and row["revealed"] == "wrong"
     late, auth = register(c)
     _err(review(c, late, auth, task.digest, "wrong"), 400, "already revealed")
     rep = _ok(c.get(f"/v1/human/reviewers/{people[0][0].did}"))

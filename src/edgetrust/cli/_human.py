@@ -123,7 +123,8 @@ def task_add(
         typer.Option(
             "--gold",
             help="Make it a gold task with this known answer: only a salted commitment is "
-            "logged; the answer stays in $EDGETRUST_HOME/human/gold/ until 'task reveal'.",
+            "logged (every task carries one, so gold tasks look like the others); "
+            "the answer stays in $EDGETRUST_HOME/human/gold/ until 'task reveal'.",
         ),
     ] = None,
     node: NodeOpt = "http://127.0.0.1:8080",

@@ -1,9 +1,11 @@
 """Gold tasks: a known answer committed with the task, revealed later, only then used.
 
-A gold task's statement carries ``gold`` = the commitment
+Every task statement carries ``gold``, 64 hex characters. A gold task's is the commitment
 ``sha256(JCS({"answer": a, "salt": s}))`` (`gold_commitment`), where `s` is 32 random bytes
 in hex kept by the task's author, so reviewers reading the log cannot tell the gold answer
-(the salt makes guessing over the few allowed answers useless). Once reviewers have
+(the salt makes guessing over the few allowed answers useless). Any other task's is a decoy,
+the sha256 of 32 random bytes nobody keeps (`decoy_commitment`), so reviewers cannot tell
+which tasks are gold either, until a reveal. Once reviewers have
 answered, the author logs a reveal (`https://edgetrust.dev/human-gold/v1`: subject = the task
 digest, predicate ``{task, answer, salt}``). `HumanRecord` checks it against the commitment,
 and only from then on clamps the task to its answer in Dawid–Skene, anchoring every reviewer's
@@ -35,6 +37,7 @@ __all__ = [
     "GoldError",
     "GoldReveal",
     "check_reveal",
+    "decoy_commitment",
     "gold_commitment",
     "new_salt",
     "reveal_from_statement",
@@ -70,6 +73,16 @@ def gold_commitment(answer: str, salt: str) -> str:
         raise InvalidInputError("gold answer must be a non-empty string")
     _hex(salt, 64, "gold salt")
     return hashlib.sha256(canonical_json({"answer": answer, "salt": salt})).hexdigest()
+
+
+def decoy_commitment() -> str:
+    """What a task that is not gold carries as ``gold``: sha256 hex of 32 random bytes.
+
+    The preimage is not kept, so it can never be opened; it has the shape and length of a
+    `gold_commitment`, and, sha256 being a random function to anyone without the preimage,
+    no test on its value tells it from one.
+    """
+    return hashlib.sha256(secrets.token_bytes(32)).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -122,7 +135,7 @@ def check_reveal(
     """
     short = reveal.task[:12]
     if commitment is None:
-        raise GoldError(f"task {short} is not a gold task (no commitment was logged with it)")
+        raise GoldError(f"task {short} is not a gold task (it was logged without a commitment)")
     if signer != author:
         raise GoldError(f"a gold reveal of task {short} must be signed by the task's author")
     if reveal.answer not in answers:

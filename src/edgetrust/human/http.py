@@ -335,7 +335,8 @@ class HumanService(ClaimHandlers):
                     **_task_json(task, digest),
                     "index": self._task_index.get(digest),
                     "verdicts": len(votes),
-                    "gold": task.gold is not None,
+                    # gold is known only once revealed: before, every task looks alike
+                    "gold": digest in self.record.gold,
                     "revealed": self.record.gold.get(digest),
                 }
                 if reviewer is not None:

@@ -193,7 +193,7 @@ class HumanRecord:
         check_reveal(
             reveal,
             signer,
-            commitment=task.gold,
+            commitment=task.commitment,
             author=self.authors[reveal.task],
             answers=task.answers,
         )
@@ -348,13 +348,13 @@ class HumanAttested:
     def verify(self, receipt: Receipt) -> None:
         """Accept when one task on this receipt's output meets the bar."""
         subject = receipt.output_digest.removeprefix("sha256:")
-        mine = [
-            r for r in self._results.values() if r.task.subject == subject and r.task.gold is None
-        ]
+        # a revealed gold task's result is its author's answer, not the reviewers' judgement
+        gold = self.record.gold
+        mine = [r for d, r in self._results.items() if r.task.subject == subject and d not in gold]
         vouched = f" vouched by {self.min_vouches}+" if self.min_vouches else ""
         if not mine:
             reviewed = any(
-                t.subject == subject and t.gold is None and self.record.verdicts.get(d)
+                t.subject == subject and d not in gold and self.record.verdicts.get(d)
                 for d, t in self.record.tasks.items()
             )
             if reviewed and self.min_vouches:  # only unvouched reviewers answered

@@ -1,10 +1,15 @@
 """Review tasks and reviewer attestations: logged in-toto statements over a receipt's digest.
 
-A task (`https://edgetrust.dev/human-task/v1`) names a receipt (its subject digest), a question
-and the allowed answers. A verdict (`https://edgetrust.dev/human-review/v1`) carries the task
-digest, the answer, a confidence in [0, 1], the reviewer DID, and a WebAuthn assertion whose
-challenge is the *review digest* (sha256 of the canonical JSON of those four fields), so a
-stolen DID key alone cannot vote: the passkey must approve that exact verdict.
+A task (`https://edgetrust.dev/human-task/v1`) names a receipt (its subject digest), a question,
+the allowed answers and a commitment (predicate key ``gold``, 64 hex characters): to the known
+answer for a gold task, to a random value never opened for any other, so the log cannot tell
+them apart before a reveal (`edgetrust.human.gold`). Tasks logged before every task carried
+one (the key absent) are still read, with `Task.commitment` None.
+
+A verdict (`https://edgetrust.dev/human-review/v1`) carries the task digest, the answer, a
+confidence in [0, 1], the reviewer DID, and a WebAuthn assertion whose challenge is the *review
+digest* (sha256 of the canonical JSON of those four fields), so a stolen DID key alone cannot
+vote: the passkey must approve that exact verdict.
 """
 
 from __future__ import annotations
@@ -60,8 +65,12 @@ class Task:
     question: str
     answers: tuple[str, ...]
     """The allowed answers, in order; aggregation indexes classes by this order."""
-    gold: str | None = None
-    """For a gold task: the commitment to its known answer (`edgetrust.human.gold`)."""
+    commitment: str | None = None
+    """sha256 hex logged as ``gold``: a gold answer's commitment or a decoy, alike in the log.
+
+    None only for a task read from the log in the old form (no ``gold`` key), which was
+    therefore not a gold task. Whether a task is gold is known only once a reveal opens it.
+    """
 
     @property
     def digest(self) -> str:
@@ -71,8 +80,8 @@ class Task:
     def payload(self) -> bytes:
         """The canonical in-toto statement bytes of this task."""
         predicate: dict[str, Any] = {"question": self.question, "answers": list(self.answers)}
-        if self.gold is not None:
-            predicate["gold"] = self.gold
+        if self.commitment is not None:
+            predicate["gold"] = self.commitment
         return encode_statement([Subject("subject", self.subject)], TASK_PREDICATE_TYPE, predicate)
 
 
@@ -91,14 +100,24 @@ def _hex64(value: object, what: str) -> str:
 def make_task(
     subject: str, question: str, answers: Sequence[str], *, gold: str | None = None
 ) -> Task:
-    """A checked `Task`; `gold` is a gold answer's commitment (`gold.gold_commitment`)."""
+    """A checked `Task` carrying a commitment.
+
+    `gold` is a gold answer's commitment (`gold.gold_commitment`); without it the task gets a
+    decoy (`gold.decoy_commitment`), so both kinds of task have the same fields and lengths.
+    """
+    from edgetrust.human.gold import decoy_commitment
+
+    return _checked(subject, question, answers, decoy_commitment() if gold is None else gold)
+
+
+def _checked(subject: str, question: str, answers: Sequence[str], commitment: str | None) -> Task:
     _hex64(subject, "task subject")
     _text(question, "task question")
     if not 2 <= len(answers) <= _MAX_ANSWERS or len(set(answers)) != len(answers):
         raise InvalidInputError(f"a task needs 2-{_MAX_ANSWERS} distinct answers")
-    if gold is not None:
-        _hex64(gold, "gold commitment")
-    return Task(subject, question, tuple(_text(a, "answer") for a in answers), gold)
+    if commitment is not None:
+        _hex64(commitment, "task gold commitment")
+    return Task(subject, question, tuple(_text(a, "answer") for a in answers), commitment)
 
 
 def sign_task(author: Identity, task: Task) -> Envelope:
@@ -107,14 +126,14 @@ def sign_task(author: Identity, task: Task) -> Envelope:
 
 
 def task_from_statement(statement: Statement) -> Task:
-    """Read a `Task` from a task statement."""
+    """Read a `Task` from a task statement (the old form, without ``gold``, is accepted)."""
     p = statement.predicate
     keys = set(p) - {"gold"}
     if keys != {"question", "answers"} or not isinstance(p["answers"], list):
         raise InvalidInputError(
-            "task predicate needs question and answers (a list), and optionally gold"
+            "task predicate needs question, answers (a list) and gold (its commitment)"
         )
-    return make_task(statement.subjects[0].sha256, p["question"], p["answers"], gold=p.get("gold"))
+    return _checked(statement.subjects[0].sha256, p["question"], p["answers"], p.get("gold"))
 
 
 def _validate_task(statement: Statement, signer: str) -> None:
