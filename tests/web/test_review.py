@@ -6,6 +6,7 @@ replayed verdict envelope (409) refused with their one-line messages; no console
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -29,10 +30,9 @@ pytestmark = pytest.mark.slow
 assert Path(CHROMIUM).exists()  # test_browser skips the module otherwise
 
 
-@pytest.fixture(scope="module")
-def server(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A node whose relying party is ``localhost`` at its own origin, with two review tasks."""
-    home = tmp_path_factory.mktemp("review") / "node"
+@contextlib.contextmanager
+def _node(world: World, home: Path) -> Iterator[Server]:
+    """A node over a copy of the world's log whose relying party is ``localhost``."""
     shutil.copytree(world.home, home)
     port = free_port()
     origin = f"http://localhost:{port}"
@@ -57,17 +57,26 @@ def server(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def server(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A node whose relying party is ``localhost`` at its own origin, with two review tasks."""
+    with _node(world, tmp_path_factory.mktemp("review") / "node") as srv:
         author = Identity.generate("review-author")
         subject = hashlib.sha256(parse_bundle(world.bundle.read_bytes()).leaf_data()).hexdigest()
         for task in (
             make_task(subject, "Is this digit classified correctly?", ["yes", "no"]),
             make_task("ab" * 32, "Question " + XSS, ["ok", XSS]),
         ):
-            resp = httpx.post(origin + "/v1/human/tasks", content=sign_task(author, task).to_json())
+            resp = httpx.post(
+                srv.url + "/v1/human/tasks", content=sign_task(author, task).to_json()
+            )
             assert resp.status_code == 200, resp.text
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture
@@ -205,3 +214,61 @@ def test_cancelled_ceremony_shows_an_error(
     pg.click("#login")  # type: ignore[attr-defined]
     pg.locator("#problem", has_text="not a registered").wait_for()  # type: ignore[attr-defined]
     assert all("status of 404" in m for m in problems), problems
+
+
+def test_published_status_and_gold_reveal(
+    page: tuple[object, object, str, list[str]], world: World, tmp_path: Path
+) -> None:
+    """Per task: its published aggregate, current then stale; a revealed gold task's answer."""
+    from edgetrust.human.authenticator import SoftAuthenticator
+    from edgetrust.human.client import HumanClient
+
+    pg, _, _, problems = page
+    with _node(world, tmp_path / "node") as srv:
+
+        def person() -> HumanClient:
+            auth = SoftAuthenticator(rp_id="localhost", origin=srv.url)
+            return HumanClient(srv.url, Identity.generate(), auth)
+
+        author, crowd = person(), [person() for _ in range(2)]
+        for c in crowd:
+            c.register()
+        plain = author.add_task("cd" * 32, "Is the label a cat?", ["yes", "no"])["digest"]
+        added = author.add_task("ef" * 32, "Gold " + XSS, ["ok", XSS], gold=XSS)
+        gold, secret = added["digest"], added["goldSecret"]
+        for c in crowd:
+            c.review(plain, "yes")
+            c.review(gold, XSS)
+        current = author.publish_aggregate(plain)["index"]
+        stale = author.publish_aggregate(gold)["index"]
+        revealed = author.reveal(gold, secret["answer"], secret["salt"])["index"]
+
+        assert pg.goto(srv.url + "/review").status == 200  # type: ignore[attr-defined]
+        cat = pg.locator("article.task", has_text="a cat?")  # type: ignore[attr-defined]
+        cat.locator(".published", has_text=f"published at entry {current}: current").wait_for()
+        assert cat.locator(".gold").count() == 0  # an unrevealed or ordinary task: no flag
+        star = pg.locator("article.task", has_text="Gold ")  # type: ignore[attr-defined]
+        star.locator(".gold", has_text="gold task: answer " + XSS).wait_for()
+        star.locator(".published", has_text=f"stale (later: {revealed})").wait_for()
+        assert stale < revealed
+        assert pg.title() != "1"  # type: ignore[attr-defined]  # the escaped answer is inert
+
+        # A verdict from the browser makes the cat task's published aggregate stale, in place.
+        pg.locator("#did", has_text="did:key:z").wait_for()  # type: ignore[attr-defined]
+        pg.click("#register")  # type: ignore[attr-defined]
+        _status(pg, "Registered (log entry")
+        pg.click("#login")  # type: ignore[attr-defined]
+        _status(pg, "Signed in")
+        assert star.locator("form.answer").count() == 0  # revealed gold takes no verdicts
+        cat.locator("form.answer").wait_for()
+        cat.locator("button:enabled").wait_for()
+        cat.locator("button").click()
+        cat.locator(".mine", has_text="Verdict logged at entry").wait_for()
+        mine = cat.locator(".mine").inner_text()
+        index = int(mine.split("entry ", 1)[1].split(":", 1)[0])
+        cat.locator(".published", has_text=f"entry {current}: stale (later: {index})").wait_for()
+        cat.locator(".result", has_text="3 reviewer(s)").wait_for()
+        pg.screenshot(path=str(ARTIFACTS / "review-published.png"), full_page=True)  # type: ignore[attr-defined]
+        rows = httpx.get(srv.url + f"/v1/human/tasks/{plain}/aggregate").json()
+        assert rows["published"]["later"] == [index]
+    assert not problems, problems

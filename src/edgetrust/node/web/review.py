@@ -42,11 +42,20 @@ from edgetrust.node.web._page import (
 )
 from edgetrust.node.web.receipt import _top_classes, bundle_for_entry
 
-__all__ = ["SESSION_COOKIE", "SESSION_SECONDS", "Sessions", "TaskView", "router"]
+__all__ = [
+    "SESSION_COOKIE",
+    "SESSION_SECONDS",
+    "Sessions",
+    "TaskView",
+    "published_text",
+    "router",
+]
 
 NAV.append(("/review", "Review queue"))
 
 _CONTEXT_KINDS = ("receipt", "batch", "dataset", "capture root")
+_MAX_LATER = 10
+"""Later entries named in a stale aggregate's line; the rest are counted."""
 SESSION_COOKIE = "et_review"
 SESSION_SECONDS = 3600
 """A passkey session lasts an hour; then the reviewer signs in again."""
@@ -101,6 +110,24 @@ class TaskView:
     """The aggregated (Dawid–Skene) answer, posterior and reviewers, once there are verdicts."""
     mine: str | None = None
     """The signed-in reviewer's own answer, if any."""
+    revealed: str | None = None
+    """A gold task's answer, once its reveal is logged (before that no task looks gold)."""
+
+
+def published_text(published: dict[str, Any] | None) -> str:
+    """One line on a task's latest published aggregate (``published`` of an HTTP row).
+
+    ``static/review.js`` words it the same way when it refreshes a task after a verdict.
+    """
+    if published is None:
+        return "not published"
+    head = f"published at entry {published['index']}"
+    later = [str(i) for i in published["later"]]
+    if not published["stale"]:
+        return head + ": current"
+    more = len(later) - _MAX_LATER
+    shown = ", ".join(later[:_MAX_LATER]) + (f" and {more} more" if more > 0 else "")
+    return f"{head}: stale (later: {shown})"
 
 
 def _context(ctx: WebContext, subject: str) -> dict[str, Any] | None:
@@ -210,6 +237,7 @@ def router(ctx: WebContext) -> APIRouter:
                     context=_context(ctx, t["subject"]),
                     result=results.get(t["digest"]),
                     mine=t.get("mine"),
+                    revealed=t["revealed"],
                 )
                 for t in listing["tasks"]
             ]
@@ -227,6 +255,7 @@ def router(ctx: WebContext) -> APIRouter:
                 "reviewer": reviewer,
                 "rp_id": service.rp_id,
                 "origin": service.origin,
+                "published_text": published_text,
             },
         )
 

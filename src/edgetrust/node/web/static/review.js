@@ -145,6 +145,15 @@
   }
 
   // -- the page ---------------------------------------------------------------------------
+  // The same words as review.published_text on the server.
+  function publishedText(p) {
+    if (!p) { return "not published"; }
+    var head = "published at entry " + p.index;
+    if (!p.stale) { return head + ": current"; }
+    var later = p.later.slice(0, 10).join(", ");
+    if (p.later.length > 10) { later += " and " + (p.later.length - 10) + " more"; }
+    return head + ": stale (later: " + later + ")";
+  }
   function say(text) { $("status").textContent = text; }
   function problem(err) {
     var p = $("problem");
@@ -247,6 +256,7 @@
         article.querySelector(".result").textContent = agg.answer + " (posterior " +
           agg.posterior.toFixed(3) + ", " + agg.reviewers.length + " reviewer(s))";
         article.querySelector(".count").textContent = String(agg.reviewers.length);
+        article.querySelector(".published").textContent = publishedText(agg.published);
       })
       .catch(function (err) { mine.textContent = ""; problem(err); })
       .finally(function () { button.disabled = false; });
