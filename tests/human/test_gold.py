@@ -133,6 +133,16 @@ def test_old_form_task_without_a_commitment_is_still_read() -> None:
     assert "not a gold task" in rec.refused[0]
 
 
+def test_node_refuses_a_new_task_without_a_commitment(env: tuple[TestClient, Log]) -> None:
+    c, log = env
+    predicate = {"question": "Right digit?", "answers": ANSWERS}
+    payload = encode_statement([Subject("subject", "12" * 32)], TASK_PREDICATE_TYPE, predicate)
+    old_form = sign_envelope(payload, IN_TOTO_PAYLOAD_TYPE, Identity.generate()).to_dict()
+    size = log.size()
+    _err(c.post("/v1/human/tasks", json=old_form), 400, "needs gold, a commitment")
+    assert log.size() == size
+
+
 def test_reveal_anchors_ds_and_scores_reviewers() -> None:
     scene = _crowd(12, [0, 1, 2, 3])
     tasks, (good, _) = scene["tasks"], scene["people"][0]

@@ -259,8 +259,8 @@ def test_published_status_and_gold_reveal(
         _status(pg, "Registered (log entry")
         pg.click("#login")  # type: ignore[attr-defined]
         _status(pg, "Signed in")
+        cat.locator("form.answer").wait_for()  # the signed-in page, reloaded
         assert star.locator("form.answer").count() == 0  # revealed gold takes no verdicts
-        cat.locator("form.answer").wait_for()
         cat.locator("button:enabled").wait_for()
         cat.locator("button").click()
         cat.locator(".mine", has_text="Verdict logged at entry").wait_for()

@@ -227,9 +227,18 @@ class HumanService(ClaimHandlers):
     # -- tasks and verdicts ------------------------------------------------------------------
 
     def add_task(self, log: Log, body: bytes) -> dict[str, Any]:
-        """Log a signed task statement."""
+        """Log a signed task statement; a new one must carry a commitment (``gold``).
+
+        The log still replays tasks of the old form, but none is added: without the field an
+        ordinary task would stand out from its author's gold ones.
+        """
         env, signed = _statement(body, "task statement", TASK_PREDICATE_TYPE, "human-task")
         task = task_from_statement(signed.statement)
+        if task.commitment is None:
+            raise InvalidInputError(
+                "a task needs gold, a commitment: to its answer for a gold task, else a decoy "
+                "(make_task adds one), so gold tasks cannot be told apart"
+            )
         self.sync(log)
         with self._lock:
             data = env.to_json()

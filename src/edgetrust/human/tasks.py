@@ -23,6 +23,7 @@ from typing import Any
 from edgetrust.dsse import Envelope, sign_envelope
 from edgetrust.encoding import canonical_json
 from edgetrust.errors import ConflictError, InvalidInputError, VerificationError
+from edgetrust.human.gold import decoy_commitment
 from edgetrust.human.reviewers import ReviewerRegistry
 from edgetrust.identity import Identity, public_bytes_from_did
 from edgetrust.statement import (
@@ -105,8 +106,6 @@ def make_task(
     `gold` is a gold answer's commitment (`gold.gold_commitment`); without it the task gets a
     decoy (`gold.decoy_commitment`), so both kinds of task have the same fields and lengths.
     """
-    from edgetrust.human.gold import decoy_commitment
-
     return _checked(subject, question, answers, decoy_commitment() if gold is None else gold)
 
 
