@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edgetrust.dsse import sign_envelope
 from edgetrust.errors import InvalidInputError
@@ -118,6 +120,30 @@ def test_gold_and_ordinary_tasks_look_alike_in_the_log() -> None:
     # every ordinary task gets its own decoy: no shared value marks the non-gold ones
     assert len({make_task("ab" * 32, "q?", ANSWERS).commitment for _ in range(8)}) == 8
     assert len(decoy_commitment()) == 64
+
+
+_TEXT = st.text(min_size=1, max_size=40)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    question=_TEXT,
+    answers=st.lists(_TEXT, min_size=2, max_size=5, unique=True),
+    pick=st.integers(min_value=0, max_value=4),
+)
+def test_any_gold_task_has_the_bytes_shape_of_an_ordinary_one(
+    question: str, answers: list[str], pick: int
+) -> None:
+    subject = "5a" * 32
+    gold = make_task(
+        subject, question, answers, gold=gold_commitment(answers[pick % len(answers)], new_salt())
+    )
+    ordinary = make_task(subject, question, answers)
+    a, b = json.loads(gold.payload()), json.loads(ordinary.payload())
+    assert len(gold.payload()) == len(ordinary.payload()) and _shape(a) == _shape(b)
+    for task in (gold, ordinary):  # read back from the log form: the same task, same digest
+        entry = sign_task(Identity.generate(), task).to_json()
+        assert task_from_statement(open_signed_statement(entry).statement) == task
 
 
 def test_old_form_task_without_a_commitment_is_still_read() -> None:
