@@ -165,7 +165,7 @@ def test_node_refuses_a_new_task_without_a_commitment(env: tuple[TestClient, Log
     payload = encode_statement([Subject("subject", "12" * 32)], TASK_PREDICATE_TYPE, predicate)
     old_form = sign_envelope(payload, IN_TOTO_PAYLOAD_TYPE, Identity.generate()).to_dict()
     size = log.size()
-    _err(c.post("/v1/human/tasks", json=old_form), 400, "needs gold, a commitment")
+    _err(c.post("/v1/human/tasks", json=old_form), 400, "needs gold (64 hex)")
     assert log.size() == size
 
 

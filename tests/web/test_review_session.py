@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-from edgetrust.node.web.review import SESSION_COOKIE, SESSION_SECONDS, Sessions
+from edgetrust.node.web.review import SESSION_COOKIE, SESSION_SECONDS, Sessions, published_text
 from tests.web.conftest import log, publisher, site, world
 
 __all__ = ["log", "publisher", "site", "world"]
@@ -51,3 +51,17 @@ def test_session_and_logout_posts_need_csrf(site: TestClient) -> None:
     resp = site.post("/review/session", json={"did": DID, "credential": {}, "csrf": token})
     assert 400 <= resp.status_code < 500  # no passkey ceremony: refused, one line
     assert site.post("/review/logout", json={"csrf": token}).status_code == 200
+
+
+def test_published_text_words_every_case() -> None:
+    # the same words as publishedText() in static/review.js (checked in Chromium by
+    # test_review.py::test_published_status_and_gold_reveal)
+    assert published_text(None) == "not published"
+    row = {"index": 7, "logSize": 7, "stale": False, "later": []}
+    assert published_text(row) == "published at entry 7: current"
+    row = {**row, "stale": True, "later": [9, 12]}
+    assert published_text(row) == "published at entry 7: stale (later: 9, 12)"
+    row = {**row, "later": list(range(10, 23))}
+    assert published_text(row).endswith(
+        "(later: 10, 11, 12, 13, 14, 15, 16, 17, 18, 19 and 3 more)"
+    )

@@ -5,9 +5,9 @@ Every task statement carries ``gold``, 64 hex characters. A gold task's is the c
 in hex kept by the task's author, so reviewers reading the log cannot tell the gold answer
 (the salt makes guessing over the few allowed answers useless). Any other task's is a decoy,
 the sha256 of 32 random bytes nobody keeps (`decoy_commitment`), so reviewers cannot tell
-which tasks are gold either, until a reveal. Once reviewers have
-answered, the author logs a reveal (`https://edgetrust.dev/human-gold/v1`: subject = the task
-digest, predicate ``{task, answer, salt}``). `HumanRecord` checks it against the commitment,
+which tasks are gold either, until a reveal. Once reviewers have answered, the author logs a
+reveal (`https://edgetrust.dev/human-gold/v1`: subject = the task digest, predicate
+``{task, answer, salt}``). `HumanRecord` checks it against the commitment,
 and only from then on clamps the task to its answer in Dawid–Skene, anchoring every reviewer's
 reliability. A reveal that does not match, is not by the task's author or is for a task with no
 commitment is refused; a verdict on a gold task logged after its reveal is refused too (the

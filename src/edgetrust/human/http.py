@@ -236,8 +236,8 @@ class HumanService(ClaimHandlers):
         task = task_from_statement(signed.statement)
         if task.commitment is None:
             raise InvalidInputError(
-                "a task needs gold, a commitment: to its answer for a gold task, else a decoy "
-                "(make_task adds one), so gold tasks cannot be told apart"
+                "a task needs gold (64 hex): a commitment to its answer for a gold task, else a "
+                "decoy (make_task adds one), so that gold tasks cannot be told apart"
             )
         self.sync(log)
         with self._lock:
