@@ -14,6 +14,7 @@ from edgetrust.errors import ResourceLimitError
 from edgetrust.runtime.fixed import _nonlinear as nl
 from edgetrust.runtime.fixed._arith import (
     Rescale,
+    _mul_shift,
     apply_rescale,
     exact_matmul,
     make_rescale,
@@ -200,3 +201,48 @@ def test_apply_rescale_fused_path_edges() -> None:
     got = apply_rescale(x, rs, channel_axis=1)
     for i, j in np.ndindex(x.shape):
         assert got[i, j] == ref.rescale(int(x[i, j]), int(rs.mult[j]), 31)
+
+
+def _abs_path(x: np.ndarray, rs: Rescale, channel_axis: int | None = None) -> np.ndarray:
+    """The two-sided reference: `_mul_shift` on |x|, negated where x < 0 (shift ≥ 31)."""
+    mult = rs.mult.reshape(()) if rs.mult.size == 1 else rs.mult
+    if rs.mult.size > 1 and channel_axis is not None:
+        shape = [1] * x.ndim
+        shape[channel_axis] = rs.mult.size
+        mult = rs.mult.reshape(shape)
+    r = _mul_shift(np.abs(x), mult, rs.shift)
+    return np.where(x < 0, -r, r)
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(st.integers(-(2**62) + 1, 2**62 - 1), min_size=1, max_size=8),
+    st.floats(min_value=2.0**-40, max_value=0.999, allow_nan=False),
+)
+def test_apply_rescale_signed_split_path_is_exact(xs: list[int], ratio: float) -> None:
+    """Wide inputs (|x|·mult ≥ 2**63) take the signed split: the integers of the |x| path,
+    and of the Python-integer reference wherever the result is below 2**60."""
+    rs = make_rescale(ratio)
+    x = np.array(xs, np.int64)
+    got = apply_rescale(x, rs)
+    assert got.tolist() == _abs_path(x, rs).tolist()
+    assert apply_rescale(x, rs, bound=2**62 - 1).tolist() == got.tolist()
+    mult = int(rs.mult[0])
+    for v, g in zip(xs, got.tolist(), strict=True):
+        want = ref.rescale(v, mult, rs.shift)
+        if abs(want) < 2**60:
+            assert g == want
+
+
+def test_apply_rescale_signed_split_edges_per_channel() -> None:
+    """Ties at the 2**31 split, extreme magnitudes, zero and maximal multipliers."""
+    rs = Rescale(np.array([0, 1, 1 << 30, (1 << 31) - 1, 1 << 31], np.int64), 40)
+    edge = [0, 1, -1, (1 << 31) - 1, -(1 << 31), 1 << 31, -(1 << 31) - 1, (1 << 62) - 1]
+    vals = [*edge, -(1 << 62) + 1, 3 << 39, -(3 << 39), 1 << 39, -(1 << 39)]
+    x = np.array([[v] * 5 for v in vals], np.int64)
+    got = apply_rescale(x, rs, channel_axis=1)
+    assert got.tolist() == _abs_path(x, rs, channel_axis=1).tolist()
+    for i, j in np.ndindex(x.shape):
+        want = ref.rescale(int(x[i, j]), int(rs.mult[j]), 40)
+        if abs(want) < 2**60:
+            assert got[i, j] == want

@@ -162,12 +162,16 @@ def _mul_shift(a: I64, m: I64 | np.int64, s: int) -> I64:
     return out
 
 
-def apply_rescale(x: I64, rs: Rescale, *, channel_axis: int | None = None) -> I64:
+def apply_rescale(
+    x: I64, rs: Rescale, *, channel_axis: int | None = None, bound: int | None = None
+) -> I64:
     """round_half_away(x · mult / 2**shift), per-channel multipliers along `channel_axis`.
 
     Exact whenever |result| < 2**60 (and |x| < 2**62). For ratios ≥ 1, x is first clamped
     so that x · 2**(31 - shift) ≤ 2**61; a clamped x gives a result of the right sign and
-    magnitude ≥ 2**60, which every caller saturates far below.
+    magnitude ≥ 2**60, which every caller saturates far below. `bound`, when given, is a
+    proven bound on |x| (from the plan), which saves the two passes that find max |x|; the
+    integers are the same either way (every path below computes the same exact value).
     """
     mult: Any = rs.mult
     if mult.size == 1:
@@ -178,16 +182,19 @@ def apply_rescale(x: I64, rs: Rescale, *, channel_axis: int | None = None) -> I6
         mult = mult.reshape(shape)
     shift = rs.shift
     if shift >= 31 and x.ndim and x.size and x.dtype == np.int64:
-        # One fused pass when |x|·mult + 2**(shift-1) < 2**63: for x < 0,
-        # (x·m + 2**(s-1) - 1) >> s = -floor((|x|·m + 2**(s-1)) / 2**s) (write |x|·m + 2**(s-1)
-        # = q·2**s + r, 0 ≤ r < 2**s: the left side is floor(-q + (2**s - 1 - r) / 2**s) = -q).
-        xmax = max(int(x.max()), -int(x.min()))
+        xmax = bound if bound is not None else max(int(x.max()), -int(x.min()))
         if xmax * int(rs.mult.max()) + (1 << (shift - 1)) < (1 << 63):
+            # One fused pass when |x|·mult + 2**(shift-1) < 2**63: for x < 0,
+            # (x·m + 2**(s-1) - 1) >> s = -floor((|x|·m + 2**(s-1)) / 2**s) (write
+            # |x|·m + 2**(s-1) = q·2**s + r, 0 ≤ r < 2**s: the left side is
+            # floor(-q + (2**s - 1 - r) / 2**s) = -q).
             p: I64 = x * mult
             p += np.int64(1 << (shift - 1))
             p += x >> 63  # -1 where x < 0
             p >>= shift
             return p
+        if xmax < (1 << 62) and np.broadcast_shapes(x.shape, np.shape(mult)) == x.shape:
+            return _mul_shift_signed(x, mult, shift)
     a = np.abs(x)
     if shift < 31:
         left = 31 - shift
@@ -196,6 +203,28 @@ def apply_rescale(x: I64, rs: Rescale, *, channel_axis: int | None = None) -> I6
     r = _mul_shift(a, mult, shift)
     out: I64 = np.where(x < 0, -r, r)
     return out
+
+
+def _mul_shift_signed(x: I64, m: Any, s: int) -> I64:
+    """floor((x·m + 2**(s-1) - [x < 0]) / 2**s) - the fused rule above - without overflow,
+    for |x| < 2**62, 0 ≤ m ≤ 2**31, 31 ≤ s ≤ 62.
+
+    Split x = ah·2**31 + al with ah = x >> 31 (floor, |ah| ≤ 2**31) and 0 ≤ al < 2**31. With
+    c = 2**(s-1) - [x < 0] ≥ 0 and lo = al·m + c = q·2**31 + r (0 ≤ r < 2**31, lo < 2**63):
+    x·m + c = (ah·m + q)·2**31 + r, and floor(X / 2**s) = floor(floor(X / 2**31) / 2**(s-31)),
+    so the result is (ah·m + q) >> (s - 31); |ah·m| ≤ 2**62 and q < 2**32, so nothing
+    overflows. No abs, no select: the same integers as `_mul_shift` on |x|, negated.
+    """
+    lo: I64 = x & np.int64((1 << 31) - 1)
+    lo *= m
+    lo += np.int64(1 << (s - 1))
+    lo += x >> 63
+    lo >>= 31
+    t: I64 = x >> 31
+    t *= m
+    t += lo
+    t >>= s - 31
+    return t
 
 
 def requantize(x: I64, rs: Rescale, qmax: int, *, channel_axis: int | None = None) -> I64:
