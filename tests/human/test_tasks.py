@@ -6,7 +6,13 @@ import hashlib
 
 import pytest
 
-from edgetrust.errors import ConflictError, InvalidInputError, NotFoundError, VerificationError
+from edgetrust.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    ProfileError,
+    VerificationError,
+)
 from edgetrust.human.reviewers import ChallengeError, CounterError, ReviewerRegistry
 from edgetrust.human.tasks import (
     Verdict,
@@ -131,3 +137,16 @@ def test_review_signed_by_someone_else_is_refused() -> None:
     v = Verdict(TASK.digest, "yes", 0.5, other.did, {})
     with pytest.raises(InvalidInputError):
         sign_review(me, v)
+
+
+@pytest.mark.parametrize(
+    ("question", "answers"),
+    [
+        ("Is the label\u202e right?", ["yes", "no"]),  # bidi override: reads as other text
+        ("Is the label right?\x1b[2J", ["yes", "no"]),  # a terminal escape
+        ("Is the label right?", ["yes", "n\u0301o"]),  # not NFC
+    ],
+)
+def test_task_text_outside_the_text_profile_is_refused(question: str, answers: list[str]) -> None:
+    with pytest.raises(ProfileError):
+        make_task(hashlib.sha256(b"receipt").hexdigest(), question, answers)

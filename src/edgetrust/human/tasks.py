@@ -26,6 +26,7 @@ from edgetrust.errors import ConflictError, InvalidInputError, VerificationError
 from edgetrust.human.gold import decoy_commitment
 from edgetrust.human.reviewers import ReviewerRegistry
 from edgetrust.identity import Identity, public_bytes_from_did
+from edgetrust.profiles import check_text
 from edgetrust.statement import (
     IN_TOTO_PAYLOAD_TYPE,
     SignedStatement,
@@ -89,7 +90,7 @@ class Task:
 def _text(value: object, what: str) -> str:
     if not isinstance(value, str) or not value or len(value) > _MAX_TEXT:
         raise InvalidInputError(f"{what} must be a string of 1-{_MAX_TEXT} characters")
-    return value
+    return check_text(value, what)  # shown on the review page and in terminals as signed
 
 
 def _hex64(value: object, what: str) -> str:
