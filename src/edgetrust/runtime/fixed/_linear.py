@@ -5,6 +5,8 @@ are quantized per output channel (scale s_w[c] = max|W[c, :]| / qmax) and the bi
 accumulator scale s_a · s_w[c] (int64, ``round_half_away(bias / (s_a · s_w[c]))``); then
 ``out = saturate(rescale(acc, s_a · s_w[c] / s_out))``. The sums run through float BLAS in
 K-chunks proven exact (`_arith.exact_matmul`), so they are the same integers on every machine.
+Conv's sums run through onnxruntime's float32 Conv when the weights' L1 bound proves that exact
+(`_ortconv`), else through the im2col BLAS path; both give the same integers.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edgetrust.errors import InvalidInputError
+from edgetrust.runtime.fixed import _ortconv
 from edgetrust.runtime.fixed._arith import (
     F64,
     I64,
@@ -28,6 +31,7 @@ from edgetrust.runtime.fixed._arith import (
     saturate,
 )
 from edgetrust.runtime.fixed._base import ElementSource, Op, broadcast_shapes, register, unravel
+from edgetrust.runtime.fixed._ortconv import OrtConv
 
 
 def quantize_rows(w: F64, qmax: int) -> tuple[I64, F64]:
@@ -417,6 +421,12 @@ class Conv(_Dense):
         self._check_x(x.shape)
         n, _, h, w_ = x.shape
         oh, ow, pt, pl, pb, pr = self.geometry(h, w_)
+        fast = self._ort_conv(xmax, bias) if x.size else None
+        if fast is not None:
+            acc4 = fast.run(x, (pt, pl, pb, pr), self.strides, self.dilations)
+            if bias is not None and fast.bias is None:
+                acc4 += bias[None, :, None, None]
+            return acc4
         dtype, kmax = matmul_chunk(xmax, wmax)
         sh, sw = self.strides
         dh, dw = self.dilations
@@ -457,6 +467,31 @@ class Conv(_Dense):
         res = out.reshape(self.oc, n, oh, ow)
         return res[None, :, 0] if n == 1 else np.ascontiguousarray(res.transpose(1, 0, 2, 3))
 
+    def _ort_conv(self, xmax: int, bias: I64 | None) -> OrtConv | None:
+        """The onnxruntime float32 path when its L1 bound proves it exact (cached per xmax and
+        bias values)."""
+        if not _ortconv.ENABLED or not 0 <= xmax < 1 << 24:
+            return None
+        cache: dict[int, tuple[I64 | None, OrtConv | None]] = self.__dict__.setdefault(
+            "_ortcache", {}
+        )
+        hit = cache.get(xmax)
+        same = hit is not None and (
+            hit[0] is bias
+            or (hit[0] is not None and bias is not None and np.array_equal(hit[0], bias))
+        )
+        if not same:
+            w4 = self.weights()["w"].reshape(self.oc, self.cg, self.kh, self.kw)
+            plan = _ortconv.channel_chunks(w4, self.group, xmax, bias)
+            fast = None
+            if plan is not None:
+                chunks, with_bias = plan
+                fast = OrtConv(w4, self.group, chunks, bias if with_bias else None)
+            hit = (None if bias is None else bias.copy(), fast)
+            cache[xmax] = hit
+        assert hit is not None
+        return hit[1]
+
     def _conv_weights(self, c0: int, c1: int, dtype: Any) -> npt.NDArray[Any]:
         """Channels [c0, c1) of every group as (G, OCg, channels · taps) floats (cached)."""
         cache: dict[tuple[int, int], npt.NDArray[Any]] = self.__dict__.setdefault("_wcache", {})
@@ -472,6 +507,20 @@ class Conv(_Dense):
     def channel_axis(self, ndim: int) -> int:
         """NCHW: axis 1."""
         return 1
+
+    def acc_bound(self) -> int:
+        """A proven bound on |acc| for inputs |x| ≤ qmax: qmax · max_o Σ|W_o| + max|b|."""
+        if not hasattr(self, "_acc_bound"):
+            wts = self.weights()
+            l1 = int(np.abs(wts["w"]).sum(axis=1).max(initial=0))
+            self._acc_bound = self.qmax * l1 + int(np.abs(wts["b"]).max(initial=0))
+        return self._acc_bound
+
+    def _requant(self, acc: I64) -> I64:
+        """Rescale with the plan's bound on |acc| (saves finding max |acc| on every run)."""
+        rs = self._rescale_from(self.params())
+        out = apply_rescale(acc, rs, channel_axis=1, bound=self.acc_bound())
+        return saturate(out, self.qmax)
 
     def out_shape(self, src: ElementSource) -> tuple[int, ...]:
         """(N, OC, OH, OW)."""

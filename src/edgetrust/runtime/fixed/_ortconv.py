@@ -1,0 +1,155 @@
+"""Exact integer convolution sums through onnxruntime's float32 Conv kernel.
+
+Why this is exact on every CPU: the operands are integers with |x| ≤ xmax and fixed integer
+weights W. For one output element the terms are x_k · W_ok, and the sum of their magnitudes is
+at most ``xmax · Σ_k |W_ok|`` (the weights' L1 norm per output channel, known when the plan is
+made). When that bound is at most 2**24, every product and every partial sum of any subset of
+the terms is an integer of magnitude ≤ 2**24, hence a float32 value: each multiplication,
+addition or fused multiply-add the kernel performs (in whatever order, blocking, vector width
+or channel layout its CPU dispatch picks: AVX2, AVX-512, NEON) is exact, and so is the result.
+This is the argument `_arith.matmul_chunk` makes for BLAS with the worst-case bound
+K·qmax²; the L1 bound of real weights is several times smaller, so most layers need one
+float32 call where the worst case needed two or three. Input channels are split into chunks
+whose bound holds, and the chunk sums are added in int64.
+
+It relies on the kernel computing the convolution as sums of products (direct, im2col+GEMM or
+NCHWc blocking, which is what onnxruntime's MLAS does on the CPU); transform methods such as
+Winograd or FFT would not be exact, and MLAS has none. The bf16 fast-math option MLAS has on
+ARM64 is off by default and is set off here explicitly. The pure-numpy path in
+`Conv.conv_sum` computes the same integers and a property test compares the two.
+
+Why a hand-written wrapper: onnxruntime has no integer convolution with int32 accumulation
+that is exact on every CPU (its u8·s8 kernels saturate int16 intermediates on AVX2), so the
+float kernel with a proven bound is the fastest exact one available.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+from edgetrust.runtime.fixed._arith import I64
+
+ENABLED = True  # tests switch this off to compare against the numpy path
+_EXACT = 1 << 24  # float32: 24 mantissa bits (implicit one included)
+_OPSET = 13
+_IR_VERSION = 8
+
+
+def channel_chunks(
+    w: I64, group: int, xmax: int, bias: I64 | None = None
+) -> tuple[list[tuple[int, int]], bool] | None:
+    """Input-channel chunks [c0, c1) (within each group) whose sums are exact in float32, and
+    whether the bias can join the first chunk.
+
+    `w` is (OC, Cg, KH, KW). A chunk is exact when max_o (xmax · Σ_{c∈chunk, taps} |W[o, c]|
+    (+ |b_o| for the first chunk, if the bias joins it)) ≤ 2**24. With groups, only one chunk
+    (all Cg channels) is supported. None when a single input channel already exceeds the
+    bound, or a grouped convolution would need chunks.
+    """
+    if 0 in w.shape:
+        return None
+    per_c = np.abs(w).reshape(w.shape[0], w.shape[1], -1).sum(axis=2) * xmax  # (OC, Cg)
+    if int(per_c.max()) > _EXACT:
+        return None
+    b = np.zeros(w.shape[0], np.int64) if bias is None else np.abs(bias)
+    with_bias = bias is not None and int((b + per_c[:, 0]).max()) <= _EXACT
+    chunks: list[tuple[int, int]] = []
+    c0 = 0
+    run = b.copy() if with_bias else np.zeros(w.shape[0], np.int64)
+    for c in range(w.shape[1]):
+        nxt = run + per_c[:, c]
+        if int(nxt.max()) > _EXACT:
+            chunks.append((c0, c))
+            c0, nxt = c, per_c[:, c].copy()
+        run = nxt
+    chunks.append((c0, w.shape[1]))
+    if group > 1 and len(chunks) > 1:
+        return None
+    return chunks, with_bias
+
+
+def _session(
+    w: npt.NDArray[np.float32],
+    bias: npt.NDArray[np.float32] | None,
+    group: int,
+    attrs: dict[str, Any],
+) -> ort.InferenceSession:
+    inits = [numpy_helper.from_array(w, "w")]
+    if bias is not None:
+        inits.append(numpy_helper.from_array(bias, "b"))
+    names = ["x", "w", "b"] if bias is not None else ["x", "w"]
+    node = helper.make_node("Conv", names, ["y"], group=group, **attrs)
+    graph = helper.make_graph(
+        [node],
+        "exact_conv",
+        [
+            helper.make_tensor_value_info(
+                "x", TensorProto.FLOAT, ["n", w.shape[1] * group, "h", "w"]
+            )
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", _OPSET)])
+    model.ir_version = _IR_VERSION
+    opts = ort.SessionOptions()
+    # One thread, as the rest of the executor's kernels; spinning would steal the core.
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("mlas.enable_gemm_fastmath_arm64_bfloat16", "0")
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+class OrtConv:
+    """Cached float32 sessions for one Conv node's integer weights, one per channel chunk."""
+
+    def __init__(self, w: I64, group: int, chunks: list[tuple[int, int]], bias: I64 | None) -> None:
+        self.w = w
+        self.group = group
+        self.chunks = chunks
+        self.bias = bias  # added by the first chunk's kernel (None: the caller adds it)
+        self._sessions: dict[tuple[Any, ...], list[ort.InferenceSession]] = {}
+
+    def run(
+        self,
+        x: I64,
+        pads: tuple[int, int, int, int],
+        strides: list[int],
+        dilations: list[int],
+    ) -> I64:
+        """Σ x · w (+ b if it joined) per output element (N, OC, OH, OW), exact int64;
+        `pads` = (t, l, b, r)."""
+        key = (pads, tuple(strides), tuple(dilations))
+        sessions = self._sessions.get(key)
+        if sessions is None:
+            attrs: dict[str, Any] = {
+                "pads": [pads[0], pads[1], pads[2], pads[3]],
+                "strides": list(strides),
+                "dilations": list(dilations),
+                "kernel_shape": [int(self.w.shape[2]), int(self.w.shape[3])],
+            }
+            sessions = [
+                _session(
+                    np.ascontiguousarray(self.w[:, c0:c1], np.float32),
+                    None if self.bias is None or i else self.bias.astype(np.float32),
+                    self.group,
+                    attrs,
+                )
+                for i, (c0, c1) in enumerate(self.chunks)
+            ]
+            self._sessions[key] = sessions
+        acc: I64 | None = None
+        whole = len(self.chunks) == 1
+        for (c0, c1), sess in zip(self.chunks, sessions, strict=True):
+            xs = x if whole else x[:, c0:c1]
+            y = sess.run(None, {"x": xs.astype(np.float32)})[0]
+            part: I64 = y.astype(np.int64)
+            acc = part if acc is None else acc + part
+        assert acc is not None
+        return acc
