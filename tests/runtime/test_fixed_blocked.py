@@ -1,4 +1,5 @@
-"""The tie-free multiplier split and the blocked requantization give the bits of the old paths.
+"""The tie-free multiplier split, the blocked requantization and the Softmax exp table give
+the bits of the old paths.
 
 Each fast path is compared with the path it replaces (`_mul_shift_signed`, the whole-tensor
 `saturate(apply_rescale(...))`) and with the Python-integer reference, on random and on
@@ -16,12 +17,14 @@ from hypothesis import strategies as st
 
 from edgetrust.runtime.fixed import FixedExecutor
 from edgetrust.runtime.fixed import _arith as arith
+from edgetrust.runtime.fixed import _nonlinear as nl
 from edgetrust.runtime.fixed._arith import (
     Rescale,
     _mul_shift_signed,
     _mul_shift_split,
     apply_rescale,
     requantize_block,
+    round_div,
     saturate,
     tie_free_split,
 )
@@ -214,3 +217,45 @@ def test_add_blocks_match_the_whole_tensor(
     for j in range(0, rows * cols, 97):
         v = sum(int(x.reshape(-1)[j]) * wk for x, wk in zip(xs, op.weights_, strict=True))
         assert got.reshape(-1)[j] == ref.sat(ref.rescale(v, m, s), op.qmax)
+
+
+_SOFTMAX: dict[tuple[str, float], Any] = {}
+
+
+def _softmax_op(precision: str, spread: float) -> Any:
+    """A Softmax op whose input scale follows `spread` (wide or narrow exp arguments)."""
+    if (precision, spread) not in _SOFTMAX:
+        model = single_op("Softmax", [(4, 10)], axis=-1)
+        cal = {"x0": (np.linspace(-1.0, 1.0, 40) * spread).reshape(4, 10).astype(np.float32)}
+        ex = FixedExecutor(model.SerializeToString(), precision=precision, calibration=[cal])  # type: ignore[arg-type]
+        _SOFTMAX[precision, spread] = next(op for op in ex.ops if op.node.op_type == "Softmax")
+    return _SOFTMAX[precision, spread]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.sampled_from(["int8", "int16"]),
+    st.sampled_from([0.01, 1.0, 30.0, 500.0]),
+    st.integers(1, 60),
+    st.integers(1, 40),
+    st.integers(0, 2**32 - 1),
+)
+def test_softmax_table_matches_the_exp_path(
+    precision: str, spread: float, rows: int, cols: int, seed: int
+) -> None:
+    """The cached e**-u table and the shortened division: the integers of exp_neg_q30 and
+    round_div, and of the Python-integer reference (rows with repeated maxima included)."""
+    op = _softmax_op(precision, spread)
+    rng = np.random.default_rng(seed)
+    q = rng.integers(-op.qmax, op.qmax + 1, (rows, cols)).astype(np.int64)
+    q[0, :] = op.qmax  # all ties
+    q[-1, 0] = -op.qmax  # the extreme d = 2·qmax (the table's last entry)
+    q[-1, -1] = op.qmax
+    d = np.max(q, axis=-1, keepdims=True) - q
+    e = nl.exp_neg_q30(apply_rescale(d, op.to_q16))
+    want = round_div(e * op.qmax, np.sum(e, axis=-1, keepdims=True))
+    got = op._softmax_last(q)
+    assert got.tolist() == want.tolist()
+    mult, shift = int(op.to_q16.mult[0]), op.to_q16.shift
+    for r in range(0, rows, 7):
+        assert got[r].tolist() == ref.softmax_row(q[r].tolist(), mult, shift, op.qmax)
