@@ -259,3 +259,50 @@ def test_softmax_table_matches_the_exp_path(
     mult, shift = int(op.to_q16.mult[0]), op.to_q16.shift
     for r in range(0, rows, 7):
         assert got[r].tolist() == ref.softmax_row(q[r].tolist(), mult, shift, op.qmax)
+
+
+def _binary_op(op_type: str, shapes: tuple[tuple[int, ...], ...]) -> Any:
+    key = (op_type, *shapes)
+    if key not in _ADD:
+        rng = np.random.default_rng(len(shapes[1]))
+        model = single_op(op_type, list(shapes))
+        cal = {
+            f"x{k}": (rng.standard_normal(s) * (k + 1)).astype(np.float32)
+            for k, s in enumerate(shapes)
+        }
+        ex = FixedExecutor(model.SerializeToString(), precision="int16", calibration=[cal])
+        _ADD[key] = next(op for op in ex.ops if op.node.op_type == op_type)
+    return _ADD[key]
+
+
+@pytest.mark.parametrize("op_type", ["Mul", "Add"])
+@pytest.mark.parametrize("rhs", [(4, 1600), (4, 1), (1600,)])
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from([5, 4096]))
+def test_in_place_requantization_matches_the_reference(
+    op_type: str, rhs: tuple[int, ...], seed: int, block: int
+) -> None:
+    """Wide results of broadcast Mul/Add requantized in place by blocks: the integers of
+    saturate(apply_rescale(wide)) and of the Python-integer reference."""
+    op = _binary_op(op_type, ((4, 1600), rhs))
+    rng = np.random.default_rng(seed)
+    xs = [rng.integers(-32767, 32768, s).astype(np.int64) for s in ((4, 1600), rhs)]
+    xs[0][0, :3] = [32767, -32767, 0]
+    wide = op.wide(xs)
+    want = saturate(apply_rescale(wide.copy(), op.rs), op.qmax)
+    old = arith.BLOCK
+    arith.BLOCK = block
+    try:
+        got = op.combine(xs)
+    finally:
+        arith.BLOCK = old
+    assert got.tolist() == want.tolist()
+    a, b = np.broadcast_arrays(*xs)
+    m, s = int(op.rs.mult[0]), op.rs.shift
+    for idx in [(0, 0), (0, 1), (0, 2), (3, 1599), (2, 777)]:
+        va, vb = int(a[idx]), int(b[idx])
+        if op_type == "Mul":
+            v = va * vb
+        else:
+            v = va * op.weights_[0] + vb * op.weights_[1]
+        assert got[idx] == ref.sat(ref.rescale(v, m, s), op.qmax)

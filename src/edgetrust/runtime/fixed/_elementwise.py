@@ -136,10 +136,23 @@ class _Rescaled(_Broadcasting):
         return float(np.max(np.abs(w), initial=0)) * self.wide_scale()
 
     def combine(self, xs: list[I64]) -> I64:
-        """Wide result, requantized."""
+        """Wide result, requantized (in place, by blocks, on a large fresh wide array)."""
         if self.out_kind() == "i":
             return self.int_combine(xs)
-        return saturate(apply_rescale(self.wide(xs), self.rs), self.qmax)
+        w = self.wide(xs)
+        if (
+            w.size >= MIN_BLOCKED
+            and self.rs.mult.size == 1
+            and w.dtype == np.int64
+            and w.flags.c_contiguous
+            and w.flags.writeable
+            and not any(np.shares_memory(w, x) for x in xs)
+        ):
+            flat = w.reshape(-1)
+            for i in range(0, flat.size, arith.BLOCK):
+                requantize_block(flat[i : i + arith.BLOCK], self.rs, self.qmax)
+            return w
+        return saturate(apply_rescale(w, self.rs), self.qmax)
 
     def int_combine(self, xs: list[I64]) -> I64:
         """Exact integer version (shape arithmetic)."""
@@ -181,7 +194,10 @@ class AddSub(_Rescaled):
         """Σ ±q_k · W_k: |result| ≤ n · qmax · 2**30 < 2**62."""
         total = xs[0] * self.weights_[0]
         for x, w in zip(xs[1:], self.weights_[1:], strict=True):
-            total = total + x * w
+            if np.broadcast_shapes(total.shape, x.shape) == total.shape:
+                total += x * w  # the same int64 sum, without a new full-size array
+            else:
+                total = total + x * w
         return total
 
     def combine(self, xs: list[I64]) -> I64:
