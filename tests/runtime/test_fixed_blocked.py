@@ -306,3 +306,29 @@ def test_in_place_requantization_matches_the_reference(
         else:
             v = va * op.weights_[0] + vb * op.weights_[1]
         assert got[idx] == ref.sat(ref.rescale(v, m, s), op.qmax)
+
+
+@settings(max_examples=400)
+@given(
+    st.lists(st.integers(-(2**61), 2**61), min_size=1, max_size=12),
+    st.lists(st.integers(1, 2**40), min_size=1, max_size=12),
+    st.booleans(),
+)
+def test_round_div_single_division_is_exact(xs: list[int], ds: list[int], ties: bool) -> None:
+    """round_div's one floor division: the integers of sign(x)·floor((|x| + d//2) / d) and
+    of the Fraction reference, for scalar and per-element divisors, odd and even, at ties."""
+    n = min(len(xs), len(ds))
+    xs, ds = xs[:n], ds[:n]
+    if ties:  # x = (k + 1/2)·d for even d, both signs
+        xs = [
+            (2 * (v % 1000) + 1) * (d // 2) * (1 if v >= 0 else -1) if d % 2 == 0 else v
+            for v, d in zip(xs, ds, strict=True)
+        ]
+    x = np.array(xs, np.int64)
+    d = np.array(ds, np.int64)
+    want = [ref.rdiv(v, dv) for v, dv in zip(xs, ds, strict=True)]
+    assert round_div(x, d).tolist() == want
+    old = (np.abs(x) + d // 2) // d
+    assert np.where(x < 0, -old, old).tolist() == want
+    assert round_div(x, ds[0]).tolist() == [ref.rdiv(v, ds[0]) for v in xs]
+    assert round_div(x[0], ds[0]).shape == ()

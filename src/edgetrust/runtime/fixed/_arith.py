@@ -52,10 +52,22 @@ def round_shift_nonneg(x: I64, shift: I64) -> I64:
 
 
 def round_div(x: I64, d: I64 | int) -> I64:
-    """x / d rounded half away from zero, for positive integer divisors d."""
-    q = (np.abs(x) + np.asarray(d, dtype=np.int64) // 2) // d
-    out: I64 = np.where(x < 0, -q, q)
-    return out
+    """x / d rounded half away from zero, for positive integer divisors d.
+
+    That is sign(x) · floor((|x| + h) / d) with h = floor(d / 2), computed as one floor
+    division: for x ≥ 0 it is floor((x + h) / d); for x < 0, -floor((-x + h) / d) =
+    ceil((x - h) / d) = floor((x - h + d - 1) / d), and d - 1 - h = h for odd d, h - 1 for
+    even d. So the result is floor((x + h - [x < 0 and d even]) / d).
+    """
+    xx = np.asarray(x, dtype=np.int64)
+    dd = np.asarray(d, dtype=np.int64)
+    out = np.right_shift(xx, 63)  # -1 where x < 0, else 0 (a new array)
+    out &= (dd & 1) - 1  # -1 where d is even, else 0
+    out += xx
+    out += dd // 2
+    out //= dd
+    res: I64 = np.asarray(out)
+    return res
 
 
 def round_float(x: F64) -> F64:

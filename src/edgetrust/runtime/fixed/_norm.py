@@ -17,6 +17,7 @@ s_out)))``. The scale s cancels between x - mean and the standard deviation, exc
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -256,8 +257,7 @@ class LayerNormalization(Op):
         return int(self._finish(normed, g, b, rs)[0, 0])
 
 
-def _isqrt(v: int) -> int:
-    return nl.isqrt_floor([v])[0]
+_isqrt = math.isqrt  # floor(√v) of a Python integer, exactly (as `_nonlinear.isqrt_floor`)
 
 
 _LP_GUARD = 16
