@@ -52,10 +52,22 @@ def round_shift_nonneg(x: I64, shift: I64) -> I64:
 
 
 def round_div(x: I64, d: I64 | int) -> I64:
-    """x / d rounded half away from zero, for positive integer divisors d."""
-    q = (np.abs(x) + np.asarray(d, dtype=np.int64) // 2) // d
-    out: I64 = np.where(x < 0, -q, q)
-    return out
+    """x / d rounded half away from zero, for positive integer divisors d.
+
+    That is sign(x) · floor((|x| + h) / d) with h = floor(d / 2), computed as one floor
+    division: for x ≥ 0 it is floor((x + h) / d); for x < 0, -floor((-x + h) / d) =
+    ceil((x - h) / d) = floor((x - h + d - 1) / d), and d - 1 - h = h for odd d, h - 1 for
+    even d. So the result is floor((x + h - [x < 0 and d even]) / d).
+    """
+    xx = np.asarray(x, dtype=np.int64)
+    dd = np.asarray(d, dtype=np.int64)
+    out = np.right_shift(xx, 63)  # -1 where x < 0, else 0 (a new array)
+    out &= (dd & 1) - 1  # -1 where d is even, else 0
+    out += xx
+    out += dd // 2
+    out //= dd
+    res: I64 = np.asarray(out)
+    return res
 
 
 def round_float(x: F64) -> F64:
@@ -194,6 +206,9 @@ def apply_rescale(
             p >>= shift
             return p
         if xmax < (1 << 62) and np.broadcast_shapes(x.shape, np.shape(mult)) == x.shape:
+            t = tie_free_split(xmax, rs)
+            if t is not None:
+                return _mul_shift_split(x, mult, shift, t)
             return _mul_shift_signed(x, mult, shift)
     a = np.abs(x)
     if shift < 31:
@@ -203,6 +218,51 @@ def apply_rescale(
     r = _mul_shift(a, mult, shift)
     out: I64 = np.where(x < 0, -r, r)
     return out
+
+
+def tie_free_split(xmax: int, rs: Rescale) -> int | None:
+    """The split bit t of `_mul_shift_split` for |x| ≤ xmax, or None when it does not apply.
+
+    1. No ties: round half away from zero and half up (floor((x·m + 2**(s-1)) / 2**s)) differ
+       only where x·m ≡ 2**(s-1) (mod 2**s), an exact tie with x < 0 (for x < 0 the rule is
+       ceil((x·m - 2**(s-1)) / 2**s), which is the floor of that plus one unless the quotient
+       is an integer). A tie needs v2(x·m) = s - 1, so |x| ≥ 2**(s-1) / lowbit(m) (x ≠ 0;
+       m = 0 never ties): xmax · max_c lowbit(m_c) < 2**(s-1) rules every tie out.
+    2. No overflow: t makes |x|·(m >> t) ≤ 2**62; x·(m mod 2**t) + 2**(s-1) and the high sum
+       are checked below 2**63 in Python integers.
+    """
+    m = rs.mult
+    s = rs.shift
+    mmax = int(m.max())
+    lowbit = int(np.max(m & -m))
+    if xmax * lowbit >= 1 << (s - 1):
+        return None
+    t = max(1, xmax.bit_length() + mmax.bit_length() - 62)
+    half = 1 << (s - 1)
+    if t > s or xmax * ((1 << t) - 1) + half >= 1 << 63:
+        return None
+    if xmax * (mmax >> t) + xmax + 1 + (half >> t) >= 1 << 63:
+        return None
+    return t
+
+
+def _mul_shift_split(x: I64, m: Any, s: int, t: int) -> I64:
+    """floor((x·m + 2**(s-1)) / 2**s) - equal to the rounding rule where `tie_free_split`
+    gave t - in six int64 passes, splitting the multiplier: m = mh·2**t + ml, 0 ≤ ml < 2**t.
+
+    x·m + 2**(s-1) = x·mh·2**t + (x·ml + 2**(s-1)), and for integers N, r:
+    floor((N·2**t + r) / 2**s) = floor((N + floor(r / 2**t)) / 2**(s-t)) (floor(floor(y/a)/b)
+    = floor(y/(a·b)) for positive integers a, b). Neither part overflows (`tie_free_split`).
+    """
+    mh = m >> t
+    ml = m & ((1 << t) - 1)
+    lo: I64 = x * ml
+    lo += np.int64(1 << (s - 1))
+    lo >>= t
+    hi: I64 = x * mh
+    hi += lo
+    hi >>= s - t
+    return hi
 
 
 def _mul_shift_signed(x: I64, m: Any, s: int) -> I64:
@@ -230,6 +290,62 @@ def _mul_shift_signed(x: I64, m: Any, s: int) -> I64:
 def requantize(x: I64, rs: Rescale, qmax: int, *, channel_axis: int | None = None) -> I64:
     """Rescale and saturate to [-qmax, qmax]: the last step of every op with a new scale."""
     return saturate(apply_rescale(x, rs, channel_axis=channel_axis), qmax)
+
+
+BLOCK = 1 << 16
+"""Elements per block of `requantize_block` callers: 512 KiB of int64, so that the dozen
+passes of a requantization run in L2 cache and need no full-size temporaries (fresh
+full-size arrays cost page faults that outweigh the arithmetic)."""
+
+MIN_BLOCKED = 4096
+"""Below this many elements ops keep their whole-tensor path (as fast; element() uses it)."""
+
+
+def requantize_block(w: I64, rs: Rescale, qmax: int) -> None:
+    """``w[...] = sat(apply_rescale(w, rs))`` in place, for one multiplier (``rs.mult.size
+    == 1``); the same integers as `requantize`, with at most one block-sized temporary.
+
+    The bound is this block's own max |w|, so every block takes the cheapest exact path it
+    admits: one fused pass, the tie-free multiplier split, or `apply_rescale` itself.
+    """
+    if w.size == 0:
+        return
+    xmax = max(int(w.max()), -int(w.min()))
+    s = rs.shift
+    t = tie_free_split(xmax, rs) if s >= 31 and xmax < (1 << 62) else None
+    m = int(rs.mult.reshape(-1)[0])
+    if t is None:
+        np.copyto(w, apply_rescale(w, rs, bound=xmax))
+    elif xmax * m + (1 << (s - 1)) < 1 << 63:
+        w *= np.int64(m)  # no tie, no overflow: floor((w·m + 2**(s-1)) / 2**s) directly
+        w += np.int64(1 << (s - 1))
+        w >>= s
+    else:
+        lo: I64 = np.multiply(w, np.int64(m & ((1 << t) - 1)))
+        lo += np.int64(1 << (s - 1))
+        lo >>= t
+        w *= np.int64(m >> t)
+        w += lo
+        w >>= s - t
+    np.clip(w, -qmax, qmax, out=w)
+
+
+def channel_blocks(outer: int, channels: int, inner: int) -> list[tuple[int, int, int, int, int]]:
+    """Blocks ``(o, c0, c1, i0, i1)`` of about `BLOCK` elements covering an array viewed as
+    (outer, channels, inner): whole channels at a time where a channel is small."""
+    if inner >= BLOCK:
+        return [
+            (o, c, c + 1, i, min(inner, i + BLOCK))
+            for o in range(outer)
+            for c in range(channels)
+            for i in range(0, inner, BLOCK)
+        ]
+    step = max(1, BLOCK // max(inner, 1))
+    return [
+        (o, c, min(channels, c + step), 0, inner)
+        for o in range(outer)
+        for c in range(0, channels, step)
+    ]
 
 
 # Mantissa bits (including the implicit one) of the float formats BLAS computes in.

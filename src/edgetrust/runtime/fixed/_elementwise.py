@@ -1,5 +1,5 @@
-"""Element-wise ops: Add, Sub, Sum, Mul, Div, Relu, Clip, Cast, BatchNormalization, and the
-nonlinear Erf, Sigmoid, Tanh, Exp.
+"""Element-wise ops: Add, Sub, Sum, Mul, Div, Relu, Clip, Cast, and the nonlinear Erf,
+Sigmoid, Tanh, Exp (BatchNormalization, defined below, lives in `_batchnorm`).
 
 Integer definitions (q = input integers, s = scales, R(x, r) = round_half_away(x · r) by an
 integer multiplier, sat = saturation to [-qmax, qmax]):
@@ -27,12 +27,14 @@ import numpy.typing as npt
 from onnx import TensorProto
 
 from edgetrust.errors import InvalidInputError
+from edgetrust.runtime.fixed import _arith as arith
 from edgetrust.runtime.fixed import _nonlinear as nl
 from edgetrust.runtime.fixed._arith import (
     I64,
-    Rescale,
+    MIN_BLOCKED,
     apply_rescale,
     quantize,
+    requantize_block,
     round_float,
     round_shift,
     round_shift_nonneg,
@@ -134,10 +136,23 @@ class _Rescaled(_Broadcasting):
         return float(np.max(np.abs(w), initial=0)) * self.wide_scale()
 
     def combine(self, xs: list[I64]) -> I64:
-        """Wide result, requantized."""
+        """Wide result, requantized (in place, by blocks, on a large fresh wide array)."""
         if self.out_kind() == "i":
             return self.int_combine(xs)
-        return saturate(apply_rescale(self.wide(xs), self.rs), self.qmax)
+        w = self.wide(xs)
+        if (
+            w.size >= MIN_BLOCKED
+            and self.rs.mult.size == 1
+            and w.dtype == np.int64
+            and w.flags.c_contiguous
+            and w.flags.writeable
+            and not any(np.shares_memory(w, x) for x in xs)
+        ):
+            flat = w.reshape(-1)
+            for i in range(0, flat.size, arith.BLOCK):
+                requantize_block(flat[i : i + arith.BLOCK], self.rs, self.qmax)
+            return w
+        return saturate(apply_rescale(w, self.rs), self.qmax)
 
     def int_combine(self, xs: list[I64]) -> I64:
         """Exact integer version (shape arithmetic)."""
@@ -179,8 +194,39 @@ class AddSub(_Rescaled):
         """Σ ±q_k · W_k: |result| ≤ n · qmax · 2**30 < 2**62."""
         total = xs[0] * self.weights_[0]
         for x, w in zip(xs[1:], self.weights_[1:], strict=True):
-            total = total + x * w
+            if np.broadcast_shapes(total.shape, x.shape) == total.shape:
+                total += x * w  # the same int64 sum, without a new full-size array
+            else:
+                total = total + x * w
         return total
+
+    def combine(self, xs: list[I64]) -> I64:
+        """Wide result, requantized (by blocks when the inputs share one shape)."""
+        if (
+            self.out_kind() == "q"
+            and xs[0].size >= MIN_BLOCKED
+            and self.rs.mult.size == 1
+            and all(x.shape == xs[0].shape for x in xs)
+        ):
+            return self._blocked(xs)
+        return super().combine(xs)
+
+    def _blocked(self, xs: list[I64]) -> I64:
+        """`combine` block by block: ``w = Σ ±q_k · W_k`` (the same int64 operations, in the
+        same order, as `wide`) written into the output, then `requantize_block` in place."""
+        flat = [np.ascontiguousarray(x).reshape(-1) for x in xs]
+        out = np.empty(xs[0].shape, np.int64)
+        of = out.reshape(-1)
+        tmp = np.empty(min(arith.BLOCK, of.size), np.int64)
+        for i in range(0, of.size, arith.BLOCK):
+            w = of[i : i + arith.BLOCK]
+            np.multiply(flat[0][i : i + arith.BLOCK], self.weights_[0], out=w)
+            for f, weight in zip(flat[1:], self.weights_[1:], strict=True):
+                part = tmp[: w.size]
+                np.multiply(f[i : i + arith.BLOCK], weight, out=part)
+                w += part
+            requantize_block(w, self.rs, self.qmax)
+        return out
 
     def int_combine(self, xs: list[I64]) -> I64:
         """Exact integer sum or difference."""
@@ -391,112 +437,6 @@ class Cast(_Broadcasting):
         scale = self.info(0).scale
         assert scale is not None
         return np.trunc(xs[0].astype(np.float64) * scale).astype(np.int64)
-
-
-@register
-class BatchNormalization(_Rescaled):
-    """Inference-mode batch normalization, folded per channel into y = a·x + b."""
-
-    op_types = ("BatchNormalization",)
-
-    def setup(self) -> None:
-        if self.info(0).kind != "q":
-            raise self.fail("input must be a real tensor")
-        if int(self.attrs.get("training_mode", 0)):
-            raise self.fail("training_mode is not supported")
-        if len([o for o in self.node.output if o]) > 1:
-            raise self.fail("only the Y output is supported")
-        for k in range(1, 5):
-            if not self.is_const(k):
-                raise self.fail("scale, bias, mean and var must be constants")
-        self.eps = float(self.attrs.get("epsilon", 1e-5))
-        self.channels = int(np.asarray(self.info(1).const).size)
-
-    def present(self) -> list[int]:
-        """Only X is element-wise; the rest are per-channel params."""
-        return [0]
-
-    def folded(self) -> dict[str, I64]:
-        """A_c, B_c and the wide scale, from the constants (cached)."""
-        if not hasattr(self, "_folded"):
-            g, b, mean, var = (
-                np.asarray(self.info(k).const, np.float64).reshape(-1) for k in range(1, 5)
-            )
-            a = g / np.sqrt(var + self.eps)
-            bb = b - mean * a
-            s = self.info(0).scale
-            assert s is not None
-            amax = float(np.max(np.abs(a) * s, initial=0.0))
-            wscale = amax / (1 << 30) if amax > 0 else 1.0
-            big = round_float(bb / wscale)
-            if np.any(np.abs(big) >= 2.0**52):
-                raise self.fail("shift b is too large for the wide scale")
-            self._folded = {
-                "a": round_float(a * s / wscale).astype(np.int64),
-                "b": big.astype(np.int64),
-                "wscale": np.array([wscale]),
-            }
-        return self._folded
-
-    def wide_scale(self) -> float:
-        """max |a_c| · s / 2**30."""
-        return float(self.folded()["wscale"][0])
-
-    def set_out_scale(self, scale: float | None) -> None:
-        """Requantization goes through params (it depends on the constants)."""
-        self.__dict__.pop("_lut_cache", None)
-        self.out_scale = scale
-
-    def lut_pattern(self, vals: list[I64], ndim: int) -> tuple[int, ...] | None:
-        """A_c and B_c vary along the channel axis (1)."""
-        if ndim < 2:
-            return None
-        return (1, self.channels) + (1,) * (ndim - 2)
-
-    def make_params(self) -> dict[str, I64]:
-        """a, b (per channel), mult, shift."""
-        assert self.out_scale is not None
-        f = self.folded()
-        out = {"a": f["a"], "b": f["b"]}
-        out.update(self.make_rescale(self.wide_scale() / self.out_scale).params())
-        return out
-
-    def _chan(self, arr: I64, ndim: int) -> I64:
-        shape = [1] * ndim
-        shape[1] = arr.size
-        return arr.reshape(shape)
-
-    def wide(self, xs: list[I64]) -> I64:
-        """q · A_c + B_c: |result| ≤ qmax · 2**30 + 2**52 < 2**62."""
-        x = xs[0]
-        if x.ndim < 2 or x.shape[1] != self.channels:
-            raise InvalidInputError(
-                f"BatchNormalization node {self.label}: expected {self.channels} channels on "
-                f"axis 1, got shape {x.shape}"
-            )
-        f = self.folded()
-        return x * self._chan(f["a"], x.ndim) + self._chan(f["b"], x.ndim)
-
-    def combine(self, xs: list[I64]) -> I64:
-        """Requantize with the committed multiplier."""
-        p = self.params()
-        rs = Rescale.from_params(p["mult"], p["shift"])
-        return saturate(apply_rescale(self.wide(xs), rs), self.qmax)
-
-    def out_shape(self, src: ElementSource) -> tuple[int, ...]:
-        """Same as X."""
-        return src.input_shape(0)
-
-    def element(self, flat: int, out_shape: tuple[int, ...], src: ElementSource) -> int:
-        """One element and its channel's A, B."""
-        c = unravel(flat, out_shape)[1]
-        x = int(src.read_input(0, np.array([flat]))[0])
-        a = int(src.read_param("a", np.array([c]))[0])
-        b = int(src.read_param("b", np.array([c]))[0])
-        rs = Rescale.from_params(
-            src.read_param("mult", np.array([0])), src.read_param("shift", np.array([0]))
-        )
-        return int(saturate(apply_rescale(np.array([x * a + b]), rs), self.qmax)[0])
 
 
 class _Unary(_Broadcasting):

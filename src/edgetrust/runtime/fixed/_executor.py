@@ -15,6 +15,7 @@ from onnx import TensorProto
 from edgetrust.encoding import digest_bytes
 from edgetrust.errors import InvalidInputError, ResourceLimitError, UnsupportedError
 from edgetrust.runtime.fixed import (  # noqa: F401  (importing registers the ops)
+    _batchnorm,
     _convt,
     _elementwise,
     _exact,

@@ -17,6 +17,7 @@ s_out)))``. The scale s cancels between x - mean and the standard deviation, exc
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,6 +53,10 @@ def _row_indices(shape: tuple[int, ...], axis: int, index: tuple[int, ...]) -> n
     return base + np.arange(shape[axis], dtype=np.int64) * int(strides[axis])
 
 
+_MIN_EXP_TABLE = 256
+"""Softmax inputs from this many elements read e**-u from a table over every d (cached)."""
+
+
 @register
 class Softmax(Op):
     """Softmax along one axis (opset ≥ 13) or over the flattened trailing dims (opset < 13)."""
@@ -70,11 +75,28 @@ class Softmax(Op):
         """1 / qmax."""
         return 1.0 / self.qmax
 
+    def _exp_table(self) -> I64:
+        """``E(d) = exp_neg_q30(R(d, s · 2**16))`` for every d in [0, 2·qmax] (cached)."""
+        if not hasattr(self, "_exp"):
+            d = np.arange(2 * self.qmax + 1, dtype=np.int64)
+            self._exp = nl.exp_neg_q30(apply_rescale(d, self.to_q16))
+        return self._exp
+
     def _softmax_last(self, q: I64) -> I64:
         d = np.max(q, axis=-1, keepdims=True) - q
-        e = nl.exp_neg_q30(apply_rescale(d, self.to_q16))
+        if d.size >= _MIN_EXP_TABLE and int(d.max()) <= 2 * self.qmax:
+            # d ≥ 0 is an integer in [0, 2·qmax] for inputs in [-qmax, qmax], and E is
+            # element-wise exact: gathering E(d) gives the integers of computing it.
+            e = self._exp_table().take(d)
+        else:
+            e = nl.exp_neg_q30(apply_rescale(d, self.to_q16))
         total = np.sum(e, axis=-1, keepdims=True)
-        return round_div(e * self.qmax, total)
+        # round_div(e · qmax, total) for e ≥ 0 and total ≥ 2**30 (the row maximum's E):
+        # floor((e · qmax + floor(total / 2)) / total), without round_div's abs and select.
+        out: I64 = e * self.qmax
+        out += total // 2
+        out //= total
+        return out
 
     def run(self, xs: Sequence[I64 | None]) -> I64:
         """Row-wise integer softmax."""
@@ -235,8 +257,7 @@ class LayerNormalization(Op):
         return int(self._finish(normed, g, b, rs)[0, 0])
 
 
-def _isqrt(v: int) -> int:
-    return nl.isqrt_floor([v])[0]
+_isqrt = math.isqrt  # floor(√v) of a Python integer, exactly (as `_nonlinear.isqrt_floor`)
 
 
 _LP_GUARD = 16
