@@ -150,3 +150,49 @@ def test_no_float32_path_where_no_bound_holds(bad: int) -> None:
         assert op._ort_conv(bad, None) is None
     else:
         assert _ortconv.channel_chunks(np.zeros((2, 0, 3, 3), np.int64), 1, 1) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    data=st.data(),
+    oc=st.integers(1, 5),
+    inner=st.sampled_from([1, 7, 4096, 70_000]),
+    with_bias=st.booleans(),
+)
+def test_f32_requant_equals_apply_rescale(
+    data: st.DataObject, oc: int, inner: int, with_bias: bool
+) -> None:
+    """Straight from float32 sums, block by block: the integers of apply_rescale + saturate,
+    ties included (multipliers with many trailing zero bits make exact ties reachable)."""
+    from edgetrust.runtime.fixed._arith import Rescale, apply_rescale, saturate
+
+    zeros = data.draw(st.sampled_from([0, 5, 20, 25, 30]))
+    # A tie needs x a multiple of 2**(shift - 1 - zeros): keep that small often.
+    shift = min(62, max(31, zeros + 1 + data.draw(st.integers(0, 40))))
+    mult = np.array(
+        data.draw(st.lists(st.integers(0, (1 << 31) >> zeros), min_size=oc, max_size=oc)),
+        np.int64,
+    ) << np.int64(zeros)
+    mult = np.minimum(mult, 1 << 31)
+    rs = Rescale(mult, shift)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    span = data.draw(st.sampled_from([3, 1 << 10, (1 << 24) - (1 << 12)]))
+    y = rng.integers(-span, span + 1, size=(1, oc, inner)).astype(np.float32)
+    bias = rng.integers(-(1 << 12), 1 << 12, size=oc) if with_bias else None
+    bound = span + (1 << 12)
+    rq = _ortconv.F32Requant.plan(rs, bias, 127, bound)
+    if rq is None:
+        assert bound * int(mult.max()) + (1 << (shift - 1)) >= 1 << 63
+        return
+    acc = y.astype(np.int64) + (0 if bias is None else bias[None, :, None])
+    want = saturate(apply_rescale(acc, rs, channel_axis=1), 127)
+    np.testing.assert_array_equal(rq(y), want)
+
+
+def test_f32_requant_rounds_exact_ties_away_from_zero() -> None:
+    """x · m / 2**s = ±k + ½ exactly: the tie-free shortcut must not be taken."""
+    rs = _ortconv.Rescale(np.array([1 << 30], np.int64), 31)  # ratio ½
+    rq = _ortconv.F32Requant.plan(rs, None, 127, 100)
+    assert rq is not None and not rq.tie_free
+    y = np.array([[[-5, -3, -1, 1, 3, 5]]], np.float32)
+    np.testing.assert_array_equal(rq(y), [[[-3, -2, -1, 1, 2, 3]]])

@@ -32,7 +32,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from edgetrust.runtime.fixed._arith import I64
+from edgetrust.runtime.fixed._arith import BLOCK, I64, Rescale
 
 ENABLED = True  # tests switch this off to compare against the numpy path
 _EXACT = 1 << 24  # float32: 24 mantissa bits (implicit one included)
@@ -116,15 +116,15 @@ class OrtConv:
         self.bias = bias  # added by the first chunk's kernel (None: the caller adds it)
         self._sessions: dict[tuple[Any, ...], list[ort.InferenceSession]] = {}
 
-    def run(
+    def sums(
         self,
         x: I64,
         pads: tuple[int, int, int, int],
         strides: list[int],
         dilations: list[int],
-    ) -> I64:
-        """Σ x · w (+ b if it joined) per output element (N, OC, OH, OW), exact int64;
-        `pads` = (t, l, b, r)."""
+    ) -> list[npt.NDArray[np.float32]]:
+        """Each chunk's exact float32 sums (N, OC, OH, OW), the bias in the first if it
+        joined; `pads` = (t, l, b, r)."""
         key = (pads, tuple(strides), tuple(dilations))
         sessions = self._sessions.get(key)
         if sessions is None:
@@ -144,12 +144,77 @@ class OrtConv:
                 for i, (c0, c1) in enumerate(self.chunks)
             ]
             self._sessions[key] = sessions
-        acc: I64 | None = None
         whole = len(self.chunks) == 1
-        for (c0, c1), sess in zip(self.chunks, sessions, strict=True):
-            xs = x if whole else x[:, c0:c1]
-            y = sess.run(None, {"x": xs.astype(np.float32)})[0]
+        return [
+            sess.run(None, {"x": (x if whole else x[:, c0:c1]).astype(np.float32)})[0]
+            for (c0, c1), sess in zip(self.chunks, sessions, strict=True)
+        ]
+
+    def run(
+        self,
+        x: I64,
+        pads: tuple[int, int, int, int],
+        strides: list[int],
+        dilations: list[int],
+    ) -> I64:
+        """Σ x · w (+ b if it joined) per output element (N, OC, OH, OW), exact int64;
+        `pads` = (t, l, b, r)."""
+        acc: I64 | None = None
+        for y in self.sums(x, pads, strides, dilations):
             part: I64 = y.astype(np.int64)
             acc = part if acc is None else acc + part
         assert acc is not None
         return acc
+
+
+class F32Requant:
+    """``sat(rescale(y + b))`` per output channel, straight from one float32 sum tensor.
+
+    Valid (see `plan`) when the shift is ≥ 31 and bound · max(mult) + 2**(shift-1) < 2**63 for
+    the proven bound on |y + b|: then ``floor((x·m + 2**(s-1) - [x < 0]) / 2**s)`` in int64 is
+    `_arith.apply_rescale`'s fused pass, the same integers. When also bound · max_c lowbit(m_c)
+    < 2**(s-1) no product is a tie, so the [x < 0] term never matters and is skipped
+    (`_arith.tie_free_split` gives the argument). The work goes block by block
+    (`_arith.BLOCK` elements) into the output array: no full-size temporaries.
+    """
+
+    def __init__(self, rs: Rescale, bias: I64 | None, qmax: int, tie_free: bool) -> None:
+        self.mult = rs.mult.reshape(-1, 1)
+        self.shift = rs.shift
+        self.bias = None if bias is None else bias.reshape(-1, 1)
+        self.qmax = qmax
+        self.tie_free = tie_free
+
+    @classmethod
+    def plan(cls, rs: Rescale, bias: I64 | None, qmax: int, bound: int) -> F32Requant | None:
+        """The requantizer, or None when the fused pass is not proven exact."""
+        s = rs.shift
+        mmax = int(rs.mult.max(initial=0))
+        if s < 31 or bound * mmax + (1 << (s - 1)) >= 1 << 63:
+            return None
+        lowbit = int(np.max(rs.mult & -rs.mult, initial=0))
+        return cls(rs, bias, qmax, bound * lowbit < 1 << (s - 1))
+
+    def __call__(self, y: npt.NDArray[np.float32]) -> I64:
+        """The requantized int64 tensor, shaped as `y` (N, OC, ...)."""
+        n, oc = y.shape[0], y.shape[1]
+        src = y.reshape(n, oc, -1)
+        out: I64 = np.empty(src.shape, np.int64)
+        inner = src.shape[2]
+        step = max(1, BLOCK // max(inner, 1))
+        half = np.int64(1 << (self.shift - 1))
+        for o in range(n):
+            for c0 in range(0, oc, step):
+                c1 = min(oc, c0 + step)
+                w = out[o, c0:c1]
+                np.copyto(w, src[o, c0:c1], casting="unsafe")  # exact: integers < 2**24
+                if self.bias is not None:
+                    w += self.bias[c0:c1]
+                neg = None if self.tie_free else w < 0
+                w *= self.mult[c0:c1]
+                w += half
+                if neg is not None:
+                    w -= neg
+                w >>= self.shift
+                np.clip(w, -self.qmax, self.qmax, out=w)
+        return out.reshape(y.shape)
