@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgetrust.runtime.fixed import FixedExecutor
+from edgetrust.runtime.fixed import FixedExecutor, _lut
 from edgetrust.runtime.fixed import _arith as arith
 from edgetrust.runtime.fixed import _nonlinear as nl
 from edgetrust.runtime.fixed._arith import (
@@ -332,3 +332,48 @@ def test_round_div_single_division_is_exact(xs: list[int], ds: list[int], ties: 
     assert np.where(x < 0, -old, old).tolist() == want
     assert round_div(x, ds[0]).tolist() == [ref.rdiv(v, ds[0]) for v in xs]
     assert round_div(x[0], ds[0]).shape == ()
+
+
+@pytest.mark.parametrize("block", [5, 300, arith.BLOCK])
+@settings(max_examples=30, deadline=None)
+@given(
+    st.sampled_from([(2, 3, 17, 40), (1, 64, 40), (3, 2100), (1, 1, 5000)]),
+    st.integers(0, 3),
+    st.sampled_from([127, 32767]),
+    st.integers(0, 2**32 - 1),
+)
+def test_table_gather_matches_combine(
+    block: int, shape: tuple[int, ...], axis_pick: int, qmax: int, seed: int
+) -> None:
+    """The position-major table, gathered by channel blocks: the integers of `combine`, for
+    constants along one axis (outer > 1, channels split inside), none, or several axes."""
+    rng = np.random.default_rng(seed)
+    ndim = len(shape)
+    cshape = [1] * ndim
+    if axis_pick == 3 and ndim > 2:  # constants along two axes: the unblocked gather
+        cshape[1], cshape[2] = shape[1], shape[2]
+    elif axis_pick % ndim:
+        cshape[axis_pick % ndim] = shape[axis_pick % ndim]
+    const = rng.integers(-9, 10, cshape).astype(np.int64)
+    bias = rng.integers(-(2**20), 2**20, cshape).astype(np.int64)
+    x = rng.integers(-qmax, qmax + 1, shape).astype(np.int64)
+    x.reshape(-1)[:2] = [qmax, -qmax]
+    rs = Rescale(np.array([1234567891], np.int64), 40)
+
+    def combine(v: list[np.ndarray]) -> np.ndarray:
+        return saturate(apply_rescale(v[0] * v[1] * 4096 + v[2], rs), qmax)
+
+    vals = [x, const, bias]
+    pattern = _lut.const_pattern([const.shape, bias.shape], ndim)
+    old = arith.BLOCK
+    arith.BLOCK = block
+    try:
+        got = _lut.lut_run({}, vals, [0], pattern, qmax, combine)
+    finally:
+        arith.BLOCK = old
+    entries = int(np.prod(cshape)) * (2 * qmax + 1)
+    if entries > min(_lut.MAX_TABLE, _lut.MAX_TABLE_RATIO * x.size):
+        assert got is None
+        return
+    assert got is not None
+    assert got.tolist() == combine(vals).tolist()
