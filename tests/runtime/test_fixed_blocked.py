@@ -377,3 +377,21 @@ def test_table_gather_matches_combine(
         return
     assert got is not None
     assert got.tolist() == combine(vals).tolist()
+
+
+def test_blocks_with_out_of_range_inputs_match_the_whole_tensor() -> None:
+    """Values beyond ±qmax (never produced by the executor, but possible in a disputed
+    trace) make a block fall back to the limb path: still the old integers."""
+    op = _bn_op(3)
+    rng = np.random.default_rng(5)
+    x = rng.integers(-32767, 32768, (1, 3, 64, 64)).astype(np.int64)
+    x[0, 1, 5, :4] = [2**31, -(2**31), 2**40, -(2**40)]
+    p = op.params()
+    rs = Rescale.from_params(p["mult"], p["shift"])
+    want = saturate(apply_rescale(op.wide([x]), rs), op.qmax)
+    assert op._blocked(x, rs).tolist() == want.tolist()
+    add = _add_op("Add", 2)
+    ys = [x.reshape(3, -1).copy(), np.flip(x.reshape(3, -1), 1).copy()]
+    want = saturate(apply_rescale(add.wide(ys), add.rs), add.qmax)
+    assert add._blocked(ys).tolist() == want.tolist()
+    assert add.combine(ys).tolist() == want.tolist()
