@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgetrust.runtime.fixed import FixedExecutor
+from edgetrust.runtime.fixed import FixedExecutor, _lut
 from edgetrust.runtime.fixed import _arith as arith
 from edgetrust.runtime.fixed import _nonlinear as nl
 from edgetrust.runtime.fixed._arith import (
@@ -332,3 +332,66 @@ def test_round_div_single_division_is_exact(xs: list[int], ds: list[int], ties: 
     assert np.where(x < 0, -old, old).tolist() == want
     assert round_div(x, ds[0]).tolist() == [ref.rdiv(v, ds[0]) for v in xs]
     assert round_div(x[0], ds[0]).shape == ()
+
+
+@pytest.mark.parametrize("block", [5, 300, arith.BLOCK])
+@settings(max_examples=30, deadline=None)
+@given(
+    st.sampled_from([(2, 3, 17, 40), (1, 64, 40), (3, 2100), (1, 1, 5000)]),
+    st.integers(0, 3),
+    st.sampled_from([127, 32767]),
+    st.integers(0, 2**32 - 1),
+)
+def test_table_gather_matches_combine(
+    block: int, shape: tuple[int, ...], axis_pick: int, qmax: int, seed: int
+) -> None:
+    """The position-major table, gathered by channel blocks: the integers of `combine`, for
+    constants along one axis (outer > 1, channels split inside), none, or several axes."""
+    rng = np.random.default_rng(seed)
+    ndim = len(shape)
+    cshape = [1] * ndim
+    if axis_pick == 3 and ndim > 2:  # constants along two axes: the unblocked gather
+        cshape[1], cshape[2] = shape[1], shape[2]
+    elif axis_pick % ndim:
+        cshape[axis_pick % ndim] = shape[axis_pick % ndim]
+    const = rng.integers(-9, 10, cshape).astype(np.int64)
+    bias = rng.integers(-(2**20), 2**20, cshape).astype(np.int64)
+    x = rng.integers(-qmax, qmax + 1, shape).astype(np.int64)
+    x.reshape(-1)[:2] = [qmax, -qmax]
+    rs = Rescale(np.array([1234567891], np.int64), 40)
+
+    def combine(v: list[np.ndarray]) -> np.ndarray:
+        return saturate(apply_rescale(v[0] * v[1] * 4096 + v[2], rs), qmax)
+
+    vals = [x, const, bias]
+    pattern = _lut.const_pattern([const.shape, bias.shape], ndim)
+    old = arith.BLOCK
+    arith.BLOCK = block
+    try:
+        got = _lut.lut_run({}, vals, [0], pattern, qmax, combine)
+    finally:
+        arith.BLOCK = old
+    entries = int(np.prod(cshape)) * (2 * qmax + 1)
+    if entries > min(_lut.MAX_TABLE, _lut.MAX_TABLE_RATIO * x.size):
+        assert got is None
+        return
+    assert got is not None
+    assert got.tolist() == combine(vals).tolist()
+
+
+def test_blocks_with_out_of_range_inputs_match_the_whole_tensor() -> None:
+    """Values beyond ±qmax (never produced by the executor, but possible in a disputed
+    trace) make a block fall back to the limb path: still the old integers."""
+    op = _bn_op(3)
+    rng = np.random.default_rng(5)
+    x = rng.integers(-32767, 32768, (1, 3, 64, 64)).astype(np.int64)
+    x[0, 1, 5, :4] = [2**31, -(2**31), 2**40, -(2**40)]
+    p = op.params()
+    rs = Rescale.from_params(p["mult"], p["shift"])
+    want = saturate(apply_rescale(op.wide([x]), rs), op.qmax)
+    assert op._blocked(x, rs).tolist() == want.tolist()
+    add = _add_op("Add", 2)
+    ys = [x.reshape(3, -1).copy(), np.flip(x.reshape(3, -1), 1).copy()]
+    want = saturate(apply_rescale(add.wide(ys), add.rs), add.qmax)
+    assert add._blocked(ys).tolist() == want.tolist()
+    assert add.combine(ys).tolist() == want.tolist()

@@ -114,7 +114,12 @@ class BatchNormalization(_Rescaled):
         p = self.params()
         rs = Rescale.from_params(p["mult"], p["shift"])
         x = xs[0]
-        if x.ndim >= 2 and x.size >= MIN_BLOCKED and x.shape[1] == self.channels:
+        if (
+            x.ndim >= 2
+            and x.size >= MIN_BLOCKED
+            and x.shape[1] == self.channels
+            and rs.mult.size == 1
+        ):
             return self._blocked(x, rs)
         return saturate(apply_rescale(self.wide(xs), rs), self.qmax)
 

@@ -146,7 +146,7 @@ class _Rescaled(_Broadcasting):
             and w.dtype == np.int64
             and w.flags.c_contiguous
             and w.flags.writeable
-            and not any(np.shares_memory(w, x) for x in xs)
+            and not any(np.may_share_memory(w, x) for x in xs)
         ):
             flat = w.reshape(-1)
             for i in range(0, flat.size, arith.BLOCK):

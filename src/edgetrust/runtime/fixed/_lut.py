@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from edgetrust.runtime.fixed import _arith as arith
 from edgetrust.runtime.fixed._arith import I64
 
 MIN_ELEMENTS = 2048
@@ -79,13 +80,46 @@ def lut_run(
         cache[key] = _table(vals, var, pattern, qmax, combine)
     table, offset = cache[key]
     if len(var) == 1:
-        idx = vals[var[0]] * bsize if bsize > 1 else vals[var[0]] + qmax
-        if bsize > 1:
-            idx += offset
-    else:
-        idx = vals[var[0]] * nv
-        idx += vals[var[1]]
-        idx += qmax * nv + qmax
+        return _gather_one(table, offset, vals[var[0]], pattern, qmax)
+    return _gather_two(table, vals[var[0]], vals[var[1]], qmax)
+
+
+def _gather_one(table: I64, offset: I64, x: I64, pattern: tuple[int, ...], qmax: int) -> I64:
+    """``table[offset + x]``: the entry of x's constant position p is p·nv + x + qmax.
+
+    Where the constants vary along one axis (a channel), the tensor is viewed as (outer, C,
+    inner) and gathered in blocks of whole channels: each block reads one 2·qmax + 1 slice of
+    the table (in L1) and needs no full-size index array.
+    """
+    varying = [a for a, d in enumerate(pattern) if d != 1]
+    if len(varying) > 1 or not x.flags.c_contiguous:
+        idx = x + offset
+        out: I64 = table.take(idx)
+        return out
+    nv = 2 * qmax + 1
+    axis = varying[0] if varying else 0
+    channels = pattern[axis] if varying else 1
+    outer = int(np.prod(x.shape[:axis], dtype=np.int64))
+    inner = x.size // max(1, outer * channels)
+    xv = x.reshape(outer, channels, inner)
+    res = np.empty(x.shape, np.int64)
+    rv = res.reshape(outer, channels, inner)
+    base = (np.arange(channels, dtype=np.int64) * nv + qmax).reshape(channels, 1)
+    scratch = np.empty(min(arith.BLOCK, x.size), np.int64)
+    for o, c0, c1, i0, i1 in arith.channel_blocks(outer, channels, inner):
+        idx = scratch[: (c1 - c0) * (i1 - i0)].reshape(c1 - c0, i1 - i0)
+        np.add(xv[o, c0:c1, i0:i1], base[c0:c1], out=idx)
+        np.take(table, idx, out=rv[o, c0:c1, i0:i1], mode="clip")  # idx is in range
+    return res
+
+
+def _gather_two(table: I64, x: I64, y: I64, qmax: int) -> I64:
+    """``table[(x + qmax)·nv + y + qmax]`` (one constant position; the 2·qmax + 1 squared
+    table is gathered at random either way, so blocks do not pay here)."""
+    nv = 2 * qmax + 1
+    idx = x * nv
+    idx += y
+    idx += qmax * nv + qmax
     out: I64 = table.take(idx)
     return out
 
@@ -105,10 +139,12 @@ def _table(
         full = (nv, *pattern[1:])
         args[var[0]] = np.ascontiguousarray(np.broadcast_to(grid.reshape((nv, *rest)), full))
         bsize = int(np.prod(pattern))
-        offset = np.arange(bsize, dtype=np.int64).reshape(pattern) + qmax * bsize
-    else:
-        args[var[0]] = np.repeat(grid, nv).reshape((nv * nv, *rest))
-        args[var[1]] = np.tile(grid, nv).reshape((nv * nv, *rest))
-        offset = None
+        # stored position-major (entry p·nv + x + qmax), so one channel's entries are adjacent
+        by_value = np.asarray(combine(args), dtype=np.int64).reshape(nv, bsize)
+        table = np.ascontiguousarray(by_value.T).reshape(-1)
+        offset = np.arange(bsize, dtype=np.int64).reshape(pattern) * nv + qmax
+        return table, offset
+    args[var[0]] = np.repeat(grid, nv).reshape((nv * nv, *rest))
+    args[var[1]] = np.tile(grid, nv).reshape((nv * nv, *rest))
     table = np.ascontiguousarray(combine(args), dtype=np.int64).reshape(-1)
-    return table, offset
+    return table, None
