@@ -69,6 +69,7 @@ async def run(
     queue = list(reversed(bodies))
     latencies: list[float] = []
     statuses: dict[int, int] = {}
+    cpu0, wall0 = time.process_time(), time.time()
     start = time.perf_counter()
     await asyncio.gather(
         *(
@@ -90,6 +91,11 @@ async def run(
         "p99_ms": pct(0.99) * 1e3,
         "max_ms": (latencies[-1] if latencies else 0.0) * 1e3,
         "statuses": statuses,
+        # The generator's own CPU (user + system) during the run, so a run can tell whether it
+        # measured the node or its client; and the run's wall-clock span, so several
+        # generators' runs can be lined up (their start-up left out).
+        "cpu_s": time.process_time() - cpu0,
+        "wall": [wall0, time.time()],
     }
 
 

@@ -26,12 +26,13 @@ from typing import Any
 import httpx
 
 from bench._util import table
-from bench.bench_node import ROOT, _free_port, _load, _Node, _receipts
+from bench.bench_node import ROOT, _cpu_seconds, _free_port, _load, _Node, _receipts
 
 STORE_N = 20_000
 THREADS = 32
 THREAD_N = 12_000
-SINGLE_N = 3000
+SINGLE_N = int(os.environ.get("EDGETRUST_BENCH_SINGLES", "3000"))
+WARM_N = 200
 CONNECTIONS = int(os.environ.get("EDGETRUST_BENCH_CONNECTIONS", "16"))
 PUBLISH_N = 20_000
 READS = 3000
@@ -154,9 +155,11 @@ def _read_load(port: int, paths: list[str]) -> dict[str, float]:
 
 
 def _singles(nodes: list[_Node], bodies: list[bytes], tmp: Path) -> dict[str, Any]:
-    """Single submissions spread over `nodes` (one load generator each, at once)."""
-    if len(nodes) == 1:
-        return _load(nodes[0], "/v1/entries", bodies, CONNECTIONS, tmp, 1)
+    """Single submissions spread over `nodes` (one load generator each, all at once).
+
+    The rate is over the generators' common span (first start to last end, their start-up
+    left out), so one node and two nodes are timed alike.
+    """
     results: list[dict[str, Any]] = [{} for _ in nodes]
     share = CONNECTIONS // len(nodes)
 
@@ -166,12 +169,11 @@ def _singles(nodes: list[_Node], bodies: list[bytes], tmp: Path) -> dict[str, An
         results[k] = _load(nodes[k], "/v1/entries", bodies[k :: len(nodes)], share, sub, 1)
 
     threads = [threading.Thread(target=one, args=(k,)) for k in range(len(nodes))]
-    start = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    seconds = time.perf_counter() - start
+    seconds = max(r["wall"][1] for r in results) - min(r["wall"][0] for r in results)
     entries = sum(r["entries"] for r in results)
     statuses: dict[str, int] = {}
     for r in results:
@@ -179,37 +181,29 @@ def _singles(nodes: list[_Node], bodies: list[bytes], tmp: Path) -> dict[str, An
             statuses[k] = statuses.get(k, 0) + v
     return {
         "entries": entries,
+        "seconds": seconds,
         "rate": entries / seconds,
         # Each generator's percentiles; the worse of the two is reported.
         "p50_ms": max(r["p50_ms"] for r in results),
         "p99_ms": max(r["p99_ms"] for r in results),
         "cpu_us": statistics.mean(r["cpu_us"] for r in results),
+        "node_cpu_s": sum(r["node_cpu_s"] for r in results),
+        "gen_cpu_s": sum(r["cpu_s"] for r in results),
         "statuses": statuses,
     }
 
 
-def _pg_cpu() -> float:
-    """CPU seconds used so far by every PostgreSQL process (the server's side of the work)."""
-    total = 0.0
-    tick = os.sysconf("SC_CLK_TCK")
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if (entry / "comm").read_text().strip() != "postgres":
-                continue
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+def _pg_cpu(pg: Any) -> float:
+    """CPU seconds used so far by this PostgreSQL server (postmaster and live backends)."""
+    pid = int((pg.data / "postmaster.pid").read_text().split("\n", 1)[0])
+    return _cpu_seconds(pid)
 
 
-def _cpu_busy() -> tuple[float, float]:
-    """(busy, total) jiffies of the whole machine so far, from /proc/stat."""
+def _cpu_busy() -> float:
+    """CPU seconds the whole machine has been busy so far (all cores), from /proc/stat."""
     fields = [float(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]  # idle + iowait
-    return sum(fields) - idle, sum(fields)
+    # user, nice, system, irq, softirq (guest time is inside user; idle, iowait, steal are not)
+    return sum(fields[i] for i in (0, 1, 2, 5, 6)) / os.sysconf("SC_CLK_TCK")
 
 
 def _ok(r: dict[str, Any]) -> str:
@@ -217,11 +211,116 @@ def _ok(r: dict[str, Any]) -> str:
     return "" if not bad else f" (non-200: {bad})"
 
 
+def _per_k(seconds: float, entries: int) -> float:
+    """CPU milliseconds per entry (= CPU seconds per 1,000 entries)."""
+    return seconds / entries * 1e3
+
+
+def _nodes_section(pg: Any, tmp: Path) -> str:
+    """(2): single submissions through one SQLite node, one and two PostgreSQL nodes.
+
+    Besides the rates: the CPU each process group spent per entry (the nodes, this
+    PostgreSQL server's processes, the load generators, and the rest of the machine: this
+    driver and whatever else runs), so the ratio can be checked against what 2 cores allow.
+    """
+    from edgetrust.identity import Identity
+    from edgetrust.log.service import Log
+
+    cores = os.cpu_count() or 1
+    devices = [Identity.generate(f"d{i}") for i in range(16)]
+    scenarios: list[tuple[str, str | None, int]] = [
+        ("SQLite, one node", None, 1),
+        ("PostgreSQL, one node", "pg", 1),
+        ("PostgreSQL, two nodes", "pg", 2),
+    ]
+    per = SINGLE_N + WARM_N * 2
+    bodies = _receipts(per * len(scenarios), devices)
+    rows = []
+    res: dict[str, dict[str, Any]] = {}
+    for k, (name, kind, count) in enumerate(scenarios):
+        home = tmp / f"home{k}"
+        with Log.open(home):
+            pass  # the key, before two nodes race to create it
+        extra = ["--store", pg.new_database()] if kind else []
+        nodes = [_Node(home, *extra) for _ in range(count)]
+        mine = bodies[k * per : (k + 1) * per]
+        try:
+            for i, n in enumerate(nodes):  # warm-up: first requests import and connect
+                _load(n, "/v1/entries", mine[i * WARM_N : (i + 1) * WARM_N], 4, tmp, 1)
+            pg0, busy0 = _pg_cpu(pg), _cpu_busy()
+            r = _singles(nodes, mine[WARM_N * 2 :], tmp)
+            r["pg_cpu_s"] = _pg_cpu(pg) - pg0 if kind else 0.0
+            r["busy_s"] = _cpu_busy() - busy0
+        finally:
+            for n in nodes:
+                n.stop()
+        res[name] = r
+        e = r["entries"]
+        rest = r["busy_s"] - r["node_cpu_s"] - r["pg_cpu_s"] - r["gen_cpu_s"]
+        rows.append(
+            [
+                name,
+                f"{e:,}",
+                f"{r['rate']:,.0f}/s{_ok(r)}",
+                f"{r['p50_ms']:.1f} / {r['p99_ms']:.1f}",
+                f"{r['cpu_us']:.0f} µs",
+                f"{r['pg_cpu_s'] / e * 1e6:.0f} µs" if kind else "",
+                f"{_per_k(r['node_cpu_s'], e):.2f} / {_per_k(r['pg_cpu_s'], e):.2f} / "
+                f"{_per_k(r['gen_cpu_s'], e):.2f} / {_per_k(rest, e):.2f}",
+                f"{r['busy_s'] / (r['seconds'] * cores):.0%}",
+            ]
+        )
+    one, two = res["PostgreSQL, one node"], res["PostgreSQL, two nodes"]
+    ratio = two["rate"] / one["rate"]
+
+    def bound(r: dict[str, Any], generator: bool) -> float:
+        """Entries/s the cores allow at `r`'s CPU per entry (with or without the generator)."""
+        spent = r["node_cpu_s"] + r["pg_cpu_s"] + (r["gen_cpu_s"] if generator else 0.0)
+        return cores * r["entries"] / spent
+
+    e2 = two["entries"]
+    return (
+        "### Nodes over HTTP: single submissions\n\n"
+        f"Real `edgetrust node serve` processes (uvicorn) under load generators "
+        f"(`bench._loadgen`, {CONNECTIONS} keep-alive connections in all, split between the "
+        "nodes; each node first warmed up with "
+        f"{WARM_N} submissions), each submission a real inference receipt that the node "
+        "verifies (Ed25519 + receipt validation) before appending. Everything - nodes, load "
+        f"generators, PostgreSQL - shares this machine's {cores} cores. 'node CPU' is per "
+        "node, per entry; 'PostgreSQL CPU' is the server's CPU per entry. 'CPU ms per entry' "
+        "splits the machine's busy CPU during the run (= CPU seconds per 1,000 entries) into "
+        "all nodes / PostgreSQL / the load generators / everything else (this driver and "
+        "other work on the machine).\n\n"
+        + table(
+            [
+                "scenario",
+                "entries",
+                "submissions",
+                "p50 / p99 ms",
+                "node CPU/entry",
+                "PostgreSQL CPU/entry",
+                "CPU ms per entry: nodes / PostgreSQL / generators / rest",
+                "machine CPU busy",
+            ],
+            rows,
+        )
+        + f"\n\nTwo nodes vs one (PostgreSQL): **{ratio:.2f}x** (target ≥ "
+        f"{TARGET_TWO_NODES}x: **{'met' if ratio >= TARGET_TWO_NODES else 'missed'}**). "
+        f"The bound, from the two-node run: per entry the nodes need "
+        f"{_per_k(two['node_cpu_s'], e2):.2f} core-ms, PostgreSQL "
+        f"{_per_k(two['pg_cpu_s'], e2):.2f}, the generators {_per_k(two['gen_cpu_s'], e2):.2f}; "
+        f"{cores} cores give at most {bound(two, True):,.0f}/s = "
+        f"{bound(two, True) / one['rate']:.2f}x one node with the generators on the same "
+        f"cores, {bound(two, False):,.0f}/s = {bound(two, False) / one['rate']:.2f}x without "
+        f"them. One node alone already keeps "
+        f"{one['busy_s'] / one['seconds']:.2f} of {cores} cores busy."
+    )
+
+
 def run() -> str:
     sys.path.insert(0, str(ROOT))
     from tests.log.pg_fixture import PostgresServer
 
-    from edgetrust.identity import Identity
     from edgetrust.log.publish import publish_tiles
     from edgetrust.log.service import Log
     from edgetrust.log.store import SqliteLogStore
@@ -289,85 +388,7 @@ def run() -> str:
         )
 
         # -- (2) nodes over HTTP ----------------------------------------------------------
-        devices = [Identity.generate(f"d{i}") for i in range(16)]
-        bodies = _receipts(SINGLE_N * 3, devices)
-        node_rows = []
-        rates: dict[str, float] = {}
-        one: dict[str, Any] = {}
-        scenarios: list[tuple[str, str | None, int]] = [
-            ("SQLite, one node", None, 1),
-            ("PostgreSQL, one node", "pg", 1),
-            ("PostgreSQL, two nodes", "pg", 2),
-        ]
-        for k, (name, kind, count) in enumerate(scenarios):
-            home = tmp / f"home{k}"
-            with Log.open(home):
-                pass  # the key, before two nodes race to create it
-            extra = ["--store", pg.new_database()] if kind else []
-            nodes = [_Node(home, *extra) for _ in range(count)]
-            try:
-                pg0, (busy0, all0) = _pg_cpu(), _cpu_busy()
-                r = _singles(nodes, bodies[k * SINGLE_N : (k + 1) * SINGLE_N], tmp)
-                pg_us = (_pg_cpu() - pg0) / r["entries"] * 1e6
-                busy1, all1 = _cpu_busy()
-                busy = (busy1 - busy0) / max(1.0, all1 - all0)
-            finally:
-                for n in nodes:
-                    n.stop()
-            rates[name] = r["rate"]
-            if name == "PostgreSQL, one node":
-                one = {**r, "pg_us": pg_us, "busy": busy}
-            node_rows.append(
-                [
-                    name,
-                    f"{r['entries']:,}",
-                    f"{r['rate']:,.0f}/s{_ok(r)}",
-                    f"{r['p50_ms']:.1f} / {r['p99_ms']:.1f}",
-                    f"{r['cpu_us']:.0f} µs",
-                    f"{pg_us:.0f} µs" if kind else "",
-                    f"{busy:.0%}",
-                ]
-            )
-        ratio = rates["PostgreSQL, two nodes"] / rates["PostgreSQL, one node"]
-        one_core = one["rate"] * one["cpu_us"] / 1e6
-        ceiling = (os.cpu_count() or 1) * 1e6 / (one["cpu_us"] + one["pg_us"])
-        out.append(
-            "### Nodes over HTTP: single submissions\n\n"
-            f"Real `edgetrust node serve` processes (uvicorn) under load generators "
-            f"(`bench._loadgen`, {CONNECTIONS} keep-alive connections in all, split between the "
-            "nodes), each submission a real inference receipt that the node verifies "
-            "(Ed25519 + receipt validation) before appending. Everything - nodes, load "
-            "generators, PostgreSQL - shares this machine's "
-            f"{os.cpu_count()} cores. 'node CPU' is per node, per entry; 'PostgreSQL CPU' is "
-            "the server's CPU per entry.\n\n"
-            + table(
-                [
-                    "scenario",
-                    "entries",
-                    "submissions",
-                    "p50 / p99 ms",
-                    "node CPU/entry",
-                    "PostgreSQL CPU/entry",
-                    "machine CPU busy",
-                ],
-                node_rows,
-            )
-            + f"\n\nTwo nodes vs one (PostgreSQL): **{ratio:.2f}x** (target ≥ "
-            f"{TARGET_TWO_NODES}x: **{'met' if ratio >= TARGET_TWO_NODES else 'missed'}**). "
-            "Why: each node sequences its own batches, and a batch transaction holds the "
-            "sequencer's advisory lock from its first statement to its COMMIT (the WAL "
-            "flush included). So the two nodes' commits take turns instead of merging: in "
-            "this closed loop of 16 clients each submission waits for the other node's "
-            "commit as well as its own, and each commit carries half the entries. The limit "
-            f"is commit latency more than CPU: one node keeps {one_core:.2f} core busy "
-            f"({one['rate']:,.0f}/s x {one['cpu_us']:.0f} µs; the whole machine "
-            f"{one['busy']:.0%}), and {os.cpu_count()} cores / "
-            f"(node + PostgreSQL CPU per entry) would allow {ceiling:,.0f}/s = "
-            f"{ceiling / one['rate']:.2f}x one node before the load generators' share. "
-            "What would scale: the issue's other design, nodes queueing verified entries "
-            "in a table that one sequencer drains, all nodes' entries in one transaction "
-            "(not built yet)."
-        )
+        out.append(_nodes_section(pg, tmp))
 
         # -- (3) static tiles -------------------------------------------------------------
         home = tmp / "pubhome"
@@ -477,5 +498,21 @@ def run() -> str:
     return header + "\n\n" + "\n\n".join(out)
 
 
+def run_nodes() -> str:
+    """Only section (2), for diagnosis: ``python -m bench.bench_logscale nodes``."""
+    sys.path.insert(0, str(ROOT))
+    from tests.log.pg_fixture import PostgresServer
+
+    load = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmpdir, PostgresServer(fsync=FSYNC) as pg:
+        text = _nodes_section(pg, Path(tmpdir))
+    after = os.getloadavg()
+    return (
+        f"Load average at the start: {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}, at the "
+        f"end: {after[0]:.2f} / {after[1]:.2f} / {after[2]:.2f} ({os.cpu_count()} cores).\n\n"
+        + text
+    )
+
+
 if __name__ == "__main__":
-    print(run())
+    print(run_nodes() if sys.argv[1:] == ["nodes"] else run())

@@ -181,7 +181,8 @@ def _load(
     entries = result["requests"] * per_body
     result["entries"] = entries
     result["rate"] = entries / result["seconds"]
-    result["cpu_us"] = (_cpu_seconds(node.proc.pid) - cpu0) / entries * 1e6
+    result["node_cpu_s"] = _cpu_seconds(node.proc.pid) - cpu0
+    result["cpu_us"] = result["node_cpu_s"] / entries * 1e6
     return result
 
 

@@ -206,6 +206,10 @@ class SequencedStore:
         self._closing = False
         self.batches_committed = 0
         """Transactions the sequencer has run (a statistic: entries / batches = batching)."""
+        self._known_size = 0
+        # A lower bound of the committed size (the tree only grows): a size at or below it
+        # needs no query to check, which saves the proof and root reads of a just-committed
+        # batch two round trips to PostgreSQL. Racing updates can only leave it lower.
         self._sequencer: threading.Thread | None = None
 
     def _start_sequencer(self, name: str) -> None:
@@ -320,6 +324,8 @@ class SequencedStore:
                 raise
             return
         self.batches_committed += 1
+        if indices:
+            self._known_size = max(self._known_size, max(indices) + 1)
         pos = 0
         for r in batch:
             r.future.set_result(indices[pos : pos + len(r.entries)])
@@ -334,7 +340,9 @@ class SequencedStore:
     def size(self) -> int:
         """Number of committed entries (read from the database, so other writers count)."""
         self._check_open()
-        return self._read_size()
+        size = self._read_size()
+        self._known_size = max(self._known_size, size)
+        return size
 
     def entry(self, index: int) -> bytes:
         """The bytes of entry `index`."""
@@ -366,6 +374,9 @@ class SequencedStore:
 
     def _check_size(self, size: object) -> int:
         size = check_count("size", size)
+        if size <= self._known_size:
+            self._check_open()
+            return size
         current = self.size()
         if size > current:
             raise NotFoundError(f"tree size {size} is beyond the log's {current} entries")

@@ -169,16 +169,18 @@ class PostgresLogStore(SequencedStore):
         found = pick_nodes(frontier_coords(size), lambda rows: _rows(self._writer, rows))
         self._frontier, self._size = build_frontier(size, found), size
 
-    def _query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+    def _query(
+        self, sql: str, params: Sequence[object] = (), *, what: str = "log store read"
+    ) -> list[tuple[Any, ...]]:
         self._check_open()
         try:
             with self._pool.connection() as conn:
                 rows: list[tuple[Any, ...]] = conn.execute(sql, params).fetchall()
                 return rows
         except psycopg.Error as exc:
-            raise StoreError(f"log store read failed: {_first_line(exc)}") from exc
+            raise StoreError(f"{what} failed: {_first_line(exc)}") from exc
         except Exception as exc:  # the pool's own errors (timeout, closed)
-            raise StoreError(f"log store read failed: {_first_line(exc)}") from exc
+            raise StoreError(f"{what} failed: {_first_line(exc)}") from exc
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -188,12 +190,18 @@ class PostgresLogStore(SequencedStore):
         conn = self._writer
         try:
             with conn.transaction():
-                # One sequencer at a time, whichever process it runs in.
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (SEQUENCER_LOCK,))
-                size = self._db_size(conn)
+                # One sequencer at a time, whichever process it runs in. The lock, the size and
+                # the de-dup look-up go in one round trip (pipeline mode): the lock is held
+                # until COMMIT, so every round trip under it delays the other nodes' batches.
+                with conn.pipeline():
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (SEQUENCER_LOCK,))
+                    max_idx = conn.execute("SELECT max(idx) FROM log_entries")
+                    dups = self._lookup_cursor(conn, leaves)
+                row = max_idx.fetchone()
+                size = 0 if row is None or row[0] is None else int(row[0]) + 1
+                known = self._known(dups.fetchall(), leaves)
                 if size != self._size:
                     self._reload(size)
-                known = self._lookup(conn, leaves)
                 indices, size, frontier, rows = extend_tree(
                     self._size, self._frontier, entries, leaves, known
                 )
@@ -213,12 +221,14 @@ class PostgresLogStore(SequencedStore):
         return indices
 
     @staticmethod
-    def _lookup(conn: psycopg.Connection[Any], leaves: list[bytes]) -> dict[bytes, int]:
-        """Existing indices of any of `leaves`, by the dedup key, confirmed on the full hash."""
+    def _lookup_cursor(conn: psycopg.Connection[Any], leaves: list[bytes]) -> psycopg.Cursor[Any]:
+        """The rows that may be `leaves` already logged (by the dedup key): see `_known`."""
         keys = list({_dk(h) for h in leaves})
-        rows = conn.execute(
-            "SELECT idx, leaf FROM log_entries WHERE dk = ANY(%s)", (keys,)
-        ).fetchall()
+        return conn.execute("SELECT idx, leaf FROM log_entries WHERE dk = ANY(%s)", (keys,))
+
+    @staticmethod
+    def _known(rows: Sequence[tuple[Any, ...]], leaves: list[bytes]) -> dict[bytes, int]:
+        """Existing indices of any of `leaves`, confirmed on the full hash."""
         wanted = set(leaves)
         return {bytes(leaf): int(idx) for idx, leaf in rows if bytes(leaf) in wanted}
 
@@ -309,11 +319,15 @@ class PostgresCheckpointState:
 
     def add(self, size: int, note: bytes) -> bytes:
         """Store `note` for `size` unless a note is stored; return the stored one."""
-        self._exec(
-            "INSERT INTO log_checkpoints(size, note) VALUES (%s, %s) ON CONFLICT (size) DO NOTHING",
+        # One round trip when the note is new (RETURNING), a second only when another node
+        # stored one for this size first.
+        rows = self._store._query(
+            "INSERT INTO log_checkpoints(size, note) VALUES (%s, %s) "
+            "ON CONFLICT (size) DO NOTHING RETURNING note",
             (size, note),
+            what="log state write",
         )
-        stored = self.note_at(size)
+        stored = bytes(rows[0][0]) if rows else self.note_at(size)
         if stored is None:  # pragma: no cover - just inserted
             raise StoreError(f"checkpoint {size} could not be recorded")
         return stored
