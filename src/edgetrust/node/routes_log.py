@@ -118,11 +118,6 @@ def log_router(node: Callable[[], NodeCore], cfg: NodeSettings) -> APIRouter:
         except Error:
             n.metrics.rejected.inc()
             raise
-        if n.limiter.rate == 0:
-            # No rate limit, so nobody to charge: the look-up below only decides who pays, and
-            # the store de-duplicates the append itself (under the sequencer lock). Skipping it
-            # saves a database round trip per request on the event loop.
-            return JSONResponse(await n.submit(prepared.data))
         existing = n.existing(prepared)
         if existing is not None:
             # A replay (in any signature order or JSON form) of a logged entry: answered with that
@@ -178,11 +173,12 @@ def log_router(node: Callable[[], NodeCore], cfg: NodeSettings) -> APIRouter:
             n.metrics.rejected.inc()
             raise
         counts: dict[str, int] = {}
-        datas = [p.data for p in prepared]  # a replay's logged bytes are its own (`existing`)
-        for p in prepared if n.limiter.rate else ():  # unlimited: nobody to charge
+        datas = []
+        for p in prepared:
             existing = n.existing(p)
             charged = _client(request) if existing is not None else p.signer
             counts[charged] = counts.get(charged, 0) + 1
+            datas.append(p.data if existing is None else existing)
         n.limiter.take(counts)
         answer = await anyio.to_thread.run_sync(n.append_batch, datas, proofs)
         return JSONResponse(answer)
