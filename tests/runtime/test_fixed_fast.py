@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
 from edgetrust.runtime.fixed import FixedExecutor
 from edgetrust.runtime.fixed._elementwise import _Broadcasting
+from tests.runtime import graphs
 from tests.runtime.graphs import OPSET, Builder
 
 
@@ -131,3 +134,29 @@ def test_in_place_round_float_matches_the_where_form() -> None:
             got = round_float(arr)
             assert np.array_equal(got, want, equal_nan=True)
             assert np.array_equal(np.signbit(got), np.signbit(want))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    span=st.sampled_from([1, 127, 128, 32767, 1 << 20, 1 << 40]),
+    pads=st.lists(st.integers(0, 1), min_size=4, max_size=4),
+    ceil=st.integers(0, 1),
+    seed=st.integers(0, 1000),
+)
+def test_narrow_maxpool_matches_the_int64_fold(
+    span: int, pads: list[int], ceil: int, seed: int
+) -> None:
+    """MaxPool in int8/int16/int32 (input range permitting) gives the int64 fold's integers,
+    with padding that never wins, at the edges of each type's range too."""
+    from edgetrust.runtime.fixed._pool import _NEG
+
+    model = graphs.single_op(
+        "MaxPool", [(1, 3, 7, 7)], kernel_shape=[3, 3], strides=[2, 2], pads=pads, ceil_mode=ceil
+    ).SerializeToString()
+    calib = {"x0": np.random.default_rng(0).standard_normal((1, 3, 7, 7)).astype(np.float32)}
+    op = FixedExecutor(model, precision="int8", calibration=[calib]).ops[0]
+    x = np.random.default_rng(seed).integers(-span, span + 1, size=(1, 3, 7, 7))
+    x.reshape(-1)[seed % x.size] = -span  # the type's edge: must not meet the padding value
+    got = op.run([x])
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, op._tap_fold(x, _NEG, np.maximum))

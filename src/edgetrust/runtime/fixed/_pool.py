@@ -114,7 +114,7 @@ class _Windowed(_Pool):
             for j in range(self.kw):
                 tap = win[..., i, j]
                 if acc is None:
-                    acc = np.array(tap, dtype=np.int64)
+                    acc = np.array(tap, dtype=x.dtype)
                 else:
                     fold(acc, tap, out=acc)
         assert acc is not None
@@ -149,8 +149,18 @@ class MaxPool(_Windowed):
     op_types = ("MaxPool",)
 
     def run(self, xs: Sequence[I64 | None]) -> I64:
-        """Max over each window."""
-        return self._tap_fold(self.x(xs, 0), _NEG, np.maximum)
+        """Max over each window; in the narrowest integer type that holds the input and a
+        padding value below all of it (max is exact in any integer type: same integers, an
+        eighth of the memory traffic for int8)."""
+        x = self.x(xs, 0)
+        if x.size:
+            lo, hi = int(x.min()), int(x.max())
+            for narrow in (np.int8, np.int16, np.int32):
+                info = np.iinfo(narrow)
+                if info.min < lo and hi <= info.max:
+                    small = self._tap_fold(x.astype(narrow), int(info.min), np.maximum)
+                    return small.astype(np.int64)
+        return self._tap_fold(x, _NEG, np.maximum)
 
     def element(self, flat: int, out_shape: tuple[int, ...], src: ElementSource) -> int:
         """Max of the window's in-range elements."""
