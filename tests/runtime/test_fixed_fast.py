@@ -160,3 +160,23 @@ def test_narrow_maxpool_matches_the_int64_fold(
     got = op.run([x])
     assert got.dtype == np.int64
     np.testing.assert_array_equal(got, op._tap_fold(x, _NEG, np.maximum))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    values=st.lists(st.integers(-200, 200), min_size=0, max_size=300),
+    qmax=st.sampled_from([1, 127]),
+)
+def test_lazy_table_equals_the_entry_function(values: list[int], qmax: int) -> None:
+    """Every element looked up equals entry(q), across calls, out-of-range values included."""
+    from edgetrust.runtime.fixed._lut import LazyTable
+
+    def entry(q: int) -> int:
+        return (q * q * 7 + 3 * q) // 5 - q
+
+    table = LazyTable(qmax, entry)
+    q = np.array(values, np.int64)
+    for _ in range(2):  # the second call reads the kept entries
+        got = table(q)
+        assert got.dtype == np.int64
+        assert got.tolist() == [entry(v) for v in values]

@@ -36,6 +36,7 @@ from edgetrust.runtime.fixed import _nonlinear as nl
 from edgetrust.runtime.fixed._arith import I64
 from edgetrust.runtime.fixed._base import Kind, ScalePolicy, register
 from edgetrust.runtime.fixed._elementwise import _Broadcasting
+from edgetrust.runtime.fixed._lut import LazyTable
 
 _PREC = 50
 _MAX_POW = 16
@@ -106,22 +107,9 @@ class _Table(_Broadcasting):
 
     def combine(self, xs: list[I64]) -> I64:
         """Look every input integer up, filling missing entries."""
-        q = np.asarray(xs[0], np.int64)
-        lo = -self.qmax - 1
-        n = 2 * self.qmax + 2
-        if q.size and (int(q.min()) < lo or int(q.max()) > self.qmax):
-            flat = [self.entry(int(v)) for v in q.reshape(-1)]
-            return np.array(flat, np.int64).reshape(q.shape)
         if "_table" not in self.__dict__:
-            self._table = (np.zeros(n, np.int64), np.zeros(n, bool))
-        table, filled = self._table
-        idx = q - lo
-        missing = np.unique(idx[~filled[idx]])
-        for i in missing.tolist():
-            table[i] = self.entry(i + lo)
-            filled[i] = True
-        out: I64 = table.take(idx)
-        return out
+            self._table = LazyTable(self.qmax, self.entry)
+        return self._table(xs[0])
 
 
 @register

@@ -148,3 +148,28 @@ def _table(
     args[var[1]] = np.tile(grid, nv).reshape((nv * nv, *rest))
     table = np.ascontiguousarray(combine(args), dtype=np.int64).reshape(-1)
     return table, None
+
+
+class LazyTable:
+    """``entry(q)`` for every element of an integer tensor, each q computed once and kept in a
+    dense table over [-qmax - 1, qmax] (for ops whose entry is slow, exact rational work);
+    values outside that range are computed one by one and not kept."""
+
+    def __init__(self, qmax: int, entry: Callable[[int], int]) -> None:
+        self.lo = -qmax - 1
+        self.entry = entry
+        self.table = np.zeros(2 * qmax + 2, np.int64)
+        self.filled = np.zeros(2 * qmax + 2, bool)
+
+    def __call__(self, q: I64) -> I64:
+        """The looked-up tensor, shaped as `q`."""
+        q = np.asarray(q, np.int64)
+        if q.size and (int(q.min()) < self.lo or int(q.max()) >= self.lo + self.table.size):
+            flat = [self.entry(int(v)) for v in q.reshape(-1)]
+            return np.array(flat, np.int64).reshape(q.shape)
+        idx = q - self.lo
+        for i in np.unique(idx[~self.filled[idx]]).tolist():
+            self.table[i] = self.entry(i + self.lo)
+            self.filled[i] = True
+        out: I64 = self.table.take(idx)
+        return out

@@ -32,6 +32,7 @@ from edgetrust.runtime.fixed._base import (
     const_scale,
     register,
 )
+from edgetrust.runtime.fixed._lut import LazyTable
 
 _RANGES: dict[int, tuple[int, int]] = {
     TensorProto.UINT8: (0, 255),
@@ -142,17 +143,9 @@ class QuantizeLinear(_QDQ):
         c = self.const_out()
         if c is not None:
             return c.copy()
-        q = self.x(xs, 0)
         if "_table" not in self.__dict__:
-            self._table: dict[int, int] = {}
-        uniq, inv = np.unique(q, return_inverse=True)
-        vals = []
-        for v in uniq.tolist():
-            if v not in self._table:
-                self._table[v] = self.entry(v)
-            vals.append(self._table[v])
-        out: I64 = np.asarray(vals, np.int64)[inv].reshape(q.shape)
-        return out
+            self._table = LazyTable(self.qmax, self.entry)
+        return self._table(self.x(xs, 0))
 
     def element(self, flat: int, out_shape: tuple[int, ...], src: ElementSource) -> int:
         """One element."""
