@@ -10,41 +10,26 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 from tests.runtime.conftest import cnn_input
 from tests.runtime.light import LIGHT_MODELS, light_input, light_model
 from tests.runtime.test_coverage_light import quantize_static_cnn
 from threadpoolctl import threadpool_limits
 
-from bench._util import median_of, table
+from bench._util import ort_session, table, warm_median
 from edgetrust.runtime import bert
 from edgetrust.runtime.fixed import Fault, FixedExecutor, QuantPlan
 from edgetrust.verify.dispute import Claim, DeviceResponder, DisputeGame, HonestChallenger, play
-
-
-def _session(model: bytes) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
-
-
-def _time(fn: Callable[[], object], repeat: int = 3) -> float:
-    fn()
-    return median_of(fn, repeat=repeat)
 
 
 def _case(
     name: str, model: bytes, x: dict[str, Any], precision: str, calib: list[Any]
 ) -> list[str]:
     ex = FixedExecutor(model, precision=precision, calibration=calib)  # type: ignore[arg-type]
-    sess = _session(model)
+    sess = ort_session(model)
     out, honest = ex.run_traced(x)
     # "runs": finite outputs that track onnxruntime (the coverage test asserts the bounds).
     ref = sess.run(None, x)[0]
@@ -68,8 +53,8 @@ def _case(
     game = DisputeGame(verifier, Claim(lying.root, w.root, w.size), inputs=x)
     verdict = play(game, DeviceResponder(ex, lying), HonestChallenger(again))
     convicts = verdict.device_convicted and verdict.entry == ex.entry_index(node)
-    t_ort = _time(lambda: sess.run(None, x))
-    t_fix = _time(lambda: ex.run(x))
+    t_ort = warm_median(lambda: sess.run(None, x))
+    t_fix = warm_median(lambda: ex.run(x))
     return [
         name,
         precision,

@@ -7,15 +7,13 @@ thread with threadpoolctl) on the same inputs, so ratios compare kernels, not co
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 from tests.runtime.graphs import resnet_style
 from threadpoolctl import threadpool_limits
 
-from bench._util import median_of, table
+from bench._util import ort_session, table, warm_median
 from edgetrust.runtime import bert
 from edgetrust.runtime.fixed import Fault, FixedExecutor
 from edgetrust.runtime.trace import Trace
@@ -31,18 +29,6 @@ from edgetrust.zoo import digits_mlp_onnx, load_digits_split
 
 TARGET_RATIO = 3.0
 TARGET_MINILM_SECONDS = 2.0
-
-
-def _session(model: bytes) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
-
-
-def _time(fn: Callable[[], object], repeat: int) -> float:
-    fn()
-    return median_of(fn, repeat=repeat)
 
 
 def _dispute(ex: FixedExecutor, x: dict[str, Any], honest: Trace, fault: Fault) -> dict[str, Any]:
@@ -88,9 +74,9 @@ def run() -> str:
         onnx_bytes, _ = digits_mlp_onnx()
         x_tr, x_te, _, _ = load_digits_split()
         x = {"input": x_te}
-        sess = _session(onnx_bytes)
+        sess = ort_session(onnx_bytes)
         ref = sess.run(None, x)[0]
-        t_ort = _time(lambda: sess.run(None, x), 20)
+        t_ort = warm_median(lambda: sess.run(None, x), 20)
         for precision in ("int8", "int16"):
             cal_d = [{"input": x_tr[:256]}]
             ex = FixedExecutor(onnx_bytes, precision=precision, calibration=cal_d)  # type: ignore[arg-type]
@@ -102,8 +88,8 @@ def run() -> str:
                 _row_speed(
                     "digits MLP (450×64)",
                     t_ort,
-                    _time(lambda ex=ex: ex.run(x), 10),
-                    _time(lambda ex=ex: ex.run_traced(x), 3),
+                    warm_median(lambda ex=ex: ex.run(x), 10),
+                    warm_median(lambda ex=ex: ex.run_traced(x), 3),
                     precision,
                     acc,
                 )
@@ -118,9 +104,9 @@ def run() -> str:
         model = resnet_style(size=224, width=64).SerializeToString()
         rng = np.random.default_rng(0)
         x = {"input": rng.standard_normal((1, 3, 224, 224)).astype(np.float32)}
-        sess = _session(model)
+        sess = ort_session(model)
         ref = sess.run(None, x)[0]
-        t_ort = _time(lambda: sess.run(None, x), 5)
+        t_ort = warm_median(lambda: sess.run(None, x), 5)
         calib = [{"input": rng.standard_normal((1, 3, 224, 224)).astype(np.float32)}]
         for precision in ("int8", "int16"):
             ex = FixedExecutor(model, precision=precision, calibration=calib)  # type: ignore[arg-type]
@@ -130,8 +116,8 @@ def run() -> str:
                 _row_speed(
                     "ResNet-style 224×224",
                     t_ort,
-                    _time(lambda ex=ex: ex.run(x), 3),
-                    _time(lambda ex=ex: ex.run_traced(x), 1),
+                    warm_median(lambda ex=ex: ex.run(x), 3),
+                    warm_median(lambda ex=ex: ex.run_traced(x), 1),
                     precision,
                     acc,
                 )
@@ -144,9 +130,9 @@ def run() -> str:
         # 3. MiniLM-L6 at sequence length 128.
         onnx_bytes, tok = bert.import_bert()
         x = bert.encode_texts(tok, ["edge devices " * 80], max_length=128, pad_to=128)
-        sess = _session(onnx_bytes)
+        sess = ort_session(onnx_bytes)
         ref = sess.run(None, x)[0]
-        t_ort = _time(lambda: sess.run(None, x), 5)
+        t_ort = warm_median(lambda: sess.run(None, x), 5)
         cal = bert.calibration_inputs(tok)
         texts = bert.encode_texts(tok, list(bert.CALIBRATION_SENTENCES[:8]))
         ref_texts = sess.run(None, texts)[0]
@@ -164,8 +150,8 @@ def run() -> str:
                     _row_speed(
                         "MiniLM-L6, seq 128",
                         t_ort,
-                        _time(lambda ex=ex: ex.run(x), 3),
-                        _time(lambda ex=ex: ex.run_traced(x), 1),
+                        warm_median(lambda ex=ex: ex.run(x), 3),
+                        warm_median(lambda ex=ex: ex.run_traced(x), 1),
                         precision,
                         acc,
                     )
@@ -176,8 +162,8 @@ def run() -> str:
                 d2 = _dispute(ex, x, honest, Fault("l4.probs", 777, 5))
                 disputes.append(_row_dispute("MiniLM-L6, a Softmax row", ex, d2))
                 minilm_seconds = d["seconds"]
-                full_fixed = _time(lambda ex=ex: ex.run(x), 1)
-                regen = _time(lambda ex=ex: ex.run_traced(x), 1)
+                full_fixed = warm_median(lambda ex=ex: ex.run(x), 1)
+                regen = warm_median(lambda ex=ex: ex.run_traced(x), 1)
                 met = "met" if minilm_seconds < TARGET_MINILM_SECONDS else "missed"
                 notes.append(
                     f"MiniLM bisection settled in {minilm_seconds:.2f} s "
