@@ -229,8 +229,9 @@ class TensorCommitment:
     def of(values: npt.NDArray[Any], layout: TraceLayout = LAYOUT_V1) -> TensorCommitment:
         """Commit to `values` (an int8/16/32/64 array) in `layout`."""
         arr = np.ascontiguousarray(values)  # ndim >= 1: a scalar commits as shape (1,)
-        name = _DTYPE_NAMES.get(arr.dtype)
-        if name is None:
+        # the dict skips numpy's slow Python-level `dtype.name` for native arrays
+        name = _DTYPE_NAMES.get(arr.dtype) or arr.dtype.name
+        if name not in _DTYPES:
             raise InvalidInputError(f"cannot commit to dtype {arr.dtype.name}")
         levels = MerkleLevels(layout.tensor_hashes(arr))
         return TensorCommitment(name, tuple(int(d) for d in arr.shape), levels, layout)
