@@ -364,9 +364,10 @@ class FixedExecutor:
     def _execute(
         self, inputs: Mapping[str, npt.ArrayLike], *, keep: bool, fault: Fault | None = None
     ) -> tuple[dict[str, I64], list[npt.NDArray[Any]]]:
-        # `keep` collects every entry in its storage dtype as soon as it is made, so the int64
-        # working tensors are freed after their last use as in an untraced run: a traced
-        # rs224 int8 run otherwise holds ~8x the trace's bytes and page-faults fresh memory.
+        # `keep` collects every entry in its storage dtype as it is made. The int64 working
+        # tensors stay in `env` until the end: freeing them after last use (as untraced runs
+        # do) was measured to cost rs224 int8 ~4k page faults per traced run against ~0.8k,
+        # since glibc then returns and re-maps the big blocks; keeping them costs memory only.
         env: dict[str, I64] = dict(self.quantize_inputs(inputs))
         target = self.entry_index(fault.node, fault.output) if fault is not None else -1
         if fault is not None and target < len(self.input_names):
@@ -397,9 +398,10 @@ class FixedExecutor:
                 if keep:
                     kept.append(self.storage_array(entries[entry], out))
                 entry += 1
-            for name in node.input:
-                if name and last_use.get(name, -1) <= index and name not in self.output_names:
-                    env.pop(name, None)
+            if not keep:
+                for name in node.input:
+                    if name and last_use.get(name, -1) <= index and name not in self.output_names:
+                        env.pop(name, None)
         return env, kept
 
     def _last_use_cache(self) -> dict[str, int]:
