@@ -363,22 +363,13 @@ class FixedExecutor:
 
     def _execute(
         self, inputs: Mapping[str, npt.ArrayLike], *, keep: bool, fault: Fault | None = None
-    ) -> tuple[dict[str, I64], list[npt.NDArray[Any]]]:
-        # `keep` collects every entry in its storage dtype as it is made. The int64 working
-        # tensors stay in `env` until the end: freeing them after last use (as untraced runs
-        # do) was measured to cost rs224 int8 ~4k page faults per traced run against ~0.8k,
-        # since glibc then returns and re-maps the big blocks; keeping them costs memory only.
+    ) -> tuple[dict[str, I64], list[I64]]:
         env: dict[str, I64] = dict(self.quantize_inputs(inputs))
         target = self.entry_index(fault.node, fault.output) if fault is not None else -1
         if fault is not None and target < len(self.input_names):
             name = self.input_names[target]
             env[name] = self._apply_fault(fault, self.input_kind(name), env[name])
-        entries = self.entries
-        kept: list[npt.NDArray[Any]] = (
-            [self.storage_array(e, env[n]) for e, n in zip(entries, self.input_names, strict=False)]
-            if keep
-            else []
-        )
+        kept: list[I64] = [env[n] for n in self.input_names] if keep else []
         last_use = self._last_use_cache()
         entry = len(self.input_names)
         for index, (node, op) in enumerate(zip(self.nodes, self.ops, strict=True)):
@@ -395,9 +386,9 @@ class FixedExecutor:
                     assert fault is not None
                     out = self._apply_fault(fault, op.out_kind(), out)
                 env[node.output[k]] = out
-                if keep:
-                    kept.append(self.storage_array(entries[entry], out))
                 entry += 1
+                if keep:
+                    kept.append(out)
             if not keep:
                 for name in node.input:
                     if name and last_use.get(name, -1) <= index and name not in self.output_names:
@@ -433,7 +424,7 @@ class FixedExecutor:
     def run_integers(self, inputs: Mapping[str, npt.ArrayLike]) -> list[I64]:
         """Every entry's integers (inputs, then node outputs) in the committed storage dtype."""
         _, kept = self._execute(inputs, keep=True)
-        return kept
+        return [self.storage_array(e, v) for e, v in zip(self.entries, kept, strict=True)]
 
     def storage_array(self, entry: Entry, values: I64) -> npt.NDArray[Any]:
         """Integers in the dtype their commitment uses: int8/int16 for reals, int64 integers."""
@@ -451,7 +442,8 @@ class FixedExecutor:
         from edgetrust.runtime.trace import Trace
 
         env, kept = self._execute(inputs, keep=True, fault=fault)
-        return self._outputs(env), Trace.from_executor(self, kept)
+        values = [self.storage_array(e, v) for e, v in zip(self.entries, kept, strict=True)]
+        return self._outputs(env), Trace.from_executor(self, values)
 
     # -- description --------------------------------------------------------------------------
 
