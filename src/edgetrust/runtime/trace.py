@@ -33,17 +33,34 @@ and the benchmark for measured figures.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from edgetrust.encoding import canonical_json, parse_json
-from edgetrust.errors import Error, InvalidInputError, UnsupportedError, VerificationError
-from edgetrust.log.merkle import EMPTY_ROOT, leaf_hash, root_from_inclusion_proof
+from edgetrust.errors import Error, InvalidInputError, VerificationError
+from edgetrust.log.merkle import leaf_hash, root_from_inclusion_proof
+from edgetrust.runtime._commit import (
+    _DTYPES,
+    _MAX_DIMS,
+    _V2_ENTRY_BYTES,
+    _V2_MAX_DIMS,
+    _V2_PARAM_BYTES,
+    _V2_TAG,
+    CHUNK_BYTES,
+    LAYOUT_V1,
+    LAYOUT_V2,
+    MerkleLevels,
+    TensorCommitment,
+    TraceLayout,
+    _v2_entry_leaf,
+    entry_leaf_data,
+    layout_named,
+    split,
+)
 
 if TYPE_CHECKING:
     from edgetrust.runtime.fixed import Entry, FixedExecutor
@@ -68,231 +85,6 @@ __all__ = [
     "read_chunk_elements",
     "split",
 ]
-
-CHUNK_BYTES = 1024
-"""Bytes of canonical element data per leaf of a v1 tensor commitment."""
-
-_DTYPES = ("int8", "int16", "int32", "int64")
-_MAX_DIMS = 16
-_V2_TAG = 0x02
-_V2_MAX_DIMS = 7
-_V2_ENTRY_BYTES = 96
-_V2_PARAM_BYTES = 160
-_sha256 = hashlib.sha256
-
-
-@dataclass(frozen=True)
-class TraceLayout:
-    """How tensors and entries are laid out as Merkle leaves (see the module docstring)."""
-
-    version: int
-    """1 or 2."""
-    chunk_bytes: int
-    """Bytes of element data per leaf of a tensor commitment."""
-    byteorder: Literal["<", ">"] = field(repr=False)
-    """numpy byte order of the elements: "<" (v1) or ">" (v2)."""
-    padded: bool = field(repr=False)
-    """Whether the last chunk is zero-padded to `chunk_bytes` (fixed-size leaves)."""
-
-    @property
-    def type(self) -> str:
-        """The type string a receipt's executor settings name it by."""
-        return f"https://edgetrust.dev/trace/v{self.version}"
-
-    def encode(self, values: npt.NDArray[Any]) -> bytes:
-        """A tensor's canonical bytes in this layout (padded, for v2)."""
-        arr = np.ascontiguousarray(values)
-        data = arr.astype(arr.dtype.newbyteorder(self.byteorder), copy=False).tobytes()
-        if self.padded and len(data) % self.chunk_bytes:
-            data += bytes(self.chunk_bytes - len(data) % self.chunk_bytes)
-        return data
-
-    def chunk_hashes(self, data: bytes) -> list[bytes]:
-        """RFC 9162 leaf hashes of the chunks of canonical bytes `data`."""
-        mv = memoryview(data)
-        sha, step = _sha256, self.chunk_bytes
-        return [sha(b"\x00" + mv[i : i + step]).digest() for i in range(0, len(data), step)]
-
-    def chunk_length(self, nbytes: int, index: int) -> int:
-        """Byte length of chunk `index` of a tensor of `nbytes` unpadded bytes."""
-        if self.padded:
-            return self.chunk_bytes
-        return min(self.chunk_bytes, nbytes - index * self.chunk_bytes)
-
-    def read(self, chunk: bytes, dtype: str, first: int, count: int) -> npt.NDArray[np.int64]:
-        """Elements [first, first + count) of a chunk's bytes, as int64."""
-        dt = np.dtype(dtype).newbyteorder(self.byteorder)
-        usable = len(chunk) - len(chunk) % dt.itemsize
-        arr = np.frombuffer(chunk[:usable], dtype=dt)
-        if first < 0 or first + count > arr.size:
-            raise VerificationError(
-                "chunk is too short for the elements it should hold", step="chunk"
-            )
-        return arr[first : first + count].astype(np.int64)
-
-    def entry_leaf(
-        self,
-        dtype: str,
-        shape: Sequence[int],
-        root: bytes,
-        extra: Mapping[str, Any] | None = None,
-    ) -> bytes:
-        """The entry leaf binding dtype, shape and root (and a param's node and name)."""
-        if self.version == 1:
-            return _v1_entry_leaf(dtype, shape, root, extra)
-        return _v2_entry_leaf(dtype, shape, root, extra)
-
-
-LAYOUT_V1 = TraceLayout(1, CHUNK_BYTES, "<", padded=False)
-"""The JSON-leaf layout of executor version 1 receipts."""
-LAYOUT_V2 = TraceLayout(2, 256, ">", padded=True)
-"""The fixed-size binary layout an EVM contract checks (executor version 2)."""
-_LAYOUTS = {LAYOUT_V1.type: LAYOUT_V1, LAYOUT_V2.type: LAYOUT_V2}
-
-
-def layout_named(name: Any) -> TraceLayout:
-    """The layout a receipt's settings name (``None``: v1, what receipts before v2 used)."""
-    if name is None:
-        return LAYOUT_V1
-    layout = _LAYOUTS.get(name) if isinstance(name, str) else None
-    if layout is None:
-        raise InvalidInputError(f"unknown trace layout {name!r}")
-    return layout
-
-
-def _v2_header(dtype: str, shape: Sequence[int]) -> bytes:
-    if len(shape) > _V2_MAX_DIMS:
-        raise UnsupportedError(f"trace layout v2 holds tensors of rank <= {_V2_MAX_DIMS}")
-    if not all(0 <= int(d) < 2**32 for d in shape):
-        raise UnsupportedError("trace layout v2 holds dimensions below 2**32")
-    dims = b"".join(int(d).to_bytes(4, "big") for d in shape)
-    dims += bytes(4 * (_V2_MAX_DIMS - len(shape)))
-    return bytes([_V2_TAG, np.dtype(dtype).itemsize, len(shape), 0]) + dims
-
-
-def _v2_entry_leaf(
-    dtype: str, shape: Sequence[int], root: bytes, extra: Mapping[str, Any] | None
-) -> bytes:
-    count = int(np.prod(shape, dtype=np.int64)) if len(shape) else 1
-    out = _v2_header(dtype, shape) + count.to_bytes(32, "big") + bytes(root)
-    if not extra:
-        return out
-    if set(extra) != {"node", "param"}:
-        raise InvalidInputError("a v2 param leaf holds exactly a node index and a param name")
-    name = str(extra["param"]).encode("ascii")
-    if not 0 < len(name) <= 32 or b"\x00" in name:
-        raise InvalidInputError("a v2 param name is 1-32 ASCII characters")
-    return out + int(extra["node"]).to_bytes(32, "big") + name.ljust(32, b"\x00")
-
-
-class MerkleLevels:
-    """Every level of an RFC 9162 tree, for O(1) subtree hashes during bisection.
-
-    Level 0 holds the leaf hashes; each level above pairs neighbours and promotes an unpaired
-    last node, which gives the RFC 9162 tree (§2.1.1). The node at (level L, index i) covers
-    leaves [i·2**L, min((i+1)·2**L, n)); every subtree the RFC recursion visits is one of those.
-    """
-
-    def __init__(self, leaf_hashes: Sequence[bytes]) -> None:
-        self.levels: list[list[bytes]] = [list(leaf_hashes)]
-        prefix = b"\x01"
-        sha = _sha256
-        level = self.levels[0]
-        while len(level) > 1:
-            odd = level[-1] if len(level) & 1 else None
-            level = [
-                sha(prefix + a + b).digest() for a, b in zip(level[0::2], level[1::2], strict=False)
-            ]
-            if odd is not None:
-                level.append(odd)
-            self.levels.append(level)
-
-    @property
-    def size(self) -> int:
-        """Number of leaves."""
-        return len(self.levels[0])
-
-    @property
-    def root(self) -> bytes:
-        """The tree's root (SHA-256 of nothing for an empty tree)."""
-        return self.levels[-1][0] if self.levels[0] else EMPTY_ROOT
-
-    def subtree(self, lo: int, hi: int) -> bytes:
-        """MTH(leaves[lo:hi]) for an RFC 9162 subtree [lo, hi) of this tree."""
-        if not 0 <= lo < hi <= self.size:
-            raise InvalidInputError(f"[{lo}, {hi}) is not a range of {self.size} leaves")
-        level = (hi - lo - 1).bit_length()
-        if lo & ((1 << level) - 1) or min(lo + (1 << level), self.size) != hi:
-            raise InvalidInputError(f"[{lo}, {hi}) is not a subtree of a tree of {self.size}")
-        return self.levels[level][lo >> level]
-
-    def path(self, index: int) -> list[bytes]:
-        """The RFC 9162 audit path of leaf `index` (§2.1.3.1), from the stored levels."""
-        out: list[bytes] = []
-        lo, hi = 0, self.size
-        # Walk down from the root collecting the sibling of each subtree on the way.
-        stack: list[bytes] = []
-        while hi - lo > 1:
-            k = 1 << ((hi - lo - 1).bit_length() - 1)
-            if index < lo + k:
-                stack.append(self.subtree(lo + k, hi))
-                hi = lo + k
-            else:
-                stack.append(self.subtree(lo, lo + k))
-                lo = lo + k
-        out.extend(reversed(stack))
-        return out
-
-
-def split(lo: int, hi: int) -> int:
-    """Where RFC 9162 splits the subtree [lo, hi): lo + the largest power of two < hi - lo."""
-    return lo + (1 << ((hi - lo - 1).bit_length() - 1))
-
-
-@dataclass(frozen=True)
-class TensorCommitment:
-    """The element-level commitment of one tensor."""
-
-    dtype: str
-    shape: tuple[int, ...]
-    levels: MerkleLevels
-
-    layout: TraceLayout = LAYOUT_V1
-
-    @staticmethod
-    def of(values: npt.NDArray[Any], layout: TraceLayout = LAYOUT_V1) -> TensorCommitment:
-        """Commit to `values` (an int8/16/32/64 array) in `layout`."""
-        arr = np.ascontiguousarray(values)
-        name = arr.dtype.name
-        if name not in _DTYPES:
-            raise InvalidInputError(f"cannot commit to dtype {name}")
-        levels = MerkleLevels(layout.chunk_hashes(layout.encode(arr)))
-        return TensorCommitment(name, tuple(int(d) for d in arr.shape), levels, layout)
-
-    @property
-    def root(self) -> bytes:
-        """Root over the chunks."""
-        return self.levels.root
-
-    def leaf_data(self, extra: Mapping[str, Any] | None = None) -> bytes:
-        """The entry leaf binding dtype, shape and root."""
-        return self.layout.entry_leaf(self.dtype, self.shape, self.root, extra)
-
-
-def entry_leaf_data(
-    dtype: str, shape: Sequence[int], root: bytes, extra: Mapping[str, Any] | None = None
-) -> bytes:
-    """The v1 entry leaf ``canonical_json({"dtype", "shape", "root": hex, **extra})``."""
-    return _v1_entry_leaf(dtype, shape, root, extra)
-
-
-def _v1_entry_leaf(
-    dtype: str, shape: Sequence[int], root: bytes, extra: Mapping[str, Any] | None
-) -> bytes:
-    obj: dict[str, Any] = {"dtype": dtype, "shape": list(shape), "root": root.hex()}
-    if extra:
-        obj.update(extra)
-    return canonical_json(obj)
 
 
 @dataclass(frozen=True)
