@@ -12,7 +12,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from edgetrust.runtime.fixed import FixedExecutor, _ortconv
-from edgetrust.runtime.fixed._linear import Conv
+from edgetrust.runtime.fixed._conv import Conv
 from tests.runtime.graphs import single_op
 
 

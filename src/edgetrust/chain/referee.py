@@ -163,7 +163,8 @@ def op_table(executor: FixedExecutor, weights: WeightCommitments | None = None) 
     group, pads bottom, right) for a Conv with explicit padding (kind 2); zeros otherwise (graph
     inputs, ops the contract does not recompute). All of it follows from the model and plan.
     """
-    from edgetrust.runtime.fixed._linear import Conv, Gemm
+    from edgetrust.runtime.fixed._conv import Conv
+    from edgetrust.runtime.fixed._linear import Gemm
 
     weights = weights or executor.weight_commitments()
     out = []

@@ -16,6 +16,7 @@ from edgetrust.encoding import digest_bytes
 from edgetrust.errors import InvalidInputError, ResourceLimitError, UnsupportedError
 from edgetrust.runtime.fixed import (  # noqa: F401  (importing registers the ops)
     _batchnorm,
+    _conv,
     _convt,
     _elementwise,
     _exact,

@@ -1,12 +1,11 @@
-"""Gemm, MatMul and Conv: exact integer dot products with per-output-channel weight scales.
+"""Gemm, MatMul and the part of Conv they share: exact integer dot products, per-channel scales.
 
 Integer definition (all three): ``acc = Σ_k a_k · w_k + b`` in exact integers, where weights
 are quantized per output channel (scale s_w[c] = max|W[c, :]| / qmax) and the bias at the
 accumulator scale s_a · s_w[c] (int64, ``round_half_away(bias / (s_a · s_w[c]))``); then
 ``out = saturate(rescale(acc, s_a · s_w[c] / s_out))``. The sums run through float BLAS in
 K-chunks proven exact (`_arith.exact_matmul`), so they are the same integers on every machine.
-Conv's sums run through onnxruntime's float32 Conv when the weights' L1 bound proves that exact
-(`_ortconv`), else through the im2col BLAS path; both give the same integers.
+Conv (`_conv`) shares this machinery.
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ import numpy as np
 import numpy.typing as npt
 
 from edgetrust.errors import InvalidInputError
-from edgetrust.runtime.fixed import _ortconv
 from edgetrust.runtime.fixed._arith import (
     F64,
     I64,
@@ -31,7 +29,6 @@ from edgetrust.runtime.fixed._arith import (
     saturate,
 )
 from edgetrust.runtime.fixed._base import ElementSource, Op, broadcast_shapes, register, unravel
-from edgetrust.runtime.fixed._ortconv import F32Requant, OrtConv
 
 
 def quantize_rows(w: F64, qmax: int) -> tuple[I64, F64]:
@@ -332,255 +329,3 @@ def _batch_flat(out_batch: Sequence[int], in_batch: Sequence[int]) -> int:
     offset = len(out_batch) - len(in_batch)
     idx = [0 if d == 1 else out_batch[offset + i] for i, d in enumerate(in_batch)]
     return int(np.ravel_multi_index(tuple(idx), tuple(in_batch)))
-
-
-@register
-class Conv(_Dense):
-    """2-D convolution (NCHW), with groups, strides, dilations and padding (explicit or SAME)."""
-
-    op_types = ("Conv",)
-
-    def setup(self) -> None:
-        self.oc, self.cg, self.kh, self.kw = self._conv_weight_shape("convolution")
-        self.conv_attrs()
-
-    def conv_attrs(self) -> None:
-        """Group, kernel, strides, dilations and padding, checked against the weights."""
-        self.group = int(self.attrs.get("group", 1))
-        if self.group < 1 or self.oc % self.group:
-            raise self.fail(f"group={self.group} does not divide {self.oc} output channels")
-        ks = self.attrs.get("kernel_shape")
-        if ks is not None and list(ks) != [self.kh, self.kw]:
-            raise self.fail(f"kernel_shape {list(ks)} disagrees with the weights")
-        self.strides = [int(s) for s in self.attrs.get("strides", [1, 1])]
-        self.dilations = [int(d) for d in self.attrs.get("dilations", [1, 1])]
-        self.pads_attr = [int(p) for p in self.attrs.get("pads", [0, 0, 0, 0])]
-        raw_auto_pad = self.attrs.get("auto_pad", b"NOTSET")
-        self.auto_pad = raw_auto_pad.decode() if isinstance(raw_auto_pad, bytes) else raw_auto_pad
-        if self.auto_pad not in ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"):
-            raise self.fail(f"auto_pad={self.auto_pad} is not supported")
-        if len(self.strides) != 2 or len(self.dilations) != 2 or len(self.pads_attr) != 4:
-            raise self.fail("strides, dilations and pads must be for 2 spatial dimensions")
-        if min(self.strides) < 1 or min(self.dilations) < 1 or min(self.pads_attr) < 0:
-            raise self.fail("strides and dilations must be ≥ 1 and pads ≥ 0")
-
-    def weights(self) -> dict[str, Any]:
-        """Per-output-channel weights as (OC, Cg·KH·KW), bias, accumulator scales."""
-        if not hasattr(self, "_weights"):
-            sa = self.info(0).scale
-            assert sa is not None
-            w4 = np.asarray(self.info(1).const, np.float64)
-            w, sw = quantize_rows(w4.reshape(self.oc, -1), self.qmax)
-            acc = sa * sw
-            bias = np.zeros(self.oc)
-            if self.has_input(2):
-                bias = np.asarray(self.info(2).const, np.float64).reshape(-1)
-                if bias.shape[0] != self.oc:
-                    raise self.fail("bias length differs from the output channels")
-            self._weights = {"w": w, "b": quantize_bias(bias, acc), "acc_scales": acc}
-        return self._weights
-
-    def geometry(self, h: int, w: int) -> tuple[int, int, int, int, int, int]:
-        """(OH, OW, pad_top, pad_left, pad_bottom, pad_right) for an H×W input."""
-        sh, sw = self.strides
-        ekh = self.dilations[0] * (self.kh - 1) + 1
-        ekw = self.dilations[1] * (self.kw - 1) + 1
-        if self.auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-            oh, ow = -(-h // sh), -(-w // sw)
-            th = max(0, (oh - 1) * sh + ekh - h)
-            tw = max(0, (ow - 1) * sw + ekw - w)
-            if self.auto_pad == "SAME_UPPER":
-                pt, pl = th // 2, tw // 2
-            else:
-                pt, pl = th - th // 2, tw - tw // 2
-            return oh, ow, pt, pl, th - pt, tw - pl
-        pt, pl, pb, pr = self.pads_attr if self.auto_pad == "NOTSET" else (0, 0, 0, 0)
-        oh = (h + pt + pb - ekh) // sh + 1
-        ow = (w + pl + pr - ekw) // sw + 1
-        if oh < 1 or ow < 1:
-            raise InvalidInputError(
-                f"Conv node {self.label}: input {h}×{w} is smaller than the kernel"
-            )
-        return oh, ow, pt, pl, pb, pr
-
-    def _check_x(self, shape: tuple[int, ...]) -> None:
-        if len(shape) != 4 or shape[1] != self.cg * self.group:
-            raise InvalidInputError(
-                f"Conv node {self.label}: expected (N, {self.cg * self.group}, H, W), got {shape}"
-            )
-
-    def _acc(self, xs: Sequence[I64 | None]) -> I64:
-        wts = self.weights()
-        return self.conv_sum(self.x(xs, 0), wts["b"], self.qmax, self.qmax)
-
-    def conv_sum(self, x: I64, bias: I64 | None, xmax: int, wmax: int) -> I64:
-        """Σ x · w (+ bias) per output element, exactly; |x| ≤ xmax, |w| ≤ wmax.
-
-        Padding contributes zeros (for zero-point-shifted integers: the zero point).
-        """
-        self._check_x(x.shape)
-        n, _, h, w_ = x.shape
-        oh, ow, pt, pl, pb, pr = self.geometry(h, w_)
-        fast = self._ort_conv(xmax, bias) if x.size else None
-        if fast is not None:
-            acc4 = fast.run(x, (pt, pl, pb, pr), self.strides, self.dilations)
-            if bias is not None and fast.bias is None:
-                acc4 += bias[None, :, None, None]
-            return acc4
-        dtype, kmax = matmul_chunk(xmax, wmax)
-        sh, sw = self.strides
-        dh, dw = self.dilations
-        if dtype is None:  # pragma: no cover - only for precisions wider than int16
-            raise self.fail("no exact float format for this precision")
-        xp = np.pad(x.astype(dtype), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
-        taps = self.kh * self.kw
-        cmax = kmax // taps
-        if cmax < 1:
-            raise self.fail("kernel window alone exceeds the exact chunk bound")
-        # Equal chunks (128 channels → 2 × 64, not 115 + 13): same sums, better GEMM shapes.
-        n_chunks = -(-self.cg // cmax)
-        cstep = -(-self.cg // n_chunks)
-        m = n * oh * ow
-        g_n, cg = self.group, self.cg
-        acc: I64 | None = None
-        for c0 in range(0, cg, cstep):
-            c1 = min(cg, c0 + cstep)
-            # Channels [c0, c1) of every group at once: xg is (N, G, c1 - c0, H', W').
-            xg = xp.reshape(n, g_n, cg, *xp.shape[2:])[:, :, c0:c1]
-            # im2col as (G, channels · taps, N · OH · OW): one strided copy per tap.
-            cols = np.empty((g_n, c1 - c0, self.kh, self.kw, n, oh, ow), dtype)
-            for i in range(self.kh):
-                for j in range(self.kw):
-                    y0, x0 = i * dh, j * dw
-                    tap = xg[
-                        ..., y0 : y0 + (oh - 1) * sh + 1 : sh, x0 : x0 + (ow - 1) * sw + 1 : sw
-                    ]
-                    cols[:, :, i, j] = tap.transpose(1, 2, 0, 3, 4)
-            wc = self._conv_weights(c0, c1, dtype)
-            # Exact: each dot product has (c1 - c0)·taps ≤ kmax terms (see matmul_chunk).
-            part = np.matmul(wc, cols.reshape(g_n, -1, m)).astype(np.int64)
-            acc = part if acc is None else acc + part
-        assert acc is not None
-        out = acc.reshape(self.oc, m)
-        if bias is not None:
-            out += bias[:, None]
-        res = out.reshape(self.oc, n, oh, ow)
-        return res[None, :, 0] if n == 1 else np.ascontiguousarray(res.transpose(1, 0, 2, 3))
-
-    def _ort_conv(self, xmax: int, bias: I64 | None) -> OrtConv | None:
-        """The onnxruntime float32 path when its L1 bound proves it exact (cached per xmax and
-        bias values)."""
-        if not _ortconv.ENABLED or not 0 <= xmax < 1 << 24:
-            return None
-        cache: dict[int, tuple[I64 | None, OrtConv | None]] = self.__dict__.setdefault(
-            "_ortcache", {}
-        )
-        hit = cache.get(xmax)
-        same = hit is not None and (
-            hit[0] is bias
-            or (hit[0] is not None and bias is not None and np.array_equal(hit[0], bias))
-        )
-        if not same:
-            w4 = self.weights()["w"].reshape(self.oc, self.cg, self.kh, self.kw)
-            plan = _ortconv.channel_chunks(w4, self.group, xmax, bias)
-            fast = None
-            if plan is not None:
-                chunks, with_bias = plan
-                fast = OrtConv(w4, self.group, chunks, bias if with_bias else None)
-            hit = (None if bias is None else bias.copy(), fast)
-            cache[xmax] = hit
-        assert hit is not None
-        return hit[1]
-
-    def _conv_weights(self, c0: int, c1: int, dtype: Any) -> npt.NDArray[Any]:
-        """Channels [c0, c1) of every group as (G, OCg, channels · taps) floats (cached)."""
-        cache: dict[tuple[int, int], npt.NDArray[Any]] = self.__dict__.setdefault("_wcache", {})
-        key = (c0, c1)
-        if key not in cache:
-            ocg = self.oc // self.group
-            wg = self.weights()["w"].reshape(self.group, ocg, self.cg, -1)
-            cache[key] = np.ascontiguousarray(
-                wg[:, :, c0:c1].reshape(self.group, ocg, -1), dtype=dtype
-            )
-        return cache[key]
-
-    def channel_axis(self, ndim: int) -> int:
-        """NCHW: axis 1."""
-        return 1
-
-    def acc_bound(self) -> int:
-        """A proven bound on |acc| for inputs |x| ≤ qmax: qmax · max_o Σ|W_o| + max|b|."""
-        if not hasattr(self, "_acc_bound"):
-            wts = self.weights()
-            l1 = int(np.abs(wts["w"]).sum(axis=1).max(initial=0))
-            self._acc_bound = self.qmax * l1 + int(np.abs(wts["b"]).max(initial=0))
-        return self._acc_bound
-
-    def run(self, xs: Sequence[I64 | None]) -> I64:
-        """Accumulate and requantize; straight from onnxruntime's float32 sums when one
-        exact call covers the node and the fused rescale is proven (`_ortconv.F32Requant`)."""
-        x = self.x(xs, 0)
-        fast = self._ort_conv(self.qmax, self.weights()["b"]) if x.size else None
-        rq = self._f32_requant(fast) if fast is not None and len(fast.chunks) == 1 else None
-        if fast is None or rq is None:
-            return super().run(xs)
-        self._check_x(x.shape)
-        _, _, pt, pl, pb, pr = self.geometry(x.shape[2], x.shape[3])
-        (y,) = fast.sums(x, (pt, pl, pb, pr), self.strides, self.dilations)
-        return rq(y)
-
-    def _f32_requant(self, fast: OrtConv) -> F32Requant | None:
-        p = self.params()
-        hit = self.__dict__.get("_f32rq")
-        if hit is None or hit[0] is not p or hit[1] is not fast:
-            bias = self.weights()["b"] if fast.bias is None else None
-            rq = F32Requant.plan(self._rescale_from(p), bias, self.qmax, self.acc_bound())
-            hit = (p, fast, rq)
-            self._f32rq = hit
-        return hit[2]
-
-    def _requant(self, acc: I64) -> I64:
-        """Rescale with the plan's bound on |acc| (saves finding max |acc| on every run)."""
-        rs = self._rescale_from(self.params())
-        out = apply_rescale(acc, rs, channel_axis=1, bound=self.acc_bound())
-        return saturate(out, self.qmax)
-
-    def out_shape(self, src: ElementSource) -> tuple[int, ...]:
-        """(N, OC, OH, OW)."""
-        shape = src.input_shape(0)
-        self._check_x(shape)
-        oh, ow, *_ = self.geometry(shape[2], shape[3])
-        return (shape[0], self.oc, oh, ow)
-
-    def element(self, flat: int, out_shape: tuple[int, ...], src: ElementSource) -> int:
-        """One receptive field (Cg·KH·KW taps) times one weight row."""
-        oc = unravel(flat, out_shape)[1]
-        return _rescale_one(self.field_sum(flat, out_shape, src, 0), oc, src, self.qmax)
-
-    def field_sum(
-        self, flat: int, out_shape: tuple[int, ...], src: ElementSource, x_zp: int
-    ) -> int:
-        """Σ (x - x_zp) · w over one receptive field (padding: 0), plus param b if present."""
-        n, oc, oy, ox = unravel(flat, out_shape)
-        xshape = src.input_shape(0)
-        _, c_in, h, w_ = xshape
-        _, _, pt, pl, _, _ = self.geometry(h, w_)
-        g = oc // (self.oc // self.group)
-        cs = np.arange(self.cg)[:, None, None] + g * self.cg
-        ys = (oy * self.strides[0] - pt + np.arange(self.kh) * self.dilations[0])[None, :, None]
-        xs_ = (ox * self.strides[1] - pl + np.arange(self.kw) * self.dilations[1])[None, None, :]
-        ys_b, xs_b, cs_b = np.broadcast_arrays(ys, xs_, cs)
-        valid = ((ys_b >= 0) & (ys_b < h) & (xs_b >= 0) & (xs_b < w_)).reshape(-1)
-        flat_x = (((n * c_in + cs_b) * h + ys_b) * w_ + xs_b).reshape(-1)
-        k = self.cg * self.kh * self.kw
-        wrow = src.read_param("w", oc * k + np.arange(k))
-        xv = np.zeros(k, np.int64)
-        xv[valid] = src.read_input(0, flat_x[valid]) - x_zp
-        acc = int(np.dot(xv, wrow))
-        if self.has_bias_param():
-            acc += int(src.read_param("b", np.array([oc]))[0])
-        return acc
-
-    def has_bias_param(self) -> bool:
-        """Whether param "b" exists (always for Conv)."""
-        return True

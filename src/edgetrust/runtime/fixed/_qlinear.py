@@ -28,8 +28,8 @@ import numpy.typing as npt
 from edgetrust.errors import InvalidInputError
 from edgetrust.runtime.fixed._arith import I64, Rescale, apply_rescale
 from edgetrust.runtime.fixed._base import ElementSource, Kind, Op, ScalePolicy, register, unravel
+from edgetrust.runtime.fixed._conv import Conv
 from edgetrust.runtime.fixed._integer import MatMulInteger
-from edgetrust.runtime.fixed._linear import Conv
 
 _RANGES: dict[str, tuple[int, int]] = {"uint8": (0, 255), "int8": (-128, 127)}
 
