@@ -196,3 +196,52 @@ def test_f32_requant_rounds_exact_ties_away_from_zero() -> None:
     assert rq is not None and not rq.tie_free
     y = np.array([[[-5, -3, -1, 1, 3, 5]]], np.float32)
     np.testing.assert_array_equal(rq(y), [[[-3, -2, -1, 1, 2, 3]]])
+
+
+def _fusion_model() -> bytes:
+    """Conv→BN→Relu, Conv→BN, Conv→Relu, and two Convs that must not fuse: one whose output
+    is read twice, one whose output is a graph output."""
+    from onnx import TensorProto
+
+    from tests.runtime.graphs import Builder
+
+    b = Builder(seed=11)
+    a = b.op("Relu", [b.bn(b.conv("input", 3, 8, 3, pad=1), 8)])  # conv + bn + relu
+    c = b.bn(b.conv(a, 8, 8, 3, pad=1), 8)  # conv + bn
+    d = b.op("Relu", [b.conv(c, 8, 8, 1)])  # conv + relu
+    e = b.conv(d, 8, 8, 3, pad=1)  # read twice: no fusion
+    f = b.op("Add", [b.op("Relu", [e]), e])
+    g = b.conv(f, 8, 4, 1, bias=False)
+    b.op("Relu", [g], name="out")  # g is also a graph output: no fusion
+    return b.model(
+        [("input", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [("out", TensorProto.FLOAT, None), (g, TensorProto.FLOAT, None)],
+        check=False,
+    ).SerializeToString()
+
+
+@pytest.mark.parametrize("precision", ["int8", "int16"])
+def test_fused_untraced_run_gives_the_node_by_node_integers(precision: str) -> None:
+    """An untraced run fuses BatchNormalization/Relu behind their Conv; the outputs equal the
+    traced (node by node) run's, and only the chains whose intermediates nobody else reads
+    are fused."""
+    model = _fusion_model()
+    rng = np.random.default_rng(4)
+    calib = [{"input": rng.standard_normal((1, 3, 16, 16)).astype(np.float32)}]
+    ex = FixedExecutor(model, precision=precision, calibration=calib)  # type: ignore[arg-type]
+    x = {"input": (rng.standard_normal((1, 3, 16, 16)) * 1.5).astype(np.float32)}
+    fused = ex.run(x)
+    kinds = sorted(
+        "+".join(ex.nodes[j].op_type for j in chain) for chain, _ in ex._fusions().values()
+    )
+    if precision == "int8":
+        assert kinds == ["BatchNormalization", "BatchNormalization+Relu", "Relu"]
+    else:
+        assert kinds == []  # int16 convolutions take the BLAS path: nothing to fuse into
+    plain = FixedExecutor(model, precision=precision, calibration=calib)  # type: ignore[arg-type]
+    plain._fusion_map = {}  # node by node
+    want = plain.run(x)
+    assert sorted(fused) == sorted(want)
+    for name, value in want.items():
+        np.testing.assert_array_equal(fused[name], value)
+    assert ex.run_traced(x)[1].root == plain.run_traced(x)[1].root

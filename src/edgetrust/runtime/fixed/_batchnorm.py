@@ -8,6 +8,8 @@ s_w = max_c |a_c| · s / 2**30; ``out = sat(R(wide, s_w / s_out))``. int8 runs b
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from edgetrust.errors import InvalidInputError
@@ -23,6 +25,7 @@ from edgetrust.runtime.fixed._arith import (
 )
 from edgetrust.runtime.fixed._base import ElementSource, register, unravel
 from edgetrust.runtime.fixed._elementwise import _Rescaled
+from edgetrust.runtime.fixed._lut import MAX_TABLE
 
 
 @register
@@ -77,6 +80,7 @@ class BatchNormalization(_Rescaled):
     def set_out_scale(self, scale: float | None) -> None:
         """Requantization goes through params (it depends on the constants)."""
         self.__dict__.pop("_lut_cache", None)
+        self.__dict__.pop("_post", None)
         self.out_scale = scale
 
     def lut_pattern(self, vals: list[I64], ndim: int) -> tuple[int, ...] | None:
@@ -154,3 +158,32 @@ class BatchNormalization(_Rescaled):
             src.read_param("mult", np.array([0])), src.read_param("shift", np.array([0]))
         )
         return int(saturate(apply_rescale(np.array([x * a + b]), rs), self.qmax)[0])
+
+    def channel_post(
+        self, channels: int, relu: bool = False
+    ) -> Callable[[I64, int, int], None] | None:
+        """This node (then a Relu, if `relu`) as an in-place rewrite of blocks of its input's
+        channels [c0, c1), for a Conv that fuses it: a table of every (channel, input integer)
+        holding `combine` of each (and max(·, 0) of that), so the integers are those of the
+        nodes run one by one. None where the table would be too large or the channels differ."""
+        nv = 2 * self.qmax + 1
+        if channels != self.channels or channels * nv > MAX_TABLE:
+            return None
+        cache: dict[bool, Callable[[I64, int, int], None]] = self.__dict__.setdefault("_post", {})
+        if relu not in cache:
+            grid = np.ascontiguousarray(
+                np.broadcast_to(
+                    np.arange(-self.qmax, self.qmax + 1, dtype=np.int64), (1, channels, nv)
+                )
+            )
+            table = np.ascontiguousarray(self.combine([grid]).reshape(-1))
+            if relu:
+                np.maximum(table, 0, out=table)
+            base = (np.arange(channels, dtype=np.int64) * nv + self.qmax).reshape(-1, 1)
+
+            def post(w: I64, c0: int, c1: int) -> None:
+                w += base[c0:c1]  # |w| ≤ qmax: every index is in the table
+                np.take(table, w, out=w, mode="clip")
+
+            cache[relu] = post
+        return cache[relu]

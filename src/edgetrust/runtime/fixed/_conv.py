@@ -10,7 +10,7 @@ integers as running the two nodes one after the other.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -209,15 +209,39 @@ class Conv(_Dense):
     def run(self, xs: Sequence[I64 | None]) -> I64:
         """Accumulate and requantize; straight from onnxruntime's float32 sums when one
         exact call covers the node and the fused rescale is proven (`_ortconv.F32Requant`)."""
+        out = self.run_fused(xs, None)
+        return super().run(xs) if out is None else out
+
+    def run_fused(
+        self, xs: Sequence[I64 | None], post: Callable[[I64, int, int], None] | None
+    ) -> I64 | None:
+        """`run` from onnxruntime's float32 sums with `post(block, c0, c1)` applied to each
+        requantized block of channels [c0, c1) in place; None where that path does not
+        apply (the caller then runs the nodes one by one)."""
         x = self.x(xs, 0)
         fast = self._ort_conv(self.qmax, self.weights()["b"]) if x.size else None
         rq = self._f32_requant(fast) if fast is not None and len(fast.chunks) == 1 else None
         if fast is None or rq is None:
-            return super().run(xs)
+            return None
+        return self._fused_sums(x, fast, rq, post)
+
+    def fusable(self) -> bool:
+        """Whether `run_fused` applies (to any non-empty input)."""
+        fast = self._ort_conv(self.qmax, self.weights()["b"])
+        return fast is not None and len(fast.chunks) == 1 and self._f32_requant(fast) is not None
+
+    def _fused_sums(
+        self,
+        x: I64,
+        fast: OrtConv,
+        rq: F32Requant,
+        post: Callable[[I64, int, int], None] | None,
+    ) -> I64:
+        """The one exact float32 call, then the requantization (and `post`) by blocks."""
         self._check_x(x.shape)
         _, _, pt, pl, pb, pr = self.geometry(x.shape[2], x.shape[3])
         (y,) = fast.sums(x, (pt, pl, pb, pr), self.strides, self.dilations)
-        return rq(y)
+        return rq(y, post)
 
     def _f32_requant(self, fast: OrtConv) -> F32Requant | None:
         p = self.params()

@@ -374,28 +374,97 @@ class FixedExecutor:
         kept: list[I64] = [env[n] for n in self.input_names] if keep else []
         last_use = self._last_use_cache()
         entry = len(self.input_names)
+        # Untraced runs fuse a BatchNormalization into the Conv it alone follows (the Conv's
+        # output is never kept, so only the pair's result is computed; same integers).
+        fusions = self._fusions() if not keep and fault is None else {}
+        done: set[int] = set()
         for index, (node, op) in enumerate(zip(self.nodes, self.ops, strict=True)):
             xs = [env.get(n) if n else None for n in node.input]
-            traced = self.traced_outputs[index]
-            if traced:
-                values = op.run_outputs(xs)
-                outs = [(0, values[0]), *((k, values[k]) for k in traced)]
-            else:
-                outs = [(0, op.run(xs))]
-            for k, value in outs:
-                out = self._checked(op, value)
-                if entry == target:
-                    assert fault is not None
-                    out = self._apply_fault(fault, op.out_kind(), out)
-                env[node.output[k]] = out
-                entry += 1
-                if keep:
-                    kept.append(out)
+            if index in fusions:
+                chain, post = fusions[index]
+                fused = op.run_fused(xs, post)  # type: ignore[attr-defined]
+                if fused is not None:
+                    last = chain[-1]
+                    env[self.nodes[last].output[0]] = self._checked(self.ops[last], fused)
+                    done.update((index, *chain))
+            if index not in done:
+                entry = self._run_node(index, node, op, xs, env, entry, target, fault, kept, keep)
             if not keep:
                 for name in node.input:
                     if name and last_use.get(name, -1) <= index and name not in self.output_names:
                         env.pop(name, None)
         return env, kept
+
+    def _run_node(
+        self,
+        index: int,
+        node: Any,
+        op: Op,
+        xs: list[I64 | None],
+        env: dict[str, I64],
+        entry: int,
+        target: int,
+        fault: Fault | None,
+        kept: list[I64],
+        keep: bool,
+    ) -> int:
+        """Run one node into `env` (and `kept`); the next entry index."""
+        traced = self.traced_outputs[index]
+        if traced:
+            values = op.run_outputs(xs)
+            outs = [(0, values[0]), *((k, values[k]) for k in traced)]
+        else:
+            outs = [(0, op.run(xs))]
+        for k, value in outs:
+            out = self._checked(op, value)
+            if entry == target:
+                assert fault is not None
+                out = self._apply_fault(fault, op.out_kind(), out)
+            env[node.output[k]] = out
+            entry += 1
+            if keep:
+                kept.append(out)
+        return entry
+
+    def _fusions(self) -> dict[int, tuple[list[int], Any]]:
+        """Conv index → (the indices of the BatchNormalization and/or Relu fused behind it,
+        the block rewrite that applies them) where each output in the chain is read only by
+        the next node and is no graph output."""
+        if not hasattr(self, "_fusion_map"):
+            readers: dict[str, list[int]] = {}
+            for j, node in enumerate(self.nodes):
+                for name in node.input:
+                    if name:
+                        readers.setdefault(name, []).append(j)
+
+            def sole_reader(i: int, kind: type) -> int | None:
+                out = self.nodes[i].output[0]
+                users = readers.get(out, [])
+                if out in self.output_names or len(users) != 1:
+                    return None
+                j = users[0]
+                ok = type(self.ops[j]) is kind and self.nodes[j].input[0] == out
+                return j if ok else None
+
+            found: dict[int, tuple[list[int], Any]] = {}
+            for i, op in enumerate(self.ops):
+                if type(op) is not _conv.Conv or len(self.nodes[i].output) != 1:
+                    continue
+                if not op.fusable():
+                    continue
+                bn = sole_reader(i, _batchnorm.BatchNormalization)
+                relu = sole_reader(i if bn is None else bn, _elementwise.Relu)
+                post: Any = None
+                if bn is not None:
+                    norm = self.ops[bn]
+                    assert isinstance(norm, _batchnorm.BatchNormalization)
+                    post = norm.channel_post(op.oc, relu=relu is not None)
+                elif relu is not None:
+                    post = _relu_block
+                if post is not None:
+                    found[i] = ([j for j in (bn, relu) if j is not None], post)
+            self._fusion_map = found
+        return self._fusion_map
 
     def _last_use_cache(self) -> dict[str, int]:
         if not hasattr(self, "_last_use_map"):
@@ -505,3 +574,8 @@ class FixedExecutor:
 def _layout_setting(layout: TraceLayout) -> dict[str, str]:
     """The ``"trace"`` executor setting: absent for v1, so v1 descriptors stay as they were."""
     return {} if layout.version == 1 else {"trace": layout.type}
+
+
+def _relu_block(w: I64, c0: int, c1: int) -> None:
+    """Relu (max(q, 0), same scale) on a block in place, fused behind a Conv."""
+    np.maximum(w, 0, out=w)

@@ -25,6 +25,7 @@ float kernel with a proven bound is the fastest exact one available.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -195,8 +196,12 @@ class F32Requant:
         lowbit = int(np.max(rs.mult & -rs.mult, initial=0))
         return cls(rs, bias, qmax, bound * lowbit < 1 << (s - 1))
 
-    def __call__(self, y: npt.NDArray[np.float32]) -> I64:
-        """The requantized int64 tensor, shaped as `y` (N, OC, ...)."""
+    def __call__(
+        self, y: npt.NDArray[np.float32], post: Callable[[I64, int, int], None] | None = None
+    ) -> I64:
+        """The requantized int64 tensor, shaped as `y` (N, OC, ...); `post(block, c0, c1)`,
+        if given, then rewrites each block of channels [c0, c1) in place (an element-wise op
+        fused behind this one)."""
         n, oc = y.shape[0], y.shape[1]
         src = y.reshape(n, oc, -1)
         out: I64 = np.empty(src.shape, np.int64)
@@ -217,4 +222,6 @@ class F32Requant:
                     w -= neg
                 w >>= self.shift
                 np.clip(w, -self.qmax, self.qmax, out=w)
+                if post is not None:
+                    post(w, c0, c1)
         return out.reshape(y.shape)
