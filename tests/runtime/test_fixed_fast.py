@@ -180,3 +180,16 @@ def test_lazy_table_equals_the_entry_function(values: list[int], qmax: int) -> N
         got = table(q)
         assert got.dtype == np.int64
         assert got.tolist() == [entry(v) for v in values]
+
+
+def test_narrow_maxpool_keeps_the_value_of_a_window_wholly_in_padding() -> None:
+    """A dilated window that sees only padding gives what the int64 path gives."""
+    from edgetrust.runtime.fixed._pool import _NEG
+
+    model = graphs.single_op(
+        "MaxPool", [(1, 1, 1, 4)], kernel_shape=[2, 1], dilations=[2, 1], pads=[1, 0, 1, 0]
+    ).SerializeToString()
+    calib = {"x0": np.random.default_rng(0).standard_normal((1, 1, 1, 4)).astype(np.float32)}
+    op = FixedExecutor(model, precision="int8", calibration=[calib]).ops[0]
+    x = np.array([[[[3, -5, 7, 0]]]], np.int64)
+    np.testing.assert_array_equal(op.run([x]), op._tap_fold(x, _NEG, np.maximum))

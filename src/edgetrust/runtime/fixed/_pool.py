@@ -159,6 +159,8 @@ class MaxPool(_Windowed):
                 info = np.iinfo(narrow)
                 if info.min < lo and hi <= info.max:
                     small = self._tap_fold(x.astype(narrow), int(info.min), np.maximum)
+                    if int(small.min()) == int(info.min):
+                        break  # a window wholly in padding: keep the int64 path's value
                     return small.astype(np.int64)
         return self._tap_fold(x, _NEG, np.maximum)
 
