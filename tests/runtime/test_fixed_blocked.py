@@ -8,6 +8,8 @@ constructed tie values. No timing here (see bench/).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -41,6 +43,17 @@ MULT = st.one_of(
 )
 SHIFT = st.integers(31, 62)
 X = st.integers(-(2**62) + 1, 2**62 - 1)
+
+
+@contextmanager
+def _block_size(block: int) -> Iterator[None]:
+    """`arith.BLOCK` set to `block` (small blocks exercise the block edges)."""
+    old = arith.BLOCK
+    arith.BLOCK = block
+    try:
+        yield
+    finally:
+        arith.BLOCK = old
 
 
 def _ties(m: int, s: int) -> list[int]:
@@ -159,12 +172,8 @@ def test_batchnorm_blocks_match_the_whole_tensor(
     p = op.params()
     rs = Rescale.from_params(p["mult"], p["shift"])
     want = saturate(apply_rescale(op.wide([x]), rs), op.qmax)
-    old = arith.BLOCK
-    arith.BLOCK = block
-    try:
+    with _block_size(block):
         got = op._blocked(x, rs)
-    finally:
-        arith.BLOCK = old
     assert got.tolist() == want.tolist()
     a, b = p["a"].tolist(), p["b"].tolist()
     m, s = int(p["mult"][0]), int(p["shift"][0])
@@ -206,12 +215,8 @@ def test_add_blocks_match_the_whole_tensor(
     for x in xs:
         x.reshape(-1)[:2] = [32767, -32767][: x.size]
     want = saturate(apply_rescale(op.wide(xs), op.rs), op.qmax)
-    old = arith.BLOCK
-    arith.BLOCK = block
-    try:
+    with _block_size(block):
         got = op._blocked(xs)
-    finally:
-        arith.BLOCK = old
     assert got.tolist() == want.tolist()
     m, s = int(op.rs.mult[0]), op.rs.shift
     for j in range(0, rows * cols, 97):
@@ -290,12 +295,8 @@ def test_in_place_requantization_matches_the_reference(
     xs[0][0, :3] = [32767, -32767, 0]
     wide = op.wide(xs)
     want = saturate(apply_rescale(wide.copy(), op.rs), op.qmax)
-    old = arith.BLOCK
-    arith.BLOCK = block
-    try:
+    with _block_size(block):
         got = op.combine(xs)
-    finally:
-        arith.BLOCK = old
     assert got.tolist() == want.tolist()
     a, b = np.broadcast_arrays(*xs)
     m, s = int(op.rs.mult[0]), op.rs.shift
@@ -365,12 +366,8 @@ def test_table_gather_matches_combine(
 
     vals = [x, const, bias]
     pattern = _lut.const_pattern([const.shape, bias.shape], ndim)
-    old = arith.BLOCK
-    arith.BLOCK = block
-    try:
+    with _block_size(block):
         got = _lut.lut_run({}, vals, [0], pattern, qmax, combine)
-    finally:
-        arith.BLOCK = old
     entries = int(np.prod(cshape)) * (2 * qmax + 1)
     if entries > min(_lut.MAX_TABLE, _lut.MAX_TABLE_RATIO * x.size):
         assert got is None

@@ -19,8 +19,8 @@ import numpy.typing as npt
 from edgetrust.errors import InvalidInputError
 from edgetrust.runtime.fixed import _ortconv
 from edgetrust.runtime.fixed._arith import I64, apply_rescale, matmul_chunk, saturate
-from edgetrust.runtime.fixed._base import ElementSource, register, unravel
-from edgetrust.runtime.fixed._linear import _Dense, _rescale_one, quantize_bias, quantize_rows
+from edgetrust.runtime.fixed._base import ElementSource, register, same_geometry, unravel
+from edgetrust.runtime.fixed._linear import _Dense, _rescale_one
 from edgetrust.runtime.fixed._ortconv import F32Requant, OrtConv
 
 
@@ -57,17 +57,8 @@ class Conv(_Dense):
     def weights(self) -> dict[str, Any]:
         """Per-output-channel weights as (OC, Cg·KH·KW), bias, accumulator scales."""
         if not hasattr(self, "_weights"):
-            sa = self.info(0).scale
-            assert sa is not None
             w4 = np.asarray(self.info(1).const, np.float64)
-            w, sw = quantize_rows(w4.reshape(self.oc, -1), self.qmax)
-            acc = sa * sw
-            bias = np.zeros(self.oc)
-            if self.has_input(2):
-                bias = np.asarray(self.info(2).const, np.float64).reshape(-1)
-                if bias.shape[0] != self.oc:
-                    raise self.fail("bias length differs from the output channels")
-            self._weights = {"w": w, "b": quantize_bias(bias, acc), "acc_scales": acc}
+            self._weights = self.channel_weights(w4.reshape(self.oc, -1))
         return self._weights
 
     def geometry(self, h: int, w: int) -> tuple[int, int, int, int, int, int]:
@@ -76,14 +67,7 @@ class Conv(_Dense):
         ekh = self.dilations[0] * (self.kh - 1) + 1
         ekw = self.dilations[1] * (self.kw - 1) + 1
         if self.auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-            oh, ow = -(-h // sh), -(-w // sw)
-            th = max(0, (oh - 1) * sh + ekh - h)
-            tw = max(0, (ow - 1) * sw + ekw - w)
-            if self.auto_pad == "SAME_UPPER":
-                pt, pl = th // 2, tw // 2
-            else:
-                pt, pl = th - th // 2, tw - tw // 2
-            return oh, ow, pt, pl, th - pt, tw - pl
+            return same_geometry(h, w, self.strides, ekh, ekw, self.auto_pad == "SAME_UPPER")
         pt, pl, pb, pr = self.pads_attr if self.auto_pad == "NOTSET" else (0, 0, 0, 0)
         oh = (h + pt + pb - ekh) // sh + 1
         ow = (w + pl + pr - ekw) // sw + 1

@@ -23,7 +23,7 @@ import numpy as np
 from edgetrust.errors import InvalidInputError
 from edgetrust.runtime.fixed._arith import I64, matmul_chunk
 from edgetrust.runtime.fixed._base import ElementSource, register, unravel
-from edgetrust.runtime.fixed._linear import _Dense, _rescale_one, quantize_bias, quantize_rows
+from edgetrust.runtime.fixed._linear import _Dense, _rescale_one
 
 
 def _pair(v: Any, default: list[int], what: str, n: int, fail: Any) -> list[int]:
@@ -71,20 +71,10 @@ class ConvTranspose(_Dense):
     def weights(self) -> dict[str, Any]:
         """Per-output-channel rows (OC, Cg·KH·KW), bias, accumulator scales (cached)."""
         if not hasattr(self, "_weights"):
-            sa = self.info(0).scale
-            assert sa is not None
             w4 = np.asarray(self.info(1).const, np.float64)  # (Cin, OCg, KH, KW)
             # rows[g·OCg + o] = W[g·Cg : (g+1)·Cg, o] flattened (ic, i, j)
             w5 = w4.reshape(self.group, self.cg, self.ocg, self.kh, self.kw)
-            rows = w5.transpose(0, 2, 1, 3, 4).reshape(self.oc, -1)
-            w, sw = quantize_rows(rows, self.qmax)
-            acc = sa * sw
-            bias = np.zeros(self.oc)
-            if self.has_input(2):
-                bias = np.asarray(self.info(2).const, np.float64).reshape(-1)
-                if bias.shape[0] != self.oc:
-                    raise self.fail("bias length differs from the output channels")
-            self._weights = {"w": w, "b": quantize_bias(bias, acc), "acc_scales": acc}
+            self._weights = self.channel_weights(w5.transpose(0, 2, 1, 3, 4).reshape(self.oc, -1))
         return self._weights
 
     def channel_axis(self, ndim: int) -> int:

@@ -49,6 +49,20 @@ def quantize_bias(bias: F64, acc_scales: F64) -> I64:
 class _Dense(Op):
     """Shared machinery: weights (N, K) per channel or a second activation, bias, rescale."""
 
+    def channel_weights(self, rows: F64, bias_input: int = 2) -> dict[str, Any]:
+        """Quantized weight rows (one per output channel), the bias of input `bias_input`
+        (zeros when absent) at each channel's accumulator scale, and those scales."""
+        sa = self.info(0).scale
+        assert sa is not None
+        w, sw = quantize_rows(rows, self.qmax)
+        acc = sa * sw
+        bias = np.zeros(rows.shape[0])
+        if self.has_input(bias_input):
+            bias = np.asarray(self.info(bias_input).const, np.float64).reshape(-1)
+            if bias.shape[0] != rows.shape[0]:
+                raise self.fail("bias length differs from the output channels")
+        return {"w": w, "b": quantize_bias(bias, acc), "acc_scales": acc}
+
     def weights(self) -> dict[str, Any]:
         """Channel weights and bias before the output scale is known (for calibration)."""
         raise NotImplementedError

@@ -15,7 +15,15 @@ import numpy as np
 
 from edgetrust.errors import InvalidInputError
 from edgetrust.runtime.fixed._arith import I64, round_div
-from edgetrust.runtime.fixed._base import ElementSource, Kind, Op, ScalePolicy, register, unravel
+from edgetrust.runtime.fixed._base import (
+    ElementSource,
+    Kind,
+    Op,
+    ScalePolicy,
+    register,
+    same_geometry,
+    unravel,
+)
 
 _NEG = -(1 << 62)
 
@@ -67,15 +75,7 @@ class _Windowed(_Pool):
         ekh = self.dilations[0] * (self.kh - 1) + 1
         ekw = self.dilations[1] * (self.kw - 1) + 1
         if self.auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-            oh, ow = -(-h // sh), -(-w // sw)
-            th = max(0, (oh - 1) * sh + ekh - h)
-            tw = max(0, (ow - 1) * sw + ekw - w)
-            pt, pl = (
-                (th // 2, tw // 2)
-                if self.auto_pad == "SAME_UPPER"
-                else (th - th // 2, tw - tw // 2)
-            )
-            return oh, ow, pt, pl, th - pt, tw - pl
+            return same_geometry(h, w, self.strides, ekh, ekw, self.auto_pad == "SAME_UPPER")
         pt, pl, pb, pr = self.pads_attr if self.auto_pad == "NOTSET" else (0, 0, 0, 0)
         dims = []
         for size, p0, p1, ek, st in ((h, pt, pb, ekh, sh), (w, pl, pr, ekw, sw)):
