@@ -107,3 +107,16 @@ def test_signed_but_mutated_payloads_never_crash(
         verify_samples(verify_manifest(m), CHUNKS)
     except Error:
         return
+
+
+def test_huge_integer_physical_range_is_refused_not_a_crash() -> None:
+    """2**64 (beyond int64: a TypeError in numpy before) and 10**400 (beyond float) as a
+    channel's physical minimum: each a one-line edgetrust error."""
+    for value, says in ((2**64, "minimum must be below"), (10**400, "finite number")):
+        m = _mutate(GOOD, ("header", "sensor", "channels", 0, "physical_min"), value)
+        try:
+            verify_samples(verify_manifest(parse_manifest(json.dumps(m))), CHUNKS)
+        except Error as exc:
+            assert says in str(exc)
+        else:
+            raise AssertionError(f"physical_min={value} was accepted")

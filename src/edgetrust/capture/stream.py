@@ -20,6 +20,7 @@ Encodings (docs/human.md repeats them):
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import secrets
 import struct
@@ -88,9 +89,15 @@ def _int(value: object, what: str, lo: int, hi: int) -> int:
 
 
 def _num(value: object, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidInputError(f"{what} must be a finite number")
-    return float(value)
+    try:
+        f = float(value)  # an int beyond float range overflows (np.isfinite would TypeError)
+    except OverflowError:
+        raise InvalidInputError(f"{what} must be a finite number") from None
+    if not math.isfinite(f):
+        raise InvalidInputError(f"{what} must be a finite number")
+    return f
 
 
 @dataclass(frozen=True)
