@@ -5,12 +5,16 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgetrust.log.merkle import EMPTY_ROOT
+from edgetrust.runtime import _commit, _sha256
 from edgetrust.runtime._commit import LAYOUT_V1, LAYOUT_V2, MerkleLevels, TensorCommitment
+from edgetrust.runtime.fixed import FixedExecutor
 from edgetrust.runtime.trace import TraceLayout
+from tests.runtime.graphs import resnet_style
 
 DTYPES = ("int8", "int16", "int32", "int64")
 
@@ -104,3 +108,77 @@ def test_merkle_levels_equal_the_rfc_recursion(n: int, seed: int) -> None:
     assert tree.levels == _ref_levels(leaves)
     assert tree.root == _ref_mth(leaves)
     assert tree.size == n
+
+
+def test_the_native_tree_path_is_available_here() -> None:
+    """The machines CI runs on have numba and OpenSSL's SHA256_* symbols: the native path is
+    taken (else traced runs silently fall back to the slower hashlib path)."""
+    levels = _sha256.tree_levels(np.zeros(300, np.uint8), 256, True)
+    assert levels is not None
+    assert [[bytes(h) for h in lv] for lv in levels] == _ref_levels(
+        _ref_leaf_hashes(np.zeros(300, np.int8), LAYOUT_V2)
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(values=_tensors(), layout=st.sampled_from([LAYOUT_V1, LAYOUT_V2]), pick=st.integers(0))
+def test_native_trees_equal_the_hashlib_reference(
+    values: np.ndarray, layout: TraceLayout, pick: int
+) -> None:
+    """Every tensor through `_sha256` (the size floor lowered to 0): same levels, root and
+    audit paths as the reference and as the hashlib path."""
+    leaves = _ref_leaf_hashes(values, layout)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_commit, "_NATIVE_MIN", 0)
+        native = TensorCommitment.of(values, layout)
+        assert native.levels.levels == _ref_levels(leaves)
+        assert native.root == _ref_mth(leaves)
+        mp.setattr(_sha256, "ENABLED", False)
+        plain = TensorCommitment.of(values, layout)
+    assert plain.root == native.root
+    if leaves:
+        index = pick % len(leaves)
+        assert native.levels.path(index) == plain.levels.path(index)
+
+
+def _resnet_run() -> tuple[FixedExecutor, dict[str, np.ndarray]]:
+    model = resnet_style(size=64, width=16).SerializeToString()
+    x = {"input": np.random.default_rng(3).standard_normal((1, 3, 64, 64)).astype(np.float32)}
+    return FixedExecutor(model, precision="int8", calibration=[x]), x
+
+
+def test_a_traced_run_commits_the_same_on_the_worker_thread_and_inline() -> None:
+    """The Committer hashes on its thread with the native hasher, inline with hashlib: the
+    trace (values, entry leaves, root) is the same, and its tensors are big enough to take
+    the native path."""
+    ex, x = _resnet_run()
+    _, threaded = ex.run_traced(x)
+    assert max(v.nbytes for v in threaded.values) >= _commit._NATIVE_MIN
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_sha256, "ENABLED", False)
+        _, inline = ex.run_traced(x)
+    assert threaded.root == inline.root
+    assert threaded.leaf_bytes == inline.leaf_bytes
+    assert all(np.array_equal(a, b) for a, b in zip(threaded.values, inline.values, strict=True))
+
+
+def test_a_forked_child_gets_its_own_commit_thread() -> None:
+    """The parent's worker thread does not survive a fork; the child's traced run must not
+    wait on it forever (it gets a new one and the same root)."""
+    import multiprocessing
+
+    ex, x = _resnet_run()
+    _, trace = ex.run_traced(x)  # the parent's thread exists
+    queue: multiprocessing.Queue[bytes] = multiprocessing.get_context("fork").Queue()
+
+    def child() -> None:
+        queue.put(ex.run_traced(x)[1].root)
+
+    proc = multiprocessing.get_context("fork").Process(target=child)
+    proc.start()
+    proc.join(timeout=120)
+    if proc.is_alive():
+        proc.kill()
+        pytest.fail("the forked child's traced run hung")
+    assert proc.exitcode == 0
+    assert queue.get(timeout=5) == trace.root

@@ -7,8 +7,11 @@ so the hot path of a traced run - one RFC 9162 tree per tensor - reads on its ow
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
@@ -29,6 +32,9 @@ _V2_ENTRY_BYTES = 96
 _V2_PARAM_BYTES = 160
 _sha256 = hashlib.sha256
 _DTYPE_NAMES = {np.dtype(n): n for n in _DTYPES}
+_NATIVE_MIN = 1 << 16
+"""Tensors of fewer bytes are hashed with hashlib until the native hasher is loaded: loading
+numba costs ~0.5 s once per process, more than small models ever save."""
 
 
 @dataclass(frozen=True)
@@ -67,11 +73,32 @@ class TraceLayout:
         The chunks are hashed straight from the array's memory (for int8, or where the layout's
         byte order is the machine's, no copy at all); only a padded last chunk is copied.
         """
+        return self._hash_memory(self._memory(values))
+
+    def tensor_tree(self, values: npt.NDArray[Any]) -> MerkleLevels:
+        """The tree over ``tensor_hashes(values)``: in one native call where `_sha256` is
+        available (the same hashes), else with hashlib."""
+        from edgetrust.runtime import _sha256 as native
+
+        mv = self._memory(values)
+        if len(mv) >= _NATIVE_MIN or (len(mv) > self.chunk_bytes and native.loaded()):
+            data = np.frombuffer(mv, np.uint8)
+            levels = native.tree_levels(data, self.chunk_bytes, self.padded)
+            if levels is not None:
+                return MerkleLevels.from_arrays(levels)
+        return MerkleLevels(self._hash_memory(mv))
+
+    def _memory(self, values: npt.NDArray[Any]) -> memoryview:
+        """The canonical bytes (before padding) as memory: for int8, or where the layout's
+        byte order is the machine's, the array's own."""
         arr = np.ascontiguousarray(values)
         want = arr.dtype.newbyteorder(self.byteorder)
         if arr.dtype != want:  # numpy dtypes of different byte orders compare unequal
             arr = arr.astype(want)
-        mv = arr.reshape(-1).view(np.uint8).data
+        return arr.reshape(-1).view(np.uint8).data
+
+    def _hash_memory(self, mv: memoryview) -> list[bytes]:
+        """Leaf hashes of canonical bytes with hashlib; only a padded last chunk is copied."""
         step, n = self.chunk_bytes, len(mv)
         tail = n % step if self.padded else 0
         out = _leaf_hashes(mv[: n - tail], step)
@@ -160,9 +187,9 @@ class MerkleLevels:
     """
 
     def __init__(self, leaf_hashes: Sequence[bytes]) -> None:
-        self.levels: list[list[bytes]] = [list(leaf_hashes)]
+        levels: list[list[bytes]] = [list(leaf_hashes)]
         sha = _sha256
-        level = self.levels[0]
+        level = levels[0]
         while len(level) > 1:
             # zip over one iterator pairs neighbours (an odd last node is left out, promoted
             # below) without copying the level into two slices.
@@ -171,17 +198,30 @@ class MerkleLevels:
             if len(level) & 1:
                 up.append(level[-1])
             level = up
-            self.levels.append(level)
+            levels.append(level)
+        self._levels: Sequence[Any] = levels
+
+    @classmethod
+    def from_arrays(cls, levels: list[npt.NDArray[np.uint8]]) -> MerkleLevels:
+        """The tree from its levels as (width, 32) uint8 arrays (`_sha256.tree_levels`)."""
+        tree = cls.__new__(cls)
+        tree._levels = levels
+        return tree
+
+    @property
+    def levels(self) -> list[list[bytes]]:
+        """Every level's node hashes, from the leaves up."""
+        return [[bytes(h) for h in level] for level in self._levels]
 
     @property
     def size(self) -> int:
         """Number of leaves."""
-        return len(self.levels[0])
+        return len(self._levels[0])
 
     @property
     def root(self) -> bytes:
         """The tree's root (SHA-256 of nothing for an empty tree)."""
-        return self.levels[-1][0] if self.levels[0] else EMPTY_ROOT
+        return bytes(self._levels[-1][0]) if len(self._levels[0]) else EMPTY_ROOT
 
     def subtree(self, lo: int, hi: int) -> bytes:
         """MTH(leaves[lo:hi]) for an RFC 9162 subtree [lo, hi) of this tree."""
@@ -190,7 +230,7 @@ class MerkleLevels:
         level = (hi - lo - 1).bit_length()
         if lo & ((1 << level) - 1) or min(lo + (1 << level), self.size) != hi:
             raise InvalidInputError(f"[{lo}, {hi}) is not a subtree of a tree of {self.size}")
-        return self.levels[level][lo >> level]
+        return bytes(self._levels[level][lo >> level])
 
     def path(self, index: int) -> list[bytes]:
         """The RFC 9162 audit path of leaf `index` (§2.1.3.1), from the stored levels."""
@@ -233,7 +273,7 @@ class TensorCommitment:
         name = _DTYPE_NAMES.get(arr.dtype) or arr.dtype.name
         if name not in _DTYPES:
             raise InvalidInputError(f"cannot commit to dtype {arr.dtype.name}")
-        levels = MerkleLevels(layout.tensor_hashes(arr))
+        levels = layout.tensor_tree(arr)
         return TensorCommitment(name, tuple(int(d) for d in arr.shape), levels, layout)
 
     @property
@@ -266,3 +306,51 @@ def _leaf_hashes(data: memoryview, step: int) -> list[bytes]:
     """RFC 9162 leaf hashes of `data` cut into `step`-byte chunks (the last one may be short)."""
     sha = _sha256
     return [sha(b"\x00" + data[i : i + step]).digest() for i in range(0, len(data), step)]
+
+
+_POOL: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _worker() -> ThreadPoolExecutor:
+    """The process's one commit thread (a new one after a fork: threads do not survive it)."""
+    global _POOL
+    if _POOL is None or _POOL[0] != os.getpid():
+        _POOL = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="edgetrust-commit"))
+    return _POOL[1]
+
+
+class Committer:
+    """Commits tensors as a run appends them: on a worker thread where the native hasher
+    releases the GIL (a traced run then hashes on another core while it computes the next
+    nodes), else inline. The same commitments either way.
+
+    `convert[k]` turns the k-th appended value into the array that is committed (its storage
+    dtype); the value must not change after it is appended.
+    """
+
+    def __init__(
+        self, layout: TraceLayout, convert: Sequence[Callable[[Any], npt.NDArray[Any]]]
+    ) -> None:
+        from edgetrust.runtime import _sha256 as native
+
+        self.layout = layout
+        self.convert = convert
+        self._jobs: list[Future[_Job] | _Job] = []
+        self._pool = _worker() if native.available() else None
+
+    def append(self, value: Any) -> None:
+        """Commit the next entry's value."""
+        job = partial(self._commit, self.convert[len(self._jobs)], value)
+        self._jobs.append(self._pool.submit(job) if self._pool is not None else job())
+
+    def _commit(self, convert: Callable[[Any], npt.NDArray[Any]], value: Any) -> _Job:
+        arr = convert(value)
+        return arr, TensorCommitment.of(arr, self.layout)
+
+    def results(self) -> tuple[list[npt.NDArray[Any]], list[TensorCommitment]]:
+        """The committed arrays and their commitments, in the order appended."""
+        done = [j.result() if isinstance(j, Future) else j for j in self._jobs]
+        return [a for a, _ in done], [c for _, c in done]
+
+
+_Job = tuple[npt.NDArray[Any], TensorCommitment]

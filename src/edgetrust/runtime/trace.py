@@ -358,11 +358,14 @@ class Trace(_Committed):
         entries: Sequence[Entry],
         values: list[npt.NDArray[Any]],
         layout: TraceLayout = LAYOUT_V2,
+        commitments: Sequence[TensorCommitment] | None = None,
     ) -> None:
+        """A trace of `values` (`commitments`: theirs, if computed as the run went)."""
         if len(entries) != len(values):
             raise InvalidInputError("a trace needs one value per entry")
         self.entries = list(entries)
-        commitments = [TensorCommitment.of(v, layout) for v in values]
+        if commitments is None:
+            commitments = [TensorCommitment.of(v, layout) for v in values]
         super().__init__(values, [c.leaf_data() for c in commitments], layout)
         self._commitments = dict(enumerate(commitments))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -364,14 +365,25 @@ class FixedExecutor:
         return out
 
     def _execute(
-        self, inputs: Mapping[str, npt.ArrayLike], *, keep: bool, fault: Fault | None = None
-    ) -> tuple[dict[str, I64], list[I64]]:
+        self,
+        inputs: Mapping[str, npt.ArrayLike],
+        *,
+        keep: bool,
+        fault: Fault | None = None,
+        kept: Any = None,
+    ) -> tuple[dict[str, I64], Any]:
+        """Run every node; with `keep`, each entry's value is appended to `kept` (a new list
+        unless one, or a `_commit.Committer`, is given) as soon as it is computed."""
         env: dict[str, I64] = dict(self.quantize_inputs(inputs))
         target = self.entry_index(fault.node, fault.output) if fault is not None else -1
         if fault is not None and target < len(self.input_names):
             name = self.input_names[target]
             env[name] = self._apply_fault(fault, self.input_kind(name), env[name])
-        kept: list[I64] = [env[n] for n in self.input_names] if keep else []
+        if kept is None:
+            kept = []
+        if keep:
+            for n in self.input_names:
+                kept.append(env[n])
         last_use = self._last_use_cache()
         entry = len(self.input_names)
         # Untraced runs fuse a BatchNormalization into the Conv it alone follows (the Conv's
@@ -389,10 +401,10 @@ class FixedExecutor:
                     done.update((index, *chain))
             if index not in done:
                 entry = self._run_node(index, node, op, xs, env, entry, target, fault, kept, keep)
-            if not keep:
-                for name in node.input:
-                    if name and last_use.get(name, -1) <= index and name not in self.output_names:
-                        env.pop(name, None)
+            # Values no later node reads leave `env` (a traced run's `kept` still holds them).
+            for name in node.input:
+                if name and last_use.get(name, -1) <= index and name not in self.output_names:
+                    env.pop(name, None)
         return env, kept
 
     def _run_node(
@@ -405,7 +417,7 @@ class FixedExecutor:
         entry: int,
         target: int,
         fault: Fault | None,
-        kept: list[I64],
+        kept: Any,
         keep: bool,
     ) -> int:
         """Run one node into `env` (and `kept`); the next entry index."""
@@ -510,11 +522,15 @@ class FixedExecutor:
 
         `fault` makes a lying device (demos and tests only): see `Fault`.
         """
+        from edgetrust.runtime._commit import Committer
         from edgetrust.runtime.trace import Trace
 
-        env, kept = self._execute(inputs, keep=True, fault=fault)
-        values = [self.storage_array(e, v) for e, v in zip(self.entries, kept, strict=True)]
-        return self._outputs(env), Trace.from_executor(self, values)
+        committer = Committer(
+            self.trace_layout, [partial(self.storage_array, e) for e in self.entries]
+        )
+        env, _ = self._execute(inputs, keep=True, fault=fault, kept=committer)
+        values, commitments = committer.results()
+        return self._outputs(env), Trace(self.entries, values, self.trace_layout, commitments)
 
     # -- description --------------------------------------------------------------------------
 

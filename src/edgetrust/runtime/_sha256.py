@@ -1,0 +1,162 @@
+"""Whole RFC 9162 trees of a tensor's chunks in one native call (no Python per hash).
+
+A traced run commits to every tensor of the model: ResNet50 at 224×224 is 147,000 chunks of
+256 bytes and as many interior nodes, and `hashlib` costs ~0.35 µs of Python per call, more
+than the hashing itself. Here one compiled loop (numba, ``nogil``) calls OpenSSL's own SHA-256
+(``SHA256_Init/Update/Final`` of the libcrypto that Python's ``_hashlib`` is linked against,
+so the same implementation, SHA-NI where the CPU has it) for every leaf and node: ~0.2 µs per
+leaf, and the GIL is free meanwhile, so a traced run can hash on another core while it
+computes (see `edgetrust.runtime.fixed._executor`).
+
+Why by hand: no library hashes many short messages per call; `hashlib` and `cryptography`
+both take one Python call per message. The function addresses are passed at run time (the
+`_c_call` intrinsic casts them), which keeps the compiled kernel cacheable across processes.
+
+`tree_levels` returns None where this path is unavailable (numba missing, a libcrypto without
+those symbols, a self-check that disagrees with `hashlib`, or `ENABLED` switched off by a
+test); callers then hash with `hashlib`, which gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+ENABLED = True  # tests switch this off to compare with the hashlib path
+_kernel: Any = None  # (tree function, function addresses); False once found unavailable
+
+try:  # the kernel is defined at module level so numba can cache it across processes
+    import _hashlib
+
+    import numba
+    from llvmlite import ir  # type: ignore[import-untyped]
+    from numba import types
+    from numba.extending import intrinsic
+except ImportError:  # pragma: no cover - numba is a dependency; without it, hashlib
+    numba = None  # type: ignore[assignment]
+
+
+def _addresses() -> npt.NDArray[np.intp]:
+    """OpenSSL's SHA256_Init/Update/Final in the libcrypto `_hashlib` is linked against."""
+    lib = ctypes.CDLL(_hashlib.__file__)
+    names = ("SHA256_Init", "SHA256_Update", "SHA256_Final")
+    return np.array([ctypes.cast(getattr(lib, n), ctypes.c_void_p).value for n in names], np.intp)
+
+
+if numba is not None:
+
+    def _c_call_typing(typingctx: Any, fn: Any, a: Any, b: Any, n: Any) -> Any:
+        """``int fn(void *a, void *b, size_t n)`` at address `fn` (all arguments intp)."""
+        sig = types.int32(types.intp, types.intp, types.intp, types.intp)
+
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            i8p = ir.IntType(8).as_pointer()
+            fnty = ir.FunctionType(ir.IntType(32), [i8p, i8p, ir.IntType(64)])
+            f = builder.inttoptr(args[0], fnty.as_pointer())
+            pa = builder.inttoptr(args[1], i8p)
+            pb = builder.inttoptr(args[2], i8p)
+            return builder.call(f, [pa, pb, args[3]])
+
+        return sig, codegen
+
+    _c_call: Any = intrinsic(_c_call_typing)
+
+    @numba.njit(nogil=True, cache=True)
+    def _tree(fns: Any, data: Any, step: int, padded: bool, out: Any, starts: Any) -> None:
+        # SHA256_CTX is 112 bytes in OpenSSL 1.1 and 3.x; 256 leaves room.
+        ctx = np.empty(256, np.uint8)
+        tag = np.zeros(2, np.uint8)
+        tag[1] = 1
+        zeros = np.zeros(step, np.uint8)
+        init, upd, fin = fns[0], fns[1], fns[2]
+        c, t0, t1 = ctx.ctypes.data, tag.ctypes.data, tag.ctypes.data + 1
+        base, obase = data.ctypes.data, out.ctypes.data
+        n = data.size
+        for i in range(starts[1]):  # leaves: SHA-256(0x00 || chunk)
+            lo = i * step
+            hi = min(lo + step, n)
+            _c_call(init, c, 0, 0)
+            _c_call(upd, c, t0, 1)
+            _c_call(upd, c, base + lo, hi - lo)
+            if padded and hi - lo < step:
+                _c_call(upd, c, zeros.ctypes.data, step - (hi - lo))
+            _c_call(fin, obase + 32 * i, c, 0)
+        for lv in range(starts.size - 2):  # interior: SHA-256(0x01 || left || right)
+            below, here = starts[lv], starts[lv + 1]
+            width = here - below
+            for j in range(width // 2):
+                _c_call(init, c, 0, 0)
+                _c_call(upd, c, t1, 1)
+                _c_call(upd, c, obase + 32 * (below + 2 * j), 64)
+                _c_call(fin, obase + 32 * (here + j), c, 0)
+            if width & 1:  # an unpaired last node is promoted
+                out[here + width // 2] = out[here - 1]
+
+
+def _build() -> Any:
+    """(the compiled tree function, OpenSSL's addresses), checked against hashlib; or False."""
+    if numba is None:  # pragma: no cover
+        return False
+    try:
+        fns = _addresses()
+        _self_check(_tree, fns)
+    except Exception:  # missing symbols, a failed compile or check: hashlib
+        return False
+    return _tree, fns
+
+
+def _self_check(tree: Any, fns: npt.NDArray[np.intp]) -> None:
+    """Compare with the hashlib tree on odd widths, a short and a padded last chunk."""
+    from edgetrust.runtime._commit import MerkleLevels, TraceLayout
+
+    data = np.arange(1000, dtype=np.int64).astype(np.uint8)
+    for step, padded in ((256, True), (1024, False), (64, False)):
+        want = MerkleLevels(TraceLayout(0, step, "<", padded)._hash_memory(data.data)).levels
+        if _run(tree, fns, data, step, padded) != want:
+            raise AssertionError("native SHA-256 disagrees with hashlib")
+
+
+def _run(
+    tree: Any, fns: npt.NDArray[np.intp], data: npt.NDArray[np.uint8], step: int, padded: bool
+) -> list[list[bytes]]:
+    flat = _flat_levels(tree, fns, data, step, padded)
+    return [[bytes(row) for row in lv] for lv in flat]
+
+
+def _flat_levels(
+    tree: Any, fns: npt.NDArray[np.intp], data: npt.NDArray[np.uint8], step: int, padded: bool
+) -> list[npt.NDArray[np.uint8]]:
+    widths = [-(-data.size // step)]
+    while widths[-1] > 1:
+        widths.append(-(-widths[-1] // 2))
+    starts = np.zeros(len(widths) + 1, np.int64)
+    np.cumsum(widths, out=starts[1:])
+    out = np.empty((int(starts[-1]), 32), np.uint8)
+    tree(fns, data, step, padded, out, starts)
+    return [out[starts[k] : starts[k + 1]] for k in range(len(widths))]
+
+
+def available() -> bool:
+    """Whether `tree_levels` hashes natively (builds the kernel on first use)."""
+    global _kernel
+    if _kernel is None:
+        _kernel = _build()
+    return ENABLED and _kernel is not False
+
+
+def loaded() -> bool:
+    """Whether the kernel is built and usable already (no cost to ask)."""
+    return ENABLED and _kernel not in (None, False)
+
+
+def tree_levels(data: npt.NDArray[np.uint8], step: int, padded: bool) -> list[Any] | None:
+    """Every level of the RFC 9162 tree over `data` (1-D uint8) cut into `step`-byte chunks
+    (the last one zero-padded to `step` if `padded`, else short), as (width, 32) uint8 arrays
+    from the leaves up; None for no data or where the native path is unavailable."""
+    if data.size == 0 or not available():
+        return None
+    tree, fns = _kernel
+    return _flat_levels(tree, fns, np.ascontiguousarray(data), step, padded)
