@@ -67,7 +67,8 @@ def run() -> str:
             "",
             "One thread each (onnxruntime intra-op 1, BLAS by threadpoolctl), medians, same run. "
             "ResNet50 and SqueezeNet are the onnx wheel's light models with random weights. "
-            "`traced` also builds the per-node Merkle commitments receipts and disputes need. "
+            "`traced` also builds the per-node Merkle commitments receipts and disputes need; "
+            "it hashes on one more thread (native SHA-256, GIL released) while it computes. "
             f"Load average at the end: {load} (2 cores, shared).",
             "",
             table(
