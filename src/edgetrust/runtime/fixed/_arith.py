@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edgetrust.errors import ResourceLimitError
+from edgetrust.runtime.fixed import _kernels
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -92,6 +93,10 @@ def saturate(x: I64, qmax: int) -> I64:
 
 def quantize(values: npt.ArrayLike, scale: float | F64, qmax: int) -> I64:
     """round_half_away(values / scale), saturated to [-qmax, qmax] (int64)."""
+    if isinstance(scale, float) and isinstance(values, np.ndarray):
+        fast = _kernels.quantize(values, scale, qmax)
+        if fast is not None:
+            return fast
     v = np.asarray(values, dtype=np.float64) / scale
     v = np.clip(round_float(v), -qmax, qmax)
     return v.astype(np.int64)
@@ -289,6 +294,9 @@ def _mul_shift_signed(x: I64, m: Any, s: int) -> I64:
 
 def requantize(x: I64, rs: Rescale, qmax: int, *, channel_axis: int | None = None) -> I64:
     """Rescale and saturate to [-qmax, qmax]: the last step of every op with a new scale."""
+    fast = _kernels.requantize(x, rs.mult, rs.shift, -qmax, qmax, channel_axis=channel_axis)
+    if fast is not None:
+        return fast
     return saturate(apply_rescale(x, rs, channel_axis=channel_axis), qmax)
 
 

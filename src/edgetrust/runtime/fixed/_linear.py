@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edgetrust.errors import InvalidInputError
+from edgetrust.runtime.fixed import _kernels
 from edgetrust.runtime.fixed._arith import (
     F64,
     I64,
@@ -25,6 +26,7 @@ from edgetrust.runtime.fixed._arith import (
     exact_matmul,
     matmul_chunk,
     quantize,
+    requantize,
     round_float,
     saturate,
 )
@@ -126,7 +128,7 @@ class _Dense(Op):
 
     def _requant(self, acc: I64) -> I64:
         rs = self._rescale_from(self.params())
-        return saturate(apply_rescale(acc, rs, channel_axis=self.channel_axis(acc.ndim)), self.qmax)
+        return requantize(acc, rs, self.qmax, channel_axis=self.channel_axis(acc.ndim))
 
     def run(self, xs: Sequence[I64 | None]) -> I64:
         """Accumulate, then requantize per channel."""
@@ -202,6 +204,25 @@ class Gemm(_Dense):
                 assert sb is not None
                 self._weights = {"acc_scales": np.array([sa * sb * self.alpha])}
         return self._weights
+
+    def run(self, xs: Sequence[I64 | None]) -> I64:
+        """Accumulate, then requantize per channel; with constant weights in one float
+        matmul (exact, `matmul_chunk`) and one compiled pass for bias and requantization."""
+        fast = self._run_compiled(xs) if self.b_const else None
+        return fast if fast is not None else self._requant(self._acc(xs))
+
+    def _run_compiled(self, xs: Sequence[I64 | None]) -> I64 | None:
+        a = self._a2d(self.x(xs, 0))
+        wf = self.weights_float_t()
+        _, chunk = matmul_chunk(self.qmax, self.qmax)
+        if wf is None or a.shape[1] != wf.shape[0] or a.shape[1] > chunk:
+            return None
+        p = self.params()
+        acc = np.matmul(a.astype(wf.dtype), wf)
+        q = self.qmax
+        return _kernels.gemm_epilogue(
+            acc, self.weights()["b"], p["mult"], int(p["shift"][0]), -q, q
+        )
 
     def _a2d(self, a: I64) -> I64:
         if a.ndim != 2:

@@ -1,0 +1,132 @@
+"""The numba-compiled loops behind `_kernels`: one pass each where numpy needs several.
+
+Imported only through `_kernels` (lazily, and never when numba is missing or broken). Every
+loop is int64 arithmetic with proven bounds, or float64 steps that are exact; no fast-math,
+no reduction whose order could change a bit. Each returns False - leaving its output
+unspecified - on an input outside the range its proof covers (NaN, |x| ≥ 2**62), and the
+caller then runs the numpy twin, which defines the result there.
+
+Compiled code is cached (``cache=True``): next to this file when its directory is writable,
+else in numba's user cache directory, or in ``NUMBA_CACHE_DIR`` when that is set. Where no
+cache location is writable, the loops are compiled on first use in every process.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numba
+import numpy as np
+
+_LIMIT = 1 << 62
+_LOW31 = (1 << 31) - 1
+
+
+def _jit(fn: Any) -> Any:
+    try:
+        return numba.njit(cache=True, nogil=True)(fn)
+    except RuntimeError:  # no writable cache location: compile per process
+        return numba.njit(nogil=True)(fn)
+
+
+@_jit
+def mul_shift(v: int, m: int, shift: int) -> int:  # pragma: no cover - compiled
+    """round_half_away(v · m / 2**shift) for |v| < 2**62, 0 ≤ m ≤ 2**31, 0 ≤ shift ≤ 62:
+    `_arith.apply_rescale` on one element (the same split proofs, element by element)."""
+    if shift >= 31:
+        # _arith._mul_shift_signed: floor((v·m + 2**(s-1) - [v < 0]) / 2**s)
+        lo = ((v & _LOW31) * m + (1 << (shift - 1)) + (v >> 63)) >> 31
+        return ((v >> 31) * m + lo) >> (shift - 31)
+    # ratios ≥ 1: |v| clamped to 2**(61 - left), shifted left, then _arith._mul_shift at 31
+    left = 31 - shift
+    a = min(abs(v), 1 << (61 - left)) << left
+    lo = (a & _LOW31) * m
+    r = (a >> 31) * m + (lo >> 31) + (((lo & _LOW31) + (1 << 30)) >> 31)
+    return -r if v < 0 else r
+
+
+@_jit
+def requantize(
+    x: Any, mult: Any, shift: int, lo: int, hi: int, out: Any
+) -> bool:  # pragma: no cover - compiled
+    """``out = clip(round_half_away(x · mult[c] / 2**shift), lo, hi)`` for x viewed as
+    (outer, C, inner) with C = mult.size."""
+    outer, channels, inner = x.shape
+    for o in range(outer):
+        for c in range(channels):
+            m = mult[c]
+            for i in range(inner):
+                v = x[o, c, i]
+                if v >= _LIMIT or v <= -_LIMIT:
+                    return False
+                r = mul_shift(v, m, shift)
+                out[o, c, i] = lo if r < lo else (hi if r > hi else r)
+    return True
+
+
+@_jit
+def gemm_epilogue(
+    acc: Any, bias: Any, mult: Any, shift: int, lo: int, hi: int, out: Any
+) -> bool:  # pragma: no cover - compiled
+    """``out[r, c] = clip(rescale(int64(acc[r, c]) + bias[c], mult[c]), lo, hi)``: a float
+    matmul's exact-integer result, biased and requantized per column (mult of size 1 or N)."""
+    rows, cols = acc.shape
+    per_col = mult.size > 1
+    for r in range(rows):
+        for c in range(cols):
+            f = acc[r, c]
+            if not (f < 2.0**62 and f > -(2.0**62)):
+                return False
+            v = np.int64(f) + bias[c]
+            res = mul_shift(v, mult[c] if per_col else mult[0], shift)
+            out[r, c] = lo if res < lo else (hi if res > hi else res)
+    return True
+
+
+@_jit
+def quantize(x: Any, scale: float, qmax: int, out: Any) -> bool:  # pragma: no cover - compiled
+    """``out = clip(round_half_away(x / scale), -qmax, qmax)``, x 1-D float (converted to
+    float64 exactly), one correctly rounded division per element as numpy's.
+
+    Rounding is monotone and fixes integers, so clipping to the integer bounds first gives
+    the same result; inside them |v| ≤ qmax < 2**31, so v - trunc(v) is exact (as in
+    `_arith.round_float`) and so is the conversion of the rounded value to int64.
+    """
+    q = float(qmax)
+    bad = False
+    for i in range(x.size):  # branch-free, so that LLVM vectorizes the divisions
+        v = float(x[i]) / scale
+        bad |= v != v
+        v = v if v < q else q  # NaN becomes q here (and the call returns False)
+        v = v if v > -q else -q
+        t = float(np.trunc(v))
+        frac = v - t
+        t = t + 1.0 if frac >= 0.5 else t
+        t = t - 1.0 if frac <= -0.5 else t
+        out[i] = np.int64(t)
+    return not bad
+
+
+@_jit
+def softmax_rows(q: Any, table: Any, qmax: int, out: Any) -> bool:  # pragma: no cover
+    """Per row of q (R, n): ``E = table[max - q]``, ``out = (E·qmax + S // 2) // S`` with
+    S = Σ E; False where some max - q is outside the table."""
+    rows, n = q.shape
+    size = table.size
+    if n == 0:
+        return True
+    for r in range(rows):
+        mx = q[r, 0]
+        for j in range(1, n):
+            if q[r, j] > mx:
+                mx = q[r, j]
+        total = 0
+        for j in range(n):
+            d = mx - q[r, j]
+            if d < 0 or d >= size:
+                return False
+            total += table[d]
+        half = total // 2
+        for j in range(n):
+            out[r, j] = (table[mx - q[r, j]] * qmax + half) // total
+    return True

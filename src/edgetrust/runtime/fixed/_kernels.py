@@ -1,0 +1,120 @@
+"""Compiled twins of the fixed executor's hot numpy passes, with the numpy code as fallback.
+
+Each function here returns the same integers as the numpy path its caller names (the tests
+compare them with hypothesis, and against Python integers), or None when the compiled path
+does not apply: numba missing or failing to compile, `ENABLED` switched off, an input
+outside the range the kernel's proof covers. The caller then runs its numpy code, which
+stays the definition. numba is imported on first use, not with the executor, so processes
+that never run a model do not pay its import (~0.15 s); see `_jit` for the compile cache.
+"""
+
+from __future__ import annotations
+
+import logging
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+I64 = npt.NDArray[np.int64]
+
+ENABLED = True
+"""Tests switch this off to run (and compare against) the numpy path."""
+
+_log = logging.getLogger(__name__)
+_state: dict[str, ModuleType | None] = {}
+
+
+def _jit() -> ModuleType | None:
+    """The compiled module, or None when disabled or unavailable (decided once)."""
+    if not ENABLED:
+        return None
+    if "jit" not in _state:
+        jit: ModuleType | None
+        try:
+            from edgetrust.runtime.fixed import _jit as jit
+        except Exception as exc:  # numba absent or broken: the numpy path gives the same bits
+            _log.info("numba kernels unavailable (%s); using numpy", exc)
+            jit = None
+        _state["jit"] = jit
+    return _state["jit"]
+
+
+def _call(name: str, *args: Any) -> bool | None:
+    """Run kernel `name`; None if unavailable or it fails to compile (then never again)."""
+    jit = _jit()
+    if jit is None:
+        return None
+    try:
+        return bool(getattr(jit, name)(*args))
+    except Exception as exc:  # a compile failure: fall back for good
+        _log.warning("numba kernel %s failed (%s); using numpy", name, exc)
+        _state["jit"] = None
+        return None
+
+
+def requantize(
+    x: I64, mult: I64, shift: int, lo: int, hi: int, *, channel_axis: int | None = None
+) -> I64 | None:
+    """``clip(apply_rescale(x, Rescale(mult, shift), channel_axis=...), lo, hi)`` as a new
+    array, in one pass."""
+    if x.dtype != np.int64 or x.ndim == 0:
+        return None
+    mult = np.ascontiguousarray(mult.reshape(-1), dtype=np.int64)
+    if mult.size == 1:
+        outer, channels, inner = 1, 1, x.size
+    else:
+        axis = channel_axis if channel_axis is not None else -1
+        axis = axis + x.ndim if axis < 0 else axis
+        if not 0 <= axis < x.ndim or x.shape[axis] != mult.size:
+            return None
+        outer = int(np.prod(x.shape[:axis], dtype=np.int64))
+        channels = mult.size
+        inner = int(np.prod(x.shape[axis + 1 :], dtype=np.int64))
+    src = np.ascontiguousarray(x).reshape(outer, channels, inner)
+    out = np.empty(x.shape, np.int64)
+    if not _call("requantize", src, mult, shift, lo, hi, out.reshape(outer, channels, inner)):
+        return None
+    return out
+
+
+def gemm_epilogue(
+    acc: npt.NDArray[Any], bias: I64 | None, mult: I64, shift: int, lo: int, hi: int
+) -> I64 | None:
+    """``clip(apply_rescale(int64(acc) + bias, Rescale(mult, shift), channel_axis=-1), lo,
+    hi)`` for a 2-D float matmul result holding exact integers (bias per column, or none)."""
+    if acc.ndim != 2 or acc.dtype not in (np.float32, np.float64):
+        return None
+    mult = np.ascontiguousarray(mult.reshape(-1), dtype=np.int64)
+    cols = acc.shape[1]
+    if mult.size not in (1, cols):
+        return None
+    b = np.zeros(cols, np.int64) if bias is None else np.ascontiguousarray(bias, np.int64)
+    if b.shape != (cols,):
+        return None
+    out = np.empty(acc.shape, np.int64)
+    if not _call("gemm_epilogue", np.ascontiguousarray(acc), b, mult, shift, lo, hi, out):
+        return None
+    return out
+
+
+def quantize(values: npt.NDArray[Any], scale: float, qmax: int) -> I64 | None:
+    """``_arith.quantize(values, scale, qmax)`` for one scalar scale; None on NaN."""
+    if values.dtype not in (np.float32, np.float64) or not 0 < qmax < 1 << 31:
+        return None
+    out = np.empty(values.shape, np.int64)
+    flat = np.ascontiguousarray(values).reshape(-1)
+    if not _call("quantize", flat, float(scale), qmax, out.reshape(-1)):
+        return None
+    return out
+
+
+def softmax_rows(q: I64, table: I64, qmax: int) -> I64 | None:
+    """`_norm.Softmax._softmax_last` on (R, n) rows by the table of E(d), d = max - q."""
+    if q.dtype != np.int64 or q.ndim != 2:
+        return None
+    out = np.empty(q.shape, np.int64)
+    if not _call("softmax_rows", np.ascontiguousarray(q), table, qmax, out):
+        return None
+    return out

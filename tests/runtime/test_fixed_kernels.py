@@ -1,0 +1,215 @@
+"""The compiled kernels (`_kernels`, numba) give the integers of the numpy path they replace
+and of the Python-integer reference, and the executor falls back to numpy bit for bit."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from fractions import Fraction
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgetrust.runtime.fixed import FixedExecutor, _kernels
+from edgetrust.runtime.fixed._arith import Rescale, apply_rescale, quantize, requantize, saturate
+from edgetrust.zoo import digits_mlp_onnx, load_digits_split
+from tests.runtime import fixed_ref as ref
+from tests.runtime.graphs import single_op
+
+I62 = st.integers(min_value=-(2**62) + 1, max_value=2**62 - 1)
+MULT = st.integers(0, 2**31)
+
+
+@contextmanager
+def numpy_only() -> Iterator[None]:
+    old = _kernels.ENABLED
+    _kernels.ENABLED = False
+    try:
+        yield
+    finally:
+        _kernels.ENABLED = old
+
+
+def test_numba_is_available() -> None:
+    assert _kernels._jit() is not None  # a pinned dependency: the compiled path is the default
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.lists(I62, min_size=1, max_size=4), min_size=1, max_size=6),
+    st.lists(MULT, min_size=1, max_size=4),
+    st.integers(2, 62),
+    st.integers(1, 2**40),
+)
+def test_requantize_matches_numpy_and_reference(
+    rows: list[list[int]], mults: list[int], shift: int, qmax: int
+) -> None:
+    width = min(len(mults), *(len(r) for r in rows))
+    x = np.array([r[:width] for r in rows], np.int64)
+    mult = np.array(mults[:width], np.int64)
+    rs = Rescale(mult, shift)
+    got = _kernels.requantize(x, mult, shift, -qmax, qmax, channel_axis=1)
+    assert got is not None
+    want = saturate(apply_rescale(x, rs, channel_axis=1), qmax)
+    assert got.tolist() == want.tolist()
+    exact = [
+        [ref.sat(ref.rescale(int(v), int(mult[c]), shift), qmax) for c, v in enumerate(r)]
+        for r in x
+    ]
+    if shift >= 31:  # below, apply_rescale clamps |x| first; results agree after saturation
+        assert got.tolist() == exact
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(I62, min_size=1, max_size=30), MULT, st.integers(2, 62), st.integers(1, 2**31))
+def test_requantize_per_tensor_is_requantize(xs: list[int], m: int, shift: int, qmax: int) -> None:
+    x = np.array(xs, np.int64)
+    rs = Rescale(np.array([m], np.int64), shift)
+    with numpy_only():
+        want = requantize(x, rs, qmax)
+    assert requantize(x, rs, qmax).tolist() == want.tolist()
+    assert want.tolist() == saturate(apply_rescale(x, rs), qmax).tolist()
+
+
+def test_requantize_outside_its_proof_falls_back() -> None:
+    x = np.array([1, -(2**62)], np.int64)
+    assert _kernels.requantize(x, np.array([2**30]), 40, -127, 127) is None
+    rs = Rescale(np.array([2**30], np.int64), 40)
+    with numpy_only():
+        want = requantize(x, rs, 127)
+    assert requantize(x, rs, 127).tolist() == want.tolist()
+
+
+FLOATS = st.floats(allow_nan=False, width=64) | st.sampled_from(
+    [0.5, -0.5, 1.5, -2.5, 2.0**52 + 1, -0.0, 5e-324, 126.5, -127.5, 127.49999999999999]
+)
+SCALES = st.floats(min_value=1e-30, max_value=1e30, allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(FLOATS, min_size=1, max_size=40),
+    SCALES,
+    st.sampled_from([127, 32767, 2**31 - 1]),
+    st.booleans(),
+)
+def test_quantize_matches_numpy_and_reference(
+    xs: list[float], scale: float, qmax: int, single: bool
+) -> None:
+    with np.errstate(over="ignore", invalid="ignore"):  # inf inputs: numpy warns, the kernel not
+        x = np.array(xs, np.float32 if single else np.float64)
+        got = quantize(x, scale, qmax)
+        with numpy_only():
+            want = quantize(x, scale, qmax)
+    assert got.dtype == want.dtype == np.int64
+    assert got.tolist() == want.tolist()
+    # the definition: IEEE x / scale (one correctly rounded division), rounded half away
+    for v, g in zip(x.astype(np.float64).tolist(), got.tolist(), strict=True):
+        d = v / scale
+        expect = qmax if d >= qmax else -qmax if d <= -qmax else ref.rha(Fraction(d))
+        assert g == expect
+
+
+def test_quantize_nan_falls_back_to_numpy() -> None:
+    x = np.array([1.0, np.nan, 3.0])
+    assert _kernels.quantize(x, 0.5, 127) is None
+    with numpy_only(), np.errstate(invalid="ignore"):
+        want = quantize(x, 0.5, 127)
+    with np.errstate(invalid="ignore"):
+        assert quantize(x, 0.5, 127).tolist() == want.tolist()
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.integers(1, 8),
+    st.integers(1, 8),
+    st.integers(0, 2**31),
+    st.integers(31, 62),
+    st.integers(0, 2**32 - 1),
+    st.sampled_from([np.float32, np.float64]),
+)
+def test_gemm_epilogue_matches_numpy(
+    rows: int, cols: int, m0: int, shift: int, seed: int, dtype: Any
+) -> None:
+    rng = np.random.default_rng(seed)
+    bound = 2**24 if dtype is np.float32 else 2**53
+    acc = rng.integers(-bound, bound, size=(rows, cols)).astype(dtype)
+    bias = rng.integers(-(2**40), 2**40, size=cols)
+    mult = (rng.integers(0, 2**31, size=cols) if seed % 2 else np.array([m0])).astype(np.int64)
+    got = _kernels.gemm_epilogue(acc, bias, mult, shift, -127, 127)
+    assert got is not None
+    want = saturate(
+        apply_rescale(acc.astype(np.int64) + bias, Rescale(mult, shift), channel_axis=1), 127
+    )
+    assert got.tolist() == want.tolist()
+
+
+def _run_both(model: bytes, precision: str, feeds: dict[str, np.ndarray], calib: Any) -> None:
+    ex = FixedExecutor(model, precision=precision, calibration=calib)  # type: ignore[arg-type]
+    fast = ex.run_integers(feeds)
+    fast_out = ex.run(feeds)
+    with numpy_only():
+        ex2 = FixedExecutor(model, precision=precision, calibration=calib)  # type: ignore[arg-type]
+        slow = ex2.run_integers(feeds)
+        slow_out = ex2.run(feeds)
+    assert len(fast) == len(slow)
+    for a, b in zip(fast, slow, strict=True):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+    for k in slow_out:
+        assert np.array_equal(fast_out[k], slow_out[k])
+
+
+@pytest.mark.parametrize("precision", ["int8", "int16"])
+def test_digits_mlp_same_bits_either_path(precision: str) -> None:
+    model, _ = digits_mlp_onnx()
+    x_tr, x_te, _, _ = load_digits_split()
+    _run_both(model, precision, {"input": x_te[:100]}, [{"input": x_tr[:256]}])
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.integers(1, 5),
+    st.integers(1, 40),
+    st.integers(0, 2**32 - 1),
+    st.sampled_from(["int8", "int16"]),
+)
+def test_softmax_same_bits_either_path(rows: int, n: int, seed: int, precision: str) -> None:
+    rng = np.random.default_rng(seed)
+    model = single_op("Softmax", [(rows, n)], axis=-1).SerializeToString()
+    x = (rng.standard_normal((rows, n)) * 4).astype(np.float32)
+    _run_both(model, precision, {"x0": x}, [{"x0": x}])
+
+
+def test_softmax_matches_reference() -> None:
+    rng = np.random.default_rng(3)
+    model = single_op("Softmax", [(3, 17)], axis=-1).SerializeToString()
+    x = (rng.standard_normal((3, 17)) * 3).astype(np.float32)
+    ex = FixedExecutor(model, precision="int8", calibration=[{"x0": x}])
+    q, out = ex.run_integers({"x0": x})
+    rs = ex.ops[0].to_q16  # type: ignore[attr-defined]
+    mult, shift = int(rs.mult[0]), rs.shift
+    want = [ref.softmax_row(r, mult, shift, ex.qmax) for r in q.tolist()]
+    assert out.tolist() == want
+
+
+def test_broken_kernels_fall_back_to_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Broken(ModuleType):
+        def __getattr__(self, name: str) -> Any:
+            def fail(*args: Any) -> bool:
+                raise RuntimeError("compile failed")
+
+            return fail
+
+    model, _ = digits_mlp_onnx()
+    x_tr, x_te, _, _ = load_digits_split()
+    ex = FixedExecutor(model, precision="int8", calibration=[{"input": x_tr[:64]}])
+    want = ex.run_integers({"input": x_te[:20]})
+    monkeypatch.setitem(_kernels._state, "jit", Broken("broken"))
+    got = ex.run_integers({"input": x_te[:20]})
+    assert _kernels._state["jit"] is None  # disabled for good after the failure
+    for a, b in zip(got, want, strict=True):
+        assert np.array_equal(a, b)
