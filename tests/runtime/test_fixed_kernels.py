@@ -213,3 +213,40 @@ def test_broken_kernels_fall_back_to_numpy(monkeypatch: pytest.MonkeyPatch) -> N
     assert _kernels._state["jit"] is None  # disabled for good after the failure
     for a, b in zip(got, want, strict=True):
         assert np.array_equal(a, b)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(-(2**24), 2**24), min_size=0, max_size=30), st.integers(0, 2**24))
+def test_to_float_is_astype_within_its_bound(xs: list[int], amax: int) -> None:
+    a = np.array(xs, np.int64)
+    for dtype in (np.float32, np.float64):
+        got = _kernels.to_float(a, amax, dtype)
+        if a.size and int(np.abs(a).max()) > amax:
+            assert got is None
+        else:
+            assert got is not None and got.dtype == dtype
+            assert np.array_equal(got, a.astype(dtype))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.integers(1, 6),
+    st.integers(1, 40),
+    st.integers(1, 7),
+    st.booleans(),
+    st.booleans(),
+    st.integers(0, 2**32 - 1),
+    st.sampled_from(["int8", "int16"]),
+)
+def test_gemm_same_bits_either_path(
+    m: int, k: int, n: int, trans_a: bool, trans_b: bool, seed: int, precision: str
+) -> None:
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((n, k) if trans_b else (k, n)).astype(np.float32)
+    c = rng.standard_normal(n).astype(np.float32)
+    shape = (k, m) if trans_a else (m, k)
+    model = single_op(
+        "Gemm", [shape], consts={1: w, 2: c}, transA=int(trans_a), transB=int(trans_b)
+    ).SerializeToString()
+    x = rng.standard_normal(shape).astype(np.float32)
+    _run_both(model, precision, {"x0": x}, [{"x0": x}])

@@ -385,6 +385,12 @@ def matmul_chunk(amax: int, bmax: int) -> tuple[type[np.floating[Any]] | None, i
     return None, 0
 
 
+def as_float(a: I64, amax: int, dtype: type[np.floating[Any]]) -> npt.NDArray[Any]:
+    """``a.astype(dtype)``, by the compiled pass when it applies (the same values)."""
+    fast = _kernels.to_float(a, amax, dtype)
+    return fast if fast is not None else a.astype(dtype)
+
+
 def exact_matmul(
     a: I64, b: I64 | None, amax: int, bmax: int, *, b_float: npt.NDArray[Any] | None = None
 ) -> I64:
@@ -412,7 +418,7 @@ def exact_matmul(
         assert b is not None
         out_int: I64 = np.matmul(a, b)
         return out_int
-    af = a.astype(dtype)
+    af = as_float(a, amax, dtype)
     if k_dim <= chunk:
         single: I64 = np.matmul(af, bf).astype(np.int64)
         return single

@@ -332,6 +332,11 @@ class Relu(_SameScale):
 
     op_types = ("Relu",)
 
+    def run(self, xs: Sequence[I64 | None]) -> I64:
+        """max(q, 0), without the broadcasting machinery (one input)."""
+        out: I64 = np.maximum(self.x(xs, 0), 0)
+        return out
+
     def combine(self, xs: list[I64]) -> I64:
         """max(q, 0)."""
         return np.maximum(xs[0], 0)

@@ -52,16 +52,29 @@ def requantize(
     """``out = clip(round_half_away(x · mult[c] / 2**shift), lo, hi)`` for x viewed as
     (outer, C, inner) with C = mult.size."""
     outer, channels, inner = x.shape
+    if shift < 31:
+        for o in range(outer):
+            for c in range(channels):
+                for i in range(inner):
+                    v = x[o, c, i]
+                    if v >= _LIMIT or v <= -_LIMIT:
+                        return False
+                    out[o, c, i] = min(max(mul_shift(v, mult[c], shift), lo), hi)
+        return True
+    # mul_shift's first branch inlined, branch-free (so that it vectorizes); values outside
+    # its proof only raise the flag (their wrapped results are discarded by the caller)
+    half = 1 << (shift - 1)
+    rest = shift - 31
+    bad = False
     for o in range(outer):
         for c in range(channels):
             m = mult[c]
             for i in range(inner):
                 v = x[o, c, i]
-                if v >= _LIMIT or v <= -_LIMIT:
-                    return False
-                r = mul_shift(v, m, shift)
-                out[o, c, i] = lo if r < lo else (hi if r > hi else r)
-    return True
+                bad |= (v >= _LIMIT) | (v <= -_LIMIT)
+                low = ((v & _LOW31) * m + half + (v >> 63)) >> 31
+                out[o, c, i] = min(max(((v >> 31) * m + low) >> rest, lo), hi)
+    return not bad
 
 
 @_jit
@@ -69,18 +82,35 @@ def gemm_epilogue(
     acc: Any, bias: Any, mult: Any, shift: int, lo: int, hi: int, out: Any
 ) -> bool:  # pragma: no cover - compiled
     """``out[r, c] = clip(rescale(int64(acc[r, c]) + bias[c], mult[c]), lo, hi)``: a float
-    matmul's exact-integer result, biased and requantized per column (mult of size 1 or N)."""
+    matmul's exact-integer result, biased and requantized per column, for shift ≥ 31 and
+    |bias| < 2**52 (so that |acc| < 2**61 keeps the sum within `mul_shift`'s proof)."""
     rows, cols = acc.shape
-    per_col = mult.size > 1
+    half = 1 << (shift - 1)
+    rest = shift - 31
+    bad = False
+    for c in range(cols):
+        bad |= (bias[c] >= 1 << 52) | (bias[c] <= -(1 << 52))
     for r in range(rows):
         for c in range(cols):
             f = acc[r, c]
-            if not (f < 2.0**62 and f > -(2.0**62)):
-                return False
-            v = np.int64(f) + bias[c]
-            res = mul_shift(v, mult[c] if per_col else mult[0], shift)
-            out[r, c] = lo if res < lo else (hi if res > hi else res)
-    return True
+            ok = (f < 2.0**61) & (f > -(2.0**61))  # False for NaN
+            bad |= not ok
+            v = np.int64(f if ok else 0.0) + bias[c]
+            m = mult[c]
+            low = ((v & _LOW31) * m + half + (v >> 63)) >> 31
+            out[r, c] = min(max(((v >> 31) * m + low) >> rest, lo), hi)
+    return not bad
+
+
+@_jit
+def to_float(a: Any, amax: int, out: Any) -> bool:  # pragma: no cover - compiled
+    """``out = a`` converted to out's float format (exact: |a| ≤ amax < 2**24 is checked)."""
+    bad = False
+    for i in range(a.size):
+        v = a[i]
+        bad |= (v > amax) | (v < -amax)
+        out[i] = v
+    return not bad
 
 
 @_jit
@@ -110,23 +140,34 @@ def quantize(x: Any, scale: float, qmax: int, out: Any) -> bool:  # pragma: no c
 @_jit
 def softmax_rows(q: Any, table: Any, qmax: int, out: Any) -> bool:  # pragma: no cover
     """Per row of q (R, n): ``E = table[max - q]``, ``out = (E·qmax + S // 2) // S`` with
-    S = Σ E; False where some max - q is outside the table."""
+    S = Σ E; False where some max - q is outside the table or S ≥ 2**52. The table holds
+    E ≤ 2**30 and qmax ≤ 2**15, so E·qmax + S // 2 < 2**53."""
     rows, n = q.shape
     size = table.size
     if n == 0:
         return True
+    e = np.empty(n, np.int64)
     for r in range(rows):
         mx = q[r, 0]
         for j in range(1, n):
-            if q[r, j] > mx:
-                mx = q[r, j]
+            mx = max(mx, q[r, j])
         total = 0
         for j in range(n):
             d = mx - q[r, j]
             if d < 0 or d >= size:
                 return False
-            total += table[d]
+            e[j] = table[d]
+            total += e[j]
+        if total >= 1 << 52:
+            return False
+        # floor(num / total) by a float64 estimate (num, total < 2**53 convert exactly and
+        # the quotient's rounding error is below one), corrected to the exact integer
         half = total // 2
+        inv = 1.0 / float(total)
         for j in range(n):
-            out[r, j] = (table[mx - q[r, j]] * qmax + half) // total
+            num = e[j] * qmax + half
+            est = np.int64(float(num) * inv)
+            est -= est * total > num
+            est += (est + 1) * total <= num
+            out[r, j] = est
     return True

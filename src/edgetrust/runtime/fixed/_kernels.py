@@ -86,15 +86,30 @@ def gemm_epilogue(
     hi)`` for a 2-D float matmul result holding exact integers (bias per column, or none)."""
     if acc.ndim != 2 or acc.dtype not in (np.float32, np.float64):
         return None
-    mult = np.ascontiguousarray(mult.reshape(-1), dtype=np.int64)
     cols = acc.shape[1]
-    if mult.size not in (1, cols):
+    if mult.size not in (1, cols) or shift < 31 or mult.dtype != np.int64:
         return None
+    if mult.size != cols or mult.ndim != 1:
+        mult = np.full(cols, mult.reshape(-1)[0], np.int64)
     b = np.zeros(cols, np.int64) if bias is None else np.ascontiguousarray(bias, np.int64)
     if b.shape != (cols,):
         return None
     out = np.empty(acc.shape, np.int64)
     if not _call("gemm_epilogue", np.ascontiguousarray(acc), b, mult, shift, lo, hi, out):
+        return None
+    return out
+
+
+def to_float(a: I64, amax: int, dtype: Any) -> npt.NDArray[Any] | None:
+    """``a.astype(dtype)`` for a C-contiguous int64 array with |a| ≤ amax (checked), where
+    amax < 2**24 (float32) or 2**53 (float64) makes every conversion exact."""
+    limit = 1 << (24 if dtype is np.float32 else 53)
+    if a.dtype != np.int64 or not a.flags.c_contiguous or not 0 <= amax <= limit:
+        return None
+    if dtype is not np.float32 and dtype is not np.float64:
+        return None
+    out = np.empty(a.shape, dtype)
+    if not _call("to_float", a.reshape(-1), amax, out.reshape(-1)):
         return None
     return out
 

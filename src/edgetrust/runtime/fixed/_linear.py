@@ -23,6 +23,7 @@ from edgetrust.runtime.fixed._arith import (
     I64,
     Rescale,
     apply_rescale,
+    as_float,
     exact_matmul,
     matmul_chunk,
     quantize,
@@ -212,17 +213,24 @@ class Gemm(_Dense):
         return fast if fast is not None else self._requant(self._acc(xs))
 
     def _run_compiled(self, xs: Sequence[I64 | None]) -> I64 | None:
-        a = self._a2d(self.x(xs, 0))
-        wf = self.weights_float_t()
-        _, chunk = matmul_chunk(self.qmax, self.qmax)
-        if wf is None or a.shape[1] != wf.shape[0] or a.shape[1] > chunk:
-            return None
         p = self.params()
-        acc = np.matmul(a.astype(wf.dtype), wf)
+        if self.__dict__.get("_compiled_for") is not p:  # prepared once per set of params
+            wf = self.weights_float_t()
+            _, chunk = matmul_chunk(self.qmax, self.qmax)
+            self._compiled = None
+            if wf is not None and wf.shape[0] <= chunk:
+                mult = np.ascontiguousarray(np.broadcast_to(p["mult"].reshape(-1), wf.shape[1:]))
+                self._compiled = (wf, self.weights()["b"], mult, int(p["shift"][0]))
+            self._compiled_for = p
+        if self._compiled is None:
+            return None
+        wf, bias, mult, shift = self._compiled
+        a = self._a2d(self.x(xs, 0))
+        if a.shape[1] != wf.shape[0]:
+            return None
         q = self.qmax
-        return _kernels.gemm_epilogue(
-            acc, self.weights()["b"], p["mult"], int(p["shift"][0]), -q, q
-        )
+        acc = np.matmul(as_float(a, q, wf.dtype.type), wf)
+        return _kernels.gemm_epilogue(acc, bias, mult, shift, -q, q)
 
     def _a2d(self, a: I64) -> I64:
         if a.ndim != 2:

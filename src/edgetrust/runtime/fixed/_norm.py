@@ -84,9 +84,13 @@ class Softmax(Op):
         return self._exp
 
     def _softmax_last(self, q: I64) -> I64:
-        if q.size and q.shape[-1]:
-            rows = q.reshape(-1, q.shape[-1])
-            fast = _kernels.softmax_rows(rows, self._exp_table(), self.qmax)
+        if q.size:
+            table = self.__dict__.get("_exp")
+            fast = _kernels.softmax_rows(
+                q.reshape(-1, q.shape[-1]),
+                self._exp_table() if table is None else table,
+                self.qmax,
+            )
             if fast is not None:
                 return fast.reshape(q.shape)
         d = np.max(q, axis=-1, keepdims=True) - q
@@ -111,6 +115,8 @@ class Softmax(Op):
         if self.settings.opset < 13:
             rows = int(np.prod(x.shape[:axis], dtype=np.int64))
             return self._softmax_last(x.reshape(rows, -1)).reshape(x.shape)
+        if axis == x.ndim - 1:
+            return self._softmax_last(x)
         return np.moveaxis(self._softmax_last(np.moveaxis(x, axis, -1)), -1, axis)
 
     def out_shape(self, src: ElementSource) -> tuple[int, ...]:
