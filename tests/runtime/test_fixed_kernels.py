@@ -10,6 +10,7 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
+import onnx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,10 +19,17 @@ from edgetrust.runtime.fixed import FixedExecutor, _kernels
 from edgetrust.runtime.fixed._arith import Rescale, apply_rescale, quantize, requantize, saturate
 from edgetrust.zoo import digits_mlp_onnx, load_digits_split
 from tests.runtime import fixed_ref as ref
-from tests.runtime.graphs import single_op
+from tests.runtime.graphs import kitchen_sink, resnet_style, single_op, squeezenet_style
 
 I62 = st.integers(min_value=-(2**62) + 1, max_value=2**62 - 1)
-MULT = st.integers(0, 2**31)
+# Multipliers with many trailing zero bits too (exact ties need them), up to 2**31.
+MULT = st.one_of(
+    st.integers(0, 2**31),
+    st.builds(
+        lambda odd, k: min((2 * odd + 1) << k, 2**31), st.integers(0, 2**20), st.integers(0, 30)
+    ),
+    st.sampled_from([0, 1, 2**30, 2**31 - 1, 2**31]),
+)
 
 
 @contextmanager
@@ -250,3 +258,85 @@ def test_gemm_same_bits_either_path(
     ).SerializeToString()
     x = rng.standard_normal(shape).astype(np.float32)
     _run_both(model, precision, {"x0": x}, [{"x0": x}])
+
+
+@pytest.mark.parametrize("build", [resnet_style, squeezenet_style, kitchen_sink])
+@pytest.mark.parametrize("precision", ["int8", "int16"])
+def test_graphs_same_bits_either_path(build: Any, precision: str) -> None:
+    model = build()
+    rng = np.random.default_rng(1)
+    feeds: dict[str, np.ndarray] = {}
+    for i in model.graph.input:
+        shape = [d.dim_value or 1 for d in i.type.tensor_type.shape.dim]
+        if i.type.tensor_type.elem_type == onnx.TensorProto.INT64:
+            feeds[i.name] = rng.integers(0, 10, shape)
+        else:
+            feeds[i.name] = rng.standard_normal(shape).astype(np.float32)
+    _run_both(model.SerializeToString(), precision, feeds, [feeds])
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(1, 9), st.integers(2, 40), st.integers(0, 2**32 - 1))
+def test_lut_ops_same_bits_either_path(channels: int, side: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    shape = (1, channels, side, side)
+    per_c = rng.standard_normal((1, channels, 1, 1)).astype(np.float32)
+    models = [
+        single_op("Add", [shape, shape]),
+        single_op("Mul", [shape], consts={1: per_c}),
+        single_op(
+            "BatchNormalization",
+            [shape],
+            consts={
+                1: rng.standard_normal(channels).astype(np.float32),
+                2: rng.standard_normal(channels).astype(np.float32),
+                3: rng.standard_normal(channels).astype(np.float32),
+                4: (rng.random(channels) + 0.5).astype(np.float32),
+            },
+        ),
+    ]
+    for model in models:
+        feeds = {i.name: rng.standard_normal(shape).astype(np.float32) for i in model.graph.input}
+        _run_both(model.SerializeToString(), "int8", feeds, [feeds])
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.integers(1, 3),
+    st.integers(1, 5),
+    st.integers(0, 9),
+    st.integers(0, 3),
+    st.integers(0, 2**32 - 1),
+    st.booleans(),
+)
+def test_gather_channels_is_take_clip(
+    outer: int, channels: int, inner: int, first: int, seed: int, wild: bool
+) -> None:
+    rng = np.random.default_rng(seed)
+    qmax, nv = 7, 15
+    table = rng.integers(-100, 100, size=(first + channels) * nv)
+    span = 40 if wild else qmax  # wild: values beyond qmax, clipped as numpy's take clips
+    x = rng.integers(-span, span + 1, size=(outer, channels, inner))
+    base = ((first + np.arange(channels)) * nv + qmax).reshape(1, -1, 1)
+    want = np.take(table, x + base, mode="clip")
+    inside = bool(np.all(np.abs(x) <= qmax))
+    out = np.empty_like(x)
+    assert _kernels.gather_channels(x, table, first, nv, qmax, out) is inside
+    assert np.array_equal(out, want)
+    assert _kernels.gather_channels(x, table, first, nv, qmax, x) is inside  # in place
+    assert np.array_equal(x, want)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(-9, 9), st.integers(-9, 9)), max_size=30))
+def test_gather_pairs_is_take(pairs: list[tuple[int, int]]) -> None:
+    qmax, nv = 7, 15
+    table = np.arange(nv * nv, dtype=np.int64) * 3 - 5
+    x = np.array([p[0] for p in pairs], np.int64)
+    y = np.array([p[1] for p in pairs], np.int64)
+    got = _kernels.gather_pairs(x, y, table, qmax)
+    if x.size and max(int(np.abs(x).max()), int(np.abs(y).max())) > qmax:
+        assert got is None
+    else:
+        assert got is not None
+        assert got.tolist() == table.take((x + qmax) * nv + y + qmax).tolist()

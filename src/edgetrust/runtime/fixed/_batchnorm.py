@@ -13,6 +13,7 @@ from collections.abc import Callable
 import numpy as np
 
 from edgetrust.errors import InvalidInputError
+from edgetrust.runtime.fixed import _kernels
 from edgetrust.runtime.fixed._arith import (
     I64,
     MIN_BLOCKED,
@@ -181,7 +182,13 @@ class BatchNormalization(_Rescaled):
                 np.maximum(table, 0, out=table)
             base = (np.arange(channels, dtype=np.int64) * nv + self.qmax).reshape(-1, 1)
 
+            qmax = self.qmax
+
             def post(w: I64, c0: int, c1: int) -> None:
+                if w.ndim == 2:  # compiled: the same clipped gather in one pass, in place
+                    v = w[None]
+                    if _kernels.gather_channels(v, table, c0, nv, qmax, v) is not None:
+                        return
                 w += base[c0:c1]  # |w| ≤ qmax: every index is in the table
                 np.take(table, w, out=w, mode="clip")
 

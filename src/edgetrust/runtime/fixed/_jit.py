@@ -171,3 +171,59 @@ def softmax_rows(q: Any, table: Any, qmax: int, out: Any) -> bool:  # pragma: no
             est += (est + 1) * total <= num
             out[r, j] = est
     return True
+
+
+@_jit
+def gather_channels(
+    x: Any, table: Any, first: int, nv: int, qmax: int, out: Any
+) -> bool:  # pragma: no cover - compiled
+    """``out[o, c, i] = table[clip((first + c)·nv + qmax + x[o, c, i])]`` for x viewed as
+    (outer, C, inner) - numpy's ``take(mode="clip")`` - and whether every |x| ≤ qmax (then
+    no index was clipped). `out` may be `x` (in place).
+
+    Each row's range is found first; a row within it (every row the executor makes) is
+    gathered without clipping, which vectorizes (an in-loop flag or clip would not).
+    """
+    outer, channels, inner = x.shape
+    top = table.size - 1
+    ok = True
+    if inner == 0:
+        return ok
+    for o in range(outer):
+        for c in range(channels):
+            base = (first + c) * nv + qmax
+            lo = x[o, c, 0]
+            hi = lo
+            for i in range(inner):
+                lo = min(lo, x[o, c, i])
+                hi = max(hi, x[o, c, i])
+            if lo >= -qmax and hi <= qmax and base - qmax >= 0 and base + qmax <= top:
+                for i in range(inner):
+                    out[o, c, i] = table[np.uint64(base + x[o, c, i])]
+            else:
+                ok = False
+                for i in range(inner):
+                    out[o, c, i] = table[min(max(base + x[o, c, i], 0), top)]
+    return ok
+
+
+@_jit
+def gather_pairs(x: Any, y: Any, table: Any, qmax: int, out: Any) -> bool:  # pragma: no cover
+    """``out = table[(x + qmax)·nv + y + qmax]`` (nv = 2·qmax + 1) on 1-D x, y; False (out
+    untouched) when some |x| or |y| exceeds qmax or the table is smaller than nv²."""
+    nv = 2 * qmax + 1
+    if x.size == 0:
+        return True
+    if table.size < nv * nv:
+        return False
+    lo = min(x[0], y[0])
+    hi = max(x[0], y[0])
+    for i in range(x.size):
+        lo = min(lo, min(x[i], y[i]))
+        hi = max(hi, max(x[i], y[i]))
+    if lo < -qmax or hi > qmax:
+        return False
+    off = qmax * nv + qmax
+    for i in range(x.size):
+        out[i] = table[np.uint64(x[i] * nv + y[i] + off)]
+    return True

@@ -133,3 +133,26 @@ def softmax_rows(q: I64, table: I64, qmax: int) -> I64 | None:
     if not _call("softmax_rows", np.ascontiguousarray(q), table, qmax, out):
         return None
     return out
+
+
+def gather_channels(x: I64, table: I64, first: int, nv: int, qmax: int, out: I64) -> bool | None:
+    """``out = table.take(clip((first + c)·nv + qmax + x))`` with x, out 3-D (outer, C,
+    inner) - out may be x - as ``np.take(mode="clip")`` does; whether no index was clipped.
+    None (out untouched) when the compiled path is off or the arrays do not fit it."""
+    if x.dtype != np.int64 or out.dtype != np.int64 or table.dtype != np.int64 or x.ndim != 3:
+        return None
+    if out.shape != x.shape or not table.flags.c_contiguous:
+        return None
+    return _call("gather_channels", x, table, first, nv, qmax, out)
+
+
+def gather_pairs(x: I64, y: I64, table: I64, qmax: int) -> I64 | None:
+    """``table[(x + qmax)·nv + y + qmax]`` for same-shape x, y with |x|, |y| ≤ qmax; None
+    when some value is outside that range (or the compiled path is off)."""
+    if x.dtype != np.int64 or y.dtype != np.int64 or x.shape != y.shape:
+        return None
+    out = np.empty(x.shape, np.int64)
+    flat = [np.ascontiguousarray(v).reshape(-1) for v in (x, y)]
+    if not _call("gather_pairs", flat[0], flat[1], table, qmax, out.reshape(-1)):
+        return None
+    return out
