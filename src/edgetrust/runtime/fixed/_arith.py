@@ -179,6 +179,10 @@ def _mul_shift(a: I64, m: I64 | np.int64, s: int) -> I64:
     return out
 
 
+_I64_MIN = -(1 << 63)
+_I64_MAX = (1 << 63) - 1
+
+
 def apply_rescale(
     x: I64, rs: Rescale, *, channel_axis: int | None = None, bound: int | None = None
 ) -> I64:
@@ -190,6 +194,12 @@ def apply_rescale(
     proven bound on |x| (from the plan), which saves the two passes that find max |x|; the
     integers are the same either way (every path below computes the same exact value).
     """
+    if x.ndim and x.dtype == np.int64:
+        fast = _kernels.requantize(
+            x, rs.mult, rs.shift, _I64_MIN, _I64_MAX, channel_axis=channel_axis
+        )
+        if fast is not None:
+            return fast
     mult: Any = rs.mult
     if mult.size == 1:
         mult = mult.reshape(())
@@ -317,6 +327,8 @@ def requantize_block(w: I64, rs: Rescale, qmax: int) -> None:
     admits: one fused pass, the tie-free multiplier split, or `apply_rescale` itself.
     """
     if w.size == 0:
+        return
+    if _kernels.requantize(w, rs.mult, rs.shift, -qmax, qmax, out=w) is not None:
         return
     xmax = max(int(w.max()), -int(w.min()))
     s = rs.shift

@@ -50,31 +50,40 @@ def requantize(
     x: Any, mult: Any, shift: int, lo: int, hi: int, out: Any
 ) -> bool:  # pragma: no cover - compiled
     """``out = clip(round_half_away(x · mult[c] / 2**shift), lo, hi)`` for x viewed as
-    (outer, C, inner) with C = mult.size."""
+    (outer, C, inner) with C = mult.size; False, before anything is written (so `out` may
+    be `x`), where some |x| ≥ 2**62 or a multiplier is outside [0, 2**31]."""
     outer, channels, inner = x.shape
+    for c in range(channels):
+        if mult[c] < 0 or mult[c] > 1 << 31:
+            return False
+    if x.size == 0:
+        return True
+    lo_x = x[0, 0, 0]
+    hi_x = lo_x
+    for o in range(outer):
+        for c in range(channels):
+            for i in range(inner):
+                lo_x = min(lo_x, x[o, c, i])
+                hi_x = max(hi_x, x[o, c, i])
+    if lo_x <= -_LIMIT or hi_x >= _LIMIT:
+        return False
     if shift < 31:
         for o in range(outer):
             for c in range(channels):
                 for i in range(inner):
-                    v = x[o, c, i]
-                    if v >= _LIMIT or v <= -_LIMIT:
-                        return False
-                    out[o, c, i] = min(max(mul_shift(v, mult[c], shift), lo), hi)
+                    out[o, c, i] = min(max(mul_shift(x[o, c, i], mult[c], shift), lo), hi)
         return True
-    # mul_shift's first branch inlined, branch-free (so that it vectorizes); values outside
-    # its proof only raise the flag (their wrapped results are discarded by the caller)
+    # mul_shift's first branch inlined and branch-free, so that it vectorizes
     half = 1 << (shift - 1)
     rest = shift - 31
-    bad = False
     for o in range(outer):
         for c in range(channels):
             m = mult[c]
             for i in range(inner):
                 v = x[o, c, i]
-                bad |= (v >= _LIMIT) | (v <= -_LIMIT)
                 low = ((v & _LOW31) * m + half + (v >> 63)) >> 31
                 out[o, c, i] = min(max(((v >> 31) * m + low) >> rest, lo), hi)
-    return not bad
+    return True
 
 
 @_jit
@@ -90,6 +99,7 @@ def gemm_epilogue(
     bad = False
     for c in range(cols):
         bad |= (bias[c] >= 1 << 52) | (bias[c] <= -(1 << 52))
+        bad |= (mult[c] < 0) | (mult[c] > 1 << 31)
     for r in range(rows):
         for c in range(cols):
             f = acc[r, c]

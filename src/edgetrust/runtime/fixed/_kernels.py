@@ -55,11 +55,20 @@ def _call(name: str, *args: Any) -> bool | None:
 
 
 def requantize(
-    x: I64, mult: I64, shift: int, lo: int, hi: int, *, channel_axis: int | None = None
+    x: I64,
+    mult: I64,
+    shift: int,
+    lo: int,
+    hi: int,
+    *,
+    channel_axis: int | None = None,
+    out: I64 | None = None,
 ) -> I64 | None:
-    """``clip(apply_rescale(x, Rescale(mult, shift), channel_axis=...), lo, hi)`` as a new
-    array, in one pass."""
-    if x.dtype != np.int64 or x.ndim == 0:
+    """``clip(apply_rescale(x, Rescale(mult, shift), channel_axis=...), lo, hi)`` in one
+    pass, into `out` if given (which may be `x`: element by element), else a new array.
+    None (out untouched) outside the multipliers' range 0 ≤ mult ≤ 2**31, 1 ≤ shift ≤ 62
+    (a referee may read any from a commitment) or |x| < 2**62, where numpy defines it."""
+    if x.dtype != np.int64 or x.ndim == 0 or not 1 <= shift <= 62:
         return None
     mult = np.ascontiguousarray(mult.reshape(-1), dtype=np.int64)
     if mult.size == 1:
@@ -72,9 +81,15 @@ def requantize(
         outer = int(np.prod(x.shape[:axis], dtype=np.int64))
         channels = mult.size
         inner = int(np.prod(x.shape[axis + 1 :], dtype=np.int64))
-    src = np.ascontiguousarray(x).reshape(outer, channels, inner)
-    out = np.empty(x.shape, np.int64)
-    if not _call("requantize", src, mult, shift, lo, hi, out.reshape(outer, channels, inner)):
+    view = (outer, channels, inner)
+    if out is None:
+        out = np.empty(x.shape, np.int64)
+    elif out.shape != x.shape or out.dtype != np.int64 or not out.flags.c_contiguous:
+        return None
+    elif out is not x and np.may_share_memory(out, x):
+        return None
+    src = np.ascontiguousarray(x).reshape(view)
+    if not _call("requantize", src, mult, shift, lo, hi, out.reshape(view)):
         return None
     return out
 
@@ -87,7 +102,7 @@ def gemm_epilogue(
     if acc.ndim != 2 or acc.dtype not in (np.float32, np.float64):
         return None
     cols = acc.shape[1]
-    if mult.size not in (1, cols) or shift < 31 or mult.dtype != np.int64:
+    if mult.size not in (1, cols) or not 31 <= shift <= 62 or mult.dtype != np.int64:
         return None
     if mult.size != cols or mult.ndim != 1:
         mult = np.full(cols, mult.reshape(-1)[0], np.int64)
