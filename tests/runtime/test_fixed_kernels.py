@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgetrust.runtime.fixed import FixedExecutor, _kernels
+from edgetrust.runtime.fixed import FixedExecutor, _kernels, _ortconv
 from edgetrust.runtime.fixed._arith import Rescale, apply_rescale, quantize, requantize, saturate
 from edgetrust.zoo import digits_mlp_onnx, load_digits_split
 from tests.runtime import fixed_ref as ref
@@ -342,3 +342,72 @@ def test_gather_pairs_is_take(pairs: list[tuple[int, int]]) -> None:
     else:
         assert got is not None
         assert got.tolist() == table.take((x + qmax) * nv + y + qmax).tolist()
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.integers(1, 2),
+    st.integers(1, 6),
+    st.integers(1, 30),
+    st.lists(MULT, min_size=6, max_size=6),
+    st.integers(31, 62),
+    st.integers(0, 2**32 - 1),
+    st.sampled_from(["none", "relu", "table"]),
+)
+def test_channel_epilogue_is_f32requant_then_post(
+    n: int, channels: int, inner: int, mults: list[int], shift: int, seed: int, post: str
+) -> None:
+    rng = np.random.default_rng(seed)
+    qmax = 127
+    acc = rng.integers(-(2**24), 2**24, size=(n, channels, inner)).astype(np.float32)
+    bias = rng.integers(-(2**30), 2**30, size=channels)
+    mult = np.array(mults[:channels], np.int64)
+    rs = Rescale(mult, shift)
+    table = rng.integers(-qmax, qmax + 1, size=channels * (2 * qmax + 1))
+    got = _kernels.channel_epilogue(
+        acc, bias, mult, shift, qmax, relu=post == "relu", table=table if post == "table" else None
+    )
+    assert got is not None
+    with numpy_only():
+        want = saturate(
+            apply_rescale(acc.astype(np.int64) + bias[None, :, None], rs, channel_axis=1), qmax
+        )
+    if post == "relu":
+        want = np.maximum(want, 0)
+    elif post == "table":
+        want = table.take(want + (np.arange(channels) * (2 * qmax + 1) + qmax)[None, :, None])
+    assert got.tolist() == want.tolist()
+    rq = _ortconv.F32Requant.plan(rs, bias, qmax, 2**24 + 2**30)
+    if rq is not None and post == "none":
+        assert rq(acc).tolist() == got.tolist()
+
+
+def test_batchnorm_channel_table_is_its_post() -> None:
+    rng = np.random.default_rng(5)
+    c = 3
+    model = single_op(
+        "BatchNormalization",
+        [(1, c, 4, 4)],
+        consts={k: (rng.random(c) + 0.5).astype(np.float32) for k in range(1, 5)},
+    )
+    x = {"x0": rng.standard_normal((1, c, 4, 4)).astype(np.float32)}
+    ex = FixedExecutor(model.SerializeToString(), precision="int8", calibration=[x])
+    bn = ex.ops[0]
+    for relu in (False, True):
+        table = bn.channel_table(c, relu)  # type: ignore[attr-defined]
+        post = bn.channel_post(c, relu)  # type: ignore[attr-defined]
+        w = np.tile(np.arange(-127, 128, dtype=np.int64), (c, 1))
+        want = table.take(w + (np.arange(c) * 255 + 127)[:, None])
+        post(w, 0, c)
+        assert w.tolist() == want.tolist()
+
+
+def test_gemm_run_relu_is_relu_of_run() -> None:
+    model, _ = digits_mlp_onnx()
+    x_tr, x_te, _, _ = load_digits_split()
+    ex = FixedExecutor(model, precision="int8", calibration=[{"input": x_tr[:64]}])
+    gemm = ex.ops[0]
+    q = ex.quantize_inputs({"input": x_te[:50]})["input"]
+    fused = gemm.run_relu([q, None, None])  # type: ignore[attr-defined]
+    assert fused is not None
+    assert np.array_equal(fused, np.maximum(gemm.run([q, None, None]), 0))

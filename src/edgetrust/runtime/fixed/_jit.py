@@ -113,6 +113,41 @@ def gemm_epilogue(
 
 
 @_jit
+def channel_epilogue(
+    acc: Any, bias: Any, mult: Any, shift: int, lo: int, hi: int, table: Any, nv: int, out: Any
+) -> bool:  # pragma: no cover - compiled
+    """`gemm_epilogue` with the channels on the middle axis of (outer, C, inner) - a
+    convolution's float sums - then, when `table` is not empty, the gather of
+    `gather_channels` (first = 0, qmax = hi) on each result: a fused BatchNormalization."""
+    outer, channels, inner = acc.shape
+    half = 1 << (shift - 1)
+    rest = shift - 31
+    top = table.size - 1
+    bad = False
+    for c in range(channels):
+        bad |= (bias[c] >= 1 << 52) | (bias[c] <= -(1 << 52))
+        bad |= (mult[c] < 0) | (mult[c] > 1 << 31)
+    if table.size and (lo < -hi or channels * nv > table.size or 2 * hi + 1 > nv):
+        return False  # the table's rows would not cover [lo, hi]
+    for o in range(outer):
+        for c in range(channels):
+            b = bias[c]
+            m = mult[c]
+            for i in range(inner):
+                f = acc[o, c, i]
+                ok = (f < 2.0**61) & (f > -(2.0**61))  # False for NaN
+                bad |= not ok
+                v = np.int64(f if ok else 0.0) + b
+                low = ((v & _LOW31) * m + half + (v >> 63)) >> 31
+                out[o, c, i] = min(max(((v >> 31) * m + low) >> rest, lo), hi)
+            if top >= 0:
+                base = c * nv + hi
+                for i in range(inner):
+                    out[o, c, i] = table[np.uint64(base + out[o, c, i])]
+    return not bad
+
+
+@_jit
 def to_float(a: Any, amax: int, out: Any) -> bool:  # pragma: no cover - compiled
     """``out = a`` converted to out's float format (exact: |a| ≤ amax < 2**24 is checked)."""
     bad = False

@@ -115,6 +115,46 @@ def gemm_epilogue(
     return out
 
 
+def channel_epilogue(
+    acc: npt.NDArray[Any],
+    bias: I64 | None,
+    mult: I64,
+    shift: int,
+    qmax: int,
+    *,
+    relu: bool = False,
+    table: I64 | None = None,
+) -> I64 | None:
+    """A convolution's requantization from its exact float sums, in one pass:
+    ``sat(apply_rescale(int64(acc) + bias, Rescale(mult, shift), channel_axis=1), qmax)``
+    for acc (N, C, ...), then max(·, 0) if `relu`, or - for a fused BatchNormalization -
+    the gather of its `channel_table` (2·qmax + 1 entries per channel, position-major).
+    Same integers as `_ortconv.F32Requant` followed by the post it would be given; None
+    where the compiled path does not apply (shift < 31, |bias| ≥ 2**52, odd shapes)."""
+    if acc.ndim < 2 or acc.dtype not in (np.float32, np.float64) or not 31 <= shift <= 62:
+        return None
+    channels = acc.shape[1]
+    view = (acc.shape[0], channels, acc.size // max(1, acc.shape[0] * channels))
+    mult = np.asarray(mult, np.int64).reshape(-1)
+    if mult.size not in (1, channels) or (relu and table is not None):
+        return None
+    if mult.size != channels:
+        mult = np.full(channels, mult[0], np.int64)
+    b = np.zeros(channels, np.int64) if bias is None else np.asarray(bias, np.int64).reshape(-1)
+    if b.shape != (channels,):
+        return None
+    nv = 2 * qmax + 1
+    tab = np.zeros(0, np.int64) if table is None else np.ascontiguousarray(table, np.int64)
+    if table is not None and tab.size != channels * nv:
+        return None
+    out = np.empty(acc.shape, np.int64)
+    src = np.ascontiguousarray(acc).reshape(view)
+    lo = 0 if relu else -qmax
+    if not _call("channel_epilogue", src, b, mult, shift, lo, qmax, tab, nv, out.reshape(view)):
+        return None
+    return out
+
+
 def to_float(a: I64, amax: int, dtype: Any) -> npt.NDArray[Any] | None:
     """``a.astype(dtype)`` for a C-contiguous int64 array with |a| ≤ amax (checked), where
     amax < 2**24 (float32) or 2**53 (float64) makes every conversion exact."""

@@ -212,7 +212,13 @@ class Gemm(_Dense):
         fast = self._run_compiled(xs) if self.b_const else None
         return fast if fast is not None else self._requant(self._acc(xs))
 
-    def _run_compiled(self, xs: Sequence[I64 | None]) -> I64 | None:
+    def run_relu(self, xs: Sequence[I64 | None]) -> I64 | None:
+        """``max(run(xs), 0)`` - this node and a Relu reading it alone - in the compiled
+        epilogue (clipping to [0, qmax] instead of [-qmax, qmax]: the same integers); None
+        where that path does not apply (the caller then runs the two nodes)."""
+        return self._run_compiled(xs, relu=True) if self.b_const else None
+
+    def _run_compiled(self, xs: Sequence[I64 | None], relu: bool = False) -> I64 | None:
         p = self.params()
         if self.__dict__.get("_compiled_for") is not p:  # prepared once per set of params
             wf = self.weights_float_t()
@@ -230,7 +236,7 @@ class Gemm(_Dense):
             return None
         q = self.qmax
         acc = np.matmul(as_float(a, q, wf.dtype.type), wf)
-        return _kernels.gemm_epilogue(acc, bias, mult, shift, -q, q)
+        return _kernels.gemm_epilogue(acc, bias, mult, shift, 0 if relu else -q, q)
 
     def _a2d(self, a: I64) -> I64:
         if a.ndim != 2:
