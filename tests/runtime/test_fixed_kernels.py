@@ -411,3 +411,25 @@ def test_gemm_run_relu_is_relu_of_run() -> None:
     fused = gemm.run_relu([q, None, None])  # type: ignore[attr-defined]
     assert fused is not None
     assert np.array_equal(fused, np.maximum(gemm.run([q, None, None]), 0))
+
+
+@pytest.mark.parametrize("precision", ["int8", "int16"])
+def test_softmax_exact_quotients(precision: str) -> None:
+    """Constant rows make E·qmax + S // 2 an exact multiple of S for some widths (n = 2 at
+    int8: 64 exactly): the float quotient must not truncate below it."""
+    for n in range(1, 70):
+        model = single_op("Softmax", [(2, n)], axis=-1).SerializeToString()
+        x = np.full((2, n), 0.25, np.float32)
+        x[1, 0] = 1.0
+        ex = FixedExecutor(model, precision=precision, calibration=[{"x0": x}])
+        q, out = ex.run_integers({"x0": x})
+        rs = ex.ops[0].to_q16  # type: ignore[attr-defined]
+        want = [ref.softmax_row(r, int(rs.mult[0]), rs.shift, ex.qmax) for r in q.tolist()]
+        assert out.tolist() == want
+
+
+def test_softmax_kernel_refuses_tables_outside_its_proof() -> None:
+    q = np.zeros((1, 3), np.int64)
+    assert _kernels.softmax_rows(q, np.array([2**31], np.int64), 127) is None
+    assert _kernels.softmax_rows(q, np.array([0], np.int64), 127) is None
+    assert _kernels.softmax_rows(q, np.array([-1], np.int64), 127) is None

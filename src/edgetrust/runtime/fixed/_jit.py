@@ -184,37 +184,46 @@ def quantize(x: Any, scale: float, qmax: int, out: Any) -> bool:  # pragma: no c
 
 @_jit
 def softmax_rows(q: Any, table: Any, qmax: int, out: Any) -> bool:  # pragma: no cover
-    """Per row of q (R, n): ``E = table[max - q]``, ``out = (E·qmax + S // 2) // S`` with
-    S = Σ E; False where some max - q is outside the table or S ≥ 2**52. The table holds
-    E ≤ 2**30 and qmax ≤ 2**15, so E·qmax + S // 2 < 2**53."""
+    """Per row of q (R, n): ``E = table[max - q]``, ``out = floor(num / S)`` with
+    num = E·qmax + S // 2 and S = Σ E; False where some max - q is outside the table, some
+    E is outside [0, 2**30] (`_nonlinear.exp_neg_q30` values are not), S < 1 or S ≥ 2**50.
+
+    The floor is ``trunc(fl(fl(num + 0.5) · fl(1 / S)))``, exactly: E ≤ 2**30 and
+    qmax ≤ 2**15 make num < 2**45 + 2**49 < 2**50, so num + 0.5 is a float64 and the two
+    roundings leave a relative error below 2**-52 + 2**-105, i.e. an absolute error below
+    (num + 0.5)·2**-51.9 / S < 0.5 / S. And (num + 0.5) / S = floor(num / S) + (r + 0.5) / S
+    with 0 ≤ r < S lies at least 0.5 / S from every integer, so truncation gives the floor.
+    """
     rows, n = q.shape
     size = table.size
     if n == 0:
         return True
-    e = np.empty(n, np.int64)
+    if qmax > 1 << 15:
+        return False
     for r in range(rows):
         mx = q[r, 0]
+        mn = mx
         for j in range(1, n):
             mx = max(mx, q[r, j])
-        total = 0
-        for j in range(n):
-            d = mx - q[r, j]
-            if d < 0 or d >= size:
-                return False
-            e[j] = table[d]
-            total += e[j]
-        if total >= 1 << 52:
+            mn = min(mn, q[r, j])
+        # every d = mx - q is then in [0, size): unsigned indices, no wrap-around checks
+        if mn <= -_LIMIT or mx >= _LIMIT or mx - mn >= size:
             return False
-        # floor(num / total) by a float64 estimate (num, total < 2**53 convert exactly and
-        # the quotient's rounding error is below one), corrected to the exact integer
+        total = 0
+        emin = table[np.uint64(0)]
+        emax = emin
+        for j in range(n):
+            e = table[np.uint64(mx - q[r, j])]
+            total += e
+            emin = min(emin, e)
+            emax = max(emax, e)
+        if emin < 0 or emax > 1 << 30 or total < 1 or total >= 1 << 50:
+            return False
         half = total // 2
         inv = 1.0 / float(total)
         for j in range(n):
-            num = e[j] * qmax + half
-            est = np.int64(float(num) * inv)
-            est -= est * total > num
-            est += (est + 1) * total <= num
-            out[r, j] = est
+            num = table[np.uint64(mx - q[r, j])] * qmax + half
+            out[r, j] = np.int64((float(num) + 0.5) * inv)
     return True
 
 
