@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edgetrust.errors import ResourceLimitError
+from edgetrust.runtime.fixed import _kernels
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -92,6 +93,10 @@ def saturate(x: I64, qmax: int) -> I64:
 
 def quantize(values: npt.ArrayLike, scale: float | F64, qmax: int) -> I64:
     """round_half_away(values / scale), saturated to [-qmax, qmax] (int64)."""
+    if isinstance(scale, float) and isinstance(values, np.ndarray):
+        fast = _kernels.quantize(values, scale, qmax)
+        if fast is not None:
+            return fast
     v = np.asarray(values, dtype=np.float64) / scale
     v = np.clip(round_float(v), -qmax, qmax)
     return v.astype(np.int64)
@@ -174,6 +179,10 @@ def _mul_shift(a: I64, m: I64 | np.int64, s: int) -> I64:
     return out
 
 
+_I64_MIN = -(1 << 63)
+_I64_MAX = (1 << 63) - 1
+
+
 def apply_rescale(
     x: I64, rs: Rescale, *, channel_axis: int | None = None, bound: int | None = None
 ) -> I64:
@@ -185,6 +194,12 @@ def apply_rescale(
     proven bound on |x| (from the plan), which saves the two passes that find max |x|; the
     integers are the same either way (every path below computes the same exact value).
     """
+    if x.ndim and x.dtype == np.int64:
+        fast = _kernels.requantize(
+            x, rs.mult, rs.shift, _I64_MIN, _I64_MAX, channel_axis=channel_axis
+        )
+        if fast is not None:
+            return fast
     mult: Any = rs.mult
     if mult.size == 1:
         mult = mult.reshape(())
@@ -289,6 +304,9 @@ def _mul_shift_signed(x: I64, m: Any, s: int) -> I64:
 
 def requantize(x: I64, rs: Rescale, qmax: int, *, channel_axis: int | None = None) -> I64:
     """Rescale and saturate to [-qmax, qmax]: the last step of every op with a new scale."""
+    fast = _kernels.requantize(x, rs.mult, rs.shift, -qmax, qmax, channel_axis=channel_axis)
+    if fast is not None:
+        return fast
     return saturate(apply_rescale(x, rs, channel_axis=channel_axis), qmax)
 
 
@@ -309,6 +327,8 @@ def requantize_block(w: I64, rs: Rescale, qmax: int) -> None:
     admits: one fused pass, the tie-free multiplier split, or `apply_rescale` itself.
     """
     if w.size == 0:
+        return
+    if _kernels.requantize(w, rs.mult, rs.shift, -qmax, qmax, out=w) is not None:
         return
     xmax = max(int(w.max()), -int(w.min()))
     s = rs.shift
@@ -377,6 +397,12 @@ def matmul_chunk(amax: int, bmax: int) -> tuple[type[np.floating[Any]] | None, i
     return None, 0
 
 
+def as_float(a: I64, amax: int, dtype: type[np.floating[Any]]) -> npt.NDArray[Any]:
+    """``a.astype(dtype)``, by the compiled pass when it applies (the same values)."""
+    fast = _kernels.to_float(a, amax, dtype)
+    return fast if fast is not None else a.astype(dtype)
+
+
 def exact_matmul(
     a: I64, b: I64 | None, amax: int, bmax: int, *, b_float: npt.NDArray[Any] | None = None
 ) -> I64:
@@ -404,7 +430,7 @@ def exact_matmul(
         assert b is not None
         out_int: I64 = np.matmul(a, b)
         return out_int
-    af = a.astype(dtype)
+    af = as_float(a, amax, dtype)
     if k_dim <= chunk:
         single: I64 = np.matmul(af, bf).astype(np.int64)
         return single

@@ -8,11 +8,10 @@ s_w = max_c |a_c| · s / 2**30; ``out = sat(R(wide, s_w / s_out))``. int8 runs b
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from edgetrust.errors import InvalidInputError
+from edgetrust.runtime.fixed import _kernels
 from edgetrust.runtime.fixed._arith import (
     I64,
     MIN_BLOCKED,
@@ -81,6 +80,7 @@ class BatchNormalization(_Rescaled):
         """Requantization goes through params (it depends on the constants)."""
         self.__dict__.pop("_lut_cache", None)
         self.__dict__.pop("_post", None)
+        self.__dict__.pop("_tables", None)
         self.out_scale = scale
 
     def lut_pattern(self, vals: list[I64], ndim: int) -> tuple[int, ...] | None:
@@ -159,17 +159,14 @@ class BatchNormalization(_Rescaled):
         )
         return int(saturate(apply_rescale(np.array([x * a + b]), rs), self.qmax)[0])
 
-    def channel_post(
-        self, channels: int, relu: bool = False
-    ) -> Callable[[I64, int, int], None] | None:
-        """This node (then a Relu, if `relu`) as an in-place rewrite of blocks of its input's
-        channels [c0, c1), for a Conv that fuses it: a table of every (channel, input integer)
-        holding `combine` of each (and max(·, 0) of that), so the integers are those of the
-        nodes run one by one. None where the table would be too large or the channels differ."""
+    def channel_table(self, channels: int, relu: bool = False) -> I64 | None:
+        """`combine` (then max(·, 0) if `relu`) of every (channel, input integer), entry
+        ``c·nv + q + qmax`` (nv = 2·qmax + 1), cached; None where it would be too large or
+        the channels differ. A fused Conv gathers its requantized output from it."""
         nv = 2 * self.qmax + 1
         if channels != self.channels or channels * nv > MAX_TABLE:
             return None
-        cache: dict[bool, Callable[[I64, int, int], None]] = self.__dict__.setdefault("_post", {})
+        cache: dict[bool, I64] = self.__dict__.setdefault("_tables", {})
         if relu not in cache:
             grid = np.ascontiguousarray(
                 np.broadcast_to(
@@ -179,11 +176,40 @@ class BatchNormalization(_Rescaled):
             table = np.ascontiguousarray(self.combine([grid]).reshape(-1))
             if relu:
                 np.maximum(table, 0, out=table)
-            base = (np.arange(channels, dtype=np.int64) * nv + self.qmax).reshape(-1, 1)
-
-            def post(w: I64, c0: int, c1: int) -> None:
-                w += base[c0:c1]  # |w| ≤ qmax: every index is in the table
-                np.take(table, w, out=w, mode="clip")
-
-            cache[relu] = post
+            cache[relu] = table
         return cache[relu]
+
+    def channel_post(self, channels: int, relu: bool = False) -> TablePost | None:
+        """This node (then a Relu, if `relu`) as an in-place rewrite of blocks of its input's
+        channels [c0, c1), for a Conv that fuses it: a gather from `channel_table`, so the
+        integers are those of the nodes run one by one. None where there is no table."""
+        table = self.channel_table(channels, relu)
+        if table is None:
+            return None
+        cache: dict[bool, TablePost] = self.__dict__.setdefault("_post", {})
+        if relu not in cache:
+            cache[relu] = TablePost(table, self.qmax)
+        return cache[relu]
+
+
+class TablePost:
+    """``w ← table[c·nv + w + qmax]`` on blocks ``w`` of channels [c0, c1) in place (nv =
+    2·qmax + 1): a BatchNormalization (and Relu) behind a Conv, by `channel_table`. The
+    table is public so that a compiled Conv epilogue can gather from it in the same pass
+    (`_kernels.channel_epilogue`)."""
+
+    def __init__(self, table: I64, qmax: int) -> None:
+        self.table = table
+        self.qmax = qmax
+        self.nv = 2 * qmax + 1
+        self.channels = table.size // self.nv
+        self.base = (np.arange(self.channels, dtype=np.int64) * self.nv + qmax).reshape(-1, 1)
+
+    def __call__(self, w: I64, c0: int, c1: int) -> None:
+        """Rewrite the block (numpy's ``take(mode="clip")``, compiled when available)."""
+        if w.ndim == 2:
+            v = w[None]
+            if _kernels.gather_channels(v, self.table, c0, self.nv, self.qmax, v) is not None:
+                return
+        w += self.base[c0:c1]  # |w| ≤ qmax: every index is in the table
+        np.take(self.table, w, out=w, mode="clip")

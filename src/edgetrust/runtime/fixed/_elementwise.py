@@ -332,9 +332,27 @@ class Relu(_SameScale):
 
     op_types = ("Relu",)
 
+    def run(self, xs: Sequence[I64 | None]) -> I64:
+        """max(q, 0), without the broadcasting machinery (one input)."""
+        out: I64 = np.maximum(self.x(xs, 0), 0)
+        return out
+
     def combine(self, xs: list[I64]) -> I64:
         """max(q, 0)."""
         return np.maximum(xs[0], 0)
+
+
+class ReluPost:
+    """``max(w, 0)`` on a block ``w`` of channels [c0, c1) in place: a Relu fused behind a
+    Conv (a class, so that a compiled Conv epilogue can recognize it and clip to [0, qmax]
+    in its own pass: `_kernels.channel_epilogue`)."""
+
+    def __call__(self, w: I64, c0: int, c1: int) -> None:
+        """Rewrite the block."""
+        np.maximum(w, 0, out=w)
+
+
+RELU_POST = ReluPost()
 
 
 @register

@@ -17,14 +17,17 @@ import numpy as np
 import numpy.typing as npt
 
 from edgetrust.errors import InvalidInputError
+from edgetrust.runtime.fixed import _kernels
 from edgetrust.runtime.fixed._arith import (
     F64,
     I64,
     Rescale,
     apply_rescale,
+    as_float,
     exact_matmul,
     matmul_chunk,
     quantize,
+    requantize,
     round_float,
     saturate,
 )
@@ -126,7 +129,7 @@ class _Dense(Op):
 
     def _requant(self, acc: I64) -> I64:
         rs = self._rescale_from(self.params())
-        return saturate(apply_rescale(acc, rs, channel_axis=self.channel_axis(acc.ndim)), self.qmax)
+        return requantize(acc, rs, self.qmax, channel_axis=self.channel_axis(acc.ndim))
 
     def run(self, xs: Sequence[I64 | None]) -> I64:
         """Accumulate, then requantize per channel."""
@@ -202,6 +205,38 @@ class Gemm(_Dense):
                 assert sb is not None
                 self._weights = {"acc_scales": np.array([sa * sb * self.alpha])}
         return self._weights
+
+    def run(self, xs: Sequence[I64 | None]) -> I64:
+        """Accumulate, then requantize per channel; with constant weights in one float
+        matmul (exact, `matmul_chunk`) and one compiled pass for bias and requantization."""
+        fast = self._run_compiled(xs) if self.b_const else None
+        return fast if fast is not None else self._requant(self._acc(xs))
+
+    def run_relu(self, xs: Sequence[I64 | None]) -> I64 | None:
+        """``max(run(xs), 0)`` - this node and a Relu reading it alone - in the compiled
+        epilogue (clipping to [0, qmax] instead of [-qmax, qmax]: the same integers); None
+        where that path does not apply (the caller then runs the two nodes)."""
+        return self._run_compiled(xs, relu=True) if self.b_const else None
+
+    def _run_compiled(self, xs: Sequence[I64 | None], relu: bool = False) -> I64 | None:
+        p = self.params()
+        if self.__dict__.get("_compiled_for") is not p:  # prepared once per set of params
+            wf = self.weights_float_t()
+            _, chunk = matmul_chunk(self.qmax, self.qmax)
+            self._compiled = None
+            if wf is not None and wf.shape[0] <= chunk:
+                mult = np.ascontiguousarray(np.broadcast_to(p["mult"].reshape(-1), wf.shape[1:]))
+                self._compiled = (wf, self.weights()["b"], mult, int(p["shift"][0]))
+            self._compiled_for = p
+        if self._compiled is None:
+            return None
+        wf, bias, mult, shift = self._compiled
+        a = self._a2d(self.x(xs, 0))
+        if a.shape[1] != wf.shape[0]:
+            return None
+        q = self.qmax
+        acc = np.matmul(as_float(a, q, wf.dtype.type), wf)
+        return _kernels.gemm_epilogue(acc, bias, mult, shift, 0 if relu else -q, q)
 
     def _a2d(self, a: I64) -> I64:
         if a.ndim != 2:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from edgetrust.runtime.fixed import _arith as arith
+from edgetrust.runtime.fixed import _kernels
 from edgetrust.runtime.fixed._arith import I64
 
 MIN_ELEMENTS = 2048
@@ -72,16 +73,46 @@ def lut_run(
     entries = bsize * nv ** len(var)
     if (len(var) == 2 and bsize != 1) or entries > min(MAX_TABLE, MAX_TABLE_RATIO * size):
         return None
-    for i in var:
-        if int(vals[i].min()) < -qmax or int(vals[i].max()) > qmax:
-            return None
     key = (tuple(var), pattern)
     if key not in cache:
         cache[key] = _table(vals, var, pattern, qmax, combine)
     table, offset = cache[key]
+    # the compiled gathers check the range in the same pass; where they do not apply (or
+    # find a value outside it), numpy checks and gathers
+    if len(var) == 1:
+        fast = _gather_one_compiled(table, vals[var[0]], pattern, qmax)
+    else:
+        fast = _kernels.gather_pairs(vals[var[0]], vals[var[1]], table, qmax)
+    if fast is not None:
+        return fast
+    for i in var:
+        if int(vals[i].min()) < -qmax or int(vals[i].max()) > qmax:
+            return None
     if len(var) == 1:
         return _gather_one(table, offset, vals[var[0]], pattern, qmax)
     return _gather_two(table, vals[var[0]], vals[var[1]], qmax)
+
+
+def _channel_view(shape: tuple[int, ...], pattern: tuple[int, ...]) -> tuple[int, int, int] | None:
+    """(outer, C, inner) for constants varying along at most one axis; None otherwise."""
+    varying = [a for a, d in enumerate(pattern) if d != 1]
+    if len(varying) > 1:
+        return None
+    axis = varying[0] if varying else 0
+    channels = pattern[axis] if varying else 1
+    outer = int(np.prod(shape[:axis], dtype=np.int64))
+    size = int(np.prod(shape, dtype=np.int64))
+    return outer, channels, size // max(1, outer * channels)
+
+
+def _gather_one_compiled(table: I64, x: I64, pattern: tuple[int, ...], qmax: int) -> I64 | None:
+    """`_gather_one` in one compiled pass, or None (then numpy runs)."""
+    view = _channel_view(x.shape, pattern)
+    if view is None or not x.flags.c_contiguous:
+        return None
+    res = np.empty(x.shape, np.int64)
+    ok = _kernels.gather_channels(x.reshape(view), table, 0, 2 * qmax + 1, qmax, res.reshape(view))
+    return res if ok else None
 
 
 def _gather_one(table: I64, offset: I64, x: I64, pattern: tuple[int, ...], qmax: int) -> I64:
@@ -91,16 +122,13 @@ def _gather_one(table: I64, offset: I64, x: I64, pattern: tuple[int, ...], qmax:
     inner) and gathered in blocks of whole channels: each block reads one 2·qmax + 1 slice of
     the table (in L1) and needs no full-size index array.
     """
-    varying = [a for a, d in enumerate(pattern) if d != 1]
-    if len(varying) > 1 or not x.flags.c_contiguous:
+    view = _channel_view(x.shape, pattern)
+    if view is None or not x.flags.c_contiguous:
         idx = x + offset
         out: I64 = table.take(idx)
         return out
     nv = 2 * qmax + 1
-    axis = varying[0] if varying else 0
-    channels = pattern[axis] if varying else 1
-    outer = int(np.prod(x.shape[:axis], dtype=np.int64))
-    inner = x.size // max(1, outer * channels)
+    outer, channels, inner = view
     xv = x.reshape(outer, channels, inner)
     res = np.empty(x.shape, np.int64)
     rv = res.reshape(outer, channels, inner)

@@ -24,15 +24,16 @@ from typing import Any
 import numpy as np
 
 from edgetrust.errors import InvalidInputError, ResourceLimitError
+from edgetrust.runtime.fixed import _kernels
 from edgetrust.runtime.fixed import _nonlinear as nl
 from edgetrust.runtime.fixed._arith import (
     I64,
     Rescale,
     apply_rescale,
+    requantize,
     round_div,
     round_float,
     round_shift,
-    saturate,
 )
 from edgetrust.runtime.fixed._base import (
     ElementSource,
@@ -83,6 +84,15 @@ class Softmax(Op):
         return self._exp
 
     def _softmax_last(self, q: I64) -> I64:
+        if q.size:
+            table = self.__dict__.get("_exp")
+            fast = _kernels.softmax_rows(
+                q.reshape(-1, q.shape[-1]),
+                self._exp_table() if table is None else table,
+                self.qmax,
+            )
+            if fast is not None:
+                return fast.reshape(q.shape)
         d = np.max(q, axis=-1, keepdims=True) - q
         if d.size >= _MIN_EXP_TABLE and int(d.max()) <= 2 * self.qmax:
             # d ≥ 0 is an integer in [0, 2·qmax] for inputs in [-qmax, qmax], and E is
@@ -105,6 +115,8 @@ class Softmax(Op):
         if self.settings.opset < 13:
             rows = int(np.prod(x.shape[:axis], dtype=np.int64))
             return self._softmax_last(x.reshape(rows, -1)).reshape(x.shape)
+        if axis == x.ndim - 1:
+            return self._softmax_last(x)
         return np.moveaxis(self._softmax_last(np.moveaxis(x, axis, -1)), -1, axis)
 
     def out_shape(self, src: ElementSource) -> tuple[int, ...]:
@@ -203,7 +215,7 @@ class LayerNormalization(Op):
         return round_div(c << (_F + _G), den)
 
     def _finish(self, normed: I64, g: I64, b: I64, rs: Rescale) -> I64:
-        return saturate(apply_rescale(normed * g + b, rs), self.qmax)
+        return requantize(normed * g + b, rs, self.qmax)
 
     def _split(self, shape: tuple[int, ...]) -> tuple[int, int]:
         axis = norm_axis(self.axis, len(shape), self.label)
@@ -411,7 +423,7 @@ class LRN(Op):
         return float(np.max(np.abs(w), initial=0)) * self.s / 2.0**_LRN_Q
 
     def _finish(self, wide: I64, rs: Rescale) -> I64:
-        return saturate(apply_rescale(wide, rs), self.qmax)
+        return requantize(wide, rs, self.qmax)
 
     def run(self, xs: Sequence[I64 | None]) -> I64:
         """The whole tensor."""

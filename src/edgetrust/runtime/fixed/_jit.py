@@ -1,0 +1,283 @@
+"""The numba-compiled loops behind `_kernels`: one pass each where numpy needs several.
+
+Imported only through `_kernels` (lazily, and never when numba is missing or broken). Every
+loop is int64 arithmetic with proven bounds, or float64 steps that are exact; no fast-math,
+no reduction whose order could change a bit. Each returns False - leaving its output
+unspecified - on an input outside the range its proof covers (NaN, |x| ≥ 2**62), and the
+caller then runs the numpy twin, which defines the result there.
+
+Compiled code is cached (``cache=True``): next to this file when its directory is writable,
+else in numba's user cache directory, or in ``NUMBA_CACHE_DIR`` when that is set. Where no
+cache location is writable, the loops are compiled on first use in every process.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numba
+import numpy as np
+
+_LIMIT = 1 << 62
+_LOW31 = (1 << 31) - 1
+
+
+def _jit(fn: Any) -> Any:
+    try:
+        return numba.njit(cache=True, nogil=True)(fn)
+    except RuntimeError:  # no writable cache location: compile per process
+        return numba.njit(nogil=True)(fn)
+
+
+@_jit
+def mul_shift(v: int, m: int, shift: int) -> int:  # pragma: no cover - compiled
+    """round_half_away(v · m / 2**shift) for |v| < 2**62, 0 ≤ m ≤ 2**31, 0 ≤ shift ≤ 62:
+    `_arith.apply_rescale` on one element (the same split proofs, element by element)."""
+    if shift >= 31:
+        # _arith._mul_shift_signed: floor((v·m + 2**(s-1) - [v < 0]) / 2**s)
+        lo = ((v & _LOW31) * m + (1 << (shift - 1)) + (v >> 63)) >> 31
+        return ((v >> 31) * m + lo) >> (shift - 31)
+    # ratios ≥ 1: |v| clamped to 2**(61 - left), shifted left, then _arith._mul_shift at 31
+    left = 31 - shift
+    a = min(abs(v), 1 << (61 - left)) << left
+    lo = (a & _LOW31) * m
+    r = (a >> 31) * m + (lo >> 31) + (((lo & _LOW31) + (1 << 30)) >> 31)
+    return -r if v < 0 else r
+
+
+@_jit
+def requantize(
+    x: Any, mult: Any, shift: int, lo: int, hi: int, out: Any
+) -> bool:  # pragma: no cover - compiled
+    """``out = clip(round_half_away(x · mult[c] / 2**shift), lo, hi)`` for x viewed as
+    (outer, C, inner) with C = mult.size; False, before anything is written (so `out` may
+    be `x`), where some |x| ≥ 2**62 or a multiplier is outside [0, 2**31]."""
+    outer, channels, inner = x.shape
+    for c in range(channels):
+        if mult[c] < 0 or mult[c] > 1 << 31:
+            return False
+    if x.size == 0:
+        return True
+    lo_x = x[0, 0, 0]
+    hi_x = lo_x
+    for o in range(outer):
+        for c in range(channels):
+            for i in range(inner):
+                lo_x = min(lo_x, x[o, c, i])
+                hi_x = max(hi_x, x[o, c, i])
+    if lo_x <= -_LIMIT or hi_x >= _LIMIT:
+        return False
+    if shift < 31:
+        for o in range(outer):
+            for c in range(channels):
+                for i in range(inner):
+                    out[o, c, i] = min(max(mul_shift(x[o, c, i], mult[c], shift), lo), hi)
+        return True
+    # mul_shift's first branch inlined and branch-free, so that it vectorizes
+    half = 1 << (shift - 1)
+    rest = shift - 31
+    for o in range(outer):
+        for c in range(channels):
+            m = mult[c]
+            for i in range(inner):
+                v = x[o, c, i]
+                low = ((v & _LOW31) * m + half + (v >> 63)) >> 31
+                out[o, c, i] = min(max(((v >> 31) * m + low) >> rest, lo), hi)
+    return True
+
+
+@_jit
+def gemm_epilogue(
+    acc: Any, bias: Any, mult: Any, shift: int, lo: int, hi: int, out: Any
+) -> bool:  # pragma: no cover - compiled
+    """``out[r, c] = clip(rescale(int64(acc[r, c]) + bias[c], mult[c]), lo, hi)``: a float
+    matmul's exact-integer result, biased and requantized per column, for shift ≥ 31 and
+    |bias| < 2**52 (so that |acc| < 2**61 keeps the sum within `mul_shift`'s proof)."""
+    rows, cols = acc.shape
+    half = 1 << (shift - 1)
+    rest = shift - 31
+    bad = False
+    for c in range(cols):
+        bad |= (bias[c] >= 1 << 52) | (bias[c] <= -(1 << 52))
+        bad |= (mult[c] < 0) | (mult[c] > 1 << 31)
+    for r in range(rows):
+        for c in range(cols):
+            f = acc[r, c]
+            ok = (f < 2.0**61) & (f > -(2.0**61))  # False for NaN
+            bad |= not ok
+            v = np.int64(f if ok else 0.0) + bias[c]
+            m = mult[c]
+            low = ((v & _LOW31) * m + half + (v >> 63)) >> 31
+            out[r, c] = min(max(((v >> 31) * m + low) >> rest, lo), hi)
+    return not bad
+
+
+@_jit
+def channel_epilogue(
+    acc: Any, bias: Any, mult: Any, shift: int, lo: int, hi: int, table: Any, nv: int, out: Any
+) -> bool:  # pragma: no cover - compiled
+    """`gemm_epilogue` with the channels on the middle axis of (outer, C, inner) - a
+    convolution's float sums - then, when `table` is not empty, the gather of
+    `gather_channels` (first = 0, qmax = hi) on each result: a fused BatchNormalization."""
+    outer, channels, inner = acc.shape
+    half = 1 << (shift - 1)
+    rest = shift - 31
+    top = table.size - 1
+    bad = False
+    for c in range(channels):
+        bad |= (bias[c] >= 1 << 52) | (bias[c] <= -(1 << 52))
+        bad |= (mult[c] < 0) | (mult[c] > 1 << 31)
+    if table.size and (lo < -hi or channels * nv > table.size or 2 * hi + 1 > nv):
+        return False  # the table's rows would not cover [lo, hi]
+    for o in range(outer):
+        for c in range(channels):
+            b = bias[c]
+            m = mult[c]
+            for i in range(inner):
+                f = acc[o, c, i]
+                ok = (f < 2.0**61) & (f > -(2.0**61))  # False for NaN
+                bad |= not ok
+                v = np.int64(f if ok else 0.0) + b
+                low = ((v & _LOW31) * m + half + (v >> 63)) >> 31
+                out[o, c, i] = min(max(((v >> 31) * m + low) >> rest, lo), hi)
+            if top >= 0:
+                base = c * nv + hi
+                for i in range(inner):
+                    out[o, c, i] = table[np.uint64(base + out[o, c, i])]
+    return not bad
+
+
+@_jit
+def to_float(a: Any, amax: int, out: Any) -> bool:  # pragma: no cover - compiled
+    """``out = a`` converted to out's float format (exact: |a| ≤ amax < 2**24 is checked)."""
+    bad = False
+    for i in range(a.size):
+        v = a[i]
+        bad |= (v > amax) | (v < -amax)
+        out[i] = v
+    return not bad
+
+
+@_jit
+def quantize(x: Any, scale: float, qmax: int, out: Any) -> bool:  # pragma: no cover - compiled
+    """``out = clip(round_half_away(x / scale), -qmax, qmax)``, x 1-D float (converted to
+    float64 exactly), one correctly rounded division per element as numpy's.
+
+    Rounding is monotone and fixes integers, so clipping to the integer bounds first gives
+    the same result; inside them |v| ≤ qmax < 2**31, so v - trunc(v) is exact (as in
+    `_arith.round_float`) and so is the conversion of the rounded value to int64.
+    """
+    q = float(qmax)
+    bad = False
+    for i in range(x.size):  # branch-free, so that LLVM vectorizes the divisions
+        v = float(x[i]) / scale
+        bad |= v != v
+        v = v if v < q else q  # NaN becomes q here (and the call returns False)
+        v = v if v > -q else -q
+        t = float(np.trunc(v))
+        frac = v - t
+        t = t + 1.0 if frac >= 0.5 else t
+        t = t - 1.0 if frac <= -0.5 else t
+        out[i] = np.int64(t)
+    return not bad
+
+
+@_jit
+def softmax_rows(q: Any, table: Any, qmax: int, out: Any) -> bool:  # pragma: no cover
+    """Per row of q (R, n): ``E = table[max - q]``, ``out = floor(num / S)`` with
+    num = E·qmax + S // 2 and S = Σ E; False where some max - q is outside the table, some
+    E is outside [0, 2**30] (`_nonlinear.exp_neg_q30` values are not), S < 1 or S ≥ 2**50.
+
+    The floor is ``trunc(fl(fl(num + 0.5) · fl(1 / S)))``, exactly: E ≤ 2**30 and
+    qmax ≤ 2**15 make num < 2**45 + 2**49 < 2**50, so num + 0.5 is a float64 and the two
+    roundings leave a relative error below 2**-52 + 2**-105, i.e. an absolute error below
+    (num + 0.5)·2**-51.9 / S < 0.5 / S. And (num + 0.5) / S = floor(num / S) + (r + 0.5) / S
+    with 0 ≤ r < S lies at least 0.5 / S from every integer, so truncation gives the floor.
+    """
+    rows, n = q.shape
+    size = table.size
+    if n == 0:
+        return True
+    if qmax > 1 << 15:
+        return False
+    for r in range(rows):
+        mx = q[r, 0]
+        mn = mx
+        for j in range(1, n):
+            mx = max(mx, q[r, j])
+            mn = min(mn, q[r, j])
+        # every d = mx - q is then in [0, size): unsigned indices, no wrap-around checks
+        if mn <= -_LIMIT or mx >= _LIMIT or mx - mn >= size:
+            return False
+        total = 0
+        emin = table[np.uint64(0)]
+        emax = emin
+        for j in range(n):
+            e = table[np.uint64(mx - q[r, j])]
+            total += e
+            emin = min(emin, e)
+            emax = max(emax, e)
+        if emin < 0 or emax > 1 << 30 or total < 1 or total >= 1 << 50:
+            return False
+        half = total // 2
+        inv = 1.0 / float(total)
+        for j in range(n):
+            num = table[np.uint64(mx - q[r, j])] * qmax + half
+            out[r, j] = np.int64((float(num) + 0.5) * inv)
+    return True
+
+
+@_jit
+def gather_channels(
+    x: Any, table: Any, first: int, nv: int, qmax: int, out: Any
+) -> bool:  # pragma: no cover - compiled
+    """``out[o, c, i] = table[clip((first + c)·nv + qmax + x[o, c, i])]`` for x viewed as
+    (outer, C, inner) - numpy's ``take(mode="clip")`` - and whether every |x| ≤ qmax (then
+    no index was clipped). `out` may be `x` (in place).
+
+    Each row's range is found first; a row within it (every row the executor makes) is
+    gathered without clipping, which vectorizes (an in-loop flag or clip would not).
+    """
+    outer, channels, inner = x.shape
+    top = table.size - 1
+    ok = True
+    if inner == 0:
+        return ok
+    for o in range(outer):
+        for c in range(channels):
+            base = (first + c) * nv + qmax
+            lo = x[o, c, 0]
+            hi = lo
+            for i in range(inner):
+                lo = min(lo, x[o, c, i])
+                hi = max(hi, x[o, c, i])
+            if lo >= -qmax and hi <= qmax and base - qmax >= 0 and base + qmax <= top:
+                for i in range(inner):
+                    out[o, c, i] = table[np.uint64(base + x[o, c, i])]
+            else:
+                ok = False
+                for i in range(inner):
+                    out[o, c, i] = table[min(max(base + x[o, c, i], 0), top)]
+    return ok
+
+
+@_jit
+def gather_pairs(x: Any, y: Any, table: Any, qmax: int, out: Any) -> bool:  # pragma: no cover
+    """``out = table[(x + qmax)·nv + y + qmax]`` (nv = 2·qmax + 1) on 1-D x, y; False (out
+    untouched) when some |x| or |y| exceeds qmax or the table is smaller than nv²."""
+    nv = 2 * qmax + 1
+    if x.size == 0:
+        return True
+    if table.size < nv * nv:
+        return False
+    lo = min(x[0], y[0])
+    hi = max(x[0], y[0])
+    for i in range(x.size):
+        lo = min(lo, min(x[i], y[i]))
+        hi = max(hi, max(x[i], y[i]))
+    if lo < -qmax or hi > qmax:
+        return False
+    off = qmax * nv + qmax
+    for i in range(x.size):
+        out[i] = table[np.uint64(x[i] * nv + y[i] + off)]
+    return True

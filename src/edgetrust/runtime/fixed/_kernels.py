@@ -1,0 +1,213 @@
+"""Compiled twins of the fixed executor's hot numpy passes, with the numpy code as fallback.
+
+Each function here returns the same integers as the numpy path its caller names (the tests
+compare them with hypothesis, and against Python integers), or None when the compiled path
+does not apply: numba missing or failing to compile, `ENABLED` switched off, an input
+outside the range the kernel's proof covers. The caller then runs its numpy code, which
+stays the definition. numba is imported on first use, not with the executor, so processes
+that never run a model do not pay its import (~0.15 s); see `_jit` for the compile cache.
+"""
+
+from __future__ import annotations
+
+import logging
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+I64 = npt.NDArray[np.int64]
+
+ENABLED = True
+"""Tests switch this off to run (and compare against) the numpy path."""
+
+_log = logging.getLogger(__name__)
+_state: dict[str, ModuleType | None] = {}
+
+
+def _jit() -> ModuleType | None:
+    """The compiled module, or None when disabled or unavailable (decided once)."""
+    if not ENABLED:
+        return None
+    if "jit" not in _state:
+        jit: ModuleType | None
+        try:
+            from edgetrust.runtime.fixed import _jit as jit
+        except Exception as exc:  # numba absent or broken: the numpy path gives the same bits
+            _log.info("numba kernels unavailable (%s); using numpy", exc)
+            jit = None
+        _state["jit"] = jit
+    return _state["jit"]
+
+
+def _call(name: str, *args: Any) -> bool | None:
+    """Run kernel `name`; None if unavailable or it fails to compile (then never again)."""
+    jit = _jit()
+    if jit is None:
+        return None
+    try:
+        return bool(getattr(jit, name)(*args))
+    except Exception as exc:  # a compile failure: fall back for good
+        _log.warning("numba kernel %s failed (%s); using numpy", name, exc)
+        _state["jit"] = None
+        return None
+
+
+def requantize(
+    x: I64,
+    mult: I64,
+    shift: int,
+    lo: int,
+    hi: int,
+    *,
+    channel_axis: int | None = None,
+    out: I64 | None = None,
+) -> I64 | None:
+    """``clip(apply_rescale(x, Rescale(mult, shift), channel_axis=...), lo, hi)`` in one
+    pass, into `out` if given (which may be `x`: element by element), else a new array.
+    None (out untouched) outside the multipliers' range 0 ≤ mult ≤ 2**31, 1 ≤ shift ≤ 62
+    (a referee may read any from a commitment) or |x| < 2**62, where numpy defines it."""
+    if x.dtype != np.int64 or x.ndim == 0 or not 1 <= shift <= 62:
+        return None
+    mult = np.ascontiguousarray(mult.reshape(-1), dtype=np.int64)
+    if mult.size == 1:
+        outer, channels, inner = 1, 1, x.size
+    else:
+        axis = channel_axis if channel_axis is not None else -1
+        axis = axis + x.ndim if axis < 0 else axis
+        if not 0 <= axis < x.ndim or x.shape[axis] != mult.size:
+            return None
+        outer = int(np.prod(x.shape[:axis], dtype=np.int64))
+        channels = mult.size
+        inner = int(np.prod(x.shape[axis + 1 :], dtype=np.int64))
+    view = (outer, channels, inner)
+    if out is None:
+        out = np.empty(x.shape, np.int64)
+    elif out.shape != x.shape or out.dtype != np.int64 or not out.flags.c_contiguous:
+        return None
+    elif out is not x and np.may_share_memory(out, x):
+        return None
+    src = np.ascontiguousarray(x).reshape(view)
+    if not _call("requantize", src, mult, shift, lo, hi, out.reshape(view)):
+        return None
+    return out
+
+
+def gemm_epilogue(
+    acc: npt.NDArray[Any], bias: I64 | None, mult: I64, shift: int, lo: int, hi: int
+) -> I64 | None:
+    """``clip(apply_rescale(int64(acc) + bias, Rescale(mult, shift), channel_axis=-1), lo,
+    hi)`` for a 2-D float matmul result holding exact integers (bias per column, or none)."""
+    if acc.ndim != 2 or acc.dtype not in (np.float32, np.float64):
+        return None
+    cols = acc.shape[1]
+    if mult.size not in (1, cols) or not 31 <= shift <= 62 or mult.dtype != np.int64:
+        return None
+    if mult.size != cols or mult.ndim != 1:
+        mult = np.full(cols, mult.reshape(-1)[0], np.int64)
+    b = np.zeros(cols, np.int64) if bias is None else np.ascontiguousarray(bias, np.int64)
+    if b.shape != (cols,):
+        return None
+    out = np.empty(acc.shape, np.int64)
+    if not _call("gemm_epilogue", np.ascontiguousarray(acc), b, mult, shift, lo, hi, out):
+        return None
+    return out
+
+
+def channel_epilogue(
+    acc: npt.NDArray[Any],
+    bias: I64 | None,
+    mult: I64,
+    shift: int,
+    qmax: int,
+    *,
+    relu: bool = False,
+    table: I64 | None = None,
+) -> I64 | None:
+    """A convolution's requantization from its exact float sums, in one pass:
+    ``sat(apply_rescale(int64(acc) + bias, Rescale(mult, shift), channel_axis=1), qmax)``
+    for acc (N, C, ...), then max(·, 0) if `relu`, or - for a fused BatchNormalization -
+    the gather of its `channel_table` (2·qmax + 1 entries per channel, position-major).
+    Same integers as `_ortconv.F32Requant` followed by the post it would be given; None
+    where the compiled path does not apply (shift < 31, |bias| ≥ 2**52, odd shapes)."""
+    if acc.ndim < 2 or acc.dtype not in (np.float32, np.float64) or not 31 <= shift <= 62:
+        return None
+    channels = acc.shape[1]
+    view = (acc.shape[0], channels, acc.size // max(1, acc.shape[0] * channels))
+    mult = np.asarray(mult, np.int64).reshape(-1)
+    if mult.size not in (1, channels) or (relu and table is not None):
+        return None
+    if mult.size != channels:
+        mult = np.full(channels, mult[0], np.int64)
+    b = np.zeros(channels, np.int64) if bias is None else np.asarray(bias, np.int64).reshape(-1)
+    if b.shape != (channels,):
+        return None
+    nv = 2 * qmax + 1
+    tab = np.zeros(0, np.int64) if table is None else np.ascontiguousarray(table, np.int64)
+    if table is not None and tab.size != channels * nv:
+        return None
+    out = np.empty(acc.shape, np.int64)
+    src = np.ascontiguousarray(acc).reshape(view)
+    lo = 0 if relu else -qmax
+    if not _call("channel_epilogue", src, b, mult, shift, lo, qmax, tab, nv, out.reshape(view)):
+        return None
+    return out
+
+
+def to_float(a: I64, amax: int, dtype: Any) -> npt.NDArray[Any] | None:
+    """``a.astype(dtype)`` for a C-contiguous int64 array with |a| ≤ amax (checked), where
+    amax < 2**24 (float32) or 2**53 (float64) makes every conversion exact."""
+    limit = 1 << (24 if dtype is np.float32 else 53)
+    if a.dtype != np.int64 or not a.flags.c_contiguous or not 0 <= amax <= limit:
+        return None
+    if dtype is not np.float32 and dtype is not np.float64:
+        return None
+    out = np.empty(a.shape, dtype)
+    if not _call("to_float", a.reshape(-1), amax, out.reshape(-1)):
+        return None
+    return out
+
+
+def quantize(values: npt.NDArray[Any], scale: float, qmax: int) -> I64 | None:
+    """``_arith.quantize(values, scale, qmax)`` for one scalar scale; None on NaN."""
+    if values.dtype not in (np.float32, np.float64) or not 0 < qmax < 1 << 31:
+        return None
+    out = np.empty(values.shape, np.int64)
+    flat = np.ascontiguousarray(values).reshape(-1)
+    if not _call("quantize", flat, float(scale), qmax, out.reshape(-1)):
+        return None
+    return out
+
+
+def softmax_rows(q: I64, table: I64, qmax: int) -> I64 | None:
+    """`_norm.Softmax._softmax_last` on (R, n) rows by the table of E(d), d = max - q."""
+    if q.dtype != np.int64 or q.ndim != 2:
+        return None
+    out = np.empty(q.shape, np.int64)
+    if not _call("softmax_rows", np.ascontiguousarray(q), table, qmax, out):
+        return None
+    return out
+
+
+def gather_channels(x: I64, table: I64, first: int, nv: int, qmax: int, out: I64) -> bool | None:
+    """``out = table.take(clip((first + c)·nv + qmax + x))`` with x, out 3-D (outer, C,
+    inner) - out may be x - as ``np.take(mode="clip")`` does; whether no index was clipped.
+    None (out untouched) when the compiled path is off or the arrays do not fit it."""
+    if x.dtype != np.int64 or out.dtype != np.int64 or table.dtype != np.int64 or x.ndim != 3:
+        return None
+    if out.shape != x.shape or not table.flags.c_contiguous:
+        return None
+    return _call("gather_channels", x, table, first, nv, qmax, out)
+
+
+def gather_pairs(x: I64, y: I64, table: I64, qmax: int) -> I64 | None:
+    """``table[(x + qmax)·nv + y + qmax]`` for same-shape x, y with |x|, |y| ≤ qmax; None
+    when some value is outside that range (or the compiled path is off)."""
+    if x.dtype != np.int64 or y.dtype != np.int64 or x.shape != y.shape:
+        return None
+    out = np.empty(x.shape, np.int64)
+    flat = [np.ascontiguousarray(v).reshape(-1) for v in (x, y)]
+    if not _call("gather_pairs", flat[0], flat[1], table, qmax, out.reshape(-1)):
+        return None
+    return out

@@ -1,0 +1,435 @@
+"""The compiled kernels (`_kernels`, numba) give the integers of the numpy path they replace
+and of the Python-integer reference, and the executor falls back to numpy bit for bit."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from fractions import Fraction
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgetrust.runtime.fixed import FixedExecutor, _kernels, _ortconv
+from edgetrust.runtime.fixed._arith import Rescale, apply_rescale, quantize, requantize, saturate
+from edgetrust.zoo import digits_mlp_onnx, load_digits_split
+from tests.runtime import fixed_ref as ref
+from tests.runtime.graphs import kitchen_sink, resnet_style, single_op, squeezenet_style
+
+I62 = st.integers(min_value=-(2**62) + 1, max_value=2**62 - 1)
+# Multipliers with many trailing zero bits too (exact ties need them), up to 2**31.
+MULT = st.one_of(
+    st.integers(0, 2**31),
+    st.builds(
+        lambda odd, k: min((2 * odd + 1) << k, 2**31), st.integers(0, 2**20), st.integers(0, 30)
+    ),
+    st.sampled_from([0, 1, 2**30, 2**31 - 1, 2**31]),
+)
+
+
+@contextmanager
+def numpy_only() -> Iterator[None]:
+    old = _kernels.ENABLED
+    _kernels.ENABLED = False
+    try:
+        yield
+    finally:
+        _kernels.ENABLED = old
+
+
+def test_numba_is_available() -> None:
+    assert _kernels._jit() is not None  # a pinned dependency: the compiled path is the default
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.lists(I62, min_size=1, max_size=4), min_size=1, max_size=6),
+    st.lists(MULT, min_size=1, max_size=4),
+    st.integers(2, 62),
+    st.integers(1, 2**40),
+)
+def test_requantize_matches_numpy_and_reference(
+    rows: list[list[int]], mults: list[int], shift: int, qmax: int
+) -> None:
+    width = min(len(mults), *(len(r) for r in rows))
+    x = np.array([r[:width] for r in rows], np.int64)
+    mult = np.array(mults[:width], np.int64)
+    rs = Rescale(mult, shift)
+    got = _kernels.requantize(x, mult, shift, -qmax, qmax, channel_axis=1)
+    assert got is not None
+    with numpy_only():
+        want = saturate(apply_rescale(x, rs, channel_axis=1), qmax)
+    assert got.tolist() == want.tolist()
+    exact = [
+        [ref.sat(ref.rescale(int(v), int(mult[c]), shift), qmax) for c, v in enumerate(r)]
+        for r in x
+    ]
+    if shift >= 31:  # below, apply_rescale clamps |x| first; results agree after saturation
+        assert got.tolist() == exact
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(I62, min_size=1, max_size=30), MULT, st.integers(2, 62), st.integers(1, 2**31))
+def test_requantize_per_tensor_is_requantize(xs: list[int], m: int, shift: int, qmax: int) -> None:
+    x = np.array(xs, np.int64)
+    rs = Rescale(np.array([m], np.int64), shift)
+    with numpy_only():
+        want = requantize(x, rs, qmax)
+    assert requantize(x, rs, qmax).tolist() == want.tolist()
+    assert want.tolist() == saturate(apply_rescale(x, rs), qmax).tolist()
+
+
+def test_requantize_outside_its_proof_falls_back() -> None:
+    x = np.array([1, -(2**62)], np.int64)
+    assert _kernels.requantize(x, np.array([2**30]), 40, -127, 127) is None
+    rs = Rescale(np.array([2**30], np.int64), 40)
+    with numpy_only():
+        want = requantize(x, rs, 127)
+    assert requantize(x, rs, 127).tolist() == want.tolist()
+
+
+FLOATS = st.floats(allow_nan=False, width=64) | st.sampled_from(
+    [0.5, -0.5, 1.5, -2.5, 2.0**52 + 1, -0.0, 5e-324, 126.5, -127.5, 127.49999999999999]
+)
+SCALES = st.floats(min_value=1e-30, max_value=1e30, allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(FLOATS, min_size=1, max_size=40),
+    SCALES,
+    st.sampled_from([127, 32767, 2**31 - 1]),
+    st.booleans(),
+)
+def test_quantize_matches_numpy_and_reference(
+    xs: list[float], scale: float, qmax: int, single: bool
+) -> None:
+    with np.errstate(over="ignore", invalid="ignore"):  # inf inputs: numpy warns, the kernel not
+        x = np.array(xs, np.float32 if single else np.float64)
+        got = quantize(x, scale, qmax)
+        with numpy_only():
+            want = quantize(x, scale, qmax)
+    assert got.dtype == want.dtype == np.int64
+    assert got.tolist() == want.tolist()
+    # the definition: IEEE x / scale (one correctly rounded division), rounded half away
+    for v, g in zip(x.astype(np.float64).tolist(), got.tolist(), strict=True):
+        d = v / scale
+        expect = qmax if d >= qmax else -qmax if d <= -qmax else ref.rha(Fraction(d))
+        assert g == expect
+
+
+def test_quantize_nan_falls_back_to_numpy() -> None:
+    x = np.array([1.0, np.nan, 3.0])
+    assert _kernels.quantize(x, 0.5, 127) is None
+    with numpy_only(), np.errstate(invalid="ignore"):
+        want = quantize(x, 0.5, 127)
+    with np.errstate(invalid="ignore"):
+        assert quantize(x, 0.5, 127).tolist() == want.tolist()
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.integers(1, 8),
+    st.integers(1, 8),
+    st.integers(0, 2**31),
+    st.integers(31, 62),
+    st.integers(0, 2**32 - 1),
+    st.sampled_from([np.float32, np.float64]),
+)
+def test_gemm_epilogue_matches_numpy(
+    rows: int, cols: int, m0: int, shift: int, seed: int, dtype: Any
+) -> None:
+    rng = np.random.default_rng(seed)
+    bound = 2**24 if dtype is np.float32 else 2**53
+    acc = rng.integers(-bound, bound, size=(rows, cols)).astype(dtype)
+    bias = rng.integers(-(2**40), 2**40, size=cols)
+    mult = (rng.integers(0, 2**31, size=cols) if seed % 2 else np.array([m0])).astype(np.int64)
+    got = _kernels.gemm_epilogue(acc, bias, mult, shift, -127, 127)
+    assert got is not None
+    with numpy_only():
+        want = saturate(
+            apply_rescale(acc.astype(np.int64) + bias, Rescale(mult, shift), channel_axis=1), 127
+        )
+    assert got.tolist() == want.tolist()
+
+
+def _run_both(model: bytes, precision: str, feeds: dict[str, np.ndarray], calib: Any) -> None:
+    ex = FixedExecutor(model, precision=precision, calibration=calib)  # type: ignore[arg-type]
+    fast = ex.run_integers(feeds)
+    fast_out = ex.run(feeds)
+    with numpy_only():
+        ex2 = FixedExecutor(model, precision=precision, calibration=calib)  # type: ignore[arg-type]
+        slow = ex2.run_integers(feeds)
+        slow_out = ex2.run(feeds)
+    assert len(fast) == len(slow)
+    for a, b in zip(fast, slow, strict=True):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+    for k in slow_out:
+        assert np.array_equal(fast_out[k], slow_out[k])
+
+
+@pytest.mark.parametrize("precision", ["int8", "int16"])
+def test_digits_mlp_same_bits_either_path(precision: str) -> None:
+    model, _ = digits_mlp_onnx()
+    x_tr, x_te, _, _ = load_digits_split()
+    _run_both(model, precision, {"input": x_te[:100]}, [{"input": x_tr[:256]}])
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.integers(1, 5),
+    st.integers(1, 40),
+    st.integers(0, 2**32 - 1),
+    st.sampled_from(["int8", "int16"]),
+)
+def test_softmax_same_bits_either_path(rows: int, n: int, seed: int, precision: str) -> None:
+    rng = np.random.default_rng(seed)
+    model = single_op("Softmax", [(rows, n)], axis=-1).SerializeToString()
+    x = (rng.standard_normal((rows, n)) * 4).astype(np.float32)
+    _run_both(model, precision, {"x0": x}, [{"x0": x}])
+
+
+def test_softmax_matches_reference() -> None:
+    rng = np.random.default_rng(3)
+    model = single_op("Softmax", [(3, 17)], axis=-1).SerializeToString()
+    x = (rng.standard_normal((3, 17)) * 3).astype(np.float32)
+    ex = FixedExecutor(model, precision="int8", calibration=[{"x0": x}])
+    q, out = ex.run_integers({"x0": x})
+    rs = ex.ops[0].to_q16  # type: ignore[attr-defined]
+    mult, shift = int(rs.mult[0]), rs.shift
+    want = [ref.softmax_row(r, mult, shift, ex.qmax) for r in q.tolist()]
+    assert out.tolist() == want
+
+
+def test_broken_kernels_fall_back_to_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Broken(ModuleType):
+        def __getattr__(self, name: str) -> Any:
+            def fail(*args: Any) -> bool:
+                raise RuntimeError("compile failed")
+
+            return fail
+
+    model, _ = digits_mlp_onnx()
+    x_tr, x_te, _, _ = load_digits_split()
+    ex = FixedExecutor(model, precision="int8", calibration=[{"input": x_tr[:64]}])
+    want = ex.run_integers({"input": x_te[:20]})
+    monkeypatch.setitem(_kernels._state, "jit", Broken("broken"))
+    got = ex.run_integers({"input": x_te[:20]})
+    assert _kernels._state["jit"] is None  # disabled for good after the failure
+    for a, b in zip(got, want, strict=True):
+        assert np.array_equal(a, b)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(-(2**24), 2**24), min_size=0, max_size=30), st.integers(0, 2**24))
+def test_to_float_is_astype_within_its_bound(xs: list[int], amax: int) -> None:
+    a = np.array(xs, np.int64)
+    for dtype in (np.float32, np.float64):
+        got = _kernels.to_float(a, amax, dtype)
+        if a.size and int(np.abs(a).max()) > amax:
+            assert got is None
+        else:
+            assert got is not None and got.dtype == dtype
+            assert np.array_equal(got, a.astype(dtype))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.integers(1, 6),
+    st.integers(1, 40),
+    st.integers(1, 7),
+    st.booleans(),
+    st.booleans(),
+    st.integers(0, 2**32 - 1),
+    st.sampled_from(["int8", "int16"]),
+)
+def test_gemm_same_bits_either_path(
+    m: int, k: int, n: int, trans_a: bool, trans_b: bool, seed: int, precision: str
+) -> None:
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((n, k) if trans_b else (k, n)).astype(np.float32)
+    c = rng.standard_normal(n).astype(np.float32)
+    shape = (k, m) if trans_a else (m, k)
+    model = single_op(
+        "Gemm", [shape], consts={1: w, 2: c}, transA=int(trans_a), transB=int(trans_b)
+    ).SerializeToString()
+    x = rng.standard_normal(shape).astype(np.float32)
+    _run_both(model, precision, {"x0": x}, [{"x0": x}])
+
+
+@pytest.mark.parametrize("build", [resnet_style, squeezenet_style, kitchen_sink])
+@pytest.mark.parametrize("precision", ["int8", "int16"])
+def test_graphs_same_bits_either_path(build: Any, precision: str) -> None:
+    model = build()
+    rng = np.random.default_rng(1)
+    feeds: dict[str, np.ndarray] = {}
+    for i in model.graph.input:
+        shape = [d.dim_value or 1 for d in i.type.tensor_type.shape.dim]
+        if i.type.tensor_type.elem_type == onnx.TensorProto.INT64:
+            feeds[i.name] = rng.integers(0, 10, shape)
+        else:
+            feeds[i.name] = rng.standard_normal(shape).astype(np.float32)
+    _run_both(model.SerializeToString(), precision, feeds, [feeds])
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(1, 9), st.integers(2, 40), st.integers(0, 2**32 - 1))
+def test_lut_ops_same_bits_either_path(channels: int, side: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    shape = (1, channels, side, side)
+    per_c = rng.standard_normal((1, channels, 1, 1)).astype(np.float32)
+    models = [
+        single_op("Add", [shape, shape]),
+        single_op("Mul", [shape], consts={1: per_c}),
+        single_op(
+            "BatchNormalization",
+            [shape],
+            consts={
+                1: rng.standard_normal(channels).astype(np.float32),
+                2: rng.standard_normal(channels).astype(np.float32),
+                3: rng.standard_normal(channels).astype(np.float32),
+                4: (rng.random(channels) + 0.5).astype(np.float32),
+            },
+        ),
+    ]
+    for model in models:
+        feeds = {i.name: rng.standard_normal(shape).astype(np.float32) for i in model.graph.input}
+        _run_both(model.SerializeToString(), "int8", feeds, [feeds])
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.integers(1, 3),
+    st.integers(1, 5),
+    st.integers(0, 9),
+    st.integers(0, 3),
+    st.integers(0, 2**32 - 1),
+    st.booleans(),
+)
+def test_gather_channels_is_take_clip(
+    outer: int, channels: int, inner: int, first: int, seed: int, wild: bool
+) -> None:
+    rng = np.random.default_rng(seed)
+    qmax, nv = 7, 15
+    table = rng.integers(-100, 100, size=(first + channels) * nv)
+    span = 40 if wild else qmax  # wild: values beyond qmax, clipped as numpy's take clips
+    x = rng.integers(-span, span + 1, size=(outer, channels, inner))
+    base = ((first + np.arange(channels)) * nv + qmax).reshape(1, -1, 1)
+    want = np.take(table, x + base, mode="clip")
+    inside = bool(np.all(np.abs(x) <= qmax))
+    out = np.empty_like(x)
+    assert _kernels.gather_channels(x, table, first, nv, qmax, out) is inside
+    assert np.array_equal(out, want)
+    assert _kernels.gather_channels(x, table, first, nv, qmax, x) is inside  # in place
+    assert np.array_equal(x, want)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(-9, 9), st.integers(-9, 9)), max_size=30))
+def test_gather_pairs_is_take(pairs: list[tuple[int, int]]) -> None:
+    qmax, nv = 7, 15
+    table = np.arange(nv * nv, dtype=np.int64) * 3 - 5
+    x = np.array([p[0] for p in pairs], np.int64)
+    y = np.array([p[1] for p in pairs], np.int64)
+    got = _kernels.gather_pairs(x, y, table, qmax)
+    if x.size and max(int(np.abs(x).max()), int(np.abs(y).max())) > qmax:
+        assert got is None
+    else:
+        assert got is not None
+        assert got.tolist() == table.take((x + qmax) * nv + y + qmax).tolist()
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.integers(1, 2),
+    st.integers(1, 6),
+    st.integers(1, 30),
+    st.lists(MULT, min_size=6, max_size=6),
+    st.integers(31, 62),
+    st.integers(0, 2**32 - 1),
+    st.sampled_from(["none", "relu", "table"]),
+)
+def test_channel_epilogue_is_f32requant_then_post(
+    n: int, channels: int, inner: int, mults: list[int], shift: int, seed: int, post: str
+) -> None:
+    rng = np.random.default_rng(seed)
+    qmax = 127
+    acc = rng.integers(-(2**24), 2**24, size=(n, channels, inner)).astype(np.float32)
+    bias = rng.integers(-(2**30), 2**30, size=channels)
+    mult = np.array(mults[:channels], np.int64)
+    rs = Rescale(mult, shift)
+    table = rng.integers(-qmax, qmax + 1, size=channels * (2 * qmax + 1))
+    got = _kernels.channel_epilogue(
+        acc, bias, mult, shift, qmax, relu=post == "relu", table=table if post == "table" else None
+    )
+    assert got is not None
+    with numpy_only():
+        want = saturate(
+            apply_rescale(acc.astype(np.int64) + bias[None, :, None], rs, channel_axis=1), qmax
+        )
+    if post == "relu":
+        want = np.maximum(want, 0)
+    elif post == "table":
+        want = table.take(want + (np.arange(channels) * (2 * qmax + 1) + qmax)[None, :, None])
+    assert got.tolist() == want.tolist()
+    rq = _ortconv.F32Requant.plan(rs, bias, qmax, 2**24 + 2**30)
+    if rq is not None and post == "none":
+        assert rq(acc).tolist() == got.tolist()
+
+
+def test_batchnorm_channel_table_is_its_post() -> None:
+    rng = np.random.default_rng(5)
+    c = 3
+    model = single_op(
+        "BatchNormalization",
+        [(1, c, 4, 4)],
+        consts={k: (rng.random(c) + 0.5).astype(np.float32) for k in range(1, 5)},
+    )
+    x = {"x0": rng.standard_normal((1, c, 4, 4)).astype(np.float32)}
+    ex = FixedExecutor(model.SerializeToString(), precision="int8", calibration=[x])
+    bn = ex.ops[0]
+    for relu in (False, True):
+        table = bn.channel_table(c, relu)  # type: ignore[attr-defined]
+        post = bn.channel_post(c, relu)  # type: ignore[attr-defined]
+        w = np.tile(np.arange(-127, 128, dtype=np.int64), (c, 1))
+        want = table.take(w + (np.arange(c) * 255 + 127)[:, None])
+        post(w, 0, c)
+        assert w.tolist() == want.tolist()
+
+
+def test_gemm_run_relu_is_relu_of_run() -> None:
+    model, _ = digits_mlp_onnx()
+    x_tr, x_te, _, _ = load_digits_split()
+    ex = FixedExecutor(model, precision="int8", calibration=[{"input": x_tr[:64]}])
+    gemm = ex.ops[0]
+    q = ex.quantize_inputs({"input": x_te[:50]})["input"]
+    fused = gemm.run_relu([q, None, None])  # type: ignore[attr-defined]
+    assert fused is not None
+    assert np.array_equal(fused, np.maximum(gemm.run([q, None, None]), 0))
+
+
+@pytest.mark.parametrize("precision", ["int8", "int16"])
+def test_softmax_exact_quotients(precision: str) -> None:
+    """Constant rows make E·qmax + S // 2 an exact multiple of S for some widths (n = 2 at
+    int8: 64 exactly): the float quotient must not truncate below it."""
+    for n in range(1, 70):
+        model = single_op("Softmax", [(2, n)], axis=-1).SerializeToString()
+        x = np.full((2, n), 0.25, np.float32)
+        x[1, 0] = 1.0
+        ex = FixedExecutor(model, precision=precision, calibration=[{"x0": x}])
+        q, out = ex.run_integers({"x0": x})
+        rs = ex.ops[0].to_q16  # type: ignore[attr-defined]
+        want = [ref.softmax_row(r, int(rs.mult[0]), rs.shift, ex.qmax) for r in q.tolist()]
+        assert out.tolist() == want
+
+
+def test_softmax_kernel_refuses_tables_outside_its_proof() -> None:
+    q = np.zeros((1, 3), np.int64)
+    assert _kernels.softmax_rows(q, np.array([2**31], np.int64), 127) is None
+    assert _kernels.softmax_rows(q, np.array([0], np.int64), 127) is None
+    assert _kernels.softmax_rows(q, np.array([-1], np.int64), 127) is None
