@@ -11,7 +11,7 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from edgetrust.runtime.fixed import FixedExecutor, _ortconv
+from edgetrust.runtime.fixed import FixedExecutor, _kernels, _ortconv
 from edgetrust.runtime.fixed._conv import Conv
 from tests.runtime.graphs import single_op
 
@@ -220,11 +220,15 @@ def _fusion_model() -> bytes:
     ).SerializeToString()
 
 
+@pytest.mark.parametrize("compiled", [True, False])
 @pytest.mark.parametrize("precision", ["int8", "int16"])
-def test_fused_untraced_run_gives_the_node_by_node_integers(precision: str) -> None:
-    """An untraced run fuses BatchNormalization/Relu behind their Conv; the outputs equal the
-    traced (node by node) run's, and only the chains whose intermediates nobody else reads
-    are fused."""
+def test_fused_untraced_run_gives_the_node_by_node_integers(
+    precision: str, compiled: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An untraced run fuses BatchNormalization/Relu behind their Conv (in the compiled
+    epilogue, or block by block in numpy); the outputs equal the traced (node by node)
+    run's, and only the chains whose intermediates nobody else reads are fused."""
+    monkeypatch.setattr(_kernels, "ENABLED", compiled)
     model = _fusion_model()
     rng = np.random.default_rng(4)
     calib = [{"input": rng.standard_normal((1, 3, 16, 16)).astype(np.float32)}]

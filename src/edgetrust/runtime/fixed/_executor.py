@@ -393,8 +393,8 @@ class FixedExecutor:
         for index, (node, op) in enumerate(zip(self.nodes, self.ops, strict=True)):
             xs = [env.get(n) if n else None for n in node.input]
             if index in fusions:
-                chain, post = fusions[index]
-                fused = op.run_fused(xs, post)  # type: ignore[attr-defined]
+                chain, run_chain = fusions[index]
+                fused = run_chain(xs)
                 if fused is not None:
                     last = chain[-1]
                     env[self.nodes[last].output[0]] = self._checked(self.ops[last], fused)
@@ -439,9 +439,10 @@ class FixedExecutor:
         return entry
 
     def _fusions(self) -> dict[int, tuple[list[int], Any]]:
-        """Conv index → (the indices of the BatchNormalization and/or Relu fused behind it,
-        the block rewrite that applies them) where each output in the chain is read only by
-        the next node and is no graph output."""
+        """Conv or Gemm index → (the indices of the nodes fused behind it: a Conv's
+        BatchNormalization and/or Relu, a Gemm's Relu; the function computing the chain's
+        result from the first node's inputs, or None where it does not apply) where each
+        output in the chain is read only by the next node and is no graph output."""
         if not hasattr(self, "_fusion_map"):
             readers: dict[str, list[int]] = {}
             for j, node in enumerate(self.nodes):
@@ -460,9 +461,14 @@ class FixedExecutor:
 
             found: dict[int, tuple[list[int], Any]] = {}
             for i, op in enumerate(self.ops):
-                if type(op) is not _conv.Conv or len(self.nodes[i].output) != 1:
+                if len(self.nodes[i].output) != 1:
                     continue
-                if not op.fusable():
+                if type(op) is _linear.Gemm:
+                    relu = sole_reader(i, _elementwise.Relu)
+                    if relu is not None:
+                        found[i] = ([relu], op.run_relu)
+                    continue
+                if type(op) is not _conv.Conv or not op.fusable():
                     continue
                 bn = sole_reader(i, _batchnorm.BatchNormalization)
                 relu = sole_reader(i if bn is None else bn, _elementwise.Relu)
@@ -472,9 +478,12 @@ class FixedExecutor:
                     assert isinstance(norm, _batchnorm.BatchNormalization)
                     post = norm.channel_post(op.oc, relu=relu is not None)
                 elif relu is not None:
-                    post = _relu_block
+                    post = _elementwise.RELU_POST
                 if post is not None:
-                    found[i] = ([j for j in (bn, relu) if j is not None], post)
+                    found[i] = (
+                        [j for j in (bn, relu) if j is not None],
+                        partial(op.run_fused, post=post),
+                    )
             self._fusion_map = found
         return self._fusion_map
 
@@ -590,8 +599,3 @@ class FixedExecutor:
 def _layout_setting(layout: TraceLayout) -> dict[str, str]:
     """The ``"trace"`` executor setting: absent for v1, so v1 descriptors stay as they were."""
     return {} if layout.version == 1 else {"trace": layout.type}
-
-
-def _relu_block(w: I64, c0: int, c1: int) -> None:
-    """Relu (max(q, 0), same scale) on a block in place, fused behind a Conv."""
-    np.maximum(w, 0, out=w)

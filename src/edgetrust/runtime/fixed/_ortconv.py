@@ -33,7 +33,10 @@ import numpy.typing as npt
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
+from edgetrust.runtime.fixed import _kernels
 from edgetrust.runtime.fixed._arith import BLOCK, I64, Rescale
+from edgetrust.runtime.fixed._batchnorm import TablePost
+from edgetrust.runtime.fixed._elementwise import ReluPost
 
 ENABLED = True  # tests switch this off to compare against the numpy path
 _EXACT = 1 << 24  # float32: 24 mantissa bits (implicit one included)
@@ -201,7 +204,11 @@ class F32Requant:
     ) -> I64:
         """The requantized int64 tensor, shaped as `y` (N, OC, ...); `post(block, c0, c1)`,
         if given, then rewrites each block of channels [c0, c1) in place (an element-wise op
-        fused behind this one)."""
+        fused behind this one). Relu and a fused BatchNormalization's table go through the
+        compiled epilogue with the requantization, in one pass, where it applies."""
+        fast = self._compiled(y, post)
+        if fast is not None:
+            return fast
         n, oc = y.shape[0], y.shape[1]
         src = y.reshape(n, oc, -1)
         out: I64 = np.empty(src.shape, np.int64)
@@ -225,3 +232,16 @@ class F32Requant:
                 if post is not None:
                     post(w, c0, c1)
         return out.reshape(y.shape)
+
+    def _compiled(
+        self, y: npt.NDArray[np.float32], post: Callable[[I64, int, int], None] | None
+    ) -> I64 | None:
+        relu = isinstance(post, ReluPost)
+        table = post.table if isinstance(post, TablePost) else None
+        if post is not None and not relu and table is None:
+            return None
+        bias = None if self.bias is None else self.bias.reshape(-1)
+        mult = self.mult.reshape(-1)
+        return _kernels.channel_epilogue(
+            y, bias, mult, self.shift, self.qmax, relu=relu, table=table
+        )

@@ -1,0 +1,61 @@
+"""Gemm+Relu fusion in untraced runs: the node-by-node integers, only where the Gemm's output
+is read by the Relu alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgetrust.runtime.fixed import FixedExecutor, _kernels
+
+
+def _mlp(shared: bool) -> bytes:
+    """Gemm→Relu→Gemm; with `shared`, the first Gemm's output is also a graph output."""
+    rng = np.random.default_rng(2)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((12, 8)).astype(np.float32), "W0"),
+        numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "B0"),
+        numpy_helper.from_array(rng.standard_normal((8, 3)).astype(np.float32), "W1"),
+    ]
+    nodes = [
+        helper.make_node("Gemm", ["x", "W0", "B0"], ["z0"], name="g0"),
+        helper.make_node("Relu", ["z0"], ["h0"], name="r0"),
+        helper.make_node("Gemm", ["h0", "W1"], ["y"], name="g1"),
+    ]
+    outs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]
+    if shared:
+        outs.append(helper.make_tensor_value_info("z0", TensorProto.FLOAT, None))
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 12])],
+        outs,
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    return model.SerializeToString()
+
+
+@pytest.mark.parametrize("precision", ["int8", "int16"])
+@pytest.mark.parametrize("shared", [False, True])
+def test_gemm_relu_fusion_gives_the_node_by_node_integers(precision: str, shared: bool) -> None:
+    rng = np.random.default_rng(5)
+    calib = [{"x": rng.standard_normal((64, 12)).astype(np.float32)}]
+    x = {"x": (rng.standard_normal((37, 12)) * 1.5).astype(np.float32)}
+    ex = FixedExecutor(_mlp(shared), precision=precision, calibration=calib)  # type: ignore[arg-type]
+    kinds = [[ex.nodes[j].op_type for j in chain] for chain, _ in ex._fusions().values()]
+    assert kinds == ([] if shared else [["Relu"]])
+    fused = ex.run(x)
+    plain = FixedExecutor(_mlp(shared), precision=precision, calibration=calib)  # type: ignore[arg-type]
+    plain._fusion_map = {}  # node by node
+    for name, value in plain.run(x).items():
+        np.testing.assert_array_equal(fused[name], value)
+    if not shared:  # the fused path really ran (compiled), and without kernels it falls back
+        (run_chain,) = [f for _, f in ex._fusions().values()]
+        xs = [ex.quantize_inputs(x)["x"], None, None]
+        assert run_chain(xs) is not None
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(_kernels, "ENABLED", False)
+            assert run_chain(xs) is None
+            np.testing.assert_array_equal(ex.run(x)["y"], fused["y"])
