@@ -1,5 +1,5 @@
-"""Gemm+Relu fusion in untraced runs: the node-by-node integers, only where the Gemm's output
-is read by the Relu alone."""
+"""Gemm+Relu fusion in untraced runs (the node-by-node integers, only where the Gemm's output
+is read by the Relu alone) and narrow (int8/int16) activations (the int64 integers)."""
 
 from __future__ import annotations
 
@@ -59,3 +59,42 @@ def test_gemm_relu_fusion_gives_the_node_by_node_integers(precision: str, shared
             mp.setattr(_kernels, "ENABLED", False)
             assert run_chain(xs) is None
             np.testing.assert_array_equal(ex.run(x)["y"], fused["y"])
+
+
+def _graphs() -> list[tuple[str, bytes, tuple[int, ...]]]:
+    from tests.runtime.graphs import resnet_style, squeezenet_style
+
+    return [
+        ("resnet", resnet_style(size=32, width=8).SerializeToString(), (1, 3, 32, 32)),
+        ("squeezenet", squeezenet_style(size=32).SerializeToString(), (1, 3, 32, 32)),
+    ]
+
+
+@pytest.mark.parametrize("precision", ["int8", "int16"])
+@pytest.mark.parametrize("case", _graphs(), ids=lambda c: c[0])
+def test_narrow_activations_give_the_int64_integers(
+    case: tuple[str, bytes, tuple[int, ...]], precision: str
+) -> None:
+    """Convs hand on int8/int16 arrays to MaxPool, Relu and Concat (rescaled parts included)
+    and the executor widens them for every other op: the outputs and the trace root are
+    those of a run where every activation is int64, and narrow arrays really occur."""
+    _, model, shape = case
+    ex = FixedExecutor(model, precision=precision)  # type: ignore[arg-type]
+    rng = np.random.default_rng(9)
+    x = {ex.input_names[0]: rng.standard_normal(shape).astype(np.float32)}
+    wide = FixedExecutor(model, precision=precision)  # type: ignore[arg-type]
+    for op in wide.ops:
+        if hasattr(op, "narrow_out"):
+            op.narrow_out = False  # type: ignore[attr-defined]
+    got, want = ex.run(x), wide.run(x)
+    for name, value in want.items():
+        np.testing.assert_array_equal(got[name], value)
+    _, kept = ex._execute(x, keep=True)
+    _, kept_wide = wide._execute(x, keep=True)
+    assert all(v.dtype == np.int64 for v in kept_wide)
+    narrow = [v.dtype for v in kept if v.dtype != np.int64]
+    if precision == "int8":  # int16 Convs without the compiled epilogue stay int64
+        assert narrow and set(narrow) == {np.dtype(np.int8)}
+    for a, b in zip(kept, kept_wide, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert ex.run_traced(x)[1].root == wide.run_traced(x)[1].root

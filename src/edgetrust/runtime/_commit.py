@@ -344,8 +344,8 @@ class Committer:
     def append(self, value: Any) -> None:
         """Commit the next entry's value."""
         job = partial(self._commit, self.convert[len(self._jobs)], value)
-        big = self._pool is not None and getattr(value, "size", 0) >= _THREAD_MIN
-        self._jobs.append(self._pool.submit(job) if big else job())
+        pool = self._pool if getattr(value, "size", 0) >= _THREAD_MIN else None
+        self._jobs.append(pool.submit(job) if pool is not None else job())
 
     def _commit(self, convert: Callable[[Any], npt.NDArray[Any]], value: Any) -> _Job:
         arr = convert(value)

@@ -93,6 +93,11 @@ class Op:
     movement: ClassVar[bool] = False
     """Pure data movement (reshape, transpose, ...): outputs keep the input's kind and scale,
     and constants through it are folded (so a reshaped weight is still a weight)."""
+    narrow_inputs: bool = False
+    """Whether `run` (and `run_fused`) take activations held in int8/int16 arrays and give
+    the same integers as from int64 ones. The executor widens every input of the other ops
+    to int64 first; only a Conv's compiled epilogue produces narrow arrays (`Conv.narrow_out`),
+    and the ops that accept them pass them on (MaxPool, Relu, Concat without rescaling)."""
 
     def __init__(
         self, node: onnx.NodeProto, index: int, infos: Sequence[TensorInfo | None], s: Settings

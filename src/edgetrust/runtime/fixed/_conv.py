@@ -29,10 +29,15 @@ class Conv(_Dense):
     """2-D convolution (NCHW), with groups, strides, dilations and padding (explicit or SAME)."""
 
     op_types = ("Conv",)
+    narrow_out = False
+    """Set by the executor once planned: the compiled epilogue may write int8/int16."""
 
     def setup(self) -> None:
         self.oc, self.cg, self.kh, self.kw = self._conv_weight_shape("convolution")
         self.conv_attrs()
+        # Narrow activations reach only the float32 path of `run_fused` (`run` widens them
+        # for the others); subclasses (ConvInteger, QLinearConv) shift by zero points.
+        self.narrow_inputs = type(self) is Conv
 
     def conv_attrs(self) -> None:
         """Group, kernel, strides, dilations and padding, checked against the weights."""
@@ -194,7 +199,10 @@ class Conv(_Dense):
         """Accumulate and requantize; straight from onnxruntime's float32 sums when one
         exact call covers the node and the fused rescale is proven (`_ortconv.F32Requant`)."""
         out = self.run_fused(xs, None)
-        return super().run(xs) if out is None else out
+        if out is not None:
+            return out
+        wide = [None if x is None else np.asarray(x, np.int64) for x in xs]
+        return super().run(wide)
 
     def run_fused(
         self, xs: Sequence[I64 | None], post: Callable[[I64, int, int], None] | None
@@ -225,7 +233,7 @@ class Conv(_Dense):
         self._check_x(x.shape)
         _, _, pt, pl, pb, pr = self.geometry(x.shape[2], x.shape[3])
         (y,) = fast.sums(x, (pt, pl, pb, pr), self.strides, self.dilations)
-        return rq(y, post)
+        return rq(y, post, self.narrow_out)
 
     def _f32_requant(self, fast: OrtConv) -> F32Requant | None:
         p = self.params()

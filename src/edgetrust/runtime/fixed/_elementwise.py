@@ -331,6 +331,7 @@ class Relu(_SameScale):
     """max(q, 0)."""
 
     op_types = ("Relu",)
+    narrow_inputs = True  # max(q, 0) in the input's own integer type
 
     def run(self, xs: Sequence[I64 | None]) -> I64:
         """max(q, 0), without the broadcasting machinery (one input)."""

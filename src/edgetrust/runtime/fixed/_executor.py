@@ -222,6 +222,11 @@ class FixedExecutor:
         else:
             self._build(None, checked, scales)
             self.plan = QuantPlan(precision, self.model_digest, calib_digest, scales)
+        # Planned: from now on Convs may hand on int8/int16 arrays (see `Op.narrow_inputs`;
+        # the plan's own runs above saw int64 only).
+        for op in self.ops:
+            if type(op) is _conv.Conv:
+                op.narrow_out = True
 
     # -- planning ---------------------------------------------------------------------------
 
@@ -392,6 +397,8 @@ class FixedExecutor:
         done: set[int] = set()
         for index, (node, op) in enumerate(zip(self.nodes, self.ops, strict=True)):
             xs = [env.get(n) if n else None for n in node.input]
+            if not op.narrow_inputs:
+                xs = [x if x is None or x.dtype == np.int64 else x.astype(np.int64) for x in xs]
             if index in fusions:
                 chain, run_chain = fusions[index]
                 fused = run_chain(xs)

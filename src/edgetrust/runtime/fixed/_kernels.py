@@ -124,13 +124,15 @@ def channel_epilogue(
     *,
     relu: bool = False,
     table: I64 | None = None,
+    dtype: Any = np.int64,
 ) -> I64 | None:
     """A convolution's requantization from its exact float sums, in one pass:
     ``sat(apply_rescale(int64(acc) + bias, Rescale(mult, shift), channel_axis=1), qmax)``
     for acc (N, C, ...), then max(·, 0) if `relu`, or - for a fused BatchNormalization -
     the gather of its `channel_table` (2·qmax + 1 entries per channel, position-major).
     Same integers as `_ortconv.F32Requant` followed by the post it would be given; None
-    where the compiled path does not apply (shift < 31, |bias| ≥ 2**52, odd shapes)."""
+    where the compiled path does not apply (shift < 31, |bias| ≥ 2**52, odd shapes). The
+    result is in `dtype` (int8/int16 when it holds ±qmax: the results never leave it)."""
     if acc.ndim < 2 or acc.dtype not in (np.float32, np.float64) or not 31 <= shift <= 62:
         return None
     channels = acc.shape[1]
@@ -147,7 +149,9 @@ def channel_epilogue(
     tab = np.zeros(0, np.int64) if table is None else np.ascontiguousarray(table, np.int64)
     if table is not None and tab.size != channels * nv:
         return None
-    out = np.empty(acc.shape, np.int64)
+    if np.iinfo(dtype).max < qmax:
+        return None
+    out = np.empty(acc.shape, dtype)
     src = np.ascontiguousarray(acc).reshape(view)
     lo = 0 if relu else -qmax
     if not _call("channel_epilogue", src, b, mult, shift, lo, qmax, tab, nv, out.reshape(view)):

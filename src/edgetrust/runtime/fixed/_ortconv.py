@@ -200,13 +200,17 @@ class F32Requant:
         return cls(rs, bias, qmax, bound * lowbit < 1 << (s - 1))
 
     def __call__(
-        self, y: npt.NDArray[np.float32], post: Callable[[I64, int, int], None] | None = None
+        self,
+        y: npt.NDArray[np.float32],
+        post: Callable[[I64, int, int], None] | None = None,
+        narrow: bool = False,
     ) -> I64:
         """The requantized int64 tensor, shaped as `y` (N, OC, ...); `post(block, c0, c1)`,
         if given, then rewrites each block of channels [c0, c1) in place (an element-wise op
         fused behind this one). Relu and a fused BatchNormalization's table go through the
-        compiled epilogue with the requantization, in one pass, where it applies."""
-        fast = self._compiled(y, post)
+        compiled epilogue with the requantization, in one pass, where it applies; with
+        `narrow`, that path writes int8/int16 (the narrowest type holding ±qmax)."""
+        fast = self._compiled(y, post, narrow)
         if fast is not None:
             return fast
         n, oc = y.shape[0], y.shape[1]
@@ -234,7 +238,10 @@ class F32Requant:
         return out.reshape(y.shape)
 
     def _compiled(
-        self, y: npt.NDArray[np.float32], post: Callable[[I64, int, int], None] | None
+        self,
+        y: npt.NDArray[np.float32],
+        post: Callable[[I64, int, int], None] | None,
+        narrow: bool,
     ) -> I64 | None:
         relu = isinstance(post, ReluPost)
         table = post.table if isinstance(post, TablePost) else None
@@ -242,6 +249,14 @@ class F32Requant:
             return None
         bias = None if self.bias is None else self.bias.reshape(-1)
         mult = self.mult.reshape(-1)
+        dtype = np.int8 if self.qmax <= 127 else np.int16 if self.qmax <= 32767 else np.int64
         return _kernels.channel_epilogue(
-            y, bias, mult, self.shift, self.qmax, relu=relu, table=table
+            y,
+            bias,
+            mult,
+            self.shift,
+            self.qmax,
+            relu=relu,
+            table=table,
+            dtype=dtype if narrow else np.int64,
         )

@@ -147,6 +147,7 @@ class MaxPool(_Windowed):
     """Window maximum (padding never wins)."""
 
     op_types = ("MaxPool",)
+    narrow_inputs = True
 
     def run(self, xs: Sequence[I64 | None]) -> I64:
         """Max over each window; in the narrowest integer type that holds the input and a
@@ -158,11 +159,12 @@ class MaxPool(_Windowed):
             for narrow in (np.int8, np.int16, np.int32):
                 info = np.iinfo(narrow)
                 if info.min < lo and hi <= info.max:
-                    small = self._tap_fold(x.astype(narrow), int(info.min), np.maximum)
+                    small = self._tap_fold(x.astype(narrow, copy=False), int(info.min), np.maximum)
                     if int(small.min()) == int(info.min):
                         break  # a window wholly in padding: keep the int64 path's value
-                    return small.astype(np.int64)
-        return self._tap_fold(x, _NEG, np.maximum)
+                    # a narrow input stays narrow (the executor widens it for whoever needs)
+                    return small if x.dtype != np.int64 else small.astype(np.int64)
+        return self._tap_fold(np.asarray(x, np.int64), _NEG, np.maximum)
 
     def element(self, flat: int, out_shape: tuple[int, ...], src: ElementSource) -> int:
         """Max of the window's in-range elements."""

@@ -382,6 +382,7 @@ class Concat(Op):
     """Concatenate along `axis`; real inputs are requantized to the largest input scale."""
 
     op_types = ("Concat",)
+    narrow_inputs = True  # a rescaled part is widened for the rescale and narrowed back
 
     def setup(self) -> None:
         kinds = {i.kind for i in self.infos if i is not None}
@@ -414,7 +415,10 @@ class Concat(Op):
         if self.out_kind() == "i":
             return v
         rs = self.rescales[k]
-        return v if rs is None else saturate(apply_rescale(v, rs), self.qmax)
+        if rs is None:
+            return v
+        out = saturate(apply_rescale(np.asarray(v, np.int64), rs), self.qmax)
+        return out if v.dtype == np.int64 else out.astype(v.dtype)  # |out| ≤ qmax fits
 
     def run(self, xs: Sequence[I64 | None]) -> I64:
         """Concatenate."""
