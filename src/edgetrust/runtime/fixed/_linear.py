@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edgetrust.errors import InvalidInputError
-from edgetrust.runtime.fixed import _kernels
+from edgetrust.runtime.fixed import _kernels, _ortgemm
 from edgetrust.runtime.fixed._arith import (
     F64,
     I64,
@@ -219,6 +219,8 @@ class Gemm(_Dense):
         return self._run_compiled(xs, relu=True) if self.b_const else None
 
     def _run_compiled(self, xs: Sequence[I64 | None], relu: bool = False) -> I64 | None:
+        """One float matmul (onnxruntime's when it pays, `_ortgemm`), then bias,
+        requantization (and Relu) in one compiled pass - or numpy's, the same integers."""
         p = self.params()
         if self.__dict__.get("_compiled_for") is not p:  # prepared once per set of params
             wf = self.weights_float_t()
@@ -226,17 +228,23 @@ class Gemm(_Dense):
             self._compiled = None
             if wf is not None and wf.shape[0] <= chunk:
                 mult = np.ascontiguousarray(np.broadcast_to(p["mult"].reshape(-1), wf.shape[1:]))
-                self._compiled = (wf, self.weights()["b"], mult, int(p["shift"][0]))
+                mm = _ortgemm.OrtMatMul(wf)
+                self._compiled = (wf, self.weights()["b"], mult, int(p["shift"][0]), mm)
             self._compiled_for = p
         if self._compiled is None:
             return None
-        wf, bias, mult, shift = self._compiled
+        wf, bias, mult, shift, mm = self._compiled
         a = self._a2d(self.x(xs, 0))
         if a.shape[1] != wf.shape[0]:
             return None
         q = self.qmax
-        acc = np.matmul(as_float(a, q, wf.dtype.type), wf)
-        return _kernels.gemm_epilogue(acc, bias, mult, shift, 0 if relu else -q, q)
+        acc = _ortgemm.matmul(as_float(a, q, wf.dtype.type), wf, mm)
+        out = _kernels.gemm_epilogue(acc, bias, mult, shift, 0 if relu else -q, q)
+        if out is None:  # exact_matmul's single chunk, then `_requant`: the same integers
+            out = self._requant(acc.astype(np.int64) + bias)
+            if relu:
+                np.maximum(out, 0, out=out)
+        return out
 
     def _a2d(self, a: I64) -> I64:
         if a.ndim != 2:
