@@ -471,3 +471,31 @@ def test_ort_matmul_is_numpy_matmul_at_the_bound() -> None:
         assert got.dtype == dtype
         assert np.array_equal(got.astype(np.int64), want)
         assert got[0, 0] == k * q * q
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(st.integers(1, 4), min_size=1, max_size=3),
+    st.integers(1, 30),
+    st.integers(1, 7),
+    st.integers(0, 2**32 - 1),
+    st.sampled_from(["int8", "int16"]),
+)
+def test_matmul_same_bits_either_path(
+    lead: list[int], k: int, n: int, seed: int, precision: str
+) -> None:
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((k, n)).astype(np.float32)
+    shape = (*lead, k)
+    model = single_op("MatMul", [shape], consts={1: w}).SerializeToString()
+    x = rng.standard_normal(shape).astype(np.float32)
+    _run_both(model, precision, {"x0": x}, [{"x0": x}])
+
+
+@pytest.mark.parametrize("precision", ["int8", "int16"])
+def test_matmul_through_ort_same_bits(precision: str, ort_everywhere: None) -> None:
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((24, 6)).astype(np.float32)
+    model = single_op("MatMul", [(2, 5, 24)], consts={1: w}).SerializeToString()
+    x = rng.standard_normal((2, 5, 24)).astype(np.float32)
+    _run_both(model, precision, {"x0": x}, [{"x0": x}])
