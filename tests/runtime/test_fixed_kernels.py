@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgetrust.runtime.fixed import FixedExecutor, _kernels, _ortconv
+from edgetrust.runtime.fixed import FixedExecutor, _kernels, _ortconv, _ortgemm
 from edgetrust.runtime.fixed._arith import Rescale, apply_rescale, quantize, requantize, saturate
 from edgetrust.zoo import digits_mlp_onnx, load_digits_split
 from tests.runtime import fixed_ref as ref
@@ -34,12 +34,19 @@ MULT = st.one_of(
 
 @contextmanager
 def numpy_only() -> Iterator[None]:
-    old = _kernels.ENABLED
-    _kernels.ENABLED = False
+    """Neither the numba kernels nor onnxruntime's MatMul: numpy alone."""
+    old = _kernels.ENABLED, _ortgemm.ENABLED
+    _kernels.ENABLED = _ortgemm.ENABLED = False
     try:
         yield
     finally:
-        _kernels.ENABLED = old
+        _kernels.ENABLED, _ortgemm.ENABLED = old
+
+
+@pytest.fixture
+def ort_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    """onnxruntime's MatMul for every constant-weight Gemm, however small."""
+    monkeypatch.setattr(_ortgemm, "MIN_WORK", 0)
 
 
 def test_numba_is_available() -> None:
@@ -433,3 +440,62 @@ def test_softmax_kernel_refuses_tables_outside_its_proof() -> None:
     assert _kernels.softmax_rows(q, np.array([2**31], np.int64), 127) is None
     assert _kernels.softmax_rows(q, np.array([0], np.int64), 127) is None
     assert _kernels.softmax_rows(q, np.array([-1], np.int64), 127) is None
+
+
+@pytest.mark.parametrize("precision", ["int8", "int16"])
+@pytest.mark.parametrize("kernels", [True, False])
+def test_ort_matmul_same_bits(precision: str, kernels: bool, ort_everywhere: None) -> None:
+    """onnxruntime's MatMul (float32 at int8, float64 at int16) gives numpy's integers, with
+    the compiled epilogue or numpy's."""
+    model, _ = digits_mlp_onnx()
+    x_tr, x_te, _, _ = load_digits_split()
+    old = _kernels.ENABLED
+    _kernels.ENABLED = kernels
+    try:
+        _run_both(model, precision, {"input": x_te[:200]}, [{"input": x_tr[:256]}])
+    finally:
+        _kernels.ENABLED = old
+
+
+def test_ort_matmul_is_numpy_matmul_at_the_bound() -> None:
+    """The worst case the float32 proof allows (K·127² ≤ 2**24: K = 1040), all ±127."""
+    rng = np.random.default_rng(9)
+    for dtype, k, q in ((np.float32, 1040, 127), (np.float64, 4096, 32767)):
+        w = (rng.choice([-1, 1], size=(k, 8)) * q).astype(dtype)
+        a = (rng.choice([-1, 1], size=(64, k)) * q).astype(dtype)
+        a[0] = q
+        w[:, 0] = q
+        mm = _ortgemm.OrtMatMul(w)
+        got = _ortgemm.matmul(a, w, mm)
+        want = a.astype(np.int64) @ w.astype(np.int64)
+        assert got.dtype == dtype
+        assert np.array_equal(got.astype(np.int64), want)
+        assert got[0, 0] == k * q * q
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(st.integers(1, 4), min_size=1, max_size=3),
+    st.integers(1, 30),
+    st.integers(1, 7),
+    st.integers(0, 2**32 - 1),
+    st.sampled_from(["int8", "int16"]),
+)
+def test_matmul_same_bits_either_path(
+    lead: list[int], k: int, n: int, seed: int, precision: str
+) -> None:
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((k, n)).astype(np.float32)
+    shape = (*lead, k)
+    model = single_op("MatMul", [shape], consts={1: w}).SerializeToString()
+    x = rng.standard_normal(shape).astype(np.float32)
+    _run_both(model, precision, {"x0": x}, [{"x0": x}])
+
+
+@pytest.mark.parametrize("precision", ["int8", "int16"])
+def test_matmul_through_ort_same_bits(precision: str, ort_everywhere: None) -> None:
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((24, 6)).astype(np.float32)
+    model = single_op("MatMul", [(2, 5, 24)], consts={1: w}).SerializeToString()
+    x = rng.standard_normal((2, 5, 24)).astype(np.float32)
+    _run_both(model, precision, {"x0": x}, [{"x0": x}])

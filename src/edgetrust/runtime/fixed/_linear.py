@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edgetrust.errors import InvalidInputError
-from edgetrust.runtime.fixed import _kernels
+from edgetrust.runtime.fixed import _kernels, _ortgemm
 from edgetrust.runtime.fixed._arith import (
     F64,
     I64,
@@ -139,6 +139,42 @@ class _Dense(Op):
         """Requantize the kept accumulator."""
         return self._requant(state)
 
+    def _rows(self, xs: Sequence[I64 | None]) -> I64 | None:
+        """The input as the (M, K) rows the constant weights multiply (None: not 2-D-able)."""
+        raise NotImplementedError
+
+    def _run_compiled(self, xs: Sequence[I64 | None], relu: bool = False) -> I64 | None:
+        """For constant weights: one float matmul (onnxruntime's where it pays, `_ortgemm`),
+        then bias, requantization (and Relu) in one compiled pass - or numpy's: the integers
+        of `_requant(_acc(xs))` (exact_matmul's single chunk). Output rows keep the input's
+        leading shape. None where no single exact chunk covers K."""
+        p = self.params()
+        if self.__dict__.get("_compiled_for") is not p:  # prepared once per set of params
+            wf = self.weights_float_t()
+            _, chunk = matmul_chunk(self.qmax, self.qmax)
+            self._compiled = None
+            if wf is not None and wf.shape[0] <= chunk:
+                mult = np.ascontiguousarray(np.broadcast_to(p["mult"].reshape(-1), wf.shape[1:]))
+                bias = self.weights().get("b")
+                mm = _ortgemm.OrtMatMul(wf)
+                self._compiled = (wf, bias, mult, int(p["shift"][0]), mm)
+            self._compiled_for = p
+        if self._compiled is None:
+            return None
+        wf, bias, mult, shift, mm = self._compiled
+        a = self._rows(xs)
+        if a is None or a.shape[1] != wf.shape[0]:
+            return None
+        q = self.qmax
+        acc = _ortgemm.matmul(as_float(a, q, wf.dtype.type), wf, mm)
+        out = _kernels.gemm_epilogue(acc, bias, mult, shift, 0 if relu else -q, q)
+        if out is None:
+            wide = acc.astype(np.int64)
+            out = self._requant(wide if bias is None else wide + bias)
+            if relu:
+                np.maximum(out, 0, out=out)
+        return out
+
     def weights_float_t(self) -> npt.NDArray[Any] | None:
         """The quantized weights transposed (K, N) in the exact float format, cached: the
         conversion would otherwise cost as much as a small GEMM on every run."""
@@ -207,8 +243,7 @@ class Gemm(_Dense):
         return self._weights
 
     def run(self, xs: Sequence[I64 | None]) -> I64:
-        """Accumulate, then requantize per channel; with constant weights in one float
-        matmul (exact, `matmul_chunk`) and one compiled pass for bias and requantization."""
+        """Accumulate, then requantize per channel (`_run_compiled` where it applies)."""
         fast = self._run_compiled(xs) if self.b_const else None
         return fast if fast is not None else self._requant(self._acc(xs))
 
@@ -218,25 +253,8 @@ class Gemm(_Dense):
         where that path does not apply (the caller then runs the two nodes)."""
         return self._run_compiled(xs, relu=True) if self.b_const else None
 
-    def _run_compiled(self, xs: Sequence[I64 | None], relu: bool = False) -> I64 | None:
-        p = self.params()
-        if self.__dict__.get("_compiled_for") is not p:  # prepared once per set of params
-            wf = self.weights_float_t()
-            _, chunk = matmul_chunk(self.qmax, self.qmax)
-            self._compiled = None
-            if wf is not None and wf.shape[0] <= chunk:
-                mult = np.ascontiguousarray(np.broadcast_to(p["mult"].reshape(-1), wf.shape[1:]))
-                self._compiled = (wf, self.weights()["b"], mult, int(p["shift"][0]))
-            self._compiled_for = p
-        if self._compiled is None:
-            return None
-        wf, bias, mult, shift = self._compiled
-        a = self._a2d(self.x(xs, 0))
-        if a.shape[1] != wf.shape[0]:
-            return None
-        q = self.qmax
-        acc = np.matmul(as_float(a, q, wf.dtype.type), wf)
-        return _kernels.gemm_epilogue(acc, bias, mult, shift, 0 if relu else -q, q)
+    def _rows(self, xs: Sequence[I64 | None]) -> I64 | None:
+        return self._a2d(self.x(xs, 0))
 
     def _a2d(self, a: I64) -> I64:
         if a.ndim != 2:
@@ -329,6 +347,19 @@ class MatMul(_Dense):
                 assert sb is not None
                 self._weights = {"acc_scales": np.array([sa * sb])}
         return self._weights
+
+    def run(self, xs: Sequence[I64 | None]) -> I64:
+        """Accumulate, then requantize per channel (`_run_compiled` where it applies)."""
+        if self.b_const:
+            x = self.x(xs, 0)
+            fast = self._run_compiled(xs)
+            if fast is not None:
+                return fast.reshape(*x.shape[:-1], fast.shape[-1])
+        return self._requant(self._acc(xs))
+
+    def _rows(self, xs: Sequence[I64 | None]) -> I64 | None:
+        a = self.x(xs, 0)
+        return a.reshape(-1, a.shape[-1]) if a.ndim >= 2 else None
 
     def _acc(self, xs: Sequence[I64 | None]) -> I64:
         a = self.x(xs, 0)
