@@ -17,9 +17,10 @@ import numpy as np
 import numpy.typing as npt
 
 from edgetrust.errors import InvalidInputError
-from edgetrust.runtime.fixed import _ortconv
+from edgetrust.runtime.fixed import _digitconv, _ortconv
 from edgetrust.runtime.fixed._arith import I64, apply_rescale, matmul_chunk, saturate
 from edgetrust.runtime.fixed._base import ElementSource, register, same_geometry, unravel
+from edgetrust.runtime.fixed._digitconv import DigitConv, requant_blocks
 from edgetrust.runtime.fixed._linear import _Dense, _rescale_one
 from edgetrust.runtime.fixed._ortconv import F32Requant, OrtConv
 
@@ -101,6 +102,11 @@ class Conv(_Dense):
             if bias is not None and fast.bias is None:
                 acc4 += bias[None, :, None, None]
             return acc4
+        digits = self._digit_conv(xmax, bias) if x.size else None
+        if digits is not None:
+            y = digits.sums(x, (pt, pl, pb, pr), self.strides, self.dilations)
+            acc_d: I64 = y.astype(np.int64)  # exact integers below 2**53
+            return acc_d
         dtype, kmax = matmul_chunk(xmax, wmax)
         sh, sw = self.strides
         dh, dw = self.dilations
@@ -146,9 +152,32 @@ class Conv(_Dense):
         bias values)."""
         if not _ortconv.ENABLED or not 0 <= xmax < 1 << 24:
             return None
-        cache: dict[int, tuple[I64 | None, OrtConv | None]] = self.__dict__.setdefault(
-            "_ortcache", {}
-        )
+
+        def build(w4: I64) -> OrtConv | None:
+            plan = _ortconv.channel_chunks(w4, self.group, xmax, bias)
+            if plan is None:
+                return None
+            chunks, with_bias = plan
+            return OrtConv(w4, self.group, chunks, bias if with_bias else None)
+
+        fast: OrtConv | None = self._cached("_ortcache", xmax, bias, build)
+        return fast
+
+    def _digit_conv(self, xmax: int, bias: I64 | None) -> DigitConv | None:
+        """The onnxruntime float32 path by base-256 digits (`_digitconv`) when its bounds prove
+        it exact, bias included (cached per xmax and bias values)."""
+        if not (_ortconv.ENABLED and _digitconv.ENABLED):
+            return None
+
+        def build(w4: I64) -> DigitConv | None:
+            return DigitConv.plan(w4, self.group, xmax, bias)
+
+        digits: DigitConv | None = self._cached("_digitcache", xmax, bias, build)
+        return digits
+
+    def _cached(self, name: str, xmax: int, bias: I64 | None, build: Callable[[I64], Any]) -> Any:
+        """`build(weights (OC, Cg, KH, KW))`, cached in `name` per xmax and bias values."""
+        cache: dict[int, tuple[I64 | None, Any]] = self.__dict__.setdefault(name, {})
         hit = cache.get(xmax)
         same = hit is not None and (
             hit[0] is bias
@@ -156,12 +185,7 @@ class Conv(_Dense):
         )
         if not same:
             w4 = self.weights()["w"].reshape(self.oc, self.cg, self.kh, self.kw)
-            plan = _ortconv.channel_chunks(w4, self.group, xmax, bias)
-            fast = None
-            if plan is not None:
-                chunks, with_bias = plan
-                fast = OrtConv(w4, self.group, chunks, bias if with_bias else None)
-            hit = (None if bias is None else bias.copy(), fast)
+            hit = (None if bias is None else bias.copy(), build(w4))
             cache[xmax] = hit
         assert hit is not None
         return hit[1]
@@ -203,16 +227,29 @@ class Conv(_Dense):
         requantized block of channels [c0, c1) in place; None where that path does not
         apply (the caller then runs the nodes one by one)."""
         x = self.x(xs, 0)
-        fast = self._ort_conv(self.qmax, self.weights()["b"]) if x.size else None
-        rq = self._f32_requant(fast) if fast is not None and len(fast.chunks) == 1 else None
-        if fast is None or rq is None:
+        if not x.size:
             return None
-        return self._fused_sums(x, fast, rq, post)
+        b = self.weights()["b"]
+        fast = self._ort_conv(self.qmax, b)
+        if fast is not None:
+            rq = self._f32_requant(fast) if len(fast.chunks) == 1 else None
+            return None if rq is None else self._fused_sums(x, fast, rq, post)
+        digits = self._digit_conv(self.qmax, b)
+        if digits is None:
+            return None
+        self._check_x(x.shape)
+        _, _, pt, pl, pb, pr = self.geometry(x.shape[2], x.shape[3])
+        y = digits.sums(x, (pt, pl, pb, pr), self.strides, self.dilations)
+        rs = self._rescale_from(self.params())
+        return requant_blocks(y, rs, self.acc_bound(), self.qmax, post)
 
     def fusable(self) -> bool:
         """Whether `run_fused` applies (to any non-empty input)."""
-        fast = self._ort_conv(self.qmax, self.weights()["b"])
-        return fast is not None and len(fast.chunks) == 1 and self._f32_requant(fast) is not None
+        b = self.weights()["b"]
+        fast = self._ort_conv(self.qmax, b)
+        if fast is not None:
+            return len(fast.chunks) == 1 and self._f32_requant(fast) is not None
+        return self._digit_conv(self.qmax, b) is not None
 
     def _fused_sums(
         self,
