@@ -26,14 +26,15 @@ QMAX = 32767
 def _paths(ort: bool, digits: bool = True, exact: int | None = None) -> Iterator[None]:
     """Switch the onnxruntime paths (and lower the float32 bound, which only shrinks chunks:
     a smaller bound is still a proof)."""
-    old = _ortconv.ENABLED, _digitconv.ENABLED, _ortconv._EXACT
+    old = _ortconv.ENABLED, _digitconv.ENABLED, _ortconv._EXACT, _digitconv.MIN_TERMS
     _ortconv.ENABLED, _digitconv.ENABLED = ort, digits
+    _digitconv.MIN_TERMS = 1  # short sums too (the executor leaves them to BLAS: speed only)
     if exact is not None:
         _ortconv._EXACT = exact
     try:
         yield
     finally:
-        _ortconv.ENABLED, _digitconv.ENABLED, _ortconv._EXACT = old
+        _ortconv.ENABLED, _digitconv.ENABLED, _ortconv._EXACT, _digitconv.MIN_TERMS = old
 
 
 def _conv_op(w: np.ndarray, group: int, hw: int, **attrs: Any) -> Conv:
@@ -134,7 +135,8 @@ def test_every_mode_is_exact_at_the_real_bound_with_chunks(
     rng = np.random.default_rng(7)
     w = rng.choice(np.array([-32640, 32640, -32767, 32767, 32639, -32639]), (3, 128, 3, 3))
     op = _conv_op(w, 1, 5, pads=[1, 1, 1, 1])
-    plan = _digitconv.DigitConv.plan(w.astype(np.int64), 1, QMAX, None)
+    with _paths(True):
+        plan = _digitconv.DigitConv.plan(w.astype(np.int64), 1, QMAX, None)
     assert plan is not None and max(len(t.chunks) for t in plan.terms) >= 2
     x = rng.choice(np.array([-QMAX, QMAX, -32640, 32640, 32639, -32639]), (1, 128, 5, 5))
     fast = _sums(op, x, QMAX, ort=True)
@@ -154,8 +156,10 @@ def test_balanced_digits(v: list[int]) -> None:
 
 def test_no_digit_path_where_no_bound_holds() -> None:
     w = np.full((2, 1, 1, 1), QMAX, np.int64)
-    assert _digitconv.DigitConv.plan(w, 1, 1 << 24, None) is None  # x not a float32 integer
-    assert _digitconv.DigitConv.plan(np.zeros((2, 0, 1, 1), np.int64), 1, QMAX, None) is None
+    assert _digitconv.DigitConv.plan(w, 1, QMAX, None) is None  # short sums: BLAS is faster
+    with _paths(True):
+        assert _digitconv.DigitConv.plan(w, 1, 1 << 24, None) is None
+        assert _digitconv.DigitConv.plan(np.zeros((2, 0, 1, 1), np.int64), 1, QMAX, None) is None
     with _paths(True, exact=1 << 10):  # one channel alone exceeds the bound
         assert _digitconv.DigitConv.plan(w, 1, QMAX, None) is None
 
@@ -207,3 +211,28 @@ def test_int16_executor_takes_the_digit_path_and_keeps_the_blas_integers() -> No
     for name, value in slow.items():
         np.testing.assert_array_equal(fast[name], value)
     assert ex.run_traced(x)[1].root == root
+
+
+def test_fused_int16_run_gives_the_node_by_node_integers() -> None:
+    """Conv→BN→Relu chains fused behind the digit path: the integers and root of the node by
+    node run."""
+    from tests.runtime.test_fixed_ortconv import _fusion_model
+
+    model = _fusion_model()
+    rng = np.random.default_rng(4)
+    calib = [{"input": rng.standard_normal((1, 3, 16, 16)).astype(np.float32)}]
+    x = {"input": (rng.standard_normal((1, 3, 16, 16)) * 1.5).astype(np.float32)}
+    with _paths(True):
+        ex = FixedExecutor(model, precision="int16", calibration=calib)
+        fused = ex.run(x)
+        kinds = sorted(
+            "+".join(ex.nodes[j].op_type for j in chain) for chain, _ in ex._fusions().values()
+        )
+        assert kinds == ["BatchNormalization", "BatchNormalization+Relu", "Relu"]
+        root = ex.run_traced(x)[1].root
+    with _paths(False):
+        plain = FixedExecutor(model, precision="int16", calibration=calib)
+        want = plain.run(x)
+        assert plain.run_traced(x)[1].root == root
+    for name, value in want.items():
+        np.testing.assert_array_equal(fused[name], value)

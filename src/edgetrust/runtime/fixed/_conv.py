@@ -20,7 +20,7 @@ from edgetrust.errors import InvalidInputError
 from edgetrust.runtime.fixed import _digitconv, _ortconv
 from edgetrust.runtime.fixed._arith import I64, apply_rescale, matmul_chunk, saturate
 from edgetrust.runtime.fixed._base import ElementSource, register, same_geometry, unravel
-from edgetrust.runtime.fixed._digitconv import DigitConv, requant_blocks
+from edgetrust.runtime.fixed._digitconv import DigitConv, requantizer
 from edgetrust.runtime.fixed._linear import _Dense, _rescale_one
 from edgetrust.runtime.fixed._ortconv import F32Requant, OrtConv
 
@@ -104,9 +104,7 @@ class Conv(_Dense):
             return acc4
         digits = self._digit_conv(xmax, bias) if x.size else None
         if digits is not None:
-            y = digits.sums(x, (pt, pl, pb, pr), self.strides, self.dilations)
-            acc_d: I64 = y.astype(np.int64)  # exact integers below 2**53
-            return acc_d
+            return digits.sums(x, (pt, pl, pb, pr), self.strides, self.dilations)
         dtype, kmax = matmul_chunk(xmax, wmax)
         sh, sw = self.strides
         dh, dw = self.dilations
@@ -239,9 +237,9 @@ class Conv(_Dense):
             return None
         self._check_x(x.shape)
         _, _, pt, pl, pb, pr = self.geometry(x.shape[2], x.shape[3])
-        y = digits.sums(x, (pt, pl, pb, pr), self.strides, self.dilations)
         rs = self._rescale_from(self.params())
-        return requant_blocks(y, rs, self.acc_bound(), self.qmax, post)
+        finish = requantizer(rs, self.acc_bound(), self.qmax, post)
+        return digits.sums(x, (pt, pl, pb, pr), self.strides, self.dilations, finish)
 
     def fusable(self) -> bool:
         """Whether `run_fused` applies (to any non-empty input)."""

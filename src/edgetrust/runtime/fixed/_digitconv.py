@@ -38,6 +38,10 @@ from edgetrust.runtime.fixed._arith import BLOCK, I64, Rescale, apply_rescale
 from edgetrust.runtime.fixed._ortconv import l1_chunks, l1_per_channel, make_session
 
 ENABLED = True  # tests switch this off to compare against the BLAS path
+MIN_TERMS = 129
+"""Fewest terms per output (Cg·KH·KW) for which the digit path is taken: below, the float64
+BLAS path is faster (measured on ResNet50 and SqueezeNet, one thread: the digit path's
+per-output combination outweighs its cheaper products when the sums are short)."""
 MODE = "karatsuba"  # or "concat" / "split": how the cross sums run (measured: karatsuba fastest)
 _F64_EXACT = 1 << 53
 _LOW = 128  # |low digit| ≤ 128
@@ -55,41 +59,58 @@ def high_bound(vmax: int) -> int:
     return (vmax + 128) >> 8
 
 
+def _fold(coef: int) -> tuple[int, int]:
+    """coef = scale · odd with scale = ±2**k: (scale, odd ≥ 1). Scaling float32 weights by
+    ±2**k keeps every product and partial sum exact (the exponent moves, the significand of
+    each integer below 2**24 does not), so only the odd factor is left for the combination."""
+    odd = abs(coef)
+    while odd and odd % 2 == 0:
+        odd //= 2
+    return coef // odd, odd
+
+
 @dataclass
 class _Term:
-    """One digit convolution: input `source`, float32 weights, coefficient, channel chunks."""
+    """One digit convolution: input `source`, float32 weights (scaled by the coefficient's
+    signed power of two), the odd factor left, channel chunks."""
 
     source: str
     w: npt.NDArray[np.float32]
-    coef: int
+    odd: int
     chunks: list[tuple[int, int]]
-    bound: int  # max_o of the whole sum's magnitude bound (all chunks)
 
 
 class DigitConv:
-    """One Conv node's digit convolutions, as one cached onnxruntime graph per geometry."""
+    """One Conv node's digit convolutions, as one cached onnxruntime graph per geometry; the
+    float32 sums are combined in float64 and int64 by blocks of output channels."""
 
     def __init__(self, terms: list[_Term], group: int, kernel: tuple[int, int], bias: I64 | None):
         self.terms = terms
         self.group = group
         self.kernel = kernel
-        self.bias = bias
+        self.bias = None if bias is None else bias.astype(np.float64).reshape(-1, 1)
+        # Graph outputs (one per term and chunk) grouped by the odd factor they share.
+        groups: dict[int, list[int]] = {}
+        k = 0
+        for term in terms:
+            groups.setdefault(term.odd, []).extend(range(k, k + len(term.chunks)))
+            k += len(term.chunks)
+        self.groups = sorted(groups.items())
         self._sessions: dict[tuple[Any, ...], ort.InferenceSession] = {}
 
     @classmethod
     def plan(cls, w4: I64, group: int, xmax: int, bias: I64 | None) -> DigitConv | None:
         """The digit path for weights `w4` (OC, Cg, KH, KW) and inputs |x| ≤ xmax, or None
         when a digit sum has no exact chunking or the float64 combination could be inexact."""
-        if 0 in w4.shape or not 0 <= xmax < 1 << 24:
+        if 0 in w4.shape or not 0 <= xmax < 1 << 24 or w4[0].size < MIN_TERMS:
             return None
         wh, wl = split_digits(w4)
         hx = high_bound(xmax)
         hh = l1_per_channel(wh, hx)
         ll = l1_per_channel(wl, _LOW)
-        hl = l1_per_channel(wl, hx)
-        lh = l1_per_channel(wh, _LOW)
         specs: list[tuple[str, I64, int, I64]] = [("xh", wh, 65536, hh), ("xl", wl, 1, ll)]
         if MODE == "karatsuba":
+            # 65536·hh + 256·(ss - hh - ll) + ll, ss = Σ (xh + xl)·(wh + wl)
             ws = wh + wl
             specs = [
                 ("xh", wh, 65536 - 256, hh),
@@ -98,9 +119,13 @@ class DigitConv:
             ]
         elif group == 1 and MODE == "concat":
             cat_w = np.concatenate([wl, wh], axis=1)
-            specs.append(("xc", cat_w, 256, np.concatenate([hl, lh], axis=1)))
+            cat_b = np.concatenate([l1_per_channel(wl, hx), l1_per_channel(wh, _LOW)], axis=1)
+            specs.append(("xc", cat_w, 256, cat_b))
         else:
-            specs += [("xh", wl, 256, hl), ("xl", wh, 256, lh)]
+            specs += [
+                ("xh", wl, 256, l1_per_channel(wl, hx)),
+                ("xl", wh, 256, l1_per_channel(wh, _LOW)),
+            ]
         terms: list[_Term] = []
         total = 0 if bias is None else int(np.abs(bias).max(initial=0))
         for source, wd, coef, per_c in specs:
@@ -109,22 +134,23 @@ class DigitConv:
             chunks = l1_chunks(per_c, group)
             if chunks is None:
                 return None
-            bound = int(per_c.sum(axis=1).max())
-            total += abs(coef) * bound
-            terms.append(_Term(source, np.ascontiguousarray(wd, np.float32), coef, chunks, bound))
+            # Every float64 partial result is a partial sum of the terms' contributions.
+            total += abs(coef) * int(per_c.sum(axis=1).max())
+            scale, odd = _fold(coef)
+            wf = np.ascontiguousarray(wd * scale, np.float32)  # exact: ±2**k · |wd| ≤ 2**40
+            terms.append(_Term(source, wf, odd, chunks))
         if total >= _F64_EXACT or not terms:
             return None
         return cls(terms, group, (int(w4.shape[2]), int(w4.shape[3])), bias)
 
-    def sums(
+    def parts(
         self,
         x: I64,
         pads: tuple[int, int, int, int],
         strides: list[int],
         dilations: list[int],
-    ) -> npt.NDArray[np.float64]:
-        """Σ x·w (+ b) per output element (N, OC, OH, OW), exact integers in float64;
-        `pads` = (t, l, b, r)."""
+    ) -> list[npt.NDArray[np.float32]]:
+        """Each term's and chunk's exact float32 sums (N, OC, OH, OW); `pads` = (t, l, b, r)."""
         key = (pads, tuple(strides), tuple(dilations))
         sess = self._sessions.get(key)
         if sess is None:
@@ -136,11 +162,69 @@ class DigitConv:
             }
             sess = make_session(self._graph(attrs, x.shape[1]))
             self._sessions[key] = sess
-        y: npt.NDArray[np.float64] = sess.run(None, {"x": x.astype(np.float32)})[0]
-        return y
+        out: list[npt.NDArray[np.float32]] = sess.run(None, {"x": x.astype(np.float32)})
+        return out
+
+    def sums(
+        self,
+        x: I64,
+        pads: tuple[int, int, int, int],
+        strides: list[int],
+        dilations: list[int],
+        finish: Callable[[npt.NDArray[np.float64], I64, int, int], None] | None = None,
+    ) -> I64:
+        """Σ x·w (+ b) per output element (N, OC, OH, OW), exact int64, or, with `finish`,
+        ``finish(sums, out, c0, c1)`` writing each block of channels [c0, c1) of the result
+        into `out` from its float64 sums (the requantization)."""
+        parts = self.parts(x, pads, strides, dilations)
+        shape = parts[0].shape
+        n, oc = shape[0], shape[1]
+        flat = [p.reshape(n, oc, -1) for p in parts]
+        inner = flat[0].shape[2]
+        result: I64 = np.empty((n, oc, inner), np.int64)
+        step = max(1, BLOCK // max(inner, 1))
+        d_buf = np.empty(min(oc, step) * inner, np.float64)
+        t_buf = np.empty_like(d_buf) if len(self.groups) > 1 else d_buf
+        for o in range(n):
+            for c0 in range(0, oc, step):
+                c1 = min(oc, c0 + step)
+                size = (c1 - c0) * inner
+                d = d_buf[:size].reshape(c1 - c0, inner)
+                t = t_buf[:size].reshape(c1 - c0, inner)
+                self._combine([p[o, c0:c1] for p in flat], d, t, c0, c1)
+                if finish is None:
+                    np.copyto(result[o, c0:c1], d, casting="unsafe")  # exact: below 2**53
+                else:
+                    finish(d, result[o, c0:c1], c0, c1)
+        return result.reshape(shape)
+
+    def _combine(
+        self,
+        blocks: list[npt.NDArray[np.float32]],
+        d: npt.NDArray[np.float64],
+        t: npt.NDArray[np.float64],
+        c0: int,
+        c1: int,
+    ) -> None:
+        """d = Σ_groups odd · Σ parts (+ b) for one block, in float64: every intermediate is
+        an integer below the plan's bound < 2**53, so each operation is exact."""
+        for g, (odd, idx) in enumerate(self.groups):
+            buf = d if g == 0 else t
+            if len(idx) == 1:
+                np.copyto(buf, blocks[idx[0]])
+            else:
+                np.add(blocks[idx[0]], blocks[idx[1]], out=buf, dtype=np.float64)
+                for i in idx[2:]:
+                    buf += blocks[i]
+            if odd != 1:
+                buf *= float(odd)
+            if g:
+                d += t
+        if self.bias is not None:
+            d += self.bias[c0:c1]
 
     def _graph(self, attrs: dict[str, Any], channels: int) -> Any:
-        """x → digits → digit convolutions by chunks → float64 combination (+ bias) → y."""
+        """x → digits → digit convolutions by chunks → one float32 output per chunk."""
         f32 = TensorProto.FLOAT
         inits = [
             numpy_helper.from_array(np.array(128.0, np.float32), "c128"),
@@ -158,16 +242,14 @@ class DigitConv:
             nodes.append(helper.make_node("Add", ["xh", "xl"], ["xs"]))
         if any(t.source == "xc" for t in self.terms):
             nodes.append(helper.make_node("Concat", ["xh", "xl"], ["xc"], axis=1))
-        parts: list[str] = []
+        outputs: list[str] = []
         for i, term in enumerate(self.terms):
-            sums: list[str] = []
             for j, (c0, c1) in enumerate(term.chunks):
                 name = f"t{i}c{j}"
                 src = term.source
                 if len(term.chunks) > 1:
-                    for k, v in (("s", c0), ("e", c1)):
+                    for k, v in (("s", c0), ("e", c1), ("a", 1)):
                         inits.append(numpy_helper.from_array(np.array([v], np.int64), f"{name}{k}"))
-                    inits.append(numpy_helper.from_array(np.array([1], np.int64), f"{name}a"))
                     nodes.append(
                         helper.make_node(
                             "Slice", [src, f"{name}s", f"{name}e", f"{name}a"], [f"{name}x"]
@@ -178,38 +260,39 @@ class DigitConv:
                     numpy_helper.from_array(np.ascontiguousarray(term.w[:, c0:c1]), f"{name}w")
                 )
                 nodes.append(
-                    helper.make_node(
-                        "Conv", [src, f"{name}w"], [f"{name}y"], group=self.group, **attrs
-                    )
+                    helper.make_node("Conv", [src, f"{name}w"], [name], group=self.group, **attrs)
                 )
-                nodes.append(
-                    helper.make_node("Cast", [f"{name}y"], [f"{name}d"], to=TensorProto.DOUBLE)
-                )
-                sums.append(f"{name}d")
-            total = sums[0]
-            if len(sums) > 1:
-                total = f"t{i}sum"
-                nodes.append(helper.make_node("Sum", sums, [total]))
-            if term.coef != 1:
-                inits.append(numpy_helper.from_array(np.array(float(term.coef)), f"t{i}k"))
-                nodes.append(helper.make_node("Mul", [total, f"t{i}k"], [f"t{i}m"]))
-                total = f"t{i}m"
-            parts.append(total)
-        if self.bias is not None:
-            b = self.bias.astype(np.float64).reshape(1, -1, 1, 1)
-            inits.append(numpy_helper.from_array(b, "bias"))
-            parts.append("bias")
-        if len(parts) > 1:
-            nodes.append(helper.make_node("Sum", parts, ["y"]))
-        else:
-            nodes.append(helper.make_node("Identity", parts, ["y"]))
+                outputs.append(name)
         return helper.make_graph(
             nodes,
             "exact_digit_conv",
             [helper.make_tensor_value_info("x", f32, ["n", channels, "h", "w"])],
-            [helper.make_tensor_value_info("y", TensorProto.DOUBLE, None)],
+            [helper.make_tensor_value_info(name, f32, None) for name in outputs],
             inits,
         )
+
+
+def requantizer(
+    rs: Rescale,
+    bound: int,
+    qmax: int,
+    post: Callable[[I64, int, int], None] | None = None,
+) -> Callable[[npt.NDArray[np.float64], I64, int, int], None]:
+    """A `DigitConv.sums` finish: ``out = sat(apply_rescale(sums))`` for one block of
+    channels [c0, c1) (per-channel multipliers), then `post(out, c0, c1)` if given. `bound`
+    is a proven bound on |sums| (the plan's), so every block takes the path `apply_rescale`
+    takes for the whole tensor with that bound (or a cheaper exact one its own multipliers
+    admit) - the same integers."""
+    per_channel = rs.mult.size > 1
+
+    def finish(d: npt.NDArray[np.float64], out: I64, c0: int, c1: int) -> None:
+        np.copyto(out, d, casting="unsafe")  # exact: integers below 2**53
+        sub = Rescale(rs.mult[c0:c1], rs.shift) if per_channel else rs
+        np.clip(apply_rescale(out, sub, channel_axis=0, bound=bound), -qmax, qmax, out=out)
+        if post is not None:
+            post(out, c0, c1)
+
+    return finish
 
 
 def requant_blocks(
@@ -219,25 +302,14 @@ def requant_blocks(
     qmax: int,
     post: Callable[[I64, int, int], None] | None = None,
 ) -> I64:
-    """``sat(apply_rescale(y))`` per output channel (N, OC, ...), block by block
-    (`_arith.BLOCK` elements) so that the passes run in cache; `bound` is a proven bound on
-    |y| (the plan's), so every block takes the path `apply_rescale` takes for the whole
-    tensor with that bound - the same integers. `post(block, c0, c1)`, if given, then
-    rewrites each block of channels [c0, c1) in place."""
+    """`requantizer` applied to a whole tensor of float64 sums (N, OC, ...), by blocks."""
     n, oc = y.shape[0], y.shape[1]
     src = y.reshape(n, oc, -1)
     out: I64 = np.empty(src.shape, np.int64)
-    inner = src.shape[2]
-    step = max(1, BLOCK // max(inner, 1))
-    per_channel = rs.mult.size > 1
+    step = max(1, BLOCK // max(src.shape[2], 1))
+    finish = requantizer(rs, bound, qmax, post)
     for o in range(n):
         for c0 in range(0, oc, step):
             c1 = min(oc, c0 + step)
-            w = out[o, c0:c1]
-            np.copyto(w, src[o, c0:c1], casting="unsafe")  # exact: integers below 2**53
-            sub = Rescale(rs.mult[c0:c1], rs.shift) if per_channel else rs
-            r = apply_rescale(w, sub, channel_axis=0, bound=bound)
-            np.clip(r, -qmax, qmax, out=w)
-            if post is not None:
-                post(w, c0, c1)
+            finish(src[o, c0:c1], out[o, c0:c1], c0, c1)
     return out.reshape(y.shape)
