@@ -4,6 +4,7 @@ int16 values and chunked digit sums."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -236,3 +237,30 @@ def test_fused_int16_run_gives_the_node_by_node_integers() -> None:
         assert plain.run_traced(x)[1].root == root
     for name, value in want.items():
         np.testing.assert_array_equal(fused[name], value)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    oc=st.integers(1, 4),
+    channels=st.integers(1, 80),
+    align=st.sampled_from([1, 8, 16]),
+    scale=st.sampled_from([1 << 10, 1 << 17, 1 << 20, 1 << 22]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_aligned_chunks_keep_the_bound(
+    oc: int, channels: int, align: int, scale: int, seed: int
+) -> None:
+    """Chunks cover the channels in order, each within 2**24, starting at multiples of
+    `align` unless one aligned block alone breaks the bound (then unaligned)."""
+    per_c = np.random.default_rng(seed).integers(0, scale, size=(oc, channels))
+    chunks = _ortconv.l1_chunks(per_c, 1, align=align)
+    if int(per_c.max()) > 1 << 24:
+        assert chunks is None
+        return
+    assert chunks is not None
+    assert chunks[0][0] == 0 and chunks[-1][1] == channels
+    assert all(a[1] == b[0] and a[0] < a[1] for a, b in itertools.pairwise(chunks))
+    assert all(int(per_c[:, c0:c1].sum(axis=1).max()) <= 1 << 24 for c0, c1 in chunks)
+    blocks = [per_c[:, c : c + align].sum(axis=1).max() for c in range(0, channels, align)]
+    if channels > align and max(blocks) <= 1 << 24:
+        assert all(c0 % align == 0 for c0, _ in chunks)

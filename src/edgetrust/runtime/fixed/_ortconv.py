@@ -69,25 +69,34 @@ def l1_per_channel(w: I64, xmax: int) -> I64:
     return per_c
 
 
-def l1_chunks(per_c: I64, group: int, first: I64 | None = None) -> list[tuple[int, int]] | None:
+def l1_chunks(
+    per_c: I64, group: int, first: I64 | None = None, align: int = 1
+) -> list[tuple[int, int]] | None:
     """Greedy input-channel chunks [c0, c1) with max_o Σ_{c∈chunk} per_c[o, c] ≤ 2**24
     (`first`, per output channel, added to the first chunk's sum: a bias joining it).
 
+    With `align` > 1 the chunks start at multiples of `align` where that is possible (blocked
+    kernels such as MLAS's NCHWc convolution want whole channel blocks); the bound is the same.
     None when one channel alone exceeds the bound, or a grouped convolution (group > 1)
     would need more than one chunk.
     """
     if per_c.size == 0 or int(per_c.max()) > _EXACT:
         return None
+    n_c = per_c.shape[1]
+    step = align if align > 1 and n_c > align else 1
+    blocks = [per_c[:, c : c + step].sum(axis=1) for c in range(0, n_c, step)]
+    if step > 1 and max(int(b.max()) for b in blocks) > _EXACT:
+        return l1_chunks(per_c, group, first)
     chunks: list[tuple[int, int]] = []
     c0 = 0
     run = np.zeros(per_c.shape[0], np.int64) if first is None else first.astype(np.int64)
-    for c in range(per_c.shape[1]):
-        nxt = run + per_c[:, c]
+    for i, blk in enumerate(blocks):
+        nxt = run + blk
         if int(nxt.max()) > _EXACT:
-            chunks.append((c0, c))
-            c0, nxt = c, per_c[:, c].copy()
+            chunks.append((c0, i * step))
+            c0, nxt = i * step, blk.copy()
         run = nxt
-    chunks.append((c0, per_c.shape[1]))
+    chunks.append((c0, n_c))
     if group > 1 and len(chunks) > 1:
         return None
     return chunks
