@@ -27,6 +27,7 @@ converted to int64 and requantized in the same block while it is in cache.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -99,7 +100,10 @@ class DigitConv:
             groups.setdefault(term.odd, []).extend(range(k, k + len(term.chunks)))
             k += len(term.chunks)
         self.groups = sorted(groups.items(), reverse=True)
+        self.n_parts = k
         self._sessions: dict[tuple[Any, ...], ort.InferenceSession] = {}
+        self._buffers: dict[tuple[Any, ...], Any] = {}
+        self._lock = threading.Lock()  # the buffers are reused: one run at a time
 
     @classmethod
     def plan(cls, w4: I64, group: int, xmax: int, bias: I64 | None) -> DigitConv | None:
@@ -146,14 +150,15 @@ class DigitConv:
             return None
         return cls(terms, group, (int(w4.shape[2]), int(w4.shape[3])), bias)
 
-    def parts(
+    def _parts(
         self,
         x: I64,
         pads: tuple[int, int, int, int],
         strides: list[int],
         dilations: list[int],
     ) -> list[npt.NDArray[np.float32]]:
-        """Each term's and chunk's exact float32 sums (N, OC, OH, OW); `pads` = (t, l, b, r)."""
+        """Each term's and chunk's exact float32 sums (N, OC, OH, OW), in buffers the next call
+        overwrites (hold `_lock`); `pads` = (t, l, b, r)."""
         key = (pads, tuple(strides), tuple(dilations))
         sess = self._sessions.get(key)
         if sess is None:
@@ -165,8 +170,28 @@ class DigitConv:
             }
             sess = make_session(self._graph(attrs, x.shape[1]))
             self._sessions[key] = sess
-        out: list[npt.NDArray[np.float32]] = sess.run(None, {"x": x.astype(np.float32)})
-        return out
+        # Input and output buffers kept per geometry and shape: fresh multi-megabyte arrays on
+        # every run would cost more in page faults than the arithmetic they hold.
+        bkey = (*key, x.shape)
+        bufs = self._buffers.get(bkey)
+        if bufs is None:
+            n, _, h, w = x.shape
+            (kh, kw), (sh, sw), (dh, dw) = self.kernel, strides, dilations
+            oh = (h + pads[0] + pads[2] - dh * (kh - 1) - 1) // sh + 1
+            ow = (w + pads[1] + pads[3] - dw * (kw - 1) - 1) // sw + 1
+            oc = self.terms[0].w.shape[0]
+            xf = np.empty(x.shape, np.float32)
+            outs = [np.empty((n, oc, oh, ow), np.float32) for _ in range(self.n_parts)]
+            binding = sess.io_binding()
+            binding.bind_cpu_input("x", xf)
+            for i, buf in enumerate(outs):
+                binding.bind_output(f"y{i}", "cpu", 0, np.float32, buf.shape, buf.ctypes.data)
+            bufs = (xf, outs, binding)
+            self._buffers[bkey] = bufs
+        xf, outs, binding = bufs
+        np.copyto(xf, x, casting="unsafe")  # exact: |x| < 2**24
+        sess.run_with_iobinding(binding)
+        return outs
 
     def sums(
         self,
@@ -179,27 +204,28 @@ class DigitConv:
         """Σ x·w (+ b) per output element (N, OC, OH, OW), exact int64, or, with `finish`,
         ``finish(sums, out, c0, c1)`` writing each block of channels [c0, c1) of the result
         into `out` from its float64 sums (the requantization)."""
-        parts = self.parts(x, pads, strides, dilations)
-        shape = parts[0].shape
-        n, oc = shape[0], shape[1]
-        flat = [p.reshape(n, oc, -1) for p in parts]
-        inner = flat[0].shape[2]
-        result: I64 = np.empty((n, oc, inner), np.int64)
-        step = max(1, BLOCK // max(inner, 1))
-        d_buf = np.empty(min(oc, step) * inner, np.float64)
-        t_buf = np.empty_like(d_buf) if len(self.groups) > 1 else d_buf
-        for o in range(n):
-            for c0 in range(0, oc, step):
-                c1 = min(oc, c0 + step)
-                size = (c1 - c0) * inner
-                d = d_buf[:size].reshape(c1 - c0, inner)
-                t = t_buf[:size].reshape(c1 - c0, inner)
-                self._combine([p[o, c0:c1] for p in flat], d, t, c0, c1)
-                if finish is None:
-                    np.copyto(result[o, c0:c1], d, casting="unsafe")  # exact: below 2**53
-                else:
-                    finish(d, result[o, c0:c1], c0, c1)
-        return result.reshape(shape)
+        with self._lock:
+            parts = self._parts(x, pads, strides, dilations)
+            shape = parts[0].shape
+            n, oc = shape[0], shape[1]
+            flat = [p.reshape(n, oc, -1) for p in parts]
+            inner = flat[0].shape[2]
+            result: I64 = np.empty((n, oc, inner), np.int64)
+            step = max(1, BLOCK // max(inner, 1))
+            d_buf = np.empty(min(oc, step) * inner, np.float64)
+            t_buf = np.empty_like(d_buf) if len(self.groups) > 1 else d_buf
+            for o in range(n):
+                for c0 in range(0, oc, step):
+                    c1 = min(oc, c0 + step)
+                    size = (c1 - c0) * inner
+                    d = d_buf[:size].reshape(c1 - c0, inner)
+                    t = t_buf[:size].reshape(c1 - c0, inner)
+                    self._combine([p[o, c0:c1] for p in flat], d, t, c0, c1)
+                    if finish is None:
+                        np.copyto(result[o, c0:c1], d, casting="unsafe")  # exact: below 2**53
+                    else:
+                        finish(d, result[o, c0:c1], c0, c1)
+            return result.reshape(shape)
 
     def _combine(
         self,
@@ -255,6 +281,7 @@ class DigitConv:
         for i, term in enumerate(self.terms):
             for j, (c0, c1) in enumerate(term.chunks):
                 name = f"t{i}c{j}"
+                out = f"y{len(outputs)}"
                 src = term.source
                 if len(term.chunks) > 1:
                     for k, v in (("s", c0), ("e", c1), ("a", 1)):
@@ -269,9 +296,9 @@ class DigitConv:
                     numpy_helper.from_array(np.ascontiguousarray(term.w[:, c0:c1]), f"{name}w")
                 )
                 nodes.append(
-                    helper.make_node("Conv", [src, f"{name}w"], [name], group=self.group, **attrs)
+                    helper.make_node("Conv", [src, f"{name}w"], [out], group=self.group, **attrs)
                 )
-                outputs.append(name)
+                outputs.append(out)
         return helper.make_graph(
             nodes,
             "exact_digit_conv",
