@@ -10,7 +10,7 @@ integers as running the two nodes one after the other.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,7 +20,7 @@ from edgetrust.errors import InvalidInputError
 from edgetrust.runtime.fixed import _digitconv, _ortconv
 from edgetrust.runtime.fixed._arith import I64, apply_rescale, matmul_chunk, saturate
 from edgetrust.runtime.fixed._base import ElementSource, register, same_geometry, unravel
-from edgetrust.runtime.fixed._digitconv import DigitConv, requantizer
+from edgetrust.runtime.fixed._digitconv import DigitConv, requant_blocks, requantizer
 from edgetrust.runtime.fixed._linear import _Dense, _rescale_one
 from edgetrust.runtime.fixed._ortconv import F32Requant, OrtConv
 
@@ -105,22 +105,41 @@ class Conv(_Dense):
         digits = self._digit_conv(xmax, bias) if x.size else None
         if digits is not None:
             return digits.sums(x, (pt, pl, pb, pr), self.strides, self.dilations)
+        acc: I64 | None = None
+        for chunk in self._blas_chunks(x, xmax, wmax):
+            part = chunk.astype(np.int64)
+            acc = part if acc is None else acc + part
+        assert acc is not None
+        m = n * oh * ow
+        out = acc.reshape(self.oc, m)
+        if bias is not None:
+            out += bias[:, None]
+        res = out.reshape(self.oc, n, oh, ow)
+        return res[None, :, 0] if n == 1 else np.ascontiguousarray(res.transpose(1, 0, 2, 3))
+
+    def _blas_plan(self, xmax: int, wmax: int) -> tuple[Any, int]:
+        """The BLAS path's float format and channels per chunk (equal chunks: 128 channels →
+        2 × 64, not 115 + 13; same sums, better GEMM shapes)."""
         dtype, kmax = matmul_chunk(xmax, wmax)
-        sh, sw = self.strides
-        dh, dw = self.dilations
         if dtype is None:  # pragma: no cover - only for precisions wider than int16
             raise self.fail("no exact float format for this precision")
-        xp = np.pad(x.astype(dtype), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
-        taps = self.kh * self.kw
-        cmax = kmax // taps
+        cmax = kmax // (self.kh * self.kw)
         if cmax < 1:
             raise self.fail("kernel window alone exceeds the exact chunk bound")
-        # Equal chunks (128 channels → 2 × 64, not 115 + 13): same sums, better GEMM shapes.
         n_chunks = -(-self.cg // cmax)
-        cstep = -(-self.cg // n_chunks)
+        return dtype, -(-self.cg // n_chunks)
+
+    def _blas_chunks(self, x: I64, xmax: int, wmax: int) -> Iterator[npt.NDArray[Any]]:
+        """The im2col BLAS path: each input-channel chunk's exact float sums as
+        (G, OCg, N·OH·OW), without the bias."""
+        n, _, h, w_ = x.shape
+        oh, ow, pt, pl, pb, pr = self.geometry(h, w_)
+        dtype, cstep = self._blas_plan(xmax, wmax)
+        sh, sw = self.strides
+        dh, dw = self.dilations
+        xp = np.pad(x.astype(dtype), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
         m = n * oh * ow
         g_n, cg = self.group, self.cg
-        acc: I64 | None = None
         for c0 in range(0, cg, cstep):
             c1 = min(cg, c0 + cstep)
             # Channels [c0, c1) of every group at once: xg is (N, G, c1 - c0, H', W').
@@ -136,14 +155,22 @@ class Conv(_Dense):
                     cols[:, :, i, j] = tap.transpose(1, 2, 0, 3, 4)
             wc = self._conv_weights(c0, c1, dtype)
             # Exact: each dot product has (c1 - c0)·taps ≤ kmax terms (see matmul_chunk).
-            part = np.matmul(wc, cols.reshape(g_n, -1, m)).astype(np.int64)
-            acc = part if acc is None else acc + part
-        assert acc is not None
-        out = acc.reshape(self.oc, m)
-        if bias is not None:
-            out += bias[:, None]
-        res = out.reshape(self.oc, n, oh, ow)
-        return res[None, :, 0] if n == 1 else np.ascontiguousarray(res.transpose(1, 0, 2, 3))
+            yield np.matmul(wc, cols.reshape(g_n, -1, m))
+
+    def _blas_fused(self, x: I64, post: Callable[[I64, int, int], None] | None) -> I64 | None:
+        """`run_fused` on the BLAS path when it is one chunk (one exact float product per
+        output: no int64 sum of chunks), requantized by blocks; else None."""
+        if self._blas_plan(self.qmax, self.qmax)[1] < self.cg:
+            return None
+        self._check_x(x.shape)
+        n, _, h, w_ = x.shape
+        oh, ow, *_ = self.geometry(h, w_)
+        (y,) = self._blas_chunks(x, self.qmax, self.qmax)
+        sums = y.reshape(self.oc, n, oh * ow).transpose(1, 0, 2)  # (N, OC, OH·OW), a view
+        rs = self._rescale_from(self.params())
+        bias = self.weights()["b"]
+        out = requant_blocks(sums, rs, self.acc_bound(), self.qmax, post, bias)
+        return out.reshape(n, self.oc, oh, ow)
 
     def _ort_conv(self, xmax: int, bias: I64 | None) -> OrtConv | None:
         """The onnxruntime float32 path when its L1 bound proves it exact (cached per xmax and
@@ -234,7 +261,7 @@ class Conv(_Dense):
             return None if rq is None else self._fused_sums(x, fast, rq, post)
         digits = self._digit_conv(self.qmax, b)
         if digits is None:
-            return None
+            return self._blas_fused(x, post)
         self._check_x(x.shape)
         _, _, pt, pl, pb, pr = self.geometry(x.shape[2], x.shape[3])
         rs = self._rescale_from(self.params())
@@ -247,7 +274,9 @@ class Conv(_Dense):
         fast = self._ort_conv(self.qmax, b)
         if fast is not None:
             return len(fast.chunks) == 1 and self._f32_requant(fast) is not None
-        return self._digit_conv(self.qmax, b) is not None
+        if self._digit_conv(self.qmax, b) is not None:
+            return True
+        return self._blas_plan(self.qmax, self.qmax)[1] >= self.cg
 
     def _fused_sums(
         self,

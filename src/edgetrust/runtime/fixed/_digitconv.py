@@ -313,16 +313,20 @@ def requantizer(
     bound: int,
     qmax: int,
     post: Callable[[I64, int, int], None] | None = None,
-) -> Callable[[npt.NDArray[np.float64], I64, int, int], None]:
+    bias: I64 | None = None,
+) -> Callable[[npt.NDArray[Any], I64, int, int], None]:
     """A `DigitConv.sums` finish: ``out = sat(apply_rescale(sums))`` for one block of
     channels [c0, c1) (per-channel multipliers), then `post(out, c0, c1)` if given. `bound`
     is a proven bound on |sums| (the plan's), so every block takes the path `apply_rescale`
     takes for the whole tensor with that bound (or a cheaper exact one its own multipliers
-    admit) - the same integers."""
+    admit) - the same integers. `bias`, if given, is added in int64 first."""
     per_channel = rs.mult.size > 1
+    b = None if bias is None else bias.reshape(-1, 1)
 
-    def finish(d: npt.NDArray[np.float64], out: I64, c0: int, c1: int) -> None:
+    def finish(d: npt.NDArray[Any], out: I64, c0: int, c1: int) -> None:
         np.copyto(out, d, casting="unsafe")  # exact: integers below 2**53
+        if b is not None:
+            out += b[c0:c1]
         sub = Rescale(rs.mult[c0:c1], rs.shift) if per_channel else rs
         np.clip(apply_rescale(out, sub, channel_axis=0, bound=bound), -qmax, qmax, out=out)
         if post is not None:
@@ -332,18 +336,19 @@ def requantizer(
 
 
 def requant_blocks(
-    y: npt.NDArray[np.float64],
+    y: npt.NDArray[Any],
     rs: Rescale,
     bound: int,
     qmax: int,
     post: Callable[[I64, int, int], None] | None = None,
+    bias: I64 | None = None,
 ) -> I64:
-    """`requantizer` applied to a whole tensor of float64 sums (N, OC, ...), by blocks."""
+    """`requantizer` applied to a whole tensor of exact float sums (N, OC, ...), by blocks."""
     n, oc = y.shape[0], y.shape[1]
     src = y.reshape(n, oc, -1)
     out: I64 = np.empty(src.shape, np.int64)
     step = max(1, BLOCK // max(src.shape[2], 1))
-    finish = requantizer(rs, bound, qmax, post)
+    finish = requantizer(rs, bound, qmax, post, bias)
     for o in range(n):
         for c0 in range(0, oc, step):
             c1 = min(oc, c0 + step)
