@@ -37,7 +37,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from edgetrust.runtime.fixed._arith import BLOCK, I64, Rescale, apply_rescale
+from edgetrust.runtime.fixed._arith import BLOCK, I64, Rescale, apply_rescale, tie_free_split
 from edgetrust.runtime.fixed._ortconv import l1_chunks, l1_per_channel, make_session
 
 ENABLED = True  # tests switch this off to compare against the BLAS path
@@ -315,20 +315,40 @@ def requantizer(
     post: Callable[[I64, int, int], None] | None = None,
     bias: I64 | None = None,
 ) -> Callable[[npt.NDArray[Any], I64, int, int], None]:
-    """A `DigitConv.sums` finish: ``out = sat(apply_rescale(sums))`` for one block of
-    channels [c0, c1) (per-channel multipliers), then `post(out, c0, c1)` if given. `bound`
-    is a proven bound on |sums| (the plan's), so every block takes the path `apply_rescale`
-    takes for the whole tensor with that bound (or a cheaper exact one its own multipliers
-    admit) - the same integers. `bias`, if given, is added in int64 first."""
-    per_channel = rs.mult.size > 1
+    """A `DigitConv.sums` finish: ``out = sat(apply_rescale(sums (+ bias)))`` for one block
+    of channels [c0, c1) (per-channel multipliers), then `post(out, c0, c1)` if given.
+
+    `bound` is a proven bound on |sums + bias| (the plan's). Where `_arith.tie_free_split`
+    admits it for that bound, the block is rescaled in place as `_arith._mul_shift_split`
+    does (m = mh·2**t + ml: ``(x·mh + ((x·ml + 2**(s-1)) >> t)) >> (s - t)``, no tie and no
+    overflow for |x| ≤ bound, hence round half away from zero), with one reused temporary;
+    elsewhere by `apply_rescale` itself. The same integers either way.
+    """
     b = None if bias is None else bias.reshape(-1, 1)
+    s = rs.shift
+    t = tie_free_split(bound, rs) if s >= 31 and bound < 1 << 62 else None
+    mult = rs.mult.reshape(-1, 1) if rs.mult.size > 1 else rs.mult.reshape(())
+    tmp: list[I64] = []
 
     def finish(d: npt.NDArray[Any], out: I64, c0: int, c1: int) -> None:
         np.copyto(out, d, casting="unsafe")  # exact: integers below 2**53
         if b is not None:
             out += b[c0:c1]
-        sub = Rescale(rs.mult[c0:c1], rs.shift) if per_channel else rs
-        np.clip(apply_rescale(out, sub, channel_axis=0, bound=bound), -qmax, qmax, out=out)
+        m = mult[c0:c1] if mult.ndim else mult
+        if t is None:
+            sub = Rescale(m.reshape(-1), s)
+            np.copyto(out, apply_rescale(out, sub, channel_axis=0, bound=bound))
+        else:
+            if not tmp or tmp[0].size < out.size:
+                tmp[:] = [np.empty(out.size, np.int64)]
+            lo = tmp[0][: out.size].reshape(out.shape)
+            np.multiply(out, m & ((1 << t) - 1), out=lo)
+            lo += np.int64(1 << (s - 1))
+            lo >>= t
+            out *= m >> t
+            out += lo
+            out >>= s - t
+        np.clip(out, -qmax, qmax, out=out)
         if post is not None:
             post(out, c0, c1)
 
