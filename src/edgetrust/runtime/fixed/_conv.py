@@ -10,16 +10,17 @@ integers as running the two nodes one after the other.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from edgetrust.errors import InvalidInputError
-from edgetrust.runtime.fixed import _ortconv
+from edgetrust.runtime.fixed import _digitconv, _ortconv
 from edgetrust.runtime.fixed._arith import I64, apply_rescale, matmul_chunk, saturate
 from edgetrust.runtime.fixed._base import ElementSource, register, same_geometry, unravel
+from edgetrust.runtime.fixed._digitconv import DigitConv, requant_blocks, requantizer
 from edgetrust.runtime.fixed._linear import _Dense, _rescale_one
 from edgetrust.runtime.fixed._ortconv import F32Requant, OrtConv
 
@@ -106,22 +107,44 @@ class Conv(_Dense):
             if bias is not None and fast.bias is None:
                 acc4 += bias[None, :, None, None]
             return acc4
+        digits = self._digit_conv(xmax, bias) if x.size else None
+        if digits is not None:
+            return digits.sums(x, (pt, pl, pb, pr), self.strides, self.dilations)
+        acc: I64 | None = None
+        for chunk in self._blas_chunks(x, xmax, wmax):
+            part = chunk.astype(np.int64)
+            acc = part if acc is None else acc + part
+        assert acc is not None
+        m = n * oh * ow
+        out = acc.reshape(self.oc, m)
+        if bias is not None:
+            out += bias[:, None]
+        res = out.reshape(self.oc, n, oh, ow)
+        return res[None, :, 0] if n == 1 else np.ascontiguousarray(res.transpose(1, 0, 2, 3))
+
+    def _blas_plan(self, xmax: int, wmax: int) -> tuple[Any, int]:
+        """The BLAS path's float format and channels per chunk (equal chunks: 128 channels →
+        2 × 64, not 115 + 13; same sums, better GEMM shapes)."""
         dtype, kmax = matmul_chunk(xmax, wmax)
-        sh, sw = self.strides
-        dh, dw = self.dilations
         if dtype is None:  # pragma: no cover - only for precisions wider than int16
             raise self.fail("no exact float format for this precision")
-        xp = np.pad(x.astype(dtype), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
-        taps = self.kh * self.kw
-        cmax = kmax // taps
+        cmax = kmax // (self.kh * self.kw)
         if cmax < 1:
             raise self.fail("kernel window alone exceeds the exact chunk bound")
-        # Equal chunks (128 channels → 2 × 64, not 115 + 13): same sums, better GEMM shapes.
         n_chunks = -(-self.cg // cmax)
-        cstep = -(-self.cg // n_chunks)
+        return dtype, -(-self.cg // n_chunks)
+
+    def _blas_chunks(self, x: I64, xmax: int, wmax: int) -> Iterator[npt.NDArray[Any]]:
+        """The im2col BLAS path: each input-channel chunk's exact float sums as
+        (G, OCg, N·OH·OW), without the bias."""
+        n, _, h, w_ = x.shape
+        oh, ow, pt, pl, pb, pr = self.geometry(h, w_)
+        dtype, cstep = self._blas_plan(xmax, wmax)
+        sh, sw = self.strides
+        dh, dw = self.dilations
+        xp = np.pad(x.astype(dtype), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
         m = n * oh * ow
         g_n, cg = self.group, self.cg
-        acc: I64 | None = None
         for c0 in range(0, cg, cstep):
             c1 = min(cg, c0 + cstep)
             # Channels [c0, c1) of every group at once: xg is (N, G, c1 - c0, H', W').
@@ -137,23 +160,54 @@ class Conv(_Dense):
                     cols[:, :, i, j] = tap.transpose(1, 2, 0, 3, 4)
             wc = self._conv_weights(c0, c1, dtype)
             # Exact: each dot product has (c1 - c0)·taps ≤ kmax terms (see matmul_chunk).
-            part = np.matmul(wc, cols.reshape(g_n, -1, m)).astype(np.int64)
-            acc = part if acc is None else acc + part
-        assert acc is not None
-        out = acc.reshape(self.oc, m)
-        if bias is not None:
-            out += bias[:, None]
-        res = out.reshape(self.oc, n, oh, ow)
-        return res[None, :, 0] if n == 1 else np.ascontiguousarray(res.transpose(1, 0, 2, 3))
+            yield np.matmul(wc, cols.reshape(g_n, -1, m))
+
+    def _blas_fused(self, x: I64, post: Callable[[I64, int, int], None] | None) -> I64 | None:
+        """`run_fused` on the BLAS path when it is one chunk (one exact float product per
+        output: no int64 sum of chunks), requantized by blocks; else None."""
+        if self._blas_plan(self.qmax, self.qmax)[1] < self.cg:
+            return None
+        self._check_x(x.shape)
+        n, _, h, w_ = x.shape
+        oh, ow, *_ = self.geometry(h, w_)
+        (y,) = self._blas_chunks(x, self.qmax, self.qmax)
+        sums = y.reshape(self.oc, n, oh * ow).transpose(1, 0, 2)  # (N, OC, OH·OW), a view
+        rs = self._rescale_from(self.params())
+        bias = self.weights()["b"]
+        out = requant_blocks(sums, rs, self.acc_bound(), self.qmax, post, bias)
+        return out.reshape(n, self.oc, oh, ow)
 
     def _ort_conv(self, xmax: int, bias: I64 | None) -> OrtConv | None:
         """The onnxruntime float32 path when its L1 bound proves it exact (cached per xmax and
         bias values)."""
         if not _ortconv.ENABLED or not 0 <= xmax < 1 << 24:
             return None
-        cache: dict[int, tuple[I64 | None, OrtConv | None]] = self.__dict__.setdefault(
-            "_ortcache", {}
-        )
+
+        def build(w4: I64) -> OrtConv | None:
+            plan = _ortconv.channel_chunks(w4, self.group, xmax, bias)
+            if plan is None:
+                return None
+            chunks, with_bias = plan
+            return OrtConv(w4, self.group, chunks, bias if with_bias else None)
+
+        fast: OrtConv | None = self._cached("_ortcache", xmax, bias, build)
+        return fast
+
+    def _digit_conv(self, xmax: int, bias: I64 | None) -> DigitConv | None:
+        """The onnxruntime float32 path by base-256 digits (`_digitconv`) when its bounds prove
+        it exact, bias included (cached per xmax and bias values)."""
+        if not (_ortconv.ENABLED and _digitconv.ENABLED):
+            return None
+
+        def build(w4: I64) -> DigitConv | None:
+            return DigitConv.plan(w4, self.group, xmax, bias)
+
+        digits: DigitConv | None = self._cached("_digitcache", xmax, bias, build)
+        return digits
+
+    def _cached(self, name: str, xmax: int, bias: I64 | None, build: Callable[[I64], Any]) -> Any:
+        """`build(weights (OC, Cg, KH, KW))`, cached in `name` per xmax and bias values."""
+        cache: dict[int, tuple[I64 | None, Any]] = self.__dict__.setdefault(name, {})
         hit = cache.get(xmax)
         same = hit is not None and (
             hit[0] is bias
@@ -161,12 +215,7 @@ class Conv(_Dense):
         )
         if not same:
             w4 = self.weights()["w"].reshape(self.oc, self.cg, self.kh, self.kw)
-            plan = _ortconv.channel_chunks(w4, self.group, xmax, bias)
-            fast = None
-            if plan is not None:
-                chunks, with_bias = plan
-                fast = OrtConv(w4, self.group, chunks, bias if with_bias else None)
-            hit = (None if bias is None else bias.copy(), fast)
+            hit = (None if bias is None else bias.copy(), build(w4))
             cache[xmax] = hit
         assert hit is not None
         return hit[1]
@@ -211,16 +260,31 @@ class Conv(_Dense):
         requantized block of channels [c0, c1) in place; None where that path does not
         apply (the caller then runs the nodes one by one)."""
         x = self.x(xs, 0)
-        fast = self._ort_conv(self.qmax, self.weights()["b"]) if x.size else None
-        rq = self._f32_requant(fast) if fast is not None and len(fast.chunks) == 1 else None
-        if fast is None or rq is None:
+        if not x.size:
             return None
-        return self._fused_sums(x, fast, rq, post)
+        b = self.weights()["b"]
+        fast = self._ort_conv(self.qmax, b)
+        if fast is not None:
+            rq = self._f32_requant(fast) if len(fast.chunks) == 1 else None
+            return None if rq is None else self._fused_sums(x, fast, rq, post)
+        digits = self._digit_conv(self.qmax, b)
+        if digits is None:
+            return self._blas_fused(x, post)
+        self._check_x(x.shape)
+        _, _, pt, pl, pb, pr = self.geometry(x.shape[2], x.shape[3])
+        rs = self._rescale_from(self.params())
+        finish = requantizer(rs, self.acc_bound(), self.qmax, post)
+        return digits.sums(x, (pt, pl, pb, pr), self.strides, self.dilations, finish)
 
     def fusable(self) -> bool:
         """Whether `run_fused` applies (to any non-empty input)."""
-        fast = self._ort_conv(self.qmax, self.weights()["b"])
-        return fast is not None and len(fast.chunks) == 1 and self._f32_requant(fast) is not None
+        b = self.weights()["b"]
+        fast = self._ort_conv(self.qmax, b)
+        if fast is not None:
+            return len(fast.chunks) == 1 and self._f32_requant(fast) is not None
+        if self._digit_conv(self.qmax, b) is not None:
+            return True
+        return self._blas_plan(self.qmax, self.qmax)[1] >= self.cg
 
     def _fused_sums(
         self,

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
@@ -57,24 +58,71 @@ def channel_chunks(
     """
     if 0 in w.shape:
         return None
-    per_c = np.abs(w).reshape(w.shape[0], w.shape[1], -1).sum(axis=2) * xmax  # (OC, Cg)
-    if int(per_c.max()) > _EXACT:
-        return None
+    per_c = l1_per_channel(w, xmax)
     b = np.zeros(w.shape[0], np.int64) if bias is None else np.abs(bias)
     with_bias = bias is not None and int((b + per_c[:, 0]).max()) <= _EXACT
+    chunks = l1_chunks(per_c, group, b if with_bias else None)
+    return None if chunks is None else (chunks, with_bias)
+
+
+def l1_per_channel(w: I64, xmax: int) -> I64:
+    """``xmax · Σ_taps |W[o, c]|`` as (OC, Cg): input channel c's share of output channel o's
+    bound on the magnitudes of its terms."""
+    per_c: I64 = np.abs(w).reshape(w.shape[0], w.shape[1], -1).sum(axis=2) * xmax
+    return per_c
+
+
+def l1_chunks(
+    per_c: I64, group: int, first: I64 | None = None, align: int = 1
+) -> list[tuple[int, int]] | None:
+    """Greedy input-channel chunks [c0, c1) with max_o Σ_{c∈chunk} per_c[o, c] ≤ 2**24
+    (`first`, per output channel, added to the first chunk's sum: a bias joining it).
+
+    With `align` > 1 the chunks start at multiples of `align` where that is possible (blocked
+    kernels such as MLAS's NCHWc convolution want whole channel blocks); the bound is the same.
+    None when one channel alone exceeds the bound, or a grouped convolution (group > 1)
+    would need more than one chunk.
+    """
+    if per_c.size == 0 or int(per_c.max()) > _EXACT:
+        return None
+    n_c = per_c.shape[1]
+    step = align if align > 1 and n_c > align else 1
+    blocks = [per_c[:, c : c + step].sum(axis=1) for c in range(0, n_c, step)]
+    if step > 1 and max(int(b.max()) for b in blocks) > _EXACT:
+        return l1_chunks(per_c, group, first)
     chunks: list[tuple[int, int]] = []
     c0 = 0
-    run = b.copy() if with_bias else np.zeros(w.shape[0], np.int64)
-    for c in range(w.shape[1]):
-        nxt = run + per_c[:, c]
+    run = np.zeros(per_c.shape[0], np.int64) if first is None else first.astype(np.int64)
+    for i, blk in enumerate(blocks):
+        nxt = run + blk
         if int(nxt.max()) > _EXACT:
-            chunks.append((c0, c))
-            c0, nxt = c, per_c[:, c].copy()
+            chunks.append((c0, i * step))
+            c0, nxt = i * step, blk.copy()
         run = nxt
-    chunks.append((c0, w.shape[1]))
+    chunks.append((c0, n_c))
     if group > 1 and len(chunks) > 1:
         return None
-    return chunks, with_bias
+    return chunks
+
+
+def session_options() -> ort.SessionOptions:
+    """One thread, no spinning, no bf16 fast math: the options of every exact session."""
+    opts = ort.SessionOptions()
+    # One thread, as the rest of the executor's kernels; spinning would steal the core.
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("mlas.enable_gemm_fastmath_arm64_bfloat16", "0")
+    return opts
+
+
+def make_session(graph: onnx.GraphProto) -> ort.InferenceSession:
+    """A CPU session for `graph` (opset 13) with `session_options`."""
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", _OPSET)])
+    model.ir_version = _IR_VERSION
+    return ort.InferenceSession(
+        model.SerializeToString(), session_options(), providers=["CPUExecutionProvider"]
+    )
 
 
 def _session(
@@ -99,15 +147,7 @@ def _session(
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
         inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", _OPSET)])
-    model.ir_version = _IR_VERSION
-    opts = ort.SessionOptions()
-    # One thread, as the rest of the executor's kernels; spinning would steal the core.
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.add_session_config_entry("mlas.enable_gemm_fastmath_arm64_bfloat16", "0")
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return make_session(graph)
 
 
 class OrtConv:
