@@ -226,8 +226,9 @@ def test_broken_kernels_fall_back_to_numpy(monkeypatch: pytest.MonkeyPatch) -> N
     ex = FixedExecutor(model, precision="int8", calibration=[{"input": x_tr[:64]}])
     want = ex.run_integers({"input": x_te[:20]})
     monkeypatch.setitem(_kernels._state, "jit", Broken("broken"))
+    monkeypatch.setattr(_kernels, "_broken", set())
     got = ex.run_integers({"input": x_te[:20]})
-    assert _kernels._state["jit"] is None  # disabled for good after the failure
+    assert {"quantize", "gemm_epilogue"} <= _kernels._broken  # not tried again
     for a, b in zip(got, want, strict=True):
         assert np.array_equal(a, b)
 

@@ -24,6 +24,7 @@ ENABLED = True
 
 _log = logging.getLogger(__name__)
 _state: dict[str, ModuleType | None] = {}
+_broken: set[str] = set()
 
 
 def _jit() -> ModuleType | None:
@@ -42,15 +43,16 @@ def _jit() -> ModuleType | None:
 
 
 def _call(name: str, *args: Any) -> bool | None:
-    """Run kernel `name`; None if unavailable or it fails to compile (then never again)."""
+    """Run kernel `name`; None if unavailable or it fails (to compile, typically: then that
+    kernel is not tried again in this process, and numpy runs)."""
     jit = _jit()
-    if jit is None:
+    if jit is None or name in _broken:
         return None
     try:
         return bool(getattr(jit, name)(*args))
-    except Exception as exc:  # a compile failure: fall back for good
+    except Exception as exc:  # the kernels raise nothing themselves: numba failed
         _log.warning("numba kernel %s failed (%s); using numpy", name, exc)
-        _state["jit"] = None
+        _broken.add(name)
         return None
 
 
