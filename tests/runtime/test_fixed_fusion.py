@@ -51,13 +51,16 @@ def test_gemm_relu_fusion_gives_the_node_by_node_integers(precision: str, shared
     plain._fusion_map = {}  # node by node
     for name, value in plain.run(x).items():
         np.testing.assert_array_equal(fused[name], value)
-    if not shared:  # the fused path really ran (compiled), and without kernels it falls back
+    if not shared:  # the fused path runs, compiled and with numpy's epilogue alike
         (run_chain,) = [f for _, f in ex._fusions().values()]
         xs = [ex.quantize_inputs(x)["x"], None, None]
-        assert run_chain(xs) is not None
+        compiled = run_chain(xs)
+        assert compiled is not None
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(_kernels, "ENABLED", False)
-            assert run_chain(xs) is None
+            plain_chain = run_chain(xs)
+            assert plain_chain is not None
+            np.testing.assert_array_equal(plain_chain, compiled)
             np.testing.assert_array_equal(ex.run(x)["y"], fused["y"])
 
 
