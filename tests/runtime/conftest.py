@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -91,3 +92,17 @@ def sink_input(seed: int) -> dict[str, np.ndarray]:
         "input": rng.standard_normal((2, 4, 6)).astype(np.float32),
         "ids": rng.integers(0, 10, 2),
     }
+
+
+@pytest.fixture(scope="module", params=["compiled", "numpy"])
+def both_kernel_paths(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A module's every test twice: through the numba kernels and through the pure-numpy
+    twins (``pytestmark = pytest.mark.usefixtures("both_kernel_paths")``)."""
+    from edgetrust.runtime.fixed import _kernels
+
+    old = _kernels.ENABLED
+    _kernels.ENABLED = request.param == "compiled"
+    try:
+        yield
+    finally:
+        _kernels.ENABLED = old

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from fractions import Fraction
 
 import numpy as np
@@ -12,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgetrust.errors import ResourceLimitError
-from edgetrust.runtime.fixed import _kernels
 from edgetrust.runtime.fixed import _nonlinear as nl
 from edgetrust.runtime.fixed._arith import (
     Rescale,
@@ -28,16 +26,7 @@ from edgetrust.runtime.fixed._arith import (
 )
 from tests.runtime import fixed_ref as ref
 
-
-@pytest.fixture(autouse=True, scope="module", params=["compiled", "numpy"])
-def _kernel_path(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Every test twice: through the numba kernels and through the pure-numpy twins."""
-    old = _kernels.ENABLED
-    _kernels.ENABLED = request.param == "compiled"
-    try:
-        yield
-    finally:
-        _kernels.ENABLED = old
+pytestmark = pytest.mark.usefixtures("both_kernel_paths")
 
 
 I62 = st.integers(min_value=-(2**62) + 1, max_value=2**62 - 1)

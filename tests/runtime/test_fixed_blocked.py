@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgetrust.runtime.fixed import FixedExecutor, _kernels, _lut
+from edgetrust.runtime.fixed import FixedExecutor, _lut
 from edgetrust.runtime.fixed import _arith as arith
 from edgetrust.runtime.fixed import _nonlinear as nl
 from edgetrust.runtime.fixed._arith import (
@@ -33,16 +33,7 @@ from edgetrust.runtime.fixed._arith import (
 from tests.runtime import fixed_ref as ref
 from tests.runtime.graphs import single_op
 
-
-@pytest.fixture(autouse=True, scope="module", params=["compiled", "numpy"])
-def _kernel_path(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Every test twice: through the numba kernels and through the pure-numpy twins."""
-    old = _kernels.ENABLED
-    _kernels.ENABLED = request.param == "compiled"
-    try:
-        yield
-    finally:
-        _kernels.ENABLED = old
+pytestmark = pytest.mark.usefixtures("both_kernel_paths")
 
 
 # Multipliers with any number of trailing zero bits (ties need many), up to 2**31.
