@@ -6,6 +6,8 @@ and depthwise convolution against the per-group loop. No timing here (see bench/
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -182,14 +184,59 @@ def test_lazy_table_equals_the_entry_function(values: list[int], qmax: int) -> N
         assert got.tolist() == [entry(v) for v in values]
 
 
-def test_narrow_maxpool_keeps_the_value_of_a_window_wholly_in_padding() -> None:
-    """A dilated window that sees only padding gives what the int64 path gives."""
-    from edgetrust.runtime.fixed._pool import _NEG
+def test_a_pool_window_of_padding_alone_is_refused_at_plan_time() -> None:
+    """Pads as large as the kernel are refused (onnxruntime refuses them too), and a dilated
+    window that sees only padding, whose value is undefined, is refused naming the node."""
+    from edgetrust.errors import InvalidInputError, UnsupportedError
 
-    model = graphs.single_op(
-        "MaxPool", [(1, 1, 1, 4)], kernel_shape=[2, 1], dilations=[2, 1], pads=[1, 0, 1, 0]
-    ).SerializeToString()
     calib = {"x0": np.random.default_rng(0).standard_normal((1, 1, 1, 4)).astype(np.float32)}
-    op = FixedExecutor(model, precision="int8", calibration=[calib]).ops[0]
-    x = np.array([[[[3, -5, 7, 0]]]], np.int64)
-    np.testing.assert_array_equal(op.run([x]), op._tap_fold(x, _NEG, np.maximum))
+    big_pads = graphs.single_op("MaxPool", [(1, 1, 1, 4)], kernel_shape=[2, 1], pads=[2, 0, 0, 0])
+    with pytest.raises(UnsupportedError, match=r"MaxPool node .*pads .* smaller than the kernel"):
+        FixedExecutor(big_pads.SerializeToString(), precision="int8", calibration=[calib])
+    dilated = graphs.single_op(
+        "MaxPool", [(1, 1, 1, 4)], kernel_shape=[2, 1], dilations=[2, 1], pads=[1, 0, 1, 0]
+    )
+    with pytest.raises(InvalidInputError, match=r"MaxPool node .*wholly in the padding"):
+        FixedExecutor(dilated.SerializeToString(), precision="int8", calibration=[calib])
+
+
+@pytest.mark.parametrize("op_type", ["MaxPool", "AveragePool"])
+def test_windows_of_padding_alone_are_refused_where_onnxruntime_has_no_value(op_type: str) -> None:
+    """Cross-check against onnxruntime over every small 1-D geometry (1,296): a geometry is
+    refused exactly when onnxruntime's MaxPool writes -FLT_MAX (a window with no input
+    position) or refuses it (pads ≥ kernel). Exhaustive: the cases are sparse."""
+    import onnxruntime as ort
+
+    from edgetrust.errors import InvalidInputError, UnsupportedError
+
+    mismatched = []
+    for size, kernel, dilation, stride, pad, ceil in itertools.product(
+        range(1, 7), range(1, 4), range(1, 5), range(1, 4), range(3), range(2)
+    ):
+        attrs = dict(
+            kernel_shape=[kernel, 1],
+            dilations=[dilation, 1],
+            strides=[stride, 1],
+            pads=[pad, 0, pad, 0],
+            ceil_mode=ceil,
+        )
+        probe = graphs.single_op("MaxPool", [(1, 1, size, 1)], **attrs).SerializeToString()
+        x = np.arange(1, size + 1, dtype=np.float32).reshape(1, 1, size, 1)
+        options = ort.SessionOptions()
+        options.log_severity_level = 4  # its refusals are expected here
+        try:
+            session = ort.InferenceSession(probe, options, providers=["CPUExecutionProvider"])
+            undefined = bool((session.run(None, {"x0": x})[0] < -1e30).any())
+        except Exception:  # onnxruntime refuses the attributes (pads ≥ kernel)
+            undefined = True
+        if size + 2 * pad < dilation * (kernel - 1) + 1:
+            undefined = True  # no window fits (onnxruntime truncates a negative size toward 0)
+        model = graphs.single_op(op_type, [(1, 1, size, 1)], **attrs).SerializeToString()
+        try:
+            FixedExecutor(model, precision="int8", calibration=[{"x0": x}])
+            refused = False
+        except (InvalidInputError, UnsupportedError):
+            refused = True
+        if refused != undefined:
+            mismatched.append((size, kernel, dilation, stride, pad, ceil, refused))
+    assert mismatched == []

@@ -334,17 +334,3 @@ def norm_axis(axis: int, rank: int, label: str) -> int:
     if not 0 <= a < rank:
         raise InvalidInputError(f"node {label}: axis {axis} is out of range for rank {rank}")
     return a
-
-
-def same_geometry(
-    h: int, w: int, strides: Sequence[int], ekh: int, ekw: int, upper: bool
-) -> tuple[int, int, int, int, int, int]:
-    """(OH, OW, pad_top, pad_left, pad_bottom, pad_right) for auto_pad SAME_UPPER (`upper`)
-    or SAME_LOWER: ceil(size / stride) outputs, the total padding split with the odd one at
-    the end (UPPER) or the start (LOWER); `ekh`, `ekw` are the dilated kernel extents."""
-    sh, sw = strides
-    oh, ow = -(-h // sh), -(-w // sw)
-    th = max(0, (oh - 1) * sh + ekh - h)
-    tw = max(0, (ow - 1) * sw + ekw - w)
-    pt, pl = (th // 2, tw // 2) if upper else (th - th // 2, tw - tw // 2)
-    return oh, ow, pt, pl, th - pt, tw - pl

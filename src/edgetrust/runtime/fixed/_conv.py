@@ -19,14 +19,15 @@ import numpy.typing as npt
 from edgetrust.errors import InvalidInputError
 from edgetrust.runtime.fixed import _digitconv, _ortconv
 from edgetrust.runtime.fixed._arith import I64, apply_rescale, matmul_chunk, saturate
-from edgetrust.runtime.fixed._base import ElementSource, register, same_geometry, unravel
+from edgetrust.runtime.fixed._base import ElementSource, register, unravel
 from edgetrust.runtime.fixed._digitconv import DigitConv, requant_blocks, requantizer
 from edgetrust.runtime.fixed._linear import _Dense, _rescale_one
 from edgetrust.runtime.fixed._ortconv import F32Requant, OrtConv
+from edgetrust.runtime.fixed._window import Window2D
 
 
 @register
-class Conv(_Dense):
+class Conv(_Dense, Window2D):
     """2-D convolution (NCHW), with groups, strides, dilations and padding (explicit or SAME)."""
 
     op_types = ("Conv",)
@@ -48,17 +49,7 @@ class Conv(_Dense):
         ks = self.attrs.get("kernel_shape")
         if ks is not None and list(ks) != [self.kh, self.kw]:
             raise self.fail(f"kernel_shape {list(ks)} disagrees with the weights")
-        self.strides = [int(s) for s in self.attrs.get("strides", [1, 1])]
-        self.dilations = [int(d) for d in self.attrs.get("dilations", [1, 1])]
-        self.pads_attr = [int(p) for p in self.attrs.get("pads", [0, 0, 0, 0])]
-        raw_auto_pad = self.attrs.get("auto_pad", b"NOTSET")
-        self.auto_pad = raw_auto_pad.decode() if isinstance(raw_auto_pad, bytes) else raw_auto_pad
-        if self.auto_pad not in ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"):
-            raise self.fail(f"auto_pad={self.auto_pad} is not supported")
-        if len(self.strides) != 2 or len(self.dilations) != 2 or len(self.pads_attr) != 4:
-            raise self.fail("strides, dilations and pads must be for 2 spatial dimensions")
-        if min(self.strides) < 1 or min(self.dilations) < 1 or min(self.pads_attr) < 0:
-            raise self.fail("strides and dilations must be ≥ 1 and pads ≥ 0")
+        self.window_attrs()
 
     def weights(self) -> dict[str, Any]:
         """Per-output-channel weights as (OC, Cg·KH·KW), bias, accumulator scales."""
@@ -66,22 +57,6 @@ class Conv(_Dense):
             w4 = np.asarray(self.info(1).const, np.float64)
             self._weights = self.channel_weights(w4.reshape(self.oc, -1))
         return self._weights
-
-    def geometry(self, h: int, w: int) -> tuple[int, int, int, int, int, int]:
-        """(OH, OW, pad_top, pad_left, pad_bottom, pad_right) for an H×W input."""
-        sh, sw = self.strides
-        ekh = self.dilations[0] * (self.kh - 1) + 1
-        ekw = self.dilations[1] * (self.kw - 1) + 1
-        if self.auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-            return same_geometry(h, w, self.strides, ekh, ekw, self.auto_pad == "SAME_UPPER")
-        pt, pl, pb, pr = self.pads_attr if self.auto_pad == "NOTSET" else (0, 0, 0, 0)
-        oh = (h + pt + pb - ekh) // sh + 1
-        ow = (w + pl + pr - ekw) // sw + 1
-        if oh < 1 or ow < 1:
-            raise InvalidInputError(
-                f"Conv node {self.label}: input {h}×{w} is smaller than the kernel"
-            )
-        return oh, ow, pt, pl, pb, pr
 
     def _check_x(self, shape: tuple[int, ...]) -> None:
         if len(shape) != 4 or shape[1] != self.cg * self.group:

@@ -21,9 +21,9 @@ from edgetrust.runtime.fixed._base import (
     Op,
     ScalePolicy,
     register,
-    same_geometry,
     unravel,
 )
+from edgetrust.runtime.fixed._window import Window2D
 
 _NEG = -(1 << 62)
 
@@ -50,7 +50,7 @@ class _Pool(Op):
             )
 
 
-class _Windowed(_Pool):
+class _Windowed(_Pool, Window2D):
     def setup(self) -> None:
         if len([o for o in self.node.output if o]) > 1:
             raise self.fail("only the Y output is supported")
@@ -58,38 +58,19 @@ class _Windowed(_Pool):
         if ks is None or len(ks) != 2:
             raise self.fail("only 2-D pooling (kernel_shape of length 2) is supported")
         self.kh, self.kw = (int(k) for k in ks)
-        self.strides = [int(s) for s in self.attrs.get("strides", [1, 1])]
-        self.dilations = [int(d) for d in self.attrs.get("dilations", [1, 1])]
-        self.pads_attr = [int(p) for p in self.attrs.get("pads", [0, 0, 0, 0])]
         self.ceil = bool(self.attrs.get("ceil_mode", 0))
-        raw = self.attrs.get("auto_pad", b"NOTSET")
-        self.auto_pad = raw.decode() if isinstance(raw, bytes) else raw
-        if self.auto_pad not in ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"):
-            raise self.fail(f"auto_pad={self.auto_pad} is not supported")
-        if min(self.kh, self.kw, *self.strides, *self.dilations) < 1 or min(self.pads_attr) < 0:
-            raise self.fail("kernel, strides and dilations must be ≥ 1 and pads ≥ 0")
+        self.window_attrs()
+        pt, pl, pb, pr = self.pads_attr
+        if max(pt, pb) >= self.kh or max(pl, pr) >= self.kw:
+            raise self.fail(
+                f"pads {self.pads_attr} must be smaller than the kernel {[self.kh, self.kw]} "
+                "(as onnxruntime requires: a window of padding alone has no value)"
+            )
 
     def geometry(self, h: int, w: int) -> tuple[int, int, int, int, int, int]:
-        """(OH, OW, pad_top, pad_left, pad_bottom, pad_right) - explicit pads only."""
-        sh, sw = self.strides
-        ekh = self.dilations[0] * (self.kh - 1) + 1
-        ekw = self.dilations[1] * (self.kw - 1) + 1
-        if self.auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-            return same_geometry(h, w, self.strides, ekh, ekw, self.auto_pad == "SAME_UPPER")
-        pt, pl, pb, pr = self.pads_attr if self.auto_pad == "NOTSET" else (0, 0, 0, 0)
-        dims = []
-        for size, p0, p1, ek, st in ((h, pt, pb, ekh, sh), (w, pl, pr, ekw, sw)):
-            span = size + p0 + p1 - ek
-            if span < 0:
-                raise InvalidInputError(
-                    f"{self.node.op_type} node {self.label}: input {h}×{w} is smaller than "
-                    "the window"
-                )
-            o = (-(-span // st) if self.ceil else span // st) + 1
-            if self.ceil and (o - 1) * st >= size + p0:
-                o -= 1  # the last window would start in the padding
-            dims.append(o)
-        return dims[0], dims[1], pt, pl, pb, pr
+        """`Window2D.geometry`, refusing a window that holds only padding."""
+        self.require_inside(h, w)
+        return Window2D.geometry(self, h, w)
 
     def _windows(self, x: I64, fill: int) -> tuple[I64, int, int, int, int, int, int]:
         self.check4(x.shape)
@@ -97,7 +78,7 @@ class _Windowed(_Pool):
         oh, ow, pt, pl, pb, pr = self.geometry(h, w)
         sh, sw = self.strides
         dh, dw = self.dilations
-        ekh, ekw = dh * (self.kh - 1) + 1, dw * (self.kw - 1) + 1
+        ekh, ekw = self.extents()
         need_b = max(pb, (oh - 1) * sh + ekh - h - pt)
         need_r = max(pr, (ow - 1) * sw + ekw - w - pl)
         xp = np.pad(x, ((0, 0), (0, 0), (pt, need_b), (pl, need_r)), constant_values=fill)
@@ -159,9 +140,8 @@ class MaxPool(_Windowed):
             for narrow in (np.int8, np.int16, np.int32):
                 info = np.iinfo(narrow)
                 if info.min < lo and hi <= info.max:
+                    # padding never wins: `geometry` refuses a window of padding alone
                     small = self._tap_fold(x.astype(narrow, copy=False), int(info.min), np.maximum)
-                    if int(small.min()) == int(info.min):
-                        break  # a window wholly in padding: keep the int64 path's value
                     # a narrow input stays narrow (the executor widens it for whoever needs)
                     return small if x.dtype != np.int64 else small.astype(np.int64)
         return self._tap_fold(np.asarray(x, np.int64), _NEG, np.maximum)
