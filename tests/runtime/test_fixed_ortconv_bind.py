@@ -122,3 +122,25 @@ def test_a_forked_child_does_not_wait_for_the_parents_lock() -> None:
                 child.kill()
     assert child.exitcode == 0
     np.testing.assert_array_equal(out, want)
+
+
+def _env_allocators(opts: Any) -> bool:
+    try:
+        return bool(opts.get_session_config_entry("session.use_env_allocators") == "1")
+    except RuntimeError:  # onnxruntime: no such entry
+        return False
+
+
+def test_shared_arena_gives_the_same_sums(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(5)
+    x = rng.integers(-127, 128, size=(2, 4, 9, 9))
+    sums = []
+    for shared in (True, False):
+        monkeypatch.setattr(_ortconv, "SHARED_ARENA", shared)
+        opts = _ortconv.session_options()
+        assert _env_allocators(opts) == (shared and _ortconv._shared_arena())
+        op = _conv_op(4, 3, 1, 3, seed=9, pads=[1, 1, 1, 1])  # new sessions with these options
+        sums.append(_sums(op, x, op.qmax, True))
+    np.testing.assert_array_equal(sums[0], sums[1])
+    w4 = op.weights()["w"].reshape(op.oc, op.cg, op.kh, op.kw)
+    np.testing.assert_array_equal(sums[0], _direct(x, w4, op.weights()["b"], op))

@@ -114,14 +114,42 @@ def l1_chunks(
 
 
 def session_options() -> ort.SessionOptions:
-    """One thread, no spinning, no bf16 fast math: the options of every exact session."""
+    """One thread, no spinning, no bf16 fast math: the options of every exact session; and
+    one CPU arena shared by all of them (`SHARED_ARENA`) where onnxruntime allows it."""
     opts = ort.SessionOptions()
     # One thread, as the rest of the executor's kernels; spinning would steal the core.
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.add_session_config_entry("mlas.enable_gemm_fastmath_arm64_bfloat16", "0")
+    if SHARED_ARENA and _shared_arena():
+        opts.add_session_config_entry("session.use_env_allocators", "1")
     return opts
+
+
+SHARED_ARENA = True
+"""Every exact session allocates from one process-wide onnxruntime CPU arena instead of one
+arena per session: a model's dozens of one-Conv sessions then reuse the same (cache-warm)
+scratch memory for their layout conversions, as one whole-model session does. Allocation
+only: no arithmetic changes. Measured (one process, alternating, 1 thread, load ~1.6):
+SqueezeNet int8 7.93 → 7.81 ms min, 8.56 → 8.25 median; ResNet50 73.96 → 73.27 ms min,
+77.96 → 75.80 median."""
+_ARENA: list[bool] = []
+
+
+def _shared_arena() -> bool:
+    """Register the shared arena once per process; False if onnxruntime refuses (then every
+    session keeps its own, as before)."""
+    if not _ARENA:
+        try:
+            info = ort.OrtMemoryInfo(
+                "Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT
+            )
+            ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, -1, -1, -1))
+            _ARENA.append(True)
+        except Exception:  # e.g. another component registered one first: keep per-session arenas
+            _ARENA.append(False)
+    return _ARENA[0]
 
 
 def make_session(graph: onnx.GraphProto) -> ort.InferenceSession:
