@@ -271,8 +271,12 @@ class Conv(_Dense, Window2D):
         """The one exact float32 call, then the requantization (and `post`) by blocks."""
         self._check_x(x.shape)
         _, _, pt, pl, pb, pr = self.geometry(x.shape[2], x.shape[3])
-        (y,) = fast.sums(x, (pt, pl, pb, pr), self.strides, self.dilations)
-        return rq(y, post, self.narrow_out)
+        narrow = self.narrow_out
+
+        def finish(ys: list[npt.NDArray[np.float32]]) -> I64:
+            return rq(ys[0], post, narrow)  # a new array: the kept sums are not handed on
+
+        return fast.sums(x, (pt, pl, pb, pr), self.strides, self.dilations, finish)
 
     def _f32_requant(self, fast: OrtConv) -> F32Requant | None:
         p = self.params()

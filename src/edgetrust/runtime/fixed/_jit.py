@@ -281,3 +281,26 @@ def gather_pairs(x: Any, y: Any, table: Any, qmax: int, out: Any) -> bool:  # pr
     for i in range(x.size):
         out[i] = table[np.uint64(x[i] * nv + y[i] + off)]
     return True
+
+
+@_jit
+def requantize_narrow(
+    x: Any, m: int, shift: int, lo: int, hi: int, out: Any
+) -> bool:  # pragma: no cover - compiled
+    """`requantize` with one multiplier on a 1-D narrow integer x (|x| < 2**31, within
+    `mul_shift`'s proof), each element widened to int64 before any arithmetic; `out` is of
+    x's type and [lo, hi] within it (the caller checks). False for a multiplier outside
+    [0, 2**31]."""
+    if m < 0 or m > 1 << 31:
+        return False
+    if shift < 31:
+        for i in range(x.size):
+            out[i] = min(max(mul_shift(np.int64(x[i]), m, shift), lo), hi)
+        return True
+    half = np.int64(1 << (shift - 1))
+    rest = shift - 31
+    for i in range(x.size):
+        v = np.int64(x[i])
+        low = ((v & _LOW31) * m + half + (v >> 63)) >> 31
+        out[i] = min(max(((v >> 31) * m + low) >> rest, lo), hi)
+    return True

@@ -217,3 +217,23 @@ def gather_pairs(x: I64, y: I64, table: I64, qmax: int) -> I64 | None:
     if not _call("gather_pairs", flat[0], flat[1], table, qmax, out.reshape(-1)):
         return None
     return out
+
+
+def requantize_narrow(
+    x: npt.NDArray[Any], mult: I64, shift: int, qmax: int
+) -> npt.NDArray[Any] | None:
+    """`requantize` for a narrow integer x (int8/int16/int32) with one multiplier, into a new
+    array of x's type: ``clip(apply_rescale(int64(x), Rescale(mult, shift)), -qmax, qmax)``
+    (the compiled loop widens each element to int64 itself; its results lie in
+    [-qmax, qmax], which x's type holds). None where that does not apply."""
+    if x.dtype not in (np.int8, np.int16, np.int32) or x.ndim == 0 or mult.size != 1:
+        return None
+    if not 0 <= qmax <= np.iinfo(x.dtype).max or not 1 <= shift <= 62:
+        return None
+    out = np.empty(x.shape, x.dtype)
+    src = np.ascontiguousarray(x).reshape(-1)
+    if not _call(
+        "requantize_narrow", src, int(mult.reshape(-1)[0]), shift, -qmax, qmax, out.reshape(-1)
+    ):
+        return None
+    return out

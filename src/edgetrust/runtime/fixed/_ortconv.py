@@ -25,8 +25,10 @@ float kernel with a proven bound is the fastest exact one available.
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -40,9 +42,15 @@ from edgetrust.runtime.fixed._batchnorm import TablePost
 from edgetrust.runtime.fixed._elementwise import ReluPost
 
 ENABLED = True  # tests switch this off to compare against the numpy path
+BIND = True
+"""Run through IOBinding with kept float32 buffers (tests switch it off to compare against
+`InferenceSession.run` with fresh arrays: the same sums)."""
 _EXACT = 1 << 24  # float32: 24 mantissa bits (implicit one included)
 _OPSET = 13
 _IR_VERSION = 8
+KEPT_SHAPES = 4
+"""Input shapes whose buffers a Conv keeps (more, e.g. ever new batch sizes: forget them)."""
+T = TypeVar("T")
 
 
 def channel_chunks(
@@ -106,14 +114,42 @@ def l1_chunks(
 
 
 def session_options() -> ort.SessionOptions:
-    """One thread, no spinning, no bf16 fast math: the options of every exact session."""
+    """One thread, no spinning, no bf16 fast math: the options of every exact session; and
+    one CPU arena shared by all of them (`SHARED_ARENA`) where onnxruntime allows it."""
     opts = ort.SessionOptions()
     # One thread, as the rest of the executor's kernels; spinning would steal the core.
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.add_session_config_entry("mlas.enable_gemm_fastmath_arm64_bfloat16", "0")
+    if SHARED_ARENA and _shared_arena():
+        opts.add_session_config_entry("session.use_env_allocators", "1")
     return opts
+
+
+SHARED_ARENA = True
+"""Every exact session allocates from one process-wide onnxruntime CPU arena instead of one
+arena per session: a model's dozens of one-Conv sessions then reuse the same (cache-warm)
+scratch memory for their layout conversions, as one whole-model session does. Allocation
+only: no arithmetic changes. Measured (one process, alternating, 1 thread, load ~1.6):
+SqueezeNet int8 7.93 → 7.81 ms min, 8.56 → 8.25 median; ResNet50 73.96 → 73.27 ms min,
+77.96 → 75.80 median."""
+_ARENA: list[bool] = []
+
+
+def _shared_arena() -> bool:
+    """Register the shared arena once per process; False if onnxruntime refuses (then every
+    session keeps its own, as before)."""
+    if not _ARENA:
+        try:
+            info = ort.OrtMemoryInfo(
+                "Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT
+            )
+            ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, -1, -1, -1))
+            _ARENA.append(True)
+        except Exception:  # e.g. another component registered one first: keep per-session arenas
+            _ARENA.append(False)
+    return _ARENA[0]
 
 
 def make_session(graph: onnx.GraphProto) -> ort.InferenceSession:
@@ -150,8 +186,37 @@ def _session(
     return make_session(graph)
 
 
+class _Bound:
+    """One geometry and input shape's kept buffers: the float32 input of each chunk, its
+    sums (N, OC, OH, OW), and the IOBinding tying them to the session."""
+
+    def __init__(
+        self,
+        sessions: list[ort.InferenceSession],
+        x_shapes: list[tuple[int, ...]],
+        y_shape: tuple[int, int, int, int],
+    ) -> None:
+        self.inputs = [np.empty(shape, np.float32) for shape in x_shapes]
+        self.outputs = [np.empty(y_shape, np.float32) for _ in sessions]
+        self.bindings = []
+        for sess, xf, y in zip(sessions, self.inputs, self.outputs, strict=True):
+            binding = sess.io_binding()
+            binding.bind_cpu_input("x", xf)
+            binding.bind_output("y", "cpu", 0, np.float32, y.shape, y.ctypes.data)
+            self.bindings.append(binding)
+
+
 class OrtConv:
-    """Cached float32 sessions for one Conv node's integer weights, one per channel chunk."""
+    """Cached float32 sessions for one Conv node's integer weights, one per channel chunk.
+
+    Runs go through IOBinding into float32 buffers kept per geometry and input shape (the
+    last `KEPT_SHAPES` shapes): the integers are converted straight into the bound input and
+    onnxruntime writes the sums into the bound output, with no fresh arrays and no
+    per-call output handling (ResNet50 int8 73.6 → 71.6 ms, SqueezeNet within noise; one
+    thread, load ~3). The buffers are reused, so one run at a time holds the lock; a forked
+    child makes its own lock and buffers (a lock that another thread held at the fork would
+    never be released in the child, and the buffers may be in use).
+    """
 
     def __init__(self, w: I64, group: int, chunks: list[tuple[int, int]], bias: I64 | None) -> None:
         self.w = w
@@ -159,23 +224,17 @@ class OrtConv:
         self.chunks = chunks
         self.bias = bias  # added by the first chunk's kernel (None: the caller adds it)
         self._sessions: dict[tuple[Any, ...], list[ort.InferenceSession]] = {}
+        self._proc: tuple[int, threading.Lock, dict[tuple[Any, ...], _Bound]] | None = None
 
-    def sums(
-        self,
-        x: I64,
-        pads: tuple[int, int, int, int],
-        strides: list[int],
-        dilations: list[int],
-    ) -> list[npt.NDArray[np.float32]]:
-        """Each chunk's exact float32 sums (N, OC, OH, OW), the bias in the first if it
-        joined; `pads` = (t, l, b, r)."""
-        key = (pads, tuple(strides), tuple(dilations))
+    def _session_list(
+        self, key: tuple[Any, ...], pads: tuple[int, int, int, int]
+    ) -> list[ort.InferenceSession]:
         sessions = self._sessions.get(key)
         if sessions is None:
             attrs: dict[str, Any] = {
                 "pads": [pads[0], pads[1], pads[2], pads[3]],
-                "strides": list(strides),
-                "dilations": list(dilations),
+                "strides": list(key[1]),
+                "dilations": list(key[2]),
                 "kernel_shape": [int(self.w.shape[2]), int(self.w.shape[3])],
             }
             sessions = [
@@ -188,27 +247,81 @@ class OrtConv:
                 for i, (c0, c1) in enumerate(self.chunks)
             ]
             self._sessions[key] = sessions
+        return sessions
+
+    def _process_state(self) -> tuple[int, threading.Lock, dict[tuple[Any, ...], _Bound]]:
+        """This process's lock and buffers (new ones in a forked child). Two threads that
+        both make them get one each: disjoint buffers, so no run can see another's."""
+        state = self._proc
+        pid = os.getpid()
+        if state is None or state[0] != pid:
+            state = (pid, threading.Lock(), {})
+            self._proc = state
+        return state
+
+    def _y_shape(self, shape: tuple[int, ...], key: tuple[Any, ...]) -> tuple[int, int, int, int]:
+        """(N, OC, OH, OW) of the sums for an input of `shape` and geometry `key`."""
+        (pt, pl, pb, pr), (sh, sw), (dh, dw) = key
+        kh, kw = int(self.w.shape[2]), int(self.w.shape[3])
+        oh = (shape[2] + pt + pb - dh * (kh - 1) - 1) // sh + 1
+        ow = (shape[3] + pl + pr - dw * (kw - 1) - 1) // sw + 1
+        return shape[0], int(self.w.shape[0]), oh, ow
+
+    def sums(
+        self,
+        x: npt.NDArray[Any],
+        pads: tuple[int, int, int, int],
+        strides: list[int],
+        dilations: list[int],
+        finish: Callable[[list[npt.NDArray[np.float32]]], T],
+    ) -> T:
+        """``finish(sums)`` for each chunk's exact float32 sums (N, OC, OH, OW), the bias in
+        the first if it joined; `pads` = (t, l, b, r). The sums are buffers the next run
+        overwrites: `finish` runs under the lock and must not return them (or views)."""
+        key = (pads, tuple(strides), tuple(dilations))
+        sessions = self._session_list(key, pads)
         whole = len(self.chunks) == 1
-        return [
-            sess.run(None, {"x": (x if whole else x[:, c0:c1]).astype(np.float32)})[0]
-            for (c0, c1), sess in zip(self.chunks, sessions, strict=True)
-        ]
+        parts = [x if whole else x[:, c0:c1] for c0, c1 in self.chunks]
+        if not BIND:
+            return finish(
+                [
+                    sess.run(None, {"x": part.astype(np.float32)})[0]
+                    for part, sess in zip(parts, sessions, strict=True)
+                ]
+            )
+        _, lock, kept = self._process_state()
+        with lock:
+            bkey = (key, x.shape)
+            bound = kept.get(bkey)
+            if bound is None:
+                if len(kept) >= KEPT_SHAPES:
+                    kept.clear()
+                bound = _Bound(sessions, [p.shape for p in parts], self._y_shape(x.shape, key))
+                kept[bkey] = bound
+            for part, sess, xf, binding in zip(
+                parts, sessions, bound.inputs, bound.bindings, strict=True
+            ):
+                np.copyto(xf, part, casting="unsafe")  # exact: |x| < 2**24
+                sess.run_with_iobinding(binding)
+            return finish(bound.outputs)
 
     def run(
         self,
-        x: I64,
+        x: npt.NDArray[Any],
         pads: tuple[int, int, int, int],
         strides: list[int],
         dilations: list[int],
     ) -> I64:
         """Σ x · w (+ b if it joined) per output element (N, OC, OH, OW), exact int64;
         `pads` = (t, l, b, r)."""
-        acc: I64 | None = None
-        for y in self.sums(x, pads, strides, dilations):
-            part: I64 = y.astype(np.int64)
-            acc = part if acc is None else acc + part
-        assert acc is not None
-        return acc
+
+        def total(ys: list[npt.NDArray[np.float32]]) -> I64:
+            acc: I64 = ys[0].astype(np.int64)  # a new array: the buffer is not handed on
+            for y in ys[1:]:
+                acc += y.astype(np.int64)
+            return acc
+
+        return self.sums(x, pads, strides, dilations, total)
 
 
 class F32Requant:

@@ -81,7 +81,10 @@ class _Windowed(_Pool, Window2D):
         ekh, ekw = self.extents()
         need_b = max(pb, (oh - 1) * sh + ekh - h - pt)
         need_r = max(pr, (ow - 1) * sw + ekw - w - pl)
-        xp = np.pad(x, ((0, 0), (0, 0), (pt, need_b), (pl, need_r)), constant_values=fill)
+        if pt or pl or need_b > 0 or need_r > 0:
+            xp = np.pad(x, ((0, 0), (0, 0), (pt, need_b), (pl, need_r)), constant_values=fill)
+        else:  # no padding: the windows read x itself (np.pad would copy it)
+            xp = x
         win = np.lib.stride_tricks.sliding_window_view(xp, (ekh, ekw), axis=(2, 3))
         win = win[:, :, : (oh - 1) * sh + 1 : sh, : (ow - 1) * sw + 1 : sw, ::dh, ::dw]
         return win, oh, ow, pt, pl, pb, pr

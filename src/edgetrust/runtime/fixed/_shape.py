@@ -16,6 +16,7 @@ import numpy.typing as npt
 from onnx import TensorProto, numpy_helper
 
 from edgetrust.errors import InvalidInputError
+from edgetrust.runtime.fixed import _kernels
 from edgetrust.runtime.fixed._arith import I64, apply_rescale, quantize, saturate
 from edgetrust.runtime.fixed._base import (
     ElementSource,
@@ -417,6 +418,10 @@ class Concat(Op):
         rs = self.rescales[k]
         if rs is None:
             return v
+        if v.dtype != np.int64:  # narrow in, narrow out: one compiled pass, no int64 copies
+            fast = _kernels.requantize_narrow(v, rs.mult, rs.shift, self.qmax)
+            if fast is not None:
+                return fast
         out = saturate(apply_rescale(np.asarray(v, np.int64), rs), self.qmax)
         return out if v.dtype == np.int64 else out.astype(v.dtype)  # |out| ≤ qmax fits
 
