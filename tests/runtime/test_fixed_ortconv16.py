@@ -156,7 +156,7 @@ def test_balanced_digits(v: list[int]) -> None:
 
 
 def test_no_digit_path_where_no_bound_holds() -> None:
-    w = np.full((2, 1, 1, 1), QMAX, np.int64)
+    w = np.full((2, 1, 1, 2), QMAX, np.int64)  # (1×1 kernels: `_matconv`, tested there)
     assert _digitconv.DigitConv.plan(w, 1, QMAX, None) is None  # short sums: BLAS is faster
     with _paths(True):
         assert _digitconv.DigitConv.plan(w, 1, 1 << 24, None) is None

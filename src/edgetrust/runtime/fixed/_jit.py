@@ -281,3 +281,86 @@ def gather_pairs(x: Any, y: Any, table: Any, qmax: int, out: Any) -> bool:  # pr
     for i in range(x.size):
         out[i] = table[np.uint64(x[i] * nv + y[i] + off)]
     return True
+
+
+@_jit
+def digit_epilogue(
+    parts: Any,
+    odd: Any,
+    bias: Any,
+    mult: Any,
+    shift: int,
+    qmax: int,
+    bn_a: Any,
+    bn_b: Any,
+    bn_m: int,
+    bn_shift: int,
+    lo: int,
+    out: Any,
+) -> bool:  # pragma: no cover - compiled
+    """An int16 convolution's epilogue from its exact float digit sums, in one pass:
+    ``v = Σ_p int64(parts[p]) · odd[p] + bias[c]`` for parts (P, outer, C, inner), then
+    ``q = clip(rescale(v, mult[c], shift), -qmax, qmax)`` (shift ≥ 31), then - when `bn_a`
+    is not empty, a fused BatchNormalization - ``q = clip(rescale(q · bn_a[c] + bn_b[c],
+    bn_m, bn_shift), -qmax, qmax)``, then ``max(q, lo)`` (lo = 0: a fused Relu; -qmax: none).
+
+    False (out unspecified) where a part is not below 2**53 in magnitude (or NaN), a sum
+    reaches 2**62, or a parameter is outside the range of the rescale's proof (|bias| and
+    |bn_b| < 2**52, multipliers in [0, 2**31], |bn_a| ≤ 2**31, qmax < 2**16)."""
+    n_parts, outer, channels, inner = parts.shape
+    half = 1 << (shift - 1)
+    rest = shift - 31
+    has_bn = bn_a.size > 0
+    if shift < 31 or shift > 62 or qmax >= 1 << 16 or qmax < 0:
+        return False
+    if has_bn and (bn_a.size != channels or bn_b.size != channels):
+        return False
+    if has_bn and (bn_m < 0 or bn_m > 1 << 31 or bn_shift < 0 or bn_shift > 62):
+        return False
+    bad = False
+    for c in range(channels):
+        bad |= (bias[c] >= 1 << 52) | (bias[c] <= -(1 << 52))
+        bad |= (mult[c] < 0) | (mult[c] > 1 << 31)
+        if has_bn:
+            bad |= (bn_a[c] > 1 << 31) | (bn_a[c] < -(1 << 31))
+            bad |= (bn_b[c] >= 1 << 52) | (bn_b[c] <= -(1 << 52))
+    for p in range(n_parts):
+        bad |= (odd[p] > 1 << 31) | (odd[p] < -(1 << 31))
+    if bad:
+        return False
+    bn_half = 1 << (bn_shift - 1) if bn_shift >= 1 else 0
+    bn_rest = bn_shift - 31
+    acc = np.empty(inner, np.int64)
+    for o in range(outer):
+        for c in range(channels):
+            b = bias[c]
+            for i in range(inner):
+                acc[i] = b
+            for p in range(n_parts):
+                k = odd[p]
+                for i in range(inner):
+                    f = parts[p, o, c, i]
+                    ok = (f < 2.0**53) & (f > -(2.0**53))  # False for NaN
+                    bad |= not ok
+                    acc[i] += np.int64(f if ok else 0.0) * k
+            m = mult[c]
+            for i in range(inner):
+                v = acc[i]
+                bad |= (v >= _LIMIT) | (v <= -_LIMIT)
+                low = ((v & _LOW31) * m + half + (v >> 63)) >> 31
+                acc[i] = min(max(((v >> 31) * m + low) >> rest, -qmax), qmax)
+            if has_bn:
+                a = bn_a[c]
+                bb = bn_b[c]
+                if bn_shift >= 31:
+                    for i in range(inner):
+                        v = acc[i] * a + bb
+                        low = ((v & _LOW31) * bn_m + bn_half + (v >> 63)) >> 31
+                        acc[i] = min(max(((v >> 31) * bn_m + low) >> bn_rest, -qmax), qmax)
+                else:
+                    for i in range(inner):
+                        r = mul_shift(acc[i] * a + bb, bn_m, bn_shift)
+                        acc[i] = min(max(r, -qmax), qmax)
+            for i in range(inner):
+                out[o, c, i] = max(acc[i], lo)
+    return not bad
