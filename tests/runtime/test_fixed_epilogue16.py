@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgetrust.runtime.fixed import FixedExecutor, _digitconv, _kernels, _ortconv
+from edgetrust.runtime.fixed import FixedExecutor, _digitconv, _kernels, _matconv, _ortconv
 from edgetrust.runtime.fixed._arith import Rescale, apply_rescale, saturate
 from edgetrust.runtime.fixed._batchnorm import ArithPost, BatchNormalization
 from edgetrust.runtime.fixed._conv import Conv
@@ -134,28 +134,37 @@ def test_arith_post_is_batchnormalization_combine() -> None:
     data=st.data(),
     cin=st.integers(1, 40),
     cout=st.integers(1, 5),
+    k=st.sampled_from([1, 1, 2, 3]),
     stride=st.integers(1, 3),
+    dilation=st.integers(1, 2),
     n=st.integers(1, 2),
     hw=st.integers(1, 7),
     extremes=st.booleans(),
     seed=st.integers(0, 2**32 - 1),
 )
-def test_matmul_1x1_equals_blas_and_direct(
+def test_matmul_equals_blas_and_direct(
     data: st.DataObject,
     cin: int,
     cout: int,
+    k: int,
     stride: int,
+    dilation: int,
     n: int,
     hw: int,
     extremes: bool,
     seed: int,
 ) -> None:
-    """1×1 convolutions by one float64 MatMul, any stride and padding (padding pixels of a
-    1×1 kernel read 0), int16 extremes: the BLAS path's and a direct sum's integers."""
+    """Convolutions by one float64 MatMul over im2col columns, any kernel, stride, dilation
+    and padding (padding pixels read 0, also for a 1×1 kernel), int16 extremes: the BLAS
+    path's and a direct sum's integers."""
     rng = np.random.default_rng(seed)
-    w = _weights(rng, (cout, cin, 1, 1), extremes)
+    w = _weights(rng, (cout, cin, k, k), extremes)
     pads = data.draw(st.lists(st.integers(0, 2), min_size=4, max_size=4))
-    op = _conv_op(w, 1, hw, pads=pads, strides=[stride, stride])
+    if hw + min(pads[0] + pads[2], pads[1] + pads[3]) < dilation * (k - 1) + 1:
+        pads = [dilation * (k - 1)] * 4  # the kernel must fit
+    attrs: dict[str, Any] = {"pads": pads, "strides": [stride, stride]}
+    attrs["dilations"] = [dilation, dilation]
+    op = _conv_op(w, 1, hw, **attrs)
     xmax = data.draw(st.sampled_from([QMAX, QMAX + 1]))
     x = _int16(rng, (n, cin, hw, hw), -xmax, extremes)
     w4 = w.astype(np.int64)
@@ -176,11 +185,11 @@ def test_matmul_1x1_equals_blas_and_direct(
 @given(
     n_in=st.integers(1, 12),
     stride=st.integers(1, 4),
-    pad=st.integers(0, 4),
+    pad=st.integers(-4, 4),
     pad_end=st.integers(0, 4),
 )
 def test_span_maps_outputs_to_inputs(n_in: int, stride: int, pad: int, pad_end: int) -> None:
-    n_out = (n_in + pad + pad_end - 1) // stride + 1
+    n_out = max(1, (n_in + pad + pad_end - 1) // stride + 1)
     i0, i1, first = _span(n_in, n_out, stride, pad)
     inside = [i for i in range(n_out) if 0 <= i * stride - pad < n_in]
     assert list(range(i0, i1)) == inside
@@ -215,13 +224,17 @@ def _bn_chain_model(c: int) -> bytes:
     ).SerializeToString()
 
 
+@pytest.mark.parametrize("cols_max", [None, 0])
 @pytest.mark.parametrize("compiled", [True, False])
 def test_wide_int16_bn_chains_fuse_and_keep_the_node_by_node_integers(
-    compiled: bool, monkeypatch: pytest.MonkeyPatch
+    compiled: bool, cols_max: int | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Conv→BN(→Relu) at int16 with 64 channels (no table) fuses through the arithmetic
-    post; outputs and trace root equal the node-by-node run's, compiled or numpy."""
+    post; outputs and trace root equal the node-by-node run's, compiled or numpy, by
+    MatMul or (`COLS_MAX` 0) by the digits where a digit plan exists."""
     monkeypatch.setattr(_kernels, "ENABLED", compiled)
+    if cols_max is not None:
+        monkeypatch.setattr(_matconv, "COLS_MAX", cols_max)
     model = _bn_chain_model(64)
     rng = np.random.default_rng(9)
     calib = [{"input": rng.standard_normal((1, 4, 12, 12)).astype(np.float32)}]
@@ -239,7 +252,11 @@ def test_wide_int16_bn_chains_fuse_and_keep_the_node_by_node_integers(
     ]
     convs = [op for op in ex.ops if isinstance(op, Conv)]
     kinds = [type(d).__name__ for op in convs for _, d in op.__dict__["_digitcache"].values()]
-    assert kinds == ["NoneType", "MatConv", "DigitConv", "MatConv"]  # 36 terms: BLAS
+    assert kinds == ["MatConv"] * 4
+    digits = [
+        type(d.fallback).__name__ for op in convs for _, d in op.__dict__["_digitcache"].values()
+    ]
+    assert digits == ["NoneType", "NoneType", "DigitConv", "NoneType"]  # 36 terms: no digits
     plain = FixedExecutor(model, precision="int16", calibration=calib)
     plain._fusion_map = {}  # node by node
     want = plain.run(x)
