@@ -365,8 +365,7 @@ class Requantizer:
         self.post = post
         self.narrow = narrow
         self.b = None if bias is None else bias.reshape(-1, 1)
-        s = rs.shift
-        self.t = tie_free_split(bound, rs) if s >= 31 and bound < 1 << 62 else None
+        self._split: list[int | None] = []  # tie_free_split's bit, found on first use
         self.mult = rs.mult.reshape(-1, 1) if rs.mult.size > 1 else rs.mult.reshape(())
         self._tmp: list[I64] = []
 
@@ -374,7 +373,11 @@ class Requantizer:
         np.copyto(out, d, casting="unsafe")  # exact: integers below 2**53
         if self.b is not None:
             out += self.b[c0:c1]
-        s, t, tmp = self.rs.shift, self.t, self._tmp
+        s, tmp = self.rs.shift, self._tmp
+        if not self._split:
+            ok = s >= 31 and self.bound < 1 << 62
+            self._split.append(tie_free_split(self.bound, self.rs) if ok else None)
+        t = self._split[0]
         m = self.mult[c0:c1] if self.mult.ndim else self.mult
         if t is None:
             sub = Rescale(m.reshape(-1), s)
