@@ -268,3 +268,62 @@ def test_wide_int16_bn_chains_fuse_and_keep_the_node_by_node_integers(
         blas = FixedExecutor(model, precision="int16", calibration=calib)
         for name, value in blas.run(x).items():
             np.testing.assert_array_equal(fused[name], value)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    data=st.data(),
+    n=st.integers(1, 2),
+    c=st.integers(1, 5),
+    inner=st.sampled_from([1, 3, 50, 5000]),
+    shift=st.sampled_from([0, 1, 12, 30, 31, 32, 45, 62]),
+    relu=st.booleans(),
+    narrow=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_affine_requantize_is_the_batchnormalization_arithmetic(
+    data: st.DataObject,
+    n: int,
+    c: int,
+    inner: int,
+    shift: int,
+    relu: bool,
+    narrow: bool,
+    seed: int,
+) -> None:
+    """The compiled one-pass BatchNormalization (`_kernels.affine_requantize`) gives
+    ``sat(apply_rescale(x·A + B))`` (then Relu) for every shift, ties and saturation
+    included; out of its range (|x| > 2**16) it declines and leaves `out` untouched."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-(1 << 16), (1 << 16) + 1, size=(n, c, inner))
+    x.reshape(-1)[: min(x.size, 4)] = [-(1 << 16), 1 << 16, 0, -1][: min(x.size, 4)]
+    a = rng.integers(-(1 << 31), (1 << 31) + 1, size=c)
+    b = rng.integers(-(1 << 52) + 1, 1 << 52, size=c)
+    mult = int(data.draw(st.sampled_from([0, 1, 1 << 30, 1 << 31, int(rng.integers(0, 1 << 31))])))
+    rs = Rescale(np.array([mult], np.int64), shift)
+    wide = x * a[None, :, None] + b[None, :, None]
+    want = saturate(apply_rescale(wide, rs), QMAX)
+    if relu:
+        want = np.maximum(want, 0)
+    src = x.astype(np.int16) if narrow and int(np.abs(x).max()) <= QMAX else x
+    got = _kernels.affine_requantize(src, a, b, mult, shift, QMAX, relu=relu)
+    if _kernels._jit() is None:
+        assert got is None
+        return
+    if src.dtype == np.int16:
+        assert got is not None
+        np.testing.assert_array_equal(got, want)
+        return
+    assert got is not None
+    np.testing.assert_array_equal(got, want)
+    inplace = x.copy()
+    assert (
+        _kernels.affine_requantize(inplace, a, b, mult, shift, QMAX, relu=relu, out=inplace)
+        is not None
+    )
+    np.testing.assert_array_equal(inplace, want)
+    big = x.copy()
+    big.reshape(-1)[-1] = (1 << 16) + 1
+    keep = big.copy()
+    assert _kernels.affine_requantize(big, a, b, mult, shift, QMAX, out=big) is None
+    np.testing.assert_array_equal(big, keep)

@@ -118,6 +118,12 @@ class BatchNormalization(_Rescaled):
         p = self.params()
         rs = Rescale.from_params(p["mult"], p["shift"])
         x = xs[0]
+        if x.ndim >= 2 and x.shape[1] == self.channels and rs.mult.size == 1:
+            f = self.folded()
+            m = int(rs.mult.reshape(-1)[0])
+            fast = _kernels.affine_requantize(x, f["a"], f["b"], m, rs.shift, self.qmax)
+            if fast is not None:
+                return fast
         if (
             x.ndim >= 2
             and x.size >= MIN_BLOCKED
@@ -219,6 +225,15 @@ class ArithPost:
 
     def __call__(self, w: I64, c0: int, c1: int) -> None:
         """Rewrite the block (C, ...) of channels [c0, c1) (|w| ≤ qmax: |w·A + B| < 2**62)."""
+        a, b = self.a[c0:c1], self.b[c0:c1]
+        m, s = int(self.rs.mult.reshape(-1)[0]), self.rs.shift
+        if w.ndim >= 1 and w.shape[0] == c1 - c0 and w.flags.c_contiguous:
+            v = w.reshape(1, c1 - c0, -1)
+            if (
+                _kernels.affine_requantize(v, a, b, m, s, self.qmax, relu=self.relu, out=v)
+                is not None
+            ):
+                return
         shape = (c1 - c0,) + (1,) * (w.ndim - 1)
         np.multiply(w, self.a[c0:c1].reshape(shape), out=w)
         w += self.b[c0:c1].reshape(shape)

@@ -364,3 +364,45 @@ def digit_epilogue(
             for i in range(inner):
                 out[o, c, i] = max(acc[i], lo)
     return not bad
+
+
+@_jit
+def affine_requantize(
+    x: Any, a: Any, b: Any, mult: int, shift: int, qmax: int, lo: int, out: Any
+) -> bool:  # pragma: no cover - compiled
+    """``out = max(clip(rescale(x · a[c] + b[c], mult, shift), -qmax, qmax), lo)`` for x
+    viewed as (outer, C, inner): a BatchNormalization (`_batchnorm`), then a Relu when lo =
+    0. False, before anything is written (so `out` may be `x`), where some |x| > 2**16,
+    |a| > 2**31, |b| ≥ 2**52 (then |x·a + b| < 2**62: `mul_shift`'s range) or the
+    multiplier or shift is outside [0, 2**31], [0, 62]."""
+    outer, channels, inner = x.shape
+    if mult < 0 or mult > 1 << 31 or shift < 0 or shift > 62:
+        return False
+    for c in range(channels):
+        if a[c] > 1 << 31 or a[c] < -(1 << 31) or b[c] >= 1 << 52 or b[c] <= -(1 << 52):
+            return False
+    for o in range(outer):
+        for c in range(channels):
+            lo_x = 0
+            hi_x = 0
+            for i in range(inner):
+                lo_x = min(lo_x, x[o, c, i])
+                hi_x = max(hi_x, x[o, c, i])
+            if lo_x < -(1 << 16) or hi_x > 1 << 16:
+                return False
+    half = 1 << (shift - 1) if shift >= 1 else 0
+    rest = shift - 31
+    for o in range(outer):
+        for c in range(channels):
+            ac = a[c]
+            bc = b[c]
+            if shift >= 31:
+                for i in range(inner):
+                    v = x[o, c, i] * ac + bc
+                    low = ((v & _LOW31) * mult + half + (v >> 63)) >> 31
+                    out[o, c, i] = max(min(max(((v >> 31) * mult + low) >> rest, -qmax), qmax), lo)
+            else:
+                for i in range(inner):
+                    r = mul_shift(x[o, c, i] * ac + bc, mult, shift)
+                    out[o, c, i] = max(min(max(r, -qmax), qmax), lo)
+    return True

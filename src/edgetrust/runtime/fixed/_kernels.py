@@ -264,3 +264,41 @@ def digit_epilogue(
     if not _call("digit_epilogue", *args, view):
         return None
     return out
+
+
+def affine_requantize(
+    x: npt.NDArray[Any],
+    a: I64,
+    b: I64,
+    mult: int,
+    shift: int,
+    qmax: int,
+    *,
+    relu: bool = False,
+    out: I64 | None = None,
+) -> I64 | None:
+    """``sat(apply_rescale(x · a_c + b_c, Rescale([mult], shift)), qmax)`` (then max(·, 0)
+    if `relu`) for x (N, C, ...) with per-channel a, b in one pass: `_batchnorm`'s
+    `combine`, or its `ArithPost` on a block. Into `out` if given (which may be `x`), else a
+    new int64 array; None (out untouched) where the compiled path does not apply."""
+    if x.ndim < 2 or x.dtype not in (np.int16, np.int32, np.int64) or qmax >= 1 << 31:
+        return None
+    channels = x.shape[1]
+    a = np.ascontiguousarray(a, np.int64).reshape(-1)
+    b = np.ascontiguousarray(b, np.int64).reshape(-1)
+    if a.size != channels or b.size != channels:
+        return None
+    if out is None:
+        out = np.empty(x.shape, np.int64)
+    elif out.shape != x.shape or out.dtype != np.int64 or not out.flags.c_contiguous:
+        return None
+    elif out is not x and np.may_share_memory(out, x):
+        return None
+    if not x.flags.c_contiguous:
+        return None
+    view = (x.shape[0], channels, x.size // max(1, x.shape[0] * channels))
+    lo = 0 if relu else -qmax
+    args = (x.reshape(view), a, b, int(mult), int(shift), int(qmax), lo, out.reshape(view))
+    if not _call("affine_requantize", *args):
+        return None
+    return out
