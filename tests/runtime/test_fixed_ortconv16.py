@@ -24,18 +24,33 @@ QMAX = 32767
 
 
 @contextmanager
-def _paths(ort: bool, digits: bool = True, exact: int | None = None) -> Iterator[None]:
+def _paths(
+    ort: bool, digits: bool = True, exact: int | None = None, matmul: bool = False
+) -> Iterator[None]:
     """Switch the onnxruntime paths (and lower the float32 bound, which only shrinks chunks:
-    a smaller bound is still a proof)."""
-    old = _ortconv.ENABLED, _digitconv.ENABLED, _ortconv._EXACT, _digitconv.MIN_TERMS
-    _ortconv.ENABLED, _digitconv.ENABLED = ort, digits
+    a smaller bound is still a proof); `matmul` lets one-group convolutions take `_matconv`
+    (off: the digits, which this file tests; `test_fixed_epilogue16` tests the MatMul)."""
+    old = (
+        _ortconv.ENABLED,
+        _digitconv.ENABLED,
+        _ortconv._EXACT,
+        _digitconv.MIN_TERMS,
+        _digitconv.MATMUL,
+    )
+    _ortconv.ENABLED, _digitconv.ENABLED, _digitconv.MATMUL = ort, digits, matmul
     _digitconv.MIN_TERMS = 1  # short sums too (the executor leaves them to BLAS: speed only)
     if exact is not None:
         _ortconv._EXACT = exact
     try:
         yield
     finally:
-        _ortconv.ENABLED, _digitconv.ENABLED, _ortconv._EXACT, _digitconv.MIN_TERMS = old
+        (
+            _ortconv.ENABLED,
+            _digitconv.ENABLED,
+            _ortconv._EXACT,
+            _digitconv.MIN_TERMS,
+            _digitconv.MATMUL,
+        ) = old
 
 
 def _conv_op(w: np.ndarray, group: int, hw: int, **attrs: Any) -> Conv:
@@ -156,8 +171,9 @@ def test_balanced_digits(v: list[int]) -> None:
 
 
 def test_no_digit_path_where_no_bound_holds() -> None:
-    w = np.full((2, 1, 1, 1), QMAX, np.int64)
-    assert _digitconv.DigitConv.plan(w, 1, QMAX, None) is None  # short sums: BLAS is faster
+    w = np.full((2, 1, 1, 2), QMAX, np.int64)
+    # Short sums: no digits (BLAS, or one group: `_matconv`, tested in test_fixed_epilogue16).
+    assert _digitconv.DigitConv.plan_digits(w, 1, QMAX, None) is None
     with _paths(True):
         assert _digitconv.DigitConv.plan(w, 1, 1 << 24, None) is None
         assert _digitconv.DigitConv.plan(np.zeros((2, 0, 1, 1), np.int64), 1, QMAX, None) is None

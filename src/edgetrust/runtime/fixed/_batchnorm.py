@@ -118,6 +118,12 @@ class BatchNormalization(_Rescaled):
         p = self.params()
         rs = Rescale.from_params(p["mult"], p["shift"])
         x = xs[0]
+        if x.ndim >= 2 and x.shape[1] == self.channels and rs.mult.size == 1:
+            f = self.folded()
+            m = int(rs.mult.reshape(-1)[0])
+            fast = _kernels.affine_requantize(x, f["a"], f["b"], m, rs.shift, self.qmax)
+            if fast is not None:
+                return fast
         if (
             x.ndim >= 2
             and x.size >= MIN_BLOCKED
@@ -179,17 +185,61 @@ class BatchNormalization(_Rescaled):
             cache[relu] = table
         return cache[relu]
 
-    def channel_post(self, channels: int, relu: bool = False) -> TablePost | None:
+    def channel_post(self, channels: int, relu: bool = False) -> TablePost | ArithPost | None:
         """This node (then a Relu, if `relu`) as an in-place rewrite of blocks of its input's
-        channels [c0, c1), for a Conv that fuses it: a gather from `channel_table`, so the
-        integers are those of the nodes run one by one. None where there is no table."""
-        table = self.channel_table(channels, relu)
-        if table is None:
+        channels [c0, c1), for a Conv that fuses it, so that the integers are those of the
+        nodes run one by one: a gather from `channel_table` at int8, else (int16, whose
+        tables would be too large) `combine`'s arithmetic by blocks (`ArithPost`). None where
+        the channels differ or the multiplier is per channel."""
+        if channels != self.channels:
             return None
-        cache: dict[bool, TablePost] = self.__dict__.setdefault("_post", {})
-        if relu not in cache:
-            cache[relu] = TablePost(table, self.qmax)
-        return cache[relu]
+        cache: dict[bool, TablePost | ArithPost] = self.__dict__.setdefault("_post", {})
+        if relu in cache:
+            return cache[relu]
+        post: TablePost | ArithPost | None = None
+        if self.qmax <= 127:
+            table = self.channel_table(channels, relu)
+            post = None if table is None else TablePost(table, self.qmax)
+        if post is None:
+            p = self.params()
+            rs = Rescale.from_params(p["mult"], p["shift"])
+            if rs.mult.size != 1:
+                return None
+            post = ArithPost(p["a"], p["b"], rs, self.qmax, relu)
+        cache[relu] = post
+        return post
+
+
+class ArithPost:
+    """``w ← sat(R(w · A_c + B_c))`` (then max(·, 0) if `relu`) on blocks ``w`` of channels
+    [c0, c1) in place: `BatchNormalization.combine`'s blocked path (`_blocked`) on a block,
+    so the same integers. Its parameters are public so that a compiled Conv epilogue can
+    apply it in the same pass (`_kernels.digit_epilogue`)."""
+
+    def __init__(self, a: I64, b: I64, rs: Rescale, qmax: int, relu: bool) -> None:
+        self.a = np.ascontiguousarray(a, np.int64).reshape(-1)
+        self.b = np.ascontiguousarray(b, np.int64).reshape(-1)
+        self.rs = rs
+        self.qmax = qmax
+        self.relu = relu
+
+    def __call__(self, w: I64, c0: int, c1: int) -> None:
+        """Rewrite the block (C, ...) of channels [c0, c1) (|w| ≤ qmax: |w·A + B| < 2**62)."""
+        a, b = self.a[c0:c1], self.b[c0:c1]
+        m, s = int(self.rs.mult.reshape(-1)[0]), self.rs.shift
+        if w.ndim >= 1 and w.shape[0] == c1 - c0 and w.flags.c_contiguous:
+            v = w.reshape(1, c1 - c0, -1)
+            if (
+                _kernels.affine_requantize(v, a, b, m, s, self.qmax, relu=self.relu, out=v)
+                is not None
+            ):
+                return
+        shape = (c1 - c0,) + (1,) * (w.ndim - 1)
+        np.multiply(w, self.a[c0:c1].reshape(shape), out=w)
+        w += self.b[c0:c1].reshape(shape)
+        requantize_block(w, self.rs, self.qmax)
+        if self.relu:
+            np.maximum(w, 0, out=w)
 
 
 class TablePost:

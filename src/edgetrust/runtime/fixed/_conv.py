@@ -149,7 +149,7 @@ class Conv(_Dense, Window2D):
         sums = y.reshape(self.oc, n, oh * ow).transpose(1, 0, 2)  # (N, OC, OH·OW), a view
         rs = self._rescale_from(self.params())
         bias = self.weights()["b"]
-        out = requant_blocks(sums, rs, self.acc_bound(), self.qmax, post, bias)
+        out = requant_blocks(sums, rs, self.acc_bound(), self.qmax, post, bias, self.narrow_out)
         return out.reshape(n, self.oc, oh, ow)
 
     def _ort_conv(self, xmax: int, bias: I64 | None) -> OrtConv | None:
@@ -248,7 +248,7 @@ class Conv(_Dense, Window2D):
         self._check_x(x.shape)
         _, _, pt, pl, pb, pr = self.geometry(x.shape[2], x.shape[3])
         rs = self._rescale_from(self.params())
-        finish = requantizer(rs, self.acc_bound(), self.qmax, post)
+        finish = requantizer(rs, self.acc_bound(), self.qmax, post, narrow=self.narrow_out)
         return digits.sums(x, (pt, pl, pb, pr), self.strides, self.dilations, finish)
 
     def fusable(self) -> bool:

@@ -304,3 +304,128 @@ def requantize_narrow(
         low = ((v & _LOW31) * m + half + (v >> 63)) >> 31
         out[i] = min(max(((v >> 31) * m + low) >> rest, lo), hi)
     return True
+
+
+@_jit
+def digit_epilogue(
+    parts: Any,
+    odd: Any,
+    bias: Any,
+    mult: Any,
+    shift: int,
+    qmax: int,
+    bn_a: Any,
+    bn_b: Any,
+    bn_m: int,
+    bn_shift: int,
+    lo: int,
+    out: Any,
+) -> bool:  # pragma: no cover - compiled
+    """An int16 convolution's epilogue from its exact float digit sums, in one pass:
+    ``v = Σ_p int64(parts[p]) · odd[p] + bias[c]`` for parts (P, outer, C, inner), then
+    ``q = clip(rescale(v, mult[c], shift), -qmax, qmax)`` (shift ≥ 31), then - when `bn_a`
+    is not empty, a fused BatchNormalization - ``q = clip(rescale(q · bn_a[c] + bn_b[c],
+    bn_m, bn_shift), -qmax, qmax)``, then ``max(q, lo)`` (lo = 0: a fused Relu; -qmax: none).
+
+    False (out unspecified) where a part is not below 2**53 in magnitude (or NaN), a sum
+    reaches 2**62, or a parameter is outside the range of the rescale's proof (|bias| and
+    |bn_b| < 2**52, multipliers in [0, 2**31], |bn_a| ≤ 2**31, qmax < 2**16)."""
+    n_parts, outer, channels, inner = parts.shape
+    half = 1 << (shift - 1)
+    rest = shift - 31
+    has_bn = bn_a.size > 0
+    if shift < 31 or shift > 62 or qmax >= 1 << 16 or qmax < 0:
+        return False
+    if has_bn and (bn_a.size != channels or bn_b.size != channels):
+        return False
+    if has_bn and (bn_m < 0 or bn_m > 1 << 31 or bn_shift < 0 or bn_shift > 62):
+        return False
+    bad = False
+    for c in range(channels):
+        bad |= (bias[c] >= 1 << 52) | (bias[c] <= -(1 << 52))
+        bad |= (mult[c] < 0) | (mult[c] > 1 << 31)
+        if has_bn:
+            bad |= (bn_a[c] > 1 << 31) | (bn_a[c] < -(1 << 31))
+            bad |= (bn_b[c] >= 1 << 52) | (bn_b[c] <= -(1 << 52))
+    for p in range(n_parts):
+        bad |= (odd[p] > 1 << 31) | (odd[p] < -(1 << 31))
+    if bad:
+        return False
+    bn_half = 1 << (bn_shift - 1) if bn_shift >= 1 else 0
+    bn_rest = bn_shift - 31
+    acc = np.empty(inner, np.int64)
+    for o in range(outer):
+        for c in range(channels):
+            b = bias[c]
+            for i in range(inner):
+                acc[i] = b
+            for p in range(n_parts):
+                k = odd[p]
+                for i in range(inner):
+                    f = parts[p, o, c, i]
+                    ok = (f < 2.0**53) & (f > -(2.0**53))  # False for NaN
+                    bad |= not ok
+                    acc[i] += np.int64(f if ok else 0.0) * k
+            m = mult[c]
+            for i in range(inner):
+                v = acc[i]
+                bad |= (v >= _LIMIT) | (v <= -_LIMIT)
+                low = ((v & _LOW31) * m + half + (v >> 63)) >> 31
+                acc[i] = min(max(((v >> 31) * m + low) >> rest, -qmax), qmax)
+            if has_bn:
+                a = bn_a[c]
+                bb = bn_b[c]
+                if bn_shift >= 31:
+                    for i in range(inner):
+                        v = acc[i] * a + bb
+                        low = ((v & _LOW31) * bn_m + bn_half + (v >> 63)) >> 31
+                        acc[i] = min(max(((v >> 31) * bn_m + low) >> bn_rest, -qmax), qmax)
+                else:
+                    for i in range(inner):
+                        r = mul_shift(acc[i] * a + bb, bn_m, bn_shift)
+                        acc[i] = min(max(r, -qmax), qmax)
+            for i in range(inner):
+                out[o, c, i] = max(acc[i], lo)
+    return not bad
+
+
+@_jit
+def affine_requantize(
+    x: Any, a: Any, b: Any, mult: int, shift: int, qmax: int, lo: int, out: Any
+) -> bool:  # pragma: no cover - compiled
+    """``out = max(clip(rescale(x · a[c] + b[c], mult, shift), -qmax, qmax), lo)`` for x
+    viewed as (outer, C, inner): a BatchNormalization (`_batchnorm`), then a Relu when lo =
+    0. False, before anything is written (so `out` may be `x`), where some |x| > 2**16,
+    |a| > 2**31, |b| ≥ 2**52 (then |x·a + b| < 2**62: `mul_shift`'s range) or the
+    multiplier or shift is outside [0, 2**31], [0, 62]."""
+    outer, channels, inner = x.shape
+    if mult < 0 or mult > 1 << 31 or shift < 0 or shift > 62:
+        return False
+    for c in range(channels):
+        if a[c] > 1 << 31 or a[c] < -(1 << 31) or b[c] >= 1 << 52 or b[c] <= -(1 << 52):
+            return False
+    for o in range(outer):
+        for c in range(channels):
+            lo_x = 0
+            hi_x = 0
+            for i in range(inner):
+                lo_x = min(lo_x, x[o, c, i])
+                hi_x = max(hi_x, x[o, c, i])
+            if lo_x < -(1 << 16) or hi_x > 1 << 16:
+                return False
+    half = 1 << (shift - 1) if shift >= 1 else 0
+    rest = shift - 31
+    for o in range(outer):
+        for c in range(channels):
+            ac = a[c]
+            bc = b[c]
+            if shift >= 31:
+                for i in range(inner):
+                    v = x[o, c, i] * ac + bc
+                    low = ((v & _LOW31) * mult + half + (v >> 63)) >> 31
+                    out[o, c, i] = max(min(max(((v >> 31) * mult + low) >> rest, -qmax), qmax), lo)
+            else:
+                for i in range(inner):
+                    r = mul_shift(x[o, c, i] * ac + bc, mult, shift)
+                    out[o, c, i] = max(min(max(r, -qmax), qmax), lo)
+    return True

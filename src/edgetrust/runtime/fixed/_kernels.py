@@ -237,3 +237,88 @@ def requantize_narrow(
     ):
         return None
     return out
+
+
+def digit_epilogue(
+    parts: npt.NDArray[Any],
+    odd: I64,
+    bias: I64 | None,
+    mult: I64,
+    shift: int,
+    qmax: int,
+    *,
+    bn: tuple[I64, I64, int, int] | None = None,
+    relu: bool = False,
+    dtype: Any = np.int64,
+) -> I64 | None:
+    """An int16 convolution's requantization from its exact float digit sums, in one pass:
+    ``sat(apply_rescale(Σ_p int64(parts[p]) · odd[p] + bias, Rescale(mult, shift),
+    channel_axis=1), qmax)`` for parts (P, N, C, ...) - `_digitconv.DigitConv`'s
+    combination and `_digitconv.requantizer` - then, with ``bn = (A, B, mult, shift)``, a
+    fused BatchNormalization's ``sat(apply_rescale(q · A_c + B_c, Rescale(mult, shift)),
+    qmax)`` (`_batchnorm.ArithPost`), then max(·, 0) if `relu`. The result (N, C, ...) is in
+    `dtype` (int16 holds ±qmax); None where the compiled path does not apply."""
+    if parts.ndim < 3 or parts.dtype not in (np.float32, np.float64) or not 31 <= shift <= 62:
+        return None
+    n_parts, outer, channels = parts.shape[:3]
+    inner = parts.size // max(1, n_parts * outer * channels)
+    odd = np.ascontiguousarray(odd, np.int64).reshape(-1)
+    mult = np.asarray(mult, np.int64).reshape(-1)
+    if odd.size != n_parts or mult.size not in (1, channels) or np.iinfo(dtype).max < qmax:
+        return None
+    if mult.size != channels:
+        mult = np.full(channels, mult[0], np.int64)
+    b = np.zeros(channels, np.int64) if bias is None else np.asarray(bias, np.int64).reshape(-1)
+    if b.shape != (channels,):
+        return None
+    empty = np.zeros(0, np.int64)
+    bn_a, bn_b, bn_m, bn_s = empty, empty, 0, 31
+    if bn is not None:
+        bn_a, bn_b = (np.ascontiguousarray(v, np.int64).reshape(-1) for v in bn[:2])
+        bn_m, bn_s = int(bn[2]), int(bn[3])
+    out = np.empty((outer, channels, *parts.shape[3:]), dtype)
+    src = np.ascontiguousarray(parts).reshape(n_parts, outer, channels, inner)
+    view = out.reshape(outer, channels, inner)
+    lo = 0 if relu else -qmax
+    args = (src, odd, b, np.ascontiguousarray(mult), shift, qmax, bn_a, bn_b, bn_m, bn_s, lo)
+    if not _call("digit_epilogue", *args, view):
+        return None
+    return out
+
+
+def affine_requantize(
+    x: npt.NDArray[Any],
+    a: I64,
+    b: I64,
+    mult: int,
+    shift: int,
+    qmax: int,
+    *,
+    relu: bool = False,
+    out: I64 | None = None,
+) -> I64 | None:
+    """``sat(apply_rescale(x · a_c + b_c, Rescale([mult], shift)), qmax)`` (then max(·, 0)
+    if `relu`) for x (N, C, ...) with per-channel a, b in one pass: `_batchnorm`'s
+    `combine`, or its `ArithPost` on a block. Into `out` if given (which may be `x`), else a
+    new int64 array; None (out untouched) where the compiled path does not apply."""
+    if x.ndim < 2 or x.dtype not in (np.int16, np.int32, np.int64) or qmax >= 1 << 31:
+        return None
+    channels = x.shape[1]
+    a = np.ascontiguousarray(a, np.int64).reshape(-1)
+    b = np.ascontiguousarray(b, np.int64).reshape(-1)
+    if a.size != channels or b.size != channels:
+        return None
+    if out is None:
+        out = np.empty(x.shape, np.int64)
+    elif out.shape != x.shape or out.dtype != np.int64 or not out.flags.c_contiguous:
+        return None
+    elif out is not x and np.may_share_memory(out, x):
+        return None
+    if not x.flags.c_contiguous:
+        return None
+    view = (x.shape[0], channels, x.size // max(1, x.shape[0] * channels))
+    lo = 0 if relu else -qmax
+    args = (x.reshape(view), a, b, int(mult), int(shift), int(qmax), lo, out.reshape(view))
+    if not _call("affine_requantize", *args):
+        return None
+    return out
