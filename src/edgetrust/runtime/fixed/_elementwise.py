@@ -28,6 +28,7 @@ from onnx import TensorProto
 
 from edgetrust.errors import InvalidInputError
 from edgetrust.runtime.fixed import _arith as arith
+from edgetrust.runtime.fixed import _kernels
 from edgetrust.runtime.fixed import _nonlinear as nl
 from edgetrust.runtime.fixed._arith import (
     I64,
@@ -170,6 +171,28 @@ class AddSub(_Rescaled):
     """Add, Sub and Sum (variadic)."""
 
     op_types = ("Add", "Sub", "Sum")
+    narrow_inputs = True
+    """Two same-shape real inputs go through one compiled pass in any integer width (a
+    residual sum of two Conv outputs); every other path reads them widened to int64."""
+
+    def x(self, xs: Sequence[I64 | None], k: int) -> I64:
+        """Input `k` as int64 (a narrow activation widened)."""
+        v = super().x(xs, k)
+        return v if v.dtype == np.int64 else v.astype(np.int64)
+
+    def run(self, xs: Sequence[I64 | None]) -> I64:
+        """Two same-shape real inputs: ``sat(R(q_0 · W_0 + q_1 · W_1))`` in one compiled pass
+        (`_kernels.add_requant`, the same integers as `combine`); else `combine`."""
+        present = self.present()
+        rs = self.__dict__.get("rs")
+        if len(present) == 2 and self.out_kind() == "q" and rs is not None and rs.mult.size == 1:
+            a, b = (super(AddSub, self).x(xs, k) for k in present)
+            if a.shape == b.shape:
+                wa, wb = self.weights_
+                out = _kernels.add_requant(a, b, wa, wb, rs.mult, rs.shift, self.qmax)
+                if out is not None:
+                    return out
+        return super().run(xs)
 
     def setup(self) -> None:
         if not self.present():

@@ -429,3 +429,32 @@ def affine_requantize(
                     r = mul_shift(x[o, c, i] * ac + bc, mult, shift)
                     out[o, c, i] = max(min(max(r, -qmax), qmax), lo)
     return True
+
+
+@_jit
+def add_requant(
+    a: Any, b: Any, wa: int, wb: int, mult: int, shift: int, lo: int, hi: int, out: Any
+) -> bool:  # pragma: no cover - compiled
+    """``out = clip(round_half_away((a·wa + b·wb) · mult / 2**shift), lo, hi)`` over flat
+    arrays of any integer type (each element widened to int64 first); False where some
+    |a|, |b| ≥ 2**31 or |wa|, |wb| > 2**30 (the int64 sum's bound, < 2**62, then fails) or
+    mult is outside [0, 2**31]: `out` is then unspecified and numpy defines the result."""
+    if mult < 0 or mult > 1 << 31 or abs(wa) > 1 << 30 or abs(wb) > 1 << 30:
+        return False
+    top = (1 << 31) - 1
+    n = a.size
+    for i in range(n):
+        if abs(np.int64(a[i])) > top or abs(np.int64(b[i])) > top:
+            return False
+    if shift < 31:
+        for i in range(n):
+            v = np.int64(a[i]) * wa + np.int64(b[i]) * wb
+            out[i] = min(max(mul_shift(v, mult, shift), lo), hi)
+        return True
+    half = 1 << (shift - 1)
+    rest = shift - 31
+    for i in range(n):
+        v = np.int64(a[i]) * wa + np.int64(b[i]) * wb
+        low = ((v & _LOW31) * mult + half + (v >> 63)) >> 31
+        out[i] = min(max(((v >> 31) * mult + low) >> rest, lo), hi)
+    return True
