@@ -47,6 +47,7 @@ from edgetrust.runtime.fixed._plan import (
     last_use_of,
     opset_of,
 )
+from edgetrust.runtime.fixed._steps import Steps
 
 if TYPE_CHECKING:
     from edgetrust.runtime.trace import TraceLayout
@@ -517,6 +518,9 @@ class FixedExecutor:
 
     def run(self, inputs: Mapping[str, npt.ArrayLike]) -> dict[str, npt.NDArray[Any]]:
         """Outputs by name: float32 (dequantized) for real tensors, int64 for integer ones."""
+        steps = Steps.of(self)
+        if steps is not None:
+            return steps.run(inputs)
         env, _ = self._execute(inputs, keep=False)
         return self._outputs(env)
 

@@ -281,3 +281,34 @@ def gather_pairs(x: Any, y: Any, table: Any, qmax: int, out: Any) -> bool:  # pr
     for i in range(x.size):
         out[i] = table[np.uint64(x[i] * nv + y[i] + off)]
     return True
+
+
+@_jit
+def quantize_finite(
+    x: Any, scale: float, qmax: int, out: Any
+) -> bool:  # pragma: no cover - compiled
+    """`quantize`, and False where some x is NaN or ±Inf (the caller then validates with
+    numpy, which names the bad input): an input's finiteness check in the same pass."""
+    q = float(qmax)
+    bad = False
+    for i in range(x.size):
+        f = float(x[i])
+        bad |= (f - f) != 0.0  # NaN for NaN and ±Inf
+        v = f / scale
+        v = v if v < q else q
+        v = v if v > -q else -q
+        t = float(np.trunc(v))
+        frac = v - t
+        t = t + 1.0 if frac >= 0.5 else t
+        t = t - 1.0 if frac <= -0.5 else t
+        out[i] = np.int64(t)
+    return not bad
+
+
+@_jit
+def dequantize(q: Any, scale: float, out: Any) -> bool:  # pragma: no cover - compiled
+    """``out = float32(float64(q) · scale)`` element by element (1-D): numpy's
+    ``(q.astype(float64) * scale).astype(float32)``, each step one IEEE rounding."""
+    for i in range(q.size):
+        out[i] = np.float32(float(q[i]) * scale)
+    return True

@@ -217,3 +217,26 @@ def gather_pairs(x: I64, y: I64, table: I64, qmax: int) -> I64 | None:
     if not _call("gather_pairs", flat[0], flat[1], table, qmax, out.reshape(-1)):
         return None
     return out
+
+
+def quantize_finite(values: npt.NDArray[Any], scale: float, qmax: int) -> I64 | None:
+    """``_arith.quantize(values, scale, qmax)`` for float32/float64 `values` known to be all
+    finite by the same pass; None where some value is NaN or ±Inf (or the kernel is off)."""
+    if values.dtype not in (np.float32, np.float64) or not 0 < qmax < 1 << 31:
+        return None
+    out = np.empty(values.shape, np.int64)
+    flat = np.ascontiguousarray(values).reshape(-1)
+    if not _call("quantize_finite", flat, float(scale), qmax, out.reshape(-1)):
+        return None
+    return out
+
+
+def dequantize(values: npt.NDArray[Any], scale: float) -> npt.NDArray[np.float32] | None:
+    """``(values.astype(float64) * scale).astype(float32)`` for an int8/16/32/64 array."""
+    if values.dtype not in (np.int8, np.int16, np.int32, np.int64):
+        return None
+    out = np.empty(values.shape, np.float32)
+    flat = np.ascontiguousarray(values).reshape(-1)
+    if not _call("dequantize", flat, float(scale), out.reshape(-1)):
+        return None
+    return out
