@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from edgetrust.errors import InvalidInputError, ResourceLimitError
 from edgetrust.runtime.fixed import FixedExecutor, _kernels
 from edgetrust.runtime.fixed._arith import quantize
-from edgetrust.runtime.fixed._steps import Steps
+from edgetrust.runtime.fixed._steps import Steps, kept_norms
 from tests.runtime.graphs import kitchen_sink, resnet_style, squeezenet_style
 
 
@@ -187,3 +187,81 @@ def test_dequantize_kernel_is_numpy(xs: list[int], scale: float, dtype: Any) -> 
     assert got is not None
     assert got.dtype == want.dtype
     np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+@pytest.mark.parametrize("precision", ["int8", "int16"])
+def test_kept_norms_give_the_node_by_node_trace(precision: str) -> None:
+    """Traced runs compute a BatchNormalization and the Relu behind it in one pass: every
+    kept value, the outputs and the trace root are those of the nodes run one by one."""
+    model = resnet_style(size=32, width=8)
+    ex = FixedExecutor(model, precision=precision)  # type: ignore[arg-type]
+    plain = FixedExecutor(model, precision=precision)  # type: ignore[arg-type]
+    plain.__dict__["_kept_norms"] = {}  # node by node
+    assert any(j is not None for j in kept_norms(ex).values())
+    x = _sample(ex, 4)
+    _, kept = ex._execute(x, keep=True)
+    _, want = plain._execute(x, keep=True)
+    assert len(kept) == len(want)
+    for a, b in zip(kept, want, strict=True):
+        np.testing.assert_array_equal(a, b)
+    if precision == "int8":  # int16 tables would be too large: node by node
+        narrow = {v.dtype for e, v in zip(ex.entries, kept, strict=True) if e.node_index}
+        assert np.dtype(np.int8) in narrow
+    out, trace = ex.run_traced(x)
+    out_plain, trace_plain = plain.run_traced(x)
+    _same(out, out_plain)
+    assert trace.root == trace_plain.root
+    assert ex.run_integers(x)[5].tolist() == plain.run_integers(x)[5].tolist()
+
+
+def test_a_fault_in_a_kept_norm_is_followed_downstream() -> None:
+    from edgetrust.runtime.fixed import Fault
+
+    ex = FixedExecutor(resnet_style(size=32, width=8))
+    plain = FixedExecutor(resnet_style(size=32, width=8))
+    plain.__dict__["_kept_norms"] = {}
+    x = _sample(ex, 5)
+    for bn in [i for i, j in kept_norms(ex).items() if j is not None][:2]:
+        for node in (bn, bn - 1):
+            fault = Fault(node, element=3, delta=5)
+            got = ex.run_traced(x, fault=fault)[1]
+            want = plain.run_traced(x, fault=fault)[1]
+            assert got.root == want.root
+            assert got.root != ex.run_traced(x)[1].root
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(1, 3),
+    st.integers(1, 5),
+    st.integers(0, 9),
+    st.sampled_from([(np.int8, 127), (np.int16, 300), (np.int64, 127)]),
+    st.booleans(),
+    st.integers(0, 2**32 - 1),
+)
+def test_gather_relu_is_take_then_maximum(
+    outer: int, channels: int, inner: int, kind: tuple[Any, int], relu: bool, seed: int
+) -> None:
+    dtype, qmax = kind
+    rng = np.random.default_rng(seed)
+    nv = 2 * qmax + 1
+    table = rng.integers(-qmax, qmax + 1, channels * nv).astype(np.int64)
+    x = rng.integers(-qmax, qmax + 1, (outer, channels, inner)).astype(dtype)
+    got = _kernels.gather_relu(x, table, nv, qmax, relu)
+    assert got is not None
+    idx = np.arange(channels).reshape(1, -1, 1) * nv + qmax + x.astype(np.int64)
+    want = table[idx]
+    assert got[0].dtype == x.dtype
+    np.testing.assert_array_equal(got[0], want)
+    if relu:
+        assert got[1] is not None
+        np.testing.assert_array_equal(got[1], np.maximum(want, 0))
+    else:
+        assert got[1] is None
+    if x.size:  # outside its range: refused
+        y = x.copy()
+        y.reshape(-1)[0] = qmax + 1 if dtype is not np.int8 else -128
+        assert _kernels.gather_relu(y, table, nv, qmax, relu) is None
+        big = table.copy()
+        big[:] = 1 << 40
+        assert (_kernels.gather_relu(x, big, nv, qmax, relu) is None) == (dtype is not np.int64)

@@ -240,3 +240,25 @@ def dequantize(values: npt.NDArray[Any], scale: float) -> npt.NDArray[np.float32
     if not _call("dequantize", flat, float(scale), out.reshape(-1)):
         return None
     return out
+
+
+def gather_relu(
+    x: npt.NDArray[Any], table: I64, nv: int, qmax: int, relu: bool
+) -> tuple[npt.NDArray[Any], npt.NDArray[Any] | None] | None:
+    """``table[c·nv + qmax + x]`` per channel c (axis 1) of an int8/16/64 array x with
+    |x| ≤ qmax - a BatchNormalization's `channel_table` gather - in x's own dtype, and
+    with `relu` also ``max(·, 0)`` of it as a second array; None where the compiled path
+    does not apply (then numpy runs the nodes)."""
+    if x.dtype not in (np.int8, np.int16, np.int64) or x.ndim < 2 or table.dtype != np.int64:
+        return None
+    if not table.flags.c_contiguous:
+        return None
+    channels = x.shape[1]
+    view = (x.shape[0], channels, x.size // max(1, x.shape[0] * channels))
+    out = np.empty(x.shape, x.dtype)
+    relu_out = np.empty(x.shape if relu else (0,), x.dtype)
+    src = np.ascontiguousarray(x).reshape(view)
+    rv = relu_out.reshape(view) if relu else relu_out.reshape(0, 0, 0)
+    if not _call("gather_relu", src, table, nv, qmax, out.reshape(view), rv):
+        return None
+    return out, (relu_out if relu else None)

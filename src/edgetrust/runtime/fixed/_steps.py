@@ -14,6 +14,7 @@ raises the typed error it always raised).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -237,3 +238,90 @@ def _scale(ex: FixedExecutor, name: str) -> float:
     """A "q" tensor's scale (1.0, unused, for "i" ones)."""
     scale = ex.infos[name].scale
     return 1.0 if scale is None else float(scale)
+
+
+def kept_norms(ex: FixedExecutor) -> dict[int, int | None]:
+    """For a run that keeps every value: BatchNormalization index → the index of a later
+    Relu reading its output (None if none), cached. `norm_values` computes both in one pass
+    from the BatchNormalization's input - in that input's own (narrow) dtype, where the
+    node-by-node path widens it to int64 and back for the commitment."""
+    found: dict[int, int | None] | None = ex.__dict__.get("_kept_norms")
+    if found is None:
+        from edgetrust.runtime.fixed._batchnorm import BatchNormalization
+        from edgetrust.runtime.fixed._elementwise import Relu
+
+        found = {}
+        for i, op in enumerate(ex.ops):
+            if type(op) is not BatchNormalization or ex.traced_outputs[i]:
+                continue
+            out = ex.nodes[i].output[0]
+            found[i] = next(
+                (
+                    j
+                    for j in range(i + 1, len(ex.nodes))
+                    if type(ex.ops[j]) is Relu and list(ex.nodes[j].input) == [out]
+                ),
+                None,
+            )
+        ex.__dict__["_kept_norms"] = found
+    return found
+
+
+def norm_values(ex: FixedExecutor, index: int, x: Any) -> tuple[I64, I64 | None] | None:
+    """BatchNormalization `index` on `x` (and max(·, 0) of it when `kept_norms` names a
+    Relu) by its `channel_table`: the integers of its `run` (and the Relu's); None where the
+    table or the compiled gather does not apply."""
+    op = ex.ops[index]
+    if not isinstance(x, np.ndarray) or x.ndim < 2:
+        return None
+    table = op.channel_table(x.shape[1])  # type: ignore[attr-defined]
+    if table is None:
+        return None
+    relu = kept_norms(ex)[index] is not None
+    return _kernels.gather_relu(x, table, 2 * ex.qmax + 1, ex.qmax, relu)
+
+
+def fusion_map(ex: FixedExecutor) -> dict[int, tuple[list[int], Any]]:
+    """`FixedExecutor._fusions`, computed: Conv → BatchNormalization and/or Relu, Gemm →
+    Relu, where each output in the chain is read only by the next node and is no graph
+    output, with the function computing the chain's result from the head's inputs."""
+    from edgetrust.runtime.fixed import _batchnorm, _conv, _elementwise, _linear
+
+    readers: dict[str, list[int]] = {}
+    for j, node in enumerate(ex.nodes):
+        for name in node.input:
+            if name:
+                readers.setdefault(name, []).append(j)
+
+    def sole_reader(i: int, kind: type) -> int | None:
+        out = ex.nodes[i].output[0]
+        users = readers.get(out, [])
+        if out in ex.output_names or len(users) != 1:
+            return None
+        j = users[0]
+        ok = type(ex.ops[j]) is kind and ex.nodes[j].input[0] == out
+        return j if ok else None
+
+    found: dict[int, tuple[list[int], Any]] = {}
+    for i, op in enumerate(ex.ops):
+        if len(ex.nodes[i].output) != 1:
+            continue
+        if type(op) is _linear.Gemm:
+            relu = sole_reader(i, _elementwise.Relu)
+            if relu is not None:
+                found[i] = ([relu], op.run_relu)
+            continue
+        if type(op) is not _conv.Conv or not op.fusable():
+            continue
+        bn = sole_reader(i, _batchnorm.BatchNormalization)
+        relu = sole_reader(i if bn is None else bn, _elementwise.Relu)
+        post: Any = None
+        if bn is not None:
+            norm = ex.ops[bn]
+            assert isinstance(norm, _batchnorm.BatchNormalization)
+            post = norm.channel_post(op.oc, relu=relu is not None)
+        elif relu is not None:
+            post = _elementwise.RELU_POST
+        if post is not None:
+            found[i] = ([j for j in (bn, relu) if j is not None], partial(op.run_fused, post=post))
+    return found
