@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from edgetrust.errors import InvalidInputError, ResourceLimitError
 from edgetrust.runtime.fixed import FixedExecutor, _kernels
 from edgetrust.runtime.fixed._arith import quantize
-from edgetrust.runtime.fixed._steps import Steps, kept_norms
+from edgetrust.runtime.fixed._steps import Steps, kept_narrowing, kept_norms
 from tests.runtime.graphs import kitchen_sink, resnet_style, squeezenet_style
 
 
@@ -197,6 +197,8 @@ def test_kept_norms_give_the_node_by_node_trace(precision: str) -> None:
     ex = FixedExecutor(model, precision=precision)  # type: ignore[arg-type]
     plain = FixedExecutor(model, precision=precision)  # type: ignore[arg-type]
     plain.__dict__["_kept_norms"] = {}  # node by node
+    plain.__dict__["_kept_narrow"] = set()  # and int64 sums
+    assert kept_narrowing(ex)
     assert any(j is not None for j in kept_norms(ex).values())
     x = _sample(ex, 4)
     _, kept = ex._execute(x, keep=True)
@@ -205,8 +207,12 @@ def test_kept_norms_give_the_node_by_node_trace(precision: str) -> None:
     for a, b in zip(kept, want, strict=True):
         np.testing.assert_array_equal(a, b)
     if precision == "int8":  # int16 tables would be too large: node by node
-        narrow = {v.dtype for e, v in zip(ex.entries, kept, strict=True) if e.node_index}
-        assert np.dtype(np.int8) in narrow
+        narrow = {
+            ex.nodes[e.node_index].op_type
+            for e, v in zip(ex.entries, kept, strict=True)
+            if e.node_index is not None and v.dtype == np.int8
+        }
+        assert {"BatchNormalization", "Add"} <= narrow
     out, trace = ex.run_traced(x)
     out_plain, trace_plain = plain.run_traced(x)
     _same(out, out_plain)
@@ -220,6 +226,7 @@ def test_a_fault_in_a_kept_norm_is_followed_downstream() -> None:
     ex = FixedExecutor(resnet_style(size=32, width=8))
     plain = FixedExecutor(resnet_style(size=32, width=8))
     plain.__dict__["_kept_norms"] = {}
+    plain.__dict__["_kept_narrow"] = set()
     x = _sample(ex, 5)
     for bn in [i for i, j in kept_norms(ex).items() if j is not None][:2]:
         for node in (bn, bn - 1):
@@ -265,3 +272,20 @@ def test_gather_relu_is_take_then_maximum(
         big = table.copy()
         big[:] = 1 << 40
         assert (_kernels.gather_relu(x, big, nv, qmax, relu) is None) == (dtype is not np.int64)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(-(2**63), 2**63 - 1) | st.integers(-200, 200), max_size=40),
+    st.sampled_from([(np.int8, 127), (np.int16, 32767), (np.int16, 127)]),
+)
+def test_narrow_keeps_the_integers_or_refuses(xs: list[int], kind: tuple[Any, int]) -> None:
+    dtype, qmax = kind
+    x = np.array(xs, np.int64)
+    got = _kernels.narrow(x, qmax, dtype)
+    if all(-qmax <= v <= qmax for v in xs):
+        assert got is not None
+        assert got.dtype == dtype
+        assert got.tolist() == xs
+    else:
+        assert got is None

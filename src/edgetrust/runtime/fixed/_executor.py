@@ -23,6 +23,7 @@ from edgetrust.runtime.fixed import (  # noqa: F401  (importing registers the op
     _extra,
     _groupnorm,
     _integer,
+    _kernels,
     _linear,
     _movement,
     _norm,
@@ -47,7 +48,13 @@ from edgetrust.runtime.fixed._plan import (
     last_use_of,
     opset_of,
 )
-from edgetrust.runtime.fixed._steps import Steps, fusion_map, kept_norms, norm_values
+from edgetrust.runtime.fixed._steps import (
+    Steps,
+    fusion_map,
+    kept_narrowing,
+    kept_norms,
+    norm_values,
+)
 
 if TYPE_CHECKING:
     from edgetrust.runtime.trace import TraceLayout
@@ -420,6 +427,9 @@ class FixedExecutor:
             if entry == target:
                 assert fault is not None
                 out = self._apply_fault(fault, op.out_kind(), out)
+            if kept is not None and index in kept_narrowing(self) and out.dtype == np.int64:
+                small = _kernels.narrow(out, self.qmax, self.storage)
+                out = out if small is None else small
             env[node.output[k]] = out
             entry += 1
             if kept is not None:

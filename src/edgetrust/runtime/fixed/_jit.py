@@ -350,3 +350,17 @@ def gather_relu(
                 for i in range(inner):
                     relu_out[o, c, i] = max(out[o, c, i], 0)
     return not bad
+
+
+@_jit
+def narrow(x: Any, qmax: int, out: Any) -> bool:  # pragma: no cover - compiled
+    """``out = x`` (1-D) into a narrower integer type, and whether every |x| ≤ qmax (else
+    out is unspecified: the caller keeps x)."""
+    lo = 0
+    hi = 0
+    for i in range(x.size):
+        v = x[i]
+        lo = min(lo, v)
+        hi = max(hi, v)
+        out[i] = v
+    return lo >= -qmax and hi <= qmax

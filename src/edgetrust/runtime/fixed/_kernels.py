@@ -262,3 +262,14 @@ def gather_relu(
     if not _call("gather_relu", src, table, nv, qmax, out.reshape(view), rv):
         return None
     return out, (relu_out if relu else None)
+
+
+def narrow(x: npt.NDArray[Any], qmax: int, dtype: Any) -> npt.NDArray[Any] | None:
+    """`x` (int64) as a new `dtype` (int8/int16) array of the same integers, where every
+    |x| ≤ qmax ≤ dtype's maximum; None otherwise (or where the kernel is off)."""
+    if x.dtype != np.int64 or not 0 <= qmax <= np.iinfo(dtype).max:
+        return None
+    out = np.empty(x.shape, dtype)
+    if not _call("narrow", np.ascontiguousarray(x).reshape(-1), qmax, out.reshape(-1)):
+        return None
+    return out

@@ -325,3 +325,27 @@ def fusion_map(ex: FixedExecutor) -> dict[int, tuple[list[int], Any]]:
         if post is not None:
             found[i] = ([j for j in (bn, relu) if j is not None], partial(op.run_fused, post=post))
     return found
+
+
+def kept_narrowing(ex: FixedExecutor) -> set[int]:
+    """For a run that keeps every value: the nodes whose int64 real output is stored in the
+    commitment's dtype (int8/int16) as soon as it is made - when every integer fits, which
+    `_kernels.narrow` checks - because a reader takes narrow arrays (a residual sum before
+    its Relu): that reader then runs on the narrow array, and the commitment needs no
+    conversion. Readers that do not take them get it widened back (same integers)."""
+    found: set[int] | None = ex.__dict__.get("_kept_narrow")
+    if found is None:
+        readers: dict[str, list[int]] = {}
+        for j, node in enumerate(ex.nodes):
+            for name in node.input:
+                if name:
+                    readers.setdefault(name, []).append(j)
+        found = {
+            i
+            for i, op in enumerate(ex.ops)
+            if op.out_kind() == "q"
+            and len(ex.nodes[i].output) == 1
+            and any(ex.ops[j].narrow_inputs for j in readers.get(ex.nodes[i].output[0], []))
+        }
+        ex.__dict__["_kept_narrow"] = found
+    return found
