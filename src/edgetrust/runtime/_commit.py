@@ -7,6 +7,7 @@ so the hot path of a traced run - one RFC 9162 tree per tensor - reads on its ow
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -166,7 +167,7 @@ def _v2_header(dtype: str, shape: Sequence[int]) -> bytes:
 def _v2_entry_leaf(
     dtype: str, shape: Sequence[int], root: bytes, extra: Mapping[str, Any] | None
 ) -> bytes:
-    count = int(np.prod(shape, dtype=np.int64)) if len(shape) else 1
+    count = math.prod(int(d) for d in shape)  # 1 for a scalar
     out = _v2_header(dtype, shape) + count.to_bytes(32, "big") + bytes(root)
     if not extra:
         return out
