@@ -89,6 +89,7 @@ def test_narrow_activations_give_the_int64_integers(
     for op in wide.ops:
         if hasattr(op, "narrow_out"):
             op.narrow_out = False  # type: ignore[attr-defined]
+    wide.__dict__["_kept_narrow"] = set()  # nor do traced runs narrow sums (`kept_narrowing`)
     got, want = ex.run(x), wide.run(x)
     for name, value in want.items():
         np.testing.assert_array_equal(got[name], value)

@@ -7,6 +7,7 @@ so the hot path of a traced run - one RFC 9162 tree per tensor - reads on its ow
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -166,7 +167,7 @@ def _v2_header(dtype: str, shape: Sequence[int]) -> bytes:
 def _v2_entry_leaf(
     dtype: str, shape: Sequence[int], root: bytes, extra: Mapping[str, Any] | None
 ) -> bytes:
-    count = int(np.prod(shape, dtype=np.int64)) if len(shape) else 1
+    count = math.prod(int(d) for d in shape)  # 1 for a scalar
     out = _v2_header(dtype, shape) + count.to_bytes(32, "big") + bytes(root)
     if not extra:
         return out
@@ -339,20 +340,35 @@ class Committer:
         self.layout = layout
         self.convert = convert
         self._jobs: list[Future[_Job] | _Job] = []
+        self._queued: list[tuple[int, Callable[[], _Job]]] = []
+        """Jobs handed to the worker, (index, job), in order."""
         self._pool = _worker() if native.available() else None
 
     def append(self, value: Any) -> None:
         """Commit the next entry's value."""
         job = partial(self._commit, self.convert[len(self._jobs)], value)
         pool = self._pool if getattr(value, "size", 0) >= _THREAD_MIN else None
-        self._jobs.append(pool.submit(job) if pool is not None else job())
+        if pool is None:
+            self._jobs.append(job())
+        else:
+            self._jobs.append(pool.submit(job))
+            self._queued.append((len(self._jobs) - 1, job))
 
     def _commit(self, convert: Callable[[Any], npt.NDArray[Any]], value: Any) -> _Job:
         arr = convert(value)
         return arr, TensorCommitment.of(arr, self.layout)
 
     def results(self) -> tuple[list[npt.NDArray[Any]], list[TensorCommitment]]:
-        """The committed arrays and their commitments, in the order appended."""
+        """The committed arrays and their commitments, in the order appended. Jobs the
+        worker has not started yet are taken back from the end of its queue and run here,
+        so both threads hash until the last one is done (the same commitments)."""
+        while self._queued:
+            k, job = self._queued.pop()
+            future = self._jobs[k]
+            if not isinstance(future, Future) or not future.cancel():
+                break  # the worker reached it: it has every earlier one too
+            self._jobs[k] = job()
+        self._queued.clear()
         done = [j.result() if isinstance(j, Future) else j for j in self._jobs]
         return [a for a, _ in done], [c for _, c in done]
 

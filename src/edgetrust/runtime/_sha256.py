@@ -129,14 +129,15 @@ def _run(
 def _flat_levels(
     tree: Any, fns: npt.NDArray[np.intp], data: npt.NDArray[np.uint8], step: int, padded: bool
 ) -> list[npt.NDArray[np.uint8]]:
-    widths = [-(-data.size // step)]
-    while widths[-1] > 1:
-        widths.append(-(-widths[-1] // 2))
-    starts = np.zeros(len(widths) + 1, np.int64)
-    np.cumsum(widths, out=starts[1:])
-    out = np.empty((int(starts[-1]), 32), np.uint8)
+    width = -(-data.size // step)
+    bounds = [0, width]
+    while width > 1:
+        width = -(-width // 2)
+        bounds.append(bounds[-1] + width)
+    starts = np.array(bounds, np.int64)  # level k is rows [bounds[k], bounds[k + 1])
+    out = np.empty((bounds[-1], 32), np.uint8)
     tree(fns, data, step, padded, out, starts)
-    return [out[starts[k] : starts[k + 1]] for k in range(len(widths))]
+    return [out[bounds[k] : bounds[k + 1]] for k in range(len(bounds) - 1)]
 
 
 def available() -> bool:

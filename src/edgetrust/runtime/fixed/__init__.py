@@ -13,12 +13,8 @@ from __future__ import annotations
 
 from edgetrust.runtime.fixed._base import OPS as _OPS
 from edgetrust.runtime.fixed._base import ElementSource, Op, TensorInfo, node_label
-from edgetrust.runtime.fixed._executor import (
-    EXECUTOR_NAME,
-    EXECUTOR_VERSION,
-    Fault,
-    FixedExecutor,
-)
+from edgetrust.runtime.fixed._executor import EXECUTOR_NAME, EXECUTOR_VERSION, FixedExecutor
+from edgetrust.runtime.fixed._fault import Fault
 from edgetrust.runtime.fixed._plan import QMAX, Entry, Precision, QuantPlan, calibration_digest
 from edgetrust.runtime.fixed._runtime import FixedRuntime, PlanStore, TraceStore, register
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from functools import partial
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
@@ -24,6 +23,7 @@ from edgetrust.runtime.fixed import (  # noqa: F401  (importing registers the op
     _extra,
     _groupnorm,
     _integer,
+    _kernels,
     _linear,
     _movement,
     _norm,
@@ -37,6 +37,7 @@ from edgetrust.runtime.fixed import (  # noqa: F401  (importing registers the op
 )
 from edgetrust.runtime.fixed._arith import I64, quantize
 from edgetrust.runtime.fixed._base import Op, Settings, TensorInfo
+from edgetrust.runtime.fixed._fault import Fault
 from edgetrust.runtime.fixed._plan import (
     QMAX,
     Entry,
@@ -46,6 +47,13 @@ from edgetrust.runtime.fixed._plan import (
     calibration_digest,
     last_use_of,
     opset_of,
+)
+from edgetrust.runtime.fixed._steps import (
+    Steps,
+    fusion_map,
+    kept_narrowing,
+    kept_norms,
+    norm_values,
 )
 
 if TYPE_CHECKING:
@@ -62,46 +70,9 @@ STORAGE: Mapping[str, Any] = MappingProxyType({"int8": np.int8, "int16": np.int1
 _FLOAT_INPUTS = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16}
 _INT_INPUTS = {TensorProto.INT32, TensorProto.INT64, TensorProto.INT8, TensorProto.UINT8}
 _SYNTHETIC_SAMPLES = 4
-
-
-@dataclass(frozen=True)
-class Fault:
-    """A deliberate lie, for demos and tests only: add `delta` to one element of one entry.
-
-    The device then computes everything downstream from the corrupted value and commits to
-    that trace - a consistent liar, which the dispute game must convict. If adding `delta`
-    would saturate to no change, the element moves by -delta instead.
-    """
-
-    node: str | int
-    """Node name, ``#<index>`` or index - or ``input:<name>`` for a quantized input."""
-    element: int
-    """C-order index in that entry's output."""
-    delta: int
-    output: int = 0
-    """Which output of the node (multi-output nodes such as Split)."""
-
-    @staticmethod
-    def parse(spec: str) -> Fault:
-        """Parse ``node=NODE,element=I,delta=D`` (the CLI's --simulate-fault)."""
-        fields: dict[str, str] = {}
-        for part in spec.split(","):
-            key, sep, value = part.partition("=")
-            if not sep or key.strip() not in ("node", "element", "delta") or key.strip() in fields:
-                raise InvalidInputError(
-                    f"fault must be node=NODE,element=I,delta=D, got {spec!r:.80}"
-                )
-            fields[key.strip()] = value.strip()
-        if set(fields) != {"node", "element", "delta"}:
-            raise InvalidInputError(f"fault must be node=NODE,element=I,delta=D, got {spec!r:.80}")
-        try:
-            element, delta = int(fields["element"]), int(fields["delta"])
-        except ValueError as exc:
-            raise InvalidInputError("fault element and delta must be integers") from exc
-        node: str | int = int(fields["node"]) if fields["node"].isdigit() else fields["node"]
-        if element < 0 or delta == 0:
-            raise InvalidInputError("fault element must be ≥ 0 and delta non-zero")
-        return Fault(node, element, delta)
+_NARROW_MIN = 1 << 16
+"""Smaller outputs are not narrowed in traced runs (`_steps.kept_narrowing`): the extra
+call and the widening for the next op cost more than the memory saved (digits MLP: +8 µs)."""
 
 
 def _model_bytes(model: onnx.ModelProto | bytes) -> tuple[onnx.ModelProto, bytes]:
@@ -384,9 +355,11 @@ class FixedExecutor:
         if fault is not None and target < len(self.input_names):
             name = self.input_names[target]
             env[name] = self._apply_fault(fault, self.input_kind(name), env[name])
-        if kept is None:
+        if not keep:
+            kept = None
+        elif kept is None:
             kept = []
-        if keep:
+        if kept is not None:
             for n in self.input_names:
                 kept.append(env[n])
         last_use = self._last_use_cache()
@@ -394,20 +367,35 @@ class FixedExecutor:
         # Untraced runs fuse a BatchNormalization into the Conv it alone follows (the Conv's
         # output is never kept, so only the pair's result is computed; same integers).
         fusions = self._fusions() if not keep and fault is None else {}
+        # Runs that keep every value compute a BatchNormalization (and a Relu behind it) in
+        # one pass from its input (`_steps.norm_values`; same integers, no fault to follow).
+        norms = kept_norms(self) if keep and fault is None else {}
+        ready: dict[int, I64] = {}
         done: set[int] = set()
         for index, (node, op) in enumerate(zip(self.nodes, self.ops, strict=True)):
-            xs = [env.get(n) if n else None for n in node.input]
-            if not op.narrow_inputs:
-                xs = [x if x is None or x.dtype == np.int64 else x.astype(np.int64) for x in xs]
-            if index in fusions:
-                chain, run_chain = fusions[index]
-                fused = run_chain(xs)
-                if fused is not None:
-                    last = chain[-1]
-                    env[self.nodes[last].output[0]] = self._checked(self.ops[last], fused)
-                    done.update((index, *chain))
-            if index not in done:
-                entry = self._run_node(index, node, op, xs, env, entry, target, fault, kept, keep)
+            value = ready.pop(index, None)
+            if value is None and index in norms:
+                pair = norm_values(self, index, env.get(node.input[0]))
+                if pair is not None:
+                    value = pair[0]
+                    relu = norms[index]
+                    if relu is not None and pair[1] is not None:
+                        ready[relu] = pair[1]
+            if value is not None:
+                entry = self._run_node(index, node, op, [], env, entry, target, fault, kept, value)
+            else:
+                xs = [env.get(n) if n else None for n in node.input]
+                if not op.narrow_inputs:
+                    xs = [x if x is None or x.dtype == np.int64 else x.astype(np.int64) for x in xs]
+                if index in fusions:
+                    chain, run_chain = fusions[index]
+                    fused = run_chain(xs)
+                    if fused is not None:
+                        last = chain[-1]
+                        env[self.nodes[last].output[0]] = self._checked(self.ops[last], fused)
+                        done.update((index, *chain))
+                if index not in done:
+                    entry = self._run_node(index, node, op, xs, env, entry, target, fault, kept)
             # Values no later node reads leave `env` (a traced run's `kept` still holds them).
             for name in node.input:
                 if name and last_use.get(name, -1) <= index and name not in self.output_names:
@@ -425,23 +413,34 @@ class FixedExecutor:
         target: int,
         fault: Fault | None,
         kept: Any,
-        keep: bool,
+        value: I64 | None = None,
     ) -> int:
-        """Run one node into `env` (and `kept`); the next entry index."""
+        """Run one node into `env` (and `kept`, unless None); the next entry index. `value`:
+        its output computed already (then `xs` is unused)."""
         traced = self.traced_outputs[index]
-        if traced:
+        if value is not None:
+            outs = [(0, value)]
+        elif traced:
             values = op.run_outputs(xs)
             outs = [(0, values[0]), *((k, values[k]) for k in traced)]
         else:
             outs = [(0, op.run(xs))]
-        for k, value in outs:
-            out = self._checked(op, value)
+        for k, out in outs:
+            out = self._checked(op, out)
             if entry == target:
                 assert fault is not None
                 out = self._apply_fault(fault, op.out_kind(), out)
+            if (
+                kept is not None
+                and out.size >= _NARROW_MIN
+                and out.dtype == np.int64
+                and index in kept_narrowing(self)
+            ):
+                small = _kernels.narrow(out, self.qmax, self.storage)
+                out = out if small is None else small
             env[node.output[k]] = out
             entry += 1
-            if keep:
+            if kept is not None:
                 kept.append(out)
         return entry
 
@@ -449,49 +448,10 @@ class FixedExecutor:
         """Conv or Gemm index → (the indices of the nodes fused behind it: a Conv's
         BatchNormalization and/or Relu, a Gemm's Relu; the function computing the chain's
         result from the first node's inputs, or None where it does not apply) where each
-        output in the chain is read only by the next node and is no graph output."""
+        output in the chain is read only by the next node and is no graph output (cached;
+        see `_steps.fusion_map`)."""
         if not hasattr(self, "_fusion_map"):
-            readers: dict[str, list[int]] = {}
-            for j, node in enumerate(self.nodes):
-                for name in node.input:
-                    if name:
-                        readers.setdefault(name, []).append(j)
-
-            def sole_reader(i: int, kind: type) -> int | None:
-                out = self.nodes[i].output[0]
-                users = readers.get(out, [])
-                if out in self.output_names or len(users) != 1:
-                    return None
-                j = users[0]
-                ok = type(self.ops[j]) is kind and self.nodes[j].input[0] == out
-                return j if ok else None
-
-            found: dict[int, tuple[list[int], Any]] = {}
-            for i, op in enumerate(self.ops):
-                if len(self.nodes[i].output) != 1:
-                    continue
-                if type(op) is _linear.Gemm:
-                    relu = sole_reader(i, _elementwise.Relu)
-                    if relu is not None:
-                        found[i] = ([relu], op.run_relu)
-                    continue
-                if type(op) is not _conv.Conv or not op.fusable():
-                    continue
-                bn = sole_reader(i, _batchnorm.BatchNormalization)
-                relu = sole_reader(i if bn is None else bn, _elementwise.Relu)
-                post: Any = None
-                if bn is not None:
-                    norm = self.ops[bn]
-                    assert isinstance(norm, _batchnorm.BatchNormalization)
-                    post = norm.channel_post(op.oc, relu=relu is not None)
-                elif relu is not None:
-                    post = _elementwise.RELU_POST
-                if post is not None:
-                    found[i] = (
-                        [j for j in (bn, relu) if j is not None],
-                        partial(op.run_fused, post=post),
-                    )
-            self._fusion_map = found
+            self._fusion_map = fusion_map(self)
         return self._fusion_map
 
     def _last_use_cache(self) -> dict[str, int]:
@@ -517,6 +477,9 @@ class FixedExecutor:
 
     def run(self, inputs: Mapping[str, npt.ArrayLike]) -> dict[str, npt.NDArray[Any]]:
         """Outputs by name: float32 (dequantized) for real tensors, int64 for integer ones."""
+        steps = Steps.of(self)
+        if steps is not None:
+            return steps.run(inputs)
         env, _ = self._execute(inputs, keep=False)
         return self._outputs(env)
 

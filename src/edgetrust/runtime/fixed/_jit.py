@@ -458,3 +458,86 @@ def add_requant(
         low = ((v & _LOW31) * mult + half + (v >> 63)) >> 31
         out[i] = min(max(((v >> 31) * mult + low) >> rest, lo), hi)
     return True
+
+
+@_jit
+def quantize_finite(
+    x: Any, scale: float, qmax: int, out: Any
+) -> bool:  # pragma: no cover - compiled
+    """`quantize`, and False where some x is NaN or ±Inf (the caller then validates with
+    numpy, which names the bad input): an input's finiteness check in the same pass."""
+    q = float(qmax)
+    bad = False
+    for i in range(x.size):
+        f = float(x[i])
+        bad |= (f - f) != 0.0  # NaN for NaN and ±Inf
+        v = f / scale
+        v = v if v < q else q
+        v = v if v > -q else -q
+        t = float(np.trunc(v))
+        frac = v - t
+        t = t + 1.0 if frac >= 0.5 else t
+        t = t - 1.0 if frac <= -0.5 else t
+        out[i] = np.int64(t)
+    return not bad
+
+
+@_jit
+def dequantize(q: Any, scale: float, out: Any) -> bool:  # pragma: no cover - compiled
+    """``out = float32(float64(q) · scale)`` element by element (1-D): numpy's
+    ``(q.astype(float64) * scale).astype(float32)``, each step one IEEE rounding."""
+    for i in range(q.size):
+        out[i] = np.float32(float(q[i]) * scale)
+    return True
+
+
+@_jit
+def gather_relu(
+    x: Any, table: Any, nv: int, qmax: int, out: Any, relu_out: Any
+) -> bool:  # pragma: no cover - compiled
+    """``out[o, c, i] = table[c·nv + qmax + x[o, c, i]]`` for x viewed as (outer, C, inner),
+    and ``relu_out = max(out, 0)`` when relu_out is not empty: a BatchNormalization (and
+    the Relu behind it) on a Conv's output, each result kept. out and relu_out may be
+    narrower than the table; False where some |x| > qmax, the table does not cover every
+    channel, or some gathered value does not fit out's type (the caller then runs numpy)."""
+    outer, channels, inner = x.shape
+    if x.size == 0:
+        return True
+    if channels * nv > table.size or 2 * qmax + 1 > nv:
+        return False
+    lo = x[0, 0, 0]
+    hi = lo
+    for o in range(outer):
+        for c in range(channels):
+            for i in range(inner):
+                lo = min(lo, x[o, c, i])
+                hi = max(hi, x[o, c, i])
+    if lo < -qmax or hi > qmax:
+        return False
+    bad = False
+    relu = relu_out.size > 0
+    for o in range(outer):
+        for c in range(channels):
+            base = c * nv + qmax
+            for i in range(inner):
+                v = table[np.uint64(base + x[o, c, i])]
+                out[o, c, i] = v
+                bad |= out[o, c, i] != v
+            if relu:
+                for i in range(inner):
+                    relu_out[o, c, i] = max(out[o, c, i], 0)
+    return not bad
+
+
+@_jit
+def narrow(x: Any, qmax: int, out: Any) -> bool:  # pragma: no cover - compiled
+    """``out = x`` (1-D) into a narrower integer type, and whether every |x| ≤ qmax (else
+    out is unspecified: the caller keeps x)."""
+    lo = 0
+    hi = 0
+    for i in range(x.size):
+        v = x[i]
+        lo = min(lo, v)
+        hi = max(hi, v)
+        out[i] = v
+    return lo >= -qmax and hi <= qmax

@@ -342,3 +342,59 @@ def add_requant(
     if not _call("add_requant", fa, fb, wa, wb, m, shift, -qmax, qmax, out.reshape(-1)):
         return None
     return out
+
+
+def quantize_finite(values: npt.NDArray[Any], scale: float, qmax: int) -> I64 | None:
+    """``_arith.quantize(values, scale, qmax)`` for float32/float64 `values` known to be all
+    finite by the same pass; None where some value is NaN or ±Inf (or the kernel is off)."""
+    if values.dtype not in (np.float32, np.float64) or not 0 < qmax < 1 << 31:
+        return None
+    out = np.empty(values.shape, np.int64)
+    flat = np.ascontiguousarray(values).reshape(-1)
+    if not _call("quantize_finite", flat, float(scale), qmax, out.reshape(-1)):
+        return None
+    return out
+
+
+def dequantize(values: npt.NDArray[Any], scale: float) -> npt.NDArray[np.float32] | None:
+    """``(values.astype(float64) * scale).astype(float32)`` for an int8/16/32/64 array."""
+    if values.dtype not in (np.int8, np.int16, np.int32, np.int64):
+        return None
+    out = np.empty(values.shape, np.float32)
+    flat = np.ascontiguousarray(values).reshape(-1)
+    if not _call("dequantize", flat, float(scale), out.reshape(-1)):
+        return None
+    return out
+
+
+def gather_relu(
+    x: npt.NDArray[Any], table: I64, nv: int, qmax: int, relu: bool
+) -> tuple[npt.NDArray[Any], npt.NDArray[Any] | None] | None:
+    """``table[c·nv + qmax + x]`` per channel c (axis 1) of an int8/16/64 array x with
+    |x| ≤ qmax - a BatchNormalization's `channel_table` gather - in x's own dtype, and
+    with `relu` also ``max(·, 0)`` of it as a second array; None where the compiled path
+    does not apply (then numpy runs the nodes)."""
+    if x.dtype not in (np.int8, np.int16, np.int64) or x.ndim < 2 or table.dtype != np.int64:
+        return None
+    if not table.flags.c_contiguous:
+        return None
+    channels = x.shape[1]
+    view = (x.shape[0], channels, x.size // max(1, x.shape[0] * channels))
+    out = np.empty(x.shape, x.dtype)
+    relu_out = np.empty(x.shape if relu else (0,), x.dtype)
+    src = np.ascontiguousarray(x).reshape(view)
+    rv = relu_out.reshape(view) if relu else relu_out.reshape(0, 0, 0)
+    if not _call("gather_relu", src, table, nv, qmax, out.reshape(view), rv):
+        return None
+    return out, (relu_out if relu else None)
+
+
+def narrow(x: npt.NDArray[Any], qmax: int, dtype: Any) -> npt.NDArray[Any] | None:
+    """`x` (int64) as a new `dtype` (int8/int16) array of the same integers, where every
+    |x| ≤ qmax ≤ dtype's maximum; None otherwise (or where the kernel is off)."""
+    if x.dtype != np.int64 or not 0 <= qmax <= np.iinfo(dtype).max:
+        return None
+    out = np.empty(x.shape, dtype)
+    if not _call("narrow", np.ascontiguousarray(x).reshape(-1), qmax, out.reshape(-1)):
+        return None
+    return out

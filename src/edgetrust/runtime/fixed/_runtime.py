@@ -22,7 +22,8 @@ import numpy.typing as npt
 from edgetrust.encoding import digest_hex
 from edgetrust.errors import InvalidInputError, NotFoundError, UnsupportedError
 from edgetrust.home import resolve_home
-from edgetrust.runtime.fixed._executor import EXECUTOR_NAME, EXECUTOR_VERSION, Fault, FixedExecutor
+from edgetrust.runtime.fixed._executor import EXECUTOR_NAME, EXECUTOR_VERSION, FixedExecutor
+from edgetrust.runtime.fixed._fault import Fault
 from edgetrust.runtime.fixed._plan import QMAX, Precision, QuantPlan
 from edgetrust.runtime.trace import LAYOUT_V1, LAYOUT_V2, TraceLayout, layout_named
 
