@@ -75,7 +75,7 @@ def test_compiled_epilogue_equals_the_block_path(
     rs = Rescale(np.minimum(mult, 1 << 31), shift)
     bound = int(np.abs(acc).max()) + 1
     post = _post(kind, rng, oc, data.draw(st.sampled_from([1, 12, 31, 40, 62])))
-    fin = _digitconv.requantizer(rs, bound, QMAX, post, narrow=narrow)
+    fin = _digitconv.Requantizer(rs, bound, QMAX, post, narrow=narrow)
     got = fin.compiled(parts.astype(np.float64 if f64 else np.float32), odd, bias)
     if _kernels._jit() is None:
         assert got is None

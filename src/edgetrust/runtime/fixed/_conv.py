@@ -20,7 +20,7 @@ from edgetrust.errors import InvalidInputError
 from edgetrust.runtime.fixed import _digitconv, _ortconv
 from edgetrust.runtime.fixed._arith import I64, apply_rescale, matmul_chunk, saturate
 from edgetrust.runtime.fixed._base import ElementSource, register, unravel
-from edgetrust.runtime.fixed._digitconv import DigitConv, requant_blocks, requantizer
+from edgetrust.runtime.fixed._digitconv import DigitConv, Requantizer, requant_blocks
 from edgetrust.runtime.fixed._linear import _Dense, _rescale_one
 from edgetrust.runtime.fixed._ortconv import F32Requant, OrtConv
 from edgetrust.runtime.fixed._window import Window2D
@@ -248,7 +248,7 @@ class Conv(_Dense, Window2D):
         self._check_x(x.shape)
         _, _, pt, pl, pb, pr = self.geometry(x.shape[2], x.shape[3])
         rs = self._rescale_from(self.params())
-        finish = requantizer(rs, self.acc_bound(), self.qmax, post, narrow=self.narrow_out)
+        finish = Requantizer(rs, self.acc_bound(), self.qmax, post, narrow=self.narrow_out)
         return digits.sums(x, (pt, pl, pb, pr), self.strides, self.dilations, finish)
 
     def fusable(self) -> bool:

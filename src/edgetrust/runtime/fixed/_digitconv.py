@@ -423,18 +423,6 @@ class Requantizer:
         )
 
 
-def requantizer(
-    rs: Rescale,
-    bound: int,
-    qmax: int,
-    post: Callable[[I64, int, int], None] | None = None,
-    bias: I64 | None = None,
-    narrow: bool = False,
-) -> Requantizer:
-    """`Requantizer` (kept as the function the callers name)."""
-    return Requantizer(rs, bound, qmax, post, bias, narrow)
-
-
 def requant_blocks(
     y: npt.NDArray[Any],
     rs: Rescale,
@@ -444,9 +432,9 @@ def requant_blocks(
     bias: I64 | None = None,
     narrow: bool = False,
 ) -> I64:
-    """`requantizer` applied to a whole tensor of exact float sums (N, OC, ...): in one
+    """`Requantizer` applied to a whole tensor of exact float sums (N, OC, ...): in one
     compiled pass where it applies (int16 with `narrow`), else by blocks."""
-    finish = requantizer(rs, bound, qmax, post, bias, narrow)
+    finish = Requantizer(rs, bound, qmax, post, bias, narrow)
     if y.dtype in (np.float32, np.float64):
         fast = finish.compiled(y[None], np.ones(1, np.int64), None)
         if fast is not None:

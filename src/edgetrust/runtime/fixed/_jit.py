@@ -170,9 +170,10 @@ def quantize(x: Any, scale: float, qmax: int, out: Any) -> bool:  # pragma: no c
     q = float(qmax)
     bad = False
     for i in range(x.size):  # branch-free, so that LLVM vectorizes the divisions
-        v = float(x[i]) / scale
-        bad |= v != v
-        v = v if v < q else q  # NaN becomes q here (and the call returns False)
+        f = float(x[i])
+        bad |= (f - f) != 0.0  # NaN for NaN and ±Inf: the call returns False
+        v = f / scale
+        v = v if v < q else q
         v = v if v > -q else -q
         t = float(np.trunc(v))
         frac = v - t
@@ -458,28 +459,6 @@ def add_requant(
         low = ((v & _LOW31) * mult + half + (v >> 63)) >> 31
         out[i] = min(max(((v >> 31) * mult + low) >> rest, lo), hi)
     return True
-
-
-@_jit
-def quantize_finite(
-    x: Any, scale: float, qmax: int, out: Any
-) -> bool:  # pragma: no cover - compiled
-    """`quantize`, and False where some x is NaN or ±Inf (the caller then validates with
-    numpy, which names the bad input): an input's finiteness check in the same pass."""
-    q = float(qmax)
-    bad = False
-    for i in range(x.size):
-        f = float(x[i])
-        bad |= (f - f) != 0.0  # NaN for NaN and ±Inf
-        v = f / scale
-        v = v if v < q else q
-        v = v if v > -q else -q
-        t = float(np.trunc(v))
-        frac = v - t
-        t = t + 1.0 if frac >= 0.5 else t
-        t = t - 1.0 if frac <= -0.5 else t
-        out[i] = np.int64(t)
-    return not bad
 
 
 @_jit

@@ -176,7 +176,9 @@ def to_float(a: I64, amax: int, dtype: Any) -> npt.NDArray[Any] | None:
 
 
 def quantize(values: npt.NDArray[Any], scale: float, qmax: int) -> I64 | None:
-    """``_arith.quantize(values, scale, qmax)`` for one scalar scale; None on NaN."""
+    """``_arith.quantize(values, scale, qmax)`` for one scalar scale; None where some value
+    is NaN or ±Inf (numpy then defines the result, or the caller's validation names it):
+    an input's finiteness check in the same pass."""
     if values.dtype not in (np.float32, np.float64) or not 0 < qmax < 1 << 31:
         return None
     out = np.empty(values.shape, np.int64)
@@ -254,7 +256,7 @@ def digit_epilogue(
     """An int16 convolution's requantization from its exact float digit sums, in one pass:
     ``sat(apply_rescale(Σ_p int64(parts[p]) · odd[p] + bias, Rescale(mult, shift),
     channel_axis=1), qmax)`` for parts (P, N, C, ...) - `_digitconv.DigitConv`'s
-    combination and `_digitconv.requantizer` - then, with ``bn = (A, B, mult, shift)``, a
+    combination and `_digitconv.Requantizer` - then, with ``bn = (A, B, mult, shift)``, a
     fused BatchNormalization's ``sat(apply_rescale(q · A_c + B_c, Rescale(mult, shift)),
     qmax)`` (`_batchnorm.ArithPost`), then max(·, 0) if `relu`. The result (N, C, ...) is in
     `dtype` (int16 holds ±qmax); None where the compiled path does not apply."""
@@ -340,18 +342,6 @@ def add_requant(
     fb = np.ascontiguousarray(b).reshape(-1)
     m = int(mult.reshape(-1)[0])
     if not _call("add_requant", fa, fb, wa, wb, m, shift, -qmax, qmax, out.reshape(-1)):
-        return None
-    return out
-
-
-def quantize_finite(values: npt.NDArray[Any], scale: float, qmax: int) -> I64 | None:
-    """``_arith.quantize(values, scale, qmax)`` for float32/float64 `values` known to be all
-    finite by the same pass; None where some value is NaN or ±Inf (or the kernel is off)."""
-    if values.dtype not in (np.float32, np.float64) or not 0 < qmax < 1 << 31:
-        return None
-    out = np.empty(values.shape, np.int64)
-    flat = np.ascontiguousarray(values).reshape(-1)
-    if not _call("quantize_finite", flat, float(scale), qmax, out.reshape(-1)):
         return None
     return out
 

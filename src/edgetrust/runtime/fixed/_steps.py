@@ -198,7 +198,7 @@ class Steps:
                 if kind == "q":
                     if arr.dtype not in _FLOATS:
                         break
-                    q = _kernels.quantize_finite(arr, scale, ex.qmax)
+                    q = _kernels.quantize(arr, scale, ex.qmax)
                     if q is None:
                         break
                     env[slot] = q
