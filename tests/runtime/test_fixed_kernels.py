@@ -158,6 +158,20 @@ def test_gemm_epilogue_matches_numpy(
     mult = (rng.integers(0, 2**31, size=cols) if seed % 2 else np.array([m0])).astype(np.int64)
     got = _kernels.gemm_epilogue(acc, bias, mult, shift, -127, 127)
     assert got is not None
+    if dtype is np.float32:  # the int32 conversion's bound: larger float32 sums are refused
+        first = acc[0, 0]
+        acc[0, 0] = 2.0**31
+        assert _kernels.gemm_epilogue(acc, bias, mult, shift, -127, 127) is None
+        acc[0, 0] = -(2.0**31)
+        assert _kernels.gemm_epilogue(acc, bias, mult, shift, -127, 127) is None
+        acc[0, 0] = np.float32(2.0**31 - 128)  # the largest float32 below 2**31: converted
+        big = _kernels.gemm_epilogue(acc, bias, mult, shift, -(2**31), 2**31)
+        with numpy_only():
+            ref_big = apply_rescale(
+                acc.astype(np.int64) + bias, Rescale(mult, shift), channel_axis=1
+            )
+        assert big is not None and big.tolist() == np.clip(ref_big, -(2**31), 2**31).tolist()
+        acc[0, 0] = first
     with numpy_only():
         want = saturate(
             apply_rescale(acc.astype(np.int64) + bias, Rescale(mult, shift), channel_axis=1), 127
@@ -458,6 +472,28 @@ def test_ort_matmul_same_bits(precision: str, kernels: bool, ort_everywhere: Non
         _kernels.ENABLED = old
 
 
+def test_ort_matmul_bound_is_numpy_matmul() -> None:
+    """`OrtMatMul.bound`: the int64 input converted into the bound buffer, the sums handed to
+    `finish` - numpy's integers at the float32 bound and for several row counts (more than
+    the kept shapes, so buffers are dropped and remade); None where the input is not
+    exactly convertible or the call would not pay."""
+    rng = np.random.default_rng(10)
+    k, q = 1040, 127
+    w = (rng.choice([-1, 1], size=(k, 8)) * q).astype(np.float32)
+    mm = _ortgemm.OrtMatMul(w)
+    for rows in (64, 33, 64, 40, 41, 42, 64):
+        a = rng.integers(-q, q + 1, size=(rows, k))
+        a[0] = q
+        got = mm.bound(a, q, lambda y: y.astype(np.int64))
+        assert got is not None
+        assert np.array_equal(got, a @ w.astype(np.int64))
+    a = rng.integers(-q, q + 1, size=(64, k))
+    a[3, 5] = q + 1  # beyond amax: refused, nothing computed
+    assert mm.bound(a, q, lambda y: y.copy()) is None
+    assert mm.bound(a[:1], q, lambda y: y.copy()) is None  # 1·K·N below MIN_WORK
+    assert mm.bound(a[:, :-1], q, lambda y: y.copy()) is None  # wrong K
+
+
 def test_ort_matmul_is_numpy_matmul_at_the_bound() -> None:
     """The worst case the float32 proof allows (K·127² ≤ 2**24: K = 1040), all ±127."""
     rng = np.random.default_rng(9)
@@ -472,6 +508,34 @@ def test_ort_matmul_is_numpy_matmul_at_the_bound() -> None:
         assert got.dtype == dtype
         assert np.array_equal(got.astype(np.int64), want)
         assert got[0, 0] == k * q * q
+
+
+_EDGE = [0, 1, -1, 2**24, -(2**24), 2**31 - 1, -(2**31 - 1), -(2**31), 2**31, 2**31 + 1, 2**53]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.sampled_from(_EDGE) | st.integers(-(2**53), 2**53), min_size=1, max_size=30),
+    st.sampled_from([2**31 - 1, 2**31, 2**32, 2**53]),
+)
+def test_to_float64_either_side_of_the_int32_path(xs: list[int], amax: int) -> None:
+    """float64 conversions take int32 below amax 2**31 and int64 from there: the values are
+    astype's either way, and a value beyond amax (e.g. 2**31 under amax 2**31 - 1, which
+    int32 would wrap) is refused, not converted."""
+    a = np.array(xs, np.int64)
+    out = np.full(a.shape, np.nan)
+    got = _kernels.to_float(a, amax, np.float64, out=out)
+    if int(np.abs(a).max()) > amax:
+        assert got is None
+    else:
+        assert got is out
+        assert np.array_equal(out, a.astype(np.float64))
+
+
+def test_to_float_refuses_an_out_of_another_shape_or_dtype() -> None:
+    a = np.arange(6, dtype=np.int64).reshape(2, 3)
+    for bad in (np.empty((3, 2)), np.empty((2, 3), np.float32), np.empty((2, 6))[:, ::2]):
+        assert _kernels.to_float(a, 8, np.float64, out=bad) is None
 
 
 @settings(max_examples=25, deadline=None)

@@ -112,7 +112,9 @@ def gemm_epilogue(
     if b.shape != (cols,):
         return None
     out = np.empty(acc.shape, np.int64)
-    if not _call("gemm_epilogue", np.ascontiguousarray(acc), b, mult, shift, lo, hi, out):
+    # float32 sums are exact only below 2**24 (larger ones make the call fail anyway)
+    small = acc.dtype == np.float32
+    if not _call("gemm_epilogue", np.ascontiguousarray(acc), b, mult, shift, lo, hi, out, small):
         return None
     return out
 
@@ -156,20 +158,29 @@ def channel_epilogue(
     out = np.empty(acc.shape, dtype)
     src = np.ascontiguousarray(acc).reshape(view)
     lo = 0 if relu else -qmax
-    if not _call("channel_epilogue", src, b, mult, shift, lo, qmax, tab, nv, out.reshape(view)):
+    small = acc.dtype == np.float32  # exact float32 sums are below 2**24
+    if not _call(
+        "channel_epilogue", src, b, mult, shift, lo, qmax, tab, nv, out.reshape(view), small
+    ):
         return None
     return out
 
 
-def to_float(a: I64, amax: int, dtype: Any) -> npt.NDArray[Any] | None:
+def to_float(
+    a: I64, amax: int, dtype: Any, out: npt.NDArray[Any] | None = None
+) -> npt.NDArray[Any] | None:
     """``a.astype(dtype)`` for a C-contiguous int64 array with |a| ≤ amax (checked), where
-    amax < 2**24 (float32) or 2**53 (float64) makes every conversion exact."""
+    amax < 2**24 (float32) or 2**53 (float64) makes every conversion exact; into `out` (a
+    C-contiguous array of a's shape and that dtype) when given."""
     limit = 1 << (24 if dtype is np.float32 else 53)
     if a.dtype != np.int64 or not a.flags.c_contiguous or not 0 <= amax <= limit:
         return None
     if dtype is not np.float32 and dtype is not np.float64:
         return None
-    out = np.empty(a.shape, dtype)
+    if out is None:
+        out = np.empty(a.shape, dtype)
+    elif out.dtype != dtype or out.shape != a.shape or not out.flags.c_contiguous:
+        return None
     if not _call("to_float", a.reshape(-1), amax, out.reshape(-1)):
         return None
     return out

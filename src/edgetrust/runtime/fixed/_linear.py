@@ -166,14 +166,23 @@ class _Dense(Op):
         if a is None or a.shape[1] != wf.shape[0]:
             return None
         q = self.qmax
-        acc = _ortgemm.matmul(as_float(a, q, wf.dtype.type), wf, mm)
-        out = _kernels.gemm_epilogue(acc, bias, mult, shift, 0 if relu else -q, q)
-        if out is None:
-            wide = acc.astype(np.int64)
-            out = self._requant(wide if bias is None else wide + bias)
-            if relu:
-                np.maximum(out, 0, out=out)
-        return out
+        lo = 0 if relu else -q
+
+        def finish(acc: npt.NDArray[Any]) -> I64:
+            out = _kernels.gemm_epilogue(acc, bias, mult, shift, lo, q)
+            if out is None:
+                wide = acc.astype(np.int64)
+                out = self._requant(wide if bias is None else wide + bias)
+                if relu:
+                    np.maximum(out, 0, out=out)
+            return out
+
+        done = mm.bound(a, q, finish)
+        return (
+            done
+            if done is not None
+            else finish(_ortgemm.matmul(as_float(a, q, wf.dtype.type), wf, mm))
+        )
 
     def weights_float_t(self) -> npt.NDArray[Any] | None:
         """The quantized weights transposed (K, N) in the exact float format, cached: the

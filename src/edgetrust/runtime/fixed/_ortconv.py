@@ -186,6 +186,25 @@ def _session(
     return make_session(graph)
 
 
+class ProcessBuffers:
+    """A lock and a dict of kept buffers, per process: a forked child makes its own (a lock
+    another thread held at the fork would never be released in the child, and the buffers
+    may be in use). Two threads that both make them get one each: disjoint buffers, so no
+    run can see another's."""
+
+    def __init__(self) -> None:
+        self._state: tuple[int, threading.Lock, dict[Any, Any]] | None = None
+
+    def get(self) -> tuple[threading.Lock, dict[Any, Any]]:
+        """This process's lock and buffers."""
+        state = self._state
+        pid = os.getpid()
+        if state is None or state[0] != pid:
+            state = (pid, threading.Lock(), {})
+            self._state = state
+        return state[1], state[2]
+
+
 class _Bound:
     """One geometry and input shape's kept buffers: the float32 input of each chunk, its
     sums (N, OC, OH, OW), and the IOBinding tying them to the session."""
@@ -213,9 +232,8 @@ class OrtConv:
     last `KEPT_SHAPES` shapes): the integers are converted straight into the bound input and
     onnxruntime writes the sums into the bound output, with no fresh arrays and no
     per-call output handling (ResNet50 int8 73.6 → 71.6 ms, SqueezeNet within noise; one
-    thread, load ~3). The buffers are reused, so one run at a time holds the lock; a forked
-    child makes its own lock and buffers (a lock that another thread held at the fork would
-    never be released in the child, and the buffers may be in use).
+    thread, load ~3). The buffers are reused, so one run at a time holds the lock
+    (`ProcessBuffers`: a forked child makes its own).
     """
 
     def __init__(self, w: I64, group: int, chunks: list[tuple[int, int]], bias: I64 | None) -> None:
@@ -224,7 +242,7 @@ class OrtConv:
         self.chunks = chunks
         self.bias = bias  # added by the first chunk's kernel (None: the caller adds it)
         self._sessions: dict[tuple[Any, ...], list[ort.InferenceSession]] = {}
-        self._proc: tuple[int, threading.Lock, dict[tuple[Any, ...], _Bound]] | None = None
+        self._proc = ProcessBuffers()
 
     def _session_list(
         self, key: tuple[Any, ...], pads: tuple[int, int, int, int]
@@ -248,16 +266,6 @@ class OrtConv:
             ]
             self._sessions[key] = sessions
         return sessions
-
-    def _process_state(self) -> tuple[int, threading.Lock, dict[tuple[Any, ...], _Bound]]:
-        """This process's lock and buffers (new ones in a forked child). Two threads that
-        both make them get one each: disjoint buffers, so no run can see another's."""
-        state = self._proc
-        pid = os.getpid()
-        if state is None or state[0] != pid:
-            state = (pid, threading.Lock(), {})
-            self._proc = state
-        return state
 
     def _y_shape(self, shape: tuple[int, ...], key: tuple[Any, ...]) -> tuple[int, int, int, int]:
         """(N, OC, OH, OW) of the sums for an input of `shape` and geometry `key`."""
@@ -289,7 +297,7 @@ class OrtConv:
                     for part, sess in zip(parts, sessions, strict=True)
                 ]
             )
-        _, lock, kept = self._process_state()
+        lock, kept = self._proc.get()
         with lock:
             bkey = (key, x.shape)
             bound = kept.get(bkey)
