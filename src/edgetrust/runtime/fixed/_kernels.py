@@ -399,3 +399,25 @@ def narrow(x: npt.NDArray[Any], qmax: int, dtype: Any) -> npt.NDArray[Any] | Non
     if not _call("narrow", np.ascontiguousarray(x).reshape(-1), qmax, out.reshape(-1)):
         return None
     return out
+
+
+def max_pool2d(
+    x: npt.NDArray[Any],
+    kernel: tuple[int, int],
+    strides: tuple[int, int],
+    dilations: tuple[int, int],
+    pads: tuple[int, int],
+    out_hw: tuple[int, int],
+) -> npt.NDArray[Any] | None:
+    """A 2-D max pool of (N, C, H, W) integers in x's own dtype, padding never winning:
+    `_jit.max_pool2d` with (top, left) `pads` and the output's (OH, OW); None where the
+    compiled path does not apply (then numpy folds the taps: the same integers)."""
+    if x.ndim != 4 or x.dtype.kind != "i" or min(*kernel, *strides, *dilations) < 1:
+        return None
+    out = np.empty((*x.shape[:2], *out_hw), x.dtype)
+    if not out.size:
+        return out
+    args = (*kernel, *strides, *dilations, *pads)
+    if not _call("max_pool2d", np.ascontiguousarray(x), *args, out):
+        return None
+    return out
