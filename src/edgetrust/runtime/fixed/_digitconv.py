@@ -40,7 +40,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edgetrust.runtime.fixed import _kernels
 from edgetrust.runtime.fixed._arith import BLOCK, I64, Rescale, apply_rescale, tie_free_split
 from edgetrust.runtime.fixed._batchnorm import ArithPost
-from edgetrust.runtime.fixed._elementwise import ReluPost
+from edgetrust.runtime.fixed._elementwise import KeptRelu, ReluPost
 from edgetrust.runtime.fixed._ortconv import l1_chunks, l1_per_channel, make_session
 
 ENABLED = True  # tests switch this off to compare against the BLAS path
@@ -407,6 +407,8 @@ class Requantizer:
         relu = False
         if isinstance(post, ReluPost):
             relu = True
+        elif isinstance(post, KeptRelu):
+            return self._compiled_kept(post, parts, odd, bias)
         elif isinstance(post, ArithPost):
             if post.qmax != self.qmax or post.rs.mult.size != 1:
                 return None
@@ -421,6 +423,23 @@ class Requantizer:
         return _kernels.digit_epilogue(
             parts, odd, bias, self.rs.mult, self.rs.shift, self.qmax, bn=bn, relu=relu, dtype=dtype
         )
+
+    def _compiled_kept(
+        self, post: KeptRelu, parts: npt.NDArray[Any], odd: I64, bias: I64 | None
+    ) -> npt.NDArray[Any] | None:
+        """`compiled` without a post, the Relu behind it written into `post.relu` in the
+        same pass."""
+        if self.b is not None:
+            own = self.b.reshape(-1)
+            bias = own if bias is None else bias + own
+        dtype = np.int16 if self.narrow and self.qmax <= 32767 else np.int64
+        both = _kernels.digit_epilogue_relu(
+            parts, odd, bias, self.rs.mult, self.rs.shift, self.qmax, dtype
+        )
+        if both is None:
+            return None
+        post.relu = both[1]
+        return both[0]
 
 
 def requant_blocks(

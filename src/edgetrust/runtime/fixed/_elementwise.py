@@ -379,6 +379,20 @@ class ReluPost:
 RELU_POST = ReluPost()
 
 
+class KeptRelu:
+    """A Relu behind a Conv in a run that keeps both values (`_steps.kept_relus`). As a post
+    it leaves each block as it is - the Conv's own output is kept - and a compiled Conv
+    epilogue that recognizes it also writes ``max(·, 0)`` of its results into `relu` in the
+    same pass. `relu` stays None where no compiled epilogue ran (the Relu then runs itself).
+    One instance per call: it holds that call's result."""
+
+    def __init__(self) -> None:
+        self.relu: I64 | None = None
+
+    def __call__(self, w: I64, c0: int, c1: int) -> None:
+        """Nothing: the block is the Conv's output."""
+
+
 @register
 class Clip(_SameScale):
     """clip(q, lo, hi) with the bounds quantized to the input's scale."""

@@ -34,6 +34,7 @@ from edgetrust.runtime.fixed import (  # noqa: F401  (importing registers the op
     _reduce,
     _shape,
     _split,
+    _steps,
 )
 from edgetrust.runtime.fixed._arith import I64, quantize
 from edgetrust.runtime.fixed._base import Op, Settings, TensorInfo
@@ -53,7 +54,9 @@ from edgetrust.runtime.fixed._steps import (
     fusion_map,
     kept_narrowing,
     kept_norms,
+    kept_relus,
     norm_values,
+    relu_values,
 )
 
 if TYPE_CHECKING:
@@ -370,6 +373,8 @@ class FixedExecutor:
         # Runs that keep every value compute a BatchNormalization (and a Relu behind it) in
         # one pass from its input (`_steps.norm_values`; same integers, no fault to follow).
         norms = kept_norms(self) if keep and fault is None else {}
+        # ... and a Conv with a Relu behind it in one epilogue pass (`_steps.relu_values`).
+        relus = kept_relus(self) if keep and fault is None and _steps.KEPT_RELUS else {}
         ready: dict[int, I64] = {}
         done: set[int] = set()
         for index, (node, op) in enumerate(zip(self.nodes, self.ops, strict=True)):
@@ -381,6 +386,12 @@ class FixedExecutor:
                     relu = norms[index]
                     if relu is not None and pair[1] is not None:
                         ready[relu] = pair[1]
+            elif value is None and index in relus:
+                both = relu_values(self, index, [env.get(n) if n else None for n in node.input])
+                if both is not None:
+                    value = both[0]
+                    if both[1] is not None:
+                        ready[relus[index]] = both[1]
             if value is not None:
                 entry = self._run_node(index, node, op, [], env, entry, target, fault, kept, value)
             else:

@@ -421,3 +421,66 @@ def max_pool2d(
     if not _call("max_pool2d", np.ascontiguousarray(x), *args, out):
         return None
     return out
+
+
+def channel_epilogue_relu(
+    acc: npt.NDArray[Any], bias: I64 | None, mult: I64, shift: int, qmax: int, dtype: Any
+) -> tuple[npt.NDArray[Any], npt.NDArray[Any]] | None:
+    """``channel_epilogue(acc, bias, mult, shift, qmax, dtype=dtype)`` and max(·, 0) of it,
+    both from one pass (a Conv and the Relu behind it in a traced run, which keeps both);
+    None where `channel_epilogue` would not apply."""
+    if acc.ndim < 2 or acc.dtype not in (np.float32, np.float64) or not 31 <= shift <= 62:
+        return None
+    channels = acc.shape[1]
+    view = (acc.shape[0], channels, acc.size // max(1, acc.shape[0] * channels))
+    mult = np.asarray(mult, np.int64).reshape(-1)
+    if mult.size not in (1, channels) or np.iinfo(dtype).max < qmax:
+        return None
+    if mult.size != channels:
+        mult = np.full(channels, mult[0], np.int64)
+    b = np.zeros(channels, np.int64) if bias is None else np.asarray(bias, np.int64).reshape(-1)
+    if b.shape != (channels,):
+        return None
+    out = np.empty(acc.shape, dtype)
+    relu = np.empty(acc.shape, dtype)
+    src = np.ascontiguousarray(acc).reshape(view)
+    args = (src, b, np.ascontiguousarray(mult), shift, qmax, out.reshape(view))
+    if not _call("channel_epilogue_relu", *args, relu.reshape(view)):
+        return None
+    return out, relu
+
+
+def digit_epilogue_relu(
+    parts: npt.NDArray[Any],
+    odd: I64,
+    bias: I64 | None,
+    mult: I64,
+    shift: int,
+    qmax: int,
+    dtype: Any,
+) -> tuple[npt.NDArray[Any], npt.NDArray[Any]] | None:
+    """``digit_epilogue(parts, odd, bias, mult, shift, qmax, dtype=dtype)`` and max(·, 0) of
+    it, both from one pass (an int16 Conv and the Relu behind it in a traced run, which keeps
+    both); None where `digit_epilogue` would not apply."""
+    if parts.ndim < 3 or parts.dtype not in (np.float32, np.float64) or not 31 <= shift <= 62:
+        return None
+    n_parts, outer, channels = parts.shape[:3]
+    inner = parts.size // max(1, n_parts * outer * channels)
+    odd = np.ascontiguousarray(odd, np.int64).reshape(-1)
+    mult = np.asarray(mult, np.int64).reshape(-1)
+    if odd.size != n_parts or mult.size not in (1, channels) or np.iinfo(dtype).max < qmax:
+        return None
+    if mult.size != channels:
+        mult = np.full(channels, mult[0], np.int64)
+    b = np.zeros(channels, np.int64) if bias is None else np.asarray(bias, np.int64).reshape(-1)
+    if b.shape != (channels,):
+        return None
+    shape = (outer, channels, *parts.shape[3:])
+    out = np.empty(shape, dtype)
+    relu = np.empty(shape, dtype)
+    src = np.ascontiguousarray(parts).reshape(n_parts, outer, channels, inner)
+    view = (outer, channels, inner)
+    args = (src, odd, b, np.ascontiguousarray(mult), shift, qmax, out.reshape(view))
+    if not _call("digit_epilogue_relu", *args, relu.reshape(view)):
+        return None
+    return out, relu

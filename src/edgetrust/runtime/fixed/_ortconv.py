@@ -39,7 +39,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edgetrust.runtime.fixed import _kernels
 from edgetrust.runtime.fixed._arith import BLOCK, I64, Rescale
 from edgetrust.runtime.fixed._batchnorm import TablePost
-from edgetrust.runtime.fixed._elementwise import ReluPost
+from edgetrust.runtime.fixed._elementwise import KeptRelu, ReluPost
 
 ENABLED = True  # tests switch this off to compare against the numpy path
 BIND = True
@@ -406,11 +406,19 @@ class F32Requant:
     ) -> I64 | None:
         relu = isinstance(post, ReluPost)
         table = post.table if isinstance(post, TablePost) else None
-        if post is not None and not relu and table is None:
-            return None
         bias = None if self.bias is None else self.bias.reshape(-1)
         mult = self.mult.reshape(-1)
         dtype = np.int8 if self.qmax <= 127 else np.int16 if self.qmax <= 32767 else np.int64
+        if isinstance(post, KeptRelu):  # the Conv's output, and the Relu's into post.relu
+            both = _kernels.channel_epilogue_relu(
+                y, bias, mult, self.shift, self.qmax, dtype if narrow else np.int64
+            )
+            if both is None:
+                return None
+            post.relu = both[1]
+            return both[0]
+        if post is not None and not relu and table is None:
+            return None
         return _kernels.channel_epilogue(
             y,
             bias,

@@ -281,6 +281,61 @@ def norm_values(ex: FixedExecutor, index: int, x: Any) -> tuple[I64, I64 | None]
     return _kernels.gather_relu(x, table, 2 * ex.qmax + 1, ex.qmax, relu)
 
 
+KEPT_RELUS = True
+"""Whether runs that keep every value use `relu_values` (tests and benchmarks switch it off
+to compare with the node-by-node path)."""
+
+
+def kept_relus(ex: FixedExecutor) -> dict[int, int]:
+    """For a run that keeps every value: Conv index → the index of a later Relu reading
+    only its output, where the Conv's compiled epilogue may write both (`relu_values`),
+    cached. Other nodes may read the Conv's output too: both values are kept."""
+    found: dict[int, int] | None = ex.__dict__.get("_kept_relus")
+    if found is None:
+        from edgetrust.runtime.fixed._conv import Conv
+        from edgetrust.runtime.fixed._elementwise import Relu
+
+        found = {}
+        for i, op in enumerate(ex.ops):
+            if type(op) is not Conv or ex.traced_outputs[i] or len(ex.nodes[i].output) != 1:
+                continue
+            out = ex.nodes[i].output[0]
+            relu = next(
+                (
+                    j
+                    for j in range(i + 1, len(ex.nodes))
+                    if type(ex.ops[j]) is Relu and list(ex.nodes[j].input) == [out]
+                ),
+                None,
+            )
+            if relu is not None and op.fusable():
+                found[i] = relu
+        ex.__dict__["_kept_relus"] = found
+    return found
+
+
+def relu_values(
+    ex: FixedExecutor, index: int, xs: list[I64 | None]
+) -> tuple[I64, I64 | None] | None:
+    """Conv `index` on `xs` and the Relu `kept_relus` names on its output, from one compiled
+    epilogue pass (`_elementwise.KeptRelu`): the integers of the Conv's `run` and of the
+    Relu's, in the dtypes those give. The Relu's is None where the Conv ran without that
+    pass (the Relu then runs itself); both are None where `run_fused` does not apply."""
+    from edgetrust.runtime.fixed._conv import Conv
+    from edgetrust.runtime.fixed._elementwise import KeptRelu
+
+    op = ex.ops[index]
+    assert isinstance(op, Conv)
+    post = KeptRelu()
+    out = op.run_fused(xs, post)
+    if out is None:
+        return None
+    relu = post.relu
+    if relu is None or relu.size != out.size:
+        return out, None
+    return out, relu.reshape(out.shape)  # the epilogue's view (N, C, H·W on the BLAS path)
+
+
 def fusion_map(ex: FixedExecutor) -> dict[int, tuple[list[int], Any]]:
     """`FixedExecutor._fusions`, computed: Conv → BatchNormalization and/or Relu, Gemm →
     Relu, where each output in the chain is read only by the next node and is no graph
