@@ -106,3 +106,21 @@ def both_kernel_paths(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
     finally:
         _kernels.ENABLED = old
+
+
+def ort_u8s8_exact() -> bool:
+    """Whether onnxruntime's uint8 × int8 kernels are exact on this CPU. On x86 without VNNI,
+    MLAS multiplies u8·s8 with vpmaddubsw, which saturates each pair's sum to int16 (here,
+    an AMD EPYC with AVX2 only: MatMulInteger off by thousands, QLinearConv by 20 steps), so
+    a test compares with onnxruntime only where it is exact, and with onnx's reference
+    evaluator (exact integer arithmetic) everywhere."""
+    import platform
+    from pathlib import Path
+
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+        return True
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_vnni" in flags or "avx_vnni" in flags
