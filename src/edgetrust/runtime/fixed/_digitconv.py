@@ -407,39 +407,29 @@ class Requantizer:
         relu = False
         if isinstance(post, ReluPost):
             relu = True
-        elif isinstance(post, KeptRelu):
-            return self._compiled_kept(post, parts, odd, bias)
         elif isinstance(post, ArithPost):
             if post.qmax != self.qmax or post.rs.mult.size != 1:
                 return None
             bn = (post.a, post.b, int(post.rs.mult.reshape(-1)[0]), post.rs.shift)
             relu = post.relu
-        elif post is not None:
+        elif post is not None and not isinstance(post, KeptRelu):
             return None
         if self.b is not None:
             own = self.b.reshape(-1)
             bias = own if bias is None else bias + own
         dtype = np.int16 if self.narrow and self.qmax <= 32767 else np.int64
+        rs = self.rs
+        if isinstance(post, KeptRelu):  # no post; the Relu behind it into post.relu, same pass
+            both = _kernels.digit_epilogue_relu(
+                parts, odd, bias, rs.mult, rs.shift, self.qmax, dtype
+            )
+            if both is None:
+                return None
+            post.relu = both[1]
+            return both[0]
         return _kernels.digit_epilogue(
-            parts, odd, bias, self.rs.mult, self.rs.shift, self.qmax, bn=bn, relu=relu, dtype=dtype
+            parts, odd, bias, rs.mult, rs.shift, self.qmax, bn=bn, relu=relu, dtype=dtype
         )
-
-    def _compiled_kept(
-        self, post: KeptRelu, parts: npt.NDArray[Any], odd: I64, bias: I64 | None
-    ) -> npt.NDArray[Any] | None:
-        """`compiled` without a post, the Relu behind it written into `post.relu` in the
-        same pass."""
-        if self.b is not None:
-            own = self.b.reshape(-1)
-            bias = own if bias is None else bias + own
-        dtype = np.int16 if self.narrow and self.qmax <= 32767 else np.int64
-        both = _kernels.digit_epilogue_relu(
-            parts, odd, bias, self.rs.mult, self.rs.shift, self.qmax, dtype
-        )
-        if both is None:
-            return None
-        post.relu = both[1]
-        return both[0]
 
 
 def requant_blocks(

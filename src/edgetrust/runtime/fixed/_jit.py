@@ -134,10 +134,13 @@ def channel_epilogue(
     nv: int,
     out: Any,
     small: bool,
+    relu_out: Any,
 ) -> bool:  # pragma: no cover - compiled
     """`gemm_epilogue` with the channels on the middle axis of (outer, C, inner) - a
     convolution's float sums - then, when `table` is not empty, the gather of
-    `gather_channels` (first = 0, qmax = hi) on each result: a fused BatchNormalization."""
+    `gather_channels` (first = 0, qmax = hi) on each result: a fused BatchNormalization.
+    When `relu_out` is not empty, ``max(out, 0)`` is written there too: a Conv and the Relu
+    behind it, both kept by a traced run, in one pass."""
     outer, channels, inner = acc.shape
     half = 1 << (shift - 1)
     rest = shift - 31
@@ -164,6 +167,9 @@ def channel_epilogue(
                 base = c * nv + hi
                 for i in range(inner):
                     out[o, c, i] = table[np.uint64(base + out[o, c, i])]
+            if relu_out.size:
+                for i in range(inner):
+                    relu_out[o, c, i] = max(out[o, c, i], 0)
     return not bad
 
 
@@ -353,6 +359,7 @@ def digit_epilogue(
     bn_shift: int,
     lo: int,
     out: Any,
+    relu_out: Any,
 ) -> bool:  # pragma: no cover - compiled
     """An int16 convolution's epilogue from its exact float digit sums, in one pass:
     ``v = Σ_p int64(parts[p]) · odd[p] + bias[c]`` for parts (P, outer, C, inner), then
@@ -419,6 +426,9 @@ def digit_epilogue(
                         acc[i] = min(max(r, -qmax), qmax)
             for i in range(inner):
                 out[o, c, i] = max(acc[i], lo)
+            if relu_out.size:  # a traced run's Relu behind the Conv, both kept
+                for i in range(inner):
+                    relu_out[o, c, i] = max(acc[i], 0)
     return not bad
 
 
@@ -632,84 +642,3 @@ def max_pool2d(
                         seen = True
                     dst[ox] = best
     return True
-
-
-def channel_epilogue_relu(
-    acc: Any, bias: Any, mult: Any, shift: int, hi: int, out: Any, relu_out: Any
-) -> bool:  # pragma: no cover - compiled
-    """`channel_epilogue` without a table (lo = -hi) that also writes ``max(q, 0)`` of each
-    result into `relu_out`: a Conv's output and the Relu's behind it, both kept by a traced
-    run, in one pass. The same integers and the same range checks as `channel_epilogue`."""
-    outer, channels, inner = acc.shape
-    half = 1 << (shift - 1)
-    rest = shift - 31
-    bad = False
-    for c in range(channels):
-        bad |= (bias[c] >= 1 << 52) | (bias[c] <= -(1 << 52))
-        bad |= (mult[c] < 0) | (mult[c] > 1 << 31)
-    for o in range(outer):
-        for c in range(channels):
-            b = bias[c]
-            m = mult[c]
-            for i in range(inner):
-                f = acc[o, c, i]
-                ok = (f < 2.0**61) & (f > -(2.0**61))  # False for NaN
-                bad |= not ok
-                v = np.int64(f if ok else 0.0) + b
-                low = ((v & _LOW31) * m + half + (v >> 63)) >> 31
-                q = min(max(((v >> 31) * m + low) >> rest, -hi), hi)
-                out[o, c, i] = q
-                relu_out[o, c, i] = max(q, 0)
-    return not bad
-
-
-@_jit
-def digit_epilogue_relu(
-    parts: Any,
-    odd: Any,
-    bias: Any,
-    mult: Any,
-    shift: int,
-    qmax: int,
-    out: Any,
-    relu_out: Any,
-) -> bool:  # pragma: no cover - compiled
-    """`digit_epilogue` without a BatchNormalization (lo = -qmax) that also writes
-    ``max(q, 0)`` of each result into `relu_out`: an int16 Conv's output and the Relu's
-    behind it, both kept by a traced run, in one pass. The same integers and the same range
-    checks as `digit_epilogue`."""
-    n_parts, outer, channels, inner = parts.shape
-    half = 1 << (shift - 1)
-    rest = shift - 31
-    if shift < 31 or shift > 62 or qmax >= 1 << 16 or qmax < 0:
-        return False
-    bad = False
-    for c in range(channels):
-        bad |= (bias[c] >= 1 << 52) | (bias[c] <= -(1 << 52))
-        bad |= (mult[c] < 0) | (mult[c] > 1 << 31)
-    for p in range(n_parts):
-        bad |= (odd[p] > 1 << 31) | (odd[p] < -(1 << 31))
-    if bad:
-        return False
-    acc = np.empty(inner, np.int64)
-    for o in range(outer):
-        for c in range(channels):
-            b = bias[c]
-            for i in range(inner):
-                acc[i] = b
-            for p in range(n_parts):
-                k = odd[p]
-                for i in range(inner):
-                    f = parts[p, o, c, i]
-                    ok = (f < 2.0**53) & (f > -(2.0**53))  # False for NaN
-                    bad |= not ok
-                    acc[i] += np.int64(f if ok else 0.0) * k
-            m = mult[c]
-            for i in range(inner):
-                v = acc[i]
-                bad |= (v >= _LIMIT) | (v <= -_LIMIT)
-                low = ((v & _LOW31) * m + half + (v >> 63)) >> 31
-                q = min(max(((v >> 31) * m + low) >> rest, -qmax), qmax)
-                out[o, c, i] = q
-                relu_out[o, c, i] = max(q, 0)
-    return not bad

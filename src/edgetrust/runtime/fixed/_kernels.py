@@ -137,6 +137,32 @@ def channel_epilogue(
     Same integers as `_ortconv.F32Requant` followed by the post it would be given; None
     where the compiled path does not apply (shift < 31, |bias| ≥ 2**52, odd shapes). The
     result is in `dtype` (int8/int16 when it holds ±qmax: the results never leave it)."""
+    both = _channel_epilogue(acc, bias, mult, shift, qmax, relu, table, dtype, False)
+    return None if both is None else both[0]
+
+
+def channel_epilogue_relu(
+    acc: npt.NDArray[Any], bias: I64 | None, mult: I64, shift: int, qmax: int, dtype: Any
+) -> tuple[npt.NDArray[Any], npt.NDArray[Any]] | None:
+    """``channel_epilogue(acc, bias, mult, shift, qmax, dtype=dtype)`` and max(·, 0) of it,
+    both from one pass (a Conv and the Relu behind it in a traced run, which keeps both);
+    None where `channel_epilogue` would not apply."""
+    both = _channel_epilogue(acc, bias, mult, shift, qmax, False, None, dtype, True)
+    return None if both is None or both[1] is None else (both[0], both[1])
+
+
+def _channel_epilogue(
+    acc: npt.NDArray[Any],
+    bias: I64 | None,
+    mult: I64,
+    shift: int,
+    qmax: int,
+    relu: bool,
+    table: I64 | None,
+    dtype: Any,
+    keep_relu: bool,
+) -> tuple[npt.NDArray[Any], npt.NDArray[Any] | None] | None:
+    """`channel_epilogue`'s result and, with `keep_relu`, max(·, 0) of it from the same pass."""
     if acc.ndim < 2 or acc.dtype not in (np.float32, np.float64) or not 31 <= shift <= 62:
         return None
     channels = acc.shape[1]
@@ -156,14 +182,14 @@ def channel_epilogue(
     if np.iinfo(dtype).max < qmax:
         return None
     out = np.empty(acc.shape, dtype)
+    kept = np.empty(acc.shape if keep_relu else (0,), dtype)
     src = np.ascontiguousarray(acc).reshape(view)
     lo = 0 if relu else -qmax
     small = acc.dtype == np.float32  # exact float32 sums are below 2**24
-    if not _call(
-        "channel_epilogue", src, b, mult, shift, lo, qmax, tab, nv, out.reshape(view), small
-    ):
+    args = (src, b, np.ascontiguousarray(mult), shift, lo, qmax, tab, nv, out.reshape(view))
+    if not _call("channel_epilogue", *args, small, kept.reshape(view if keep_relu else (0, 0, 0))):
         return None
-    return out
+    return out, (kept if keep_relu else None)
 
 
 def to_float(
@@ -271,6 +297,39 @@ def digit_epilogue(
     fused BatchNormalization's ``sat(apply_rescale(q · A_c + B_c, Rescale(mult, shift)),
     qmax)`` (`_batchnorm.ArithPost`), then max(·, 0) if `relu`. The result (N, C, ...) is in
     `dtype` (int16 holds ±qmax); None where the compiled path does not apply."""
+    both = _digit_epilogue(parts, odd, bias, mult, shift, qmax, bn, relu, dtype, False)
+    return None if both is None else both[0]
+
+
+def digit_epilogue_relu(
+    parts: npt.NDArray[Any],
+    odd: I64,
+    bias: I64 | None,
+    mult: I64,
+    shift: int,
+    qmax: int,
+    dtype: Any,
+) -> tuple[npt.NDArray[Any], npt.NDArray[Any]] | None:
+    """``digit_epilogue(parts, odd, bias, mult, shift, qmax, dtype=dtype)`` and max(·, 0) of
+    it, both from one pass (an int16 Conv and the Relu behind it in a traced run, which keeps
+    both); None where `digit_epilogue` would not apply."""
+    both = _digit_epilogue(parts, odd, bias, mult, shift, qmax, None, False, dtype, True)
+    return None if both is None or both[1] is None else (both[0], both[1])
+
+
+def _digit_epilogue(
+    parts: npt.NDArray[Any],
+    odd: I64,
+    bias: I64 | None,
+    mult: I64,
+    shift: int,
+    qmax: int,
+    bn: tuple[I64, I64, int, int] | None,
+    relu: bool,
+    dtype: Any,
+    keep_relu: bool,
+) -> tuple[npt.NDArray[Any], npt.NDArray[Any] | None] | None:
+    """`digit_epilogue`'s result and, with `keep_relu`, max(·, 0) of it from the same pass."""
     if parts.ndim < 3 or parts.dtype not in (np.float32, np.float64) or not 31 <= shift <= 62:
         return None
     n_parts, outer, channels = parts.shape[:3]
@@ -289,14 +348,18 @@ def digit_epilogue(
     if bn is not None:
         bn_a, bn_b = (np.ascontiguousarray(v, np.int64).reshape(-1) for v in bn[:2])
         bn_m, bn_s = int(bn[2]), int(bn[3])
-    out = np.empty((outer, channels, *parts.shape[3:]), dtype)
+    shape = (outer, channels, *parts.shape[3:])
+    out = np.empty(shape, dtype)
+    kept = np.empty(shape if keep_relu else (0,), dtype)
     src = np.ascontiguousarray(parts).reshape(n_parts, outer, channels, inner)
-    view = out.reshape(outer, channels, inner)
+    view = (outer, channels, inner)
     lo = 0 if relu else -qmax
     args = (src, odd, b, np.ascontiguousarray(mult), shift, qmax, bn_a, bn_b, bn_m, bn_s, lo)
-    if not _call("digit_epilogue", *args, view):
+    if not _call(
+        "digit_epilogue", *args, out.reshape(view), kept.reshape(view if keep_relu else (0, 0, 0))
+    ):
         return None
-    return out
+    return out, (kept if keep_relu else None)
 
 
 def affine_requantize(
@@ -421,66 +484,3 @@ def max_pool2d(
     if not _call("max_pool2d", np.ascontiguousarray(x), *args, out):
         return None
     return out
-
-
-def channel_epilogue_relu(
-    acc: npt.NDArray[Any], bias: I64 | None, mult: I64, shift: int, qmax: int, dtype: Any
-) -> tuple[npt.NDArray[Any], npt.NDArray[Any]] | None:
-    """``channel_epilogue(acc, bias, mult, shift, qmax, dtype=dtype)`` and max(·, 0) of it,
-    both from one pass (a Conv and the Relu behind it in a traced run, which keeps both);
-    None where `channel_epilogue` would not apply."""
-    if acc.ndim < 2 or acc.dtype not in (np.float32, np.float64) or not 31 <= shift <= 62:
-        return None
-    channels = acc.shape[1]
-    view = (acc.shape[0], channels, acc.size // max(1, acc.shape[0] * channels))
-    mult = np.asarray(mult, np.int64).reshape(-1)
-    if mult.size not in (1, channels) or np.iinfo(dtype).max < qmax:
-        return None
-    if mult.size != channels:
-        mult = np.full(channels, mult[0], np.int64)
-    b = np.zeros(channels, np.int64) if bias is None else np.asarray(bias, np.int64).reshape(-1)
-    if b.shape != (channels,):
-        return None
-    out = np.empty(acc.shape, dtype)
-    relu = np.empty(acc.shape, dtype)
-    src = np.ascontiguousarray(acc).reshape(view)
-    args = (src, b, np.ascontiguousarray(mult), shift, qmax, out.reshape(view))
-    if not _call("channel_epilogue_relu", *args, relu.reshape(view)):
-        return None
-    return out, relu
-
-
-def digit_epilogue_relu(
-    parts: npt.NDArray[Any],
-    odd: I64,
-    bias: I64 | None,
-    mult: I64,
-    shift: int,
-    qmax: int,
-    dtype: Any,
-) -> tuple[npt.NDArray[Any], npt.NDArray[Any]] | None:
-    """``digit_epilogue(parts, odd, bias, mult, shift, qmax, dtype=dtype)`` and max(·, 0) of
-    it, both from one pass (an int16 Conv and the Relu behind it in a traced run, which keeps
-    both); None where `digit_epilogue` would not apply."""
-    if parts.ndim < 3 or parts.dtype not in (np.float32, np.float64) or not 31 <= shift <= 62:
-        return None
-    n_parts, outer, channels = parts.shape[:3]
-    inner = parts.size // max(1, n_parts * outer * channels)
-    odd = np.ascontiguousarray(odd, np.int64).reshape(-1)
-    mult = np.asarray(mult, np.int64).reshape(-1)
-    if odd.size != n_parts or mult.size not in (1, channels) or np.iinfo(dtype).max < qmax:
-        return None
-    if mult.size != channels:
-        mult = np.full(channels, mult[0], np.int64)
-    b = np.zeros(channels, np.int64) if bias is None else np.asarray(bias, np.int64).reshape(-1)
-    if b.shape != (channels,):
-        return None
-    shape = (outer, channels, *parts.shape[3:])
-    out = np.empty(shape, dtype)
-    relu = np.empty(shape, dtype)
-    src = np.ascontiguousarray(parts).reshape(n_parts, outer, channels, inner)
-    view = (outer, channels, inner)
-    args = (src, odd, b, np.ascontiguousarray(mult), shift, qmax, out.reshape(view))
-    if not _call("digit_epilogue_relu", *args, relu.reshape(view)):
-        return None
-    return out, relu

@@ -248,23 +248,29 @@ def kept_norms(ex: FixedExecutor) -> dict[int, int | None]:
     found: dict[int, int | None] | None = ex.__dict__.get("_kept_norms")
     if found is None:
         from edgetrust.runtime.fixed._batchnorm import BatchNormalization
-        from edgetrust.runtime.fixed._elementwise import Relu
 
         found = {}
         for i, op in enumerate(ex.ops):
             if type(op) is not BatchNormalization or ex.traced_outputs[i]:
                 continue
-            out = ex.nodes[i].output[0]
-            found[i] = next(
-                (
-                    j
-                    for j in range(i + 1, len(ex.nodes))
-                    if type(ex.ops[j]) is Relu and list(ex.nodes[j].input) == [out]
-                ),
-                None,
-            )
+            found[i] = _relu_after(ex, i)
         ex.__dict__["_kept_norms"] = found
     return found
+
+
+def _relu_after(ex: FixedExecutor, i: int) -> int | None:
+    """The first later Relu whose only input is node `i`'s output, if any."""
+    from edgetrust.runtime.fixed._elementwise import Relu
+
+    out = ex.nodes[i].output[0]
+    return next(
+        (
+            j
+            for j in range(i + 1, len(ex.nodes))
+            if type(ex.ops[j]) is Relu and list(ex.nodes[j].input) == [out]
+        ),
+        None,
+    )
 
 
 def norm_values(ex: FixedExecutor, index: int, x: Any) -> tuple[I64, I64 | None] | None:
@@ -293,21 +299,12 @@ def kept_relus(ex: FixedExecutor) -> dict[int, int]:
     found: dict[int, int] | None = ex.__dict__.get("_kept_relus")
     if found is None:
         from edgetrust.runtime.fixed._conv import Conv
-        from edgetrust.runtime.fixed._elementwise import Relu
 
         found = {}
         for i, op in enumerate(ex.ops):
             if type(op) is not Conv or ex.traced_outputs[i] or len(ex.nodes[i].output) != 1:
                 continue
-            out = ex.nodes[i].output[0]
-            relu = next(
-                (
-                    j
-                    for j in range(i + 1, len(ex.nodes))
-                    if type(ex.ops[j]) is Relu and list(ex.nodes[j].input) == [out]
-                ),
-                None,
-            )
+            relu = _relu_after(ex, i)
             if relu is not None and op.fusable():
                 found[i] = relu
         ex.__dict__["_kept_relus"] = found
