@@ -182,3 +182,51 @@ def test_a_forked_child_gets_its_own_commit_thread() -> None:
         pytest.fail("the forked child's traced run hung")
     assert proc.exitcode == 0
     assert queue.get(timeout=5) == trace.root
+
+
+_SMALL_BATCH = 1 << 12
+"""The batch size the hypothesis test sets, so that its tensors stay small."""
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(st.integers(0, 3 * _SMALL_BATCH // 2), min_size=1, max_size=12),
+    st.sampled_from(DTYPES),
+    st.sampled_from([LAYOUT_V1, LAYOUT_V2]),
+    st.integers(0, 2**32 - 1),
+)
+def test_the_committer_commits_small_and_large_tensors_as_one_by_one(
+    sizes: list[int], dtype: str, layout: TraceLayout, seed: int
+) -> None:
+    """However tensors of mixed sizes are batched for the worker (small ones wait for company,
+    a large one goes at once with those waiting), each gets its own commitment, in order."""
+    rng = np.random.default_rng(seed)
+    info = np.iinfo(dtype)
+    values = [rng.integers(info.min, info.max, n, endpoint=True).astype(dtype) for n in sizes]
+    committer = _commit.Committer(layout, [np.ascontiguousarray] * len(values))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_commit, "_BATCH_MIN", _SMALL_BATCH)
+        for v in values:
+            committer.append(v)
+    handed = sum(len(b.jobs) for b in committer._batches)
+    if sum(sizes) >= _SMALL_BATCH:
+        assert handed, "nothing was handed to the worker"
+    arrays, commitments = committer.results()
+    assert len(arrays) == len(values)
+    for v, a, c in zip(values, arrays, commitments, strict=True):
+        assert np.array_equal(a, v)
+        want = TensorCommitment.of(v, layout)
+        assert (c.root, c.dtype, c.shape) == (want.root, want.dtype, want.shape)
+
+
+def test_many_small_tensors_reach_the_worker_in_batches() -> None:
+    """Tensors below the batch size are handed over together once they add up to it."""
+    committer = _commit.Committer(LAYOUT_V1, [np.ascontiguousarray] * 40)
+    small = _commit._BATCH_MIN // 8
+    for k in range(40):
+        committer.append(np.full(small, k, np.int8))
+    assert [len(b.jobs) for b in committer._batches] == [8] * 5
+    _, commitments = committer.results()
+    assert [c.root for c in commitments] == [
+        TensorCommitment.of(np.full(small, k, np.int8)).root for k in range(40)
+    ]
