@@ -130,6 +130,34 @@ def test_quantize_matches_numpy_and_reference(
         assert g == expect
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(-40000, 40000), min_size=1, max_size=30),
+    SCALES,
+    st.sampled_from([127, 32767]),
+    st.lists(st.integers(-3, 3), min_size=1, max_size=30),
+)
+def test_quantize_near_rounding_boundaries_is_the_division(
+    ks: list[int], scale: float, qmax: int, steps: list[int]
+) -> None:
+    """Values at and a few ulps beside (k + 1/2)·scale: the kernel's rounding of x / scale
+    at ties and next to them is the definition's."""
+    base = np.array([(k + 0.5) * scale for k in ks], np.float64)
+    x = base.copy()
+    for i, n in enumerate(steps[: x.size]):
+        for _ in range(abs(n)):
+            x[i] = np.nextafter(x[i], np.inf if n > 0 else -np.inf)
+    got = _kernels.quantize(x, scale, qmax)
+    assert got is not None
+    with numpy_only():
+        want = quantize(x, scale, qmax)
+    assert got.tolist() == want.tolist()
+    for v, g in zip(x.tolist(), got.tolist(), strict=True):
+        d = v / scale
+        expect = qmax if d >= qmax else -qmax if d <= -qmax else ref.rha(Fraction(d))
+        assert g == expect
+
+
 def test_quantize_nan_falls_back_to_numpy() -> None:
     x = np.array([1.0, np.nan, 3.0])
     assert _kernels.quantize(x, 0.5, 127) is None
