@@ -144,3 +144,55 @@ def test_shared_arena_gives_the_same_sums(monkeypatch: pytest.MonkeyPatch) -> No
     np.testing.assert_array_equal(sums[0], sums[1])
     w4 = op.weights()["w"].reshape(op.oc, op.cg, op.kh, op.kw)
     np.testing.assert_array_equal(sums[0], _direct(x, w4, op.weights()["b"], op))
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    cin=st.integers(1, 20),
+    cout=st.integers(1, 20),
+    k=st.integers(1, 3),
+    group=st.sampled_from([1, 2]),
+    stride=st.integers(1, 2),
+    pad=st.integers(0, 1),
+    seed=st.integers(0, 1000),
+)
+def test_both_layouts_and_the_tuner_give_the_direct_sums(
+    cin: int, cout: int, k: int, group: int, stride: int, pad: int, seed: int
+) -> None:
+    """onnxruntime's blocked (NCHWc) and plain layouts, and the tuner taking turns between
+    them over a Conv's first runs, all give the direct sums."""
+    cin, cout = cin * group, cout * group
+    op = _conv_op(cin, cout, group, k, seed, strides=[stride, stride], pads=[pad] * 4)
+    w4 = op.weights()["w"].reshape(op.oc, op.cg, op.kh, op.kw)
+    x = np.random.default_rng(seed).integers(-op.qmax, op.qmax + 1, size=(1, cin, 9, 9))
+    want = _direct(x, w4, op.weights()["b"], op)
+    with pytest.MonkeyPatch.context() as mp:
+        for mode in ("all", "none", *["tune"] * (2 * _ortconv.TUNE_RUNS + 3)):
+            mp.setattr(_ortconv, "BLOCKED_CONV", mode)
+            np.testing.assert_array_equal(_sums(op, x, op.qmax, True), want)
+            np.testing.assert_array_equal(_sums(op, x, op.qmax, False), want)
+    fast = op._ort_conv(op.qmax, op.weights()["b"])
+    assert fast is not None and len(fast.tuner.chosen) == 1  # the runs above went through it
+
+
+def test_the_tuner_takes_turns_then_keeps_the_faster_layout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_ortconv, "BLOCKED_CONV", "tune")
+    tuner = _ortconv.LayoutTuner()
+    picks = []
+    for run in range(2 * (_ortconv.TUNE_RUNS + 1)):
+        blocked = tuner.pick("k")
+        picks.append(blocked)
+        # the plain layout is faster, except on its first (untimed) run
+        tuner.record("k", blocked, 2.0 if blocked or run == 1 else 1.0)
+    assert picks == [True, False] * (_ortconv.TUNE_RUNS + 1)
+    assert tuner.chosen == {"k": False}
+    assert [tuner.pick("k") for _ in range(3)] == [False] * 3
+    tuner.record("k", True, 0.0)  # after the choice, timings change nothing
+    assert tuner.pick("k") is False
+    assert tuner.pick("other") is True  # each key is tuned on its own
+    monkeypatch.setattr(_ortconv, "BLOCKED_CONV", "none")
+    assert tuner.pick("other") is False
+    monkeypatch.setattr(_ortconv, "BLOCKED_CONV", "all")
+    assert tuner.pick("k") is True
