@@ -48,6 +48,26 @@ def ort_session(model: bytes) -> Any:
     return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 
 
+def interleaved_medians(
+    fns: list[Callable[[], object]], repeat: int, block: int = 5
+) -> list[float]:
+    """Median wall time in seconds of one call of each of `fns`, timed in turns: `repeat`
+    rounds, each running every fn once untimed (its caches warm again after the others ran)
+    and then `block` timed calls. A machine whose speed drifts during the run (shared cores,
+    turbo) drifts for all of them alike, so their ratios hold; each is timed warm, as a loop
+    of its own calls would be (turns of one call each would time every call with the
+    others' data in the caches: the digits MLP's onnxruntime call 34 -> 54 us)."""
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeat):
+        for fn, out in zip(fns, times, strict=True):
+            fn()
+            for _ in range(block):
+                start = time.perf_counter()
+                fn()
+                out.append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
+
+
 def warm_median(fn: Callable[[], object], repeat: int = 3) -> float:
     """`median_of` after one untimed warm-up call."""
     fn()
