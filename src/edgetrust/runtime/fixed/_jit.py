@@ -360,6 +360,7 @@ def digit_epilogue(
     lo: int,
     out: Any,
     relu_out: Any,
+    small: bool,
 ) -> bool:  # pragma: no cover - compiled
     """An int16 convolution's epilogue from its exact float digit sums, in one pass:
     ``v = Σ_p int64(parts[p]) · odd[p] + bias[c]`` for parts (P, outer, C, inner), then
@@ -369,7 +370,11 @@ def digit_epilogue(
 
     False (out unspecified) where a part is not below 2**53 in magnitude (or NaN), a sum
     reaches 2**62, or a parameter is outside the range of the rescale's proof (|bias| and
-    |bn_b| < 2**52, multipliers in [0, 2**31], |bn_a| ≤ 2**31, qmax < 2**16)."""
+    |bn_b| < 2**52, multipliers in [0, 2**31], |bn_a| ≤ 2**31, qmax < 2**16). `small`: the
+    parts are float32 sums (exact only below 2**24; checked below 2**31 here), so where also
+    every |odd| < 2**31 each product is int32 by int32, which x86 multiplies in one vector
+    instruction (int64 by int64: three with AVX-512, one by one with AVX2; the kernel alone
+    10-14% faster on SqueezeNet's shapes, AVX-512)."""
     n_parts, outer, channels, inner = parts.shape
     half = 1 << (shift - 1)
     rest = shift - 31
@@ -389,8 +394,10 @@ def digit_epilogue(
             bad |= (bn_b[c] >= 1 << 52) | (bn_b[c] <= -(1 << 52))
     for p in range(n_parts):
         bad |= (odd[p] > 1 << 31) | (odd[p] < -(1 << 31))
+        small &= (odd[p] < 1 << 31) & (odd[p] > -(1 << 31))
     if bad:
         return False
+    limit = 2.0**31 if small else 2.0**53
     bn_half = 1 << (bn_shift - 1) if bn_shift >= 1 else 0
     bn_rest = bn_shift - 31
     acc = np.empty(inner, np.int64)
@@ -400,12 +407,12 @@ def digit_epilogue(
             for i in range(inner):
                 acc[i] = b
             for p in range(n_parts):
-                k = odd[p]
+                k = np.int64(np.int32(odd[p])) if small else odd[p]  # exact: see above
                 for i in range(inner):
                     f = parts[p, o, c, i]
-                    ok = (f < 2.0**53) & (f > -(2.0**53))  # False for NaN
+                    ok = (f < limit) & (f > -limit)  # False for NaN
                     bad |= not ok
-                    acc[i] += np.int64(f if ok else 0.0) * k
+                    acc[i] += _int_of(f if ok else 0.0, small) * k
             m = mult[c]
             for i in range(inner):
                 v = acc[i]

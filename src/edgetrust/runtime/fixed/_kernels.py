@@ -356,7 +356,11 @@ def _digit_epilogue(
     lo = 0 if relu else -qmax
     args = (src, odd, b, np.ascontiguousarray(mult), shift, qmax, bn_a, bn_b, bn_m, bn_s, lo)
     if not _call(
-        "digit_epilogue", *args, out.reshape(view), kept.reshape(view if keep_relu else (0, 0, 0))
+        "digit_epilogue",
+        *args,
+        out.reshape(view),
+        kept.reshape(view if keep_relu else (0, 0, 0)),
+        src.dtype == np.float32,
     ):
         return None
     return out, (kept if keep_relu else None)
