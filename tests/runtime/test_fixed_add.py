@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edgetrust.runtime.fixed import FixedExecutor, _kernels
-from edgetrust.runtime.fixed._arith import Rescale, apply_rescale, saturate
+from edgetrust.runtime.fixed._arith import Rescale, apply_rescale, narrow_dtype, saturate
 from edgetrust.runtime.fixed._elementwise import AddSub
 from tests.runtime import graphs
 
@@ -56,7 +56,7 @@ def test_compiled_add_gives_the_numpy_and_python_integers(
     a.reshape(-1)[seed % a.size] = hi  # the edges, and ties of the rescale's rounding
     b.reshape(-1)[(seed * 7) % b.size] = -hi
     got = op.run([a.astype(dtype), b.astype(dtype)])
-    assert got.dtype == np.int64
+    assert got.dtype == narrow_dtype(op.qmax)  # a planned op hands on int8/int16
     compiled = _kernels.add_requant(
         a.astype(dtype), b.astype(dtype), *op.weights_, op.rs.mult, op.rs.shift, op.qmax
     )
@@ -151,3 +151,50 @@ def test_compiled_add_rounds_exact_ties_away_from_zero(shift: int) -> None:
     assert got is not None
     half_up = (odd + 1) // 2  # |(2k + 1) / 2| rounded away from zero
     assert got.tolist() == [*half_up.tolist(), *(-half_up).tolist()]
+
+
+@given(
+    op_type=st.sampled_from(["Add", "Sub", "Sum"]),
+    precision=st.sampled_from(["int8", "int16"]),
+    ratio=st.sampled_from([1.0, 0.25, 3.0]),
+    dtype=st.sampled_from([np.int8, np.int16, np.int64]),
+    seed=st.integers(0, 2**16),
+)
+def test_an_add_and_the_relu_behind_it_in_one_pass_are_the_two_nodes(
+    op_type: str, precision: str, ratio: float, dtype: type, seed: int
+) -> None:
+    """`AddSub.run_relu` (a fused Relu: the clip to [0, qmax]) is max(run, 0)."""
+    op = _op(op_type, precision, (1.0, ratio))
+    rng = np.random.default_rng(seed)
+    hi = min(op.qmax, np.iinfo(dtype).max)
+    a, b = (rng.integers(-hi, hi + 1, size=_SHAPE).astype(dtype) for _ in range(2))
+    fused = op.run_relu([a, b])
+    assert fused is not None
+    assert fused.dtype == narrow_dtype(op.qmax)
+    np.testing.assert_array_equal(fused, np.maximum(op.run([a, b]), 0))
+    wide = [a.astype(np.int64), b.astype(np.int64)]
+    np.testing.assert_array_equal(fused, np.maximum(op.combine(wide), 0))  # the definition
+    # where the pass does not apply (inputs that broadcast), the caller runs the two nodes
+    assert op.run_relu([a, b[:, :, :1]]) is None
+
+
+def test_a_residual_add_then_relu_is_fused_in_untraced_runs_only_with_the_same_results() -> None:
+    """A residual block (Conv, Add, Relu): the untraced run fuses the Add and its Relu and
+    gives the traced run's outputs (which keeps both values, unfused); root unchanged by it."""
+    model = graphs.resnet_style(size=16, width=8).SerializeToString()
+    x = {"input": np.random.default_rng(5).standard_normal((1, 3, 16, 16)).astype(np.float32)}
+    for precision in ("int8", "int16"):
+        ex = FixedExecutor(model, precision=precision, calibration=[x])  # type: ignore[arg-type]
+        heads = [i for i in ex._fusions() if type(ex.ops[i]) is AddSub]
+        assert heads, "no Add -> Relu fused in a residual graph"
+        out = ex.run(x)
+        traced, trace = ex.run_traced(x)
+        assert out.keys() == traced.keys()
+        for k in out:
+            np.testing.assert_array_equal(out[k], traced[k])
+        ex2 = FixedExecutor(model, precision=precision, plan=ex.plan)  # type: ignore[arg-type]
+        ex2._fusion_map = {}  # nothing fused: every node on its own
+        ex2.__dict__.pop("_steps", None)
+        for k, v in ex2.run(x).items():
+            np.testing.assert_array_equal(out[k], v)
+        assert ex2.run_traced(x)[1].root == trace.root

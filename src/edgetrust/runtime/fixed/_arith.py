@@ -91,6 +91,11 @@ def saturate(x: I64, qmax: int) -> I64:
     return x
 
 
+def narrow_dtype(qmax: int) -> Any:
+    """The narrowest integer type holding ±qmax: int8, int16, else int64."""
+    return np.int8 if qmax <= 127 else np.int16 if qmax <= 32767 else np.int64
+
+
 def quantize(values: npt.ArrayLike, scale: float | F64, qmax: int) -> I64:
     """round_half_away(values / scale), saturated to [-qmax, qmax] (int64)."""
     if isinstance(scale, float) and isinstance(values, np.ndarray):

@@ -34,6 +34,7 @@ from edgetrust.runtime.fixed._arith import (
     I64,
     MIN_BLOCKED,
     apply_rescale,
+    narrow_dtype,
     quantize,
     requantize_block,
     round_float,
@@ -174,6 +175,8 @@ class AddSub(_Rescaled):
     narrow_inputs = True
     """Two same-shape real inputs go through one compiled pass in any integer width (a
     residual sum of two Conv outputs); every other path reads them widened to int64."""
+    narrow_out = False
+    """Set by the executor once planned: that pass may write int8/int16 (as `Conv`'s)."""
 
     def x(self, xs: Sequence[I64 | None], k: int) -> I64:
         """Input `k` as int64 (a narrow activation widened)."""
@@ -183,16 +186,28 @@ class AddSub(_Rescaled):
     def run(self, xs: Sequence[I64 | None]) -> I64:
         """Two same-shape real inputs: ``sat(R(q_0 · W_0 + q_1 · W_1))`` in one compiled pass
         (`_kernels.add_requant`, the same integers as `combine`); else `combine`."""
+        out = self._compiled(xs, relu=False)
+        return out if out is not None else super().run(xs)
+
+    def run_relu(self, xs: Sequence[I64 | None]) -> I64 | None:
+        """``max(run(xs), 0)`` - this node and a Relu reading it alone - in the compiled
+        pass (clipping to [0, qmax]: the same integers); None where that pass does not
+        apply (the caller then runs the two nodes)."""
+        return self._compiled(xs, relu=True)
+
+    def _compiled(self, xs: Sequence[I64 | None], relu: bool) -> I64 | None:
         present = self.present()
         rs = self.__dict__.get("rs")
-        if len(present) == 2 and self.out_kind() == "q" and rs is not None and rs.mult.size == 1:
-            a, b = (super(AddSub, self).x(xs, k) for k in present)
-            if a.shape == b.shape:
-                wa, wb = self.weights_
-                out = _kernels.add_requant(a, b, wa, wb, rs.mult, rs.shift, self.qmax)
-                if out is not None:
-                    return out
-        return super().run(xs)
+        if len(present) != 2 or self.out_kind() != "q" or rs is None or rs.mult.size != 1:
+            return None
+        a, b = (super(AddSub, self).x(xs, k) for k in present)
+        if a.shape != b.shape:
+            return None
+        wa, wb = self.weights_
+        dtype = narrow_dtype(self.qmax) if self.narrow_out else np.int64
+        return _kernels.add_requant(
+            a, b, wa, wb, rs.mult, rs.shift, self.qmax, relu=relu, dtype=dtype
+        )
 
     def setup(self) -> None:
         if not self.present():

@@ -196,10 +196,10 @@ class FixedExecutor:
         else:
             self._build(None, checked, scales)
             self.plan = QuantPlan(precision, self.model_digest, calib_digest, scales)
-        # Planned: from now on Convs may hand on int8/int16 arrays (see `Op.narrow_inputs`;
+        # Planned: from now on Convs and Adds may hand on int8/int16 arrays (`Op.narrow_inputs`;
         # the plan's own runs above saw int64 only).
         for op in self.ops:
-            if type(op) is _conv.Conv:
+            if type(op) is _conv.Conv or type(op) is _elementwise.AddSub:
                 op.narrow_out = True
 
     # -- planning ---------------------------------------------------------------------------

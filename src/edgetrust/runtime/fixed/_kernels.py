@@ -409,21 +409,32 @@ def affine_requantize(
 
 
 def add_requant(
-    a: npt.NDArray[Any], b: npt.NDArray[Any], wa: int, wb: int, mult: I64, shift: int, qmax: int
+    a: npt.NDArray[Any],
+    b: npt.NDArray[Any],
+    wa: int,
+    wb: int,
+    mult: I64,
+    shift: int,
+    qmax: int,
+    *,
+    relu: bool = False,
+    dtype: Any = np.int64,
 ) -> I64 | None:
     """``sat(apply_rescale(int64(a) · wa + int64(b) · wb, Rescale(mult, shift)))`` for two
     same-shape integer arrays of any width (int8/int16 too) and one multiplier, in one pass
-    into a new int64 array: `AddSub`'s two-input integer definition. None where that does
-    not apply (the numpy path then runs)."""
+    into a new array of `dtype` (int8/int16 where it holds ±qmax): `AddSub`'s two-input
+    integer definition, then max(·, 0) with `relu` (a Relu behind it, in the same pass: the
+    clip to [0, qmax]). None where that does not apply (the numpy path then runs)."""
     if a.shape != b.shape or a.ndim == 0 or mult.size != 1 or not 1 <= shift <= 62:
         return None
-    if a.dtype.kind != "i" or b.dtype.kind != "i":
+    if a.dtype.kind != "i" or b.dtype.kind != "i" or np.iinfo(dtype).max < qmax:
         return None
-    out = np.empty(a.shape, np.int64)
+    out = np.empty(a.shape, dtype)
     fa = np.ascontiguousarray(a).reshape(-1)
     fb = np.ascontiguousarray(b).reshape(-1)
     m = int(mult.reshape(-1)[0])
-    if not _call("add_requant", fa, fb, wa, wb, m, shift, -qmax, qmax, out.reshape(-1)):
+    lo = 0 if relu else -qmax
+    if not _call("add_requant", fa, fb, wa, wb, m, shift, lo, qmax, out.reshape(-1)):
         return None
     return out
 

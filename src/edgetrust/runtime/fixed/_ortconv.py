@@ -38,7 +38,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from edgetrust.runtime.fixed import _kernels
-from edgetrust.runtime.fixed._arith import BLOCK, I64, Rescale
+from edgetrust.runtime.fixed._arith import BLOCK, I64, Rescale, narrow_dtype
 from edgetrust.runtime.fixed._batchnorm import TablePost
 from edgetrust.runtime.fixed._elementwise import KeptRelu, ReluPost
 
@@ -468,7 +468,7 @@ class F32Requant:
         table = post.table if isinstance(post, TablePost) else None
         bias = None if self.bias is None else self.bias.reshape(-1)
         mult = self.mult.reshape(-1)
-        dtype = np.int8 if self.qmax <= 127 else np.int16 if self.qmax <= 32767 else np.int64
+        dtype = narrow_dtype(self.qmax)
         if isinstance(post, KeptRelu):  # the Conv's output, and the Relu's into post.relu
             both = _kernels.channel_epilogue_relu(
                 y, bias, mult, self.shift, self.qmax, dtype if narrow else np.int64

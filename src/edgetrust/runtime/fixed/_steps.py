@@ -334,8 +334,8 @@ def relu_values(
 
 
 def fusion_map(ex: FixedExecutor) -> dict[int, tuple[list[int], Any]]:
-    """`FixedExecutor._fusions`, computed: Conv → BatchNormalization and/or Relu, Gemm →
-    Relu, where each output in the chain is read only by the next node and is no graph
+    """`FixedExecutor._fusions`, computed: Conv → BatchNormalization and/or Relu, Gemm or
+    Add/Sub/Sum → Relu, where each output in the chain is read only by the next node and is no graph
     output, with the function computing the chain's result from the head's inputs."""
     from edgetrust.runtime.fixed import _batchnorm, _conv, _elementwise, _linear
 
@@ -358,7 +358,7 @@ def fusion_map(ex: FixedExecutor) -> dict[int, tuple[list[int], Any]]:
     for i, op in enumerate(ex.ops):
         if len(ex.nodes[i].output) != 1:
             continue
-        if type(op) is _linear.Gemm:
+        if type(op) is _linear.Gemm or type(op) is _elementwise.AddSub:
             relu = sole_reader(i, _elementwise.Relu)
             if relu is not None:
                 found[i] = ([relu], op.run_relu)
