@@ -14,6 +14,13 @@ from edgetrust.runtime.fixed._elementwise import AddSub
 from tests.runtime import graphs
 
 _SHAPE = (1, 3, 5, 7)
+_CASES = {
+    "op_type": st.sampled_from(["Add", "Sub", "Sum"]),
+    "precision": st.sampled_from(["int8", "int16"]),
+    "ratio": st.sampled_from([1.0, 0.25, 3.0, 1e-3]),
+    "dtype": st.sampled_from([np.int8, np.int16, np.int64]),
+    "seed": st.integers(0, 2**16),
+}
 
 
 def _op(op_type: str, precision: str, scales: tuple[float, float]) -> AddSub:
@@ -38,13 +45,7 @@ def _python(op: AddSub, a: np.ndarray, b: np.ndarray) -> list[int]:
     return out
 
 
-@given(
-    op_type=st.sampled_from(["Add", "Sub", "Sum"]),
-    precision=st.sampled_from(["int8", "int16"]),
-    ratio=st.sampled_from([1.0, 0.25, 3.0, 1e-3]),
-    dtype=st.sampled_from([np.int8, np.int16, np.int64]),
-    seed=st.integers(0, 2**16),
-)
+@given(**_CASES)
 def test_compiled_add_gives_the_numpy_and_python_integers(
     op_type: str, precision: str, ratio: float, dtype: type, seed: int
 ) -> None:
@@ -153,13 +154,7 @@ def test_compiled_add_rounds_exact_ties_away_from_zero(shift: int) -> None:
     assert got.tolist() == [*half_up.tolist(), *(-half_up).tolist()]
 
 
-@given(
-    op_type=st.sampled_from(["Add", "Sub", "Sum"]),
-    precision=st.sampled_from(["int8", "int16"]),
-    ratio=st.sampled_from([1.0, 0.25, 3.0]),
-    dtype=st.sampled_from([np.int8, np.int16, np.int64]),
-    seed=st.integers(0, 2**16),
-)
+@given(**_CASES)
 def test_an_add_and_the_relu_behind_it_in_one_pass_are_the_two_nodes(
     op_type: str, precision: str, ratio: float, dtype: type, seed: int
 ) -> None:
