@@ -45,10 +45,10 @@ def _python(op: AddSub, a: np.ndarray, b: np.ndarray) -> list[int]:
     return out
 
 
-@given(**_CASES)
-def test_compiled_add_gives_the_numpy_and_python_integers(
+def _case(
     op_type: str, precision: str, ratio: float, dtype: type, seed: int
-) -> None:
+) -> tuple[AddSub, np.ndarray, np.ndarray]:
+    """The op and two int64 inputs within `dtype` and ±qmax, their edges included."""
     op = _op(op_type, precision, (1.0, ratio))
     rng = np.random.default_rng(seed)
     hi = min(op.qmax, np.iinfo(dtype).max)
@@ -56,6 +56,14 @@ def test_compiled_add_gives_the_numpy_and_python_integers(
     b = rng.integers(-hi, hi + 1, size=_SHAPE)
     a.reshape(-1)[seed % a.size] = hi  # the edges, and ties of the rescale's rounding
     b.reshape(-1)[(seed * 7) % b.size] = -hi
+    return op, a, b
+
+
+@given(**_CASES)
+def test_compiled_add_gives_the_numpy_and_python_integers(
+    op_type: str, precision: str, ratio: float, dtype: type, seed: int
+) -> None:
+    op, a, b = _case(op_type, precision, ratio, dtype, seed)
     got = op.run([a.astype(dtype), b.astype(dtype)])
     assert got.dtype == narrow_dtype(op.qmax)  # a planned op hands on int8/int16
     compiled = _kernels.add_requant(
@@ -159,16 +167,13 @@ def test_an_add_and_the_relu_behind_it_in_one_pass_are_the_two_nodes(
     op_type: str, precision: str, ratio: float, dtype: type, seed: int
 ) -> None:
     """`AddSub.run_relu` (a fused Relu: the clip to [0, qmax]) is max(run, 0)."""
-    op = _op(op_type, precision, (1.0, ratio))
-    rng = np.random.default_rng(seed)
-    hi = min(op.qmax, np.iinfo(dtype).max)
-    a, b = (rng.integers(-hi, hi + 1, size=_SHAPE).astype(dtype) for _ in range(2))
+    op, wa, wb = _case(op_type, precision, ratio, dtype, seed)
+    a, b = wa.astype(dtype), wb.astype(dtype)
     fused = op.run_relu([a, b])
     assert fused is not None
     assert fused.dtype == narrow_dtype(op.qmax)
     np.testing.assert_array_equal(fused, np.maximum(op.run([a, b]), 0))
-    wide = [a.astype(np.int64), b.astype(np.int64)]
-    np.testing.assert_array_equal(fused, np.maximum(op.combine(wide), 0))  # the definition
+    np.testing.assert_array_equal(fused, np.maximum(op.combine([wa, wb]), 0))  # the definition
     # where the pass does not apply (inputs that broadcast), the caller runs the two nodes
     assert op.run_relu([a, b[:, :, :1]]) is None
 
