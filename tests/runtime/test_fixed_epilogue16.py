@@ -394,3 +394,26 @@ def test_one_part_of_factor_one_is_the_digit_kernels_integers(
     assert got[0].dtype == dtype
     if keep:
         np.testing.assert_array_equal(got[1], kept)
+
+
+def test_the_int32_products_are_taken_only_where_they_are_exact() -> None:
+    """float32 digit sums with an odd factor of 2**31 (outside int32) take the int64
+    products, the same integers as float64 sums; a float32 sum of 2**31 is refused."""
+    if _kernels._jit() is None:
+        pytest.skip("numba is not available")
+    rng = np.random.default_rng(4)
+    parts = rng.integers(-(1 << 20), 1 << 20, size=(2, 1, 3, 50))
+    odd = np.array([1 << 31, -3], np.int64)
+    bias = rng.integers(-1000, 1000, size=3)
+    mult = np.full(3, 1 << 30, np.int64)
+    args = (odd, bias, mult, 62, QMAX)
+    f32 = _kernels.digit_epilogue(parts.astype(np.float32), *args)
+    f64 = _kernels.digit_epilogue(parts.astype(np.float64), *args)
+    assert f32 is not None and f64 is not None
+    np.testing.assert_array_equal(f32, f64)
+    acc = (parts * odd[:, None, None, None]).sum(axis=0) + bias[None, :, None]
+    want = saturate(apply_rescale(acc, Rescale(mult, 62), channel_axis=1), QMAX)
+    np.testing.assert_array_equal(f64, want)
+    big = parts.astype(np.float32)
+    big[0, 0, 0, 0] = 2.0**31
+    assert _kernels.digit_epilogue(big, np.array([1, 3]), bias, mult, 62, QMAX) is None

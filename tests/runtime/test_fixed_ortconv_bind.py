@@ -160,7 +160,8 @@ def test_both_layouts_and_the_tuner_give_the_direct_sums(
     cin: int, cout: int, k: int, group: int, stride: int, pad: int, seed: int
 ) -> None:
     """onnxruntime's blocked (NCHWc) and plain layouts, and the tuner taking turns between
-    them over a Conv's first runs, all give the direct sums."""
+    them over a Conv's first runs, all give the direct sums (onnxruntime blocks only some
+    grouped Convs: for those both sessions are plain)."""
     cin, cout = cin * group, cout * group
     op = _conv_op(cin, cout, group, k, seed, strides=[stride, stride], pads=[pad] * 4)
     w4 = op.weights()["w"].reshape(op.oc, op.cg, op.kh, op.kw)
@@ -173,6 +174,23 @@ def test_both_layouts_and_the_tuner_give_the_direct_sums(
             np.testing.assert_array_equal(_sums(op, x, op.qmax, False), want)
     fast = op._ort_conv(op.qmax, op.weights()["b"])
     assert fast is not None and len(fast.tuner.chosen) == 1  # the runs above went through it
+    # the losing layout's sessions and buffers are gone (both were made by the runs above)
+    (chosen,) = fast.tuner.chosen.values()
+    assert {blocked for blocked, _ in fast._sessions} == {chosen}
+    assert {k[0] for k in fast._proc.get()[1]} == {chosen}
+
+
+def test_without_binding_the_fixed_layout_is_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`BIND` off (fresh arrays per call) takes the layout `BLOCKED_CONV` fixes, untimed."""
+    for mode, blocked in (("none", False), ("all", True)):
+        monkeypatch.setattr(_ortconv, "BLOCKED_CONV", mode)
+        op = _conv_op(4, 3, 1, 3, seed=2, pads=[1, 1, 1, 1])
+        x = np.random.default_rng(1).integers(-127, 128, size=(1, 4, 8, 8))
+        _sums(op, x, op.qmax, False)
+        fast = op._ort_conv(op.qmax, op.weights()["b"])
+        assert fast is not None
+        assert {b for b, _ in fast._sessions} == {blocked}
+        assert not fast.tuner.chosen
 
 
 def test_the_tuner_takes_turns_then_keeps_the_faster_layout(
@@ -181,18 +199,23 @@ def test_the_tuner_takes_turns_then_keeps_the_faster_layout(
     monkeypatch.setattr(_ortconv, "BLOCKED_CONV", "tune")
     tuner = _ortconv.LayoutTuner()
     picks = []
+    decided = []
     for run in range(2 * (_ortconv.TUNE_RUNS + 1)):
-        blocked = tuner.pick("k")
+        blocked = tuner.pick(("g", "k"))
         picks.append(blocked)
+        assert tuner.layouts("g") == {True, False}  # both are being timed
         # the plain layout is faster, except on its first (untimed) run
-        tuner.record("k", blocked, 2.0 if blocked or run == 1 else 1.0)
+        decided.append(tuner.record(("g", "k"), blocked, 2.0 if blocked or run == 1 else 1.0))
     assert picks == [True, False] * (_ortconv.TUNE_RUNS + 1)
-    assert tuner.chosen == {"k": False}
-    assert [tuner.pick("k") for _ in range(3)] == [False] * 3
-    tuner.record("k", True, 0.0)  # after the choice, timings change nothing
-    assert tuner.pick("k") is False
-    assert tuner.pick("other") is True  # each key is tuned on its own
+    assert decided == [False] * (2 * _ortconv.TUNE_RUNS + 1) + [True]
+    assert tuner.chosen == {("g", "k"): False}
+    assert tuner.layouts("g") == {False}
+    assert tuner.layouts("other") == set()
+    assert [tuner.pick(("g", "k")) for _ in range(3)] == [False] * 3
+    assert not tuner.record(("g", "k"), True, 0.0)  # after the choice, timings change nothing
+    assert tuner.pick(("g", "k")) is False
+    assert tuner.pick(("g", "other")) is True  # each key is tuned on its own
     monkeypatch.setattr(_ortconv, "BLOCKED_CONV", "none")
-    assert tuner.pick("other") is False
+    assert tuner.pick(("g", "other")) is False
     monkeypatch.setattr(_ortconv, "BLOCKED_CONV", "all")
-    assert tuner.pick("k") is True
+    assert tuner.pick(("g", "k")) is True

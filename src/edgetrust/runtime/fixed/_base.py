@@ -96,8 +96,9 @@ class Op:
     narrow_inputs: bool = False
     """Whether `run` (and `run_fused`) take activations held in int8/int16 arrays and give
     the same integers as from int64 ones. The executor widens every input of the other ops
-    to int64 first; only a Conv's compiled epilogue produces narrow arrays (`Conv.narrow_out`),
-    and the ops that accept them pass them on (MaxPool, Relu, Concat without rescaling)."""
+    to int64 first; only a Conv's compiled epilogue and a two-input Add's compiled pass
+    produce narrow arrays (`Conv.narrow_out`, `AddSub.narrow_out`), and the ops that accept
+    them pass them on (MaxPool, Relu, Concat without rescaling)."""
 
     def __init__(
         self, node: onnx.NodeProto, index: int, infos: Sequence[TensorInfo | None], s: Settings

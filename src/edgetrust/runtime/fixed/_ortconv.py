@@ -200,17 +200,26 @@ class LayoutTuner:
         times = self._times.setdefault(key, {True: [], False: []})
         return len(times[True]) <= len(times[False])
 
-    def record(self, key: Any, blocked: bool, seconds: float) -> None:
-        """One run's time; after enough of both, the choice for `key` is made."""
+    def record(self, key: Any, blocked: bool, seconds: float) -> bool:
+        """One run's time; after enough of both, the choice for `key` is made (True then)."""
         if BLOCKED_CONV != "tune" or key in self.chosen:
-            return
+            return False
         times = self._times.setdefault(key, {True: [], False: []})
         times[blocked].append(seconds)
-        if min(len(times[True]), len(times[False])) > TUNE_RUNS:
-            # each layout's first run (a new session's allocations) is not counted
-            fast = np.median(times[True][1:]) <= np.median(times[False][1:])
-            self.chosen[key] = bool(fast)
-            del self._times[key]
+        if min(len(times[True]), len(times[False])) <= TUNE_RUNS:
+            return False
+        # each layout's first run (a new session's allocations) is not counted
+        fast = np.median(times[True][1:]) <= np.median(times[False][1:])
+        self.chosen[key] = bool(fast)
+        del self._times[key]
+        return True
+
+    def layouts(self, geometry: Any) -> set[bool]:
+        """The layouts that keys ``(geometry, shape)`` take or are still being timed in."""
+        out = {v for (g, _), v in self.chosen.items() if g == geometry}
+        if any(g == geometry for g, _ in self._times):
+            out |= {True, False}
+        return out
 
 
 def _session(
@@ -281,8 +290,10 @@ class _Bound:
 class OrtConv:
     """Cached float32 sessions for one Conv node's integer weights, one per channel chunk.
 
-    Runs go through IOBinding into float32 buffers kept per geometry and input shape (the
-    last `KEPT_SHAPES` shapes): the integers are converted straight into the bound input and
+    Runs go through IOBinding into float32 buffers kept per layout, geometry and input shape
+    (up to `KEPT_SHAPES` shapes in each of the two layouts; a layout's sessions and buffers
+    are dropped once no shape takes it, `LayoutTuner`): the integers are converted straight
+    into the bound input and
     onnxruntime writes the sums into the bound output, with no fresh arrays and no
     per-call output handling (ResNet50 int8 73.6 → 71.6 ms, SqueezeNet within noise; one
     thread, load ~3). The buffers are reused, so one run at a time holds the lock
@@ -344,8 +355,8 @@ class OrtConv:
         key = (pads, tuple(strides), tuple(dilations))
         whole = len(self.chunks) == 1
         parts = [x if whole else x[:, c0:c1] for c0, c1 in self.chunks]
-        if not BIND:
-            sessions = self._session_list(key, pads, self.tuner.chosen.get((key, x.shape), True))
+        if not BIND:  # untimed: the layout chosen (or the next in turn, or the fixed one)
+            sessions = self._session_list(key, pads, self.tuner.pick((key, x.shape)))
             return finish(
                 [
                     sess.run(None, {"x": part.astype(np.float32)})[0]
@@ -370,8 +381,19 @@ class OrtConv:
             ):
                 np.copyto(xf, part, casting="unsafe")  # exact: |x| < 2**24
                 sess.run_with_iobinding(binding)
-            self.tuner.record(tkey, blocked, time.perf_counter() - start)
+            if self.tuner.record(tkey, blocked, time.perf_counter() - start):
+                self._prune(key, kept)
             return finish(bound.outputs)
+
+    def _prune(self, key: tuple[Any, ...], kept: dict[Any, Any]) -> None:
+        """Forget the sessions and buffers of a layout no input shape of geometry `key`
+        takes any more (each layout's sessions hold a copy of the weights)."""
+        wanted = self.tuner.layouts(key)
+        for blocked in (True, False):
+            if blocked not in wanted:
+                self._sessions.pop((blocked, key), None)
+        for bkey in [k for k in kept if k[1] == key and k[0] not in wanted]:
+            del kept[bkey]
 
     def run(
         self,

@@ -382,9 +382,9 @@ def fusion_map(ex: FixedExecutor) -> dict[int, tuple[list[int], Any]]:
 def kept_narrowing(ex: FixedExecutor) -> set[int]:
     """For a run that keeps every value: the nodes whose int64 real output is stored in the
     commitment's dtype (int8/int16) as soon as it is made - when every integer fits, which
-    `_kernels.narrow` checks - because a reader takes narrow arrays (a residual sum before
-    its Relu): that reader then runs on the narrow array, and the commitment needs no
-    conversion. Readers that do not take them get it widened back (same integers)."""
+    `_kernels.narrow` checks - because a reader takes narrow arrays (e.g. a Relu behind an
+    op that gave int64): that reader then runs on the narrow array, and the commitment needs
+    no conversion. Readers that do not take them get it widened back (same integers)."""
     found: set[int] | None = ex.__dict__.get("_kept_narrow")
     if found is None:
         readers: dict[str, list[int]] = {}
