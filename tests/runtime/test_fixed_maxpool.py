@@ -108,3 +108,32 @@ def test_a_window_without_an_inside_tap_is_refused_by_the_kernel() -> None:
 def test_the_kernel_takes_signed_integers_only(dtype: type) -> None:
     x = np.zeros((1, 1, 2, 2), dtype)
     assert _kernels.max_pool2d(x, (1, 1), (1, 1), (1, 1), (0, 0), (2, 2)) is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.tuples(st.integers(1, 2), st.integers(1, 4), st.integers(1, 6), st.integers(1, 6)),
+    st.sampled_from(list(DTYPES)),
+    st.integers(0, 2**32 - 1),
+)
+def test_global_average_pool_takes_narrow_arrays(
+    shape: tuple[int, int, int, int], dtype: type, seed: int
+) -> None:
+    """GlobalAveragePool on int8/int16 activations (as a Conv hands them on) sums in int64:
+    round half away from zero of the mean, the integers of the int64 input, ties included."""
+    from edgetrust.runtime.fixed._pool import GlobalAveragePool
+
+    model = graphs.single_op("GlobalAveragePool", [shape]).SerializeToString()
+    calib = {"x0": np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
+    op = FixedExecutor(model, precision="int16", calibration=[calib]).ops[0]
+    assert isinstance(op, GlobalAveragePool) and op.narrow_inputs
+    span = DTYPES[dtype]
+    x = np.random.default_rng(seed).integers(-span, span + 1, size=shape).astype(dtype)
+    x[..., 0, 0] = -span  # sums far from zero in both directions: no wrap in x's width
+    x[..., -1, -1] = -span
+    got = op.run([x])
+    np.testing.assert_array_equal(got, op.run([x.astype(np.int64)]))
+    count = shape[2] * shape[3]
+    sums = x.astype(np.int64).sum(axis=(2, 3)).reshape(-1).tolist()
+    want = [(abs(s) + count // 2) // count * (1 if s >= 0 else -1) for s in sums]
+    assert got.reshape(-1).tolist() == want

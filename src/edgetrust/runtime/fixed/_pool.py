@@ -250,10 +250,11 @@ class GlobalAveragePool(_Global):
     """round_div(Σ plane, H·W)."""
 
     op_types = ("GlobalAveragePool",)
+    narrow_inputs = True  # the sums are taken in int64 from any integer width
 
     def reduce(self, v: I64, axis: tuple[int, ...] | int, count: int) -> I64:
         """Rounded mean."""
-        return round_div(np.sum(v, axis=axis), count)
+        return round_div(np.sum(v, axis=axis, dtype=np.int64), count)
 
 
 @register
