@@ -46,6 +46,34 @@ def test_requantize_narrow_is_the_int64_path(
         assert got.reshape(-1).tolist() == exact
 
 
+@settings(max_examples=100, deadline=None)
+@given(
+    data=st.data(),
+    m=MULT,
+    shift=st.integers(1, 62),
+    size=st.integers(1, 300),
+    inside=st.booleans(),
+)
+def test_the_int8_table_is_the_int64_path(
+    data: st.DataObject, m: int, shift: int, size: int, inside: bool
+) -> None:
+    """int8 parts from `_TABLE_MIN` elements go through a table of every value in
+    [-qmax, qmax]: the same integers; values outside it (only a hand-made input holds them)
+    are requantized directly."""
+    qmax = data.draw(st.integers(0, 127))
+    lo, hi = (-qmax, qmax) if inside else (-128, 127)
+    xs = data.draw(st.lists(st.integers(lo, hi), min_size=size, max_size=size))
+    x = np.array(xs, np.int8)
+    rs = Rescale(np.array([m], np.int64), shift)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_kernels, "_TABLE_MIN", 1)
+        got = _kernels.requantize_narrow(x, rs.mult, shift, qmax)
+    assert got is not None and got.dtype == np.int8
+    with numpy_only():
+        want = saturate(apply_rescale(x.astype(np.int64), rs), qmax)
+    assert got.astype(np.int64).tolist() == want.tolist()
+
+
 @pytest.mark.parametrize(
     ("x", "mult", "qmax"),
     [
