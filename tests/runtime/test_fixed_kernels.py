@@ -432,6 +432,97 @@ def test_channel_epilogue_is_f32requant_then_post(
         assert rq(acc).tolist() == got.tolist()
 
 
+def _exact_epilogue(acc: np.ndarray, *args: Any, **kw: Any) -> Any:
+    old = _kernels.FLOAT_EPILOGUE
+    _kernels.FLOAT_EPILOGUE = False
+    try:
+        return _kernels.channel_epilogue(acc, *args, **kw)
+    finally:
+        _kernels.FLOAT_EPILOGUE = old
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.integers(1, 5),
+    st.integers(1, 300),
+    st.lists(MULT, min_size=5, max_size=5),
+    st.integers(31, 62),
+    st.sampled_from([127, 32767]),
+    st.booleans(),
+    st.booleans(),
+    st.integers(0, 2**32 - 1),
+)
+def test_the_float64_epilogue_is_the_integer_one_or_declines(
+    channels: int,
+    inner: int,
+    mults: list[int],
+    shift: int,
+    qmax: int,
+    relu: bool,
+    keep: bool,
+    seed: int,
+) -> None:
+    """`_jit.channel_epilogue_float` gives `channel_epilogue`'s integers wherever it accepts
+    the call (ties, their near misses, NaN and huge sums it declines), for int8 and int16,
+    with and without Relu and a kept Relu; and it does accept ordinary calls."""
+    rng = np.random.default_rng(seed)
+    acc = rng.integers(-(2**24), 2**24, size=(1, channels, inner)).astype(np.float32)
+    bias = rng.integers(-(2**40), 2**40, size=channels)
+    mult = np.array(mults[:channels], np.int64)
+    if seed % 3 == 0:  # exact ties within [-qmax, qmax]: v / 2 for odd v (mult 2**30, shift 31)
+        mult[0], bias[0] = 1 << 30, 0
+        acc[0, 0, ::2] = rng.integers(0, qmax, size=acc[0, 0, ::2].size) * 2 + 1
+        shift = 31
+    out = np.empty(acc.shape, np.int64)
+    kept = np.empty(acc.shape if keep and not relu else (0, 0, 0), np.int64)
+    lo = 0 if relu else -qmax
+    ok = _kernels._call("channel_epilogue_float", acc, bias, mult, shift, lo, qmax, out, kept)
+    if keep and not relu:
+        want = _kernels.channel_epilogue_relu(acc, bias, mult, shift, qmax, np.int64)
+        assert want is not None
+        want_out, want_kept = want
+    else:
+        want_out, want_kept = _exact_epilogue(acc, bias, mult, shift, qmax, relu=relu), None
+    assert want_out is not None
+    if ok:
+        np.testing.assert_array_equal(out, want_out)
+        if want_kept is not None:
+            np.testing.assert_array_equal(kept, want_kept)
+    if seed % 3 == 0:
+        assert not ok  # the ties are declined
+    # whichever ran, the epilogue's result is the integer one
+    got = _kernels.channel_epilogue(acc, bias, mult, shift, qmax, relu=relu)
+    np.testing.assert_array_equal(got, _exact_epilogue(acc, bias, mult, shift, qmax, relu=relu))
+
+
+def test_the_float64_epilogue_accepts_ordinary_sums() -> None:
+    rng = np.random.default_rng(7)
+    acc = rng.integers(-(2**20), 2**20, size=(1, 8, 500)).astype(np.float32)
+    bias = rng.integers(-1000, 1000, size=8)
+    mult = rng.integers(2**29, 2**31, size=8)
+    out = np.empty(acc.shape, np.int8)
+    empty = np.zeros((0, 0, 0), np.int8)
+    assert _kernels._call("channel_epilogue_float", acc, bias, mult, 45, 0, 127, out, empty)
+    np.testing.assert_array_equal(out, _exact_epilogue(acc, bias, mult, 45, 127, relu=True))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, 2.0**31, 0.5, -2.75])
+def test_the_float64_epilogue_and_the_integer_one_agree_on_odd_sums(bad: float) -> None:
+    """A sum the proofs never give (NaN, ±Inf, ≥ 2**31, not an integer): the epilogue's
+    result (or its refusal) is the same whether the float64 pass is tried first or not."""
+    rng = np.random.default_rng(8)
+    acc = rng.integers(-(2**20), 2**20, size=(1, 4, 50)).astype(np.float32)
+    acc[0, 1, 7] = bad
+    acc[0, 1, :7] = rng.integers(-100, 100, size=7)
+    bias = rng.integers(-10, 10, size=4)
+    mult = np.full(4, 2**31, np.int64)  # at shift 31: the rescale is the identity
+    got = _kernels.channel_epilogue(acc, bias, mult, 31, 127)
+    want = _exact_epilogue(acc, bias, mult, 31, 127)
+    assert (got is None) == (want is None)
+    if got is not None:
+        np.testing.assert_array_equal(got, want)
+
+
 def test_batchnorm_channel_table_is_its_post() -> None:
     rng = np.random.default_rng(5)
     c = 3

@@ -13,6 +13,7 @@ cache location is writable, the loops are compiled on first use in every process
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numba
@@ -666,3 +667,56 @@ def max_pool2d(
                     row[ox] = best
                     ox += 1
     return True
+
+
+@_jit
+def channel_epilogue_float(
+    acc: Any, bias: Any, mult: Any, shift: int, lo: int, hi: int, out: Any, relu_out: Any
+) -> bool:  # pragma: no cover - compiled
+    """`channel_epilogue` without a table, for float32 sums, by float64 arithmetic: True
+    when every element was proven to get `channel_epilogue`'s integer, else False (then
+    `out` is unspecified and the caller runs `channel_epilogue`).
+
+    ``k = mult[c] · 2**-shift`` exactly (an integer in [0, 2**31] times a power of two,
+    checked), so with v = y + b (exact: |y| < 2**31 is checked, |b| < 2**52) the real
+    d = v · k is the rescale's exact quotient, and p = fl(v · k) is within
+    2**-53 |d| of it. The result clip(round_half_away(d), lo, hi) changes value only at
+    half-integers; p is first clipped to [lo - 1, hi + 1] (beyond, the result is lo or hi
+    either way), so |p| ≤ 2**16 and |p - d| < 2**-36. Where p lies more than 2**-30 from
+    the nearest half-integer, d lies on the same side of it, and rounding p gives the
+    result. An element nearer than that (a tie, or within 2**-30 of one), a sum that is
+    too large, NaN or ±Inf, fails the call. Why: int64 multiplies are slow in vectors
+    (three instructions with AVX-512, one by one with AVX2); float64 ones are not (the
+    kernel 1.25-1.3x faster on SqueezeNet's shapes, AVX-512)."""
+    outer, channels, inner = acc.shape
+    if hi >= 1 << 16 or lo < -hi or shift < 31 or shift > 62:
+        return False
+    flo = float(lo)
+    fhi = float(hi)
+    for c in range(channels):
+        if not (bias[c] < 1 << 52 and bias[c] > -(1 << 52) and 0 <= mult[c] <= 1 << 31):
+            return False
+    flag = False
+    for o in range(outer):
+        for c in range(channels):
+            b = float(bias[c])
+            k = math.ldexp(float(mult[c]), -shift)  # exact: a power-of-two scaling
+            src = acc[o, c]
+            dst = out[o, c]
+            for i in range(inner):
+                f = np.trunc(float(src[i]))  # as `channel_epilogue`'s int32(f)
+                p = (f + b) * k
+                p = p if p < fhi + 1.0 else fhi + 1.0
+                p = p if p > flo - 1.0 else flo - 1.0
+                t = np.floor(p)
+                frac = p - t
+                flag |= (abs(frac - 0.5) <= 2.0**-30) | (not abs(f) < 2.0**31)  # NaN: not <
+                r = t + 1.0 if frac > 0.5 else t
+                r = r if r < fhi else fhi
+                r = r if r > flo else flo
+                dst[i] = np.int32(r)
+            if relu_out.size:
+                kept = relu_out[o, c]
+                for i in range(inner):
+                    kept[i] = max(dst[i], 0)
+    return not flag

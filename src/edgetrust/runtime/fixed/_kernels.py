@@ -186,10 +186,21 @@ def _channel_epilogue(
     src = np.ascontiguousarray(acc).reshape(view)
     lo = 0 if relu else -qmax
     small = acc.dtype == np.float32  # exact float32 sums are below 2**24
-    args = (src, b, np.ascontiguousarray(mult), shift, lo, qmax, tab, nv, out.reshape(view))
-    if not _call("channel_epilogue", *args, small, kept.reshape(view if keep_relu else (0, 0, 0))):
+    mult = np.ascontiguousarray(mult)
+    kept3 = kept.reshape(view if keep_relu else (0, 0, 0))
+    if FLOAT_EPILOGUE and small and table is None:
+        fargs = (src, b, mult, shift, lo, qmax, out.reshape(view), kept3)
+        if _call("channel_epilogue_float", *fargs):
+            return out, (kept if keep_relu else None)
+    args = (src, b, mult, shift, lo, qmax, tab, nv, out.reshape(view))
+    if not _call("channel_epilogue", *args, small, kept3):
         return None
     return out, (kept if keep_relu else None)
+
+
+FLOAT_EPILOGUE = True
+"""Try `_jit.channel_epilogue_float` first (the same integers where it succeeds; tests
+switch it off to compare)."""
 
 
 def to_float(
