@@ -682,7 +682,9 @@ def channel_epilogue_float(
     d = v · k is the rescale's exact quotient, and p = fl(v · k) is within
     2**-53 |d| of it. The result clip(round_half_away(d), lo, hi) changes value only at
     half-integers; p is first clipped to [lo - 1, hi + 1] (beyond, the result is lo or hi
-    either way), so |p| ≤ 2**16 and |p - d| < 2**-36. Where p lies more than 2**-30 from
+    either way), and where it is not, |p| ≤ 2**16 and |p - d| < 2**-36 (the fraction
+    p - floor(p) is exact but for p in (-1, 0), off by 2**-54 at most, which the margin
+    covers). Where p lies more than 2**-30 from
     the nearest half-integer, d lies on the same side of it, and rounding p gives the
     result. An element nearer than that (a tie, or within 2**-30 of one), a sum that is
     too large, NaN or ±Inf, fails the call. Why: int64 multiplies are slow in vectors
