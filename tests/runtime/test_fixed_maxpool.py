@@ -1,4 +1,4 @@
-"""MaxPool's compiled pass (`_jit.max_pool2d`) against the numpy tap fold it replaces and
+"""MaxPool's compiled pass (`_jitdata.max_pool2d`) against the numpy tap fold it replaces and
 against onnxruntime's MaxPool (an independent implementation) on integer-valued floats."""
 
 from __future__ import annotations

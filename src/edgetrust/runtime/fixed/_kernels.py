@@ -28,13 +28,17 @@ _broken: set[str] = set()
 
 
 def _jit() -> ModuleType | None:
-    """The compiled module, or None when disabled or unavailable (decided once)."""
+    """The compiled arithmetic module (`_jit`; `_jitdata` beside it), or None when disabled
+    or unavailable (decided once)."""
     if not ENABLED:
         return None
     if "jit" not in _state:
         jit: ModuleType | None
         try:
             from edgetrust.runtime.fixed import _jit as jit
+            from edgetrust.runtime.fixed import _jitdata
+
+            _state["data"] = _jitdata
         except Exception as exc:  # numba absent or broken: the numpy path gives the same bits
             _log.info("numba kernels unavailable (%s); using numpy", exc)
             jit = None
@@ -43,13 +47,15 @@ def _jit() -> ModuleType | None:
 
 
 def _call(name: str, *args: Any) -> bool | None:
-    """Run kernel `name`; None if unavailable or it fails (to compile, typically: then that
-    kernel is not tried again in this process, and numpy runs)."""
+    """Run kernel `name` (of `_jit` or `_jitdata`); None if unavailable or it fails (to
+    compile, typically: then that kernel is not tried again in this process, and numpy
+    runs)."""
     jit = _jit()
     if jit is None or name in _broken:
         return None
     try:
-        return bool(getattr(jit, name)(*args))
+        kernel = getattr(jit, name, None) or getattr(_state["data"], name)
+        return bool(kernel(*args))
     except Exception as exc:  # the kernels raise nothing themselves: numba failed
         _log.warning("numba kernel %s failed (%s); using numpy", name, exc)
         _broken.add(name)
@@ -522,7 +528,7 @@ def max_pool2d(
     out_hw: tuple[int, int],
 ) -> npt.NDArray[Any] | None:
     """A 2-D max pool of (N, C, H, W) integers in x's own dtype, padding never winning:
-    `_jit.max_pool2d` with (top, left) `pads` and the output's (OH, OW); None where the
+    `_jitdata.max_pool2d` with (top, left) `pads` and the output's (OH, OW); None where the
     compiled path does not apply (then numpy folds the taps: the same integers)."""
     if x.ndim != 4 or x.dtype.kind != "i" or min(*kernel, *strides, *dilations) < 1:
         return None
