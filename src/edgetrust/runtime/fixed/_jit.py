@@ -30,6 +30,20 @@ def _jit(fn: Any) -> Any:
         return numba.njit(nogil=True)(fn)
 
 
+@numba.njit(inline="always")
+def extremes(x: Any) -> tuple[Any, Any]:  # pragma: no cover - compiled
+    """(min, max) of a non-empty (outer, C, inner) array."""
+    outer, channels, inner = x.shape
+    lo = x[0, 0, 0]
+    hi = lo
+    for o in range(outer):
+        for c in range(channels):
+            for i in range(inner):
+                lo = min(lo, x[o, c, i])
+                hi = max(hi, x[o, c, i])
+    return lo, hi
+
+
 @_jit
 def mul_shift(v: int, m: int, shift: int) -> int:  # pragma: no cover - compiled
     """round_half_away(v · m / 2**shift) for |v| < 2**62, 0 ≤ m ≤ 2**31, 0 ≤ shift ≤ 62:
@@ -59,13 +73,7 @@ def requantize(
             return False
     if x.size == 0:
         return True
-    lo_x = x[0, 0, 0]
-    hi_x = lo_x
-    for o in range(outer):
-        for c in range(channels):
-            for i in range(inner):
-                lo_x = min(lo_x, x[o, c, i])
-                hi_x = max(hi_x, x[o, c, i])
+    lo_x, hi_x = extremes(x)
     if lo_x <= -_LIMIT or hi_x >= _LIMIT:
         return False
     if shift < 31:
@@ -462,3 +470,35 @@ def channel_epilogue_float(
                 for i in range(inner):
                     kept[i] = max(dst[i], 0)
     return not flag
+
+
+@_jit
+def gather_relu(
+    x: Any, table: Any, nv: int, qmax: int, out: Any, relu_out: Any
+) -> bool:  # pragma: no cover - compiled
+    """``out[o, c, i] = table[c·nv + qmax + x[o, c, i]]`` for x viewed as (outer, C, inner),
+    and ``relu_out = max(out, 0)`` when relu_out is not empty: a BatchNormalization (and
+    the Relu behind it) on a Conv's output, each result kept. out and relu_out may be
+    narrower than the table; False where some |x| > qmax, the table does not cover every
+    channel, or some gathered value does not fit out's type (the caller then runs numpy)."""
+    outer, channels, inner = x.shape
+    if x.size == 0:
+        return True
+    if channels * nv > table.size or 2 * qmax + 1 > nv:
+        return False
+    lo, hi = extremes(x)
+    if lo < -qmax or hi > qmax:
+        return False
+    bad = False
+    relu = relu_out.size > 0
+    for o in range(outer):
+        for c in range(channels):
+            base = c * nv + qmax
+            for i in range(inner):
+                v = table[np.uint64(base + x[o, c, i])]
+                out[o, c, i] = v
+                bad |= out[o, c, i] != v
+            if relu:
+                for i in range(inner):
+                    relu_out[o, c, i] = max(out[o, c, i], 0)
+    return not bad

@@ -1,6 +1,8 @@
 """The numba-compiled loops behind `_kernels` that convert, look up and move integers (the
-arithmetic ones - requantizations and epilogues - are in `_jit`, whose rules hold here too:
-exact steps only, False on an input outside a loop's proof, cached compiled code).
+arithmetic ones - requantizations, epilogues and the gathers that rescale - are in `_jit`,
+whose rules hold here too: exact steps only, False on an input outside a loop's proof,
+cached compiled code). No loop here calls one of `_jit`'s: numba's cache tracks changes to
+the caller's own file only.
 
 Imported only through `_kernels` (lazily, and never when numba is missing or broken).
 """
@@ -123,44 +125,6 @@ def dequantize(q: Any, scale: float, out: Any) -> bool:  # pragma: no cover - co
     for i in range(q.size):
         out[i] = np.float32(float(q[i]) * scale)
     return True
-
-
-@_jit
-def gather_relu(
-    x: Any, table: Any, nv: int, qmax: int, out: Any, relu_out: Any
-) -> bool:  # pragma: no cover - compiled
-    """``out[o, c, i] = table[c·nv + qmax + x[o, c, i]]`` for x viewed as (outer, C, inner),
-    and ``relu_out = max(out, 0)`` when relu_out is not empty: a BatchNormalization (and
-    the Relu behind it) on a Conv's output, each result kept. out and relu_out may be
-    narrower than the table; False where some |x| > qmax, the table does not cover every
-    channel, or some gathered value does not fit out's type (the caller then runs numpy)."""
-    outer, channels, inner = x.shape
-    if x.size == 0:
-        return True
-    if channels * nv > table.size or 2 * qmax + 1 > nv:
-        return False
-    lo = x[0, 0, 0]
-    hi = lo
-    for o in range(outer):
-        for c in range(channels):
-            for i in range(inner):
-                lo = min(lo, x[o, c, i])
-                hi = max(hi, x[o, c, i])
-    if lo < -qmax or hi > qmax:
-        return False
-    bad = False
-    relu = relu_out.size > 0
-    for o in range(outer):
-        for c in range(channels):
-            base = c * nv + qmax
-            for i in range(inner):
-                v = table[np.uint64(base + x[o, c, i])]
-                out[o, c, i] = v
-                bad |= out[o, c, i] != v
-            if relu:
-                for i in range(inner):
-                    relu_out[o, c, i] = max(out[o, c, i], 0)
-    return not bad
 
 
 @_jit
