@@ -38,7 +38,14 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from edgetrust.runtime.fixed import _kernels
-from edgetrust.runtime.fixed._arith import BLOCK, I64, Rescale, apply_rescale, tie_free_split
+from edgetrust.runtime.fixed._arith import (
+    BLOCK,
+    I64,
+    Rescale,
+    apply_rescale,
+    narrow_dtype,
+    tie_free_split,
+)
 from edgetrust.runtime.fixed._batchnorm import ArithPost
 from edgetrust.runtime.fixed._elementwise import KeptRelu, ReluPost
 from edgetrust.runtime.fixed._ortconv import l1_chunks, l1_per_channel, make_session
@@ -417,7 +424,7 @@ class Requantizer:
         if self.b is not None:
             own = self.b.reshape(-1)
             bias = own if bias is None else bias + own
-        dtype = np.int16 if self.narrow and self.qmax <= 32767 else np.int64
+        dtype = narrow_dtype(self.qmax) if self.narrow else np.int64
         rs = self.rs
         if isinstance(post, KeptRelu):  # no post; the Relu behind it into post.relu, same pass
             both = _kernels.digit_epilogue_relu(

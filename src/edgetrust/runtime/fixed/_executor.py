@@ -458,9 +458,9 @@ class FixedExecutor:
     def _fusions(self) -> dict[int, tuple[list[int], Any]]:
         """Conv, Gemm or Add index → (the indices of the nodes fused behind it: a Conv's
         BatchNormalization and/or Relu, a Gemm's or an Add's Relu; the function computing the
-        chain's result from the first node's inputs, or None where it does not apply) where each
-        output in the chain is read only by the next node and is no graph output (cached;
-        see `_steps.fusion_map`)."""
+        chain's result from the first node's inputs, or None where it does not apply) where
+        each output in the chain is read only by the next node and is no graph output
+        (cached; see `_steps.fusion_map`)."""
         if not hasattr(self, "_fusion_map"):
             self._fusion_map = fusion_map(self)
         return self._fusion_map

@@ -293,10 +293,9 @@ class OrtConv:
     Runs go through IOBinding into float32 buffers kept per layout, geometry and input shape
     (up to `KEPT_SHAPES` shapes in each of the two layouts; a layout's sessions and buffers
     are dropped once no shape takes it, `LayoutTuner`): the integers are converted straight
-    into the bound input and
-    onnxruntime writes the sums into the bound output, with no fresh arrays and no
-    per-call output handling (ResNet50 int8 73.6 → 71.6 ms, SqueezeNet within noise; one
-    thread, load ~3). The buffers are reused, so one run at a time holds the lock
+    into the bound input and onnxruntime writes the sums into the bound output, with no fresh
+    arrays and no per-call output handling (ResNet50 int8 73.6 → 71.6 ms, SqueezeNet within
+    noise; one thread, load ~3). The buffers are reused, so one run at a time holds the lock
     (`ProcessBuffers`: a forked child makes its own).
     """
 

@@ -335,8 +335,8 @@ def relu_values(
 
 def fusion_map(ex: FixedExecutor) -> dict[int, tuple[list[int], Any]]:
     """`FixedExecutor._fusions`, computed: Conv → BatchNormalization and/or Relu, Gemm or
-    Add/Sub/Sum → Relu, where each output in the chain is read only by the next node and is no graph
-    output, with the function computing the chain's result from the head's inputs."""
+    Add/Sub/Sum → Relu, where each output in the chain is read only by the next node and is
+    no graph output, with the function computing the chain's result from the head's inputs."""
     from edgetrust.runtime.fixed import _batchnorm, _conv, _elementwise, _linear
 
     readers: dict[str, list[int]] = {}
