@@ -120,16 +120,35 @@ def test_the_native_tree_path_is_available_here() -> None:
     )
 
 
+def test_the_sha_ni_kernel_is_preferred_where_the_cpu_has_it() -> None:
+    """On a CPU with SHA-NI (and numba compiling for it) the two-lane kernel is the one used;
+    elsewhere OpenSSL's. Either agrees with hashlib (checked when it is built)."""
+    from edgetrust.runtime import _shani
+
+    assert _sha256.kernel() == ("sha-ni" if _shani.supported() else "openssl")
+    assert _sha256.build("openssl") is not None
+
+
+_KERNELS = {name: _sha256.build(name) for name in _sha256._CANDIDATES}
+_BUILT = [name for name, tree in _KERNELS.items() if tree is not None]
+
+
 @settings(max_examples=150, deadline=None)
-@given(values=_tensors(), layout=st.sampled_from([LAYOUT_V1, LAYOUT_V2]), pick=st.integers(0))
+@given(
+    values=_tensors(),
+    layout=st.sampled_from([LAYOUT_V1, LAYOUT_V2]),
+    pick=st.integers(0),
+    kernel=st.sampled_from(_BUILT),
+)
 def test_native_trees_equal_the_hashlib_reference(
-    values: np.ndarray, layout: TraceLayout, pick: int
+    values: np.ndarray, layout: TraceLayout, pick: int, kernel: str
 ) -> None:
-    """Every tensor through `_sha256` (the size floor lowered to 0): same levels, root and
-    audit paths as the reference and as the hashlib path."""
+    """Every tensor through each native kernel this machine builds (the size floor lowered to
+    0): same levels, root and audit paths as the reference and as the hashlib path."""
     leaves = _ref_leaf_hashes(values, layout)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(_commit, "_NATIVE_MIN", 0)
+        mp.setattr(_sha256, "_kernel", (kernel, _KERNELS[kernel]))
         native = TensorCommitment.of(values, layout)
         assert native.levels.levels == _ref_levels(leaves)
         assert native.root == _ref_mth(leaves)
@@ -139,6 +158,24 @@ def test_native_trees_equal_the_hashlib_reference(
     if leaves:
         index = pick % len(leaves)
         assert native.levels.path(index) == plain.levels.path(index)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    data=st.binary(min_size=1, max_size=3000),
+    step=st.sampled_from([1, 7, 63, 64, 65, 119, 256, 1024]),
+    padded=st.booleans(),
+)
+def test_each_kernel_hashes_every_chunk_length_as_hashlib(
+    data: bytes, step: int, padded: bool
+) -> None:
+    """Chunk sizes around the SHA-256 block (55, 56, 64 bytes of message, ...), short and
+    padded last chunks, odd widths: every level equal to hashlib's, for each kernel built."""
+    arr = np.frombuffer(data, np.uint8)
+    want = MerkleLevels(TraceLayout(0, step, "<", padded)._hash_memory(arr.data)).levels
+    for name in _BUILT:
+        got = _sha256._flat_levels(_KERNELS[name], arr, step, padded)
+        assert [[bytes(h) for h in lv] for lv in got] == want, name
 
 
 def _resnet_run() -> tuple[FixedExecutor, dict[str, np.ndarray]]:
