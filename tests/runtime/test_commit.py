@@ -172,10 +172,15 @@ def test_each_kernel_hashes_every_chunk_length_as_hashlib(
     """Chunk sizes around the SHA-256 block (55, 56, 64 bytes of message, ...), short and
     padded last chunks, odd widths: every level equal to hashlib's, for each kernel built."""
     arr = np.frombuffer(data, np.uint8)
-    want = MerkleLevels(TraceLayout(0, step, "<", padded)._hash_memory(arr.data)).levels
+    parts = [arr, arr[: len(arr) // 3], arr[:1]]  # several trees in one call
+    layout = TraceLayout(0, step, "<", padded)
     for name in _BUILT:
-        got = _sha256._flat_levels(_KERNELS[name], arr, step, padded)
-        assert [[bytes(h) for h in lv] for lv in got] == want, name
+        trees = _sha256.Forest(parts, step, padded)
+        trees.hash(_KERNELS[name])
+        for k, part in enumerate(parts):
+            want = MerkleLevels(layout._hash_memory(part.data)).levels if part.size else [[]]
+            got = [[bytes(h) for h in lv] for lv in trees.levels(k)]
+            assert got == want, name
 
 
 def _resnet_run() -> tuple[FixedExecutor, dict[str, np.ndarray]]:
@@ -245,7 +250,7 @@ def test_the_committer_commits_small_and_large_tensors_as_one_by_one(
         mp.setattr(_commit, "_BATCH_MIN", _SMALL_BATCH)
         for v in values:
             committer.append(v)
-    handed = sum(len(b.jobs) for b in committer._batches)
+    handed = sum(len(b.indices) for b in committer._batches)
     if sum(sizes) >= _SMALL_BATCH:
         assert handed, "nothing was handed to the worker"
     arrays, commitments = committer.results()
@@ -262,7 +267,7 @@ def test_many_small_tensors_reach_the_worker_in_batches() -> None:
     small = _commit._BATCH_MIN // 8
     for k in range(40):
         committer.append(np.full(small, k, np.int8))
-    assert [len(b.jobs) for b in committer._batches] == [8] * 5
+    assert [len(b.indices) for b in committer._batches] == [8] * 5
     _, commitments = committer.results()
     assert [c.root for c in commitments] == [
         TensorCommitment.of(np.full(small, k, np.int8)).root for k in range(40)

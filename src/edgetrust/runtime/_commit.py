@@ -12,7 +12,6 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, Literal
 
 import numpy as np
@@ -83,11 +82,15 @@ class TraceLayout:
 
         mv = self._memory(values)
         if len(mv) >= _NATIVE_MIN or (len(mv) > self.chunk_bytes and native.loaded()):
-            data = np.frombuffer(mv, np.uint8)
-            levels = native.tree_levels(data, self.chunk_bytes, self.padded)
+            levels = native.tree_levels(np.frombuffer(mv, np.uint8), self.chunk_bytes, self.padded)
             if levels is not None:
                 return MerkleLevels.from_arrays(levels)
         return MerkleLevels(self._hash_memory(mv))
+
+    def bytes_of(self, values: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
+        """The canonical bytes (before padding) as a uint8 array: for int8, or where the
+        layout's byte order is the machine's, a view of the array's own memory."""
+        return np.frombuffer(self._memory(values), np.uint8)
 
     def _memory(self, values: npt.NDArray[Any]) -> memoryview:
         """The canonical bytes (before padding) as memory: for int8, or where the layout's
@@ -270,12 +273,18 @@ class TensorCommitment:
     def of(values: npt.NDArray[Any], layout: TraceLayout = LAYOUT_V1) -> TensorCommitment:
         """Commit to `values` (an int8/16/32/64 array) in `layout`."""
         arr = np.ascontiguousarray(values)  # ndim >= 1: a scalar commits as shape (1,)
-        # the dict skips numpy's slow Python-level `dtype.name` for native arrays
-        name = _DTYPE_NAMES.get(arr.dtype) or arr.dtype.name
-        if name not in _DTYPES:
-            raise InvalidInputError(f"cannot commit to dtype {arr.dtype.name}")
+        name = _dtype_name(arr)
         levels = layout.tensor_tree(arr)
         return TensorCommitment(name, tuple(int(d) for d in arr.shape), levels, layout)
+
+    @staticmethod
+    def from_levels(
+        values: npt.NDArray[Any], levels: list[npt.NDArray[np.uint8]], layout: TraceLayout
+    ) -> TensorCommitment:
+        """The commitment to `values` whose tree `_sha256.Forest` built (`levels`)."""
+        arr = np.ascontiguousarray(values)
+        tree = MerkleLevels.from_arrays(levels)
+        return TensorCommitment(_dtype_name(arr), tuple(int(d) for d in arr.shape), tree, layout)
 
     @property
     def root(self) -> bytes:
@@ -285,6 +294,15 @@ class TensorCommitment:
     def leaf_data(self, extra: Mapping[str, Any] | None = None) -> bytes:
         """The entry leaf binding dtype, shape and root."""
         return self.layout.entry_leaf(self.dtype, self.shape, self.root, extra)
+
+
+def _dtype_name(arr: npt.NDArray[Any]) -> str:
+    """The committed dtype's name; an error for any other dtype."""
+    # the dict skips numpy's slow Python-level `dtype.name` for native arrays
+    name = _DTYPE_NAMES.get(arr.dtype) or arr.dtype.name
+    if name not in _DTYPES:
+        raise InvalidInputError(f"cannot commit to dtype {arr.dtype.name}")
+    return name
 
 
 def entry_leaf_data(
@@ -328,23 +346,21 @@ def _worker() -> ThreadPoolExecutor:
     return _POOL[1]
 
 
-def _run_all(jobs: Sequence[Callable[[], _Job]]) -> list[_Job]:
-    return [job() for job in jobs]
-
-
 @dataclass
 class _Batch:
-    """Jobs handed to the worker together: their future, and the entries they are for."""
+    """Entries hashed together in one native call: their indices and values, and the
+    committed arrays and trees once hashed (by the worker, if `future` is set)."""
 
-    future: Future[list[_Job]]
-    jobs: list[tuple[int, Callable[[], _Job]]]
+    indices: list[int]
+    values: list[Any]
+    future: Future[tuple[list[npt.NDArray[Any]], Any]] | None = None
 
 
 class Committer:
-    """Commits tensors as a run appends them: on a worker thread where the native hasher
-    releases the GIL (a traced run then hashes on another core while it computes the next
-    nodes), in batches of at least `_BATCH_MIN` elements; else inline. The same commitments
-    either way.
+    """Commits tensors as a run appends them: where the native hasher is available, in
+    batches of at least `_BATCH_MIN` elements, each one `_sha256.Forest` hashed on a worker
+    thread in one call (the GIL released throughout, so the run computes the next nodes
+    meanwhile); else inline with hashlib. The same commitments either way.
 
     `convert[k]` turns the k-th appended value into the array that is committed (its storage
     dtype); the value must not change after it is appended.
@@ -357,10 +373,11 @@ class Committer:
 
         self.layout = layout
         self.convert = convert
-        self._done: list[_Job | None] = []
-        """Each appended entry's result, None until it is known."""
-        self._waiting: list[tuple[int, Callable[[], _Job]]] = []
-        """Entries not handed over yet, (index, job), and their elements."""
+        self._count = 0
+        self._inline: list[_Job] = []
+        """Entries committed inline (no native hasher), in order."""
+        self._waiting = _Batch([], [])
+        """Entries not handed over yet."""
         self._waiting_size = 0
         self._batches: list[_Batch] = []
         """Batches handed to the worker, in order."""
@@ -368,41 +385,56 @@ class Committer:
 
     def append(self, value: Any) -> None:
         """Commit the next entry's value."""
-        index = len(self._done)
-        job = partial(self._commit, self.convert[index], value)
+        index, self._count = self._count, self._count + 1
         if self._pool is None:
-            self._done.append(job())
+            arr = self.convert[index](value)
+            self._inline.append((arr, TensorCommitment.of(arr, self.layout)))
             return
-        self._done.append(None)
-        self._waiting.append((index, job))
+        self._waiting.indices.append(index)
+        self._waiting.values.append(value)
         self._waiting_size += int(getattr(value, "size", 1))
         if self._waiting_size >= _BATCH_MIN:
-            jobs, self._waiting, self._waiting_size = self._waiting, [], 0
-            future = self._pool.submit(_run_all, [j for _, j in jobs])
-            self._batches.append(_Batch(future, jobs))
+            batch, self._waiting, self._waiting_size = self._waiting, _Batch([], []), 0
+            batch.future = self._pool.submit(self._hash, batch)
+            self._batches.append(batch)
 
-    def _commit(self, convert: Callable[[Any], npt.NDArray[Any]], value: Any) -> _Job:
-        arr = convert(value)
-        return arr, TensorCommitment.of(arr, self.layout)
+    def _hash(self, batch: _Batch) -> tuple[list[npt.NDArray[Any]], Any]:
+        """The committed arrays of `batch` and their trees, hashed in one native call."""
+        from edgetrust.runtime import _sha256 as native
+
+        arrs = [self.convert[i](v) for i, v in zip(batch.indices, batch.values, strict=True)]
+        layout = self.layout
+        trees = native.Forest([layout.bytes_of(a) for a in arrs], layout.chunk_bytes, layout.padded)
+        trees.hash()
+        return arrs, trees
 
     def results(self) -> tuple[list[npt.NDArray[Any]], list[TensorCommitment]]:
         """The committed arrays and their commitments, in the order appended. Entries still
         waiting, and batches the worker has not started yet (taken back from the end of its
-        queue), are committed here, so both threads hash until the last one is done (the
-        same commitments)."""
-        for index, job in self._waiting:
-            self._done[index] = job()
-        self._waiting, self._waiting_size = [], 0
-        while self._batches and self._batches[-1].future.cancel():
-            for index, job in self._batches.pop().jobs:
-                self._done[index] = job()
-        for batch in self._batches:  # the worker reached these
-            for (index, _), result in zip(batch.jobs, batch.future.result(), strict=True):
-                self._done[index] = result
-        self._batches = []
-        done = [j for j in self._done if j is not None]
-        assert len(done) == len(self._done)  # every entry was committed above
-        return [a for a, _ in done], [c for _, c in done]
+        queue), are hashed here, so both threads hash until the last one is done (the same
+        commitments)."""
+        if self._pool is None:
+            return [a for a, _ in self._inline], [c for _, c in self._inline]
+        pending = self._batches + ([self._waiting] if self._waiting.indices else [])
+        self._batches, self._waiting, self._waiting_size = [], _Batch([], []), 0
+        hashed: dict[int, tuple[list[npt.NDArray[Any]], Any]] = {}
+        for k in range(len(pending) - 1, -1, -1):
+            future = pending[k].future
+            if future is not None and not future.cancel():
+                break  # the worker has started this one, so every one before it
+            hashed[k] = self._hash(pending[k])
+        arrays: list[npt.NDArray[Any]] = []
+        commitments: list[TensorCommitment] = []
+        for k, batch in enumerate(pending):
+            if k in hashed:
+                arrs, trees = hashed[k]
+            else:
+                assert batch.future is not None  # handed over, and not taken back above
+                arrs, trees = batch.future.result()
+            for j, arr in enumerate(arrs):
+                arrays.append(arr)
+                commitments.append(TensorCommitment.from_levels(arr, trees.levels(j), self.layout))
+        return arrays, commitments
 
 
 _Job = tuple[npt.NDArray[Any], TensorCommitment]

@@ -23,6 +23,7 @@ test); callers then hash with `hashlib`, which gives the same bytes.
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -71,7 +72,7 @@ if numba is not None:
     _c_call: Any = intrinsic(_c_call_typing)
 
     @numba.njit(nogil=True, cache=True)
-    def _tree(fns: Any, data: Any, step: int, padded: bool, out: Any, starts: Any) -> None:
+    def _tree(fns: Any, table: Any, step: int, padded: bool, out: Any) -> None:
         # SHA256_CTX is 112 bytes in OpenSSL 1.1 and 3.x; 256 leaves room.
         ctx = np.empty(256, np.uint8)
         tag = np.zeros(2, np.uint8)
@@ -79,27 +80,30 @@ if numba is not None:
         zeros = np.zeros(step, np.uint8)
         init, upd, fin = fns[0], fns[1], fns[2]
         c, t0, t1 = ctx.ctypes.data, tag.ctypes.data, tag.ctypes.data + 1
-        base, obase = data.ctypes.data, out.ctypes.data
-        n = data.size
-        for i in range(starts[1]):  # leaves: SHA-256(0x00 || chunk)
-            lo = i * step
-            hi = min(lo + step, n)
-            _c_call(init, c, 0, 0)
-            _c_call(upd, c, t0, 1)
-            _c_call(upd, c, base + lo, hi - lo)
-            if padded and hi - lo < step:
-                _c_call(upd, c, zeros.ctypes.data, step - (hi - lo))
-            _c_call(fin, obase + 32 * i, c, 0)
-        for lv in range(starts.size - 2):  # interior: SHA-256(0x01 || left || right)
-            below, here = starts[lv], starts[lv + 1]
-            width = here - below
-            for j in range(width // 2):
+        obase = out.ctypes.data
+        for k in range(table.shape[0]):  # one tree per tensor (see `Forest`)
+            base, n, starts = table[k, 0], table[k, 1], table[k, 2:]
+            for i in range(starts[0], starts[1]):  # leaves: SHA-256(0x00 || chunk)
+                lo = (i - starts[0]) * step
+                hi = min(lo + step, n)
                 _c_call(init, c, 0, 0)
-                _c_call(upd, c, t1, 1)
-                _c_call(upd, c, obase + 32 * (below + 2 * j), 64)
-                _c_call(fin, obase + 32 * (here + j), c, 0)
-            if width & 1:  # an unpaired last node is promoted
-                out[here + width // 2] = out[here - 1]
+                _c_call(upd, c, t0, 1)
+                _c_call(upd, c, base + lo, hi - lo)
+                if padded and hi - lo < step:
+                    _c_call(upd, c, zeros.ctypes.data, step - (hi - lo))
+                _c_call(fin, obase + 32 * i, c, 0)
+            for lv in range(starts.size - 2):  # interior: SHA-256(0x01 || left || right)
+                below, here = starts[lv], starts[lv + 1]
+                width = here - below
+                if width < 2:
+                    break
+                for j in range(width // 2):
+                    _c_call(init, c, 0, 0)
+                    _c_call(upd, c, t1, 1)
+                    _c_call(upd, c, obase + 32 * (below + 2 * j), 64)
+                    _c_call(fin, obase + 32 * (here + j), c, 0)
+                if width & 1:  # an unpaired last node is promoted
+                    out[here + width // 2] = out[here - 1]
 
 
 def _openssl() -> Any:
@@ -144,29 +148,54 @@ def build(name: str) -> Any:
 
 
 def _self_check(tree: Any) -> None:
-    """Compare with the hashlib tree on odd widths, a short and a padded last chunk."""
+    """Compare with the hashlib trees on odd widths, a short and a padded last chunk, a lone
+    leaf, several trees in one call."""
     from edgetrust.runtime._commit import MerkleLevels, TraceLayout
 
     data = np.arange(1000, dtype=np.int64).astype(np.uint8)
     for step, padded in ((256, True), (1024, False), (64, False), (1, False)):
-        want = MerkleLevels(TraceLayout(0, step, "<", padded)._hash_memory(data.data)).levels
-        got = [[bytes(row) for row in lv] for lv in _flat_levels(tree, data, step, padded)]
-        if got != want:
-            raise AssertionError("native SHA-256 disagrees with hashlib")
+        layout = TraceLayout(0, step, "<", padded)
+        parts = [data, data[:1], data[: step + 1]]
+        trees = Forest(parts, step, padded)
+        trees.hash(tree)
+        for k, part in enumerate(parts):
+            want = MerkleLevels(layout._hash_memory(part.data)).levels
+            if [[bytes(row) for row in lv] for lv in trees.levels(k)] != want:
+                raise AssertionError("native SHA-256 disagrees with hashlib")
 
 
-def _flat_levels(
-    tree: Any, data: npt.NDArray[np.uint8], step: int, padded: bool
-) -> list[npt.NDArray[np.uint8]]:
-    width = -(-data.size // step)
-    bounds = [0, width]
-    while width > 1:
-        width = -(-width // 2)
-        bounds.append(bounds[-1] + width)
-    starts = np.array(bounds, np.int64)  # level k is rows [bounds[k], bounds[k + 1])
-    out = np.empty((bounds[-1], 32), np.uint8)
-    tree(data, step, padded, out, starts)
-    return [out[bounds[k] : bounds[k + 1]] for k in range(len(bounds) - 1)]
+class Forest:
+    """The RFC 9162 trees of several tensors' chunks, hashed in one native call: the GIL is
+    released throughout, so a commit thread needs it only before and after a whole batch."""
+
+    def __init__(self, datas: Sequence[npt.NDArray[np.uint8]], step: int, padded: bool) -> None:
+        self._datas = [np.ascontiguousarray(d) for d in datas]  # alive while hashed
+        self.step, self.padded = step, padded
+        rows, table = 0, []
+        for d in self._datas:
+            width = -(-d.size // step)
+            starts = [rows, rows + width]
+            while width > 1:
+                width = -(-width // 2)
+                starts.append(starts[-1] + width)
+            rows = starts[-1]
+            table.append([d.ctypes.data, d.size, *starts])
+        self._lengths = [len(t) - 2 for t in table]
+        depth = max(self._lengths, default=0)
+        # Row k: tensor k's address, size and level bounds (rows of `_out`), its last bound
+        # repeated past its top (empty levels, which the kernels skip).
+        self._table = np.array([t + t[-1:] * (depth - len(t) + 2) for t in table], np.int64)
+        self._out = np.empty((rows, 32), np.uint8)
+
+    def hash(self, tree: Any = None) -> None:
+        """Hash every tree (with `tree`, a kernel `build` returned; by default the one
+        `available` chose)."""
+        (tree or _kernel[1])(self._table, self.step, self.padded, self._out)
+
+    def levels(self, index: int) -> list[npt.NDArray[np.uint8]]:
+        """Tensor `index`'s tree, as (width, 32) uint8 arrays from the leaves up."""
+        b = self._table[index, 2 : 2 + self._lengths[index]].tolist()
+        return [self._out[b[k] : b[k + 1]] for k in range(len(b) - 1)]
 
 
 def available() -> bool:
@@ -193,4 +222,6 @@ def tree_levels(data: npt.NDArray[np.uint8], step: int, padded: bool) -> list[An
     from the leaves up; None for no data or where the native path is unavailable."""
     if data.size == 0 or not available():
         return None
-    return _flat_levels(_kernel[1], np.ascontiguousarray(data), step, padded)
+    trees = Forest([data], step, padded)
+    trees.hash()
+    return trees.levels(0)

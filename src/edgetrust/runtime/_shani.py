@@ -204,10 +204,24 @@ def _digest(state: Any, out: Any, index: int) -> None:
             out[index, 4 * k + j] = (word >> (24 - 8 * j)) & 0xFF
 
 
+def _bytes_at_typing(typingctx: Any, address: Any) -> Any:
+    """``(uint8 *) address``, for `numba.carray`."""
+    sig = types.CPointer(types.uint8)(types.intp)  # type: ignore[no-untyped-call]
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        return builder.inttoptr(args[0], ir.IntType(8).as_pointer())
+
+    return sig, codegen
+
+
+_bytes_at: Any = intrinsic(_bytes_at_typing)
+
+
 @numba.njit(nogil=True, cache=True)
-def tree(data: Any, step: int, padded: bool, out: Any, starts: Any) -> None:
-    """Every level of the RFC 9162 tree over `data`'s `step`-byte chunks into `out`, rows
-    [starts[k], starts[k+1]) for level k (as `_sha256._tree`, the same bytes).
+def tree(table: Any, step: int, padded: bool, out: Any) -> None:
+    """The RFC 9162 tree over each tensor's `step`-byte chunks into `out`: tensor k is the
+    ``table[k, 1]`` bytes at address ``table[k, 0]``, its level L rows [table[k, 2 + L],
+    table[k, 3 + L]) (see `_sha256.Forest`; the same bytes as `_sha256._tree`).
 
     Messages of equal length go two at a time; a lone one (the last of a level, a short last
     chunk) is hashed in both lanes.
@@ -215,28 +229,34 @@ def tree(data: Any, step: int, padded: bool, out: Any, starts: Any) -> None:
     row = max(128, (1 + step + 9 + 63) // 64 * 64)
     buf = np.zeros((2, row), np.uint8)
     state = np.empty((2, 8), np.uint32)
-    width, i = starts[1], 0
-    while i < width:  # leaves: SHA-256(0x00 || chunk)
-        blocks = _leaf(buf[0], data, i, step, padded)
-        pair = i + 1 < width and _leaf(buf[1], data, i + 1, step, padded) == blocks
-        if not pair:
-            first, second = buf[0], buf[1]
-            for k in range(first.size):
-                second[k] = first[k]
-        _hash(state, buf, blocks)
-        _digest(state[0], out, i)
-        if pair:
-            _digest(state[1], out, i + 1)
-        i += 2 if pair else 1
-    for lv in range(starts.size - 2):  # interior: SHA-256(0x01 || left || right)
-        below, here = starts[lv], starts[lv + 1]
-        nodes = (here - below) // 2
-        for j in range(0, nodes, 2):
-            _node(buf[0], out, below + 2 * j)
-            _node(buf[1], out, below + 2 * min(j + 1, nodes - 1))
-            _hash(state, buf, 2)
-            _digest(state[0], out, here + j)
-            if j + 1 < nodes:
-                _digest(state[1], out, here + j + 1)
-        if (here - below) & 1:  # an unpaired last node is promoted
-            out[here + nodes] = out[here - 1]
+    for t in range(table.shape[0]):
+        data = numba.carray(_bytes_at(table[t, 0]), (table[t, 1],))
+        starts = table[t, 2:]
+        first, width = starts[0], starts[1] - starts[0]
+        i = 0
+        while i < width:  # leaves: SHA-256(0x00 || chunk)
+            blocks = _leaf(buf[0], data, i, step, padded)
+            pair = i + 1 < width and _leaf(buf[1], data, i + 1, step, padded) == blocks
+            if not pair:
+                one, two = buf[0], buf[1]
+                for k in range(one.size):
+                    two[k] = one[k]
+            _hash(state, buf, blocks)
+            _digest(state[0], out, first + i)
+            if pair:
+                _digest(state[1], out, first + i + 1)
+            i += 2 if pair else 1
+        for lv in range(starts.size - 2):  # interior: SHA-256(0x01 || left || right)
+            below, here = starts[lv], starts[lv + 1]
+            if here - below < 2:
+                break
+            nodes = (here - below) // 2
+            for j in range(0, nodes, 2):
+                _node(buf[0], out, below + 2 * j)
+                _node(buf[1], out, below + 2 * min(j + 1, nodes - 1))
+                _hash(state, buf, 2)
+                _digest(state[0], out, here + j)
+                if j + 1 < nodes:
+                    _digest(state[1], out, here + j + 1)
+            if (here - below) & 1:  # an unpaired last node is promoted
+                out[here + nodes] = out[here - 1]
