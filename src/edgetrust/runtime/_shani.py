@@ -27,6 +27,7 @@ import numpy as np
 from llvmlite import binding, ir  # type: ignore[import-untyped]
 from numba import types
 from numba.extending import intrinsic
+from numba.np.numpy_support import carray
 
 _K = (
     0x428A2F98, 0x71374491, 0xB5C0FBCF, 0xE9B5DBA5, 0x3956C25B, 0x59F111F1, 0x923F82A4, 0xAB1C5ED5,
@@ -230,7 +231,7 @@ def tree(table: Any, step: int, padded: bool, out: Any) -> None:
     buf = np.zeros((2, row), np.uint8)
     state = np.empty((2, 8), np.uint32)
     for t in range(table.shape[0]):
-        data = numba.carray(_bytes_at(table[t, 0]), (table[t, 1],))
+        data = carray(_bytes_at(table[t, 0]), (table[t, 1],))
         starts = table[t, 2:]
         first, width = starts[0], starts[1] - starts[0]
         i = 0
