@@ -338,12 +338,6 @@ one, smaller ones inline): 1.57, 1.50, 3.5. A tensor of this size or more goes a
 any that wait before it."""
 
 
-_SPLIT_MIN = 1 << 17
-"""Elements waiting when a run ends above which the worker (if idle) hashes about half of
-them while the run's thread hashes the rest: the last tensors are hashed in about half the
-time. Below it, handing over costs more than it saves."""
-
-
 def _worker() -> ThreadPoolExecutor:
     """The process's one commit thread (a new one after a fork: threads do not survive it)."""
     global _POOL
@@ -404,21 +398,6 @@ class Committer:
             batch.future = self._pool.submit(self._hash, batch)
             self._batches.append(batch)
 
-    @staticmethod
-    def _split(batch: _Batch) -> tuple[_Batch, _Batch]:
-        """`batch` in two of about equal elements (each at least one entry)."""
-        sizes = [int(getattr(v, "size", 1)) for v in batch.values]
-        half, run, cut = sum(sizes) / 2, 0, len(sizes) - 1
-        for k, n in enumerate(sizes[:-1]):
-            run += n
-            if run >= half:
-                cut = k + 1
-                break
-        return (
-            _Batch(batch.indices[:cut], batch.values[:cut]),
-            _Batch(batch.indices[cut:], batch.values[cut:]),
-        )
-
     def _hash(self, batch: _Batch) -> tuple[list[npt.NDArray[Any]], Any]:
         """The committed arrays of `batch` and their trees, hashed in one native call."""
         from edgetrust.runtime import _sha256 as native
@@ -426,7 +405,7 @@ class Committer:
         arrs = [self.convert[i](v) for i, v in zip(batch.indices, batch.values, strict=True)]
         layout = self.layout
         trees = native.Forest([layout.bytes_of(a) for a in arrs], layout.chunk_bytes, layout.padded)
-        trees.hash()
+        trees.hash()  # GIL released: the run computes on meanwhile
         return arrs, trees
 
     def results(self) -> tuple[list[npt.NDArray[Any]], list[TensorCommitment]]:
@@ -436,21 +415,13 @@ class Committer:
         commitments)."""
         if self._pool is None:
             return [a for a, _ in self._inline], [c for _, c in self._inline]
-        pending, shared = self._batches, None
-        if self._waiting.indices:
-            idle = all(b.future.done() for b in pending)  # type: ignore[union-attr]
-            if idle and self._waiting_size >= _SPLIT_MIN and len(self._waiting.indices) > 1:
-                shared, rest = self._split(self._waiting)
-                shared.future = self._pool.submit(self._hash, shared)
-                pending = [*pending, shared, rest]
-            else:
-                pending = [*pending, self._waiting]
+        pending = self._batches + ([self._waiting] if self._waiting.indices else [])
         self._batches, self._waiting, self._waiting_size = [], _Batch([], []), 0
         hashed: dict[int, tuple[list[npt.NDArray[Any]], Any]] = {}
         for k in range(len(pending) - 1, -1, -1):
             future = pending[k].future
-            if pending[k] is shared or (future is not None and not future.cancel()):
-                break  # the worker has (or will have) started this one, so every one before
+            if future is not None and not future.cancel():
+                break  # the worker has started this one, so every one before it
             hashed[k] = self._hash(pending[k])
         arrays: list[npt.NDArray[Any]] = []
         commitments: list[TensorCommitment] = []
