@@ -129,6 +129,29 @@ def test_the_sha_ni_kernel_is_preferred_where_the_cpu_has_it() -> None:
     assert _sha256.build("openssl") is not None
 
 
+def test_numba_compiling_for_another_cpu_falls_back_to_openssl() -> None:
+    """With numba told to compile for a generic CPU, the SHA-NI kernel must not be compiled at
+    all (LLVM would abort the process on the intrinsics): the process picks OpenSSL's kernel
+    and still hashes as hashlib does."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np, hashlib\n"
+        "from edgetrust.runtime import _sha256\n"
+        "print(_sha256.kernel())\n"
+        "lv = _sha256.tree_levels(np.zeros(10, np.uint8), 256, True)\n"
+        "assert bytes(lv[0][0]) == hashlib.sha256(bytes(257)).digest()\n"
+    )
+    env = {**os.environ, "NUMBA_CPU_NAME": "generic"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["openssl"]
+
+
 _KERNELS = {name: _sha256.build(name) for name in _sha256._CANDIDATES}
 _BUILT = [name for name, tree in _KERNELS.items() if tree is not None]
 
