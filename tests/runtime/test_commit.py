@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgetrust.log.merkle import EMPTY_ROOT
-from edgetrust.runtime import _commit, _sha256
+from edgetrust.runtime import _commit, _committer, _sha256, _shani
 from edgetrust.runtime._commit import LAYOUT_V1, LAYOUT_V2, MerkleLevels, TensorCommitment
 from edgetrust.runtime.fixed import FixedExecutor
 from edgetrust.runtime.trace import TraceLayout
@@ -212,19 +212,61 @@ def _resnet_run() -> tuple[FixedExecutor, dict[str, np.ndarray]]:
     return FixedExecutor(model, precision="int8", calibration=[x]), x
 
 
-def test_a_traced_run_commits_the_same_on_the_worker_thread_and_inline() -> None:
-    """The Committer hashes on its thread with the native hasher, inline with hashlib: the
-    trace (values, entry leaves, root) is the same, and its tensors are big enough to take
-    the native path."""
+def test_a_traced_run_commits_the_same_through_the_queue_the_batches_and_inline() -> None:
+    """Through the queue (where SHA-NI is used), the batches handed to the worker, and inline
+    with hashlib: the trace (values, entry leaves, root) is the same, and its tensors are big
+    enough to take the native path."""
     ex, x = _resnet_run()
-    _, threaded = ex.run_traced(x)
-    assert max(v.nbytes for v in threaded.values) >= _commit._NATIVE_MIN
+    _, first = ex.run_traced(x)
+    assert max(v.nbytes for v in first.values) >= _commit._NATIVE_MIN
     with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_committer, "QUEUE", False)
+        _, batched = ex.run_traced(x)
         mp.setattr(_sha256, "ENABLED", False)
         _, inline = ex.run_traced(x)
-    assert threaded.root == inline.root
-    assert threaded.leaf_bytes == inline.leaf_bytes
-    assert all(np.array_equal(a, b) for a, b in zip(threaded.values, inline.values, strict=True))
+    for other in (batched, inline):
+        assert first.root == other.root
+        assert first.leaf_bytes == other.leaf_bytes
+        assert all(np.array_equal(a, b) for a, b in zip(first.values, other.values, strict=True))
+
+
+def test_the_queue_is_used_where_the_sha_ni_kernel_is() -> None:
+    """A traced run on a SHA-NI machine goes through the queue (else through batches)."""
+    kind = _committer.committer(LAYOUT_V2, [])
+    kind.close()
+    want = _committer.QueueCommitter if _sha256.kernel() == "sha-ni" else _committer.Committer
+    assert type(kind) is want
+
+
+def test_a_run_that_raises_leaves_no_worker_polling() -> None:
+    """A traced run that raises mid-way closes its queue: the worker's call returns (it is
+    free for the next run, which commits as before)."""
+    ex, x = _resnet_run()
+    _, want = ex.run_traced(x)
+    boom = RuntimeError("a node failed")
+
+    def fail(*args: object) -> None:
+        raise boom
+
+    opened: list[object] = []
+    factory = _committer.committer
+
+    def spy(*args: object) -> object:
+        opened.append(factory(*args))  # type: ignore[arg-type]
+        return opened[-1]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_committer, "committer", spy)
+        mp.setattr(ex.ops[3], "run", fail)
+        mp.setattr(ex.ops[3], "run_outputs", fail)
+        mp.setattr(ex.ops[3], "run_fused", fail, raising=False)
+        with pytest.raises(RuntimeError, match="a node failed"):
+            ex.run_traced(x)
+    (used,) = opened
+    if isinstance(used, _committer.QueueCommitter):
+        assert used._ctl[_shani.CLOSED] == 1
+        assert used._future.cancelled() or used._future.result(timeout=30) >= 0
+    assert ex.run_traced(x)[1].root == want.root
 
 
 def test_a_forked_child_gets_its_own_commit_thread() -> None:
@@ -259,35 +301,45 @@ _SMALL_BATCH = 1 << 12
     st.sampled_from(DTYPES),
     st.sampled_from([LAYOUT_V1, LAYOUT_V2]),
     st.integers(0, 2**32 - 1),
+    st.sampled_from(["batches", "queue"]),
 )
 def test_the_committer_commits_small_and_large_tensors_as_one_by_one(
-    sizes: list[int], dtype: str, layout: TraceLayout, seed: int
+    sizes: list[int], dtype: str, layout: TraceLayout, seed: int, kind: str
 ) -> None:
     """However tensors of mixed sizes are batched for the worker (small ones wait for company,
-    a large one goes at once with those waiting), each gets its own commitment, in order."""
+    a large one goes at once with those waiting) or queued (the queue is short here, so the
+    rest is hashed on the caller's thread), each gets its own commitment, in order."""
+    if kind == "queue" and _sha256.kernel() != "sha-ni":
+        kind = "batches"  # the queue exists only with the SHA-NI kernel
     rng = np.random.default_rng(seed)
     info = np.iinfo(dtype)
     values = [rng.integers(info.min, info.max, n, endpoint=True).astype(dtype) for n in sizes]
-    committer = _commit.Committer(layout, [np.ascontiguousarray] * len(values))
+    convert = [np.ascontiguousarray] * len(values)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(_commit, "_BATCH_MIN", _SMALL_BATCH)
+        mp.setattr(_committer, "_BATCH_MIN", _SMALL_BATCH)
+        mp.setattr(_committer, "_QUEUE_JOBS", 3)
+        committer: _committer.Committer | _committer.QueueCommitter
+        if kind == "queue":
+            committer = _committer.QueueCommitter(layout, convert)
+        else:
+            committer = _committer.Committer(layout, convert)
         for v in values:
             committer.append(v)
-    handed = sum(len(b.indices) for b in committer._batches)
-    if sum(sizes) >= _SMALL_BATCH:
-        assert handed, "nothing was handed to the worker"
+    if isinstance(committer, _committer.Committer) and sum(sizes) >= _SMALL_BATCH:
+        assert committer._batches, "nothing was handed to the worker"
     arrays, commitments = committer.results()
     assert len(arrays) == len(values)
     for v, a, c in zip(values, arrays, commitments, strict=True):
         assert np.array_equal(a, v)
         want = TensorCommitment.of(v, layout)
         assert (c.root, c.dtype, c.shape) == (want.root, want.dtype, want.shape)
+        assert c.levels.levels == want.levels.levels
 
 
 def test_many_small_tensors_reach_the_worker_in_batches() -> None:
     """Tensors below the batch size are handed over together once they add up to it."""
-    committer = _commit.Committer(LAYOUT_V1, [np.ascontiguousarray] * 40)
-    small = _commit._BATCH_MIN // 8
+    committer = _committer.Committer(LAYOUT_V1, [np.ascontiguousarray] * 40)
+    small = _committer._BATCH_MIN // 8
     for k in range(40):
         committer.append(np.full(small, k, np.int8))
     assert [len(b.indices) for b in committer._batches] == [8] * 5

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -190,6 +188,10 @@ class MerkleLevels:
     leaves [i·2**L, min((i+1)·2**L, n)); every subtree the RFC recursion visits is one of those.
     """
 
+    _levels: Sequence[Any]
+    _rows: tuple[npt.NDArray[np.uint8], Sequence[int]]
+    """`from_rows`'s output rows and level bounds, until `_cut` makes `_levels` of them."""
+
     def __init__(self, leaf_hashes: Sequence[bytes]) -> None:
         levels: list[list[bytes]] = [list(leaf_hashes)]
         sha = _sha256
@@ -203,7 +205,7 @@ class MerkleLevels:
                 up.append(level[-1])
             level = up
             levels.append(level)
-        self._levels: Sequence[Any] = levels
+        self._levels = levels
 
     @classmethod
     def from_arrays(cls, levels: list[npt.NDArray[np.uint8]]) -> MerkleLevels:
@@ -212,19 +214,40 @@ class MerkleLevels:
         tree._levels = levels
         return tree
 
+    @classmethod
+    def from_rows(cls, rows: npt.NDArray[np.uint8], starts: Sequence[int]) -> MerkleLevels:
+        """The tree whose level k is ``rows[starts[k]:starts[k + 1]]`` (a native tree's
+        output), cut into levels only when a level is asked for: a traced run needs only
+        the root of most tensors."""
+        tree = cls.__new__(cls)
+        tree._rows = (rows, starts)
+        return tree
+
+    def _cut(self) -> Sequence[Any]:
+        if not hasattr(self, "_levels"):
+            rows, b = self._rows
+            self._levels = [rows[b[k] : b[k + 1]] for k in range(len(b) - 1)]
+        return self._levels
+
     @property
     def levels(self) -> list[list[bytes]]:
         """Every level's node hashes, from the leaves up."""
-        return [[bytes(h) for h in level] for level in self._levels]
+        return [[bytes(h) for h in level] for level in self._cut()]
 
     @property
     def size(self) -> int:
         """Number of leaves."""
+        if not hasattr(self, "_levels"):
+            _, b = self._rows
+            return int(b[1] - b[0])
         return len(self._levels[0])
 
     @property
     def root(self) -> bytes:
         """The tree's root (SHA-256 of nothing for an empty tree)."""
+        if not hasattr(self, "_levels"):
+            rows, b = self._rows
+            return bytes(rows[b[-2]]) if b[1] > b[0] else EMPTY_ROOT
         return bytes(self._levels[-1][0]) if len(self._levels[0]) else EMPTY_ROOT
 
     def subtree(self, lo: int, hi: int) -> bytes:
@@ -234,7 +257,7 @@ class MerkleLevels:
         level = (hi - lo - 1).bit_length()
         if lo & ((1 << level) - 1) or min(lo + (1 << level), self.size) != hi:
             raise InvalidInputError(f"[{lo}, {hi}) is not a subtree of a tree of {self.size}")
-        return bytes(self._levels[level][lo >> level])
+        return bytes(self._cut()[level][lo >> level])
 
     def path(self, index: int) -> list[bytes]:
         """The RFC 9162 audit path of leaf `index` (§2.1.3.1), from the stored levels."""
@@ -278,12 +301,11 @@ class TensorCommitment:
         return TensorCommitment(name, tuple(int(d) for d in arr.shape), levels, layout)
 
     @staticmethod
-    def from_levels(
-        values: npt.NDArray[Any], levels: list[npt.NDArray[np.uint8]], layout: TraceLayout
+    def from_tree(
+        values: npt.NDArray[Any], tree: MerkleLevels, layout: TraceLayout
     ) -> TensorCommitment:
-        """The commitment to `values` whose tree `_sha256.Forest` built (`levels`)."""
+        """The commitment to `values` whose tree was built natively (`_sha256.Forest`)."""
         arr = np.ascontiguousarray(values)
-        tree = MerkleLevels.from_arrays(levels)
         return TensorCommitment(_dtype_name(arr), tuple(int(d) for d in arr.shape), tree, layout)
 
     @property
@@ -325,116 +347,3 @@ def _leaf_hashes(data: memoryview, step: int) -> list[bytes]:
     """RFC 9162 leaf hashes of `data` cut into `step`-byte chunks (the last one may be short)."""
     sha = _sha256
     return [sha(b"\x00" + data[i : i + step]).digest() for i in range(0, len(data), step)]
-
-
-_POOL: tuple[int, ThreadPoolExecutor] | None = None
-_BATCH_MIN = 1 << 18
-"""Elements per hand-over to the commit thread: smaller tensors wait and go together, since
-handing over a small tensor (and the GIL back and forth) costs more than hashing it. Measured
-traced/untraced, one process per setting: at 2**16 SqueezeNet int8 1.41, int16 1.25, the
-digits MLP 5.2 (its few small tensors then cross threads once, mid-run); at 2**18 1.35, 1.26,
-3.2; at 2**20 1.42, 1.35, 3.5. Before batching (tensors of 2**16 or more handed over one by
-one, smaller ones inline): 1.57, 1.50, 3.5. A tensor of this size or more goes at once, with
-any that wait before it."""
-
-
-def _worker() -> ThreadPoolExecutor:
-    """The process's one commit thread (a new one after a fork: threads do not survive it)."""
-    global _POOL
-    if _POOL is None or _POOL[0] != os.getpid():
-        _POOL = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="edgetrust-commit"))
-    return _POOL[1]
-
-
-@dataclass
-class _Batch:
-    """Entries hashed together in one native call: their indices and values, and the
-    committed arrays and trees once hashed (by the worker, if `future` is set)."""
-
-    indices: list[int]
-    values: list[Any]
-    future: Future[tuple[list[npt.NDArray[Any]], Any]] | None = None
-
-
-class Committer:
-    """Commits tensors as a run appends them: where the native hasher is available, in
-    batches of at least `_BATCH_MIN` elements, each one `_sha256.Forest` hashed on a worker
-    thread in one call (the GIL released throughout, so the run computes the next nodes
-    meanwhile); else inline with hashlib. The same commitments either way.
-
-    `convert[k]` turns the k-th appended value into the array that is committed (its storage
-    dtype); the value must not change after it is appended.
-    """
-
-    def __init__(
-        self, layout: TraceLayout, convert: Sequence[Callable[[Any], npt.NDArray[Any]]]
-    ) -> None:
-        from edgetrust.runtime import _sha256 as native
-
-        self.layout = layout
-        self.convert = convert
-        self._count = 0
-        self._inline: list[_Job] = []
-        """Entries committed inline (no native hasher), in order."""
-        self._waiting = _Batch([], [])
-        """Entries not handed over yet."""
-        self._waiting_size = 0
-        self._batches: list[_Batch] = []
-        """Batches handed to the worker, in order."""
-        self._pool = _worker() if native.available() else None
-
-    def append(self, value: Any) -> None:
-        """Commit the next entry's value."""
-        index, self._count = self._count, self._count + 1
-        if self._pool is None:
-            arr = self.convert[index](value)
-            self._inline.append((arr, TensorCommitment.of(arr, self.layout)))
-            return
-        self._waiting.indices.append(index)
-        self._waiting.values.append(value)
-        self._waiting_size += int(getattr(value, "size", 1))
-        if self._waiting_size >= _BATCH_MIN:
-            batch, self._waiting, self._waiting_size = self._waiting, _Batch([], []), 0
-            batch.future = self._pool.submit(self._hash, batch)
-            self._batches.append(batch)
-
-    def _hash(self, batch: _Batch) -> tuple[list[npt.NDArray[Any]], Any]:
-        """The committed arrays of `batch` and their trees, hashed in one native call."""
-        from edgetrust.runtime import _sha256 as native
-
-        arrs = [self.convert[i](v) for i, v in zip(batch.indices, batch.values, strict=True)]
-        layout = self.layout
-        trees = native.Forest([layout.bytes_of(a) for a in arrs], layout.chunk_bytes, layout.padded)
-        trees.hash()  # GIL released: the run computes on meanwhile
-        return arrs, trees
-
-    def results(self) -> tuple[list[npt.NDArray[Any]], list[TensorCommitment]]:
-        """The committed arrays and their commitments, in the order appended. Entries still
-        waiting, and batches the worker has not started yet (taken back from the end of its
-        queue), are hashed here, so both threads hash until the last one is done (the same
-        commitments)."""
-        if self._pool is None:
-            return [a for a, _ in self._inline], [c for _, c in self._inline]
-        pending = self._batches + ([self._waiting] if self._waiting.indices else [])
-        self._batches, self._waiting, self._waiting_size = [], _Batch([], []), 0
-        hashed: dict[int, tuple[list[npt.NDArray[Any]], Any]] = {}
-        for k in range(len(pending) - 1, -1, -1):
-            future = pending[k].future
-            if future is not None and not future.cancel():
-                break  # the worker has started this one, so every one before it
-            hashed[k] = self._hash(pending[k])
-        arrays: list[npt.NDArray[Any]] = []
-        commitments: list[TensorCommitment] = []
-        for k, batch in enumerate(pending):
-            if k in hashed:
-                arrs, trees = hashed[k]
-            else:
-                assert batch.future is not None  # handed over, and not taken back above
-                arrs, trees = batch.future.result()
-            for j, arr in enumerate(arrs):
-                arrays.append(arr)
-                commitments.append(TensorCommitment.from_levels(arr, trees.levels(j), self.layout))
-        return arrays, commitments
-
-
-_Job = tuple[npt.NDArray[Any], TensorCommitment]

@@ -185,7 +185,14 @@ class Forest:
     """The RFC 9162 trees of several tensors' chunks, hashed in one native call: the GIL is
     released throughout, so a commit thread needs it only before and after a whole batch."""
 
-    def __init__(self, datas: Sequence[npt.NDArray[np.uint8]], step: int, padded: bool) -> None:
+    def __init__(
+        self,
+        datas: Sequence[npt.NDArray[np.uint8]],
+        step: int,
+        padded: bool,
+        out: npt.NDArray[np.uint8] | None = None,
+    ) -> None:
+        """Trees of `datas` in `step`-byte chunks, into `out` (rows of 32 bytes) if given."""
         self._datas = [np.ascontiguousarray(d) for d in datas]  # alive while hashed
         self.step, self.padded = step, padded
         rows, table = 0, []
@@ -198,7 +205,9 @@ class Forest:
         # Row k: tensor k's address, size and level bounds (rows of `_out`), its last bound
         # repeated past its top (empty levels, which the kernels skip).
         self._table = np.array([t + t[-1:] * (depth - len(t) + 2) for t in table], np.int64)
-        self._out = np.empty((rows, 32), np.uint8)
+        if out is not None and out.shape != (rows, 32):
+            raise ValueError(f"the trees need ({rows}, 32) output rows, not {out.shape}")
+        self._out = np.empty((rows, 32), np.uint8) if out is None else out
 
     def hash(self, tree: Any = None) -> None:
         """Hash every tree (with `tree`, a kernel `build` returned; by default the one

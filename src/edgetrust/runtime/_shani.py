@@ -19,6 +19,7 @@ falls back to OpenSSL's one-message-per-call path.
 
 from __future__ import annotations
 
+import ctypes
 import platform
 from typing import Any
 
@@ -261,3 +262,126 @@ def tree(table: Any, step: int, padded: bool, out: Any) -> None:
                     _digest(state[1], out, here + j + 1)
             if (here - below) & 1:  # an unpaired last node is promoted
                 out[here + nodes] = out[here - 1]
+
+
+# -- a queue of tensors served by one call ----------------------------------------------------
+# Atomic int64 operations at an address, a spin-wait hint and a nap, for `serve`.
+_I64P = ir.IntType(64).as_pointer()
+
+
+def _load_typing(typingctx: Any, address: Any) -> Any:
+    def codegen(context: Any, builder: Any, signature: Any, a: Any) -> Any:
+        return builder.load_atomic(builder.inttoptr(a[0], _I64P), "acquire", 8)
+
+    return types.int64(types.intp), codegen
+
+
+def _cas_typing(typingctx: Any, address: Any, old: Any, new: Any) -> Any:
+    def codegen(context: Any, builder: Any, signature: Any, a: Any) -> Any:
+        pair = builder.cmpxchg(builder.inttoptr(a[0], _I64P), a[1], a[2], "acq_rel", "acquire")
+        return builder.extract_value(pair, 1)
+
+    return types.boolean(types.intp, types.int64, types.int64), codegen
+
+
+def _add_typing(typingctx: Any, address: Any, value: Any) -> Any:
+    def codegen(context: Any, builder: Any, signature: Any, a: Any) -> Any:
+        return builder.atomic_rmw("add", builder.inttoptr(a[0], _I64P), a[1], "acq_rel")
+
+    return types.int64(types.intp, types.int64), codegen
+
+
+def _pause_typing(typingctx: Any) -> Any:
+    def codegen(context: Any, builder: Any, signature: Any, a: Any) -> Any:
+        fnty = ir.FunctionType(ir.VoidType(), [])
+        builder.call(_function(builder.module, "llvm.x86.sse2.pause", fnty), [])
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
+def _nap_typing(typingctx: Any, fn: Any, micros: Any) -> Any:
+    """``usleep(micros)`` through its address `fn`."""
+
+    def codegen(context: Any, builder: Any, signature: Any, a: Any) -> Any:
+        i32 = ir.IntType(32)
+        f = builder.inttoptr(a[0], ir.FunctionType(i32, [i32]).as_pointer())
+        builder.call(f, [builder.trunc(a[1], i32)])
+        return context.get_dummy_value()
+
+    return types.void(types.intp, types.int64), codegen
+
+
+_load: Any = intrinsic(_load_typing)
+_cas: Any = intrinsic(_cas_typing)
+_add: Any = intrinsic(_add_typing)
+_pause: Any = intrinsic(_pause_typing)
+_nap: Any = intrinsic(_nap_typing)
+
+POSTED, CLAIMED, CLOSED, FINISHED, JOBS, JOB_WORDS = 0, 1, 2, 3, 4, 4
+"""`serve`'s control array: jobs posted, jobs claimed, whether no more will be posted, jobs
+finished; from slot `JOBS`, `JOB_WORDS` per job: the tensor's bytes' address and length,
+its tree's output rows' address, and the chunk size times 2 plus ``padded``."""
+_SPINS, _NAPS, _NAP_US = 64, 30_000, 20
+"""`serve` without a job spins `_SPINS` times (a `pause` each), then naps (``usleep``, ~20-80
+µs each), so that an idle worker takes no cycles from the run; after `_NAPS` naps in a row
+(about two seconds) it gives up, so a caller that never closes its queue leaves no thread
+polling for long (whoever closes it hashes what is left)."""
+
+
+def usleep_address() -> int:
+    """The address of libc's ``usleep``, for `serve`."""
+    return int(ctypes.cast(ctypes.CDLL(None).usleep, ctypes.c_void_p).value or 0)
+
+
+@numba.njit(nogil=True, cache=True)
+def _one(ctl: Any, job: int) -> None:
+    """Job `job`'s tree (one tensor), as `tree` computes it."""
+    at = JOBS + JOB_WORDS * job
+    size, mode = ctl[at + 1], ctl[at + 3]
+    step = mode >> 1
+    width = (size + step - 1) // step
+    bounds, w = 2, width  # level bounds: 0, the leaves' end, then one more per level up
+    while w > 1:
+        w = (w + 1) // 2
+        bounds += 1
+    table = np.empty((1, 2 + bounds), np.int64)  # `_sha256.Forest`'s row for this tensor
+    table[0, 0], table[0, 1], table[0, 2], table[0, 3] = ctl[at], size, 0, width
+    w = width
+    for k in range(4, 2 + bounds):
+        w = (w + 1) // 2
+        table[0, k] = table[0, k - 1] + w
+    out = carray(_bytes_at(ctl[at + 2]), (table[0, 1 + bounds], 32))
+    tree(table, step, (mode & 1) == 1, out)
+
+
+@numba.njit(nogil=True, cache=True)
+def serve(ctl: Any, nap: int) -> int:
+    """Hash the jobs posted in `ctl` (see `POSTED`) until the queue is closed and empty, or
+    no job came for `_NAPS` naps; each job is claimed by one caller (compare-and-swap), so
+    several threads may serve one queue. The jobs this call hashed.
+
+    Posting is a plain store of the job's words and then of ``ctl[POSTED]``: x86 keeps
+    stores in order (and this kernel exists only on x86), so a job is complete once counted.
+    """
+    base = ctl.ctypes.data
+    posted, claimed, closed, finished = base, base + 8, base + 16, base + 24
+    done, idle = 0, 0
+    while True:
+        c = _load(claimed)
+        if c < _load(posted):
+            if _cas(claimed, c, c + 1):
+                _one(ctl, c)
+                _add(finished, 1)
+                done += 1
+                idle = 0
+            continue
+        if _load(closed) != 0 and _load(claimed) >= _load(posted):
+            return done
+        idle += 1
+        if idle <= _SPINS:
+            _pause()
+        elif idle - _SPINS > _NAPS:
+            return done
+        else:
+            _nap(nap, _NAP_US)

@@ -352,7 +352,7 @@ class FixedExecutor:
         kept: Any = None,
     ) -> tuple[dict[str, I64], Any]:
         """Run every node; with `keep`, each entry's value is appended to `kept` (a new list
-        unless one, or a `_commit.Committer`, is given) as soon as it is computed."""
+        unless one, or a `_committer.committer`, is given) as soon as it is computed."""
         env: dict[str, I64] = dict(self.quantize_inputs(inputs))
         target = self.entry_index(fault.node, fault.output) if fault is not None else -1
         if fault is not None and target < len(self.input_names):
@@ -512,13 +512,16 @@ class FixedExecutor:
 
         `fault` makes a lying device (demos and tests only): see `Fault`.
         """
-        from edgetrust.runtime._commit import Committer
+        from edgetrust.runtime._committer import committer as open_committer
         from edgetrust.runtime.trace import Trace
 
-        committer = Committer(
+        committer = open_committer(
             self.trace_layout, [partial(self.storage_array, e) for e in self.entries]
         )
-        env, _ = self._execute(inputs, keep=True, fault=fault, kept=committer)
+        try:
+            env, _ = self._execute(inputs, keep=True, fault=fault, kept=committer)
+        finally:
+            committer.close()  # a run that raised leaves no thread polling
         values, commitments = committer.results()
         return self._outputs(env), Trace(self.entries, values, self.trace_layout, commitments)
 

@@ -1,0 +1,246 @@
+"""Committing a traced run's tensors while it runs, on the second core.
+
+`committer` picks the way. Where the SHA-NI kernel is used, a `QueueCommitter`: one native
+call on a worker thread serves a queue in shared memory for the whole run, so the GIL changes
+hands twice per run. Elsewhere a `Committer`: batches handed to a worker thread one by one,
+each a hand-over of the GIL (tens of µs on a virtual machine). Both give the commitments
+`TensorCommitment.of` gives.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from edgetrust.runtime._commit import MerkleLevels, TensorCommitment, TraceLayout
+
+_Job = tuple[npt.NDArray[Any], TensorCommitment]
+
+_POOL: tuple[int, ThreadPoolExecutor] | None = None
+_BATCH_MIN = 1 << 18
+"""Elements per hand-over to the commit thread: smaller tensors wait and go together, since
+handing over a small tensor (and the GIL back and forth) costs more than hashing it. Measured
+traced/untraced, one process per setting: at 2**16 SqueezeNet int8 1.41, int16 1.25, the
+digits MLP 5.2 (its few small tensors then cross threads once, mid-run); at 2**18 1.35, 1.26,
+3.2; at 2**20 1.42, 1.35, 3.5. Before batching (tensors of 2**16 or more handed over one by
+one, smaller ones inline): 1.57, 1.50, 3.5. A tensor of this size or more goes at once, with
+any that wait before it."""
+
+
+def _worker() -> ThreadPoolExecutor:
+    """The process's one commit thread (a new one after a fork: threads do not survive it)."""
+    global _POOL
+    if _POOL is None or _POOL[0] != os.getpid():
+        _POOL = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="edgetrust-commit"))
+    return _POOL[1]
+
+
+@dataclass
+class _Batch:
+    """Entries hashed together in one native call: their indices and values, and the
+    committed arrays and trees once hashed (by the worker, if `future` is set)."""
+
+    indices: list[int]
+    values: list[Any]
+    future: Future[tuple[list[npt.NDArray[Any]], Any]] | None = None
+
+
+class Committer:
+    """Commits tensors as a run appends them: where the native hasher is available, in
+    batches of at least `_BATCH_MIN` elements, each one `_sha256.Forest` hashed on a worker
+    thread in one call (the GIL released throughout, so the run computes the next nodes
+    meanwhile); else inline with hashlib. The same commitments either way.
+
+    `convert[k]` turns the k-th appended value into the array that is committed (its storage
+    dtype); the value must not change after it is appended.
+    """
+
+    def __init__(
+        self, layout: TraceLayout, convert: Sequence[Callable[[Any], npt.NDArray[Any]]]
+    ) -> None:
+        from edgetrust.runtime import _sha256 as native
+
+        self.layout = layout
+        self.convert = convert
+        self._count = 0
+        self._inline: list[_Job] = []
+        """Entries committed inline (no native hasher), in order."""
+        self._waiting = _Batch([], [])
+        """Entries not handed over yet."""
+        self._waiting_size = 0
+        self._batches: list[_Batch] = []
+        """Batches handed to the worker, in order."""
+        self._pool = _worker() if native.available() else None
+
+    def append(self, value: Any) -> None:
+        """Commit the next entry's value."""
+        index, self._count = self._count, self._count + 1
+        if self._pool is None:
+            arr = self.convert[index](value)
+            self._inline.append((arr, TensorCommitment.of(arr, self.layout)))
+            return
+        self._waiting.indices.append(index)
+        self._waiting.values.append(value)
+        self._waiting_size += int(getattr(value, "size", 1))
+        if self._waiting_size >= _BATCH_MIN:
+            batch, self._waiting, self._waiting_size = self._waiting, _Batch([], []), 0
+            batch.future = self._pool.submit(self._hash, batch)
+            self._batches.append(batch)
+
+    def _hash(self, batch: _Batch) -> tuple[list[npt.NDArray[Any]], Any]:
+        """The committed arrays of `batch` and their trees, hashed in one native call."""
+        from edgetrust.runtime import _sha256 as native
+
+        arrs = [self.convert[i](v) for i, v in zip(batch.indices, batch.values, strict=True)]
+        layout = self.layout
+        trees = native.Forest([layout.bytes_of(a) for a in arrs], layout.chunk_bytes, layout.padded)
+        trees.hash()  # GIL released: the run computes on meanwhile
+        return arrs, trees
+
+    def close(self) -> None:
+        """Nothing more is appended (nothing to do here: `results` finishes the work)."""
+
+    def results(self) -> tuple[list[npt.NDArray[Any]], list[TensorCommitment]]:
+        """The committed arrays and their commitments, in the order appended. Entries still
+        waiting, and batches the worker has not started yet (taken back from the end of its
+        queue), are hashed here, so both threads hash until the last one is done (the same
+        commitments)."""
+        if self._pool is None:
+            return [a for a, _ in self._inline], [c for _, c in self._inline]
+        pending = self._batches + ([self._waiting] if self._waiting.indices else [])
+        self._batches, self._waiting, self._waiting_size = [], _Batch([], []), 0
+        hashed: dict[int, tuple[list[npt.NDArray[Any]], Any]] = {}
+        for k in range(len(pending) - 1, -1, -1):
+            future = pending[k].future
+            if future is not None and not future.cancel():
+                break  # the worker has started this one, so every one before it
+            hashed[k] = self._hash(pending[k])
+        arrays: list[npt.NDArray[Any]] = []
+        commitments: list[TensorCommitment] = []
+        for k, batch in enumerate(pending):
+            if k in hashed:
+                arrs, trees = hashed[k]
+            else:
+                assert batch.future is not None  # handed over, and not taken back above
+                arrs, trees = batch.future.result()
+            for j, arr in enumerate(arrs):
+                arrays.append(arr)
+                tree = MerkleLevels.from_arrays(trees.levels(j))
+                commitments.append(TensorCommitment.from_tree(arr, tree, self.layout))
+        return arrays, commitments
+
+
+_QUEUE_JOBS = 4096
+"""Tensors one queue holds; a run with more hashes the rest on its own thread."""
+
+
+class QueueCommitter:
+    """Commits tensors as a run appends them, through a queue that one native call on the
+    worker thread (`_shani.serve`) serves for the whole run: each tensor is posted by a few
+    stores to shared memory (its bytes' address and length, where its tree goes), which the
+    worker polls, so no thread is woken and the GIL changes hands only when the worker starts
+    and returns. `close` serves the queue on this thread too, then waits for the job the
+    worker may still be on.
+
+    `convert[k]` turns the k-th appended value into the array that is committed (its storage
+    dtype); the value must not change after it is appended.
+    """
+
+    def __init__(
+        self, layout: TraceLayout, convert: Sequence[Callable[[Any], npt.NDArray[Any]]]
+    ) -> None:
+        from edgetrust.runtime import _sha256, _shani
+
+        self.layout = layout
+        self.convert = convert
+        self._shani = _shani
+        self._address = _sha256.address
+        self._starts = _sha256._level_starts
+        self._mode = 2 * layout.chunk_bytes + int(layout.padded)
+        self._arrays: list[npt.NDArray[Any]] = []
+        self._kept: list[Any] = []
+        """Each tensor's canonical bytes and tree rows, in order: the worker's call holds
+        this list too, so nothing it may read is freed before it returns."""
+        self._ctl = np.zeros(_shani.JOBS + _shani.JOB_WORDS * _QUEUE_JOBS, np.int64)
+        self._posted = 0
+        self._closed = False
+        self._nap = _shani.usleep_address()
+        self._future = _worker().submit(_serve, self._ctl, self._nap, self._kept)
+
+    def append(self, value: Any) -> None:
+        """Commit the next entry's value: post it to the queue (or hash it here, past the
+        queue's end or once closed)."""
+        arr = self.convert[len(self._arrays)](value)
+        self._arrays.append(arr)
+        data = self.layout.bytes_of(arr)
+        out = np.empty((self._starts(data.size, self.layout.chunk_bytes)[-1], 32), np.uint8)
+        self._kept.append((data, out))
+        if data.size == 0:
+            return
+        if self._posted >= _QUEUE_JOBS or self._closed:
+            self._hash_here(data, out)
+            return
+        ctl, shani = self._ctl, self._shani
+        at = shani.JOBS + shani.JOB_WORDS * self._posted
+        ctl[at] = self._address(data)
+        ctl[at + 1] = data.size
+        ctl[at + 2] = self._address(out)
+        ctl[at + 3] = self._mode
+        self._posted += 1
+        ctl[shani.POSTED] = self._posted  # after the job's words: x86 keeps the order
+
+    def _hash_here(self, data: npt.NDArray[np.uint8], out: npt.NDArray[np.uint8]) -> None:
+        from edgetrust.runtime import _sha256
+
+        _sha256.Forest([data], self.layout.chunk_bytes, self.layout.padded, out=out).hash()
+
+    def close(self) -> None:
+        """Nothing more is appended: this thread serves the queue with the worker until every
+        job is hashed. A run that raised calls this too, so no thread polls on."""
+        if self._closed:
+            return
+        self._closed = True
+        shani = self._shani
+        self._ctl[shani.CLOSED] = 1
+        self._future.cancel()  # if the worker has not started, every job is served here
+        shani.serve(self._ctl, self._nap)
+        while self._ctl[shani.FINISHED] < self._posted:  # the worker's last job
+            pass
+
+    def results(self) -> tuple[list[npt.NDArray[Any]], list[TensorCommitment]]:
+        """The committed arrays and their commitments, in the order appended."""
+        self.close()
+        step, layout = self.layout.chunk_bytes, self.layout
+        commitments = []
+        for arr, (data, out) in zip(self._arrays, self._kept, strict=True):
+            tree = MerkleLevels.from_rows(out, self._starts(data.size, step))
+            commitments.append(TensorCommitment.from_tree(arr, tree, layout))
+        return self._arrays, commitments
+
+
+def _serve(ctl: npt.NDArray[np.int64], nap: int, kept: list[Any]) -> int:
+    """`_shani.serve` on the worker; `kept` only holds the tensors alive meanwhile."""
+    from edgetrust.runtime import _shani
+
+    return int(_shani.serve(ctl, nap))
+
+
+QUEUE = True
+"""Whether `committer` may use the queue (tests compare both ways)."""
+
+
+def committer(
+    layout: TraceLayout, convert: Sequence[Callable[[Any], npt.NDArray[Any]]]
+) -> Committer | QueueCommitter:
+    """The committer for a traced run on this machine (see the module docstring)."""
+    from edgetrust.runtime import _sha256
+
+    if QUEUE and _sha256.kernel() == "sha-ni":
+        return QueueCommitter(layout, convert)
+    return Committer(layout, convert)
