@@ -212,7 +212,17 @@ class Forest:
     def hash(self, tree: Any = None) -> None:
         """Hash every tree (with `tree`, a kernel `build` returned; by default the one
         `available` chose)."""
-        (tree or _kernel[1])(self._table, self.step, self.padded, self._out)
+        if tree is None:
+            if not available():
+                raise UnsupportedError("no native SHA-256 kernel on this machine")
+            tree = _kernel[1]
+        tree(self._table, self.step, self.padded, self._out)
+
+    def rows(self, index: int) -> npt.NDArray[np.uint8]:
+        """Tensor `index`'s tree as one (nodes, 32) array, level after level from the leaves
+        (the rows `_level_starts` bounds, from 0)."""
+        b = self._table[index, 2 : 2 + self._lengths[index]]
+        return self._out[int(b[0]) : int(b[-1])]
 
     def levels(self, index: int) -> list[npt.NDArray[np.uint8]]:
         """Tensor `index`'s tree, as (width, 32) uint8 arrays from the leaves up."""
