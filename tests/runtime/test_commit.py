@@ -307,8 +307,10 @@ def test_the_committer_commits_small_and_large_tensors_as_one_by_one(
     sizes: list[int], dtype: str, layout: TraceLayout, seed: int, kind: str
 ) -> None:
     """However tensors of mixed sizes are batched for the worker (small ones wait for company,
-    a large one goes at once with those waiting) or queued (the queue is short here, so the
-    rest is hashed on the caller's thread), each gets its own commitment, in order."""
+    a large one goes at once with those waiting) or queued (from the first tensor past the
+    start size; the queue holds 3 here, so the rest is hashed on the caller's thread; the
+    kernel reads each dtype's bytes in the layout's order), each gets its own commitment, in
+    order."""
     if kind == "queue" and _sha256.kernel() != "sha-ni":
         kind = "batches"  # the queue exists only with the SHA-NI kernel
     rng = np.random.default_rng(seed)
@@ -318,6 +320,7 @@ def test_the_committer_commits_small_and_large_tensors_as_one_by_one(
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(_committer, "_BATCH_MIN", _SMALL_BATCH)
         mp.setattr(_committer, "_QUEUE_JOBS", 3)
+        mp.setattr(_committer, "_START_MIN", _SMALL_BATCH)
         committer: _committer.Committer | _committer.QueueCommitter
         if kind == "queue":
             committer = _committer.QueueCommitter(layout, convert)
@@ -325,8 +328,11 @@ def test_the_committer_commits_small_and_large_tensors_as_one_by_one(
             committer = _committer.Committer(layout, convert)
         for v in values:
             committer.append(v)
-    if isinstance(committer, _committer.Committer) and sum(sizes) >= _SMALL_BATCH:
-        assert committer._batches, "nothing was handed to the worker"
+    if sum(sizes) >= _SMALL_BATCH:
+        if isinstance(committer, _committer.Committer):
+            assert committer._batches, "nothing was handed to the worker"
+        else:
+            assert committer._ctl is not None, "the queue never started"
     arrays, commitments = committer.results()
     assert len(arrays) == len(values)
     for v, a, c in zip(values, arrays, commitments, strict=True):

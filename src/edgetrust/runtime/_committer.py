@@ -168,10 +168,10 @@ class QueueCommitter:
         self._shani = _shani
         self._address = _sha256.address
         self._starts = _sha256._level_starts
-        self._mode = 2 * layout.chunk_bytes + int(layout.padded)
+        self._big = layout.byteorder == ">"
         self._arrays: list[npt.NDArray[Any]] = []
         self._kept: list[Any] = []
-        """Each tensor's canonical bytes and tree rows, in order: the worker's call holds
+        """Each tensor (contiguous) and its tree's rows, in order: the worker's call holds
         this list too, so nothing it may read is freed before it returns."""
         self._size = 0
         self._ctl: npt.NDArray[np.int64] | None = None
@@ -183,50 +183,53 @@ class QueueCommitter:
     def append(self, value: Any) -> None:
         """Commit the next entry's value: post it to the queue (or hash it here, past the
         queue's end or once closed), once the queue is started."""
-        arr = self.convert[len(self._arrays)](value)
+        arr = np.ascontiguousarray(self.convert[len(self._arrays)](value))
         self._arrays.append(arr)
-        data = self.layout.bytes_of(arr)
         if self._ctl is not None:
-            self._kept.append((data, self._rows_for(data)))
+            self._kept.append((arr, self._rows_for(arr)))
             self._post(*self._kept[-1])
             return
-        self._kept.append((data, None))
-        self._size += data.size
+        self._kept.append((arr, None))
+        self._size += arr.size
         if self._size >= _START_MIN and not self._closed:
             self._start()
 
-    def _rows_for(self, data: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
-        """Room for the tree of `data`."""
-        return np.empty((self._starts(data.size, self.layout.chunk_bytes)[-1], 32), np.uint8)
+    def _rows_for(self, arr: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
+        """Room for the tree of `arr`."""
+        return np.empty((self._starts(arr.nbytes, self.layout.chunk_bytes)[-1], 32), np.uint8)
 
     def _start(self) -> None:
         """Start the worker serving a new queue, and post what was appended so far."""
         shani = self._shani
         self._ctl = np.zeros(shani.JOBS + shani.JOB_WORDS * _QUEUE_JOBS, np.int64)
         self._future = _worker().submit(_serve, self._ctl, _nap_address(), self._kept)
-        self._kept[:] = [(data, self._rows_for(data)) for data, _ in self._kept]
-        for data, out in self._kept:
-            self._post(data, out)
+        self._kept[:] = [(arr, self._rows_for(arr)) for arr, _ in self._kept]
+        for arr, out in self._kept:
+            self._post(arr, out)
 
-    def _post(self, data: npt.NDArray[np.uint8], out: npt.NDArray[np.uint8]) -> None:
+    def _post(self, arr: npt.NDArray[Any], out: npt.NDArray[np.uint8]) -> None:
+        """Post `arr`'s tree (into `out`) to the queue: its own bytes, which the kernel reads
+        in the layout's byte order (no copy here)."""
         ctl, shani = self._ctl, self._shani
         assert ctl is not None  # started
-        if data.size == 0:
+        if arr.size == 0:
             return
         if self._posted >= _QUEUE_JOBS or self._closed:
-            self._hash_here(data, out)
+            self._hash_here(arr, out)
             return
+        swap = arr.itemsize if self._big else 1
         at = shani.JOBS + shani.JOB_WORDS * self._posted
-        ctl[at] = self._address(data)
-        ctl[at + 1] = data.size
+        ctl[at] = self._address(arr)
+        ctl[at + 1] = arr.nbytes
         ctl[at + 2] = self._address(out)
-        ctl[at + 3] = self._mode
+        ctl[at + 3] = shani.mode(self.layout.chunk_bytes, self.layout.padded, swap)
         self._posted += 1
         ctl[shani.POSTED] = self._posted  # after the job's words: x86 keeps the order
 
-    def _hash_here(self, data: npt.NDArray[np.uint8], out: npt.NDArray[np.uint8]) -> None:
+    def _hash_here(self, arr: npt.NDArray[Any], out: npt.NDArray[np.uint8]) -> None:
         from edgetrust.runtime import _sha256
 
+        data = self.layout.bytes_of(arr)
         _sha256.Forest([data], self.layout.chunk_bytes, self.layout.padded, out=out).hash()
 
     def close(self) -> None:
@@ -241,10 +244,10 @@ class QueueCommitter:
             from edgetrust.runtime import _sha256
 
             if self._kept:
-                datas = [d for d, _ in self._kept]
+                datas = [self.layout.bytes_of(a) for a, _ in self._kept]
                 trees = _sha256.Forest(datas, self.layout.chunk_bytes, self.layout.padded)
                 trees.hash()
-                self._kept[:] = [(d, trees.rows(k)) for k, d in enumerate(datas)]
+                self._kept[:] = [(a, trees.rows(k)) for k, (a, _) in enumerate(self._kept)]
             return
         ctl[shani.CLOSED] = 1
         assert self._future is not None
@@ -258,8 +261,8 @@ class QueueCommitter:
         self.close()
         step, layout = self.layout.chunk_bytes, self.layout
         commitments = []
-        for arr, (data, out) in zip(self._arrays, self._kept, strict=True):
-            tree = MerkleLevels.from_rows(out, self._starts(data.size, step))
+        for arr, (_, out) in zip(self._arrays, self._kept, strict=True):
+            tree = MerkleLevels.from_rows(out, self._starts(arr.nbytes, step))
             commitments.append(TensorCommitment.from_tree(arr, tree, layout))
         return self._arrays, commitments
 

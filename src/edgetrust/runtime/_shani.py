@@ -160,8 +160,10 @@ def _pad(row: Any, length: int) -> int:
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
-def _leaf(row: Any, data: Any, index: int, step: int, padded: bool) -> int:
-    """``0x00 || chunk`` (zero-padded to `step` if `padded`), padded for SHA-256; the blocks."""
+def _leaf(row: Any, data: Any, index: int, step: int, padded: bool, swap: int) -> int:
+    """``0x00 || chunk`` (zero-padded to `step` if `padded`), padded for SHA-256; the blocks.
+    With `swap` > 1, the chunk's bytes are reversed within each `swap`-byte element (the
+    big-endian layout from the machine's little-endian data; chunks hold whole elements)."""
     lo = index * step
     hi = min(lo + step, data.size)
     row[0] = 0
@@ -169,8 +171,13 @@ def _leaf(row: Any, data: Any, index: int, step: int, padded: bool) -> int:
     # copy through a temporary), and an index it cannot prove >= 0 (``1 + k``) gets a
     # wraparound select that keeps LLVM from vectorizing; either cost 3-4x the hashing here.
     src, dst = data[lo:hi], row[1:]
-    for k in range(src.size):
-        dst[k] = src[k]
+    if swap == 1:
+        for k in range(src.size):
+            dst[k] = src[k]
+    else:
+        flip = np.uint64(swap - 1)
+        for k in range(src.size):
+            dst[k] = src[np.uint64(k) ^ flip]
     length = 1 + (step if padded else hi - lo)
     tail = row[1 + hi - lo : length]
     for k in range(tail.size):
@@ -221,6 +228,12 @@ _bytes_at: Any = intrinsic(_bytes_at_typing)
 
 @numba.njit(nogil=True, cache=True)
 def tree(table: Any, step: int, padded: bool, out: Any) -> None:
+    """`_trees` of data in the layout's own byte order."""
+    _trees(table, step, padded, out, 1)
+
+
+@numba.njit(nogil=True, cache=True)
+def _trees(table: Any, step: int, padded: bool, out: Any, swap: int) -> None:
     """The RFC 9162 tree over each tensor's `step`-byte chunks into `out`: tensor k is the
     ``table[k, 1]`` bytes at address ``table[k, 0]``, its level L rows [table[k, 2 + L],
     table[k, 3 + L]) (see `_sha256.Forest`; the same bytes as `_sha256._tree`).
@@ -237,8 +250,8 @@ def tree(table: Any, step: int, padded: bool, out: Any) -> None:
         first, width = starts[0], starts[1] - starts[0]
         i = 0
         while i < width:  # leaves: SHA-256(0x00 || chunk)
-            blocks = _leaf(buf[0], data, i, step, padded)
-            pair = i + 1 < width and _leaf(buf[1], data, i + 1, step, padded) == blocks
+            blocks = _leaf(buf[0], data, i, step, padded, swap)
+            pair = i + 1 < width and _leaf(buf[1], data, i + 1, step, padded, swap) == blocks
             if not pair:
                 one, two = buf[0], buf[1]
                 for k in range(one.size):
@@ -321,7 +334,17 @@ _nap: Any = intrinsic(_nap_typing)
 POSTED, CLAIMED, CLOSED, FINISHED, JOBS, JOB_WORDS = 0, 1, 2, 3, 4, 4
 """`serve`'s control array: jobs posted, jobs claimed, whether no more will be posted, jobs
 finished; from slot `JOBS`, `JOB_WORDS` per job: the tensor's bytes' address and length,
-its tree's output rows' address, and the chunk size times 2 plus ``padded``."""
+its tree's output rows' address, and its `mode`."""
+
+
+def mode(step: int, padded: bool, swap: int) -> int:
+    """A job's chunk size, padding and byte swap (1: none; 2, 4, 8: reverse each element of
+    that many bytes, for a big-endian layout of little-endian data) in one word."""
+    if swap not in (1, 2, 4, 8) or step % swap:
+        raise ValueError(f"a swap of {swap} bytes does not fit chunks of {step}")
+    return step << 5 | swap << 1 | int(padded)
+
+
 _SPINS, _NAPS, _NAP_US = 64, 30_000, 20
 """`serve` without a job spins `_SPINS` times (a `pause` each), then naps (``usleep``, ~20-80
 µs each), so that an idle worker takes no cycles from the run; after `_NAPS` naps in a row
@@ -339,7 +362,7 @@ def _one(ctl: Any, job: int) -> None:
     """Job `job`'s tree (one tensor), as `tree` computes it."""
     at = JOBS + JOB_WORDS * job
     size, mode = ctl[at + 1], ctl[at + 3]
-    step = mode >> 1
+    step = mode >> 5
     width = (size + step - 1) // step
     bounds, w = 2, width  # level bounds: 0, the leaves' end, then one more per level up
     while w > 1:
@@ -352,7 +375,7 @@ def _one(ctl: Any, job: int) -> None:
         w = (w + 1) // 2
         table[0, k] = table[0, k - 1] + w
     out = carray(_bytes_at(ctl[at + 2]), (table[0, 1 + bounds], 32))
-    tree(table, step, (mode & 1) == 1, out)
+    _trees(table, step, (mode & 1) == 1, out, (mode >> 1) & 15)
 
 
 @numba.njit(nogil=True, cache=True)
