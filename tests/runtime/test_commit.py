@@ -230,6 +230,11 @@ def test_a_traced_run_commits_the_same_through_the_queue_the_batches_and_inline(
         assert all(np.array_equal(a, b) for a, b in zip(first.values, other.values, strict=True))
 
 
+def test_the_queue_layout_agrees_with_the_kernel() -> None:
+    assert (_committer._JOB0, _committer._JOB_WORDS) == (_shani.JOBS, _shani.JOB_WORDS)
+    assert _shani.POSTED == 0
+
+
 def test_the_queue_is_used_where_the_sha_ni_kernel_is() -> None:
     """A traced run on a SHA-NI machine goes through the queue (else through batches)."""
     kind = _committer.committer(LAYOUT_V2, [])

@@ -139,6 +139,9 @@ class Committer:
 
 _QUEUE_JOBS = 4096
 """Tensors one queue holds; a run with more hashes the rest on its own thread."""
+_JOB0, _JOB_WORDS = 4, 4
+"""`_shani.JOBS` and `_shani.JOB_WORDS` (a test checks they agree), here as constants: a post
+is on the run's thread, and module lookups add up over a model's tensors."""
 _START_MIN = 1 << 17
 """Elements a run must have appended before its queue starts the worker: starting it (and
 posting each tensor) costs ~50 µs of the run's thread, more than the hashing of a small
@@ -168,7 +171,9 @@ class QueueCommitter:
         self._shani = _shani
         self._address = _sha256.address
         self._starts = _sha256._level_starts
-        self._big = layout.byteorder == ">"
+        step, padded, big = layout.chunk_bytes, layout.padded, layout.byteorder == ">"
+        self._modes = {n: _shani.mode(step, padded, n if big else 1) for n in (1, 2, 4, 8)}
+        """Each itemsize's job mode (the kernel swaps bytes for a big-endian layout)."""
         self._arrays: list[npt.NDArray[Any]] = []
         self._kept: list[Any] = []
         """Each tensor (contiguous) and its tree's rows, in order: the worker's call holds
@@ -186,8 +191,9 @@ class QueueCommitter:
         arr = np.ascontiguousarray(self.convert[len(self._arrays)](value))
         self._arrays.append(arr)
         if self._ctl is not None:
-            self._kept.append((arr, self._rows_for(arr)))
-            self._post(*self._kept[-1])
+            out = self._rows_for(arr)
+            self._kept.append((arr, out))
+            self._post(arr, out)
             return
         self._kept.append((arr, None))
         self._size += arr.size
@@ -210,21 +216,21 @@ class QueueCommitter:
     def _post(self, arr: npt.NDArray[Any], out: npt.NDArray[np.uint8]) -> None:
         """Post `arr`'s tree (into `out`) to the queue: its own bytes, which the kernel reads
         in the layout's byte order (no copy here)."""
-        ctl, shani = self._ctl, self._shani
+        ctl = self._ctl
         assert ctl is not None  # started
         if arr.size == 0:
             return
         if self._posted >= _QUEUE_JOBS or self._closed:
             self._hash_here(arr, out)
             return
-        swap = arr.itemsize if self._big else 1
-        at = shani.JOBS + shani.JOB_WORDS * self._posted
-        ctl[at] = self._address(arr)
+        at = _JOB0 + _JOB_WORDS * self._posted
+        address = self._address
+        ctl[at] = address(arr)
         ctl[at + 1] = arr.nbytes
-        ctl[at + 2] = self._address(out)
-        ctl[at + 3] = shani.mode(self.layout.chunk_bytes, self.layout.padded, swap)
+        ctl[at + 2] = address(out)
+        ctl[at + 3] = self._modes[arr.itemsize]
         self._posted += 1
-        ctl[shani.POSTED] = self._posted  # after the job's words: x86 keeps the order
+        ctl[0] = self._posted  # _shani.POSTED, after the job's words: x86 keeps the order
 
     def _hash_here(self, arr: npt.NDArray[Any], out: npt.NDArray[np.uint8]) -> None:
         from edgetrust.runtime import _sha256
