@@ -10,6 +10,7 @@ import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Literal
 
 import numpy as np
@@ -165,11 +166,19 @@ def _v2_header(dtype: str, shape: Sequence[int]) -> bytes:
     return bytes([_V2_TAG, np.dtype(dtype).itemsize, len(shape), 0]) + dims
 
 
+@lru_cache(maxsize=4096)
+def _v2_prefix(dtype: str, shape: tuple[int, ...]) -> bytes:
+    """An entry leaf's bytes before its root: the header and the element count (cached: a
+    model's tensors have the same shapes run after run)."""
+    count = int(math.prod(shape))  # 1 for a scalar
+    return _v2_header(dtype, shape) + count.to_bytes(32, "big")
+
+
 def _v2_entry_leaf(
     dtype: str, shape: Sequence[int], root: bytes, extra: Mapping[str, Any] | None
 ) -> bytes:
-    count = math.prod(int(d) for d in shape)  # 1 for a scalar
-    out = _v2_header(dtype, shape) + count.to_bytes(32, "big") + bytes(root)
+    dims = shape if type(shape) is tuple else tuple(int(d) for d in shape)
+    out = _v2_prefix(dtype, dims) + bytes(root)
     if not extra:
         return out
     if set(extra) != {"node", "param"}:
