@@ -608,14 +608,40 @@ def test_ort_matmul_bound_is_numpy_matmul() -> None:
     for rows in (64, 33, 64, 40, 41, 42, 64):
         a = rng.integers(-q, q + 1, size=(rows, k))
         a[0] = q
-        got = mm.bound(a, q, lambda y: y.astype(np.int64))
-        assert got is not None
-        assert np.array_equal(got, a @ w.astype(np.int64))
+        for session in (True, False):  # onnxruntime's MatMul, or numpy's into the same buffers
+            got = mm.bound(a, q, lambda y: y.astype(np.int64), session=session)
+            assert got is not None
+            assert np.array_equal(got, a @ w.astype(np.int64))
     a = rng.integers(-q, q + 1, size=(64, k))
     a[3, 5] = q + 1  # beyond amax: refused, nothing computed
     assert mm.bound(a, q, lambda y: y.copy()) is None
     assert mm.bound(a[:1], q, lambda y: y.copy()) is None  # 1·K·N below MIN_WORK
     assert mm.bound(a[:, :-1], q, lambda y: y.copy()) is None  # wrong K
+
+
+@pytest.mark.parametrize("precision", ["int8", "int16"])
+def test_the_matmul_library_is_tuned_and_gives_the_same_bits(
+    precision: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each Gemm's product library (onnxruntime or numpy) is chosen per row count after its
+    first runs, and every run on the way gives the integers of either library alone."""
+    model, _ = digits_mlp_onnx()
+    x_tr, x_te, _, _ = load_digits_split()
+    x, calib = {"input": x_te}, [{"input": x_tr[:256]}]
+    want = {}
+    for library in ("all", "none"):
+        monkeypatch.setattr(_ortgemm, "LIBRARY", library)
+        want[library] = FixedExecutor(model, precision=precision, calibration=calib).run(x)
+    monkeypatch.setattr(_ortgemm, "LIBRARY", "tune")
+    ex = FixedExecutor(model, precision=precision, calibration=calib)
+    for _ in range(2 * (_ortconv.TUNE_RUNS + 1)):
+        got = ex.run(x)
+        for library in want:
+            assert all(np.array_equal(got[k], want[library][k]) for k in got)
+    tuned = [op._compiled[4].tuner for op in ex.ops if getattr(op, "_compiled", None)]
+    applies = [t for t in tuned if t.chosen or t._times]
+    assert applies, "no Gemm took a tunable product"
+    assert all(set(t.chosen) == {x_te.shape[0]} for t in applies)
 
 
 def test_ort_matmul_is_numpy_matmul_at_the_bound() -> None:

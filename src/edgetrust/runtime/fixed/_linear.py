@@ -10,6 +10,7 @@ Conv (`_conv`) shares this machinery.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -177,12 +178,17 @@ class _Dense(Op):
                     np.maximum(out, 0, out=out)
             return out
 
-        done = mm.bound(a, q, finish)
-        return (
-            done
-            if done is not None
-            else finish(_ortgemm.matmul(as_float(a, q, wf.dtype.type), wf, mm))
-        )
+        tune = mm.applies(a.shape)
+        use_ort = not tune or mm.tuner.pick(a.shape[0])
+        start = time.perf_counter()
+        done = mm.bound(a, q, finish) if use_ort else None
+        if done is None:
+            done = finish(
+                _ortgemm.matmul(as_float(a, q, wf.dtype.type), wf, mm if use_ort else None)
+            )
+        if tune:
+            mm.tuner.record(a.shape[0], use_ort, time.perf_counter() - start)
+        return done
 
     def weights_float_t(self) -> npt.NDArray[Any] | None:
         """The quantized weights transposed (K, N) in the exact float format, cached: the

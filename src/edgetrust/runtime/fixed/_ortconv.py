@@ -181,34 +181,39 @@ median)."""
 
 
 class LayoutTuner:
-    """Chooses a Conv's layout per input shape from its own first runs: the layouts take
-    turns until each has `TUNE_RUNS` timings after its first, then the one with the lower
-    median is kept. No extra runs: every timed run is a real one (the first few calls may
-    take the slower layout)."""
+    """Chooses between two ways of computing the same sums (a Conv's layout, blocked or
+    not; a product's library) per key from its own first runs: the two take turns until each
+    has `TUNE_RUNS` timings after its first, then the one with the lower median is kept. No
+    extra runs: every timed run is a real one (the first few calls may take the slower way).
 
-    def __init__(self) -> None:
+    `setting` gives "tune", "all" (always True) or "none" (always False); by default
+    `BLOCKED_CONV`."""
+
+    def __init__(self, setting: Callable[[], str] | None = None) -> None:
+        self._setting = setting or (lambda: BLOCKED_CONV)
         self._times: dict[Any, dict[bool, list[float]]] = {}
         self.chosen: dict[Any, bool] = {}
 
     def pick(self, key: Any) -> bool:
-        """The layout (blocked or not) the next run for `key` takes."""
-        if BLOCKED_CONV != "tune":
-            return BLOCKED_CONV == "all"
+        """The way (True or False) the next run for `key` takes."""
+        setting = self._setting()
+        if setting != "tune":
+            return setting == "all"
         hit = self.chosen.get(key)
         if hit is not None:
             return hit
         times = self._times.setdefault(key, {True: [], False: []})
         return len(times[True]) <= len(times[False])
 
-    def record(self, key: Any, blocked: bool, seconds: float) -> bool:
+    def record(self, key: Any, way: bool, seconds: float) -> bool:
         """One run's time; after enough of both, the choice for `key` is made (True then)."""
-        if BLOCKED_CONV != "tune" or key in self.chosen:
+        if self._setting() != "tune" or key in self.chosen:
             return False
         times = self._times.setdefault(key, {True: [], False: []})
-        times[blocked].append(seconds)
+        times[way].append(seconds)
         if min(len(times[True]), len(times[False])) <= TUNE_RUNS:
             return False
-        # each layout's first run (a new session's allocations) is not counted
+        # each way's first run (a new session's allocations) is not counted
         fast = np.median(times[True][1:]) <= np.median(times[False][1:])
         self.chosen[key] = bool(fast)
         del self._times[key]

@@ -5,10 +5,10 @@ The argument is `_arith.matmul_chunk`'s: with |a| ≤ amax, |w| ≤ wmax and K �
 of the K terms is an integer of magnitude ≤ 2**p, so every multiplication, addition or fused
 multiply-add the kernel performs, in whatever order, blocking or vector width, is exact, and
 so is the result. onnxruntime's CPU MatMul computes sums of products (MLAS's SGEMM/DGEMM
-kernels; no Strassen-like transform), so it returns the integers numpy's BLAS returns; its
-kernels are faster than numpy's OpenBLAS on the digits MLP's shapes on an AVX-512 machine
-(one thread: 450×64×32 float32 11 µs vs 18 µs, float64 19 µs vs 40 µs) and level with it
-through IOBinding on an AVX2 one (39 µs vs 37; 63 µs with a fresh output per call). The
+kernels; no Strassen-like transform), so it returns the integers numpy's BLAS returns. Which
+is faster depends on the CPU (see `LIBRARY`: on an AVX-512 Intel core MLAS, level on an AVX2
+AMD one, OpenBLAS on a Zen 4 one), so each weight matrix times both on its first runs and
+keeps the faster; both run into the same kept buffers. The
 bf16 fast-math option MLAS has on ARM64 is off by default and set off here explicitly
 (`_ortconv.session_options`, whose one thread and shared arena these sessions share). Tests
 compare both paths.
@@ -26,9 +26,21 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgetrust.runtime.fixed import _kernels
 from edgetrust.runtime.fixed._arith import I64
-from edgetrust.runtime.fixed._ortconv import KEPT_SHAPES, ProcessBuffers, T, make_session
+from edgetrust.runtime.fixed._ortconv import (
+    KEPT_SHAPES,
+    LayoutTuner,
+    ProcessBuffers,
+    T,
+    make_session,
+)
 
 ENABLED = True  # tests switch this off to compare against numpy's matmul
+LIBRARY = "tune"
+"""Which library multiplies where a session applies: "tune" (the faster per weight matrix
+and row count, timed over its first runs, `_ortconv.LayoutTuner`), "all" (onnxruntime) or
+"none" (numpy's BLAS). Which is faster depends on the CPU: on an AVX-512 Intel core MLAS
+was (450×64×32: float32 11 µs against 18, float64 19 against 40), on a Zen 4 core OpenBLAS
+is (float32 17 µs against 25, float64 34 against 70). Both give the same exact sums."""
 
 MIN_WORK = 1 << 18
 """Multiply-adds (M·K·N) from which a session call pays for its fixed cost (~5 µs)."""
@@ -49,6 +61,8 @@ class OrtMatMul:
         self.w = w
         self._session: ort.InferenceSession | None = None
         self._proc = ProcessBuffers()
+        self.tuner = LayoutTuner(lambda: LIBRARY)
+        """Per row count: onnxruntime (True) or numpy (False), whichever is faster here."""
 
     def _make(self) -> ort.InferenceSession:
         k, n = self.w.shape
@@ -62,7 +76,7 @@ class OrtMatMul:
         )
         return make_session(graph)
 
-    def _applies(self, shape: tuple[int, ...]) -> bool:
+    def applies(self, shape: tuple[int, ...]) -> bool:
         """Whether the session takes (and pays for) an input of `shape`."""
         if not ENABLED or len(shape) != 2 or shape[1] != self.w.shape[0]:
             return False
@@ -71,19 +85,22 @@ class OrtMatMul:
     def __call__(self, a: npt.NDArray[Any]) -> npt.NDArray[Any] | None:
         """``a @ w`` (a: (M, K), the weights' dtype), or None where the session does not pay
         or does not apply (then numpy multiplies: the same integers)."""
-        if a.dtype != self.w.dtype or not self._applies(a.shape):
+        if a.dtype != self.w.dtype or not self.applies(a.shape):
             return None
         if self._session is None:
             self._session = self._make()
         out: npt.NDArray[Any] = self._session.run(None, {"a": np.ascontiguousarray(a)})[0]
         return out
 
-    def bound(self, a: I64, amax: int, finish: Callable[[npt.NDArray[Any]], T]) -> T | None:
-        """``finish(a @ w)`` for int64 `a` (M, K) with |a| ≤ amax, by IOBinding; None where
-        the session does not apply or pay, or `a` does not convert exactly (the caller then
-        multiplies another way: the same integers). The product is a buffer the next call
-        overwrites: `finish` runs under the lock and must not return it (or a view)."""
-        if not self._applies(a.shape) or a.dtype != np.int64 or not a.flags.c_contiguous:
+    def bound(
+        self, a: I64, amax: int, finish: Callable[[npt.NDArray[Any]], T], session: bool = True
+    ) -> T | None:
+        """``finish(a @ w)`` for int64 `a` (M, K) with |a| ≤ amax, by IOBinding (or, without
+        `session`, numpy's matmul into the same kept buffers); None where the session does
+        not apply or pay, or `a` does not convert exactly (the caller then multiplies another
+        way: the same integers). The product is a buffer the next call overwrites: `finish`
+        runs under the lock and must not return it (or a view)."""
+        if not self.applies(a.shape) or a.dtype != np.int64 or not a.flags.c_contiguous:
             return None
         if self._session is None:
             self._session = self._make()
@@ -102,7 +119,10 @@ class OrtMatMul:
             af, y, binding = bufs
             if _kernels.to_float(a, amax, self.w.dtype.type, out=af) is None:
                 return None
-            self._session.run_with_iobinding(binding)
+            if session:
+                self._session.run_with_iobinding(binding)
+            else:
+                np.matmul(af, self.w, out=y)
             return finish(y)
 
 
