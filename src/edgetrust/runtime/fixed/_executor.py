@@ -365,7 +365,7 @@ class FixedExecutor:
         if kept is not None:
             for n in self.input_names:
                 kept.append(env[n])
-        last_use = self._last_use_cache()
+        drops = self._drops()
         entry = len(self.input_names)
         # Untraced runs fuse a BatchNormalization into the Conv it alone follows (the Conv's
         # output is never kept, so only the pair's result is computed; same integers).
@@ -408,10 +408,22 @@ class FixedExecutor:
                 if index not in done:
                     entry = self._run_node(index, node, op, xs, env, entry, target, fault, kept)
             # Values no later node reads leave `env` (a traced run's `kept` still holds them).
-            for name in node.input:
-                if name and last_use.get(name, -1) <= index and name not in self.output_names:
-                    env.pop(name, None)
+            for name in drops[index]:
+                env.pop(name, None)
         return env, kept
+
+    def _drops(self) -> list[tuple[str, ...]]:
+        """Per node, the inputs no later node reads and no graph output is (cached)."""
+        if not hasattr(self, "_drop_lists"):
+            last_use = self._last_use_cache()
+            outputs = set(self.output_names)
+            self._drop_lists = [
+                tuple(
+                    n for n in node.input if n and last_use.get(n, -1) <= index and n not in outputs
+                )
+                for index, node in enumerate(self.nodes)
+            ]
+        return self._drop_lists
 
     def _run_node(
         self,
