@@ -178,14 +178,12 @@ class _Dense(Op):
                     np.maximum(out, 0, out=out)
             return out
 
-        tune = mm.applies(a.shape)
-        use_ort = not tune or mm.tuner.pick(a.shape[0])
+        tune = mm.applies(a.shape)  # else too small a product for a session
+        use_ort = tune and mm.tuner.pick(a.shape[0])
         start = time.perf_counter()
-        done = mm.bound(a, q, finish) if use_ort else None
+        done = mm.bound(a, q, finish, session=use_ort) if tune else None
         if done is None:
-            done = finish(
-                _ortgemm.matmul(as_float(a, q, wf.dtype.type), wf, mm if use_ort else None)
-            )
+            done = finish(_ortgemm.matmul(as_float(a, q, wf.dtype.type), wf, None))
         if tune:
             mm.tuner.record(a.shape[0], use_ort, time.perf_counter() - start)
         return done
