@@ -353,7 +353,8 @@ class FixedExecutor:
     ) -> tuple[dict[str, I64], Any]:
         """Run every node; with `keep`, each entry's value is appended to `kept` (a new list
         unless one, or a `_committer.committer`, is given) as soon as it is computed."""
-        env: dict[str, I64] = dict(self.quantize_inputs(inputs))
+        steps = Steps.of(self) if fault is None else None
+        env = dict(steps.quantized(inputs) if steps is not None else self.quantize_inputs(inputs))
         target = self.entry_index(fault.node, fault.output) if fault is not None else -1
         if fault is not None and target < len(self.input_names):
             name = self.input_names[target]

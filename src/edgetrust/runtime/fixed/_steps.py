@@ -179,11 +179,18 @@ class Steps:
     # -- a run --------------------------------------------------------------------------------
 
     def _load(self, inputs: Mapping[str, npt.ArrayLike], env: Env) -> None:
-        """Quantized inputs into their slots: `quantize_inputs`, by one compiled pass per
-        well-formed float array (the general path for anything else, and its errors)."""
+        """Quantized inputs into their slots (`quantized`)."""
+        quantized = self.quantized(inputs)
+        for name, slot, _, _, _ in self.inputs:
+            env[slot] = quantized[name]
+
+    def quantized(self, inputs: Mapping[str, npt.ArrayLike]) -> dict[str, I64]:
+        """`quantize_inputs`, by one compiled pass per well-formed float array (the general
+        path for anything else, and its errors)."""
         ex = self.ex
+        out: dict[str, I64] = {}
         if type(inputs) is dict and len(inputs) == len(self.inputs):
-            for name, slot, kind, scale, dims in self.inputs:
+            for name, _, kind, scale, dims in self.inputs:
                 arr = inputs.get(name)
                 if type(arr) is not np.ndarray or arr.size > ex.max_elements:
                     break
@@ -201,16 +208,14 @@ class Steps:
                     q = _kernels.quantize(arr, scale, ex.qmax)
                     if q is None:
                         break
-                    env[slot] = q
+                    out[name] = q
                 else:
                     if arr.dtype.kind not in "iu":
                         break
-                    env[slot] = np.asarray(arr, np.int64)
+                    out[name] = np.asarray(arr, np.int64)
             else:
-                return
-        quantized = ex.quantize_inputs(inputs)
-        for name, slot, _, _, _ in self.inputs:
-            env[slot] = quantized[name]
+                return out
+        return ex.quantize_inputs(inputs)
 
     def run(self, inputs: Mapping[str, npt.ArrayLike]) -> dict[str, npt.NDArray[Any]]:
         """`FixedExecutor.run`: the outputs by name."""
