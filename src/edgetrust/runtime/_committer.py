@@ -52,11 +52,9 @@ class _Batch:
     future: Future[tuple[list[npt.NDArray[Any]], Any]] | None = None
 
 
-class Committer:
-    """Commits tensors as a run appends them: where the native hasher is available, in
-    batches of at least `_BATCH_MIN` elements, each one `_sha256.Forest` hashed on a worker
-    thread in one call (the GIL released throughout, so the run computes the next nodes
-    meanwhile); else inline with hashlib. The same commitments either way.
+class _Committing:
+    """What both committers share: `append` each entry's value as the run computes it,
+    `close` when no more come (also when the run raised), then `results`.
 
     `convert[k]` turns the k-th appended value into the array that is committed (its storage
     dtype); the value must not change after it is appended.
@@ -65,10 +63,23 @@ class Committer:
     def __init__(
         self, layout: TraceLayout, convert: Sequence[Callable[[Any], npt.NDArray[Any]]]
     ) -> None:
-        from edgetrust.runtime import _sha256 as native
-
         self.layout = layout
         self.convert = convert
+
+
+class Committer(_Committing):
+    """Commits tensors as a run appends them: where the native hasher is available, in
+    batches of at least `_BATCH_MIN` elements, each one `_sha256.Forest` hashed on a worker
+    thread in one call (the GIL released throughout, so the run computes the next nodes
+    meanwhile); else inline with hashlib. The same commitments either way.
+    """
+
+    def __init__(
+        self, layout: TraceLayout, convert: Sequence[Callable[[Any], npt.NDArray[Any]]]
+    ) -> None:
+        from edgetrust.runtime import _sha256 as native
+
+        super().__init__(layout, convert)
         self._count = 0
         self._inline: list[_Job] = []
         """Entries committed inline (no native hasher), in order."""
@@ -149,16 +160,13 @@ run's tensors saves (the digits MLP's 66,600 elements: 0.32 ms traced hashed at 
 0.40 ms through the queue), so a run below it is hashed at the end, in one call."""
 
 
-class QueueCommitter:
+class QueueCommitter(_Committing):
     """Commits tensors as a run appends them, through a queue that one native call on the
     worker thread (`_shani.serve`) serves for the whole run: each tensor is posted by a few
     stores to shared memory (its bytes' address and length, where its tree goes), which the
     worker polls, so no thread is woken and the GIL changes hands only when the worker starts
     and returns. `close` serves the queue on this thread too, then waits for the job the
     worker may still be on. The worker starts once `_START_MIN` elements are appended.
-
-    `convert[k]` turns the k-th appended value into the array that is committed (its storage
-    dtype); the value must not change after it is appended.
     """
 
     def __init__(
@@ -166,8 +174,7 @@ class QueueCommitter:
     ) -> None:
         from edgetrust.runtime import _sha256, _shani
 
-        self.layout = layout
-        self.convert = convert
+        super().__init__(layout, convert)
         self._shani = _shani
         self._address = _sha256.address
         self._starts = _sha256._level_starts
