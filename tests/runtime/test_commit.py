@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from edgetrust.errors import InvalidInputError
 from edgetrust.log.merkle import EMPTY_ROOT
 from edgetrust.runtime import _commit, _committer, _sha256, _shani
 from edgetrust.runtime._commit import LAYOUT_V1, LAYOUT_V2, MerkleLevels, TensorCommitment
@@ -358,3 +359,54 @@ def test_many_small_tensors_reach_the_worker_in_batches() -> None:
     assert [c.root for c in commitments] == [
         TensorCommitment.of(np.full(small, k, np.int8)).root for k in range(40)
     ]
+
+
+def _queued(values: list[np.ndarray], layout: TraceLayout) -> _committer.QueueCommitter:
+    committer = _committer.QueueCommitter(layout, [np.asarray] * len(values))
+    for v in values:
+        committer.append(v)
+    return committer
+
+
+@pytest.mark.skipif(_sha256.kernel() != "sha-ni", reason="the queue needs the SHA-NI kernel")
+def test_a_worker_that_fails_mid_job_leaves_no_tree_unhashed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """If the worker's call ends with jobs claimed but not finished, `close` does not wait
+    forever: it hashes every tree itself (the same commitments)."""
+    from concurrent.futures import Future
+    from types import SimpleNamespace
+
+    failed: Future[int] = Future()
+    failed.set_exception(MemoryError("worker"))
+    monkeypatch.setattr(_committer, "_START_MIN", 1)
+    monkeypatch.setattr(
+        _committer, "_worker", lambda: SimpleNamespace(submit=lambda *a, **k: failed)
+    )
+    values = [np.arange(n, dtype=np.int16) * 3 for n in (700, 1, 0, 2049)]
+    committer = _committer.QueueCommitter(LAYOUT_V2, [np.asarray] * len(values))
+    stub = SimpleNamespace(
+        CLOSED=_shani.CLOSED, FINISHED=_shani.FINISHED, JOBS=_shani.JOBS, JOB_WORDS=_shani.JOB_WORDS
+    )
+    committer._shani = stub  # type: ignore[assignment]
+    for v in values:
+        committer.append(v)
+    stub.serve = lambda ctl, nap: 0  # this thread claims nothing: the jobs look lost
+    _, commitments = committer.results()
+    assert [c.root for c in commitments] == [TensorCommitment.of(v, LAYOUT_V2).root for v in values]
+
+
+@pytest.mark.skipif(_sha256.kernel() != "sha-ni", reason="the queue needs the SHA-NI kernel")
+@pytest.mark.parametrize("layout", [LAYOUT_V1, LAYOUT_V2])
+def test_the_queue_commits_arrays_of_either_byte_order(
+    layout: TraceLayout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Arrays in big-endian memory commit as their values do (the kernel reads the machine's
+    order); a dtype no layout commits to is a typed error."""
+    monkeypatch.setattr(_committer, "_START_MIN", 1)
+    values = [np.arange(600, dtype=">i2") - 300, np.arange(90, dtype=">i8") << 40]
+    _, commitments = _queued(values, layout).results()
+    want = [TensorCommitment.of(v.astype(v.dtype.newbyteorder("=")), layout) for v in values]
+    assert [c.root for c in commitments] == [w.root for w in want]
+    with pytest.raises(InvalidInputError):
+        _queued([np.zeros(4, np.float32)], layout)

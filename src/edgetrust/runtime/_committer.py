@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from edgetrust.runtime._commit import MerkleLevels, TensorCommitment, TraceLayout
+from edgetrust.runtime._commit import MerkleLevels, TensorCommitment, TraceLayout, _dtype_name
 
 _Job = tuple[npt.NDArray[Any], TensorCommitment]
 
@@ -196,6 +196,9 @@ class QueueCommitter(_Committing):
         """Commit the next entry's value: post it to the queue (or hash it here, past the
         queue's end or once closed), once the queue is started."""
         arr = np.ascontiguousarray(self.convert[len(self._arrays)](value))
+        _dtype_name(arr)  # a dtype the layouts commit to, or a typed error
+        if not arr.dtype.isnative:  # the kernel reads the machine's byte order
+            arr = arr.astype(arr.dtype.newbyteorder("="))
         self._arrays.append(arr)
         if self._ctl is not None:
             out = self._rows_for(arr)
@@ -251,7 +254,6 @@ class QueueCommitter(_Committing):
         job it may still be on). A run that raised calls this too, so no thread polls on."""
         if self._closed:
             return
-        self._closed = True
         ctl, shani = self._ctl, self._shani
         if ctl is None:  # a small run: all at once, here, each tree in rows of one output
             from edgetrust.runtime import _sha256
@@ -261,13 +263,20 @@ class QueueCommitter(_Committing):
                 trees = _sha256.Forest(datas, self.layout.chunk_bytes, self.layout.padded)
                 trees.hash()
                 self._kept[:] = [(a, trees.rows(k)) for k, (a, _) in enumerate(self._kept)]
+            self._closed = True
             return
         ctl[shani.CLOSED] = 1
-        assert self._future is not None
-        self._future.cancel()  # if the worker has not started, every job is served here
+        future = self._future
+        assert future is not None  # set with the queue
+        future.cancel()  # if the worker has not started, every job is served here
         shani.serve(ctl, _nap_address())
         while ctl[shani.FINISHED] < self._posted:  # the worker's last job
-            pass
+            if future.done():  # the worker failed mid-job: hash every tree here again
+                for arr, out in self._kept:
+                    if arr.size:
+                        self._hash_here(arr, out)
+                break
+        self._closed = True  # only once every tree is hashed
 
     def results(self) -> tuple[list[npt.NDArray[Any]], list[TensorCommitment]]:
         """The committed arrays and their commitments, in the order appended."""

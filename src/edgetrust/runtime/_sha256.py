@@ -117,7 +117,44 @@ def _sha_ni() -> Any:
 
     if not _shani.supported():
         raise UnsupportedError("no SHA-NI on this CPU (or numba compiles for another)")
+    _check_queue(_shani)
     return _shani.tree
+
+
+def _check_queue(shani: Any) -> None:
+    """The queue's kernel (`_shani.serve`: its own level bounds and byte swaps) against the
+    hashlib trees, on both layouts, several dtypes, odd widths and a lone leaf."""
+    from edgetrust.runtime._commit import LAYOUT_V1, LAYOUT_V2, MerkleLevels
+
+    base = np.arange(1000, dtype=np.int64) * 2654435761
+    cases: list[tuple[npt.NDArray[Any], Any]] = [
+        (base[:300].astype(np.int16), LAYOUT_V2),
+        (base[:70] * 1_000_003, LAYOUT_V2),
+        (base[:513].astype(np.int32), LAYOUT_V2),
+        (base[:7].astype(np.int8), LAYOUT_V2),
+        (base.astype(np.int8), LAYOUT_V1),
+        (base[:300].astype(np.int16), LAYOUT_V1),
+    ]
+    ctl = np.zeros(shani.JOBS + shani.JOB_WORDS * len(cases), np.int64)
+    outs = []
+    for k, (arr, layout) in enumerate(cases):
+        out = np.zeros((_level_starts(arr.nbytes, layout.chunk_bytes)[-1], 32), np.uint8)
+        outs.append(out)
+        swap = arr.itemsize if layout.byteorder == ">" else 1
+        at = shani.JOBS + shani.JOB_WORDS * k
+        ctl[at : at + 4] = (
+            address(arr),
+            arr.nbytes,
+            address(out),
+            shani.mode(layout.chunk_bytes, layout.padded, swap),
+        )
+    ctl[shani.POSTED], ctl[shani.CLOSED] = len(cases), 1
+    shani.serve(ctl, shani.usleep_address())
+    for (arr, layout), out in zip(cases, outs, strict=True):
+        b = _level_starts(arr.nbytes, layout.chunk_bytes)
+        got = [[bytes(r) for r in out[b[k] : b[k + 1]]] for k in range(len(b) - 1)]
+        if got != MerkleLevels(layout.tensor_hashes(arr)).levels:
+            raise AssertionError("the SHA-NI queue disagrees with hashlib")
 
 
 _CANDIDATES = {"sha-ni": _sha_ni, "openssl": _openssl}

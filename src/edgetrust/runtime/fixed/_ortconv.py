@@ -216,7 +216,7 @@ class LayoutTuner:
         # each way's first run (a new session's allocations) is not counted
         fast = np.median(times[True][1:]) <= np.median(times[False][1:])
         self.chosen[key] = bool(fast)
-        del self._times[key]
+        self._times.pop(key, None)  # another thread may have decided it just now
         return True
 
     def layouts(self, geometry: Any) -> set[bool]:

@@ -7,8 +7,9 @@ after their last reader from precomputed lists, resolves the fusions (`_fusions`
 quantizes a float input and checks its finiteness in one compiled pass. The ops called, their
 order, their inputs and the widening of narrow arrays are those of `_execute(keep=False)`, so
 the integers are too (tests compare the two). Traced runs and fault injection keep the general
-path; so does any input that is not a plain dict of well-formed arrays (the general path then
-raises the typed error it always raised).
+path (a traced run without a fault quantizes its inputs here, `Steps.quantized`); so does any
+input that is not a plain dict of well-formed arrays (the general path then raises the typed
+error it always raised).
 """
 
 from __future__ import annotations
