@@ -231,9 +231,39 @@ def test_a_traced_run_commits_the_same_through_the_queue_the_batches_and_inline(
         assert all(np.array_equal(a, b) for a, b in zip(first.values, other.values, strict=True))
 
 
-def test_the_queue_layout_agrees_with_the_kernel() -> None:
-    assert (_committer._JOB0, _committer._JOB_WORDS) == (_shani.JOBS, _shani.JOB_WORDS)
-    assert _shani.POSTED == 0
+def _queued(values: list[np.ndarray], layout: TraceLayout) -> _committer.QueueCommitter:
+    committer = _committer.QueueCommitter(layout, [np.asarray] * len(values))
+    for v in values:
+        committer.append(v)
+    return committer
+
+
+@pytest.mark.skipif(_sha256.kernel() != "sha-ni", reason="the queue needs the SHA-NI kernel")
+def test_a_posted_job_is_what_the_kernel_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A post writes the tensor's own bytes (address, length), where its tree goes, and the
+    mode of the layout's chunk size, padding and byte swap, then counts it."""
+    from concurrent.futures import Future
+    from types import SimpleNamespace
+
+    idle: Future[int] = Future()  # no worker: the job stays in the queue, unclaimed
+    monkeypatch.setattr(_committer, "_START_MIN", 1)
+    monkeypatch.setattr(_committer, "_worker", lambda: SimpleNamespace(submit=lambda *a: idle))
+    arr = np.arange(300, dtype=np.int16)
+    committer = _queued([arr], LAYOUT_V2)
+    ctl = committer._ctl
+    assert ctl is not None
+    (kept, out), at = committer._kept[0], _shani.JOBS
+    assert ctl[_shani.POSTED] == 1 and ctl[_shani.CLAIMED] == 0
+    assert list(ctl[at : at + _shani.JOB_WORDS]) == [
+        _sha256.address(kept),
+        arr.nbytes,
+        _sha256.address(out),
+        _shani.mode(256, True, 2),
+    ]
+    assert _shani.mode(256, True, 2) == 256 << 5 | 2 << 1 | 1
+    idle.set_result(0)
+    _, (c,) = committer.results()  # served here
+    assert c.root == TensorCommitment.of(arr, LAYOUT_V2).root
 
 
 def test_the_queue_is_used_where_the_sha_ni_kernel_is() -> None:
@@ -361,13 +391,6 @@ def test_many_small_tensors_reach_the_worker_in_batches() -> None:
     ]
 
 
-def _queued(values: list[np.ndarray], layout: TraceLayout) -> _committer.QueueCommitter:
-    committer = _committer.QueueCommitter(layout, [np.asarray] * len(values))
-    for v in values:
-        committer.append(v)
-    return committer
-
-
 @pytest.mark.skipif(_sha256.kernel() != "sha-ni", reason="the queue needs the SHA-NI kernel")
 def test_a_worker_that_fails_mid_job_leaves_no_tree_unhashed(
     monkeypatch: pytest.MonkeyPatch,
@@ -384,14 +407,8 @@ def test_a_worker_that_fails_mid_job_leaves_no_tree_unhashed(
         _committer, "_worker", lambda: SimpleNamespace(submit=lambda *a, **k: failed)
     )
     values = [np.arange(n, dtype=np.int16) * 3 for n in (700, 1, 0, 2049)]
-    committer = _committer.QueueCommitter(LAYOUT_V2, [np.asarray] * len(values))
-    stub = SimpleNamespace(
-        CLOSED=_shani.CLOSED, FINISHED=_shani.FINISHED, JOBS=_shani.JOBS, JOB_WORDS=_shani.JOB_WORDS
-    )
-    committer._shani = stub  # type: ignore[assignment]
-    for v in values:
-        committer.append(v)
-    stub.serve = lambda ctl, nap: 0  # this thread claims nothing: the jobs look lost
+    committer = _queued(values, LAYOUT_V2)
+    monkeypatch.setattr(_shani, "serve", lambda ctl, nap: 0)  # claims nothing: jobs look lost
     _, commitments = committer.results()
     assert [c.root for c in commitments] == [TensorCommitment.of(v, LAYOUT_V2).root for v in values]
 

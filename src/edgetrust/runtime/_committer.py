@@ -19,7 +19,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from edgetrust.runtime import _sha256, _shani
 from edgetrust.runtime._commit import MerkleLevels, TensorCommitment, TraceLayout, _dtype_name
+from edgetrust.runtime._sha256 import address, level_starts
+from edgetrust.runtime._shani import CLOSED, FINISHED, JOB_WORDS, JOBS, POSTED
 
 _Job = tuple[npt.NDArray[Any], TensorCommitment]
 
@@ -40,6 +43,11 @@ def _worker() -> ThreadPoolExecutor:
     if _POOL is None or _POOL[0] != os.getpid():
         _POOL = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="edgetrust-commit"))
     return _POOL[1]
+
+
+def _forest(layout: TraceLayout, arrays: Sequence[npt.NDArray[Any]]) -> _sha256.Forest:
+    """The trees of `arrays`' canonical bytes in `layout`, laid out for one call."""
+    return _sha256.Forest([layout.bytes_of(a) for a in arrays], layout.chunk_bytes, layout.padded)
 
 
 @dataclass
@@ -77,8 +85,6 @@ class Committer(_Committing):
     def __init__(
         self, layout: TraceLayout, convert: Sequence[Callable[[Any], npt.NDArray[Any]]]
     ) -> None:
-        from edgetrust.runtime import _sha256 as native
-
         super().__init__(layout, convert)
         self._count = 0
         self._inline: list[_Job] = []
@@ -88,7 +94,7 @@ class Committer(_Committing):
         self._waiting_size = 0
         self._batches: list[_Batch] = []
         """Batches handed to the worker, in order."""
-        self._pool = _worker() if native.available() else None
+        self._pool = _worker() if _sha256.available() else None
 
     def append(self, value: Any) -> None:
         """Commit the next entry's value."""
@@ -107,11 +113,9 @@ class Committer(_Committing):
 
     def _hash(self, batch: _Batch) -> tuple[list[npt.NDArray[Any]], Any]:
         """The committed arrays of `batch` and their trees, hashed in one native call."""
-        from edgetrust.runtime import _sha256 as native
 
         arrs = [self.convert[i](v) for i, v in zip(batch.indices, batch.values, strict=True)]
-        layout = self.layout
-        trees = native.Forest([layout.bytes_of(a) for a in arrs], layout.chunk_bytes, layout.padded)
+        trees = _forest(self.layout, arrs)
         trees.hash()  # GIL released: the run computes on meanwhile
         return arrs, trees
 
@@ -150,9 +154,6 @@ class Committer(_Committing):
 
 _QUEUE_JOBS = 4096
 """Tensors one queue holds; a run with more hashes the rest on its own thread."""
-_JOB0, _JOB_WORDS = 4, 4
-"""`_shani.JOBS` and `_shani.JOB_WORDS` (a test checks they agree), here as constants: a post
-is on the run's thread, and module lookups add up over a model's tensors."""
 _START_MIN = 1 << 17
 """Elements a run must have appended before its queue starts the worker: starting it (and
 posting each tensor) costs ~50 µs of the run's thread, more than the hashing of a small
@@ -172,12 +173,7 @@ class QueueCommitter(_Committing):
     def __init__(
         self, layout: TraceLayout, convert: Sequence[Callable[[Any], npt.NDArray[Any]]]
     ) -> None:
-        from edgetrust.runtime import _sha256, _shani
-
         super().__init__(layout, convert)
-        self._shani = _shani
-        self._address = _sha256.address
-        self._starts = _sha256._level_starts
         step, padded, big = layout.chunk_bytes, layout.padded, layout.byteorder == ">"
         self._modes = {n: _shani.mode(step, padded, n if big else 1) for n in (1, 2, 4, 8)}
         """Each itemsize's job mode (the kernel swaps bytes for a big-endian layout)."""
@@ -212,12 +208,11 @@ class QueueCommitter(_Committing):
 
     def _rows_for(self, arr: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
         """Room for the tree of `arr`."""
-        return np.empty((self._starts(arr.nbytes, self.layout.chunk_bytes)[-1], 32), np.uint8)
+        return np.empty((level_starts(arr.nbytes, self.layout.chunk_bytes)[-1], 32), np.uint8)
 
     def _start(self) -> None:
         """Start the worker serving a new queue, and post what was appended so far."""
-        shani = self._shani
-        self._ctl = np.zeros(shani.JOBS + shani.JOB_WORDS * _QUEUE_JOBS, np.int64)
+        self._ctl = np.zeros(JOBS + JOB_WORDS * _QUEUE_JOBS, np.int64)
         self._future = _worker().submit(_serve, self._ctl, _nap_address(), self._kept)
         self._kept[:] = [(arr, self._rows_for(arr)) for arr, _ in self._kept]
         for arr, out in self._kept:
@@ -233,20 +228,18 @@ class QueueCommitter(_Committing):
         if self._posted >= _QUEUE_JOBS or self._closed:
             self._hash_here(arr, out)
             return
-        at = _JOB0 + _JOB_WORDS * self._posted
-        address = self._address
+        at = JOBS + JOB_WORDS * self._posted
         ctl[at] = address(arr)
         ctl[at + 1] = arr.nbytes
         ctl[at + 2] = address(out)
         ctl[at + 3] = self._modes[arr.itemsize]
         self._posted += 1
-        ctl[0] = self._posted  # _shani.POSTED, after the job's words: x86 keeps the order
+        ctl[POSTED] = self._posted  # after the job's words: x86 keeps the order
 
     def _hash_here(self, arr: npt.NDArray[Any], out: npt.NDArray[np.uint8]) -> None:
-        from edgetrust.runtime import _sha256
-
-        data = self.layout.bytes_of(arr)
-        _sha256.Forest([data], self.layout.chunk_bytes, self.layout.padded, out=out).hash()
+        """`arr`'s tree into `out`, on this thread."""
+        layout = self.layout
+        _sha256.Forest([layout.bytes_of(arr)], layout.chunk_bytes, layout.padded, out=out).hash()
 
     def close(self) -> None:
         """Nothing more is appended: every tree is hashed before this returns, by this thread
@@ -254,23 +247,20 @@ class QueueCommitter(_Committing):
         job it may still be on). A run that raised calls this too, so no thread polls on."""
         if self._closed:
             return
-        ctl, shani = self._ctl, self._shani
+        ctl = self._ctl
         if ctl is None:  # a small run: all at once, here, each tree in rows of one output
-            from edgetrust.runtime import _sha256
-
             if self._kept:
-                datas = [self.layout.bytes_of(a) for a, _ in self._kept]
-                trees = _sha256.Forest(datas, self.layout.chunk_bytes, self.layout.padded)
+                trees = _forest(self.layout, [a for a, _ in self._kept])
                 trees.hash()
                 self._kept[:] = [(a, trees.rows(k)) for k, (a, _) in enumerate(self._kept)]
             self._closed = True
             return
-        ctl[shani.CLOSED] = 1
+        ctl[CLOSED] = 1
         future = self._future
         assert future is not None  # set with the queue
         future.cancel()  # if the worker has not started, every job is served here
-        shani.serve(ctl, _nap_address())
-        while ctl[shani.FINISHED] < self._posted:  # the worker's last job
+        _shani.serve(ctl, _nap_address())
+        while ctl[FINISHED] < self._posted:  # the worker's last job
             if future.done():  # the worker failed mid-job: hash every tree here again
                 for arr, out in self._kept:
                     if arr.size:
@@ -284,22 +274,18 @@ class QueueCommitter(_Committing):
         step, layout = self.layout.chunk_bytes, self.layout
         commitments = []
         for arr, (_, out) in zip(self._arrays, self._kept, strict=True):
-            tree = MerkleLevels.from_rows(out, self._starts(arr.nbytes, step))
+            tree = MerkleLevels.from_rows(out, level_starts(arr.nbytes, step))
             commitments.append(TensorCommitment.from_tree(arr, tree, layout))
         return self._arrays, commitments
 
 
 @cache
 def _nap_address() -> int:
-    from edgetrust.runtime import _shani
-
     return _shani.usleep_address()
 
 
 def _serve(ctl: npt.NDArray[np.int64], nap: int, kept: list[Any]) -> int:
     """`_shani.serve` on the worker; `kept` only holds the tensors alive meanwhile."""
-    from edgetrust.runtime import _shani
-
     return int(_shani.serve(ctl, nap))
 
 

@@ -138,7 +138,7 @@ def _check_queue(shani: Any) -> None:
     ctl = np.zeros(shani.JOBS + shani.JOB_WORDS * len(cases), np.int64)
     outs = []
     for k, (arr, layout) in enumerate(cases):
-        out = np.zeros((_level_starts(arr.nbytes, layout.chunk_bytes)[-1], 32), np.uint8)
+        out = np.zeros((level_starts(arr.nbytes, layout.chunk_bytes)[-1], 32), np.uint8)
         outs.append(out)
         swap = arr.itemsize if layout.byteorder == ">" else 1
         at = shani.JOBS + shani.JOB_WORDS * k
@@ -151,7 +151,7 @@ def _check_queue(shani: Any) -> None:
     ctl[shani.POSTED], ctl[shani.CLOSED] = len(cases), 1
     shani.serve(ctl, shani.usleep_address())
     for (arr, layout), out in zip(cases, outs, strict=True):
-        b = _level_starts(arr.nbytes, layout.chunk_bytes)
+        b = level_starts(arr.nbytes, layout.chunk_bytes)
         got = [[bytes(r) for r in out[b[k] : b[k + 1]]] for k in range(len(b) - 1)]
         if got != MerkleLevels(layout.tensor_hashes(arr)).levels:
             raise AssertionError("the SHA-NI queue disagrees with hashlib")
@@ -207,7 +207,7 @@ def address(arr: npt.NDArray[Any]) -> int:
 
 
 @cache
-def _level_starts(size: int, step: int) -> tuple[int, ...]:
+def level_starts(size: int, step: int) -> tuple[int, ...]:
     """Row bounds of each level of the tree over `size` bytes in `step`-byte chunks, from 0
     (cached: a model's tensors have the same sizes run after run)."""
     width = -(-size // step)
@@ -234,7 +234,7 @@ class Forest:
         self.step, self.padded = step, padded
         rows, table = 0, []
         for d in self._datas:
-            levels = _level_starts(d.size, step)
+            levels = level_starts(d.size, step)
             table.append([address(d), d.size, *(rows + b for b in levels)])
             rows += levels[-1]
         self._lengths = [len(t) - 2 for t in table]
@@ -257,7 +257,7 @@ class Forest:
 
     def rows(self, index: int) -> npt.NDArray[np.uint8]:
         """Tensor `index`'s tree as one (nodes, 32) array, level after level from the leaves
-        (the rows `_level_starts` bounds, from 0)."""
+        (the rows `level_starts` bounds, from 0)."""
         b = self._table[index, 2 : 2 + self._lengths[index]]
         return self._out[int(b[0]) : int(b[-1])]
 

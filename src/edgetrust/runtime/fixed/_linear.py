@@ -183,7 +183,9 @@ class _Dense(Op):
         start = time.perf_counter()
         done = mm.bound(a, q, finish, session=use_ort) if tune else None
         if done is None:
-            done = finish(_ortgemm.matmul(as_float(a, q, wf.dtype.type), wf, None))
+            done = finish(
+                _ortgemm.matmul(as_float(a, q, wf.dtype.type), wf, mm if use_ort else None)
+            )
         if tune:
             mm.tuner.record(a.shape[0], use_ort, time.perf_counter() - start)
         return done
